@@ -1,0 +1,1 @@
+//! C ABI for creditgate (see include/creditgate.h).

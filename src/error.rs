@@ -1,0 +1,124 @@
+//! The one error table of SPEC §5: every failure has a stable code and an
+//! HTTP status; the C and Python front doors derive theirs from here.
+
+use crate::money::Credits;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every failure a caller can see. Messages say what was wrong and with
+/// which value, and never contain a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("insufficient credits: {required} required, {available} available")]
+    InsufficientCredits { required: Credits, available: Credits },
+    #[error("invalid API key: {0}")]
+    InvalidApiKey(String),
+    /// `limit` is the setting's name, e.g. `max_active_keys_per_user`.
+    #[error("limit reached: {limit} ({detail})")]
+    LimitReached { limit: &'static str, detail: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("idempotency conflict: {0}")]
+    IdempotencyConflict(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The outcome of a write is unknown; retrying with the same idempotency
+    /// key is always safe.
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Stable codes (SPEC §5). The numeric values are the C status values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ErrorCode {
+    InsufficientCredits = 1,
+    InvalidApiKey = 2,
+    LimitReached = 3,
+    NotFound = 4,
+    IdempotencyConflict = 5,
+    InvalidArgument = 6,
+    Storage = 7,
+    Internal = 8,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::InsufficientCredits,
+        ErrorCode::InvalidApiKey,
+        ErrorCode::LimitReached,
+        ErrorCode::NotFound,
+        ErrorCode::IdempotencyConflict,
+        ErrorCode::InvalidArgument,
+        ErrorCode::Storage,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InsufficientCredits => "insufficient_credits",
+            ErrorCode::InvalidApiKey => "invalid_api_key",
+            ErrorCode::LimitReached => "limit_reached",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::IdempotencyConflict => "idempotency_conflict",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::Storage => "storage",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InsufficientCredits => 402,
+            ErrorCode::InvalidApiKey => 401,
+            ErrorCode::LimitReached => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::IdempotencyConflict => 409,
+            ErrorCode::InvalidArgument => 400,
+            ErrorCode::Storage => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize - 1
+    }
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InsufficientCredits { .. } => ErrorCode::InsufficientCredits,
+            Error::InvalidApiKey(_) => ErrorCode::InvalidApiKey,
+            Error::LimitReached { .. } => ErrorCode::LimitReached,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::IdempotencyConflict(_) => ErrorCode::IdempotencyConflict,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::Storage(_) => ErrorCode::Storage,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn http_status(&self) -> u16 {
+        self.code().http_status()
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Error {
+        Error::InvalidArgument(msg.into())
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Storage(format!("sqlite: {e}"))
+    }
+}
+
+impl From<r2d2::Error> for Error {
+    fn from(e: r2d2::Error) -> Self {
+        Error::Storage(format!("connection pool: {e}"))
+    }
+}

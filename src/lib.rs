@@ -1,0 +1,28 @@
+//! creditgate: an embeddable prepaid-credit ledger for AI API gateways.
+//!
+//! Gate API-key creation on payment, verify a key and its balance, charge
+//! usage in real time, and keep an audit trail that always adds up — all
+//! in-process and transactional, on SQLite (default) or PostgreSQL.
+//! See `SPEC.md` for the contract; [`CreditManager`] is the facade.
+
+mod config;
+mod error;
+mod keys;
+mod manager;
+mod metrics;
+mod money;
+mod store;
+mod types;
+mod validate;
+
+pub use config::{Config, Synchronous, redact_url};
+pub use error::{Error, ErrorCode, Result};
+pub use keys::ApiKeySecret;
+pub use manager::{CreditManager, EntryOptions, HoldAmount, KeyRef, Settlement, Usage};
+pub use metrics::Counter;
+pub use money::{Credits, MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS, MICROS_PER_CREDIT};
+pub use types::{
+    Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, Hold, HoldId, KeyEligibility, KeyId,
+    ModelPrice, NewApiKey, Report, Timestamp, UsageCharge, Verification,
+};
+pub use validate::{MAX_METADATA_BYTES, MAX_PAGE_LIMIT, MAX_TEXT_BYTES, MAX_TOKENS_PER_CALL, MAX_TTL_SECONDS};

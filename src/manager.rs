@@ -1,0 +1,1159 @@
+//! `CreditManager`: the operations of SPEC §3. Each operation validates its
+//! input, then plans and applies its change against [`Tx`] inside one
+//! transaction. Balances move only through `Tx::apply` (a conditional update).
+
+use crate::config::{Config, redact_url};
+use crate::error::{Error, ErrorCode, Result};
+use crate::keys;
+use crate::metrics::{Counter, Metrics};
+use crate::money::{Credits, MAX_AMOUNT_MICROS};
+use crate::store::{HashKind, HoldRow, HoldStatus, KeyRow, Store, Tx};
+use crate::types::*;
+use crate::validate;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Optional fields of a credit or debit entry.
+#[derive(Clone, Debug, Default)]
+pub struct EntryOptions<'a> {
+    pub idempotency_key: Option<&'a str>,
+    pub reference: Option<&'a str>,
+    pub metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// How a usage charge names its key.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyRef<'a> {
+    Secret(&'a str),
+    Id(KeyId),
+}
+
+/// Token counts of one call. `model: None` uses the default price.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage<'a> {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub model: Option<&'a str>,
+}
+
+/// What a hold reserves.
+#[derive(Clone, Copy, Debug)]
+pub enum HoldAmount<'a> {
+    Credits(Credits),
+    /// The price of this many input tokens of `model`.
+    Tokens {
+        tokens: i64,
+        model: Option<&'a str>,
+    },
+}
+
+/// What a settlement charges.
+#[derive(Clone, Copy, Debug)]
+pub enum Settlement<'a> {
+    Credits(Credits),
+    /// Tokens; a model of `None` means the hold's model.
+    Tokens(Usage<'a>),
+}
+
+/// Most API keys a pending `last_used_at` batch remembers.
+const MAX_PENDING_TOUCHES: usize = 10_000;
+
+/// The prepaid-credit ledger. Cheap to clone, `Send + Sync`.
+///
+/// ```
+/// use creditgate::{Config, CreditManager, Credits};
+/// let m = CreditManager::open(Config::new().database_url("sqlite:///:memory:")).unwrap();
+/// m.record_payment("alice", "pi_1", 500, "usd").unwrap();
+/// assert_eq!(m.get_balance("alice").unwrap(), Credits::from_credits(5000).unwrap());
+/// let key = m.create_api_key("alice", None).unwrap();
+/// let v = m.verify_api_key_credits(key.secret.expose(), Credits::from_credits(1).unwrap()).unwrap();
+/// assert_eq!(v.user_id, "alice");
+/// ```
+#[derive(Clone)]
+pub struct CreditManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Store,
+    metrics: Metrics,
+    /// Verified keys whose `last_used_at` is written with the next write.
+    touched: Mutex<HashMap<KeyId, Timestamp>>,
+}
+
+/// A usage charge, planned before it is applied.
+struct Charge<'a> {
+    user: &'a str,
+    key_id: KeyId,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    model: Option<String>,
+    amount: Credits,
+    request_id: Option<String>,
+}
+
+/// An entry to append, before it has a seq and balance.
+struct Draft<'a> {
+    user: &'a str,
+    kind: EntryKind,
+    amount: Credits,
+    strict: bool,
+    key: Option<String>,
+    global_key: bool,
+    reference: Option<String>,
+    api_key_id: Option<KeyId>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    model: Option<String>,
+    amount_minor: Option<i64>,
+    currency: Option<String>,
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl<'a> Draft<'a> {
+    fn new(user: &'a str, kind: EntryKind, amount: Credits) -> Draft<'a> {
+        Draft {
+            user,
+            kind,
+            amount,
+            strict: false,
+            key: None,
+            global_key: false,
+            reference: None,
+            api_key_id: None,
+            input_tokens: None,
+            output_tokens: None,
+            model: None,
+            amount_minor: None,
+            currency: None,
+            metadata: None,
+        }
+    }
+}
+
+fn replayed(mut e: Entry) -> Entry {
+    e.replayed = true;
+    e
+}
+
+fn conflict(key: &str, existing: &Entry) -> Error {
+    Error::IdempotencyConflict(format!(
+        "key {:?} was already used for a {} of {} for user {:?} with other parameters",
+        truncate(key),
+        existing.kind,
+        existing.amount,
+        truncate(&existing.user_id)
+    ))
+}
+
+/// charge = ceil((in × in_price + out × out_price) / 1000) micro-credits.
+fn price_tokens(input: i64, output: i64, p: ModelPrice) -> Result<Credits> {
+    let total = i128::from(input) * i128::from(p.input_per_1k.micros())
+        + i128::from(output) * i128::from(p.output_per_1k.micros());
+    let micros = (total + 999) / 1000;
+    if micros > i128::from(MAX_AMOUNT_MICROS) {
+        return Err(Error::invalid(format!("usage of {input} + {output} tokens costs more than the largest amount")));
+    }
+    Ok(Credits::from_micros(micros as i64))
+}
+
+impl CreditManager {
+    /// Opens (and migrates) the database named by `config`.
+    pub fn open(config: Config) -> Result<CreditManager> {
+        let store = Store::open(&config)?;
+        Ok(CreditManager {
+            inner: Arc::new(Inner { config, store, metrics: Metrics::default(), touched: Mutex::new(HashMap::new()) }),
+        })
+    }
+
+    /// `Config::from_env()` then `open`.
+    pub fn open_env() -> Result<CreditManager> {
+        CreditManager::open(Config::from_env()?)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The resolved database URL, password redacted.
+    pub fn database_url(&self) -> String {
+        redact_url(&self.inner.store.location())
+    }
+
+    pub fn migrate(&self) -> Result<()> {
+        self.track(self.inner.store.migrate())
+    }
+
+    fn track<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            self.inner.metrics.error(e.code());
+        }
+        r
+    }
+
+    fn count(&self, c: Counter) {
+        self.inner.metrics.inc(c);
+    }
+
+    /// One write transaction; also flushes pending `last_used_at` updates.
+    fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        let touched: Vec<(KeyId, Timestamp)> = {
+            let mut t = self.inner.touched.lock();
+            if t.is_empty() { Vec::new() } else { t.drain().collect() }
+        };
+        self.inner.store.write(|tx| {
+            if !touched.is_empty() {
+                tx.touch_keys(&touched)?;
+            }
+            f(tx)
+        })
+    }
+
+    fn read<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        self.inner.store.read(f)
+    }
+
+    fn hash(&self, secret: &str) -> String {
+        keys::lookup_hash(self.inner.config.api_key_pepper.as_ref(), secret)
+    }
+
+    fn default_price(&self) -> ModelPrice {
+        let p = self.inner.config.credits_per_1k_tokens;
+        ModelPrice { input_per_1k: p, output_per_1k: p }
+    }
+
+    fn price_of(&self, tx: &mut dyn Tx, model: Option<&str>) -> Result<ModelPrice> {
+        match model {
+            Some(m) => Ok(tx.price(m)?.unwrap_or_else(|| self.default_price())),
+            None => Ok(self.default_price()),
+        }
+    }
+
+    // ----- ledger core -------------------------------------------------
+
+    /// Applies the balance change and appends its entry. The only path by
+    /// which a balance moves.
+    fn append(&self, tx: &mut dyn Tx, now: Timestamp, d: Draft) -> Result<Entry> {
+        tx.ensure_account(d.user, now)?;
+        let Some((balance_after, seq)) = tx.apply(d.user, d.amount, d.strict, now)? else {
+            let balance = tx.account(d.user)?.map_or(Credits::ZERO, |a| a.balance);
+            if balance.checked_add(d.amount).is_err() {
+                return Err(Error::invalid(format!("balance {balance} + {} is out of range", d.amount)));
+            }
+            let held = tx.held(d.user, now)?;
+            return Err(Error::InsufficientCredits {
+                required: d.amount.checked_neg()?,
+                available: balance.checked_sub(held)?,
+            });
+        };
+        let entry = Entry {
+            id: EntryId::new(),
+            seq,
+            user_id: d.user.to_string(),
+            kind: d.kind,
+            amount: d.amount,
+            balance_after,
+            idempotency_key: d.key,
+            reference: d.reference,
+            api_key_id: d.api_key_id,
+            input_tokens: d.input_tokens,
+            output_tokens: d.output_tokens,
+            model: d.model,
+            amount_minor: d.amount_minor,
+            currency: d.currency,
+            metadata: d.metadata,
+            created_at: now,
+            replayed: false,
+        };
+        let global = if d.global_key { entry.idempotency_key.as_deref() } else { None };
+        tx.insert_entry(&entry, global)?;
+        Ok(entry)
+    }
+
+    fn counts_entry(&self, e: &Entry) {
+        if e.replayed {
+            return;
+        }
+        if e.kind == EntryKind::Purchase {
+            self.count(Counter::purchases_total);
+            self.inner.metrics.add(Counter::credits_purchased_micros_total, e.amount.micros().unsigned_abs());
+        }
+    }
+
+    // ----- balances and entries ------------------------------------------
+
+    pub fn get_balance(&self, user: &str) -> Result<Credits> {
+        self.track(
+            validate::text("user_id", user)
+                .and_then(|u| self.read(|tx| Ok(tx.account(u)?.map_or(Credits::ZERO, |a| a.balance)))),
+        )
+    }
+
+    pub fn account(&self, user: &str) -> Result<Account> {
+        self.track(validate::text("user_id", user).and_then(|u| {
+            self.read(|tx| {
+                let now = tx.now()?;
+                let row = tx.account(u)?;
+                let held = tx.held(u, now)?;
+                let (lifetime_purchased, lifetime_used) = tx.lifetime(u)?;
+                let balance = row.as_ref().map_or(Credits::ZERO, |a| a.balance);
+                Ok(Account {
+                    user_id: u.to_string(),
+                    balance,
+                    held,
+                    available: balance.checked_sub(held)?,
+                    lifetime_purchased,
+                    lifetime_used,
+                    active_keys: tx.active_keys(u)?,
+                    first_key_issued: row.as_ref().is_some_and(|a| a.first_key_issued),
+                    created_at: row.map(|a| a.created_at),
+                })
+            })
+        }))
+    }
+
+    /// Credits an account. `kind`: purchase, grant, refund or adjustment
+    /// (which may be negative, and then is strict).
+    pub fn add_credits(&self, user: &str, amount: Credits, kind: EntryKind, opts: &EntryOptions) -> Result<Entry> {
+        let r = (|| {
+            let user = validate::text("user_id", user)?;
+            match kind {
+                EntryKind::Purchase | EntryKind::Grant | EntryKind::Refund => {
+                    amount.validate_positive("amount")?;
+                }
+                EntryKind::Adjustment => {
+                    amount
+                        .checked_neg()?
+                        .validate_positive("amount")
+                        .or_else(|_| amount.validate_positive("amount"))
+                        .map_err(|_| {
+                        Error::invalid(format!(
+                            "adjustment amount must be non-zero and at most 10^12 credits in size, got {amount}"
+                        ))
+                    })?;
+                }
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "add_credits kind must be purchase, grant, refund or adjustment, got {kind}"
+                    )));
+                }
+            }
+            let mut d = Draft::new(user, kind, amount);
+            d.strict = amount.is_negative();
+            d.key = validate::caller_key("idempotency_key", opts.idempotency_key)?.map(str::to_string);
+            d.reference = validate::opt_text("reference", opts.reference)?.map(str::to_string);
+            d.metadata = validate::metadata(opts.metadata)?;
+            self.append_idempotent(d)
+        })();
+        let r = self.track(r);
+        if let Ok(e) = &r {
+            self.counts_entry(e);
+        }
+        r
+    }
+
+    /// Strict debit: `InsufficientCredits` when available < amount.
+    pub fn deduct_credits(&self, user: &str, amount: Credits, opts: &EntryOptions) -> Result<Entry> {
+        let start = Instant::now();
+        let r = (|| {
+            let user = validate::text("user_id", user)?;
+            amount.validate_positive("amount")?;
+            let mut d = Draft::new(user, EntryKind::Deduct, amount.checked_neg()?);
+            d.strict = true;
+            d.key = validate::caller_key("idempotency_key", opts.idempotency_key)?.map(str::to_string);
+            d.reference = validate::opt_text("reference", opts.reference)?.map(str::to_string);
+            d.metadata = validate::metadata(opts.metadata)?;
+            self.append_idempotent(d)
+        })();
+        self.inner.metrics.charge_seconds.observe(start.elapsed());
+        self.track(r)
+    }
+
+    /// Appends `d` unless its per-user key was already used: then replays
+    /// (same kind and amount) or conflicts.
+    fn append_idempotent(&self, d: Draft) -> Result<Entry> {
+        let key = d.key.clone();
+        let (user, kind, amount) = (d.user, d.kind, d.amount);
+        let mut d = Some(d);
+        self.write(|tx| {
+            let now = tx.now()?;
+            if let Some(k) = &key {
+                if let Some(e) = tx.entry_by_key(user, k)? {
+                    return if e.kind == kind && e.amount == amount { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
+                }
+            }
+            let draft = d.take().ok_or_else(|| Error::Internal("transaction retried after a partial run".into()))?;
+            self.append(tx, now, draft)
+        })
+    }
+
+    /// The payment webhook path: `amount_minor` cents of `currency` (USD).
+    pub fn record_payment(&self, user: &str, payment_id: &str, amount_minor: i64, currency: &str) -> Result<Entry> {
+        let r = (|| {
+            let user = validate::text("user_id", user)?;
+            let payment_id = validate::text("payment_id", payment_id)?;
+            let currency = self.currency(currency)?;
+            if amount_minor <= 0 {
+                return Err(Error::invalid(format!("amount_minor must be positive, got {amount_minor}")));
+            }
+            let micros = i128::from(amount_minor) * i128::from(self.inner.config.credits_per_usd) * 10_000;
+            if micros > i128::from(MAX_AMOUNT_MICROS) {
+                return Err(Error::invalid(format!(
+                    "payment of {amount_minor} minor units buys more than the largest amount"
+                )));
+            }
+            let key = format!("payment:{payment_id}");
+            self.write(|tx| {
+                let now = tx.now()?;
+                if let Some(e) = tx.entry_by_global_key(&key)? {
+                    let same = e.user_id == user
+                        && e.amount_minor == Some(amount_minor)
+                        && e.currency.as_deref() == Some(currency);
+                    return if same { Ok(replayed(e)) } else { Err(conflict(&key, &e)) };
+                }
+                let mut d = Draft::new(user, EntryKind::Purchase, Credits::from_micros(micros as i64));
+                d.key = Some(key.clone());
+                d.global_key = true;
+                d.reference = Some(payment_id.to_string());
+                d.amount_minor = Some(amount_minor);
+                d.currency = Some(currency.to_string());
+                self.append(tx, now, d)
+            })
+        })();
+        let r = self.track(r);
+        if let Ok(e) = &r {
+            self.counts_entry(e);
+        }
+        r
+    }
+
+    fn currency(&self, c: &str) -> Result<&'static str> {
+        if c.eq_ignore_ascii_case("usd") {
+            Ok("USD")
+        } else {
+            Err(Error::invalid(format!("currency must be USD, got {:?}", truncate(c))))
+        }
+    }
+
+    /// A refund or chargeback: removes the credits a payment bought (all not
+    /// yet reversed, or the part for `amount_minor`). Not strict.
+    pub fn reverse_payment(
+        &self,
+        payment_id: &str,
+        amount_minor: Option<i64>,
+        reason: Option<&str>,
+        reversal_id: Option<&str>,
+    ) -> Result<Entry> {
+        let r = (|| {
+            let payment_id = validate::text("payment_id", payment_id)?;
+            let reason = validate::opt_text("reason", reason)?;
+            let reversal_id = validate::opt_text("reversal_id", reversal_id)?;
+            if let Some(a) = amount_minor {
+                if a <= 0 {
+                    return Err(Error::invalid(format!("amount_minor must be positive, got {a}")));
+                }
+            }
+            let key = format!("reversal:{}", reversal_id.unwrap_or(payment_id));
+            self.write(|tx| {
+                let now = tx.now()?;
+                let purchase = tx
+                    .entry_by_global_key(&format!("payment:{payment_id}"))?
+                    .ok_or_else(|| Error::NotFound(format!("no payment with id {:?}", truncate(payment_id))))?;
+                if let Some(e) = tx.entry_by_global_key(&key)? {
+                    let same = e.reference.as_deref() == Some(payment_id)
+                        && amount_minor.is_none_or(|a| e.amount_minor == Some(a));
+                    return if same { Ok(replayed(e)) } else { Err(conflict(&key, &e)) };
+                }
+                let paid_minor = purchase.amount_minor.unwrap_or(0);
+                let (reversed_minor, reversed) = tx.reversed_total(payment_id)?;
+                let remaining_minor = paid_minor - reversed_minor;
+                if remaining_minor <= 0 {
+                    return Err(Error::invalid(format!(
+                        "payment {:?} is already fully reversed",
+                        truncate(payment_id)
+                    )));
+                }
+                let part = amount_minor.unwrap_or(remaining_minor);
+                if part > remaining_minor {
+                    return Err(Error::invalid(format!(
+                        "cannot reverse {part} minor units of payment {:?}: only {remaining_minor} remain",
+                        truncate(payment_id)
+                    )));
+                }
+                // The last part takes exactly what remains, so parts sum to the purchase.
+                let credits = if part == remaining_minor {
+                    purchase.amount.checked_sub(reversed)?
+                } else {
+                    let micros = i128::from(purchase.amount.micros()) * i128::from(part) / i128::from(paid_minor);
+                    Credits::from_micros(micros as i64)
+                };
+                let mut d = Draft::new(&purchase.user_id, EntryKind::Reversal, credits.checked_neg()?);
+                d.key = Some(key.clone());
+                d.global_key = true;
+                d.reference = Some(payment_id.to_string());
+                d.amount_minor = Some(part);
+                d.currency = purchase.currency.clone();
+                d.metadata = reason.map(|r| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("reason".into(), serde_json::Value::String(r.to_string()));
+                    m
+                });
+                let user = purchase.user_id.clone();
+                self.append(tx, now, Draft { user: &user, ..d })
+            })
+        })();
+        self.track(r)
+    }
+
+    /// Newest first; `before` is an entry id cursor.
+    pub fn transactions(&self, user: &str, limit: u32, before: Option<EntryId>) -> Result<Vec<Entry>> {
+        self.track((|| {
+            let user = validate::text("user_id", user)?;
+            let limit = validate::page_limit(limit)?;
+            self.read(|tx| {
+                let before_seq = match before {
+                    None => None,
+                    Some(id) => match tx.entry_by_id(id)? {
+                        Some(e) if e.user_id == user => Some(e.seq),
+                        _ => return Err(Error::NotFound(format!("no entry {id} for user {:?}", truncate(user)))),
+                    },
+                };
+                tx.entries(user, before_seq, limit)
+            })
+        })())
+    }
+
+    // ----- API keys ----------------------------------------------------------
+
+    fn eligibility(&self, tx: &mut dyn Tx, user: &str, now: Timestamp) -> Result<KeyEligibility> {
+        let row = tx.account(user)?;
+        let balance = row.as_ref().map_or(Credits::ZERO, |a| a.balance);
+        let available = balance.checked_sub(tx.held(user, now)?)?;
+        let is_first_key = !row.is_some_and(|a| a.first_key_issued);
+        let required =
+            if is_first_key { self.inner.config.min_credits_api_key } else { Credits::from_micros(1_000_000) };
+        Ok(KeyEligibility { allowed: available >= required, is_first_key, required, available })
+    }
+
+    pub fn can_generate_api_key(&self, user: &str) -> Result<KeyEligibility> {
+        let r = validate::text("user_id", user).and_then(|u| {
+            self.read(|tx| {
+                let now = tx.now()?;
+                self.eligibility(tx, u, now)
+            })
+        });
+        if r.is_ok() {
+            self.count(Counter::key_eligibility_checks_total);
+        }
+        self.track(r)
+    }
+
+    /// Creates a key when the credit rule allows it, checked in the insert's
+    /// transaction. Every call is tallied as an attempt, also when denied.
+    pub fn create_api_key(&self, user: &str, name: Option<&str>) -> Result<NewApiKey> {
+        let r = (|| {
+            let user = validate::text("user_id", user)?;
+            let name = validate::opt_text("name", name)?;
+            let secret = keys::generate(&self.inner.config.api_key_prefix)?;
+            let hash = self.hash(secret.expose());
+            let max = self.inner.config.max_active_keys_per_user;
+            self.count(Counter::key_generation_attempts_total);
+            // The outer Result rolls back; the inner one commits the tally.
+            let outcome = self.write(|tx| {
+                let now = tx.now()?;
+                tx.ensure_account(user, now)?;
+                let active = tx.active_keys(user)?;
+                if active >= max {
+                    tx.tally_key_attempt(user, now.day(), false)?;
+                    return Ok(Err(Error::LimitReached {
+                        limit: "max_active_keys_per_user",
+                        detail: format!("user {:?} has {active} active keys, the maximum is {max}", truncate(user)),
+                    }));
+                }
+                let e = self.eligibility(tx, user, now)?;
+                if !e.allowed {
+                    tx.tally_key_attempt(user, now.day(), false)?;
+                    return Ok(Err(Error::InsufficientCredits { required: e.required, available: e.available }));
+                }
+                let row = KeyRow {
+                    id: KeyId::new(),
+                    user_id: user.to_string(),
+                    name: name.map(str::to_string),
+                    prefix: Some(keys::display_prefix(secret.expose(), false)),
+                    legacy: false,
+                    created_at: now,
+                    last_used_at: None,
+                    revoked_at: None,
+                };
+                tx.insert_key(&row, &hash, HashKind::Peppered)?;
+                tx.set_first_key_issued(user)?;
+                tx.tally_key_attempt(user, now.day(), true)?;
+                Ok(Ok(row))
+            });
+            let row = outcome.and_then(|o| o).inspect_err(|_| self.count(Counter::key_generation_denied_total))?;
+            self.count(Counter::key_generation_success_total);
+            Ok(NewApiKey {
+                secret: secret.clone(),
+                key_id: row.id,
+                user_id: row.user_id,
+                name: row.name,
+                prefix: row.prefix.unwrap_or_default(),
+                created_at: row.created_at,
+            })
+        })();
+        self.track(r)
+    }
+
+    /// Registers a key issued before this library, without the credit gate.
+    /// Importing the same key for the same user again returns it unchanged.
+    pub fn import_api_key(
+        &self,
+        user: &str,
+        secret: Option<&str>,
+        secret_sha256: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<ApiKeyInfo> {
+        let r = (|| {
+            let user = validate::text("user_id", user)?;
+            let name = validate::opt_text("name", name)?;
+            let (hash, kind, prefix) = match (secret, secret_sha256) {
+                (Some(s), None) => {
+                    keys::classify(&self.inner.config.api_key_prefix, s).map_err(|e| match e {
+                        Error::InvalidApiKey(m) => Error::invalid(format!("legacy secret rejected: {m}")),
+                        other => other,
+                    })?;
+                    (self.hash(s), HashKind::Peppered, Some(keys::display_prefix(s, true)))
+                }
+                (None, Some(h)) => {
+                    keys::validate_sha256_hex(h)?;
+                    (h.to_string(), HashKind::Sha256, None)
+                }
+                _ => return Err(Error::invalid("import_api_key needs exactly one of secret and secret_sha256")),
+            };
+            self.write(|tx| {
+                let now = tx.now()?;
+                if let Some(k) = tx.key_by_hash(&hash, None)? {
+                    return if k.user_id == user {
+                        Ok(k)
+                    } else {
+                        Err(Error::IdempotencyConflict("this key is already registered to another user".into()))
+                    };
+                }
+                tx.ensure_account(user, now)?;
+                let row = KeyRow {
+                    id: KeyId::new(),
+                    user_id: user.to_string(),
+                    name: name.map(str::to_string),
+                    prefix: prefix.clone(),
+                    legacy: true,
+                    created_at: now,
+                    last_used_at: None,
+                    revoked_at: None,
+                };
+                tx.insert_key(&row, &hash, kind)?;
+                Ok(row)
+            })
+            .map(key_info)
+        })();
+        self.track(r)
+    }
+
+    /// Revokes at once; with `user`, a key of another user is `NotFound`.
+    pub fn revoke_api_key(&self, key_id: KeyId, user: Option<&str>) -> Result<()> {
+        let r = (|| {
+            let user = validate::opt_text("user_id", user)?;
+            self.write(|tx| {
+                let now = tx.now()?;
+                match tx.key_by_id(key_id)? {
+                    Some(k) if user.is_none_or(|u| u == k.user_id) => tx.revoke_key(key_id, now),
+                    _ => Err(Error::NotFound(format!("no API key {key_id}"))),
+                }
+            })
+        })();
+        self.track(r)
+    }
+
+    pub fn list_api_keys(&self, user: &str) -> Result<Vec<ApiKeyInfo>> {
+        self.track(validate::text("user_id", user).and_then(|u| {
+            let pending: HashMap<KeyId, Timestamp> = self.inner.touched.lock().clone();
+            self.read(|tx| tx.keys(u, validate::MAX_LISTED_KEYS)).map(|rows| {
+                rows.into_iter()
+                    .map(|mut k| {
+                        if let Some(t) = pending.get(&k.id) {
+                            k.last_used_at = k.last_used_at.max(Some(*t));
+                        }
+                        key_info(k)
+                    })
+                    .collect()
+            })
+        }))
+    }
+
+    /// Finds the key row for a presented secret, or `InvalidApiKey`.
+    fn find_key(&self, tx: &mut dyn Tx, secret: &str) -> Result<KeyRow> {
+        keys::classify(&self.inner.config.api_key_prefix, secret)?;
+        let hash = self.hash(secret);
+        if let Some(k) = tx.key_by_hash(&hash, None)? {
+            return Ok(k);
+        }
+        if self.inner.config.api_key_pepper.is_some() {
+            if let Some(k) = tx.key_by_hash(&keys::sha256_hex(secret), Some(HashKind::Sha256))? {
+                return Ok(k);
+            }
+        }
+        Err(Error::InvalidApiKey("unknown API key".into()))
+    }
+
+    fn key_ref(&self, tx: &mut dyn Tx, key: KeyRef) -> Result<KeyRow> {
+        match key {
+            KeyRef::Secret(s) => self.find_key(tx, s),
+            KeyRef::Id(id) => tx.key_by_id(id)?.ok_or_else(|| Error::InvalidApiKey(format!("no API key with id {id}"))),
+        }
+    }
+
+    /// Read-only check of a key and its account's available credits.
+    pub fn verify_api_key_credits(&self, api_key: &str, min_credits: Credits) -> Result<Verification> {
+        let start = Instant::now();
+        let r = (|| {
+            min_credits.validate_threshold("min_credits")?;
+            self.read(|tx| {
+                let k = self.find_key(tx, api_key)?;
+                if k.revoked_at.is_some() {
+                    return Err(Error::InvalidApiKey(format!("API key {} is revoked", k.id)));
+                }
+                let now = tx.now()?;
+                let balance = tx.account(&k.user_id)?.map_or(Credits::ZERO, |a| a.balance);
+                let available = balance.checked_sub(tx.held(&k.user_id, now)?)?;
+                Ok((Verification { user_id: k.user_id, key_id: k.id, available }, now))
+            })
+        })();
+        self.inner.metrics.verify_seconds.observe(start.elapsed());
+        match r {
+            Ok((v, now)) if v.available >= min_credits => {
+                self.count(Counter::verify_ok_total);
+                let mut t = self.inner.touched.lock();
+                if t.len() < MAX_PENDING_TOUCHES {
+                    t.insert(v.key_id, now);
+                }
+                Ok(v)
+            }
+            Ok((v, _)) => {
+                self.count(Counter::verify_insufficient_credits_total);
+                self.track(Err(Error::InsufficientCredits { required: min_credits, available: v.available }))
+            }
+            Err(e) => {
+                if e.code() == ErrorCode::InvalidApiKey {
+                    self.count(Counter::verify_invalid_key_total);
+                }
+                self.track(Err(e))
+            }
+        }
+    }
+
+    // ----- usage -------------------------------------------------------------
+
+    fn check_usage(u: &Usage) -> Result<()> {
+        validate::tokens("input_tokens", u.input_tokens)?;
+        validate::tokens("output_tokens", u.output_tokens)?;
+        validate::opt_text("model", u.model)?;
+        Ok(())
+    }
+
+    /// Charges a call's usage. Never refused for balance: the balance may go
+    /// negative (`overdraft`). Idempotent on `request_id`.
+    pub fn record_usage(&self, key: KeyRef, usage: Usage, request_id: Option<&str>) -> Result<UsageCharge> {
+        let start = Instant::now();
+        let r = (|| {
+            Self::check_usage(&usage)?;
+            let request_id = validate::opt_text("request_id", request_id)?;
+            self.write(|tx| {
+                let now = tx.now()?;
+                let k = self.key_ref(tx, key)?;
+                let price = self.price_of(tx, usage.model)?;
+                let charge = Charge {
+                    user: &k.user_id,
+                    key_id: k.id,
+                    input_tokens: Some(usage.input_tokens),
+                    output_tokens: Some(usage.output_tokens),
+                    model: usage.model.map(str::to_string),
+                    amount: price_tokens(usage.input_tokens, usage.output_tokens, price)?,
+                    request_id: request_id.map(str::to_string),
+                };
+                self.charge(tx, now, charge)
+            })
+        })();
+        self.inner.metrics.charge_seconds.observe(start.elapsed());
+        self.finish_charge(r)
+    }
+
+    /// Appends a usage entry, or replays the one with the same request id.
+    fn charge(&self, tx: &mut dyn Tx, now: Timestamp, c: Charge) -> Result<Entry> {
+        let key = c.request_id.as_ref().map(|r| format!("usage:{r}"));
+        if let Some(k) = &key {
+            if let Some(e) = tx.entry_by_key(c.user, k)? {
+                let same = e.kind == EntryKind::Usage
+                    && e.input_tokens == c.input_tokens
+                    && e.output_tokens == c.output_tokens
+                    && e.model == c.model
+                    && (c.input_tokens.is_some() || e.amount == c.amount.checked_neg()?);
+                return if same { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
+            }
+        }
+        let mut d = Draft::new(c.user, EntryKind::Usage, c.amount.checked_neg()?);
+        d.key = key;
+        d.api_key_id = Some(c.key_id);
+        d.input_tokens = c.input_tokens;
+        d.output_tokens = c.output_tokens;
+        d.model = c.model;
+        self.append(tx, now, d)
+    }
+
+    fn finish_charge(&self, r: Result<Entry>) -> Result<UsageCharge> {
+        let e = self.track(r)?;
+        let tokens = e.input_tokens.unwrap_or(0) + e.output_tokens.unwrap_or(0);
+        let charged = Credits::from_micros(-e.amount.micros());
+        let overdraft = e.balance_after.is_negative();
+        if !e.replayed {
+            let m = &self.inner.metrics;
+            m.inc(Counter::usage_charges_total);
+            m.add(Counter::tokens_metered_total, tokens as u64);
+            m.add(Counter::credits_charged_micros_total, charged.micros() as u64);
+            if overdraft {
+                m.inc(Counter::usage_overdrafts_total);
+            }
+        }
+        Ok(UsageCharge {
+            entry_id: e.id,
+            user_id: e.user_id,
+            tokens,
+            charged,
+            balance: e.balance_after,
+            overdraft,
+            replayed: e.replayed,
+        })
+    }
+
+    // ----- holds -------------------------------------------------------------
+
+    /// Holds credits against available (strict), for `ttl_seconds`.
+    pub fn reserve(
+        &self,
+        api_key: &str,
+        amount: HoldAmount,
+        ttl_seconds: i64,
+        request_id: Option<&str>,
+    ) -> Result<Hold> {
+        let r = (|| {
+            if !(1..=validate::MAX_TTL_SECONDS).contains(&ttl_seconds) {
+                return Err(Error::invalid(format!(
+                    "ttl_seconds must be in 1..={}, got {ttl_seconds}",
+                    validate::MAX_TTL_SECONDS
+                )));
+            }
+            match amount {
+                HoldAmount::Credits(c) => {
+                    c.validate_positive("credits")?;
+                }
+                HoldAmount::Tokens { tokens, model } => {
+                    validate::tokens("tokens", tokens)?;
+                    validate::opt_text("model", model)?;
+                }
+            }
+            let request_id = validate::opt_text("request_id", request_id)?;
+            let max = self.inner.config.max_active_holds_per_user;
+            self.write(|tx| {
+                let now = tx.now()?;
+                let k = self.find_key(tx, api_key)?;
+                if k.revoked_at.is_some() {
+                    return Err(Error::InvalidApiKey(format!("API key {} is revoked", k.id)));
+                }
+                let user = k.user_id.as_str();
+                tx.ensure_account(user, now)?;
+                let expired = tx.expire_holds(user, now)?;
+                let (held_amount, model) = match amount {
+                    HoldAmount::Credits(c) => (c, None),
+                    HoldAmount::Tokens { tokens, model } => {
+                        let p = self.price_of(tx, model)?;
+                        // A hold is at least one micro-credit.
+                        (price_tokens(tokens, 0, p)?.max(Credits::from_micros(1)), model.map(str::to_string))
+                    }
+                };
+                if let Some(rid) = request_id {
+                    if let Some(h) = tx.hold_by_request(user, rid)? {
+                        return if h.amount == held_amount {
+                            Ok((hold_of(h, true), expired))
+                        } else {
+                            Err(Error::IdempotencyConflict(format!(
+                                "request_id {:?} already holds {} (asked {held_amount})",
+                                truncate(rid),
+                                h.amount
+                            )))
+                        };
+                    }
+                }
+                let active = tx.active_holds(user, now)?;
+                if active >= max {
+                    return Err(Error::LimitReached {
+                        limit: "max_active_holds_per_user",
+                        detail: format!("user {:?} has {active} active holds, the maximum is {max}", truncate(user)),
+                    });
+                }
+                let row = HoldRow {
+                    id: HoldId::new(),
+                    user_id: user.to_string(),
+                    api_key_id: k.id,
+                    amount: held_amount,
+                    model,
+                    request_id: request_id.map(str::to_string),
+                    status: HoldStatus::Active,
+                    expires_at: Timestamp(now.0 + ttl_seconds * 1_000_000),
+                };
+                if !tx.insert_hold_if_available(&row, now)? {
+                    let balance = tx.account(user)?.map_or(Credits::ZERO, |a| a.balance);
+                    let available = balance.checked_sub(tx.held(user, now)?)?;
+                    return Err(Error::InsufficientCredits { required: held_amount, available });
+                }
+                Ok((hold_of(row, false), expired))
+            })
+        })();
+        let r = self.track(r);
+        r.map(|(h, expired)| {
+            self.inner.metrics.add(Counter::holds_expired_total, expired);
+            if !h.replayed {
+                self.count(Counter::holds_total);
+            }
+            h
+        })
+    }
+
+    /// Charges a hold's actual usage exactly once and frees it; also after
+    /// it expired or was released.
+    pub fn settle(&self, hold_id: HoldId, settlement: Settlement) -> Result<UsageCharge> {
+        let start = Instant::now();
+        let r = (|| {
+            match settlement {
+                Settlement::Credits(c) => {
+                    c.validate_threshold("credits")?;
+                }
+                Settlement::Tokens(u) => Self::check_usage(&u)?,
+            }
+            self.write(|tx| {
+                let now = tx.now()?;
+                let h = tx.hold(hold_id)?.ok_or_else(|| Error::NotFound(format!("no hold {hold_id}")))?;
+                tx.ensure_account(&h.user_id, now)?;
+                let expired = tx.expire_holds(&h.user_id, now)?;
+                let h = tx.hold(hold_id)?.ok_or_else(|| Error::NotFound(format!("no hold {hold_id}")))?;
+                let charge = match settlement {
+                    Settlement::Credits(c) => Charge {
+                        user: &h.user_id,
+                        key_id: h.api_key_id,
+                        input_tokens: None,
+                        output_tokens: None,
+                        model: h.model.clone(),
+                        amount: c,
+                        request_id: None,
+                    },
+                    Settlement::Tokens(u) => {
+                        let model = u.model.map(str::to_string).or_else(|| h.model.clone());
+                        let price = self.price_of(tx, model.as_deref())?;
+                        Charge {
+                            user: &h.user_id,
+                            key_id: h.api_key_id,
+                            input_tokens: Some(u.input_tokens),
+                            output_tokens: Some(u.output_tokens),
+                            amount: price_tokens(u.input_tokens, u.output_tokens, price)?,
+                            model,
+                            request_id: None,
+                        }
+                    }
+                };
+                let request = h.request_id.clone().unwrap_or_else(|| h.id.to_string());
+                let entry = self.charge(tx, now, Charge { request_id: Some(request), ..charge })?;
+                let settled_now = h.status != HoldStatus::Settled;
+                if settled_now && !tx.set_hold_status(h.id, h.status, HoldStatus::Settled, Some(entry.id))? {
+                    return Err(Error::Internal(format!("hold {hold_id} changed status during settle")));
+                }
+                Ok((entry, expired, settled_now))
+            })
+        })();
+        self.inner.metrics.charge_seconds.observe(start.elapsed());
+        let r = self.track(r).map(|(entry, expired, settled_now)| {
+            self.inner.metrics.add(Counter::holds_expired_total, expired);
+            if settled_now {
+                self.count(Counter::holds_settled_total);
+            }
+            entry
+        });
+        self.finish_charge(r)
+    }
+
+    /// Frees an active hold without charging; a no-op when already finished.
+    pub fn release(&self, hold_id: HoldId) -> Result<()> {
+        let r = self.write(|tx| {
+            let now = tx.now()?;
+            let h = tx.hold(hold_id)?.ok_or_else(|| Error::NotFound(format!("no hold {hold_id}")))?;
+            tx.ensure_account(&h.user_id, now)?;
+            let expired = tx.expire_holds(&h.user_id, now)?;
+            let released = tx.set_hold_status(hold_id, HoldStatus::Active, HoldStatus::Released, None)?;
+            Ok((expired, released))
+        });
+        self.track(r).map(|(expired, released)| {
+            self.inner.metrics.add(Counter::holds_expired_total, expired);
+            if released {
+                self.count(Counter::holds_released_total);
+            }
+        })
+    }
+
+    // ----- prices ------------------------------------------------------------
+
+    pub fn set_model_price(&self, model: &str, input_per_1k: Credits, output_per_1k: Credits) -> Result<()> {
+        self.track((|| {
+            let model = validate::text("model", model)?;
+            let price = ModelPrice {
+                input_per_1k: input_per_1k.validate_threshold("input_per_1k")?,
+                output_per_1k: output_per_1k.validate_threshold("output_per_1k")?,
+            };
+            self.write(|tx| {
+                let now = tx.now()?;
+                tx.set_price(model, price, now)
+            })
+        })())
+    }
+
+    pub fn list_model_prices(&self) -> Result<BTreeMap<String, ModelPrice>> {
+        self.track(self.read(|tx| tx.prices()).map(|v| v.into_iter().collect()))
+    }
+
+    // ----- audit, metrics, report ----------------------------------------
+
+    /// Checks `balance == sum(amount)`, gap-free seqs and the
+    /// `balance_after` chain for every account on one snapshot. Never
+    /// modifies data.
+    pub fn audit(&self) -> Result<AuditReport> {
+        self.track(self.read(|tx| {
+            let mut accounts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            tx.scan_accounts(&mut |u, balance, last_seq| {
+                accounts.insert(u.to_string(), (balance, last_seq));
+            })?;
+            let mut mismatches = Vec::new();
+            let mut entries_checked = 0u64;
+            // user → (running sum, last seq) from the entries.
+            let mut walked: BTreeMap<String, (i128, i64)> = BTreeMap::new();
+            tx.scan_entries(&mut |u, seq, amount, balance_after| {
+                entries_checked += 1;
+                if !walked.contains_key(u) {
+                    walked.insert(u.to_string(), (0, 0));
+                }
+                let Some(w) = walked.get_mut(u) else { return };
+                if seq != w.1 + 1 {
+                    mismatches.push(mismatch(u, "seq_gap", format!("seq {seq} follows {}", w.1)));
+                }
+                w.0 += i128::from(amount);
+                w.1 = seq;
+                if w.0 != i128::from(balance_after) {
+                    let detail =
+                        format!("entry seq {seq} has balance_after {balance_after} micros, running sum is {}", w.0);
+                    mismatches.push(mismatch(u, "balance_after_chain", detail));
+                }
+            })?;
+            let accounts_checked = accounts.len() as u64;
+            for (u, (balance, last_seq)) in accounts {
+                let (sum, seq) = walked.remove(&u).unwrap_or((0, 0));
+                if i128::from(balance) != sum {
+                    mismatches.push(mismatch(
+                        &u,
+                        "balance_mismatch",
+                        format!("balance {balance} micros, sum of entries {sum}"),
+                    ));
+                }
+                if last_seq != seq {
+                    mismatches.push(mismatch(
+                        &u,
+                        "seq_gap",
+                        format!("account last_seq {last_seq}, last entry seq {seq}"),
+                    ));
+                }
+            }
+            for u in walked.keys() {
+                mismatches.push(mismatch(u, "missing_account", "entries without an account row".into()));
+            }
+            Ok(AuditReport { ok: mismatches.is_empty(), accounts_checked, entries_checked, mismatches })
+        }))
+    }
+
+    /// Counter name → value.
+    pub fn metrics(&self) -> Vec<(&'static str, u64)> {
+        self.inner.metrics.snapshot()
+    }
+
+    pub fn metrics_prometheus(&self) -> String {
+        self.inner.metrics.prometheus()
+    }
+
+    pub fn report(&self) -> Result<Report> {
+        self.track(self.read(|tx| tx.figures()).and_then(|f| {
+            let credits = |v: i128, what: &str| {
+                i64::try_from(v)
+                    .map(Credits::from_micros)
+                    .map_err(|_| Error::Internal(format!("{what} exceeds the 64-bit range")))
+            };
+            let revenue = i64::try_from(f.purchases_minor - f.reversals_minor)
+                .map_err(|_| Error::Internal("revenue exceeds the 64-bit range".into()))?;
+            Ok(Report {
+                users: f.users,
+                paying_users: f.paying_users,
+                users_attempted_key: f.users_attempted_key,
+                key_generation_attempts: f.key_generation_attempts,
+                key_generation_successes: f.key_generation_successes,
+                purchase_conversion: (f.paying_users_attempted_key, f.users_attempted_key),
+                credits_purchased: credits(f.credits_purchased_micros, "credits_purchased")?,
+                revenue_usd_minor: revenue,
+                revenue_per_paying_user_usd_minor: if f.paying_users == 0 {
+                    0
+                } else {
+                    revenue / f.paying_users as i64
+                },
+                credits_used: credits(f.credits_used_micros, "credits_used")?,
+                outstanding_balance: credits(f.outstanding_micros, "outstanding_balance")?,
+                overdraft_receivable: credits(f.receivable_micros, "overdraft_receivable")?,
+            })
+        }))
+    }
+}
+
+fn mismatch(user: &str, problem: &str, detail: String) -> AuditMismatch {
+    AuditMismatch { user_id: user.to_string(), problem: problem.to_string(), detail }
+}
+
+fn key_info(k: KeyRow) -> ApiKeyInfo {
+    ApiKeyInfo {
+        key_id: k.id,
+        user_id: k.user_id,
+        name: k.name,
+        prefix: k.prefix,
+        created_at: k.created_at,
+        last_used_at: k.last_used_at,
+        revoked_at: k.revoked_at,
+        legacy: k.legacy,
+    }
+}
+
+fn hold_of(h: HoldRow, replayed: bool) -> Hold {
+    Hold { hold_id: h.id, user_id: h.user_id, amount: h.amount, expires_at: h.expires_at, replayed }
+}
+
+impl std::fmt::Debug for CreditManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreditManager").field("database_url", &self.database_url()).finish()
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync + Clone>() {}
+    is::<CreditManager>();
+}

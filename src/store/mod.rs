@@ -1,0 +1,213 @@
+//! The storage boundary. The manager plans every operation against the
+//! [`Tx`] trait (domain-level reads and conditional writes inside one
+//! transaction); each backend implements `Tx` with its own SQL. Writes enter
+//! through [`Store::write`], the single place where a later group-commit
+//! writer can batch callers without changing them.
+
+pub(crate) mod sqlite;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::money::Credits;
+use crate::types::{Entry, EntryId, HoldId, KeyId, ModelPrice, Timestamp};
+
+/// A key row without its hash.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyRow {
+    pub id: KeyId,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub prefix: Option<String>,
+    pub legacy: bool,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HashKind {
+    /// Our lookup hash of the secret (HMAC with the pepper, or SHA-256).
+    Peppered,
+    /// A plain SHA-256 imported from a host that kept only hashes.
+    Sha256,
+}
+
+impl HashKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            HashKind::Peppered => "peppered",
+            HashKind::Sha256 => "sha256",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HoldStatus {
+    Active,
+    Settled,
+    Released,
+    Expired,
+}
+
+impl HoldStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Active => "active",
+            HoldStatus::Settled => "settled",
+            HoldStatus::Released => "released",
+            HoldStatus::Expired => "expired",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<HoldStatus> {
+        Ok(match s {
+            "active" => HoldStatus::Active,
+            "settled" => HoldStatus::Settled,
+            "released" => HoldStatus::Released,
+            "expired" => HoldStatus::Expired,
+            _ => return Err(Error::Internal(format!("unknown hold status {s:?} in the database"))),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct HoldRow {
+    pub id: HoldId,
+    pub user_id: String,
+    pub api_key_id: KeyId,
+    pub amount: Credits,
+    pub model: Option<String>,
+    pub request_id: Option<String>,
+    pub status: HoldStatus,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct AccountRow {
+    pub balance: Credits,
+    pub first_key_issued: bool,
+    pub created_at: Timestamp,
+}
+
+/// Sums over the whole ledger for `report()`, in micro-credits and cents.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LedgerFigures {
+    pub users: u64,
+    pub paying_users: u64,
+    pub users_attempted_key: u64,
+    pub paying_users_attempted_key: u64,
+    pub key_generation_attempts: u64,
+    pub key_generation_successes: u64,
+    pub credits_purchased_micros: i128,
+    pub purchases_minor: i128,
+    pub reversals_minor: i128,
+    pub credits_used_micros: i128,
+    pub outstanding_micros: i128,
+    pub receivable_micros: i128,
+}
+
+/// Domain-level storage operations inside one transaction. Balance changes
+/// happen only in [`Tx::apply`], a conditional update in the database.
+pub(crate) trait Tx {
+    /// The transaction's clock (the database server's where there is one).
+    fn now(&mut self) -> Result<Timestamp>;
+
+    /// Creates the account row if absent; on servers, also locks it.
+    fn ensure_account(&mut self, user: &str, now: Timestamp) -> Result<()>;
+    fn account(&mut self, user: &str) -> Result<Option<AccountRow>>;
+    /// Sum of active, unexpired holds.
+    fn held(&mut self, user: &str, now: Timestamp) -> Result<Credits>;
+    /// Adds `amount` to the balance and takes the next seq. With `strict`,
+    /// only when balance + amount ≥ held. Returns (balance_after, seq), or
+    /// None when the condition or the i64 range refused it.
+    fn apply(&mut self, user: &str, amount: Credits, strict: bool, now: Timestamp) -> Result<Option<(Credits, i64)>>;
+    fn insert_entry(&mut self, e: &Entry, global_key: Option<&str>) -> Result<()>;
+    fn entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>>;
+    fn entry_by_global_key(&mut self, key: &str) -> Result<Option<Entry>>;
+    fn entry_by_id(&mut self, id: EntryId) -> Result<Option<Entry>>;
+    /// (minor units, micro-credits) already reversed for a payment id.
+    fn reversed_total(&mut self, payment_id: &str) -> Result<(i64, Credits)>;
+    fn entries(&mut self, user: &str, before_seq: Option<i64>, limit: u32) -> Result<Vec<Entry>>;
+    /// (lifetime purchased, lifetime used) in micro-credits.
+    fn lifetime(&mut self, user: &str) -> Result<(Credits, Credits)>;
+
+    /// The key with this hash; with `only`, only a key stored with that kind.
+    fn key_by_hash(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyRow>>;
+    fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>>;
+    fn active_keys(&mut self, user: &str) -> Result<u32>;
+    fn insert_key(&mut self, row: &KeyRow, hash: &str, kind: HashKind) -> Result<()>;
+    fn set_first_key_issued(&mut self, user: &str) -> Result<()>;
+    fn revoke_key(&mut self, id: KeyId, now: Timestamp) -> Result<()>;
+    fn keys(&mut self, user: &str, limit: u32) -> Result<Vec<KeyRow>>;
+    fn touch_keys(&mut self, used: &[(KeyId, Timestamp)]) -> Result<()>;
+    fn tally_key_attempt(&mut self, user: &str, day: i64, success: bool) -> Result<()>;
+
+    /// Marks active holds past their expiry as expired; returns how many.
+    fn expire_holds(&mut self, user: &str, now: Timestamp) -> Result<u64>;
+    fn active_holds(&mut self, user: &str, now: Timestamp) -> Result<u32>;
+    /// Inserts the hold only when balance − held ≥ its amount.
+    fn insert_hold_if_available(&mut self, hold: &HoldRow, now: Timestamp) -> Result<bool>;
+    fn hold(&mut self, id: HoldId) -> Result<Option<HoldRow>>;
+    fn hold_by_request(&mut self, user: &str, request_id: &str) -> Result<Option<HoldRow>>;
+    /// Moves a hold from `from` to `to`; false when it was not in `from`.
+    fn set_hold_status(&mut self, id: HoldId, from: HoldStatus, to: HoldStatus, entry: Option<EntryId>)
+    -> Result<bool>;
+
+    fn price(&mut self, model: &str) -> Result<Option<ModelPrice>>;
+    fn set_price(&mut self, model: &str, price: ModelPrice, now: Timestamp) -> Result<()>;
+    fn prices(&mut self) -> Result<Vec<(String, ModelPrice)>>;
+
+    /// Every account as (user, balance, last_seq), ordered by user.
+    fn scan_accounts(&mut self, f: &mut dyn FnMut(&str, i64, i64)) -> Result<()>;
+    /// Every entry as (user, seq, amount, balance_after), ordered by user, seq.
+    fn scan_entries(&mut self, f: &mut dyn FnMut(&str, i64, i64, i64)) -> Result<()>;
+    fn figures(&mut self) -> Result<LedgerFigures>;
+}
+
+/// The backends. An enum rather than a trait object so `write` can stay
+/// generic over the caller's result type.
+pub(crate) enum Store {
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl Store {
+    pub(crate) fn open(config: &Config) -> Result<Store> {
+        let url = config.database_url.as_str();
+        if url.starts_with("sqlite:") {
+            return Ok(Store::Sqlite(sqlite::SqliteStore::open(url, config)?));
+        }
+        if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+            return Err(Error::invalid("PostgreSQL URLs are not supported by this build yet"));
+        }
+        Err(Error::invalid(format!(
+            "DATABASE_URL must start with sqlite:, postgresql:// or postgres://, got {:?}",
+            crate::config::redact_url(crate::types::truncate(url))
+        )))
+    }
+
+    /// Runs `f` in one write transaction, committed when `f` returns Ok.
+    pub(crate) fn write<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        match self {
+            Store::Sqlite(s) => s.write(f),
+        }
+    }
+
+    /// Runs `f` on one consistent read snapshot.
+    pub(crate) fn read<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        match self {
+            Store::Sqlite(s) => s.read(f),
+        }
+    }
+
+    pub(crate) fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.migrate(),
+        }
+    }
+
+    pub(crate) fn location(&self) -> String {
+        match self {
+            Store::Sqlite(s) => s.location(),
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! SQLite backend: rusqlite + r2d2, WAL, `BEGIN IMMEDIATE` for every write
+//! (the write lock is taken up front, so no lock-upgrade deadlocks), cached
+//! prepared statements, durable on return with `synchronous=FULL`.
+
+use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, Tx};
+use crate::config::{Config, Synchronous};
+use crate::error::{Error, Result};
+use crate::money::Credits;
+use crate::types::{Entry, EntryId, EntryKind, HoldId, KeyId, ModelPrice, Timestamp};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/001_init.sql"))];
+
+pub(crate) struct SqliteStore {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    location: String,
+}
+
+enum Target {
+    Memory,
+    File(String),
+}
+
+/// SQLAlchemy-style URLs: `sqlite:///relative.db`, `sqlite:////abs.db`,
+/// `sqlite:///:memory:`.
+fn parse_url(url: &str) -> Result<Target> {
+    let rest = url.strip_prefix("sqlite:///").ok_or_else(|| {
+        Error::invalid(format!("SQLite URL must look like sqlite:///path.db, got {:?}", crate::types::truncate(url)))
+    })?;
+    let path = rest.split('?').next().unwrap_or("");
+    if path == ":memory:" {
+        return Ok(Target::Memory);
+    }
+    if path.is_empty() || path.contains('\0') {
+        return Err(Error::invalid(format!("SQLite URL has no file path: {:?}", crate::types::truncate(url))));
+    }
+    Ok(Target::File(path.to_string()))
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Storage(format!("cannot create database file {path:?}: {e}"))),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private_file(_path: &str) -> Result<()> {
+    Ok(())
+}
+
+impl SqliteStore {
+    pub(crate) fn open(url: &str, config: &Config) -> Result<SqliteStore> {
+        let busy_ms = config.busy_timeout_ms;
+        let sync = match config.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        let (manager, size, location, wal) = match parse_url(url)? {
+            Target::Memory => (SqliteConnectionManager::memory(), 1, ":memory:".to_string(), false),
+            Target::File(path) => {
+                create_private_file(&path)?;
+                let shown = std::fs::canonicalize(&path).map(|p| p.display().to_string()).unwrap_or(path.clone());
+                (SqliteConnectionManager::file(&path), config.pool_size, shown, true)
+            }
+        };
+        let manager = manager.with_init(move |c: &mut Connection| {
+            c.busy_timeout(Duration::from_millis(u64::from(busy_ms)))?;
+            if wal {
+                c.pragma_update(None, "journal_mode", "WAL")?;
+            }
+            c.pragma_update(None, "synchronous", sync)?;
+            c.pragma_update(None, "foreign_keys", "ON")?;
+            c.set_prepared_statement_cache_capacity(64);
+            Ok(())
+        });
+        // A memory database lives only as long as its one connection.
+        let pool = r2d2::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(1))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_on_check_out(false)
+            .connection_timeout(Duration::from_millis(u64::from(busy_ms).max(1000) + 5_000))
+            .build(manager)
+            .map_err(|e| Error::Storage(format!("cannot open SQLite database {location:?}: {e}")))?;
+        let store = SqliteStore { pool, location };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub(crate) fn location(&self) -> String {
+        // An absolute path keeps its leading '/', giving SQLAlchemy's four slashes.
+        format!("sqlite:///{}", self.location)
+    }
+
+    pub(crate) fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&mut SqliteTx { c: &tx })?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let out = f(&mut SqliteTx { c: &tx })?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Applies pending migrations under the write lock, so concurrent
+    /// openers apply each exactly once.
+    pub(crate) fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS creditgate_schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )?;
+        let current: i64 =
+            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM creditgate_schema_version", [], |r| r.get(0))?;
+        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if current > latest {
+            return Err(Error::Storage(format!(
+                "database schema version {current} is newer than this library's {latest}; upgrade creditgate"
+            )));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO creditgate_schema_version (version, applied_at) VALUES (?1, ?2)",
+                params![version, Timestamp::now().0],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+struct SqliteTx<'c> {
+    c: &'c Connection,
+}
+
+const ENTRY_COLS: &str = "id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, api_key_id, \
+     input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at";
+const KEY_COLS: &str = "id, user_id, name, prefix, legacy, created_at, last_used_at, revoked_at";
+const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at";
+const HELD_SQL: &str = "(SELECT COALESCE(SUM(amount), 0) FROM creditgate_holds WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2)";
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("bad {what} in database: {e}").into(),
+    )
+}
+
+fn uuid_col(r: &Row, i: usize) -> rusqlite::Result<uuid::Uuid> {
+    let s: String = r.get(i)?;
+    uuid::Uuid::try_parse(&s).map_err(|e| corrupt("uuid", e))
+}
+
+fn opt_uuid_col(r: &Row, i: usize) -> rusqlite::Result<Option<uuid::Uuid>> {
+    let s: Option<String> = r.get(i)?;
+    s.map(|s| uuid::Uuid::try_parse(&s).map_err(|e| corrupt("uuid", e))).transpose()
+}
+
+fn entry_from_row(r: &Row) -> rusqlite::Result<Entry> {
+    let kind: String = r.get(3)?;
+    let metadata: Option<String> = r.get(14)?;
+    let metadata = metadata
+        .map(|m| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&m).map_err(|e| corrupt("metadata", e))
+        })
+        .transpose()?;
+    Ok(Entry {
+        id: EntryId(uuid_col(r, 0)?),
+        seq: r.get(1)?,
+        user_id: r.get(2)?,
+        kind: EntryKind::parse(&kind).map_err(|e| corrupt("kind", e))?,
+        amount: Credits::from_micros(r.get(4)?),
+        balance_after: Credits::from_micros(r.get(5)?),
+        idempotency_key: r.get(6)?,
+        reference: r.get(7)?,
+        api_key_id: opt_uuid_col(r, 8)?.map(KeyId),
+        input_tokens: r.get(9)?,
+        output_tokens: r.get(10)?,
+        model: r.get(11)?,
+        amount_minor: r.get(12)?,
+        currency: r.get(13)?,
+        metadata,
+        created_at: Timestamp(r.get(15)?),
+        replayed: false,
+    })
+}
+
+fn key_from_row(r: &Row) -> rusqlite::Result<KeyRow> {
+    Ok(KeyRow {
+        id: KeyId(uuid_col(r, 0)?),
+        user_id: r.get(1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        legacy: r.get(4)?,
+        created_at: Timestamp(r.get(5)?),
+        last_used_at: r.get::<_, Option<i64>>(6)?.map(Timestamp),
+        revoked_at: r.get::<_, Option<i64>>(7)?.map(Timestamp),
+    })
+}
+
+fn hold_from_row(r: &Row) -> rusqlite::Result<HoldRow> {
+    let status: String = r.get(6)?;
+    Ok(HoldRow {
+        id: HoldId(uuid_col(r, 0)?),
+        user_id: r.get(1)?,
+        api_key_id: KeyId(uuid_col(r, 2)?),
+        amount: Credits::from_micros(r.get(3)?),
+        model: r.get(4)?,
+        request_id: r.get(5)?,
+        status: HoldStatus::parse(&status).map_err(|e| corrupt("hold status", e))?,
+        expires_at: Timestamp(r.get(7)?),
+    })
+}
+
+impl SqliteTx<'_> {
+    fn one_entry(&self, sql_where: &str, p: impl rusqlite::Params) -> Result<Option<Entry>> {
+        let sql = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE {sql_where}");
+        Ok(self.c.prepare_cached(&sql)?.query_row(p, entry_from_row).optional()?)
+    }
+
+    fn one_key(&self, sql_where: &str, p: impl rusqlite::Params) -> Result<Option<KeyRow>> {
+        let sql = format!("SELECT {KEY_COLS} FROM creditgate_api_keys WHERE {sql_where}");
+        Ok(self.c.prepare_cached(&sql)?.query_row(p, key_from_row).optional()?)
+    }
+
+    fn one_hold(&self, sql_where: &str, p: impl rusqlite::Params) -> Result<Option<HoldRow>> {
+        let sql = format!("SELECT {HOLD_COLS} FROM creditgate_holds WHERE {sql_where}");
+        Ok(self.c.prepare_cached(&sql)?.query_row(p, hold_from_row).optional()?)
+    }
+
+    fn count(&self, sql: &str, p: impl rusqlite::Params) -> Result<i64> {
+        Ok(self.c.prepare_cached(sql)?.query_row(p, |r| r.get(0))?)
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn now(&mut self) -> Result<Timestamp> {
+        Ok(Timestamp::now())
+    }
+
+    fn ensure_account(&mut self, user: &str, now: Timestamp) -> Result<()> {
+        self.c
+            .prepare_cached("INSERT INTO creditgate_accounts (user_id, created_at) VALUES (?1, ?2) ON CONFLICT (user_id) DO NOTHING")?
+            .execute(params![user, now.0])?;
+        Ok(())
+    }
+
+    fn account(&mut self, user: &str) -> Result<Option<AccountRow>> {
+        let row = self
+            .c
+            .prepare_cached("SELECT balance, first_key_issued, created_at FROM creditgate_accounts WHERE user_id = ?1")?
+            .query_row([user], |r| {
+                Ok(AccountRow {
+                    balance: Credits::from_micros(r.get(0)?),
+                    first_key_issued: r.get(1)?,
+                    created_at: Timestamp(r.get(2)?),
+                })
+            })
+            .optional()?;
+        Ok(row)
+    }
+
+    fn held(&mut self, user: &str, now: Timestamp) -> Result<Credits> {
+        Ok(Credits::from_micros(self.count(&format!("SELECT {HELD_SQL}"), params![user, now.0])?))
+    }
+
+    fn apply(&mut self, user: &str, amount: Credits, strict: bool, now: Timestamp) -> Result<Option<(Credits, i64)>> {
+        // Bounds keep SQLite from turning an overflowing sum into a float.
+        let a = amount.micros();
+        let (lo, hi) = if a >= 0 { (i64::MIN, i64::MAX - a) } else { (i64::MIN - a, i64::MAX) };
+        let sql = format!(
+            "UPDATE creditgate_accounts SET balance = balance + ?3, last_seq = last_seq + 1 \
+             WHERE user_id = ?1 AND balance BETWEEN ?4 AND ?5 AND (?6 = 0 OR balance + ?3 >= {HELD_SQL}) \
+             RETURNING balance, last_seq"
+        );
+        let row = self
+            .c
+            .prepare_cached(&sql)?
+            .query_row(params![user, now.0, a, lo, hi, strict], |r| Ok((Credits::from_micros(r.get(0)?), r.get(1)?)))
+            .optional()?;
+        Ok(row)
+    }
+
+    fn insert_entry(&mut self, e: &Entry, global_key: Option<&str>) -> Result<()> {
+        let metadata = e.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string());
+        self.c
+            .prepare_cached(
+                "INSERT INTO creditgate_entries (id, seq, user_id, kind, amount, balance_after, idempotency_key, global_key, \
+                 reference, api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            )?
+            .execute(params![
+                e.id.to_string(),
+                e.seq,
+                e.user_id,
+                e.kind.as_str(),
+                e.amount.micros(),
+                e.balance_after.micros(),
+                e.idempotency_key,
+                global_key,
+                e.reference,
+                e.api_key_id.map(|k| k.to_string()),
+                e.input_tokens,
+                e.output_tokens,
+                e.model,
+                e.amount_minor,
+                e.currency,
+                metadata,
+                e.created_at.0,
+            ])?;
+        Ok(())
+    }
+
+    fn entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>> {
+        self.one_entry("user_id = ?1 AND idempotency_key = ?2", params![user, key])
+    }
+
+    fn entry_by_global_key(&mut self, key: &str) -> Result<Option<Entry>> {
+        self.one_entry("global_key = ?1", [key])
+    }
+
+    fn entry_by_id(&mut self, id: EntryId) -> Result<Option<Entry>> {
+        self.one_entry("id = ?1", [id.to_string()])
+    }
+
+    fn reversed_total(&mut self, payment_id: &str) -> Result<(i64, Credits)> {
+        let (minor, micros): (i64, i64) = self
+            .c
+            .prepare_cached(
+                "SELECT COALESCE(SUM(amount_minor), 0), COALESCE(SUM(-amount), 0) FROM creditgate_entries \
+                 WHERE reference = ?1 AND kind = 'reversal'",
+            )?
+            .query_row([payment_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((minor, Credits::from_micros(micros)))
+    }
+
+    fn entries(&mut self, user: &str, before_seq: Option<i64>, limit: u32) -> Result<Vec<Entry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM creditgate_entries WHERE user_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+        );
+        let mut stmt = self.c.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![user, before_seq.unwrap_or(i64::MAX), limit], entry_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn lifetime(&mut self, user: &str) -> Result<(Credits, Credits)> {
+        let (p, u): (i64, i64) = self
+            .c
+            .prepare_cached(
+                "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0), \
+                 COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0) \
+                 FROM creditgate_entries WHERE user_id = ?1",
+            )?
+            .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((Credits::from_micros(p), Credits::from_micros(u)))
+    }
+
+    fn key_by_hash(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyRow>> {
+        match only {
+            Some(kind) => self.one_key("key_hash = ?1 AND hash_kind = ?2", params![hash, kind.as_str()]),
+            None => self.one_key("key_hash = ?1", [hash]),
+        }
+    }
+
+    fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>> {
+        self.one_key("id = ?1", [id.to_string()])
+    }
+
+    fn active_keys(&mut self, user: &str) -> Result<u32> {
+        let n =
+            self.count("SELECT COUNT(*) FROM creditgate_api_keys WHERE user_id = ?1 AND revoked_at IS NULL", [user])?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    fn insert_key(&mut self, k: &KeyRow, hash: &str, kind: HashKind) -> Result<()> {
+        self.c
+            .prepare_cached(
+                "INSERT INTO creditgate_api_keys (id, user_id, name, prefix, key_hash, hash_kind, legacy, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                k.id.to_string(),
+                k.user_id,
+                k.name,
+                k.prefix,
+                hash,
+                kind.as_str(),
+                k.legacy,
+                k.created_at.0
+            ])?;
+        Ok(())
+    }
+
+    fn set_first_key_issued(&mut self, user: &str) -> Result<()> {
+        self.c
+            .prepare_cached("UPDATE creditgate_accounts SET first_key_issued = 1 WHERE user_id = ?1")?
+            .execute([user])?;
+        Ok(())
+    }
+
+    fn revoke_key(&mut self, id: KeyId, now: Timestamp) -> Result<()> {
+        self.c
+            .prepare_cached("UPDATE creditgate_api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+            .execute(params![id.to_string(), now.0])?;
+        Ok(())
+    }
+
+    fn keys(&mut self, user: &str, limit: u32) -> Result<Vec<KeyRow>> {
+        let sql = format!(
+            "SELECT {KEY_COLS} FROM creditgate_api_keys WHERE user_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2"
+        );
+        let mut stmt = self.c.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![user, limit], key_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn touch_keys(&mut self, used: &[(KeyId, Timestamp)]) -> Result<()> {
+        let mut stmt = self.c.prepare_cached(
+            "UPDATE creditgate_api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+        )?;
+        for (id, at) in used {
+            stmt.execute(params![id.to_string(), at.0])?;
+        }
+        Ok(())
+    }
+
+    fn tally_key_attempt(&mut self, user: &str, day: i64, success: bool) -> Result<()> {
+        self.c
+            .prepare_cached(
+                "INSERT INTO creditgate_key_attempts (user_id, day, attempts, successes) VALUES (?1, ?2, 1, ?3) \
+                 ON CONFLICT (user_id, day) DO UPDATE SET attempts = attempts + 1, successes = successes + excluded.successes",
+            )?
+            .execute(params![user, day, i64::from(success)])?;
+        Ok(())
+    }
+
+    fn expire_holds(&mut self, user: &str, now: Timestamp) -> Result<u64> {
+        let n = self
+            .c
+            .prepare_cached("UPDATE creditgate_holds SET status = 'expired' WHERE user_id = ?1 AND status = 'active' AND expires_at <= ?2")?
+            .execute(params![user, now.0])?;
+        Ok(n as u64)
+    }
+
+    fn active_holds(&mut self, user: &str, now: Timestamp) -> Result<u32> {
+        let n = self.count(
+            "SELECT COUNT(*) FROM creditgate_holds WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2",
+            params![user, now.0],
+        )?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    fn insert_hold_if_available(&mut self, h: &HoldRow, now: Timestamp) -> Result<bool> {
+        let sql = format!(
+            "INSERT INTO creditgate_holds (id, user_id, api_key_id, amount, model, request_id, status, created_at, expires_at) \
+             SELECT ?3, ?1, ?4, ?5, ?6, ?7, 'active', ?2, ?8 FROM creditgate_accounts \
+             WHERE user_id = ?1 AND balance - {HELD_SQL} >= ?5"
+        );
+        let n = self.c.prepare_cached(&sql)?.execute(params![
+            h.user_id,
+            now.0,
+            h.id.to_string(),
+            h.api_key_id.to_string(),
+            h.amount.micros(),
+            h.model,
+            h.request_id,
+            h.expires_at.0,
+        ])?;
+        Ok(n == 1)
+    }
+
+    fn hold(&mut self, id: HoldId) -> Result<Option<HoldRow>> {
+        self.one_hold("id = ?1", [id.to_string()])
+    }
+
+    fn hold_by_request(&mut self, user: &str, request_id: &str) -> Result<Option<HoldRow>> {
+        self.one_hold("user_id = ?1 AND request_id = ?2", params![user, request_id])
+    }
+
+    fn set_hold_status(
+        &mut self,
+        id: HoldId,
+        from: HoldStatus,
+        to: HoldStatus,
+        entry: Option<EntryId>,
+    ) -> Result<bool> {
+        let n = self
+            .c
+            .prepare_cached("UPDATE creditgate_holds SET status = ?3, entry_id = COALESCE(?4, entry_id) WHERE id = ?1 AND status = ?2")?
+            .execute(params![id.to_string(), from.as_str(), to.as_str(), entry.map(|e| e.to_string())])?;
+        Ok(n == 1)
+    }
+
+    fn price(&mut self, model: &str) -> Result<Option<ModelPrice>> {
+        Ok(self
+            .c
+            .prepare_cached("SELECT input_per_1k, output_per_1k FROM creditgate_model_prices WHERE model = ?1")?
+            .query_row([model], |r| {
+                Ok(ModelPrice {
+                    input_per_1k: Credits::from_micros(r.get(0)?),
+                    output_per_1k: Credits::from_micros(r.get(1)?),
+                })
+            })
+            .optional()?)
+    }
+
+    fn set_price(&mut self, model: &str, p: ModelPrice, now: Timestamp) -> Result<()> {
+        self.c
+            .prepare_cached(
+                "INSERT INTO creditgate_model_prices (model, input_per_1k, output_per_1k, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (model) DO UPDATE SET input_per_1k = excluded.input_per_1k, \
+                 output_per_1k = excluded.output_per_1k, updated_at = excluded.updated_at",
+            )?
+            .execute(params![model, p.input_per_1k.micros(), p.output_per_1k.micros(), now.0])?;
+        Ok(())
+    }
+
+    fn prices(&mut self) -> Result<Vec<(String, ModelPrice)>> {
+        let mut stmt = self
+            .c
+            .prepare_cached("SELECT model, input_per_1k, output_per_1k FROM creditgate_model_prices ORDER BY model")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                ModelPrice {
+                    input_per_1k: Credits::from_micros(r.get(1)?),
+                    output_per_1k: Credits::from_micros(r.get(2)?),
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn scan_accounts(&mut self, f: &mut dyn FnMut(&str, i64, i64)) -> Result<()> {
+        let mut stmt =
+            self.c.prepare_cached("SELECT user_id, balance, last_seq FROM creditgate_accounts ORDER BY user_id")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            f(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?, r.get(1)?, r.get(2)?);
+        }
+        Ok(())
+    }
+
+    fn scan_entries(&mut self, f: &mut dyn FnMut(&str, i64, i64, i64)) -> Result<()> {
+        let mut stmt = self.c.prepare_cached(
+            "SELECT user_id, seq, amount, balance_after FROM creditgate_entries ORDER BY user_id, seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            f(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        }
+        Ok(())
+    }
+
+    fn figures(&mut self) -> Result<LedgerFigures> {
+        let mut fig = LedgerFigures::default();
+        let q = |c: &Connection, sql: &str| -> Result<i64> { Ok(c.prepare_cached(sql)?.query_row([], |r| r.get(0))?) };
+        let c = self.c;
+        fig.users = q(
+            c,
+            "SELECT COUNT(*) FROM (SELECT user_id FROM creditgate_entries UNION SELECT user_id FROM creditgate_api_keys \
+                          UNION SELECT user_id FROM creditgate_key_attempts)",
+        )? as u64;
+        fig.paying_users =
+            q(c, "SELECT COUNT(DISTINCT user_id) FROM creditgate_entries WHERE kind = 'purchase'")? as u64;
+        fig.users_attempted_key = q(c, "SELECT COUNT(DISTINCT user_id) FROM creditgate_key_attempts")? as u64;
+        fig.paying_users_attempted_key = q(
+            c,
+            "SELECT COUNT(DISTINCT user_id) FROM creditgate_key_attempts WHERE user_id IN \
+             (SELECT user_id FROM creditgate_entries WHERE kind = 'purchase')",
+        )? as u64;
+        fig.key_generation_attempts = q(c, "SELECT COALESCE(SUM(attempts), 0) FROM creditgate_key_attempts")? as u64;
+        fig.key_generation_successes = q(c, "SELECT COALESCE(SUM(successes), 0) FROM creditgate_key_attempts")? as u64;
+        // Sums per account first, each within i64 (an account balance is).
+        let mut stmt = c.prepare_cached(
+            "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0), \
+                    COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount_minor ELSE 0 END), 0), \
+                    COALESCE(SUM(CASE WHEN kind = 'reversal' THEN amount_minor ELSE 0 END), 0), \
+                    COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0) \
+             FROM creditgate_entries GROUP BY user_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            fig.credits_purchased_micros += i128::from(r.get::<_, i64>(0)?);
+            fig.purchases_minor += i128::from(r.get::<_, i64>(1)?);
+            fig.reversals_minor += i128::from(r.get::<_, i64>(2)?);
+            fig.credits_used_micros += i128::from(r.get::<_, i64>(3)?);
+        }
+        let mut stmt = c.prepare_cached("SELECT balance FROM creditgate_accounts WHERE balance <> 0")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let b = i128::from(r.get::<_, i64>(0)?);
+            if b > 0 {
+                fig.outstanding_micros += b;
+            } else {
+                fig.receivable_micros -= b;
+            }
+        }
+        Ok(fig)
+    }
+}

@@ -1,0 +1,344 @@
+//! The values operations return. Plain data; none holds a secret except
+//! `NewApiKey::secret`, which `Debug` redacts.
+
+use crate::error::{Error, Result};
+use crate::keys::ApiKeySecret;
+use crate::money::Credits;
+use std::fmt;
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub(crate) fn new() -> $name {
+                $name(Uuid::now_v7())
+            }
+
+            /// Parses a UUID string; anything else is `InvalidArgument`.
+            pub fn parse(s: &str) -> Result<$name> {
+                if s.len() > 64 {
+                    return Err(Error::invalid(format!("{} is not a UUID ({} bytes)", stringify!($name), s.len())));
+                }
+                Uuid::try_parse(s)
+                    .map($name)
+                    .map_err(|_| Error::invalid(format!("{} is not a UUID: {s:?}", stringify!($name))))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A ledger entry id (UUID v7).
+    EntryId
+);
+uuid_id!(
+    /// An API key id (UUID v7). Not secret.
+    KeyId
+);
+uuid_id!(
+    /// A hold id (UUID v7).
+    HoldId
+);
+
+/// Microseconds since the Unix epoch, UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
+
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// RFC 3339 in UTC with microseconds, e.g. `2026-11-25T17:32:01.123456Z`.
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    }
+
+    /// Days since the epoch (the UTC calendar day), for per-day tallies.
+    pub fn day(self) -> i64 {
+        self.0.div_euclid(86_400_000_000)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// What a ledger entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EntryKind {
+    Purchase,
+    Grant,
+    Usage,
+    Deduct,
+    Refund,
+    Reversal,
+    Adjustment,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Purchase => "purchase",
+            EntryKind::Grant => "grant",
+            EntryKind::Usage => "usage",
+            EntryKind::Deduct => "deduct",
+            EntryKind::Refund => "refund",
+            EntryKind::Reversal => "reversal",
+            EntryKind::Adjustment => "adjustment",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<EntryKind> {
+        Ok(match s {
+            "purchase" => EntryKind::Purchase,
+            "grant" => EntryKind::Grant,
+            "usage" => EntryKind::Usage,
+            "deduct" => EntryKind::Deduct,
+            "refund" => EntryKind::Refund,
+            "reversal" => EntryKind::Reversal,
+            "adjustment" => EntryKind::Adjustment,
+            _ => return Err(Error::invalid(format!("unknown entry kind {:?}", truncate(s)))),
+        })
+    }
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub(crate) fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// One append-only ledger entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub id: EntryId,
+    pub seq: i64,
+    pub user_id: String,
+    pub kind: EntryKind,
+    pub amount: Credits,
+    pub balance_after: Credits,
+    pub idempotency_key: Option<String>,
+    pub reference: Option<String>,
+    pub api_key_id: Option<KeyId>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub model: Option<String>,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    /// A JSON object, at most 4 KiB serialized.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub created_at: Timestamp,
+    /// True when an idempotent call returned this earlier result.
+    pub replayed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Account {
+    pub user_id: String,
+    pub balance: Credits,
+    pub held: Credits,
+    pub available: Credits,
+    pub lifetime_purchased: Credits,
+    pub lifetime_used: Credits,
+    pub active_keys: u32,
+    pub first_key_issued: bool,
+    /// None for a user the ledger has never seen.
+    pub created_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyEligibility {
+    pub allowed: bool,
+    pub is_first_key: bool,
+    pub required: Credits,
+    pub available: Credits,
+}
+
+/// A freshly created key. The secret is shown once; `Debug` redacts it.
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub secret: ApiKeySecret,
+    pub key_id: KeyId,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub prefix: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    pub key_id: KeyId,
+    pub user_id: String,
+    pub name: Option<String>,
+    /// None for keys imported by hash.
+    pub prefix: Option<String>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub legacy: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    pub user_id: String,
+    pub key_id: KeyId,
+    pub available: Credits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageCharge {
+    pub entry_id: EntryId,
+    pub user_id: String,
+    /// input + output tokens.
+    pub tokens: i64,
+    pub charged: Credits,
+    /// Ledger balance after the charge.
+    pub balance: Credits,
+    /// True exactly when the balance after the charge is below zero.
+    pub overdraft: bool,
+    pub replayed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub hold_id: HoldId,
+    pub user_id: String,
+    pub amount: Credits,
+    pub expires_at: Timestamp,
+    pub replayed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditMismatch {
+    pub user_id: String,
+    /// `balance_mismatch`, `balance_after_chain` or `seq_gap`.
+    pub problem: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditReport {
+    pub ok: bool,
+    pub accounts_checked: u64,
+    pub entries_checked: u64,
+    pub mismatches: Vec<AuditMismatch>,
+}
+
+/// Business figures from the database (SPEC §6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub users: u64,
+    pub paying_users: u64,
+    pub users_attempted_key: u64,
+    pub key_generation_attempts: u64,
+    pub key_generation_successes: u64,
+    /// paying users among users who attempted a key, as an exact fraction
+    /// (numerator, denominator); 0/1 when none attempted.
+    pub purchase_conversion: (u64, u64),
+    pub credits_purchased: Credits,
+    pub revenue_usd_minor: i64,
+    pub revenue_per_paying_user_usd_minor: i64,
+    pub credits_used: Credits,
+    pub outstanding_balance: Credits,
+    pub overdraft_receivable: Credits,
+}
+
+impl Report {
+    /// The conversion rate as an exact decimal string with up to 6 places
+    /// (rounded half-even), e.g. `0.5` or `0.333333`.
+    pub fn purchase_conversion_rate(&self) -> String {
+        let (n, d) = self.purchase_conversion;
+        if d == 0 {
+            return "0".into();
+        }
+        let scaled = (n as u128 * 1_000_000 * 2 + d as u128) / (2 * d as u128);
+        Credits::from_micros(i64::try_from(scaled).unwrap_or(i64::MAX)).to_string()
+    }
+}
+
+/// A model's usage price in credits per 1,000 tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelPrice {
+    pub input_per_1k: Credits,
+    pub output_per_1k: Credits,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(Timestamp(1_700_000_000_123_456).to_rfc3339(), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(Timestamp(951_782_400_000_000).to_rfc3339(), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn conversion_rate_is_exact_decimal() {
+        let mut r = Report {
+            users: 0,
+            paying_users: 0,
+            users_attempted_key: 0,
+            key_generation_attempts: 0,
+            key_generation_successes: 0,
+            purchase_conversion: (1, 3),
+            credits_purchased: Credits::ZERO,
+            revenue_usd_minor: 0,
+            revenue_per_paying_user_usd_minor: 0,
+            credits_used: Credits::ZERO,
+            outstanding_balance: Credits::ZERO,
+            overdraft_receivable: Credits::ZERO,
+        };
+        assert_eq!(r.purchase_conversion_rate(), "0.333333");
+        r.purchase_conversion = (1, 2);
+        assert_eq!(r.purchase_conversion_rate(), "0.5");
+        r.purchase_conversion = (0, 0);
+        assert_eq!(r.purchase_conversion_rate(), "0");
+    }
+}
