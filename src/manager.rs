@@ -96,6 +96,7 @@ struct Charge<'a> {
 }
 
 /// An entry to append, before it has a seq and balance.
+#[derive(Clone)]
 struct Draft<'a> {
     user: &'a str,
     kind: EntryKind,
@@ -375,18 +376,15 @@ impl CreditManager {
     /// Appends `d` unless its per-user key was already used: then replays
     /// (same kind and amount) or conflicts.
     fn append_idempotent(&self, d: Draft) -> Result<Entry> {
-        let key = d.key.clone();
-        let (user, kind, amount) = (d.user, d.kind, d.amount);
-        let mut d = Some(d);
         self.write(|tx| {
             let now = tx.now()?;
-            if let Some(k) = &key {
-                if let Some(e) = tx.entry_by_key(user, k)? {
-                    return if e.kind == kind && e.amount == amount { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
+            if let Some(k) = &d.key {
+                if let Some(e) = tx.entry_by_key(d.user, k)? {
+                    return if e.kind == d.kind && e.amount == d.amount { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
                 }
             }
-            let draft = d.take().ok_or_else(|| Error::Internal("transaction retried after a partial run".into()))?;
-            self.append(tx, now, draft)
+            // Cloned so a backend may retry the transaction.
+            self.append(tx, now, d.clone())
         })
     }
 
