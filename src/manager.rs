@@ -6,7 +6,7 @@ use crate::config::{Config, redact_url};
 use crate::error::{Error, ErrorCode, Result};
 use crate::keys;
 use crate::metrics::{Counter, Metrics};
-use crate::money::{Credits, MAX_AMOUNT_MICROS};
+use crate::money::{Credits, MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS};
 use crate::store::{HashKind, HoldRow, HoldStatus, KeyRow, Store, Tx};
 use crate::types::*;
 use crate::validate;
@@ -326,15 +326,11 @@ impl CreditManager {
                     amount.validate_positive("amount")?;
                 }
                 EntryKind::Adjustment => {
-                    amount
-                        .checked_neg()?
-                        .validate_positive("amount")
-                        .or_else(|_| amount.validate_positive("amount"))
-                        .map_err(|_| {
-                        Error::invalid(format!(
-                            "adjustment amount must be non-zero and at most 10^12 credits in size, got {amount}"
-                        ))
-                    })?;
+                    if amount == Credits::ZERO || amount.micros().unsigned_abs() > MAX_AMOUNT_MICROS as u64 {
+                        return Err(Error::invalid(format!(
+                            "adjustment must be non-zero and at most {MAX_AMOUNT_CREDITS} credits in size, got {amount}"
+                        )));
+                    }
                 }
                 _ => {
                     return Err(Error::invalid(format!(
