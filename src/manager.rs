@@ -200,7 +200,7 @@ impl CreditManager {
     }
 
     /// One write transaction; also flushes pending `last_used_at` updates.
-    fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    fn write<R: Send>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
         let touched: Vec<(KeyId, Timestamp)> = {
             let mut t = self.inner.touched.lock();
             if t.is_empty() { Vec::new() } else { t.drain().collect() }
@@ -376,7 +376,11 @@ impl CreditManager {
             let now = tx.now()?;
             if let Some(k) = &d.key {
                 if let Some(e) = tx.entry_by_key(d.user, k)? {
-                    return if e.kind == d.kind && e.amount == d.amount { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
+                    return if e.kind == d.kind && e.amount == d.amount {
+                        Ok(replayed(e))
+                    } else {
+                        Err(conflict(k, &e))
+                    };
                 }
             }
             // Cloned so a backend may retry the transaction.

@@ -4,6 +4,7 @@
 //! through [`Store::write`], the single place where a later group-commit
 //! writer can batch callers without changing them.
 
+mod group;
 pub(crate) mod sqlite;
 
 use crate::config::Config;
@@ -186,7 +187,7 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction, committed when `f` returns Ok.
-    pub(crate) fn write<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    pub(crate) fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
         match self {
             Store::Sqlite(s) => s.write(f),
         }

@@ -2,6 +2,7 @@
 //! (the write lock is taken up front, so no lock-upgrade deadlocks), cached
 //! prepared statements, durable on return with `synchronous=FULL`.
 
+use super::group::{GroupCommit, Slot};
 use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, Tx};
 use crate::config::{Config, Synchronous};
 use crate::error::{Error, Result};
@@ -16,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/001_ini
 pub(crate) struct SqliteStore {
     pool: r2d2::Pool<SqliteConnectionManager>,
     location: String,
+    group: GroupCommit,
 }
 
 enum Target {
@@ -89,7 +91,7 @@ impl SqliteStore {
             .connection_timeout(Duration::from_millis(u64::from(busy_ms).max(1000) + 5_000))
             .build(manager)
             .map_err(|e| Error::Storage(format!("cannot open SQLite database {location:?}: {e}")))?;
-        let store = SqliteStore { pool, location };
+        let store = SqliteStore { pool, location, group: GroupCommit::default() };
         store.migrate()?;
         Ok(store)
     }
@@ -99,12 +101,47 @@ impl SqliteStore {
         format!("sqlite:///{}", self.location)
     }
 
-    pub(crate) fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    /// Runs `f` in a write transaction shared with concurrent writers
+    /// (group commit); returns once that transaction is durable.
+    pub(crate) fn write<R: Send>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        let mut result: Option<Result<R>> = None;
+        let committed = {
+            let mut job = |tx: &mut dyn Tx| {
+                let r = f(tx);
+                let ok = r.is_ok();
+                result = Some(r);
+                ok
+            };
+            self.group.submit(&mut job, &|slots| self.run_batch(slots))
+        };
+        match (result, committed) {
+            (Some(Err(e)), _) | (Some(Ok(_)) | None, Err(e)) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (None, Ok(())) => Err(Error::Internal("write job panicked".into())),
+        }
+    }
+
+    /// One transaction for a batch of jobs, each in its own savepoint so a
+    /// failing job rolls back only its own writes.
+    fn run_batch(&self, slots: &mut [&mut Slot]) -> Result<()> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&mut SqliteTx { c: &tx })?;
+        if let [only] = slots {
+            // A lone job needs no savepoint: if it fails, dropping `tx` rolls back.
+            if !only.run(&mut SqliteTx { c: &tx }) {
+                return Ok(());
+            }
+        } else {
+            for slot in slots.iter_mut() {
+                tx.prepare_cached("SAVEPOINT creditgate_job")?.execute([])?;
+                if !slot.run(&mut SqliteTx { c: &tx }) {
+                    tx.prepare_cached("ROLLBACK TO creditgate_job")?.execute([])?;
+                }
+                tx.prepare_cached("RELEASE creditgate_job")?.execute([])?;
+            }
+        }
         tx.commit()?;
-        Ok(out)
+        Ok(())
     }
 
     pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {

@@ -1,0 +1,96 @@
+//! Group commit: concurrent writers share one durable transaction.
+//!
+//! A writer queues its job and, when no batch is running, becomes the leader:
+//! it takes up to `MAX_BATCH_JOBS` queued jobs (its own among them), runs
+//! them in one transaction (each in its own savepoint, so one failing job
+//! rolls back only itself), commits once, and wakes everyone in the batch.
+//! A lone writer leads at once: no fixed wait when nobody else is queued.
+//! Each caller returns only after the commit that contains its job.
+
+use crate::error::{Error, Result};
+use crate::store::Tx;
+use parking_lot::{Condvar, Mutex};
+
+/// Most jobs in one transaction, so one batch cannot hold the lock for long.
+pub(crate) const MAX_BATCH_JOBS: usize = 128;
+
+/// A queued job: runs against the batch's transaction; true when it succeeded.
+pub(crate) type Job<'a> = dyn FnMut(&mut dyn Tx) -> bool + Send + 'a;
+
+pub(crate) struct Slot {
+    job: *mut Job<'static>,
+    done: bool,
+    /// Set when the batch containing this job did not commit.
+    failure: Option<String>,
+}
+
+impl Slot {
+    /// Runs the job. Only the leader calls this, while the submitter waits.
+    pub(crate) fn run(&mut self, tx: &mut dyn Tx) -> bool {
+        // SAFETY: `submit` keeps the job alive and untouched until `done`.
+        let job = unsafe { &mut *self.job };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(tx))).unwrap_or(false)
+    }
+}
+
+struct SlotPtr(*mut Slot);
+// SAFETY: a slot is only touched by its submitter and, while the submitter
+// waits, by the one leader; `done` and `failure` are written under the lock.
+unsafe impl Send for SlotPtr {}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<SlotPtr>,
+    leading: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl GroupCommit {
+    /// Runs `job` in some batch executed by `run_batch`; returns once that
+    /// batch finished, with `Err` when it did not commit.
+    pub(crate) fn submit(&self, job: &mut Job<'_>, run_batch: &dyn Fn(&mut [&mut Slot]) -> Result<()>) -> Result<()> {
+        // SAFETY: only the lifetime is erased; this function does not return
+        // before the leader set `done`, after which nobody touches the job.
+        let job: *mut Job<'static> = unsafe { std::mem::transmute::<*mut Job<'_>, *mut Job<'static>>(job) };
+        let mut slot = Slot { job, done: false, failure: None };
+        let me: *mut Slot = &mut slot;
+        let mut q = self.queue.lock();
+        q.waiting.push(SlotPtr(me));
+        loop {
+            // SAFETY: `done` is written only under the lock we hold.
+            if unsafe { (*me).done } {
+                drop(q);
+                // SAFETY: the leader is finished with the slot.
+                return match unsafe { (*me).failure.take() } {
+                    Some(msg) => Err(Error::Storage(msg)),
+                    None => Ok(()),
+                };
+            }
+            if q.leading {
+                self.wake.wait(&mut q);
+                continue;
+            }
+            q.leading = true;
+            let n = q.waiting.len().min(MAX_BATCH_JOBS);
+            let batch: Vec<SlotPtr> = q.waiting.drain(..n).collect();
+            drop(q);
+            // SAFETY: every slot in `batch` belongs to a waiting submitter.
+            let mut slots: Vec<&mut Slot> = batch.iter().map(|p| unsafe { &mut *p.0 }).collect();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_batch(&mut slots)))
+                .unwrap_or_else(|_| Err(Error::Internal("group commit batch panicked".into())));
+            let failure = outcome.err().map(|e| format!("batch of {n} writes did not commit: {e}"));
+            q = self.queue.lock();
+            for s in slots {
+                s.failure = failure.clone();
+                s.done = true;
+            }
+            q.leading = false;
+            self.wake.notify_all();
+        }
+    }
+}
