@@ -374,14 +374,10 @@ impl CreditManager {
     fn append_idempotent(&self, d: Draft) -> Result<Entry> {
         self.write(|tx| {
             let now = tx.now()?;
-            if let Some(k) = &d.key {
-                if let Some(e) = tx.entry_by_key(d.user, k)? {
-                    return if e.kind == d.kind && e.amount == d.amount {
-                        Ok(replayed(e))
-                    } else {
-                        Err(conflict(k, &e))
-                    };
-                }
+            if let Some(k) = &d.key
+                && let Some(e) = tx.entry_by_key(d.user, k)?
+            {
+                return if e.kind == d.kind && e.amount == d.amount { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
             }
             // Cloned so a backend may retry the transaction.
             self.append(tx, now, d.clone())
@@ -449,10 +445,10 @@ impl CreditManager {
             let payment_id = validate::text("payment_id", payment_id)?;
             let reason = validate::opt_text("reason", reason)?;
             let reversal_id = validate::opt_text("reversal_id", reversal_id)?;
-            if let Some(a) = amount_minor {
-                if a <= 0 {
-                    return Err(Error::invalid(format!("amount_minor must be positive, got {a}")));
-                }
+            if let Some(a) = amount_minor
+                && a <= 0
+            {
+                return Err(Error::invalid(format!("amount_minor must be positive, got {a}")));
             }
             let key = format!("reversal:{}", reversal_id.unwrap_or(payment_id));
             self.write(|tx| {
@@ -697,10 +693,10 @@ impl CreditManager {
         if let Some(k) = tx.key_by_hash(&hash, None)? {
             return Ok(k);
         }
-        if self.inner.config.api_key_pepper.is_some() {
-            if let Some(k) = tx.key_by_hash(&keys::sha256_hex(secret), Some(HashKind::Sha256))? {
-                return Ok(k);
-            }
+        if self.inner.config.api_key_pepper.is_some()
+            && let Some(k) = tx.key_by_hash(&keys::sha256_hex(secret), Some(HashKind::Sha256))?
+        {
+            return Ok(k);
         }
         Err(Error::InvalidApiKey("unknown API key".into()))
     }
@@ -790,15 +786,15 @@ impl CreditManager {
     /// Appends a usage entry, or replays the one with the same request id.
     fn charge(&self, tx: &mut dyn Tx, now: Timestamp, c: Charge) -> Result<Entry> {
         let key = c.request_id.as_ref().map(|r| format!("usage:{r}"));
-        if let Some(k) = &key {
-            if let Some(e) = tx.entry_by_key(c.user, k)? {
-                let same = e.kind == EntryKind::Usage
-                    && e.input_tokens == c.input_tokens
-                    && e.output_tokens == c.output_tokens
-                    && e.model == c.model
-                    && (c.input_tokens.is_some() || e.amount == c.amount.checked_neg()?);
-                return if same { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
-            }
+        if let Some(k) = &key
+            && let Some(e) = tx.entry_by_key(c.user, k)?
+        {
+            let same = e.kind == EntryKind::Usage
+                && e.input_tokens == c.input_tokens
+                && e.output_tokens == c.output_tokens
+                && e.model == c.model
+                && (c.input_tokens.is_some() || e.amount == c.amount.checked_neg()?);
+            return if same { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
         }
         let mut d = Draft::new(c.user, EntryKind::Usage, c.amount.checked_neg()?);
         d.key = key;
@@ -879,18 +875,18 @@ impl CreditManager {
                         (price_tokens(tokens, 0, p)?.max(Credits::from_micros(1)), model.map(str::to_string))
                     }
                 };
-                if let Some(rid) = request_id {
-                    if let Some(h) = tx.hold_by_request(user, rid)? {
-                        return if h.amount == held_amount {
-                            Ok((hold_of(h, true), expired))
-                        } else {
-                            Err(Error::IdempotencyConflict(format!(
-                                "request_id {:?} already holds {} (asked {held_amount})",
-                                truncate(rid),
-                                h.amount
-                            )))
-                        };
-                    }
+                if let Some(rid) = request_id
+                    && let Some(h) = tx.hold_by_request(user, rid)?
+                {
+                    return if h.amount == held_amount {
+                        Ok((hold_of(h, true), expired))
+                    } else {
+                        Err(Error::IdempotencyConflict(format!(
+                            "request_id {:?} already holds {} (asked {held_amount})",
+                            truncate(rid),
+                            h.amount
+                        )))
+                    };
                 }
                 let active = tx.active_holds(user, now)?;
                 if active >= max {
