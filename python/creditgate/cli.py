@@ -1,0 +1,767 @@
+"""The `creditgate` operator command line (SPEC §6), also `python -m creditgate`.
+
+Every command opens the ledger named by `--database-url` (before the command),
+else `DATABASE_URL`, else `sqlite:///creditgate.db`. Failures print
+`error: <code>: <message>` on standard error and exit 1; usage errors exit 2;
+`audit` exits 3 when the ledger does not balance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import getpass
+import io
+import json
+import os
+import re
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, NoReturn
+
+from creditgate import CreditError, InsufficientCredits, LocalCreditManager
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNBALANCED = 3
+DEFAULT_DATABASE_URL = "sqlite:///creditgate.db"
+
+# Field order of each result type (SPEC §8.1), so JSON, CSV and tables list
+# fields as the spec does rather than alphabetically.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "Account": (
+        "user_id",
+        "balance",
+        "held",
+        "available",
+        "lifetime_purchased",
+        "lifetime_used",
+        "active_keys",
+        "first_key_issued",
+        "created_at",
+    ),
+    "Entry": (
+        "id",
+        "seq",
+        "user_id",
+        "kind",
+        "amount",
+        "balance_after",
+        "idempotency_key",
+        "reference",
+        "api_key_id",
+        "input_tokens",
+        "output_tokens",
+        "model",
+        "amount_minor",
+        "currency",
+        "metadata",
+        "created_at",
+        "replayed",
+    ),
+    "KeyEligibility": ("allowed", "is_first_key", "required", "available"),
+    "NewApiKey": ("key_id", "user_id", "name", "prefix", "created_at", "secret"),
+    "ApiKeyInfo": (
+        "key_id",
+        "user_id",
+        "name",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "legacy",
+    ),
+    "AuditReport": ("ok", "accounts_checked", "entries_checked", "mismatches"),
+    "Report": (
+        "users",
+        "paying_users",
+        "users_attempted_key",
+        "key_generation_attempts",
+        "key_generation_successes",
+        "purchase_conversion_rate",
+        "credits_purchased",
+        "revenue_usd_minor",
+        "revenue_per_paying_user_usd_minor",
+        "credits_used",
+        "outstanding_balance",
+        "overdraft_receivable",
+    ),
+}
+
+
+# ----- values -> text ---------------------------------------------------------
+
+
+def decimal_text(value: Decimal) -> str:
+    """Plain positional notation (`5000`, never `5E+3`), digits kept exactly."""
+    if not value.is_finite():
+        raise ValueError(f"not a finite amount: {value}")
+    return format(value, "f")
+
+
+def rfc3339(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime: {value!r}")
+    text = value.astimezone(UTC).isoformat()
+    return text[: -len("+00:00")] + "Z"
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """The public fields of a result object, in spec order."""
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    names = FIELDS.get(type(obj).__name__)
+    if names is None:  # an object the table does not know: its public attributes
+        names = tuple(
+            n for n in dir(obj) if not n.startswith("_") and not callable(getattr(obj, n))
+        )
+    return {n: getattr(obj, n) for n in names}
+
+
+def to_json(value: Any, indent: int | None = None) -> str:
+    """JSON with Decimal amounts as exact numbers (`4998.5`).
+
+    The standard encoder can only write numbers through float, which would
+    round large or finely divided amounts; this writer never touches float.
+    """
+    return "".join(_json_parts(value, indent, 0))
+
+
+def _json_parts(value: Any, indent: int | None, level: int) -> Iterator[str]:
+    if value is None or isinstance(value, (bool, int, str)):
+        yield json.dumps(value)
+    elif isinstance(value, Decimal):
+        yield decimal_text(value)
+    elif isinstance(value, float):
+        raise TypeError("floats have no place in ledger output")
+    elif isinstance(value, datetime):
+        yield json.dumps(rfc3339(value))
+    elif isinstance(value, (list, tuple)):
+        yield from _json_container("[", "]", [(None, v) for v in value], indent, level)
+    else:
+        items = list(as_dict(value).items())
+        yield from _json_container("{", "}", items, indent, level)
+
+
+def _json_container(
+    open_: str,
+    close: str,
+    items: list[tuple[str | None, Any]],
+    indent: int | None,
+    level: int,
+) -> Iterator[str]:
+    if not items:
+        yield open_ + close
+        return
+    pad = "" if indent is None else "\n" + " " * (indent * (level + 1))
+    yield open_
+    for i, (key, item) in enumerate(items):
+        yield ("," if i else "") + pad
+        if key is not None:
+            yield json.dumps(str(key)) + (": " if indent is not None else ":")
+        yield from _json_parts(item, indent, level + 1)
+    yield ("" if indent is None else "\n" + " " * (indent * level)) + close
+
+
+def cell(value: Any) -> str:
+    """One value as table or CSV text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, (dict, list)):
+        return to_json(value)
+    return str(value)
+
+
+def print_fields(obj: Any, as_json: bool) -> None:
+    """An object as `name  value` lines, or as one JSON object."""
+    if as_json:
+        print(to_json(obj, indent=2))
+        return
+    fields = as_dict(obj)
+    width = max(len(k) for k in fields)
+    for key, value in fields.items():
+        print(f"{key:<{width}}  {cell(value)}")
+
+
+def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+    texts = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in texts]) for i, h in enumerate(header)]
+    for row in [list(header), *texts]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+# ----- argument parsing -------------------------------------------------------
+
+
+class CliError(Exception):
+    """A failure found by the CLI itself, reported like a CreditError (exit 1)."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UsageError(CliError):
+    """Bad command-line input caught after argparse (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__("usage", message)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in the CLI's one error format."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"error: usage: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def amount_arg(text: str) -> Decimal:
+    """A decimal amount; parsed here so a typo is a usage error, not a crash."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
+    if not value.is_finite():
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def positive_int_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def identifier_arg(text: str) -> str:
+    """A table or column name; checked because it is spliced into SQL."""
+    if not IDENTIFIER.match(text):
+        raise argparse.ArgumentTypeError(f"not a plain SQL identifier: {text!r}")
+    return text
+
+
+def build_parser() -> Parser:
+    p = Parser(
+        prog="creditgate",
+        description="Operate a creditgate prepaid-credit ledger.",
+        epilog="Exit status: 0 ok, 1 error, 2 usage error, 3 audit found the ledger unbalanced.",
+    )
+    p.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="ledger database (default: $DATABASE_URL, else sqlite:///creditgate.db)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Parser:
+        cmd: Parser = sub.add_parser(name, help=help_, description=help_)
+        cmd.set_defaults(func=func)
+        return cmd
+
+    command("migrate", cmd_migrate, "create or upgrade the ledger schema")
+
+    c = command("balance", cmd_balance, "show a user's account")
+    c.add_argument("--user", required=True)
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+
+    c = command("grant", cmd_grant, "add credits to a user's account")
+    c.add_argument("--user", required=True)
+    c.add_argument("--amount", required=True, type=amount_arg, help="credits, e.g. 5000 or 1.5")
+    c.add_argument("--kind", default="grant", choices=["grant", "purchase", "refund", "adjustment"])
+    c.add_argument("--idempotency-key", help="apply at most once per user and key")
+    c.add_argument("--reference")
+    c.add_argument("--json", action="store_true", help="print the entry as JSON")
+
+    keys = command("keys", cmd_help, "create, list, revoke or import API keys")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=Parser)
+    c = ksub.add_parser("create", help="create a key (needs credits); prints the secret once")
+    c.set_defaults(func=cmd_keys_create)
+    c.add_argument("--user", required=True)
+    c.add_argument("--name")
+    c.add_argument("--json", action="store_true")
+    c = ksub.add_parser("list", help="list a user's keys (never their secrets)")
+    c.set_defaults(func=cmd_keys_list)
+    c.add_argument("--user", required=True)
+    c.add_argument("--json", action="store_true")
+    c = ksub.add_parser("revoke", help="revoke a key at once")
+    c.set_defaults(func=cmd_keys_revoke)
+    c.add_argument("key_id", metavar="KEY_ID")
+    c = ksub.add_parser(
+        "import",
+        help="register a legacy key; the secret (or its SHA-256) is read from standard input",
+    )
+    c.set_defaults(func=cmd_keys_import)
+    c.add_argument("--user", required=True)
+    c.add_argument("--name")
+    c.add_argument(
+        "--sha256",
+        action="store_true",
+        help="standard input holds the key's lowercase hex SHA-256, not the key",
+    )
+    c.add_argument("--json", action="store_true")
+
+    prices = command("prices", cmd_help, "list or set per-model prices")
+    psub = prices.add_subparsers(dest="prices_command", metavar="ACTION", parser_class=Parser)
+    c = psub.add_parser("list", help="list per-model prices (credits per 1,000 tokens)")
+    c.set_defaults(func=cmd_prices_list)
+    c.add_argument("--json", action="store_true")
+    c = psub.add_parser("set", help="set a model's price in credits per 1,000 tokens")
+    c.set_defaults(func=cmd_prices_set)
+    c.add_argument("model", metavar="MODEL")
+    c.add_argument("input_per_1k", metavar="INPUT_PER_1K", type=amount_arg)
+    c.add_argument("output_per_1k", metavar="OUTPUT_PER_1K", type=amount_arg)
+
+    c = command(
+        "import-users",
+        cmd_import_users,
+        "import credit balances (and optionally API keys) from the host's own tables "
+        "in the same SQLite database; running it twice changes nothing",
+    )
+    c.add_argument("--table", default="users", type=identifier_arg)
+    c.add_argument("--id-column", default="id", type=identifier_arg)
+    c.add_argument("--balance-column", default="credit_balance", type=identifier_arg)
+    c.add_argument("--kind", default="adjustment", choices=["adjustment", "purchase"])
+    c.add_argument("--keys-table", type=identifier_arg, help="table of existing API keys")
+    c.add_argument("--key-user-column", default="user_id", type=identifier_arg)
+    c.add_argument("--key-column", default="key", type=identifier_arg)
+    c.add_argument(
+        "--key-format",
+        default="plain",
+        choices=["plain", "sha256"],
+        help="the key column holds the secret itself or its hex SHA-256",
+    )
+
+    c = command("transactions", cmd_transactions, "list a user's ledger entries, newest first")
+    c.add_argument("--user", required=True)
+    c.add_argument("--limit", type=positive_int_arg, default=50, help="1..1000 (default 50)")
+    c.add_argument("--before", metavar="ENTRY_ID", help="page on from this entry (a cursor)")
+    c.add_argument("--format", default="table", choices=["table", "json", "csv"])
+
+    c = command("audit", cmd_audit, "check that every balance equals the sum of its entries")
+    c.add_argument("--json", action="store_true")
+
+    c = command("report", cmd_report, "business figures from the ledger")
+    c.add_argument("--json", action="store_true")
+
+    command("metrics", cmd_metrics, "this process's counters in Prometheus text format")
+    command("demo", cmd_demo, "run the four scenarios of the seed on a throw-away database")
+    return p
+
+
+# ----- commands ---------------------------------------------------------------
+
+
+def open_manager(args: argparse.Namespace) -> LocalCreditManager:
+    return LocalCreditManager(args.database_url)
+
+
+def cmd_help(args: argparse.Namespace) -> int:
+    # `creditgate keys` without an action: show that group's help.
+    raise UsageError(f"{args.command} needs an action (see creditgate {args.command} --help)")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    m = open_manager(args)
+    m.migrate()
+    print(f"schema up to date: {m.database_url}")
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    print_fields(open_manager(args).account(args.user), args.json)
+    return 0
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    entry = open_manager(args).add_credits(
+        args.user,
+        args.amount,
+        kind=args.kind,
+        idempotency_key=args.idempotency_key,
+        reference=args.reference,
+    )
+    if args.json:
+        print(to_json(entry, indent=2))
+    else:
+        note = " (already applied: nothing changed)" if entry.replayed else ""
+        print(
+            f"{entry.kind} {cell(entry.amount)} to {entry.user_id}: "
+            f"balance {cell(entry.balance_after)}{note}"
+        )
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    key = open_manager(args).create_api_key(args.user, args.name)
+    if args.json:
+        print(to_json(key, indent=2))
+    else:
+        print(f"key_id  {key.key_id}")
+        print(f"prefix  {key.prefix}")
+        print(f"secret  {key.secret}")
+    print("Store the secret now: it cannot be shown again.", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    keys = open_manager(args).list_api_keys(args.user)
+    if args.json:
+        print(to_json(keys, indent=2))
+        return 0
+    header = FIELDS["ApiKeyInfo"]
+    print_table([[getattr(k, f) for f in header] for k in keys], header)
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    open_manager(args).revoke_api_key(args.key_id)
+    print(f"revoked {args.key_id}")
+    return 0
+
+
+def read_secret(prompt: str) -> str:
+    """One secret from standard input: never from argv, where `ps` and shell
+    history would show it; without echo when typed at a terminal."""
+    if sys.stdin.isatty():
+        text = getpass.getpass(prompt)
+    else:
+        text = sys.stdin.readline()
+    text = text.strip()
+    if not text:
+        raise UsageError("no secret on standard input")
+    return text
+
+
+def cmd_keys_import(args: argparse.Namespace) -> int:
+    m = open_manager(args)
+    if args.sha256:
+        info = m.import_api_key(args.user, secret_sha256=read_secret("SHA-256: "), name=args.name)
+    else:
+        info = m.import_api_key(args.user, secret=read_secret("legacy API key: "), name=args.name)
+    if args.json:
+        print(to_json(info, indent=2))
+    else:
+        print(f"imported legacy key {info.key_id} for {info.user_id}")
+    return 0
+
+
+def cmd_prices_list(args: argparse.Namespace) -> int:
+    prices = open_manager(args).list_model_prices()
+    if args.json:
+        print(to_json({m: {"input_per_1k": i, "output_per_1k": o} for m, (i, o) in prices.items()}))
+        return 0
+    print_table(
+        [[m, i, o] for m, (i, o) in sorted(prices.items())],
+        ["model", "input_per_1k", "output_per_1k"],
+    )
+    print(
+        "(models not listed use the default price, CREDITS_PER_1K_TOKENS)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_prices_set(args: argparse.Namespace) -> int:
+    open_manager(args).set_model_price(args.model, args.input_per_1k, args.output_per_1k)
+    print(
+        f"{args.model}: {cell(args.input_per_1k)} input, {cell(args.output_per_1k)} output "
+        "credits per 1,000 tokens"
+    )
+    return 0
+
+
+def cmd_transactions(args: argparse.Namespace) -> int:
+    entries = open_manager(args).transactions(args.user, limit=args.limit, before=args.before)
+    if args.format == "json":
+        print(to_json(entries, indent=2))
+    elif args.format == "csv":
+        fields = FIELDS["Entry"]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(fields)
+        for e in entries:
+            writer.writerow([cell(getattr(e, f)) for f in fields])
+        sys.stdout.write(out.getvalue())
+    else:
+        header = ["seq", "created_at", "kind", "amount", "balance_after", "detail"]
+        print_table(
+            [
+                [
+                    e.seq,
+                    e.created_at,
+                    e.kind,
+                    e.amount,
+                    e.balance_after,
+                    entry_detail(e),
+                ]
+                for e in entries
+            ],
+            header,
+        )
+    return 0
+
+
+def entry_detail(e: Any) -> str:
+    """The few fields that say what an entry was for, in one column."""
+    parts = []
+    if e.model is not None or e.input_tokens is not None:
+        parts.append(f"{e.model or '-'} in={e.input_tokens or 0} out={e.output_tokens or 0}")
+    if e.amount_minor is not None:
+        parts.append(f"{e.amount_minor} {e.currency} minor units")
+    for name in ("reference", "idempotency_key"):
+        if getattr(e, name) is not None:
+            parts.append(f"{name}={getattr(e, name)}")
+    return "  ".join(parts)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    report = open_manager(args).audit()
+    if args.json:
+        print(to_json(report, indent=2))
+    else:
+        verdict = "ok" if report.ok else "UNBALANCED"
+        print(
+            f"{verdict}: {report.accounts_checked} accounts, {report.entries_checked} entries checked"
+        )
+        for mismatch in report.mismatches:
+            print("  " + "  ".join(f"{k}={cell(v)}" for k, v in as_dict(mismatch).items()))
+    return 0 if report.ok else EXIT_UNBALANCED
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print_fields(open_manager(args).report(), args.json)
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    sys.stdout.write(open_manager(args).metrics_prometheus())
+    return 0
+
+
+# ----- import-users -------------------------------------------------------------
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a SQLAlchemy-style SQLite URL (`sqlite:///rel.db`, `sqlite:////abs.db`)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise CliError(
+            "invalid_argument",
+            "import-users reads the users table with Python's sqlite3, so it needs a "
+            f"sqlite:/// database URL (got {url.split(':', 1)[0]}:...)",
+        )
+    path = url[len(prefix) :].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        raise CliError(
+            "invalid_argument",
+            "import-users needs a database file, not an in-memory database",
+        )
+    return path
+
+
+def read_balances(conn: sqlite3.Connection, args: argparse.Namespace) -> list[tuple[str, Decimal]]:
+    """(user id, balance) for every non-zero balance, validated before any write."""
+    rows = conn.execute(
+        f'SELECT "{args.id_column}", "{args.balance_column}" FROM "{args.table}" ORDER BY 1'
+    ).fetchall()
+    out = []
+    for user_id, raw in rows:
+        if raw is None:
+            continue
+        # A REAL column: repr() is the shortest text that round-trips, so
+        # 4998.5 stays 4998.5 instead of 4998.500000000000...
+        text = repr(raw) if isinstance(raw, float) else str(raw)
+        try:
+            balance = Decimal(text)
+        except InvalidOperation:
+            raise CliError(
+                "invalid_argument",
+                f"user {user_id!r}: balance {text!r} is not a number",
+            ) from None
+        if not balance.is_finite():
+            raise CliError("invalid_argument", f"user {user_id!r}: balance {text!r} is not finite")
+        if balance != 0:  # a zero balance needs no entry
+            out.append((str(user_id), balance))
+    return out
+
+
+def cmd_import_users(args: argparse.Namespace) -> int:
+    url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    path = sqlite_path(url)
+    if not os.path.exists(path):
+        raise CliError("not_found", f"no database file at {path}")
+    m = open_manager(args)
+    # Read-only: this command never changes the host's own tables.
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        balances = read_balances(conn, args)
+        keys: list[tuple[str, str]] = []
+        if args.keys_table:
+            keys = [
+                (str(u), str(k))
+                for u, k in conn.execute(
+                    f'SELECT "{args.key_user_column}", "{args.key_column}" '
+                    f'FROM "{args.keys_table}" WHERE "{args.key_column}" IS NOT NULL ORDER BY 1'
+                )
+            ]
+    except sqlite3.Error as e:
+        raise CliError("storage", f"cannot read the users table: {e}") from None
+    finally:
+        conn.close()
+    imported = replayed = 0
+    for user_id, balance in balances:
+        # The ledger entry's key is `import:<user_id>`: a re-run replays it.
+        entry = m.import_balance(user_id, balance, args.kind)
+        if entry.replayed:
+            replayed += 1
+        else:
+            imported += 1
+    print(f"balances: {imported} imported, {replayed} already imported")
+    for user_id, secret in keys:
+        if args.key_format == "sha256":
+            m.import_api_key(user_id, secret_sha256=secret.lower())
+        else:
+            m.import_api_key(user_id, secret=secret)
+    if args.keys_table:
+        print(f"legacy API keys: {len(keys)} registered (re-importing a key changes nothing)")
+    return 0
+
+
+# ----- demo -------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The seed's four scenarios on a throw-away SQLite database.
+
+    Settings are passed explicitly so the demo shows the same story whatever
+    the environment says; the database lives in a temporary directory that
+    is removed on exit, so the demo leaves nothing behind.
+    """
+    with tempfile.TemporaryDirectory(prefix="creditgate-demo-") as tmp:
+        m = LocalCreditManager(
+            f"sqlite:///{os.path.join(tmp, 'demo.db')}",
+            min_credits_api_key=5000,
+            credits_per_usd=1000,
+            credits_per_1k_tokens=1,
+        )
+        run_demo(m)
+        del m  # close the database before its directory goes
+    return 0
+
+
+def run_demo(m: LocalCreditManager) -> None:
+    say = print
+    user = "alice"
+    say("creditgate demo: the seed's four scenarios on a temporary SQLite database\n")
+
+    say("1. A new user tries to generate an API key")
+    e = m.can_generate_api_key(user)
+    say(
+        f"   eligible: {e.allowed} (first key needs {cell(e.required)} credits, has {cell(e.available)})"
+    )
+    try:
+        m.create_api_key(user, "prod")
+        raise AssertionError("the first key was created without payment")
+    except InsufficientCredits as err:
+        say(f"   create_api_key -> {err.status_code} {err.code}: {err}")
+
+    say("\n2. The user purchases $5 (5,000 credits); the key is generated")
+    entry = m.record_payment(user, "pay_demo_1", 500, "USD")
+    say(
+        f"   payment pay_demo_1 ($5.00) -> +{cell(entry.amount)} credits, balance {cell(entry.balance_after)}"
+    )
+    again = m.record_payment(user, "pay_demo_1", 500, "USD")
+    say(
+        f"   same webhook delivered again -> replayed={again.replayed}, balance {cell(m.get_balance(user))}"
+    )
+    key = m.create_api_key(user, "prod")
+    say(f"   create_api_key -> key {key.prefix}... (id {key.key_id})")
+    extra = m.create_api_key(user, "dev")
+    say(f"   an additional key needs only 1 credit -> key {extra.prefix}... created")
+
+    say("\n3. Calls with the key: each charges tokens/1000 credits")
+    for call, (tokens_in, tokens_out) in enumerate([(1000, 500), (200, 800), (1500, 1500)], 1):
+        v = m.verify_api_key_credits(key.secret)
+        charge = m.record_usage(
+            key.secret,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            request_id=f"demo-call-{call}",
+        )
+        say(
+            f"   call {call}: available {cell(v.available)}, {charge.tokens} tokens "
+            f"-> charged {cell(charge.charged)}, balance {cell(charge.balance)}"
+        )
+
+    say("\n4. Use the key until credits run low: each call holds its worst case first")
+    for call in range(1, 100):
+        try:
+            hold = m.reserve(key.secret, tokens=1_000_000, request_id=f"demo-big-{call}")
+        except InsufficientCredits as err:
+            say(
+                f"   call {call}: {err.status_code} {err.code}: needs {cell(err.required)}, available {cell(err.available)}"
+            )
+            break
+        charge = m.settle(hold.hold_id, input_tokens=400_000, output_tokens=600_000)
+        say(
+            f"   call {call}: held {cell(hold.amount)}, charged {cell(charge.charged)}, balance {cell(charge.balance)}"
+        )
+
+    audit = m.audit()
+    say(
+        f"\naudit: {'ok' if audit.ok else 'UNBALANCED'} ({audit.accounts_checked} accounts, {audit.entries_checked} entries)"
+    )
+    say(f"transactions of {user} (newest first):")
+    for t in m.transactions(user, limit=20):
+        say(
+            f"   #{t.seq:<3} {cell(t.kind):<9} {cell(t.amount):>10}  balance {cell(t.balance_after)}"
+        )
+
+
+# ----- entry point ------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except CreditError as e:
+        print(f"error: {e.code}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except CliError as e:
+        print(f"error: {e.code}: {e}", file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:
+        # `creditgate transactions ... | head`: the reader left; not an error.
+        # Point stdout at devnull so the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,379 @@
+"""The `creditgate` command line, run as an operator would: in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from creditgate import InvalidApiKey, LocalCreditManager
+
+
+class Cli:
+    """Runs `python -m creditgate --database-url <tmp db> ...`."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.db = tmp_path / "ledger.db"
+        self.url = f"sqlite:///{self.db}"
+        self.cwd = tmp_path
+        # Without the caller's creditgate settings, so defaults are what we test.
+        self.env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+
+    def run(
+        self, *args: str, input: str | None = None, url: str | None = ""
+    ) -> subprocess.CompletedProcess[str]:
+        prefix = (
+            ["--database-url", self.url]
+            if url == ""
+            else ([] if url is None else ["--database-url", url])
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "creditgate", *prefix, *args],
+            input=input if input is not None else "",
+            capture_output=True,
+            text=True,
+            cwd=self.cwd,
+            env=self.env,
+            timeout=60,
+            check=False,
+        )
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        r = self.run(*args, input=input)
+        assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
+        return r.stdout
+
+    def json(self, *args: str) -> Any:
+        # parse_float=Decimal: the CLI's amounts are exact decimals, keep them so.
+        return json.loads(self.ok(*args), parse_float=Decimal)
+
+    def fails(self, *args: str, code: str, exit_code: int = 1, input: str | None = None) -> str:
+        r = self.run(*args, input=input)
+        assert r.returncode == exit_code, (args, r.returncode, r.stdout, r.stderr)
+        assert f"error: {code}:" in r.stderr, r.stderr
+        return r.stderr
+
+
+SETTINGS = {
+    "DATABASE_URL",
+    "MIN_CREDITS_API_KEY",
+    "CREDITS_PER_USD",
+    "CREDITS_PER_1K_TOKENS",
+    "API_KEY_PREFIX",
+    "API_KEY_PEPPER",
+    "MAX_ACTIVE_KEYS_PER_USER",
+    "MAX_ACTIVE_HOLDS_PER_USER",
+}
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+def test_migrate_creates_the_database(cli: Cli) -> None:
+    out = cli.ok("migrate")
+    assert cli.db.exists()
+    assert "ledger.db" in out
+    cli.ok("migrate")  # twice is fine
+
+
+def test_grant_and_balance(cli: Cli) -> None:
+    out = cli.ok("grant", "--user", "alice", "--amount", "5000", "--kind", "purchase")
+    assert "5000" in out
+    cli.ok("grant", "--user", "alice", "--amount", "-1.5", "--kind", "adjustment")
+    account = cli.json("balance", "--user", "alice", "--json")
+    assert account["user_id"] == "alice"
+    assert account["balance"] == Decimal("4998.5")
+    assert account["available"] == Decimal("4998.5")
+    # The number is written exactly, not through a float.
+    assert '"balance": 4998.5' in cli.ok("balance", "--user", "alice", "--json")
+    assert "4998.5" in cli.ok("balance", "--user", "alice")
+
+
+def test_grant_is_idempotent_with_a_key(cli: Cli) -> None:
+    first = cli.json(
+        "grant",
+        "--user",
+        "u",
+        "--amount",
+        "10",
+        "--idempotency-key",
+        "promo-1",
+        "--json",
+    )
+    again = cli.json(
+        "grant",
+        "--user",
+        "u",
+        "--amount",
+        "10",
+        "--idempotency-key",
+        "promo-1",
+        "--json",
+    )
+    assert first["id"] == again["id"] and again["replayed"] is True
+    assert cli.json("balance", "--user", "u", "--json")["balance"] == 10
+    cli.fails(
+        "grant",
+        "--user",
+        "u",
+        "--amount",
+        "11",
+        "--idempotency-key",
+        "promo-1",
+        code="idempotency_conflict",
+    )
+
+
+def test_unknown_user_has_zero_balance(cli: Cli) -> None:
+    assert cli.json("balance", "--user", "nobody", "--json")["balance"] == 0
+
+
+def test_keys_need_credits_then_create_list_revoke(cli: Cli) -> None:
+    err = cli.fails("keys", "create", "--user", "alice", code="insufficient_credits")
+    assert "5000" in err
+    cli.ok("grant", "--user", "alice", "--amount", "5000", "--kind", "purchase")
+    created = cli.json("keys", "create", "--user", "alice", "--name", "prod", "--json")
+    secret, key_id = created["secret"], created["key_id"]
+    assert secret.startswith("sk_") and created["name"] == "prod"
+    table = cli.ok("keys", "create", "--user", "alice", "--name", "dev")
+    assert "secret" in table and "sk_" in table
+
+    listing = cli.ok("keys", "list", "--user", "alice")
+    assert key_id in listing and secret not in listing
+    keys = cli.json("keys", "list", "--user", "alice", "--json")
+    assert {k["name"] for k in keys} == {"prod", "dev"}
+    assert all(k["revoked_at"] is None and k["legacy"] is False for k in keys)
+
+    cli.ok("keys", "revoke", key_id)
+    keys = cli.json("keys", "list", "--user", "alice", "--json")
+    revoked = next(k for k in keys if k["key_id"] == key_id)
+    assert revoked["revoked_at"].endswith("Z")
+    m = LocalCreditManager(cli.url)
+    with pytest.raises(InvalidApiKey):
+        m.verify_api_key_credits(secret)
+    cli.fails("keys", "revoke", "00000000-0000-7000-8000-000000000000", code="not_found")
+
+
+def test_keys_import_reads_the_secret_from_stdin(cli: Cli) -> None:
+    legacy = "legacy-key-0123456789abcdef"
+    out = cli.ok("keys", "import", "--user", "bob", "--name", "old", input=legacy + "\n")
+    assert "bob" in out and legacy not in out
+    hashed = "another-legacy-key-987654321"
+    cli.ok(
+        "keys",
+        "import",
+        "--user",
+        "bob",
+        "--sha256",
+        input=hashlib.sha256(hashed.encode()).hexdigest(),
+    )
+    keys = cli.json("keys", "list", "--user", "bob", "--json")
+    assert len(keys) == 2 and all(k["legacy"] for k in keys)
+
+    m = LocalCreditManager(cli.url)
+    m.add_credits("bob", 10)
+    # Legacy keys, plain or by hash, keep working and are charged.
+    assert m.verify_api_key_credits(legacy).user_id == "bob"
+    assert m.record_usage(hashed, tokens=1000).charged == 1
+    # Importing does not prove payment: the first real key still needs 5,000.
+    assert not m.can_generate_api_key("bob").allowed
+
+    cli.fails("keys", "import", "--user", "bob", input="", code="usage", exit_code=2)
+    cli.fails(
+        "keys",
+        "import",
+        "--user",
+        "bob",
+        "--sha256",
+        input="not-hex",
+        code="invalid_argument",
+    )
+
+
+def test_keys_without_action_is_a_usage_error(cli: Cli) -> None:
+    cli.fails("keys", code="usage", exit_code=2)
+
+
+def test_prices(cli: Cli) -> None:
+    assert cli.json("prices", "list", "--json") == {}
+    cli.ok("prices", "set", "gpt-4o", "2.5", "10")
+    assert cli.json("prices", "list", "--json") == {
+        "gpt-4o": {"input_per_1k": Decimal("2.5"), "output_per_1k": 10}
+    }
+    assert "gpt-4o" in cli.ok("prices", "list")
+    cli.fails("prices", "set", "gpt-4o", "abc", "1", code="usage", exit_code=2)
+
+
+def test_transactions_formats(cli: Cli) -> None:
+    cli.ok(
+        "grant",
+        "--user",
+        "alice",
+        "--amount",
+        "5000",
+        "--kind",
+        "purchase",
+        "--reference",
+        "invoice-1",
+    )
+    m = LocalCreditManager(cli.url)
+    key = m.create_api_key("alice")
+    m.record_usage(key.secret, input_tokens=1000, output_tokens=500, model="echo", request_id="r1")
+
+    entries = cli.json("transactions", "--user", "alice", "--format", "json")
+    assert isinstance(entries, list) and len(entries) == 2
+    usage, grant = entries  # newest first
+    assert usage["kind"] == "usage" and usage["amount"] == Decimal("-1.5")
+    assert usage["balance_after"] == Decimal("4998.5")
+    assert usage["input_tokens"] == 1000 and usage["model"] == "echo"
+    assert grant["kind"] == "purchase" and grant["reference"] == "invoice-1"
+    assert grant["created_at"].endswith("Z") and grant["seq"] == 1
+    assert '"balance_after": 4998.5' in cli.ok(
+        "transactions", "--user", "alice", "--format", "json"
+    )
+
+    rows = list(
+        csv.DictReader(io.StringIO(cli.ok("transactions", "--user", "alice", "--format", "csv")))
+    )
+    assert [r["kind"] for r in rows] == ["usage", "purchase"]
+    assert rows[0]["amount"] == "-1.5" and rows[0]["output_tokens"] == "500"
+    assert rows[1]["input_tokens"] == ""
+
+    table = cli.ok("transactions", "--user", "alice", "--limit", "1")
+    assert "usage" in table and "purchase" not in table
+    page = cli.json("transactions", "--user", "alice", "--before", usage["id"], "--format", "json")
+    assert [e["id"] for e in page] == [grant["id"]]
+    cli.fails("transactions", "--user", "alice", "--limit", "0", code="usage", exit_code=2)
+    cli.fails("transactions", "--user", "alice", "--limit", "1001", code="invalid_argument")
+
+
+def test_audit_exit_code(cli: Cli) -> None:
+    cli.ok("grant", "--user", "alice", "--amount", "100")
+    assert cli.ok("audit").startswith("ok")
+    assert cli.json("audit", "--json")["ok"] is True
+    # Corrupt the stored balance behind the ledger's back.
+    with sqlite3.connect(cli.db) as conn:
+        conn.execute("UPDATE creditgate_accounts SET balance = balance + 1 WHERE user_id = 'alice'")
+    r = cli.run("audit")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "UNBALANCED" in r.stdout and "alice" in r.stdout
+
+
+def test_report(cli: Cli) -> None:
+    m = LocalCreditManager(cli.url)
+    m.record_payment("alice", "pay_1", 500)
+    m.create_api_key("alice")
+    report = cli.json("report", "--json")
+    assert report["paying_users"] == 1
+    assert report["credits_purchased"] == 5000
+    assert report["revenue_usd_minor"] == 500
+    assert report["key_generation_successes"] == 1
+    assert "purchase_conversion_rate" in report
+    assert "paying_users" in cli.ok("report")
+
+
+def test_metrics_prometheus_text(cli: Cli) -> None:
+    out = cli.ok("metrics")
+    assert "creditgate_verify_ok_total" in out
+    assert "creditgate_verify_seconds" in out
+
+
+def test_database_url_from_environment(cli: Cli, tmp_path: Path) -> None:
+    cli.env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'env.db'}"
+    r = cli.run("grant", "--user", "u", "--amount", "1", url=None)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "env.db").exists() and not cli.db.exists()
+
+
+def test_errors_and_usage_errors(cli: Cli) -> None:
+    r = cli.run()
+    assert r.returncode == 2 and "error: usage:" in r.stderr
+    cli.fails("grant", "--user", "u", "--amount", "lots", code="usage", exit_code=2)
+    cli.fails("grant", "--user", "u", code="usage", exit_code=2)
+    cli.fails("grant", "--user", "u", "--amount", "0.0000001", code="invalid_argument")
+    cli.fails(
+        "grant", "--user", "u", "--amount", "-5", code="invalid_argument"
+    )  # only adjustments go negative
+
+
+@pytest.mark.skipif(
+    not hasattr(LocalCreditManager, "import_balance"),
+    reason="needs LocalCreditManager.import_balance",
+)
+def test_import_users_from_the_host_table(cli: Cli) -> None:
+    with sqlite3.connect(cli.db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, credit_balance REAL)")
+        conn.executemany(
+            "INSERT INTO users VALUES (?, ?, ?)",
+            [(1, "a@x", 5000.0), (2, "b@x", 0), (3, "c@x", 4998.5), (4, "d@x", None)],
+        )
+        conn.execute("CREATE TABLE api_keys (user_id INTEGER, key TEXT)")
+        conn.execute("INSERT INTO api_keys VALUES (1, 'legacy-user-one-key-abcdef')")
+    out = cli.ok("import-users", "--keys-table", "api_keys")
+    assert "2 imported" in out
+    assert cli.json("balance", "--user", "1", "--json")["balance"] == 5000
+    assert cli.json("balance", "--user", "3", "--json")["balance"] == Decimal("4998.5")
+    assert cli.json("transactions", "--user", "2", "--format", "json") == []
+    entry = cli.json("transactions", "--user", "1", "--format", "json")[0]
+    assert entry["kind"] == "adjustment" and entry["idempotency_key"] == "import:1"
+    # Twice changes nothing.
+    assert "2 already imported" in cli.ok("import-users", "--keys-table", "api_keys")
+    assert len(cli.json("transactions", "--user", "1", "--format", "json")) == 1
+    assert (
+        LocalCreditManager(cli.url).verify_api_key_credits("legacy-user-one-key-abcdef").user_id
+        == "1"
+    )
+
+
+def test_import_users_rejects_bad_identifiers(cli: Cli) -> None:
+    cli.fails("import-users", "--table", "users; DROP TABLE x", code="usage", exit_code=2)
+
+
+def test_demo_runs_the_four_scenarios_and_leaves_nothing(cli: Cli, tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    cli.env["TMPDIR"] = str(scratch)
+    r = cli.run("demo", url=None)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for marker in (
+        "1. A new user",
+        "402 insufficient_credits",
+        "2. The user purchases",
+        "3. Calls",
+        "4. Use",
+    ):
+        assert marker in out
+    assert "balance 4998.5" in out  # 1,500 tokens cost 1.5 credits
+    assert "audit: ok" in out
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]  # no creditgate.db in the cwd
+
+
+def test_help_lists_every_command(cli: Cli) -> None:
+    out = cli.ok("--help")
+    for command in (
+        "migrate",
+        "balance",
+        "grant",
+        "keys",
+        "prices",
+        "import-users",
+        "transactions",
+        "audit",
+        "report",
+        "metrics",
+        "demo",
+    ):
+        assert command in out
