@@ -352,6 +352,39 @@ impl CreditManager {
         r
     }
 
+    /// Carries a balance over from the host's own users table (SPEC §7
+    /// `import-users`): an `adjustment` (or `purchase`) entry keyed
+    /// `import:<user_id>`, so importing twice changes nothing. Not strict: a
+    /// negative balance is carried over as it was.
+    pub fn import_balance(&self, user: &str, amount: Credits, kind: EntryKind) -> Result<Entry> {
+        let r = (|| {
+            let user = validate::text("user_id", user)?;
+            match kind {
+                EntryKind::Purchase => {
+                    amount.validate_positive("amount")?;
+                }
+                EntryKind::Adjustment => {
+                    if amount == Credits::ZERO || amount.micros().unsigned_abs() > MAX_AMOUNT_MICROS as u64 {
+                        return Err(Error::invalid(format!(
+                            "imported balance must be non-zero and at most {MAX_AMOUNT_CREDITS} credits in size, got {amount}"
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(Error::invalid(format!("import kind must be adjustment or purchase, got {kind}")));
+                }
+            }
+            let mut d = Draft::new(user, kind, amount);
+            d.key = Some(format!("import:{user}"));
+            self.append_idempotent(d)
+        })();
+        let r = self.track(r);
+        if let Ok(e) = &r {
+            self.counts_entry(e);
+        }
+        r
+    }
+
     /// Strict debit: `InsufficientCredits` when available < amount.
     pub fn deduct_credits(&self, user: &str, amount: Credits, opts: &EntryOptions) -> Result<Entry> {
         let start = Instant::now();
