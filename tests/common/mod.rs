@@ -1,0 +1,137 @@
+//! Backend-neutral ledger helpers for the integration tests. Every test gets
+//! its ledger from here: a fresh, empty ledger on a temporary SQLite file
+//! today; when `CREDITGATE_TEST_BACKEND=postgres` is supported, a fresh
+//! PostgreSQL schema instead. Tests never name a backend themselves (except
+//! the ones marked SQLite-specific, which ask `Guard::sqlite_path`).
+
+#![allow(dead_code)]
+
+use creditgate::{Config, CreditManager, Credits, EntryKind, EntryOptions, KeyId, Usage};
+use std::path::{Path, PathBuf};
+
+pub mod pg;
+
+/// Keeps a test's database alive; dropping it removes the database.
+pub struct Guard {
+    dir: tempfile::TempDir,
+    sqlite_path: Option<PathBuf>,
+    /// The test's PostgreSQL database (CREDITGATE_TEST_BACKEND=postgres).
+    postgres: Option<pg::Database>,
+}
+
+impl Guard {
+    /// The database file, for tests that are inherently SQLite-specific.
+    /// `None` on server backends: such tests then skip their file checks.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        self.sqlite_path.as_deref()
+    }
+
+    /// A scratch directory that lives as long as the guard.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A fresh database URL and the guard that owns it. Several managers (or
+/// processes) may open the same URL.
+pub fn shared_url() -> (String, Guard) {
+    let dir = tempfile::Builder::new().prefix("creditgate-test-").tempdir().expect("create a temporary directory");
+    if pg::is_postgres() {
+        let (url, db) = pg::fresh_database();
+        return (url, Guard { dir, sqlite_path: None, postgres: Some(db) });
+    }
+    let path = dir.path().join("ledger.db");
+    let url = format!("sqlite:///{}", path.display());
+    (url, Guard { dir, sqlite_path: Some(path), postgres: None })
+}
+
+/// Opens `url` with `config`'s other settings.
+pub fn open(url: &str, config: Config) -> CreditManager {
+    CreditManager::open(config.database_url(url)).expect("open the test ledger")
+}
+
+/// A fresh, empty ledger with `config`'s settings (its database URL is
+/// replaced by a fresh one).
+pub fn manager_with(config: Config) -> (CreditManager, Guard) {
+    let (url, guard) = shared_url();
+    (open(&url, config), guard)
+}
+
+/// A fresh, empty ledger with the default settings.
+pub fn manager() -> (CreditManager, Guard) {
+    manager_with(Config::new())
+}
+
+// ----- small conveniences shared by the test files -------------------------
+
+pub fn credits(c: i64) -> Credits {
+    Credits::from_credits(c).expect("a small whole number of credits")
+}
+
+pub fn micros(m: i64) -> Credits {
+    Credits::from_micros(m)
+}
+
+pub const NO_OPTS: EntryOptions<'static> = EntryOptions { idempotency_key: None, reference: None, metadata: None };
+
+pub fn with_key(key: &str) -> EntryOptions<'_> {
+    EntryOptions { idempotency_key: Some(key), reference: None, metadata: None }
+}
+
+pub fn grant(m: &CreditManager, user: &str, amount: Credits) {
+    m.add_credits(user, amount, EntryKind::Grant, &NO_OPTS).expect("grant credits");
+}
+
+pub fn tokens(input: i64) -> Usage<'static> {
+    Usage { input_tokens: input, output_tokens: 0, model: None }
+}
+
+pub fn io_tokens(input: i64, output: i64, model: Option<&str>) -> Usage<'_> {
+    Usage { input_tokens: input, output_tokens: output, model }
+}
+
+/// Asserts the audit is clean and returns how many entries it checked.
+#[track_caller]
+pub fn assert_audit_ok(m: &CreditManager) -> u64 {
+    let a = m.audit().expect("audit runs");
+    assert!(a.ok, "audit found mismatches: {:?}", a.mismatches);
+    assert!(a.mismatches.is_empty());
+    a.entries_checked
+}
+
+/// The metrics snapshot as a lookup.
+pub fn metric(m: &CreditManager, name: &str) -> u64 {
+    m.metrics().into_iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no metric named {name}")).1
+}
+
+/// A new API key for `user`, leaving the balance as it was: when the credit
+/// rule would refuse the key, the missing credits are granted for the
+/// creation and taken back with a negative adjustment right after.
+pub fn key_for(m: &CreditManager, user: &str) -> (String, KeyId) {
+    let e = m.can_generate_api_key(user).expect("eligibility");
+    let topup = if e.allowed { None } else { Some(e.required.checked_sub(e.available).expect("small amounts")) };
+    if let Some(t) = topup {
+        m.add_credits(user, t, EntryKind::Grant, &NO_OPTS).expect("top-up for the key");
+    }
+    let k = m.create_api_key(user, None).expect("create a key");
+    if let Some(t) = topup {
+        let back = t.checked_neg().expect("small amounts");
+        m.add_credits(user, back, EntryKind::Adjustment, &NO_OPTS).expect("take the top-up back");
+    }
+    (k.secret.expose().to_string(), k.key_id)
+}
+
+/// The error code of a call that must fail.
+#[track_caller]
+pub fn err_code<T: std::fmt::Debug>(r: creditgate::Result<T>) -> creditgate::ErrorCode {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.code(),
+    }
+}
+
+/// Lowercase hex SHA-256, as a host that kept only key hashes stores them.
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
