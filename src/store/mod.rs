@@ -5,6 +5,8 @@
 //! writer can batch callers without changing them.
 
 mod group;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 use crate::config::Config;
@@ -169,6 +171,8 @@ pub(crate) trait Tx {
 /// generic over the caller's result type.
 pub(crate) enum Store {
     Sqlite(sqlite::SqliteStore),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresStore),
 }
 
 impl Store {
@@ -178,7 +182,12 @@ impl Store {
             return Ok(Store::Sqlite(sqlite::SqliteStore::open(url, config)?));
         }
         if url.starts_with("postgresql://") || url.starts_with("postgres://") {
-            return Err(Error::invalid("PostgreSQL URLs are not supported by this build yet"));
+            #[cfg(feature = "postgres")]
+            return Ok(Store::Postgres(postgres::PostgresStore::open(url, config)?));
+            #[cfg(not(feature = "postgres"))]
+            return Err(Error::invalid(
+                "this build of creditgate has no PostgreSQL support (cargo feature `postgres`)",
+            ));
         }
         Err(Error::invalid(format!(
             "DATABASE_URL must start with sqlite:, postgresql:// or postgres://, got {:?}",
@@ -190,6 +199,8 @@ impl Store {
     pub(crate) fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
         match self {
             Store::Sqlite(s) => s.write(f),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.write(f),
         }
     }
 
@@ -197,18 +208,24 @@ impl Store {
     pub(crate) fn read<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         match self {
             Store::Sqlite(s) => s.read(f),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.read(f),
         }
     }
 
     pub(crate) fn migrate(&self) -> Result<()> {
         match self {
             Store::Sqlite(s) => s.migrate(),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.migrate(),
         }
     }
 
     pub(crate) fn location(&self) -> String {
         match self {
             Store::Sqlite(s) => s.location(),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.location(),
         }
     }
 }

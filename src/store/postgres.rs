@@ -1,0 +1,1240 @@
+//! PostgreSQL backend, for many gateway hosts sharing one ledger.
+//!
+//! - Driver: the synchronous `postgres` crate, pooled by r2d2 through a small
+//!   connection manager of our own that keeps a prepared-statement cache per
+//!   connection (one round trip per statement) and sets `lock_timeout`.
+//! - TLS: rustls (ring), as the URL's `sslmode` asks (libpq semantics):
+//!   `disable`; `allow`/`prefer` (default) and `require` encrypt without
+//!   verifying the certificate (`require` with `sslrootcert` verifies the
+//!   chain); `verify-ca` verifies the chain; `verify-full` also the host
+//!   name. Roots: the PEM file `sslrootcert`, else the Mozilla roots.
+//! - Writes run at READ COMMITTED. Every write locks its account row first
+//!   (`ensure_account`: `SELECT … FOR NO KEY UPDATE`, inserting the row when
+//!   absent), so strict checks, hold inserts and the key-creation rules are
+//!   serialized per account across hosts; balances move only by the
+//!   conditional `UPDATE … RETURNING` of `apply`. Idempotency keys are unique
+//!   constraints: when two hosts race on one key, the loser's insert fails
+//!   with 23505 and its transaction is rerun, taking the replay path.
+//! - Serialization failures (40001), deadlocks (40P01) and those unique
+//!   violations are retried a bounded number of times with jittered
+//!   exponential backoff; the manager's closures are safe to rerun.
+//! - Reads run at REPEATABLE READ, READ ONLY: one consistent snapshot.
+//! - Time comes from the server (`clock_timestamp()` at BEGIN), so hosts
+//!   with skewed clocks agree on expiry.
+//! - Migrations run under `pg_advisory_xact_lock`, recorded in
+//!   `creditgate_schema_version`.
+//!
+//! No error message contains the database password: every message is
+//! scrubbed of it before it leaves this module.
+
+use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, Tx};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::money::Credits;
+use crate::types::{Entry, EntryId, EntryKind, HoldId, KeyId, ModelPrice, Timestamp};
+use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::{FromSqlOwned, ToSql};
+use postgres::{Client, Row, SimpleQueryMessage, Statement};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/001_init.sql"))];
+
+/// `pg_advisory_xact_lock` key that serializes migrations ("creditgt").
+const MIGRATION_LOCK: i64 = 0x6372_6564_6974_6774;
+
+/// Most attempts of one transaction before giving up with `Storage`.
+const MAX_ATTEMPTS: u32 = 12;
+
+/// Connect timeout when the URL has no `connect_timeout`.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const NOW_SQL: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
+const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+// ----- URL and TLS ----------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+struct ParsedUrl {
+    config: postgres::Config,
+    ssl_mode: SslMode,
+    root_cert: Option<String>,
+    /// The URL with any password replaced by `***`.
+    location: String,
+    /// Strings no message may contain (the password, raw and decoded).
+    secrets: Vec<String>,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Hides the password of a URL: in the userinfo and in a `password=` parameter.
+fn redact_location(url: &str) -> String {
+    let url = crate::config::redact_url(url);
+    match url.split_once('?') {
+        None => url,
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if percent_decode(k) == "password" => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+    }
+}
+
+/// Parses a `postgresql://` / `postgres://` URL. The `sslmode` values the
+/// driver does not know (`allow`, `verify-ca`, `verify-full`) and
+/// `sslrootcert` are taken out and handled here.
+fn parse_url(url: &str) -> Result<ParsedUrl> {
+    let location = redact_location(url);
+    let mut secrets = Vec::new();
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    if let Some((_, rest)) = base.split_once("://") {
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            if let Some((_, pw)) = userinfo.split_once(':') {
+                secrets.push(pw.to_string());
+                secrets.push(percent_decode(pw));
+            }
+        }
+    }
+    let mut ssl_mode = SslMode::Prefer;
+    let mut root_cert = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (key, value) = (percent_decode(k), percent_decode(v));
+        match key.as_str() {
+            "sslmode" => {
+                ssl_mode = match value.as_str() {
+                    "disable" => SslMode::Disable,
+                    "allow" | "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "sslmode must be disable, allow, prefer, require, verify-ca or verify-full, got {:?}",
+                            crate::types::truncate(&value)
+                        )));
+                    }
+                }
+            }
+            "sslrootcert" => root_cert = Some(value),
+            "sslcert" | "sslkey" | "sslpassword" | "sslcrl" => {
+                return Err(Error::invalid(format!(
+                    "PostgreSQL URL option {key} (client certificates, CRLs) is not supported"
+                )));
+            }
+            _ => {
+                if key == "password" {
+                    secrets.push(v.to_string());
+                    secrets.push(value);
+                }
+                kept.push(pair);
+            }
+        }
+    }
+    secrets.retain(|s| !s.is_empty());
+    let rebuilt = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    let mut config = postgres::Config::from_str(&rebuilt)
+        .map_err(|e| Error::invalid(scrub(&secrets, format!("invalid PostgreSQL URL {location:?}: {e}"))))?;
+    if let Some(pw) = config.get_password() {
+        secrets.push(String::from_utf8_lossy(pw).into_owned());
+    }
+    secrets.retain(|s| !s.is_empty());
+    config.ssl_mode(match ssl_mode {
+        SslMode::Disable => postgres::config::SslMode::Disable,
+        SslMode::Prefer => postgres::config::SslMode::Prefer,
+        _ => postgres::config::SslMode::Require,
+    });
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("creditgate");
+    }
+    Ok(ParsedUrl { config, ssl_mode, root_cert, location, secrets })
+}
+
+fn scrub(secrets: &[String], mut msg: String) -> String {
+    for s in secrets {
+        if msg.contains(s.as_str()) {
+            msg = msg.replace(s.as_str(), "***");
+        }
+    }
+    msg
+}
+
+/// Accepts any certificate (libpq's `prefer`/`require`): encryption without
+/// authentication. Handshake signatures are still checked.
+#[derive(Debug)]
+struct NoVerifier(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// libpq's `verify-ca`: the chain must lead to a trusted root; the host name
+/// is not checked.
+#[derive(Debug)]
+struct ChainOnlyVerifier(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnlyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+fn root_store(root_cert: Option<&str>) -> Result<RootCertStore> {
+    match root_cert {
+        None | Some("system") => Ok(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }),
+        Some(path) => {
+            let mut store = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| Error::invalid(format!("cannot read sslrootcert {path:?}: {e}")))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| Error::invalid(format!("bad certificate in sslrootcert {path:?}: {e}")))?;
+                store.add(cert).map_err(|e| Error::invalid(format!("bad certificate in sslrootcert {path:?}: {e}")))?;
+            }
+            if store.is_empty() {
+                return Err(Error::invalid(format!("sslrootcert {path:?} holds no PEM certificate")));
+            }
+            Ok(store)
+        }
+    }
+}
+
+fn tls_connector(mode: SslMode, root_cert: Option<&str>) -> Result<MakeRustlsConnect> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?;
+    let verify = match mode {
+        SslMode::VerifyCa | SslMode::VerifyFull => true,
+        SslMode::Require => root_cert.is_some(),
+        SslMode::Disable | SslMode::Prefer => false,
+    };
+    let verifier: Arc<dyn ServerCertVerifier> = if verify {
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(root_store(root_cert)?),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| Error::invalid(format!("TLS root certificates: {e}")))?;
+        if mode == SslMode::VerifyFull { webpki } else { Arc::new(ChainOnlyVerifier(webpki)) }
+    } else {
+        Arc::new(NoVerifier(provider))
+    };
+    let config = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+// ----- the pool ---------------------------------------------------------
+
+/// A pooled connection with its prepared statements.
+pub(crate) struct PgConn {
+    client: Client,
+    stmts: HashMap<String, Statement>,
+    /// Set when the session's state is unknown (a failed rollback).
+    broken: bool,
+}
+
+pub(crate) struct PgManager {
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+    setup: String,
+}
+
+impl r2d2::ManageConnection for PgManager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
+        let mut client = self.config.connect(self.tls.clone())?;
+        client.batch_execute(&self.setup)?;
+        Ok(PgConn { client, stmts: HashMap::new(), broken: false })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.broken || conn.client.is_closed()
+    }
+}
+
+pub(crate) struct PostgresStore {
+    pool: r2d2::Pool<PgManager>,
+    location: String,
+    secrets: Arc<Vec<String>>,
+}
+
+/// How one attempt of a transaction ended.
+enum Attempt<R> {
+    Done(Result<R>),
+    /// Rolled back for a reason a rerun can clear (e.g. SQLSTATE 40001).
+    Retry(String),
+}
+
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("PostgreSQL error {}: {}", db.code().code(), db.message()),
+        None => format!("PostgreSQL: {e}"),
+    }
+}
+
+/// SQLSTATEs after which rerunning the whole transaction is right.
+fn retryable(code: &SqlState, write: bool) -> bool {
+    *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        // A racing host inserted the same idempotency key (or account) first:
+        // the rerun takes the replay path.
+        || (write && *code == SqlState::UNIQUE_VIOLATION)
+        // A cached statement went stale (schema change, pooler reset).
+        || *code == SqlState::FEATURE_NOT_SUPPORTED
+        || *code == SqlState::INVALID_SQL_STATEMENT_NAME
+}
+
+/// Full-jitter exponential backoff: up to 2 ms × 2^attempt, at most 200 ms.
+fn backoff(attempt: u32) {
+    let cap_us = (2_000u64 << attempt.min(7)).min(200_000);
+    let r = getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15);
+    std::thread::sleep(Duration::from_micros(500 + r % cap_us));
+}
+
+fn begin(client: &mut Client, write: bool) -> std::result::Result<Timestamp, postgres::Error> {
+    let sql = format!("{}; {NOW_SQL}", if write { BEGIN_WRITE } else { BEGIN_READ });
+    let msgs = client.simple_query(&sql)?;
+    let now = msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse::<i64>().ok()),
+        _ => None,
+    });
+    Ok(Timestamp(now.unwrap_or_else(|| Timestamp::now().0)))
+}
+
+impl PostgresStore {
+    pub(crate) fn open(url: &str, config: &Config) -> Result<PostgresStore> {
+        let p = parse_url(url)?;
+        let secrets = Arc::new(p.secrets);
+        let tls = tls_connector(p.ssl_mode, p.root_cert.as_deref())?;
+        let setup = if config.busy_timeout_ms == 0 {
+            "SET lock_timeout = 0".to_string()
+        } else {
+            format!("SET lock_timeout = {}", config.busy_timeout_ms)
+        };
+        let connect_timeout = p.config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let manager = PgManager { config: p.config, tls, setup };
+        let pool = r2d2::Pool::builder()
+            .max_size(config.pool_size)
+            .min_idle(Some(1))
+            .test_on_check_out(false)
+            .connection_timeout(
+                connect_timeout.max(Duration::from_millis(u64::from(config.busy_timeout_ms))) + Duration::from_secs(5),
+            )
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build(manager)
+            .map_err(|e| {
+                Error::Storage(scrub(&secrets, format!("cannot connect to PostgreSQL {}: {e}", p.location)))
+            })?;
+        let store = PostgresStore { pool, location: p.location, secrets };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub(crate) fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn storage(&self, msg: String) -> Error {
+        Error::Storage(scrub(&self.secrets, msg))
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<PgManager>> {
+        self.pool.get().map_err(|e| self.storage(format!("no PostgreSQL connection from the pool: {e}")))
+    }
+
+    /// Runs `f` in one READ COMMITTED transaction, committed when `f`
+    /// returns Ok; reruns it on serialization failures, deadlocks and
+    /// idempotency races.
+    pub(crate) fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        self.run(true, &mut f)
+    }
+
+    /// Runs `f` on one REPEATABLE READ, READ ONLY snapshot.
+    pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        self.run(false, &mut f)
+    }
+
+    fn run<R>(&self, write: bool, f: &mut dyn FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        let mut attempt = 1;
+        loop {
+            match self.attempt(write, f) {
+                Attempt::Done(r) => return r,
+                Attempt::Retry(why) if attempt >= MAX_ATTEMPTS => {
+                    return Err(self.storage(format!("transaction gave up after {attempt} attempts: {why}")));
+                }
+                Attempt::Retry(_) => {
+                    backoff(attempt);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn attempt<R>(&self, write: bool, f: &mut dyn FnMut(&mut dyn Tx) -> Result<R>) -> Attempt<R> {
+        let mut conn = match self.conn() {
+            Ok(c) => c,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
+        let now = match begin(&mut conn.client, write) {
+            Ok(now) => now,
+            Err(e) => {
+                conn.broken = true;
+                // Nothing was done yet: a connection that died in the pool
+                // (server restart, idle timeout) is replaced and the call rerun.
+                return if conn.client.is_closed() {
+                    Attempt::Retry(describe(&e))
+                } else {
+                    Attempt::Done(Err(self.storage(format!("cannot begin a transaction: {}", describe(&e)))))
+                };
+            }
+        };
+        let mut tx = PgTx { c: &mut conn, store: self, now, write, failed: None, locked: Vec::new() };
+        let out = f(&mut tx);
+        let failed = tx.failed.take();
+        match (out, failed) {
+            (Ok(v), None) => match conn.client.batch_execute("COMMIT") {
+                Ok(()) => Attempt::Done(Ok(v)),
+                Err(e) => match e.code() {
+                    // The server rolled back (e.g. serializable conflict at commit).
+                    Some(code) if retryable(code, write) => Attempt::Retry(describe(&e)),
+                    _ => {
+                        conn.broken = true;
+                        Attempt::Done(Err(self.storage(format!(
+                            "commit failed, the outcome is unknown (retry with the same idempotency key): {}",
+                            describe(&e)
+                        ))))
+                    }
+                },
+            },
+            (out, failed) => {
+                if conn.client.batch_execute("ROLLBACK").is_err() {
+                    conn.broken = true;
+                }
+                match failed {
+                    Some(Failure { code: Some(code), message }) if retryable(&code, write) => {
+                        if code == SqlState::FEATURE_NOT_SUPPORTED || code == SqlState::INVALID_SQL_STATEMENT_NAME {
+                            if !message.contains("cached plan") && !message.contains("prepared statement") {
+                                return Attempt::Done(Err(self.storage(message)));
+                            }
+                            conn.stmts.clear();
+                        }
+                        Attempt::Retry(message)
+                    }
+                    // The connection died before COMMIT: the server rolled back.
+                    Some(Failure { code: None, message }) if conn.client.is_closed() => {
+                        conn.broken = true;
+                        Attempt::Retry(message)
+                    }
+                    Some(Failure { message, .. }) => match out {
+                        // A statement failed but the closure went on: never commit that.
+                        Ok(_) => Attempt::Done(Err(self.storage(message))),
+                        Err(e) => Attempt::Done(Err(e)),
+                    },
+                    None => Attempt::Done(out),
+                }
+            }
+        }
+    }
+
+    /// Applies pending migrations under an advisory lock, so concurrent
+    /// openers (on any host) apply each exactly once.
+    pub(crate) fn migrate(&self) -> Result<()> {
+        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+        let mut conn = self.conn()?;
+        let err = |e: postgres::Error| self.storage(format!("migration: {}", describe(&e)));
+        let too_new = |current: i64| {
+            Error::Storage(format!(
+                "database schema version {current} is newer than this library's {latest}; upgrade creditgate"
+            ))
+        };
+        // Fast path, without the lock (nor CREATE privileges): up to date.
+        let exists: bool = conn
+            .client
+            .query_one("SELECT to_regclass('creditgate_schema_version') IS NOT NULL", &[])
+            .map_err(err)?
+            .get(0);
+        if exists {
+            let current: i64 = conn
+                .client
+                .query_one("SELECT COALESCE(MAX(version), 0)::bigint FROM creditgate_schema_version", &[])
+                .map_err(err)?
+                .get(0);
+            if current == latest {
+                return Ok(());
+            }
+            if current > latest {
+                return Err(too_new(current));
+            }
+        }
+        conn.stmts.clear();
+        let client = &mut conn.client;
+        let mut t = client.transaction().map_err(err)?;
+        t.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(err)?;
+        t.batch_execute(
+            "CREATE TABLE IF NOT EXISTS creditgate_schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .map_err(err)?;
+        let current: i64 = t
+            .query_one("SELECT COALESCE(MAX(version), 0)::bigint FROM creditgate_schema_version", &[])
+            .map_err(err)?
+            .get(0);
+        if current > latest {
+            return Err(too_new(current));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            t.batch_execute(sql).map_err(err)?;
+            t.execute(
+                &format!("INSERT INTO creditgate_schema_version (version, applied_at) VALUES ($1, {NOW_SQL_EXPR})"),
+                &[&(*version as i32)],
+            )
+            .map_err(err)?;
+        }
+        t.commit().map_err(err)?;
+        Ok(())
+    }
+}
+
+const NOW_SQL_EXPR: &str = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
+
+// ----- the transaction --------------------------------------------------
+
+struct Failure {
+    code: Option<SqlState>,
+    message: String,
+}
+
+struct PgTx<'c> {
+    c: &'c mut PgConn,
+    store: &'c PostgresStore,
+    now: Timestamp,
+    write: bool,
+    /// The first statement that failed: the transaction is then aborted.
+    failed: Option<Failure>,
+    /// Accounts whose row this transaction holds locked.
+    locked: Vec<String>,
+}
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+const ENTRY_COLS: &str = "id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, api_key_id, \
+     input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at";
+const KEY_COLS: &str = "id, user_id, name, prefix, legacy, created_at, last_used_at, revoked_at";
+const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at";
+const LOCK_ACCOUNT: &str = "SELECT 1 FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE";
+
+fn col<T: FromSqlOwned>(r: &Row, i: usize) -> Result<T> {
+    r.try_get(i).map_err(|e| Error::Storage(format!("bad column {i} in PostgreSQL row: {e}")))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("bad {what} in database: {e}"))
+}
+
+fn entry_from_row(r: &Row) -> Result<Entry> {
+    let kind: String = col(r, 3)?;
+    let metadata: Option<String> = col(r, 14)?;
+    let metadata = metadata
+        .map(|m| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&m).map_err(|e| corrupt("metadata", e))
+        })
+        .transpose()?;
+    Ok(Entry {
+        id: EntryId(col(r, 0)?),
+        seq: col(r, 1)?,
+        user_id: col(r, 2)?,
+        kind: EntryKind::parse(&kind).map_err(|e| corrupt("kind", e))?,
+        amount: Credits::from_micros(col(r, 4)?),
+        balance_after: Credits::from_micros(col(r, 5)?),
+        idempotency_key: col(r, 6)?,
+        reference: col(r, 7)?,
+        api_key_id: col::<Option<uuid::Uuid>>(r, 8)?.map(KeyId),
+        input_tokens: col(r, 9)?,
+        output_tokens: col(r, 10)?,
+        model: col(r, 11)?,
+        amount_minor: col(r, 12)?,
+        currency: col(r, 13)?,
+        metadata,
+        created_at: Timestamp(col(r, 15)?),
+        replayed: false,
+    })
+}
+
+fn key_from_row(r: &Row) -> Result<KeyRow> {
+    Ok(KeyRow {
+        id: KeyId(col(r, 0)?),
+        user_id: col(r, 1)?,
+        name: col(r, 2)?,
+        prefix: col(r, 3)?,
+        legacy: col(r, 4)?,
+        created_at: Timestamp(col(r, 5)?),
+        last_used_at: col::<Option<i64>>(r, 6)?.map(Timestamp),
+        revoked_at: col::<Option<i64>>(r, 7)?.map(Timestamp),
+    })
+}
+
+fn hold_from_row(r: &Row) -> Result<HoldRow> {
+    let status: String = col(r, 6)?;
+    Ok(HoldRow {
+        id: HoldId(col(r, 0)?),
+        user_id: col(r, 1)?,
+        api_key_id: KeyId(col(r, 2)?),
+        amount: Credits::from_micros(col(r, 3)?),
+        model: col(r, 4)?,
+        request_id: col(r, 5)?,
+        status: HoldStatus::parse(&status).map_err(|e| corrupt("hold status", e))?,
+        expires_at: Timestamp(col(r, 7)?),
+    })
+}
+
+fn price_from_row(r: &Row, first: usize) -> Result<ModelPrice> {
+    Ok(ModelPrice {
+        input_per_1k: Credits::from_micros(col(r, first)?),
+        output_per_1k: Credits::from_micros(col(r, first + 1)?),
+    })
+}
+
+impl PgTx<'_> {
+    /// Records the first failure (it aborts the transaction) and maps it.
+    fn fail(&mut self, e: postgres::Error) -> Error {
+        let message = scrub(&self.store.secrets, describe(&e));
+        if self.failed.is_none() {
+            self.failed = Some(Failure { code: e.code().cloned(), message: message.clone() });
+        }
+        Error::Storage(message)
+    }
+
+    fn stmt(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.c.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        match self.c.client.prepare(sql) {
+            Ok(s) => {
+                self.c.stmts.insert(sql.to_string(), s.clone());
+                Ok(s)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn query(&mut self, sql: &str, params: Params) -> Result<Vec<Row>> {
+        let s = self.stmt(sql)?;
+        match self.c.client.query(&s, params) {
+            Ok(rows) => Ok(rows),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn opt(&mut self, sql: &str, params: Params) -> Result<Option<Row>> {
+        let s = self.stmt(sql)?;
+        match self.c.client.query_opt(&s, params) {
+            Ok(row) => Ok(row),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn one(&mut self, sql: &str, params: Params) -> Result<Row> {
+        let s = self.stmt(sql)?;
+        match self.c.client.query_one(&s, params) {
+            Ok(row) => Ok(row),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn exec(&mut self, sql: &str, params: Params) -> Result<u64> {
+        let s = self.stmt(sql)?;
+        match self.c.client.execute(&s, params) {
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn int(&mut self, sql: &str, params: Params) -> Result<i64> {
+        col(&self.one(sql, params)?, 0)
+    }
+
+    /// Streams rows to `f` without holding them all in memory.
+    fn scan(&mut self, sql: &str, f: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
+        let s = self.stmt(sql)?;
+        let mut failed = None;
+        let mut out = Ok(());
+        match self.c.client.query_raw(&s, std::iter::empty::<&dyn ToSql>()) {
+            Err(e) => failed = Some(e),
+            Ok(mut rows) => loop {
+                match rows.next() {
+                    Ok(Some(row)) => {
+                        if let Err(e) = f(&row) {
+                            out = Err(e);
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            },
+        }
+        match failed {
+            Some(e) => Err(self.fail(e)),
+            None => out,
+        }
+    }
+
+    fn is_locked(&self, user: &str) -> bool {
+        self.locked.iter().any(|u| u == user)
+    }
+
+    /// In a write, locks the account row when it exists, so that what is
+    /// read next is not changed by another host before this one commits.
+    fn lock_if_exists(&mut self, user: &str) -> Result<()> {
+        if self.write && !self.is_locked(user) && self.opt(LOCK_ACCOUNT, &[&user])?.is_some() {
+            self.locked.push(user.to_string());
+        }
+        Ok(())
+    }
+
+    fn one_entry(&mut self, sql_where: &str, params: Params) -> Result<Option<Entry>> {
+        let sql = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE {sql_where}");
+        self.opt(&sql, params)?.map(|r| entry_from_row(&r)).transpose()
+    }
+
+    fn one_key(&mut self, sql_where: &str, params: Params) -> Result<Option<KeyRow>> {
+        let sql = format!("SELECT {KEY_COLS} FROM creditgate_api_keys WHERE {sql_where}");
+        self.opt(&sql, params)?.map(|r| key_from_row(&r)).transpose()
+    }
+
+    fn one_hold(&mut self, sql_where: &str, params: Params) -> Result<Option<HoldRow>> {
+        let sql = format!("SELECT {HOLD_COLS} FROM creditgate_holds WHERE {sql_where}");
+        self.opt(&sql, params)?.map(|r| hold_from_row(&r)).transpose()
+    }
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl Tx for PgTx<'_> {
+    fn now(&mut self) -> Result<Timestamp> {
+        Ok(self.now)
+    }
+
+    fn ensure_account(&mut self, user: &str, now: Timestamp) -> Result<()> {
+        if self.is_locked(user) {
+            return Ok(());
+        }
+        if self.opt(LOCK_ACCOUNT, &[&user])?.is_none() {
+            let inserted = self.opt(
+                "INSERT INTO creditgate_accounts (user_id, created_at) VALUES ($1, $2) \
+                 ON CONFLICT (user_id) DO NOTHING RETURNING 1",
+                &[&user, &now.0],
+            )?;
+            if inserted.is_none() {
+                // Another host created it since our first look: lock it now.
+                self.one(LOCK_ACCOUNT, &[&user])?;
+            }
+        }
+        self.locked.push(user.to_string());
+        Ok(())
+    }
+
+    fn account(&mut self, user: &str) -> Result<Option<AccountRow>> {
+        let row = self.opt(
+            "SELECT balance, first_key_issued, created_at FROM creditgate_accounts WHERE user_id = $1",
+            &[&user],
+        )?;
+        row.map(|r| {
+            Ok(AccountRow {
+                balance: Credits::from_micros(col(&r, 0)?),
+                first_key_issued: col(&r, 1)?,
+                created_at: Timestamp(col(&r, 2)?),
+            })
+        })
+        .transpose()
+    }
+
+    fn held(&mut self, user: &str, now: Timestamp) -> Result<Credits> {
+        let n = self.int(
+            "SELECT COALESCE(SUM(amount), 0)::bigint FROM creditgate_holds \
+             WHERE user_id = $1 AND status = 'active' AND expires_at > $2",
+            &[&user, &now.0],
+        )?;
+        Ok(Credits::from_micros(n))
+    }
+
+    fn apply(&mut self, user: &str, amount: Credits, strict: bool, now: Timestamp) -> Result<Option<(Credits, i64)>> {
+        // The bounds keep `balance + amount` inside BIGINT; the strict check
+        // is computed in numeric so it cannot overflow before them.
+        let a = amount.micros();
+        let (lo, hi) = if a >= 0 { (i64::MIN, i64::MAX - a) } else { (i64::MIN - a, i64::MAX) };
+        let row = self.opt(
+            "UPDATE creditgate_accounts SET balance = balance + $2::bigint, last_seq = last_seq + 1 \
+             WHERE user_id = $1 AND balance BETWEEN $3::bigint AND $4::bigint \
+             AND (NOT $5::boolean OR balance::numeric + $2::bigint >= \
+                  (SELECT COALESCE(SUM(h.amount), 0) FROM creditgate_holds h \
+                   WHERE h.user_id = $1 AND h.status = 'active' AND h.expires_at > $6::bigint)) \
+             RETURNING balance, last_seq",
+            &[&user, &a, &lo, &hi, &strict, &now.0],
+        )?;
+        row.map(|r| Ok((Credits::from_micros(col(&r, 0)?), col(&r, 1)?))).transpose()
+    }
+
+    fn insert_entry(&mut self, e: &Entry, global_key: Option<&str>) -> Result<()> {
+        let metadata = e.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string());
+        self.exec(
+            "INSERT INTO creditgate_entries (id, seq, user_id, kind, amount, balance_after, idempotency_key, global_key, \
+             reference, api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+            &[
+                &e.id.0,
+                &e.seq,
+                &e.user_id,
+                &e.kind.as_str(),
+                &e.amount.micros(),
+                &e.balance_after.micros(),
+                &e.idempotency_key,
+                &global_key,
+                &e.reference,
+                &e.api_key_id.map(|k| k.0),
+                &e.input_tokens,
+                &e.output_tokens,
+                &e.model,
+                &e.amount_minor,
+                &e.currency,
+                &metadata,
+                &e.created_at.0,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>> {
+        // Locked first, so a same-key write racing from another host is
+        // seen here (and replayed) rather than refused by a strict check.
+        self.lock_if_exists(user)?;
+        self.one_entry("user_id = $1 AND idempotency_key = $2", &[&user, &key])
+    }
+
+    fn entry_by_global_key(&mut self, key: &str) -> Result<Option<Entry>> {
+        self.one_entry("global_key = $1", &[&key])
+    }
+
+    fn entry_by_id(&mut self, id: EntryId) -> Result<Option<Entry>> {
+        self.one_entry("id = $1", &[&id.0])
+    }
+
+    fn reversed_total(&mut self, payment_id: &str) -> Result<(i64, Credits)> {
+        if self.write {
+            // Lock the payment's account before summing, so concurrent partial
+            // reversals of one payment (on any host) see each other.
+            let payment_key = format!("payment:{payment_id}");
+            let row = self.opt(
+                "SELECT a.user_id FROM creditgate_accounts a WHERE a.user_id = \
+                 (SELECT e.user_id FROM creditgate_entries e WHERE e.global_key = $1) FOR NO KEY UPDATE OF a",
+                &[&payment_key],
+            )?;
+            if let Some(r) = row {
+                let user: String = col(&r, 0)?;
+                if !self.is_locked(&user) {
+                    self.locked.push(user);
+                }
+            }
+        }
+        let r = self.one(
+            "SELECT COALESCE(SUM(amount_minor), 0)::bigint, COALESCE(SUM(-amount), 0)::bigint \
+             FROM creditgate_entries WHERE reference = $1 AND kind = 'reversal'",
+            &[&payment_id],
+        )?;
+        Ok((col(&r, 0)?, Credits::from_micros(col(&r, 1)?)))
+    }
+
+    fn entries(&mut self, user: &str, before_seq: Option<i64>, limit: u32) -> Result<Vec<Entry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM creditgate_entries WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        );
+        let rows = self.query(&sql, &[&user, &before_seq.unwrap_or(i64::MAX), &i64::from(limit)])?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    fn lifetime(&mut self, user: &str) -> Result<(Credits, Credits)> {
+        let r = self.one(
+            "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0)::bigint, \
+             COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0)::bigint \
+             FROM creditgate_entries WHERE user_id = $1",
+            &[&user],
+        )?;
+        Ok((Credits::from_micros(col(&r, 0)?), Credits::from_micros(col(&r, 1)?)))
+    }
+
+    fn key_by_hash(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyRow>> {
+        match only {
+            Some(kind) => self.one_key("key_hash = $1 AND hash_kind = $2", &[&hash, &kind.as_str()]),
+            None => self.one_key("key_hash = $1", &[&hash]),
+        }
+    }
+
+    fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>> {
+        self.one_key("id = $1", &[&id.0])
+    }
+
+    fn active_keys(&mut self, user: &str) -> Result<u32> {
+        let n =
+            self.int("SELECT COUNT(*) FROM creditgate_api_keys WHERE user_id = $1 AND revoked_at IS NULL", &[&user])?;
+        Ok(count(n))
+    }
+
+    fn insert_key(&mut self, k: &KeyRow, hash: &str, kind: HashKind) -> Result<()> {
+        self.exec(
+            "INSERT INTO creditgate_api_keys (id, user_id, name, prefix, key_hash, hash_kind, legacy, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&k.id.0, &k.user_id, &k.name, &k.prefix, &hash, &kind.as_str(), &k.legacy, &k.created_at.0],
+        )?;
+        Ok(())
+    }
+
+    fn set_first_key_issued(&mut self, user: &str) -> Result<()> {
+        self.exec("UPDATE creditgate_accounts SET first_key_issued = TRUE WHERE user_id = $1", &[&user])?;
+        Ok(())
+    }
+
+    fn revoke_key(&mut self, id: KeyId, now: Timestamp) -> Result<()> {
+        self.exec(
+            "UPDATE creditgate_api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&id.0, &now.0],
+        )?;
+        Ok(())
+    }
+
+    fn keys(&mut self, user: &str, limit: u32) -> Result<Vec<KeyRow>> {
+        let sql = format!(
+            "SELECT {KEY_COLS} FROM creditgate_api_keys WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        let rows = self.query(&sql, &[&user, &i64::from(limit)])?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    fn touch_keys(&mut self, used: &[(KeyId, Timestamp)]) -> Result<()> {
+        // One statement; rows another transaction holds are skipped rather
+        // than waited for (`last_used_at` is lazy), so touching never blocks
+        // and never deadlocks.
+        let ids: Vec<uuid::Uuid> = used.iter().map(|(k, _)| k.0).collect();
+        let ats: Vec<i64> = used.iter().map(|(_, t)| t.0).collect();
+        self.exec(
+            "UPDATE creditgate_api_keys k SET last_used_at = v.at \
+             FROM unnest($1::uuid[], $2::bigint[]) AS v(id, at) \
+             WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.at) \
+             AND k.id IN (SELECT l.id FROM creditgate_api_keys l WHERE l.id = ANY($1::uuid[]) \
+                          FOR NO KEY UPDATE SKIP LOCKED)",
+            &[&ids, &ats],
+        )?;
+        Ok(())
+    }
+
+    fn tally_key_attempt(&mut self, user: &str, day: i64, success: bool) -> Result<()> {
+        self.exec(
+            "INSERT INTO creditgate_key_attempts AS t (user_id, day, attempts, successes) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (user_id, day) DO UPDATE SET attempts = t.attempts + 1, successes = t.successes + EXCLUDED.successes",
+            &[&user, &day, &i64::from(success)],
+        )?;
+        Ok(())
+    }
+
+    fn expire_holds(&mut self, user: &str, now: Timestamp) -> Result<u64> {
+        self.exec(
+            "UPDATE creditgate_holds SET status = 'expired' WHERE user_id = $1 AND status = 'active' AND expires_at <= $2",
+            &[&user, &now.0],
+        )
+    }
+
+    fn active_holds(&mut self, user: &str, now: Timestamp) -> Result<u32> {
+        let n = self.int(
+            "SELECT COUNT(*) FROM creditgate_holds WHERE user_id = $1 AND status = 'active' AND expires_at > $2",
+            &[&user, &now.0],
+        )?;
+        Ok(count(n))
+    }
+
+    fn insert_hold_if_available(&mut self, h: &HoldRow, now: Timestamp) -> Result<bool> {
+        let n = self.exec(
+            "INSERT INTO creditgate_holds (id, user_id, api_key_id, amount, model, request_id, status, created_at, expires_at) \
+             SELECT $3::uuid, $1::text, $4::uuid, $5::bigint, $6::text, $7::text, 'active', $2::bigint, $8::bigint \
+             FROM creditgate_accounts a WHERE a.user_id = $1::text AND a.balance::numeric - \
+                 (SELECT COALESCE(SUM(x.amount), 0) FROM creditgate_holds x \
+                  WHERE x.user_id = $1::text AND x.status = 'active' AND x.expires_at > $2::bigint) >= $5::bigint",
+            &[&h.user_id, &now.0, &h.id.0, &h.api_key_id.0, &h.amount.micros(), &h.model, &h.request_id, &h.expires_at.0],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn hold(&mut self, id: HoldId) -> Result<Option<HoldRow>> {
+        self.one_hold("id = $1", &[&id.0])
+    }
+
+    fn hold_by_request(&mut self, user: &str, request_id: &str) -> Result<Option<HoldRow>> {
+        self.one_hold("user_id = $1 AND request_id = $2", &[&user, &request_id])
+    }
+
+    fn set_hold_status(
+        &mut self,
+        id: HoldId,
+        from: HoldStatus,
+        to: HoldStatus,
+        entry: Option<EntryId>,
+    ) -> Result<bool> {
+        let n = self.exec(
+            "UPDATE creditgate_holds SET status = $3, entry_id = COALESCE($4::uuid, entry_id) WHERE id = $1 AND status = $2",
+            &[&id.0, &from.as_str(), &to.as_str(), &entry.map(|e| e.0)],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn price(&mut self, model: &str) -> Result<Option<ModelPrice>> {
+        let row =
+            self.opt("SELECT input_per_1k, output_per_1k FROM creditgate_model_prices WHERE model = $1", &[&model])?;
+        row.map(|r| price_from_row(&r, 0)).transpose()
+    }
+
+    fn set_price(&mut self, model: &str, p: ModelPrice, now: Timestamp) -> Result<()> {
+        self.exec(
+            "INSERT INTO creditgate_model_prices (model, input_per_1k, output_per_1k, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (model) DO UPDATE SET input_per_1k = EXCLUDED.input_per_1k, \
+             output_per_1k = EXCLUDED.output_per_1k, updated_at = EXCLUDED.updated_at",
+            &[&model, &p.input_per_1k.micros(), &p.output_per_1k.micros(), &now.0],
+        )?;
+        Ok(())
+    }
+
+    fn prices(&mut self) -> Result<Vec<(String, ModelPrice)>> {
+        let rows =
+            self.query("SELECT model, input_per_1k, output_per_1k FROM creditgate_model_prices ORDER BY model", &[])?;
+        rows.iter().map(|r| Ok((col(r, 0)?, price_from_row(r, 1)?))).collect()
+    }
+
+    fn scan_accounts(&mut self, f: &mut dyn FnMut(&str, i64, i64)) -> Result<()> {
+        self.scan("SELECT user_id, balance, last_seq FROM creditgate_accounts ORDER BY user_id", &mut |r| {
+            let user: &str = r.try_get(0).map_err(|e| corrupt("user_id", e))?;
+            f(user, col(r, 1)?, col(r, 2)?);
+            Ok(())
+        })
+    }
+
+    fn scan_entries(&mut self, f: &mut dyn FnMut(&str, i64, i64, i64)) -> Result<()> {
+        self.scan(
+            "SELECT user_id, seq, amount, balance_after FROM creditgate_entries ORDER BY user_id, seq",
+            &mut |r| {
+                let user: &str = r.try_get(0).map_err(|e| corrupt("user_id", e))?;
+                f(user, col(r, 1)?, col(r, 2)?, col(r, 3)?);
+                Ok(())
+            },
+        )
+    }
+
+    fn figures(&mut self) -> Result<LedgerFigures> {
+        let mut fig = LedgerFigures::default();
+        let q = |tx: &mut Self, sql: &str| -> Result<u64> { Ok(tx.int(sql, &[])?.max(0) as u64) };
+        fig.users = q(
+            self,
+            "SELECT COUNT(*) FROM (SELECT user_id FROM creditgate_entries UNION SELECT user_id FROM creditgate_api_keys \
+             UNION SELECT user_id FROM creditgate_key_attempts) u",
+        )?;
+        fig.paying_users = q(self, "SELECT COUNT(DISTINCT user_id) FROM creditgate_entries WHERE kind = 'purchase'")?;
+        fig.users_attempted_key = q(self, "SELECT COUNT(DISTINCT user_id) FROM creditgate_key_attempts")?;
+        fig.paying_users_attempted_key = q(
+            self,
+            "SELECT COUNT(DISTINCT user_id) FROM creditgate_key_attempts WHERE user_id IN \
+             (SELECT user_id FROM creditgate_entries WHERE kind = 'purchase')",
+        )?;
+        fig.key_generation_attempts =
+            q(self, "SELECT COALESCE(SUM(attempts), 0)::bigint FROM creditgate_key_attempts")?;
+        fig.key_generation_successes =
+            q(self, "SELECT COALESCE(SUM(successes), 0)::bigint FROM creditgate_key_attempts")?;
+        // Sums per account first, each within BIGINT (an account balance is).
+        let rows = self.query(
+            "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0)::bigint, \
+                    COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount_minor ELSE 0 END), 0)::bigint, \
+                    COALESCE(SUM(CASE WHEN kind = 'reversal' THEN amount_minor ELSE 0 END), 0)::bigint, \
+                    COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0)::bigint \
+             FROM creditgate_entries GROUP BY user_id",
+            &[],
+        )?;
+        for r in &rows {
+            fig.credits_purchased_micros += i128::from(col::<i64>(r, 0)?);
+            fig.purchases_minor += i128::from(col::<i64>(r, 1)?);
+            fig.reversals_minor += i128::from(col::<i64>(r, 2)?);
+            fig.credits_used_micros += i128::from(col::<i64>(r, 3)?);
+        }
+        let rows = self.query("SELECT balance FROM creditgate_accounts WHERE balance <> 0", &[])?;
+        for r in &rows {
+            let b = i128::from(col::<i64>(r, 0)?);
+            if b > 0 {
+                fig.outstanding_micros += b;
+            } else {
+                fig.receivable_micros -= b;
+            }
+        }
+        Ok(fig)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_options_are_parsed_and_the_password_hidden() {
+        let p = parse_url("postgresql://bob:s%3Acret@db.example:6543/ledger?sslmode=verify-full&application_name=gw")
+            .unwrap();
+        assert_eq!(p.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(p.location, "postgresql://bob:***@db.example:6543/ledger?sslmode=verify-full&application_name=gw");
+        assert!(p.secrets.iter().any(|s| s == "s:cret"));
+        assert_eq!(p.config.get_user(), Some("bob"));
+        assert_eq!(p.config.get_dbname(), Some("ledger"));
+        assert_eq!(p.config.get_ports(), &[6543]);
+        assert_eq!(p.config.get_application_name(), Some("gw"));
+
+        let p = parse_url("postgres://u@h/d?password=hunter22&sslmode=require&sslrootcert=%2Ftmp%2Fca.pem").unwrap();
+        assert_eq!(p.ssl_mode, SslMode::Require);
+        assert_eq!(p.root_cert.as_deref(), Some("/tmp/ca.pem"));
+        assert!(!p.location.contains("hunter22"), "{}", p.location);
+        assert_eq!(scrub(&p.secrets, "auth failed for hunter22".into()), "auth failed for ***");
+
+        assert_eq!(parse_url("postgres://h/d").unwrap().ssl_mode, SslMode::Prefer);
+        assert_eq!(parse_url("postgres://h/d?sslmode=disable").unwrap().ssl_mode, SslMode::Disable);
+        let e = parse_url("postgres://u:pw1234@h/d?sslmode=bogus").err().unwrap();
+        assert!(matches!(e, Error::InvalidArgument(_)));
+        let e = parse_url("postgres://u:pw1234@h/d?nosuchoption=1").err().unwrap();
+        assert!(!e.to_string().contains("pw1234"), "{e}");
+        assert!(parse_url("postgres://h/d?sslcert=/x").is_err());
+    }
+
+    #[test]
+    fn tls_connectors_build() {
+        for mode in [SslMode::Disable, SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull] {
+            tls_connector(mode, None).unwrap();
+        }
+        assert!(tls_connector(SslMode::VerifyFull, Some("/nonexistent/ca.pem")).is_err());
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb%3a"), "a/b:");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}
