@@ -17,8 +17,6 @@ so the example runs without any network. Tokens are whitespace-separated
 words: a stand-in for the upstream's tokenizer that anyone can check by hand.
 """
 
-from __future__ import annotations
-
 import hmac
 import os
 import time
@@ -26,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import ROUND_CEILING, Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional, Union
 
 import anyio
 from creditgate import CreditError, LocalCreditManager
@@ -70,7 +68,7 @@ MODELS: dict[str, Callable[[str, int], AsyncIterator[str]]] = {"echo": echo_mode
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: Union[str, list[dict[str, Any]], None] = None
 
     def text(self) -> str:
         if isinstance(self.content, list):  # content parts: keep the text ones
@@ -86,15 +84,15 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # the client may send fields we ignore
     model: str
     messages: list[Message]
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: Optional[int] = None
+    max_completion_tokens: Optional[int] = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
+    stream_options: Optional[StreamOptions] = None
 
 
 class NewKeyRequest(BaseModel):
     user_id: str  # in a real app: the logged-in user of your dashboard session
-    name: str | None = None
+    name: Optional[str] = None
 
 
 class Payment(BaseModel):
@@ -122,9 +120,7 @@ ERROR_TYPES = {
 
 
 def error_body(status_code: int, code: str, message: str) -> dict[str, Any]:
-    kind = ERROR_TYPES.get(
-        status_code, "invalid_request_error" if status_code < 500 else "server_error"
-    )
+    kind = ERROR_TYPES.get(status_code, "invalid_request_error" if status_code < 500 else "server_error")
     return {"error": {"message": message, "type": kind, "code": code}}
 
 
@@ -171,9 +167,7 @@ async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    return error_response(
-        400, "invalid_argument", f"{where}: {first.get('msg', 'invalid request')}"
-    )
+    return error_response(400, "invalid_argument", f"{where}: {first.get('msg', 'invalid request')}")
 
 
 def manager(request: Request) -> LocalCreditManager:
@@ -181,7 +175,7 @@ def manager(request: Request) -> LocalCreditManager:
     return m
 
 
-def bearer_key(authorization: Annotated[str | None, Header()] = None) -> str:
+def bearer_key(authorization: Annotated[Optional[str], Header()] = None) -> str:
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise GatewayError(
@@ -194,6 +188,16 @@ def bearer_key(authorization: Annotated[str | None, Header()] = None) -> str:
 
 Ledger = Annotated[LocalCreditManager, Depends(manager)]
 BearerKey = Annotated[str, Depends(bearer_key)]
+
+
+def caller_key(key: BearerKey, m: Ledger) -> str:
+    """A key that is valid and has at least 1 credit available: 401 or 402
+    before the request body is even looked at, as OpenAI does."""
+    m.verify_api_key_credits(key)
+    return key
+
+
+CallerKey = Annotated[str, Depends(caller_key)]
 
 
 # ----- keys, payments, credits, metrics -----------------------------------------
@@ -217,7 +221,7 @@ def create_key(body: NewKeyRequest, m: Ledger) -> dict[str, Any]:
 def payment_webhook(
     body: Payment,
     m: Ledger,
-    x_webhook_secret: Annotated[str | None, Header()] = None,
+    x_webhook_secret: Annotated[Optional[str], Header()] = None,
 ) -> Response:
     # Verify the processor's signature here (e.g. stripe.Webhook.construct_event);
     # this example accepts a shared secret when WEBHOOK_SECRET is set.
@@ -281,7 +285,6 @@ def worst_case_hold(
     return m.reserve(
         key,
         credits=max(worst, Decimal("0.000001")),
-        model=model,
         ttl_seconds=HOLD_TTL_SECONDS,
         request_id=request_id,
     )
@@ -296,28 +299,19 @@ def usage_body(prompt: int, completion: int) -> dict[str, int]:
 
 
 @app.post("/v1/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatRequest, key: BearerKey, m: Ledger
-) -> JSONResponse | StreamingResponse:
-    # Ledger calls block on the database: run them off the event loop.
-    await run_in_threadpool(m.verify_api_key_credits, key)  # 401 / 402 before anything else
+async def chat_completions(body: ChatRequest, key: CallerKey, m: Ledger) -> Union[JSONResponse, StreamingResponse]:
     model = MODELS.get(body.model)
     if model is None:
         raise GatewayError(404, "not_found", f"model {body.model!r} does not exist (try 'echo')")
     prompt_text = next((msg.text() for msg in reversed(body.messages) if msg.role == "user"), "")
     prompt_tokens = sum(count_tokens(msg.text()) for msg in body.messages)
-    requested = (
-        body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    )
+    requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if requested is not None and requested < 1:
-        raise GatewayError(
-            400, "invalid_argument", f"max_tokens must be at least 1, got {requested}"
-        )
+        raise GatewayError(400, "invalid_argument", f"max_tokens must be at least 1, got {requested}")
     max_out = min(requested or MAX_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    hold = await run_in_threadpool(
-        worst_case_hold, m, key, body.model, prompt_tokens, max_out, request_id
-    )
+    # Ledger calls block on the database: run them off the event loop.
+    hold = await run_in_threadpool(worst_case_hold, m, key, body.model, prompt_tokens, max_out, request_id)
     call = Completion(m, hold.hold_id, request_id, body.model, prompt_tokens, max_out)
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -386,7 +380,7 @@ class Completion:
     def finish_reason(self, completion_tokens: int) -> str:
         return "length" if completion_tokens >= self.max_out else "stop"
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
+    def chunk(self, delta: dict[str, Any], finish_reason: Optional[str] = None, **extra: Any) -> str:
         body = {
             "id": self.request_id,
             "object": "chat.completion.chunk",

@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 
@@ -106,7 +106,7 @@ def decimal_text(value: Decimal) -> str:
 def rfc3339(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime: {value!r}")
-    text = value.astimezone(UTC).isoformat()
+    text = value.astimezone(timezone.utc).isoformat()
     return text[: -len("+00:00")] + "Z"
 
 
@@ -116,9 +116,7 @@ def as_dict(obj: Any) -> dict[str, Any]:
         return dict(obj)
     names = FIELDS.get(type(obj).__name__)
     if names is None:  # an object the table does not know: its public attributes
-        names = tuple(
-            n for n in dir(obj) if not n.startswith("_") and not callable(getattr(obj, n))
-        )
+        names = tuple(n for n in dir(obj) if not n.startswith("_") and not callable(getattr(obj, n)))
     return {n: getattr(obj, n) for n in names}
 
 
@@ -150,7 +148,7 @@ def _json_parts(value: Any, indent: int | None, level: int) -> Iterator[str]:
 def _json_container(
     open_: str,
     close: str,
-    items: list[tuple[str | None, Any]],
+    items: Sequence[tuple[str | None, Any]],
     indent: int | None,
     level: int,
 ) -> Iterator[str]:
@@ -406,10 +404,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
         print(to_json(entry, indent=2))
     else:
         note = " (already applied: nothing changed)" if entry.replayed else ""
-        print(
-            f"{entry.kind} {cell(entry.amount)} to {entry.user_id}: "
-            f"balance {cell(entry.balance_after)}{note}"
-        )
+        print(f"{entry.kind} {cell(entry.amount)} to {entry.user_id}: balance {cell(entry.balance_after)}{note}")
     return 0
 
 
@@ -485,10 +480,7 @@ def cmd_prices_list(args: argparse.Namespace) -> int:
 
 def cmd_prices_set(args: argparse.Namespace) -> int:
     open_manager(args).set_model_price(args.model, args.input_per_1k, args.output_per_1k)
-    print(
-        f"{args.model}: {cell(args.input_per_1k)} input, {cell(args.output_per_1k)} output "
-        "credits per 1,000 tokens"
-    )
+    print(f"{args.model}: {cell(args.input_per_1k)} input, {cell(args.output_per_1k)} output credits per 1,000 tokens")
     return 0
 
 
@@ -542,9 +534,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(to_json(report, indent=2))
     else:
         verdict = "ok" if report.ok else "UNBALANCED"
-        print(
-            f"{verdict}: {report.accounts_checked} accounts, {report.entries_checked} entries checked"
-        )
+        print(f"{verdict}: {report.accounts_checked} accounts, {report.entries_checked} entries checked")
         for mismatch in report.mismatches:
             print("  " + "  ".join(f"{k}={cell(v)}" for k, v in as_dict(mismatch).items()))
     return 0 if report.ok else EXIT_UNBALANCED
@@ -583,9 +573,7 @@ def sqlite_path(url: str) -> str:
 
 def read_balances(conn: sqlite3.Connection, args: argparse.Namespace) -> list[tuple[str, Decimal]]:
     """(user id, balance) for every non-zero balance, validated before any write."""
-    rows = conn.execute(
-        f'SELECT "{args.id_column}", "{args.balance_column}" FROM "{args.table}" ORDER BY 1'
-    ).fetchall()
+    rows = conn.execute(f'SELECT "{args.id_column}", "{args.balance_column}" FROM "{args.table}" ORDER BY 1').fetchall()
     out = []
     for user_id, raw in rows:
         if raw is None:
@@ -678,9 +666,7 @@ def run_demo(m: LocalCreditManager) -> None:
 
     say("1. A new user tries to generate an API key")
     e = m.can_generate_api_key(user)
-    say(
-        f"   eligible: {e.allowed} (first key needs {cell(e.required)} credits, has {cell(e.available)})"
-    )
+    say(f"   eligible: {e.allowed} (first key needs {cell(e.required)} credits, has {cell(e.available)})")
     try:
         m.create_api_key(user, "prod")
         raise AssertionError("the first key was created without payment")
@@ -689,13 +675,9 @@ def run_demo(m: LocalCreditManager) -> None:
 
     say("\n2. The user purchases $5 (5,000 credits); the key is generated")
     entry = m.record_payment(user, "pay_demo_1", 500, "USD")
-    say(
-        f"   payment pay_demo_1 ($5.00) -> +{cell(entry.amount)} credits, balance {cell(entry.balance_after)}"
-    )
+    say(f"   payment pay_demo_1 ($5.00) -> +{cell(entry.amount)} credits, balance {cell(entry.balance_after)}")
     again = m.record_payment(user, "pay_demo_1", 500, "USD")
-    say(
-        f"   same webhook delivered again -> replayed={again.replayed}, balance {cell(m.get_balance(user))}"
-    )
+    say(f"   same webhook delivered again -> replayed={again.replayed}, balance {cell(m.get_balance(user))}")
     key = m.create_api_key(user, "prod")
     say(f"   create_api_key -> key {key.prefix}... (id {key.key_id})")
     extra = m.create_api_key(user, "dev")
@@ -720,24 +702,18 @@ def run_demo(m: LocalCreditManager) -> None:
         try:
             hold = m.reserve(key.secret, tokens=1_000_000, request_id=f"demo-big-{call}")
         except InsufficientCredits as err:
-            say(
-                f"   call {call}: {err.status_code} {err.code}: needs {cell(err.required)}, available {cell(err.available)}"
-            )
+            needs = f"needs {cell(err.required)}, available {cell(err.available)}"
+            say(f"   call {call}: {err.status_code} {err.code}: {needs}")
             break
         charge = m.settle(hold.hold_id, input_tokens=400_000, output_tokens=600_000)
-        say(
-            f"   call {call}: held {cell(hold.amount)}, charged {cell(charge.charged)}, balance {cell(charge.balance)}"
-        )
+        say(f"   call {call}: held {cell(hold.amount)}, charged {cell(charge.charged)}, balance {cell(charge.balance)}")
 
     audit = m.audit()
-    say(
-        f"\naudit: {'ok' if audit.ok else 'UNBALANCED'} ({audit.accounts_checked} accounts, {audit.entries_checked} entries)"
-    )
+    verdict = "ok" if audit.ok else "UNBALANCED"
+    say(f"\naudit: {verdict} ({audit.accounts_checked} accounts, {audit.entries_checked} entries)")
     say(f"transactions of {user} (newest first):")
     for t in m.transactions(user, limit=20):
-        say(
-            f"   #{t.seq:<3} {cell(t.kind):<9} {cell(t.amount):>10}  balance {cell(t.balance_after)}"
-        )
+        say(f"   #{t.seq:<3} {cell(t.kind):<9} {cell(t.amount):>10}  balance {cell(t.balance_after)}")
 
 
 # ----- entry point ------------------------------------------------------------
@@ -749,7 +725,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
         return result
     except CreditError as e:
-        print(f"error: {e.code}: {e}", file=sys.stderr)
+        # The core's message may repeat the code ("invalid argument: ..."): say it once.
+        message = str(e)
+        spelled = e.code.replace("_", " ") + ": "
+        if message.startswith(spelled):
+            message = message[len(spelled) :]
+        print(f"error: {e.code}: {message}", file=sys.stderr)
         return EXIT_ERROR
     except CliError as e:
         print(f"error: {e.code}: {e}", file=sys.stderr)

@@ -28,14 +28,8 @@ class Cli:
         # Without the caller's creditgate settings, so defaults are what we test.
         self.env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
 
-    def run(
-        self, *args: str, input: str | None = None, url: str | None = ""
-    ) -> subprocess.CompletedProcess[str]:
-        prefix = (
-            ["--database-url", self.url]
-            if url == ""
-            else ([] if url is None else ["--database-url", url])
-        )
+    def run(self, *args: str, input: str | None = None, url: str | None = "") -> subprocess.CompletedProcess[str]:
+        prefix = ["--database-url", self.url] if url == "" else ([] if url is None else ["--database-url", url])
         return subprocess.run(
             [sys.executable, "-m", "creditgate", *prefix, *args],
             input=input if input is not None else "",
@@ -208,9 +202,7 @@ def test_keys_without_action_is_a_usage_error(cli: Cli) -> None:
 def test_prices(cli: Cli) -> None:
     assert cli.json("prices", "list", "--json") == {}
     cli.ok("prices", "set", "gpt-4o", "2.5", "10")
-    assert cli.json("prices", "list", "--json") == {
-        "gpt-4o": {"input_per_1k": Decimal("2.5"), "output_per_1k": 10}
-    }
+    assert cli.json("prices", "list", "--json") == {"gpt-4o": {"input_per_1k": Decimal("2.5"), "output_per_1k": 10}}
     assert "gpt-4o" in cli.ok("prices", "list")
     cli.fails("prices", "set", "gpt-4o", "abc", "1", code="usage", exit_code=2)
 
@@ -239,13 +231,9 @@ def test_transactions_formats(cli: Cli) -> None:
     assert usage["input_tokens"] == 1000 and usage["model"] == "echo"
     assert grant["kind"] == "purchase" and grant["reference"] == "invoice-1"
     assert grant["created_at"].endswith("Z") and grant["seq"] == 1
-    assert '"balance_after": 4998.5' in cli.ok(
-        "transactions", "--user", "alice", "--format", "json"
-    )
+    assert '"balance_after": 4998.5' in cli.ok("transactions", "--user", "alice", "--format", "json")
 
-    rows = list(
-        csv.DictReader(io.StringIO(cli.ok("transactions", "--user", "alice", "--format", "csv")))
-    )
+    rows = list(csv.DictReader(io.StringIO(cli.ok("transactions", "--user", "alice", "--format", "csv"))))
     assert [r["kind"] for r in rows] == ["usage", "purchase"]
     assert rows[0]["amount"] == "-1.5" and rows[0]["output_tokens"] == "500"
     assert rows[1]["input_tokens"] == ""
@@ -302,9 +290,7 @@ def test_errors_and_usage_errors(cli: Cli) -> None:
     cli.fails("grant", "--user", "u", "--amount", "lots", code="usage", exit_code=2)
     cli.fails("grant", "--user", "u", code="usage", exit_code=2)
     cli.fails("grant", "--user", "u", "--amount", "0.0000001", code="invalid_argument")
-    cli.fails(
-        "grant", "--user", "u", "--amount", "-5", code="invalid_argument"
-    )  # only adjustments go negative
+    cli.fails("grant", "--user", "u", "--amount", "-5", code="invalid_argument")  # only adjustments go negative
 
 
 @pytest.mark.skipif(
@@ -330,10 +316,7 @@ def test_import_users_from_the_host_table(cli: Cli) -> None:
     # Twice changes nothing.
     assert "2 already imported" in cli.ok("import-users", "--keys-table", "api_keys")
     assert len(cli.json("transactions", "--user", "1", "--format", "json")) == 1
-    assert (
-        LocalCreditManager(cli.url).verify_api_key_credits("legacy-user-one-key-abcdef").user_id
-        == "1"
-    )
+    assert LocalCreditManager(cli.url).verify_api_key_credits("legacy-user-one-key-abcdef").user_id == "1"
 
 
 def test_import_users_rejects_bad_identifiers(cli: Cli) -> None:
