@@ -1,1 +1,748 @@
-//! C ABI for creditgate (see include/creditgate.h).
+//! C ABI for creditgate: `include/creditgate.h`, generated from this crate
+//! by cbindgen. SPEC §5 and §8 are the contract; docs/c-api.md is the guide.
+//!
+//! Layout: `lib.rs` the exported functions (one per operation), `ffi.rs`
+//! every raw-pointer access, `panic.rs` the panic boundary and the
+//! thread-local last error, `status.rs` the status enum, `types.rs` the
+//! result structs, `json.rs` the JSON shapes.
+#![allow(non_camel_case_types)]
+// The safety contract is the same for every function and is stated once, in
+// the header's preamble ("Pointers"): a live handle, NUL-terminated strings,
+// writable out-pointers. Repeating it per function would bury the rest.
+#![allow(clippy::missing_safety_doc)]
+
+mod ffi;
+mod json;
+mod panic;
+mod status;
+mod types;
+
+use creditgate_core::{
+    Config, CreditManager, Credits, EntryId, EntryKind, EntryOptions, Error, HoldAmount, HoldId, KeyId, KeyRef, Result,
+    Settlement, Usage,
+};
+use ffi::Out;
+use panic::{status_boundary, value_boundary};
+use serde_json::{Map, Value};
+use std::ffi::c_char;
+
+pub use status::cg_status;
+pub use types::{
+    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_api_key, cg_entry, cg_hold, cg_key_eligibility,
+    cg_usage_charge, cg_verification,
+};
+
+/// Micro-credits per credit: amounts in this API are `int64_t` micro-credits.
+pub const CG_MICROS_PER_CREDIT: i64 = 1_000_000;
+/// `ttl_seconds` of `cg_reserve` when 0 is passed.
+pub const CG_DEFAULT_TTL_SECONDS: i64 = 600;
+/// `limit` of `cg_transactions_json` when 0 is passed.
+pub const CG_DEFAULT_PAGE_LIMIT: i64 = 50;
+/// Longest `metadata_json` text accepted before parsing (the parsed object
+/// must then serialize to at most 4 KiB).
+const MAX_METADATA_JSON_BYTES: usize = 64 * 1024;
+
+/// An open ledger. Opaque; created by `cg_open` or `cg_open_env`, destroyed
+/// by `cg_close`. Thread-safe: one handle may be used by many threads at
+/// once (but not closed while in use).
+pub struct cg_manager {
+    _private: [u8; 0],
+}
+
+// ----- plumbing shared by the functions below ------------------------------
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidArgument(msg.into())
+}
+
+fn write_json(out: Out<*mut c_char>, v: Value) -> Result<()> {
+    out.write(ffi::string_into_raw(v.to_string())?);
+    Ok(())
+}
+
+fn metadata(text: Option<&str>) -> Result<Option<Map<String, Value>>> {
+    let Some(text) = text else { return Ok(None) };
+    if text.len() > MAX_METADATA_JSON_BYTES {
+        return Err(invalid(format!(
+            "metadata_json must be at most {MAX_METADATA_JSON_BYTES} bytes, got {}",
+            text.len()
+        )));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(Some(m)),
+        Ok(_) => Err(invalid("metadata_json must be a JSON object")),
+        Err(e) => Err(invalid(format!("metadata_json is not valid JSON: {e}"))),
+    }
+}
+
+fn open(url: Option<&str>) -> Result<CreditManager> {
+    let config = Config::from_env()?;
+    CreditManager::open(match url {
+        Some(u) => config.database_url(u),
+        None => config,
+    })
+}
+
+// ----- handle, errors, strings ------------------------------------------------
+
+/// Opens (and migrates) the ledger at `database_url` (`sqlite:///path.db`,
+/// `sqlite:////abs/path.db`, `sqlite:///:memory:`, `postgresql://...`).
+/// NULL reads `DATABASE_URL` like `cg_open_env`. The other settings
+/// (`MIN_CREDITS_API_KEY`, `CREDITS_PER_USD`, ...) come from the
+/// environment either way.
+///
+/// `database_url`: borrowed for the call; may be NULL.
+/// `manager_out`: required; receives a new handle owned by the caller, to be
+/// released with `cg_close`. Set to NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_open(database_url: *const c_char, manager_out: *mut *mut cg_manager) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(manager_out, "manager_out") }?;
+        let url = unsafe { ffi::opt_text(database_url, "database_url") }?;
+        out.write(ffi::manager_into_raw(open(url)?));
+        Ok(())
+    })
+}
+
+/// Opens the ledger named by the environment (`DATABASE_URL`, default
+/// `sqlite:///creditgate.db`, and the other settings of SPEC section 7).
+///
+/// `manager_out`: required; receives a new handle owned by the caller, to be
+/// released with `cg_close`. Set to NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_open_env(manager_out: *mut *mut cg_manager) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(manager_out, "manager_out") }?;
+        out.write(ffi::manager_into_raw(open(None)?));
+        Ok(())
+    })
+}
+
+/// Closes a handle and frees it. NULL is a no-op. Closing a handle twice, or
+/// while another thread still uses it, is undefined behaviour.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_close(manager: *mut cg_manager) {
+    value_boundary((), || unsafe { ffi::manager_drop(manager) })
+}
+
+/// The message of the last failed call on this thread ("" when the last
+/// call succeeded). Never NULL. Borrowed: valid until the next call of a
+/// `cg_status`-returning function on the same thread; copy it to keep it.
+/// Messages say what was wrong and with which value, never a secret.
+#[unsafe(no_mangle)]
+pub extern "C" fn cg_last_error() -> *const c_char {
+    value_boundary(c"".as_ptr(), panic::last_error_ptr)
+}
+
+/// The HTTP status of a status (SPEC section 5): 200 for `CG_OK`, 402, 401, 403,
+/// 404, 409, 400, 503, 500; 500 for `CG_PANIC` and for unknown values.
+#[unsafe(no_mangle)]
+pub extern "C" fn cg_status_http(status: u32) -> u16 {
+    value_boundary(500, || cg_status::from_u32(status).map_or(500, cg_status::http_status))
+}
+
+/// The SPEC section 5 code of a status: "ok", "insufficient_credits",
+/// "invalid_api_key", "limit_reached", "not_found", "idempotency_conflict",
+/// "invalid_argument", "storage", "internal", "panic"; "unknown" for other
+/// values. Static: never free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn cg_status_name(status: u32) -> *const c_char {
+    value_boundary(c"unknown".as_ptr(), || cg_status::from_u32(status).map_or(c"unknown".as_ptr(), cg_status::name_ptr))
+}
+
+/// The library version, e.g. "0.1.0". Static: never free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn cg_version() -> *const c_char {
+    const VERSION: &std::ffi::CStr =
+        match std::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"unknown",
+        };
+    value_boundary(c"unknown".as_ptr(), || VERSION.as_ptr())
+}
+
+/// Frees a string this library returned through a `char **` out-pointer
+/// (JSON, secrets, Prometheus text, URLs). Zeroes it first, as it may be an
+/// API key secret. NULL is a no-op; freeing twice is undefined behaviour.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_string_free(s: *mut c_char) {
+    value_boundary((), || unsafe { ffi::string_free(s) })
+}
+
+/// The resolved database URL, password redacted.
+///
+/// `url_out`: required; receives a string owned by the caller (free it with
+/// `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_database_url(manager: *const cg_manager, url_out: *mut *mut c_char) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(url_out, "url_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        out.write(ffi::string_into_raw(m.database_url())?);
+        Ok(())
+    })
+}
+
+/// Runs pending schema migrations (also done by `cg_open`); safe to repeat.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_migrate(manager: *const cg_manager) -> cg_status {
+    status_boundary(|| unsafe { ffi::manager(manager) }?.migrate())
+}
+
+// ----- balances and entries -------------------------------------------------
+
+/// The ledger balance of `user_id` in micro-credits (0 for an unknown user).
+///
+/// `balance_micros_out`: required; 0 on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_balance(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    balance_micros_out: *mut i64,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(balance_micros_out, "balance_micros_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        out.write(m.get_balance(user)?.micros());
+        Ok(())
+    })
+}
+
+/// The account of `user_id` as a JSON object: `user_id`, `balance_micros`,
+/// `held_micros`, `available_micros`, `lifetime_purchased_micros`,
+/// `lifetime_used_micros`, `active_keys`, `first_key_issued`, `created_at`
+/// (RFC 3339, null for a user the ledger has never seen).
+///
+/// `json_out`: required; receives a string owned by the caller (free it
+/// with `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_account_json(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    json_out: *mut *mut c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(json_out, "json_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        write_json(out, json::account(&m.account(user)?))
+    })
+}
+
+/// Credits `user_id` with `amount_micros`. `kind`: "grant" (NULL),
+/// "purchase", "refund" or "adjustment" (which may be negative, and then is
+/// strict). `idempotency_key`, `reference`: optional (NULL), at most 255
+/// bytes; `metadata_json`: optional JSON object text, at most 4 KiB.
+///
+/// `entry_out`: required; receives the entry (zeroed on failure).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_add_credits(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    amount_micros: i64,
+    kind: *const c_char,
+    idempotency_key: *const c_char,
+    reference: *const c_char,
+    metadata_json: *const c_char,
+    entry_out: *mut cg_entry,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        let kind = unsafe { ffi::opt_text(kind, "kind") }?.map_or(Ok(EntryKind::Grant), EntryKind::parse)?;
+        let idempotency_key = unsafe { ffi::opt_text(idempotency_key, "idempotency_key") }?;
+        let reference = unsafe { ffi::opt_text(reference, "reference") }?;
+        let metadata = metadata(unsafe { ffi::opt_text(metadata_json, "metadata_json") }?)?;
+        let opts = EntryOptions { idempotency_key, reference, metadata: metadata.as_ref() };
+        let e = m.add_credits(user, Credits::from_micros(amount_micros), kind, &opts)?;
+        out.write(cg_entry::of(&e)?);
+        Ok(())
+    })
+}
+
+/// The payment webhook path: credits `user_id` with what `amount_minor`
+/// (cents, > 0) of `currency` (NULL = "USD"; case-insensitive; only USD)
+/// buys, as a `purchase` entry with key `payment:<payment_id>`. A payment
+/// delivered twice credits once (`replayed`); the same `payment_id` for
+/// another user or amount is `CG_IDEMPOTENCY_CONFLICT`.
+///
+/// `entry_out`: required; receives the entry (zeroed on failure).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_record_payment(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    payment_id: *const c_char,
+    amount_minor: i64,
+    currency: *const c_char,
+    entry_out: *mut cg_entry,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        let payment_id = unsafe { ffi::text(payment_id, "payment_id") }?;
+        let currency = unsafe { ffi::opt_text(currency, "currency") }?.unwrap_or("USD");
+        let e = m.record_payment(user, payment_id, amount_minor, currency)?;
+        out.write(cg_entry::of(&e)?);
+        Ok(())
+    })
+}
+
+/// Reverses (refunds, charges back) a payment: removes the credits it
+/// bought as a `reversal` entry; the balance may go negative.
+/// `amount_minor`: the part to reverse in cents, or 0 for everything not
+/// yet reversed (negative: `CG_INVALID_ARGUMENT`). `reason`, `reversal_id`
+/// (the processor's refund id, for partial refunds): optional (NULL).
+/// Unknown payment: `CG_NOT_FOUND`; nothing left: `CG_INVALID_ARGUMENT`.
+///
+/// `entry_out`: required; receives the entry (zeroed on failure).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_reverse_payment(
+    manager: *const cg_manager,
+    payment_id: *const c_char,
+    amount_minor: i64,
+    reason: *const c_char,
+    reversal_id: *const c_char,
+    entry_out: *mut cg_entry,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let payment_id = unsafe { ffi::text(payment_id, "payment_id") }?;
+        let reason = unsafe { ffi::opt_text(reason, "reason") }?;
+        let reversal_id = unsafe { ffi::opt_text(reversal_id, "reversal_id") }?;
+        let amount_minor = match amount_minor {
+            0 => None,
+            a if a < 0 => return Err(invalid(format!("amount_minor must be 0 (all) or positive, got {a}"))),
+            a => Some(a),
+        };
+        let e = m.reverse_payment(payment_id, amount_minor, reason, reversal_id)?;
+        out.write(cg_entry::of(&e)?);
+        Ok(())
+    })
+}
+
+/// Strict debit of `amount_micros` (> 0) as a `deduct` entry:
+/// `CG_INSUFFICIENT_CREDITS` when available < amount; never below zero.
+/// Optional arguments as in `cg_add_credits`.
+///
+/// `entry_out`: required; receives the entry (zeroed on failure).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_deduct_credits(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    amount_micros: i64,
+    idempotency_key: *const c_char,
+    reference: *const c_char,
+    metadata_json: *const c_char,
+    entry_out: *mut cg_entry,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        let idempotency_key = unsafe { ffi::opt_text(idempotency_key, "idempotency_key") }?;
+        let reference = unsafe { ffi::opt_text(reference, "reference") }?;
+        let metadata = metadata(unsafe { ffi::opt_text(metadata_json, "metadata_json") }?)?;
+        let opts = EntryOptions { idempotency_key, reference, metadata: metadata.as_ref() };
+        let e = m.deduct_credits(user, Credits::from_micros(amount_micros), &opts)?;
+        out.write(cg_entry::of(&e)?);
+        Ok(())
+    })
+}
+
+/// Newest-first page of `user_id`'s entries as a JSON array of objects:
+/// `id`, `seq`, `user_id`, `kind`, `amount_micros` (signed),
+/// `balance_after_micros`, `idempotency_key`, `reference`, `api_key_id`,
+/// `input_tokens`, `output_tokens`, `model`, `amount_minor`, `currency`,
+/// `metadata` (object or null), `created_at`, `replayed`. `limit`: 1..=1000,
+/// or 0 for 50. `before`: optional (NULL) entry id cursor; an unknown id or
+/// another user's is `CG_NOT_FOUND`.
+///
+/// `json_out`: required; receives a string owned by the caller (free it
+/// with `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_transactions_json(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    limit: i64,
+    before: *const c_char,
+    json_out: *mut *mut c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(json_out, "json_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        let before = unsafe { ffi::opt_text(before, "before") }?.map(EntryId::parse).transpose()?;
+        let limit = if limit == 0 { CG_DEFAULT_PAGE_LIMIT } else { limit };
+        let limit = u32::try_from(limit).map_err(|_| invalid(format!("limit must be in 1..=1000, got {limit}")))?;
+        write_json(out, json::entries(&m.transactions(user, limit, before)?))
+    })
+}
+
+// ----- API keys ------------------------------------------------------------------
+
+/// Whether `user_id` may create an API key now. Writes nothing.
+///
+/// `eligibility_out`: required; zeroed on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_can_generate_api_key(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    eligibility_out: *mut cg_key_eligibility,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(eligibility_out, "eligibility_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        out.write(cg_key_eligibility::of(&m.can_generate_api_key(user)?));
+        Ok(())
+    })
+}
+
+/// Creates an API key when the credit rule allows it:
+/// `CG_INSUFFICIENT_CREDITS` (402) before the first payment,
+/// `CG_LIMIT_REACHED` at the active-key limit. `name`: optional (NULL).
+///
+/// `secret_out`: required; receives the secret, shown this once, owned by
+/// the caller: free it with `cg_string_free` (which zeroes it). NULL on
+/// failure. `key_out`: required; the key's id and display prefix.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_create_api_key(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    name: *const c_char,
+    secret_out: *mut *mut c_char,
+    key_out: *mut cg_api_key,
+) -> cg_status {
+    status_boundary(|| {
+        let secret_out = unsafe { ffi::out(secret_out, "secret_out") }?;
+        let key_out = unsafe { ffi::out(key_out, "key_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        let name = unsafe { ffi::opt_text(name, "name") }?;
+        let k = m.create_api_key(user, name)?;
+        let info = cg_api_key::of(&k.key_id.to_string(), Some(&k.prefix), false)?;
+        secret_out.write(ffi::string_into_raw(k.secret.expose().to_string())?);
+        key_out.write(info);
+        Ok(())
+    })
+}
+
+/// Registers a legacy key without the credit gate. Pass exactly one of
+/// `secret` (8..=512 bytes) and `secret_sha256` (64 lowercase hex chars);
+/// `name`: optional (NULL). All are borrowed for the call.
+///
+/// `key_out`: required; the key's id and display prefix.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_import_api_key(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    secret: *const c_char,
+    secret_sha256: *const c_char,
+    name: *const c_char,
+    key_out: *mut cg_api_key,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(key_out, "key_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        let secret = unsafe { ffi::opt_text(secret, "secret") }?;
+        let secret_sha256 = unsafe { ffi::opt_text(secret_sha256, "secret_sha256") }?;
+        let name = unsafe { ffi::opt_text(name, "name") }?;
+        let k = m.import_api_key(user, secret, secret_sha256, name)?;
+        out.write(cg_api_key::of(&k.key_id.to_string(), k.prefix.as_deref(), k.legacy)?);
+        Ok(())
+    })
+}
+
+/// Revokes a key at once. With `user_id` (optional, NULL), a key of another
+/// user is `CG_NOT_FOUND`. Revoking twice is a no-op.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_revoke_api_key(
+    manager: *const cg_manager,
+    key_id: *const c_char,
+    user_id: *const c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let m = unsafe { ffi::manager(manager) }?;
+        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
+        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
+        m.revoke_api_key(key_id, user)
+    })
+}
+
+/// `user_id`'s keys, newest first, as a JSON array of objects: `key_id`,
+/// `user_id`, `name`, `prefix`, `created_at`, `last_used_at`, `revoked_at`,
+/// `legacy`. Never contains a secret.
+///
+/// `json_out`: required; receives a string owned by the caller (free it
+/// with `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_list_api_keys_json(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    json_out: *mut *mut c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(json_out, "json_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        write_json(out, json::api_keys(&m.list_api_keys(user)?))
+    })
+}
+
+/// Verifies a presented key and its account's available credits:
+/// `CG_INVALID_API_KEY` (401) for a malformed, unknown or revoked key,
+/// `CG_INSUFFICIENT_CREDITS` (402) when available < `min_credits_micros`
+/// (pass `CG_MICROS_PER_CREDIT` for the usual 1 credit; 0 checks only the
+/// key). Read-only.
+///
+/// `verification_out`: required; zeroed on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_verify_api_key_credits(
+    manager: *const cg_manager,
+    api_key: *const c_char,
+    min_credits_micros: i64,
+    verification_out: *mut cg_verification,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(verification_out, "verification_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let api_key = unsafe { ffi::text(api_key, "api_key") }?;
+        let v = m.verify_api_key_credits(api_key, Credits::from_micros(min_credits_micros))?;
+        out.write(cg_verification::of(&v)?);
+        Ok(())
+    })
+}
+
+// ----- usage and holds -------------------------------------------------------
+
+/// Charges a call's usage as a `usage` entry, never refused for balance
+/// (the balance may go negative: `overdraft`). Name the key by exactly one
+/// of `api_key` (the secret) and `key_id`. Tokens: 0..=10^9 each
+/// (`tokens` alone = `input_tokens`, with 0 output tokens). `model`:
+/// optional (NULL = default price). `request_id`: optional; the same id
+/// charges once (`replayed`), with other tokens or model it is
+/// `CG_IDEMPOTENCY_CONFLICT`.
+///
+/// `charge_out`: required; zeroed on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_record_usage(
+    manager: *const cg_manager,
+    api_key: *const c_char,
+    key_id: *const c_char,
+    input_tokens: i64,
+    output_tokens: i64,
+    model: *const c_char,
+    request_id: *const c_char,
+    charge_out: *mut cg_usage_charge,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(charge_out, "charge_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let api_key = unsafe { ffi::opt_text(api_key, "api_key") }?;
+        let key_id = unsafe { ffi::opt_text(key_id, "key_id") }?;
+        let model = unsafe { ffi::opt_text(model, "model") }?;
+        let request_id = unsafe { ffi::opt_text(request_id, "request_id") }?;
+        let key = match (api_key, key_id) {
+            (Some(secret), None) => KeyRef::Secret(secret),
+            (None, Some(id)) => KeyRef::Id(KeyId::parse(id)?),
+            _ => return Err(invalid("record_usage needs exactly one of api_key and key_id")),
+        };
+        let c = m.record_usage(key, Usage { input_tokens, output_tokens, model }, request_id)?;
+        out.write(cg_usage_charge::of(&c)?);
+        Ok(())
+    })
+}
+
+/// Holds credits against available (strict), for streaming or bounding
+/// concurrent spend. Either `credits_micros` > 0 (then `tokens` 0 and
+/// `model` NULL), or `credits_micros` 0 and the price of `tokens` input
+/// tokens of `model` (NULL = default price; at least 1 micro-credit).
+/// `ttl_seconds`: 1..=86400, or 0 for 600. `request_id`: optional; the same
+/// id holds once (`replayed`).
+///
+/// `hold_out`: required; zeroed on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_reserve(
+    manager: *const cg_manager,
+    api_key: *const c_char,
+    credits_micros: i64,
+    tokens: i64,
+    model: *const c_char,
+    ttl_seconds: i64,
+    request_id: *const c_char,
+    hold_out: *mut cg_hold,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(hold_out, "hold_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let api_key = unsafe { ffi::text(api_key, "api_key") }?;
+        let model = unsafe { ffi::opt_text(model, "model") }?;
+        let request_id = unsafe { ffi::opt_text(request_id, "request_id") }?;
+        let amount = match (credits_micros, tokens, model) {
+            (0, tokens, model) => HoldAmount::Tokens { tokens, model },
+            (c, 0, None) => HoldAmount::Credits(Credits::from_micros(c)),
+            (c, ..) => {
+                return Err(invalid(format!(
+                    "reserve takes either credits_micros or tokens and model, got credits_micros {c} with tokens {tokens}"
+                )));
+            }
+        };
+        let ttl_seconds = if ttl_seconds == 0 { CG_DEFAULT_TTL_SECONDS } else { ttl_seconds };
+        let h = m.reserve(api_key, amount, ttl_seconds, request_id)?;
+        out.write(cg_hold::of(&h)?);
+        Ok(())
+    })
+}
+
+/// Charges a hold's actual usage exactly once and frees it (also after it
+/// expired or was released; the charge may exceed the hold). Either
+/// `credits_micros` > 0 (then tokens 0 and `model` NULL), or
+/// `credits_micros` 0 and the tokens at `model`'s price (NULL = the hold's
+/// model). Settling again with the same usage replays the first result;
+/// with other usage it is `CG_IDEMPOTENCY_CONFLICT`. Unknown hold:
+/// `CG_NOT_FOUND`.
+///
+/// `charge_out`: required; zeroed on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_settle(
+    manager: *const cg_manager,
+    hold_id: *const c_char,
+    credits_micros: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    model: *const c_char,
+    charge_out: *mut cg_usage_charge,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(charge_out, "charge_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let hold_id = HoldId::parse(unsafe { ffi::text(hold_id, "hold_id") }?)?;
+        let model = unsafe { ffi::opt_text(model, "model") }?;
+        let settlement = match (credits_micros, input_tokens, output_tokens, model) {
+            (0, input_tokens, output_tokens, model) => Settlement::Tokens(Usage { input_tokens, output_tokens, model }),
+            (c, 0, 0, None) => Settlement::Credits(Credits::from_micros(c)),
+            (c, ..) => {
+                return Err(invalid(format!(
+                    "settle takes either credits_micros or tokens and model, got credits_micros {c} with \
+                     {input_tokens} input and {output_tokens} output tokens"
+                )));
+            }
+        };
+        out.write(cg_usage_charge::of(&m.settle(hold_id, settlement)?)?);
+        Ok(())
+    })
+}
+
+/// Frees an active hold without charging; a no-op on a hold already
+/// released, settled or expired. Unknown hold: `CG_NOT_FOUND`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_release(manager: *const cg_manager, hold_id: *const c_char) -> cg_status {
+    status_boundary(|| {
+        let m = unsafe { ffi::manager(manager) }?;
+        m.release(HoldId::parse(unsafe { ffi::text(hold_id, "hold_id") }?)?)
+    })
+}
+
+/// Sets `model`'s usage price in micro-credits per 1,000 tokens, for input
+/// and output separately (each 0..=10^18).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_set_model_price(
+    manager: *const cg_manager,
+    model: *const c_char,
+    input_per_1k_micros: i64,
+    output_per_1k_micros: i64,
+) -> cg_status {
+    status_boundary(|| {
+        let m = unsafe { ffi::manager(manager) }?;
+        let model = unsafe { ffi::text(model, "model") }?;
+        m.set_model_price(model, Credits::from_micros(input_per_1k_micros), Credits::from_micros(output_per_1k_micros))
+    })
+}
+
+/// The per-model prices as a JSON object: model name ->
+/// `{"input_per_1k_micros": n, "output_per_1k_micros": n}`.
+///
+/// `json_out`: required; receives a string owned by the caller (free it
+/// with `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_list_model_prices_json(
+    manager: *const cg_manager,
+    json_out: *mut *mut c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(json_out, "json_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        write_json(out, json::model_prices(&m.list_model_prices()?))
+    })
+}
+
+// ----- audit, report, metrics -----------------------------------------------
+
+/// Checks every account (balance == sum of entries, gap-free seqs, the
+/// `balance_after` chain) on one snapshot, as a JSON object: `ok`,
+/// `accounts_checked`, `entries_checked`, `mismatches` (array of
+/// `{user_id, problem, detail}`). Never modifies data.
+///
+/// `json_out`: required; receives a string owned by the caller (free it
+/// with `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_audit_json(manager: *const cg_manager, json_out: *mut *mut c_char) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(json_out, "json_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        write_json(out, json::audit(&m.audit()?))
+    })
+}
+
+/// Business figures from the database (SPEC section 6) as a JSON object: `users`,
+/// `paying_users`, `users_attempted_key`, `key_generation_attempts`,
+/// `key_generation_successes`, `purchase_conversion_rate` (an exact decimal
+/// string such as "0.5"), `credits_purchased_micros`, `revenue_usd_minor`,
+/// `revenue_per_paying_user_usd_minor`, `credits_used_micros`,
+/// `outstanding_balance_micros`, `overdraft_receivable_micros`.
+///
+/// `json_out`: required; receives a string owned by the caller (free it
+/// with `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_report_json(manager: *const cg_manager, json_out: *mut *mut c_char) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(json_out, "json_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        write_json(out, json::report(&m.report()?))
+    })
+}
+
+/// This process's counters (SPEC section 6) as a JSON object: counter name ->
+/// integer (`verify_ok_total`, `credits_charged_micros_total`, ...,
+/// `errors_total`).
+///
+/// `json_out`: required; receives a string owned by the caller (free it
+/// with `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_metrics_json(manager: *const cg_manager, json_out: *mut *mut c_char) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(json_out, "json_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        write_json(out, json::metrics(&m.metrics()))
+    })
+}
+
+/// The counters and latency histograms in Prometheus text format (names
+/// prefixed `creditgate_`).
+///
+/// `text_out`: required; receives a string owned by the caller (free it
+/// with `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_metrics_prometheus(manager: *const cg_manager, text_out: *mut *mut c_char) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(text_out, "text_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        out.write(ffi::string_into_raw(m.metrics_prometheus())?);
+        Ok(())
+    })
+}

@@ -1,0 +1,175 @@
+//! All pointer plumbing of the C ABI: NULL checks, C strings to `&str`,
+//! out-pointer writes, handle casts and fixed-size string buffers. Nothing
+//! else in this crate dereferences a raw pointer.
+
+use crate::cg_manager;
+use creditgate_core::{CreditManager, Error, Result};
+use std::ffi::{CStr, CString, c_char};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+fn null(name: &str) -> Error {
+    Error::InvalidArgument(format!("{name} is NULL"))
+}
+
+/// Moves a manager to the heap; C owns it until `cg_close`.
+pub(crate) fn manager_into_raw(m: CreditManager) -> *mut cg_manager {
+    Box::into_raw(Box::new(m)).cast()
+}
+
+/// Borrows the manager behind a handle.
+///
+/// # Safety
+/// `p` is NULL or a handle from `cg_open*` that was not closed.
+pub(crate) unsafe fn manager<'a>(p: *const cg_manager) -> Result<&'a CreditManager> {
+    // SAFETY: non-NULL handles come from `manager_into_raw` (caller's contract).
+    unsafe { p.cast::<CreditManager>().as_ref() }.ok_or_else(|| null("manager"))
+}
+
+/// Takes back and drops the manager behind a handle; NULL is a no-op.
+///
+/// # Safety
+/// `p` is NULL or a handle from `cg_open*` that was not closed.
+pub(crate) unsafe fn manager_drop(p: *mut cg_manager) {
+    if !p.is_null() {
+        // SAFETY: the handle came from `Box::into_raw` (caller's contract).
+        drop(unsafe { Box::from_raw(p.cast::<CreditManager>()) });
+    }
+}
+
+/// A required NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that outlives `'a`.
+pub(crate) unsafe fn text<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+    // SAFETY: the caller's contract.
+    unsafe { opt_text(p, name) }?.ok_or_else(|| null(name))
+}
+
+/// An optional string argument: NULL is `None`.
+///
+/// # Safety
+/// As [`text`].
+pub(crate) unsafe fn opt_text<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL and NUL-terminated (caller's contract).
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str().map(Some).map_err(|e| {
+        Error::InvalidArgument(format!("{name} is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))
+    })
+}
+
+/// Values an out-pointer is set to before the call does anything, so that
+/// on failure the caller finds NULL or a zeroed struct, never garbage.
+pub(crate) trait OutValue: Sized {
+    const EMPTY: Self;
+}
+
+impl OutValue for i64 {
+    const EMPTY: i64 = 0;
+}
+
+impl<T> OutValue for *mut T {
+    const EMPTY: *mut T = std::ptr::null_mut();
+}
+
+/// A checked, non-NULL out-pointer.
+pub(crate) struct Out<'a, T: OutValue> {
+    ptr: NonNull<T>,
+    _borrow: PhantomData<&'a mut T>,
+}
+
+impl<T: OutValue> Out<'_, T> {
+    pub(crate) fn write(self, value: T) {
+        // SAFETY: checked non-NULL in `out`, writable (caller's contract);
+        // `write` drops nothing, as the target may hold garbage.
+        unsafe { self.ptr.as_ptr().write(value) }
+    }
+}
+
+/// Checks an out-pointer and sets it to its empty value.
+///
+/// # Safety
+/// `p` is NULL or valid for writing one `T`.
+pub(crate) unsafe fn out<'a, T: OutValue>(p: *mut T, name: &str) -> Result<Out<'a, T>> {
+    let ptr = NonNull::new(p).ok_or_else(|| null(name))?;
+    // SAFETY: writable (caller's contract).
+    unsafe { ptr.as_ptr().write(T::EMPTY) };
+    Ok(Out { ptr, _borrow: PhantomData })
+}
+
+/// Hands a string to C; it is freed with `cg_string_free` ([`string_free`]).
+pub(crate) fn string_into_raw(s: String) -> Result<*mut c_char> {
+    CString::new(s).map(CString::into_raw).map_err(|_| Error::Internal("a returned string contains a NUL byte".into()))
+}
+
+/// Frees a string from [`string_into_raw`], zeroing it first (it may be an
+/// API key secret); NULL is a no-op.
+///
+/// # Safety
+/// `p` is NULL or came from [`string_into_raw`] and was not freed.
+pub(crate) unsafe fn string_free(p: *mut c_char) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: allocated by `CString::into_raw` (caller's contract).
+    let s = unsafe { CString::from_raw(p) };
+    let mut bytes = s.into_bytes_with_nul();
+    for b in bytes.iter_mut() {
+        // SAFETY: a valid &mut u8; volatile so the zeroing is not elided.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+}
+
+/// Copies `s` into a fixed buffer of a result struct, NUL-terminated.
+pub(crate) fn fill<const N: usize>(buf: &mut [c_char; N], s: &str) -> Result<()> {
+    if s.len() >= N || s.contains('\0') {
+        return Err(Error::Internal(format!("a {}-byte value does not fit a {N}-byte buffer", s.len())));
+    }
+    for (dst, &src) in buf.iter_mut().zip(s.as_bytes()) {
+        *dst = src as c_char;
+    }
+    buf[s.len()] = 0;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_nulls() {
+        assert!(unsafe { text(std::ptr::null(), "user_id") }.unwrap_err().to_string().contains("user_id is NULL"));
+        assert_eq!(unsafe { opt_text(std::ptr::null(), "x") }.unwrap(), None);
+        let bad = c"ab\xffc";
+        let e = unsafe { text(bad.as_ptr(), "user_id") }.unwrap_err().to_string();
+        assert!(e.contains("user_id is not valid UTF-8") && e.contains("offset 2"), "{e}");
+        assert_eq!(unsafe { text(c"alice".as_ptr(), "user_id") }.unwrap(), "alice");
+    }
+
+    #[test]
+    fn fill_checks_the_size() {
+        let mut buf = [1 as c_char; 4];
+        fill(&mut buf, "abc").unwrap();
+        assert_eq!(buf, [b'a' as c_char, b'b' as c_char, b'c' as c_char, 0]);
+        assert!(fill(&mut buf, "abcd").is_err());
+    }
+
+    #[test]
+    fn out_pointers_are_checked_and_emptied() {
+        let mut v: i64 = 42;
+        let o = unsafe { out(&mut v as *mut i64, "balance_out") }.unwrap();
+        o.write(7);
+        assert_eq!(v, 7);
+        let e = unsafe { out(std::ptr::null_mut::<i64>(), "balance_out") }.err().unwrap().to_string();
+        assert!(e.contains("balance_out is NULL"));
+        let mut s: *mut c_char = std::ptr::dangling_mut(); // garbage the call must reset
+        let o = unsafe { out(&mut s as *mut *mut c_char, "json_out") }.unwrap();
+        assert!(s.is_null());
+        o.write(string_into_raw("x".into()).unwrap());
+        unsafe { string_free(s) };
+        unsafe { string_free(std::ptr::null_mut()) };
+    }
+}

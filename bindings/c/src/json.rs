@@ -1,0 +1,123 @@
+//! JSON shapes of the C ABI (SPEC §8): the Python field names, amounts as
+//! integer micro-credits named `<field>_micros`, counts and `*_usd_minor`
+//! under their own names, RFC 3339 UTC timestamps, lowercase UUID strings.
+
+use creditgate_core::{Account, ApiKeyInfo, AuditReport, Entry, ModelPrice, Report, Timestamp};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+fn time(t: Timestamp) -> Value {
+    Value::String(t.to_rfc3339())
+}
+
+fn opt_time(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, time)
+}
+
+pub(crate) fn account(a: &Account) -> Value {
+    json!({
+        "user_id": a.user_id,
+        "balance_micros": a.balance.micros(),
+        "held_micros": a.held.micros(),
+        "available_micros": a.available.micros(),
+        "lifetime_purchased_micros": a.lifetime_purchased.micros(),
+        "lifetime_used_micros": a.lifetime_used.micros(),
+        "active_keys": a.active_keys,
+        "first_key_issued": a.first_key_issued,
+        "created_at": opt_time(a.created_at),
+    })
+}
+
+pub(crate) fn entry(e: &Entry) -> Value {
+    json!({
+        "id": e.id.to_string(),
+        "seq": e.seq,
+        "user_id": e.user_id,
+        "kind": e.kind.as_str(),
+        "amount_micros": e.amount.micros(),
+        "balance_after_micros": e.balance_after.micros(),
+        "idempotency_key": e.idempotency_key,
+        "reference": e.reference,
+        "api_key_id": e.api_key_id.map(|k| k.to_string()),
+        "input_tokens": e.input_tokens,
+        "output_tokens": e.output_tokens,
+        "model": e.model,
+        "amount_minor": e.amount_minor,
+        "currency": e.currency,
+        "metadata": e.metadata.clone().map_or(Value::Null, Value::Object),
+        "created_at": time(e.created_at),
+        "replayed": e.replayed,
+    })
+}
+
+pub(crate) fn entries(es: &[Entry]) -> Value {
+    Value::Array(es.iter().map(entry).collect())
+}
+
+pub(crate) fn api_keys(keys: &[ApiKeyInfo]) -> Value {
+    Value::Array(
+        keys.iter()
+            .map(|k| {
+                json!({
+                    "key_id": k.key_id.to_string(),
+                    "user_id": k.user_id,
+                    "name": k.name,
+                    "prefix": k.prefix,
+                    "created_at": time(k.created_at),
+                    "last_used_at": opt_time(k.last_used_at),
+                    "revoked_at": opt_time(k.revoked_at),
+                    "legacy": k.legacy,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn audit(a: &AuditReport) -> Value {
+    let mismatches: Vec<Value> =
+        a.mismatches.iter().map(|m| json!({"user_id": m.user_id, "problem": m.problem, "detail": m.detail})).collect();
+    json!({
+        "ok": a.ok,
+        "accounts_checked": a.accounts_checked,
+        "entries_checked": a.entries_checked,
+        "mismatches": mismatches,
+    })
+}
+
+/// `purchase_conversion_rate` is an exact decimal string (`"0.5"`), as
+/// JSON numbers would invite floats.
+pub(crate) fn report(r: &Report) -> Value {
+    json!({
+        "users": r.users,
+        "paying_users": r.paying_users,
+        "users_attempted_key": r.users_attempted_key,
+        "key_generation_attempts": r.key_generation_attempts,
+        "key_generation_successes": r.key_generation_successes,
+        "purchase_conversion_rate": r.purchase_conversion_rate(),
+        "credits_purchased_micros": r.credits_purchased.micros(),
+        "revenue_usd_minor": r.revenue_usd_minor,
+        "revenue_per_paying_user_usd_minor": r.revenue_per_paying_user_usd_minor,
+        "credits_used_micros": r.credits_used.micros(),
+        "outstanding_balance_micros": r.outstanding_balance.micros(),
+        "overdraft_receivable_micros": r.overdraft_receivable.micros(),
+    })
+}
+
+pub(crate) fn metrics(counters: &[(&'static str, u64)]) -> Value {
+    Value::Object(counters.iter().map(|&(name, v)| (name.to_string(), Value::from(v))).collect::<Map<_, _>>())
+}
+
+pub(crate) fn model_prices(prices: &BTreeMap<String, ModelPrice>) -> Value {
+    Value::Object(
+        prices
+            .iter()
+            .map(|(model, p)| {
+                let v = json!({
+                    "input_per_1k_micros": p.input_per_1k.micros(),
+                    "output_per_1k_micros": p.output_per_1k.micros(),
+                });
+                (model.clone(), v)
+            })
+            .collect::<Map<_, _>>(),
+    )
+}

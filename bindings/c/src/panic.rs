@@ -1,0 +1,106 @@
+//! The one panic boundary and the thread-local last error. Every exported
+//! function runs its body through [`status_boundary`] or [`value_boundary`],
+//! so no panic unwinds into C.
+
+use crate::status::cg_status;
+use creditgate_core::Error;
+use std::any::Any;
+use std::cell::RefCell;
+use std::ffi::{CString, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+thread_local! {
+    /// The message of this thread's last failed call; `None` after a success.
+    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+/// Runs a fallible body: `CG_OK` and an empty last error on success, the
+/// error's status and message on failure, `CG_PANIC` for a caught panic.
+pub(crate) fn status_boundary(body: impl FnOnce() -> Result<(), Error>) -> cg_status {
+    // AssertUnwindSafe: after a panic the caller gets CG_PANIC and the core's
+    // state is behind its own transactions and non-poisoning locks.
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => {
+            clear_last_error();
+            cg_status::CG_OK
+        }
+        Ok(Err(e)) => {
+            set_last_error(&e.to_string());
+            cg_status::from(&e)
+        }
+        Err(payload) => {
+            set_last_error(&format!("panic in creditgate: {}", panic_message(payload.as_ref())));
+            cg_status::CG_PANIC
+        }
+    }
+}
+
+/// Runs an infallible body; a caught panic yields `fallback`.
+pub(crate) fn value_boundary<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.as_str()
+    } else {
+        "(no message)"
+    }
+}
+
+fn set_last_error(message: &str) {
+    // Messages never contain NUL (the core escapes user input with {:?}),
+    // but a C string must not, whatever happens.
+    let message = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    // try_with: during thread teardown the slot may be gone; then there is
+    // nobody left to read the message.
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = Some(message));
+}
+
+fn clear_last_error() {
+    let _ = LAST_ERROR.try_with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_some() {
+            *slot = None;
+        }
+    });
+}
+
+/// The last error of this thread, or "" after a success. The pointer stays
+/// valid until the next status-returning call on this thread.
+pub(crate) fn last_error_ptr() -> *const c_char {
+    LAST_ERROR.try_with(|slot| slot.borrow().as_ref().map_or(c"".as_ptr(), |m| m.as_ptr())).unwrap_or(c"".as_ptr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    fn last_error() -> String {
+        unsafe { CStr::from_ptr(last_error_ptr()) }.to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn panics_become_cg_panic_with_a_message() {
+        let s = status_boundary(|| panic!("boom {}", 42));
+        assert_eq!(s, cg_status::CG_PANIC);
+        assert_eq!(last_error(), "panic in creditgate: boom 42");
+        assert_eq!(status_boundary(|| Ok(())), cg_status::CG_OK);
+        assert_eq!(last_error(), "");
+        assert_eq!(value_boundary(7u16, || panic!("x")), 7);
+    }
+
+    #[test]
+    fn errors_set_the_thread_local_message() {
+        let s = status_boundary(|| Err(Error::InvalidArgument("user_id is NULL".into())));
+        assert_eq!(s, cg_status::CG_INVALID_ARGUMENT);
+        assert_eq!(last_error(), "invalid argument: user_id is NULL");
+        std::thread::spawn(|| assert_eq!(last_error(), "")).join().unwrap();
+        let s = status_boundary(|| Err(Error::Internal("a\0b".into())));
+        assert_eq!(s, cg_status::CG_INTERNAL);
+        assert_eq!(last_error(), "internal error: a\\0b");
+    }
+}

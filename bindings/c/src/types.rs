@@ -1,0 +1,221 @@
+//! The small `#[repr(C)]` result structs. They hold only numbers, bools and
+//! fixed-size NUL-terminated strings, so they need no freeing.
+
+use crate::ffi::{OutValue, fill};
+use creditgate_core::{Entry, Hold, KeyEligibility, Result, UsageCharge, Verification};
+use std::ffi::c_char;
+
+/// Size of an id buffer: a lowercase hyphenated UUID (36 bytes) and its NUL.
+pub const CG_ID_SIZE: usize = 37;
+/// Size of a user id buffer: a user id is at most 255 bytes, plus the NUL.
+pub const CG_USER_ID_SIZE: usize = 256;
+/// Size of an API key display prefix buffer: at most 8 characters of at most
+/// 4 bytes each, plus the NUL.
+pub const CG_KEY_PREFIX_SIZE: usize = 33;
+
+/// A ledger entry just written (or replayed). The full entry, with every
+/// field, is in `cg_transactions_json`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_entry {
+    /// Entry id, a lowercase UUID.
+    pub id: [c_char; CG_ID_SIZE],
+    /// The account the entry belongs to.
+    pub user_id: [c_char; CG_USER_ID_SIZE],
+    /// Per-account sequence number, gap-free from 1.
+    pub seq: i64,
+    /// Signed change of the balance, in micro-credits.
+    pub amount_micros: i64,
+    /// Ledger balance after this entry, in micro-credits.
+    pub balance_after_micros: i64,
+    /// True when an idempotent call returned this earlier entry and changed
+    /// nothing.
+    pub replayed: bool,
+}
+
+/// Whether a user may create an API key now (SPEC section 3 `can_generate_api_key`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_key_eligibility {
+    pub allowed: bool,
+    /// True when no key was ever created for the user by `cg_create_api_key`.
+    pub is_first_key: bool,
+    /// Available credits the rule requires, in micro-credits.
+    pub required_micros: i64,
+    /// The user's available credits, in micro-credits.
+    pub available_micros: i64,
+}
+
+/// A key just created or imported. The secret of a created key is returned
+/// separately, once, as a string to free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_api_key {
+    /// Key id, a lowercase UUID; not secret.
+    pub key_id: [c_char; CG_ID_SIZE],
+    /// Display prefix (the first 8 characters of our keys, at most a quarter
+    /// of a legacy key, "" for a key imported by hash).
+    pub prefix: [c_char; CG_KEY_PREFIX_SIZE],
+    /// True for an imported (legacy) key.
+    pub legacy: bool,
+}
+
+/// A verified key (SPEC section 3 `verify_api_key_credits`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_verification {
+    pub user_id: [c_char; CG_USER_ID_SIZE],
+    pub key_id: [c_char; CG_ID_SIZE],
+    /// Available credits (balance minus active holds), in micro-credits.
+    pub available_micros: i64,
+}
+
+/// A usage charge (`cg_record_usage`, `cg_settle`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_usage_charge {
+    /// The `usage` ledger entry's id.
+    pub entry_id: [c_char; CG_ID_SIZE],
+    pub user_id: [c_char; CG_USER_ID_SIZE],
+    /// Input plus output tokens.
+    pub tokens: i64,
+    /// Micro-credits charged (not negative).
+    pub charged_micros: i64,
+    /// Ledger balance after the charge, in micro-credits.
+    pub balance_micros: i64,
+    /// True exactly when the balance after the charge is below zero.
+    pub overdraft: bool,
+    /// True when the request id was charged before and nothing changed.
+    pub replayed: bool,
+}
+
+/// A hold (`cg_reserve`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_hold {
+    pub hold_id: [c_char; CG_ID_SIZE],
+    pub user_id: [c_char; CG_USER_ID_SIZE],
+    /// Micro-credits held (at least 1).
+    pub amount_micros: i64,
+    /// When the hold expires: microseconds since the Unix epoch, UTC.
+    pub expires_at_unix_micros: i64,
+    /// True when the request id already held this amount.
+    pub replayed: bool,
+}
+
+impl OutValue for cg_entry {
+    const EMPTY: cg_entry = cg_entry {
+        id: [0; CG_ID_SIZE],
+        user_id: [0; CG_USER_ID_SIZE],
+        seq: 0,
+        amount_micros: 0,
+        balance_after_micros: 0,
+        replayed: false,
+    };
+}
+
+impl OutValue for cg_key_eligibility {
+    const EMPTY: cg_key_eligibility =
+        cg_key_eligibility { allowed: false, is_first_key: false, required_micros: 0, available_micros: 0 };
+}
+
+impl OutValue for cg_api_key {
+    const EMPTY: cg_api_key = cg_api_key { key_id: [0; CG_ID_SIZE], prefix: [0; CG_KEY_PREFIX_SIZE], legacy: false };
+}
+
+impl OutValue for cg_verification {
+    const EMPTY: cg_verification =
+        cg_verification { user_id: [0; CG_USER_ID_SIZE], key_id: [0; CG_ID_SIZE], available_micros: 0 };
+}
+
+impl OutValue for cg_usage_charge {
+    const EMPTY: cg_usage_charge = cg_usage_charge {
+        entry_id: [0; CG_ID_SIZE],
+        user_id: [0; CG_USER_ID_SIZE],
+        tokens: 0,
+        charged_micros: 0,
+        balance_micros: 0,
+        overdraft: false,
+        replayed: false,
+    };
+}
+
+impl OutValue for cg_hold {
+    const EMPTY: cg_hold = cg_hold {
+        hold_id: [0; CG_ID_SIZE],
+        user_id: [0; CG_USER_ID_SIZE],
+        amount_micros: 0,
+        expires_at_unix_micros: 0,
+        replayed: false,
+    };
+}
+
+impl cg_entry {
+    pub(crate) fn of(e: &Entry) -> Result<cg_entry> {
+        let mut out = cg_entry::EMPTY;
+        fill(&mut out.id, &e.id.to_string())?;
+        fill(&mut out.user_id, &e.user_id)?;
+        out.seq = e.seq;
+        out.amount_micros = e.amount.micros();
+        out.balance_after_micros = e.balance_after.micros();
+        out.replayed = e.replayed;
+        Ok(out)
+    }
+}
+
+impl cg_key_eligibility {
+    pub(crate) fn of(e: &KeyEligibility) -> cg_key_eligibility {
+        cg_key_eligibility {
+            allowed: e.allowed,
+            is_first_key: e.is_first_key,
+            required_micros: e.required.micros(),
+            available_micros: e.available.micros(),
+        }
+    }
+}
+
+impl cg_api_key {
+    pub(crate) fn of(key_id: &str, prefix: Option<&str>, legacy: bool) -> Result<cg_api_key> {
+        let mut out = cg_api_key::EMPTY;
+        fill(&mut out.key_id, key_id)?;
+        fill(&mut out.prefix, prefix.unwrap_or(""))?;
+        out.legacy = legacy;
+        Ok(out)
+    }
+}
+
+impl cg_verification {
+    pub(crate) fn of(v: &Verification) -> Result<cg_verification> {
+        let mut out = cg_verification::EMPTY;
+        fill(&mut out.user_id, &v.user_id)?;
+        fill(&mut out.key_id, &v.key_id.to_string())?;
+        out.available_micros = v.available.micros();
+        Ok(out)
+    }
+}
+
+impl cg_usage_charge {
+    pub(crate) fn of(c: &UsageCharge) -> Result<cg_usage_charge> {
+        let mut out = cg_usage_charge::EMPTY;
+        fill(&mut out.entry_id, &c.entry_id.to_string())?;
+        fill(&mut out.user_id, &c.user_id)?;
+        out.tokens = c.tokens;
+        out.charged_micros = c.charged.micros();
+        out.balance_micros = c.balance.micros();
+        out.overdraft = c.overdraft;
+        out.replayed = c.replayed;
+        Ok(out)
+    }
+}
+
+impl cg_hold {
+    pub(crate) fn of(h: &Hold) -> Result<cg_hold> {
+        let mut out = cg_hold::EMPTY;
+        fill(&mut out.hold_id, &h.hold_id.to_string())?;
+        fill(&mut out.user_id, &h.user_id)?;
+        out.amount_micros = h.amount.micros();
+        out.expires_at_unix_micros = h.expires_at.micros();
+        out.replayed = h.replayed;
+        Ok(out)
+    }
+}
