@@ -27,7 +27,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Annotated, Any, Optional, Union
 
 import anyio
-from creditgate import CreditError, LocalCreditManager
+from creditgate import CreditError, Hold, LocalCreditManager, UsageCharge
 from creditgate.cli import decimal_text, to_json
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -204,17 +204,12 @@ CallerKey = Annotated[str, Depends(caller_key)]
 
 
 @app.post("/v1/keys", status_code=201)
-def create_key(body: NewKeyRequest, m: Ledger) -> dict[str, Any]:
+def create_key(body: NewKeyRequest, m: Ledger) -> Response:
     # 402 until the user has paid; the rule is checked in the same
     # transaction as the insert, so two racing requests cannot both pass.
     key = m.create_api_key(body.user_id, body.name)
-    return {
-        "key": key.secret,
-        "key_id": key.key_id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "created_at": key.created_at.isoformat(),
-    }
+    fields = {"key": key.secret, "key_id": key.key_id, "name": key.name, "prefix": key.prefix}
+    return DecimalJSONResponse({**fields, "created_at": key.created_at}, status_code=201)
 
 
 @app.post("/v1/webhooks/payments")
@@ -267,7 +262,7 @@ def worst_case_hold(
     prompt: int,
     max_out: int,
     request_id: str,
-) -> Any:
+) -> Hold:
     """Holds the most this request can cost, or raises 402."""
     price = m.list_model_prices().get(model)
     if price is None:  # the default price is the same for input and output tokens
@@ -320,7 +315,8 @@ async def chat_completions(body: ChatRequest, key: CallerKey, m: Ledger) -> Unio
     try:
         text = "".join([piece async for piece in model(prompt_text, max_out)])
     except BaseException:
-        await run_in_threadpool(m.release, hold.hold_id)  # the model failed: charge nothing
+        with anyio.CancelScope(shield=True):  # the model failed: charge nothing
+            await run_in_threadpool(m.release, hold.hold_id)
         raise
     charge = await call.settle(count_tokens(text))
     # Sent only now, after the charge is committed.
@@ -364,7 +360,7 @@ class Completion:
         self.created = int(time.time())
         self.settled = False
 
-    async def settle(self, completion_tokens: int) -> Any:
+    async def settle(self, completion_tokens: int) -> UsageCharge:
         # Shielded: a client that goes away mid-settle must not cancel the charge.
         with anyio.CancelScope(shield=True):
             charge = await run_in_threadpool(
@@ -380,38 +376,34 @@ class Completion:
     def finish_reason(self, completion_tokens: int) -> str:
         return "length" if completion_tokens >= self.max_out else "stop"
 
-    def chunk(self, delta: dict[str, Any], finish_reason: Optional[str] = None, **extra: Any) -> str:
+    def event(self, choices: list[dict[str, Any]], **extra: Any) -> str:
+        """One server-sent event: a chunk in OpenAI's shape."""
         body = {
             "id": self.request_id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            "choices": choices,
             **extra,
         }
         return f"data: {to_json(body)}\n\n"
+
+    def delta(self, delta: dict[str, Any], finish_reason: Optional[str] = None, **extra: Any) -> str:
+        return self.event([{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra)
 
     async def stream(self, pieces: AsyncIterator[str], include_usage: bool) -> AsyncIterator[str]:
         """SSE chunks in OpenAI's shape; the charge is committed before `[DONE]`."""
         usage_null: dict[str, Any] = {"usage": None} if include_usage else {}
         sent = 0  # completion tokens streamed so far: what a disconnect is charged
         try:
-            yield self.chunk({"role": "assistant", "content": ""}, **usage_null)
+            yield self.delta({"role": "assistant", "content": ""}, **usage_null)
             async for piece in pieces:
                 sent += count_tokens(piece)
-                yield self.chunk({"content": piece}, **usage_null)
+                yield self.delta({"content": piece}, **usage_null)
             await self.settle(sent)
-            yield self.chunk({}, self.finish_reason(sent), **usage_null)
+            yield self.delta({}, self.finish_reason(sent), **usage_null)
             if include_usage:  # as OpenAI: a last chunk with no choices and the usage
-                body = {
-                    "id": self.request_id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": usage_body(self.prompt_tokens, sent),
-                }
-                yield f"data: {to_json(body)}\n\n"
+                yield self.event([], usage=usage_body(self.prompt_tokens, sent))
             yield "data: [DONE]\n\n"
         except CreditError as exc:  # headers are gone: report in-band, as OpenAI does
             yield f"data: {to_json(error_body(exc.status_code, exc.code, str(exc)))}\n\n"

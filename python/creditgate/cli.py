@@ -115,6 +115,8 @@ def as_dict(obj: Any) -> dict[str, Any]:
     if isinstance(obj, Mapping):
         return dict(obj)
     names = FIELDS.get(type(obj).__name__)
+    if names is None and callable(getattr(obj, "to_dict", None)):
+        return dict(obj.to_dict())  # e.g. AuditMismatch: the binding's own field list
     if names is None:  # an object the table does not know: its public attributes
         names = tuple(n for n in dir(obj) if not n.startswith("_") and not callable(getattr(obj, n)))
     return {n: getattr(obj, n) for n in names}
@@ -600,8 +602,10 @@ def cmd_import_users(args: argparse.Namespace) -> int:
     path = sqlite_path(url)
     if not os.path.exists(path):
         raise CliError("not_found", f"no database file at {path}")
-    m = open_manager(args)
-    # Read-only: this command never changes the host's own tables.
+    # Read-only: this command never changes the host's own tables. Read and
+    # closed before the ledger opens: Python's sqlite3 and the ledger's own
+    # SQLite must not have one file open at once in one process, as closing
+    # either's file drops the other's POSIX locks.
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         balances = read_balances(conn, args)
@@ -618,6 +622,7 @@ def cmd_import_users(args: argparse.Namespace) -> int:
         raise CliError("storage", f"cannot read the users table: {e}") from None
     finally:
         conn.close()
+    m = open_manager(args)
     imported = replayed = 0
     for user_id, balance in balances:
         # The ledger entry's key is `import:<user_id>`: a re-run replays it.

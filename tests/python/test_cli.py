@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -10,12 +11,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from creditgate import InvalidApiKey, LocalCreditManager
+from creditgate.cli import to_json
 
 
 class Cli:
@@ -72,6 +75,25 @@ SETTINGS = {
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path)
+
+
+def test_json_writes_decimals_exactly() -> None:
+    value = {
+        "big": Decimal("999999999999.999999"),  # more digits than a float holds
+        "exp": Decimal("5E+3"),
+        "neg": Decimal("-0.000001"),
+        "at": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc),
+        "list": [1, True, None, 'x"y'],
+    }
+    text = to_json(value)
+    assert text == (
+        '{"big":999999999999.999999,"exp":5000,"neg":-0.000001,'
+        '"at":"2026-01-02T03:04:05.000006Z","list":[1,true,null,"x\\"y"]}'
+    )
+    assert json.loads(text, parse_float=Decimal)["big"] == value["big"]
+    assert json.loads(to_json(value, indent=2), parse_float=Decimal) == json.loads(text, parse_float=Decimal)
+    with pytest.raises(TypeError):
+        to_json({"amount": 1.5})
 
 
 def test_migrate_creates_the_database(cli: Cli) -> None:
@@ -251,7 +273,7 @@ def test_audit_exit_code(cli: Cli) -> None:
     assert cli.ok("audit").startswith("ok")
     assert cli.json("audit", "--json")["ok"] is True
     # Corrupt the stored balance behind the ledger's back.
-    with sqlite3.connect(cli.db) as conn:
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
         conn.execute("UPDATE creditgate_accounts SET balance = balance + 1 WHERE user_id = 'alice'")
     r = cli.run("audit")
     assert r.returncode == 3, (r.stdout, r.stderr)
@@ -298,7 +320,11 @@ def test_errors_and_usage_errors(cli: Cli) -> None:
     reason="needs LocalCreditManager.import_balance",
 )
 def test_import_users_from_the_host_table(cli: Cli) -> None:
-    with sqlite3.connect(cli.db) as conn:
+    # The host's own tables, as the seed's migration left them. Written and
+    # closed before any ledger opens the file in this process (two SQLite
+    # libraries must not share one open file in one process).
+    digest = hashlib.sha256(b"hashed-legacy-key-for-3").hexdigest().upper()
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
         conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, credit_balance REAL)")
         conn.executemany(
             "INSERT INTO users VALUES (?, ?, ?)",
@@ -306,6 +332,8 @@ def test_import_users_from_the_host_table(cli: Cli) -> None:
         )
         conn.execute("CREATE TABLE api_keys (user_id INTEGER, key TEXT)")
         conn.execute("INSERT INTO api_keys VALUES (1, 'legacy-user-one-key-abcdef')")
+        conn.execute("CREATE TABLE key_hashes (owner TEXT, digest TEXT)")
+        conn.execute("INSERT INTO key_hashes VALUES ('3', ?)", (digest,))
     out = cli.ok("import-users", "--keys-table", "api_keys")
     assert "2 imported" in out
     assert cli.json("balance", "--user", "1", "--json")["balance"] == 5000
@@ -316,7 +344,15 @@ def test_import_users_from_the_host_table(cli: Cli) -> None:
     # Twice changes nothing.
     assert "2 already imported" in cli.ok("import-users", "--keys-table", "api_keys")
     assert len(cli.json("transactions", "--user", "1", "--format", "json")) == 1
-    assert LocalCreditManager(cli.url).verify_api_key_credits("legacy-user-one-key-abcdef").user_id == "1"
+    # Hosts that kept only hashes of their keys.
+    args = ["--keys-table", "key_hashes", "--key-user-column", "owner", "--key-column", "digest"]
+    # Importing the same balances under another kind is a conflict, not a second credit.
+    cli.fails("import-users", *args, "--key-format", "sha256", "--kind", "purchase", code="idempotency_conflict")
+    cli.ok("import-users", *args, "--key-format", "sha256")
+    m = LocalCreditManager(cli.url)
+    assert m.verify_api_key_credits("legacy-user-one-key-abcdef").user_id == "1"
+    assert m.verify_api_key_credits("hashed-legacy-key-for-3").user_id == "3"
+    assert all(k.legacy for k in m.list_api_keys("1"))
 
 
 def test_import_users_rejects_bad_identifiers(cli: Cli) -> None:
