@@ -1,1 +1,26 @@
-//! Python bindings for creditgate.
+//! Python bindings for creditgate: the native module `creditgate._creditgate`,
+//! re-exported by the `creditgate` package (SPEC §8.1).
+//!
+//! A thin layer, one file per concept: `manager.rs` (the
+//! `LocalCreditManager` facade), `types.rs` (frozen result objects),
+//! `errors.rs` (the exception classes of SPEC §5) and `convert.rs` (value
+//! conversion). The core crate knows nothing of Python.
+
+// The Python signatures are fixed by SPEC §8.1: one Rust parameter per keyword.
+#![allow(clippy::too_many_arguments)]
+
+mod convert;
+mod errors;
+mod manager;
+mod types;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _creditgate(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<manager::LocalCreditManager>()?;
+    types::register(m)?;
+    errors::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! The exception classes of SPEC §5, derived from `creditgate::ErrorCode`,
+//! and the one place where a core `Error` becomes a Python exception.
+//!
+//! Classes are made at import with `type(name, bases, namespace)` because
+//! abi3 below Python 3.12 cannot subclass `Exception` with a `#[pyclass]`,
+//! and `InvalidArgument` must also be a `ValueError`. Every class carries
+//! `code` and `status_code`; raised instances of `InsufficientCredits` carry
+//! `required` and `available` (`Decimal`), of `LimitReached` `limit`.
+
+use crate::convert::dec;
+use creditgate::{Error, ErrorCode};
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+/// The base class `CreditError` stands for `internal`.
+const BASE: ErrorCode = ErrorCode::Internal;
+
+static CLASSES: PyOnceLock<Vec<(ErrorCode, Py<PyType>)>> = PyOnceLock::new();
+
+fn class_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InsufficientCredits => "InsufficientCredits",
+        ErrorCode::InvalidApiKey => "InvalidApiKey",
+        ErrorCode::LimitReached => "LimitReached",
+        ErrorCode::NotFound => "NotFound",
+        ErrorCode::IdempotencyConflict => "IdempotencyConflict",
+        ErrorCode::InvalidArgument => "InvalidArgument",
+        ErrorCode::Storage => "StorageError",
+        ErrorCode::Internal => "CreditError",
+    }
+}
+
+fn class_doc(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InsufficientCredits => {
+            "Not enough available credits (402). `.required` and `.available` are Decimal credits."
+        }
+        ErrorCode::InvalidApiKey => "The API key is malformed, unknown or revoked (401).",
+        ErrorCode::LimitReached => "A per-user limit is reached (403). `.limit` names the setting.",
+        ErrorCode::NotFound => "No such payment, hold, key or entry (404).",
+        ErrorCode::IdempotencyConflict => "The idempotency key was used with other parameters (409).",
+        ErrorCode::InvalidArgument => "An argument is out of range or malformed (400). Also a ValueError.",
+        ErrorCode::Storage => {
+            "The database failed (503). The outcome of a write is unknown: retry with the same idempotency key."
+        }
+        ErrorCode::Internal => {
+            "Base class of every creditgate error; raised itself for internal errors (500). \
+             `.code` is the stable error code, `.status_code` its HTTP status."
+        }
+    }
+}
+
+fn make_class<'py>(py: Python<'py>, code: ErrorCode, bases: Bound<'py, PyTuple>) -> PyResult<Py<PyType>> {
+    let ns = PyDict::new(py);
+    ns.set_item("__module__", "creditgate")?;
+    ns.set_item("__doc__", class_doc(code))?;
+    ns.set_item("code", code.as_str())?;
+    ns.set_item("status_code", code.http_status())?;
+    let class = py.get_type::<PyType>().call1((class_name(code), bases, ns))?;
+    Ok(class.cast_into::<PyType>()?.unbind())
+}
+
+fn classes(py: Python<'_>) -> PyResult<&Vec<(ErrorCode, Py<PyType>)>> {
+    CLASSES.get_or_try_init(py, || {
+        let base = make_class(py, BASE, PyTuple::new(py, [py.get_type::<PyException>()])?)?;
+        let mut out = vec![(BASE, base.clone_ref(py))];
+        for code in ErrorCode::ALL.into_iter().filter(|&c| c != BASE) {
+            let bases = if code == ErrorCode::InvalidArgument {
+                PyTuple::new(py, [base.bind(py).clone(), py.get_type::<PyValueError>()])?
+            } else {
+                PyTuple::new(py, [base.bind(py).clone()])?
+            };
+            out.push((code, make_class(py, code, bases)?));
+        }
+        Ok(out)
+    })
+}
+
+fn class(py: Python<'_>, code: ErrorCode) -> PyResult<Bound<'_, PyType>> {
+    let all = classes(py)?;
+    let found = all.iter().find(|(c, _)| *c == code).or_else(|| all.iter().find(|(c, _)| *c == BASE));
+    Ok(found.map(|(_, t)| t.bind(py).clone()).expect("the base class exists"))
+}
+
+/// Adds every exception class to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    for (code, class) in classes(m.py())? {
+        m.add(class_name(*code), class.bind(m.py()))?;
+    }
+    Ok(())
+}
+
+/// The Python exception for a core error: the class of its code, with the
+/// core's message (which never holds a secret) and structured attributes.
+pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
+    build(py, &e).unwrap_or_else(|failed| failed)
+}
+
+fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
+    let exc = class(py, e.code())?.call1((e.to_string(),))?;
+    match e {
+        Error::InsufficientCredits { required, available } => {
+            exc.setattr("required", dec(py, *required)?)?;
+            exc.setattr("available", dec(py, *available)?)?;
+        }
+        Error::LimitReached { limit, .. } => exc.setattr("limit", *limit)?,
+        _ => {}
+    }
+    Ok(PyErr::from_value(exc))
+}
+
+/// `InvalidArgument` for a bad value found while converting arguments.
+pub fn invalid(py: Python<'_>, message: String) -> PyErr {
+    to_py(py, Error::InvalidArgument(message))
+}

@@ -1,0 +1,529 @@
+//! `LocalCreditManager`: the SPEC §8.1 facade over `creditgate::CreditManager`.
+//!
+//! Each method converts its arguments (with the GIL), runs the core operation
+//! with the GIL released (`py.detach`), then converts the result. No business
+//! rule lives here: the core validates every value.
+//!
+//! Fork safety: a manager remembers the process id that opened its database.
+//! Used in a forked child (a pre-fork server's worker), it opens a fresh
+//! connection pool with the same settings on first use and abandons the
+//! inherited one without closing it, so the child never touches the parent's
+//! SQLite connections (closing them could disturb the parent's locks). An
+//! in-memory database cannot follow a fork: using one in a child is a
+//! `StorageError`. Process counters (`metrics()`) start at zero in the child.
+
+use crate::convert::{self, dec};
+use crate::errors::{invalid, to_py};
+use crate::types::{
+    Account, ApiKeyInfo, AuditReport, Entry, Hold, KeyEligibility, NewApiKey, Report, UsageCharge, Verification,
+};
+use creditgate::{self as cg, Config, CreditManager, Credits, EntryKind, EntryOptions, Error};
+use creditgate::{EntryId, HoldAmount, HoldId, KeyId, KeyRef, Settlement, Usage};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use std::sync::Mutex;
+
+/// What `database_url` shows for an in-memory SQLite database.
+const MEMORY_URL: &str = "sqlite:///:memory:";
+
+struct Handle {
+    pid: u32,
+    manager: CreditManager,
+}
+
+/// The prepaid-credit ledger. Thread-safe; the GIL is released during
+/// storage work.
+#[pyclass(name = "LocalCreditManager", module = "creditgate", frozen)]
+pub struct LocalCreditManager {
+    config: Config,
+    handle: Mutex<Handle>,
+}
+
+impl LocalCreditManager {
+    /// The manager of this process: reopened after a fork (see module docs).
+    fn manager(&self) -> cg::Result<CreditManager> {
+        let pid = std::process::id();
+        let mut handle = self.handle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if handle.pid != pid {
+            if handle.manager.database_url() == MEMORY_URL {
+                return Err(Error::Storage(
+                    "an in-memory database cannot be used after os.fork(): create the LocalCreditManager \
+                     in the child process, or use a database file"
+                        .into(),
+                ));
+            }
+            let fresh = CreditManager::open(self.config.clone())?;
+            // Never close the parent's connections from the child.
+            std::mem::forget(std::mem::replace(&mut handle.manager, fresh));
+            handle.pid = pid;
+        }
+        Ok(handle.manager.clone())
+    }
+
+    /// Runs `f` on the manager with the GIL released.
+    fn run<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
+    where
+        T: Send,
+        F: FnOnce(&CreditManager) -> cg::Result<T> + Send,
+    {
+        py.detach(|| self.manager().and_then(|m| f(&m))).map_err(|e| to_py(py, e))
+    }
+}
+
+fn entry_kind(py: Python<'_>, kind: &str) -> PyResult<EntryKind> {
+    EntryKind::parse(kind).map_err(|e| to_py(py, e))
+}
+
+fn parse_id<T>(py: Python<'_>, parse: fn(&str) -> cg::Result<T>, s: &str) -> PyResult<T> {
+    parse(s).map_err(|e| to_py(py, e))
+}
+
+fn opt_id<T>(py: Python<'_>, parse: fn(&str) -> cg::Result<T>, s: Option<&str>) -> PyResult<Option<T>> {
+    s.map(|s| parse_id(py, parse, s)).transpose()
+}
+
+/// `tokens=` alone is the input count (SPEC §1); it cannot be combined with
+/// `input_tokens`/`output_tokens`. Counts not given are 0.
+fn token_counts(
+    py: Python<'_>,
+    tokens: Option<&Bound<'_, PyAny>>,
+    input_tokens: Option<&Bound<'_, PyAny>>,
+    output_tokens: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(i64, i64)> {
+    let tokens = convert::opt_int("tokens", tokens)?;
+    let input = convert::opt_int("input_tokens", input_tokens)?;
+    let output = convert::opt_int("output_tokens", output_tokens)?;
+    match (tokens, input, output) {
+        (Some(t), None, None) => Ok((t, 0)),
+        (None, i, o) => Ok((i.unwrap_or(0), o.unwrap_or(0))),
+        _ => Err(invalid(py, "pass tokens alone, or input_tokens and/or output_tokens, not both".into())),
+    }
+}
+
+/// Settings: an argument, else the environment (`Config::from_env`), else
+/// the default.
+fn config(
+    py: Python<'_>,
+    database_url: Option<String>,
+    min_credits_api_key: Option<&Bound<'_, PyAny>>,
+    credits_per_usd: Option<&Bound<'_, PyAny>>,
+    credits_per_1k_tokens: Option<&Bound<'_, PyAny>>,
+    api_key_prefix: Option<String>,
+    api_key_pepper: Option<String>,
+    max_active_keys_per_user: Option<&Bound<'_, PyAny>>,
+    max_active_holds_per_user: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Config> {
+    let min_credits = convert::opt_amount("min_credits_api_key", min_credits_api_key)?;
+    let per_usd = convert::opt_int("credits_per_usd", credits_per_usd)?;
+    let per_1k = convert::opt_amount("credits_per_1k_tokens", credits_per_1k_tokens)?;
+    let max_keys = convert::opt_u32("max_active_keys_per_user", max_active_keys_per_user)?;
+    let max_holds = convert::opt_u32("max_active_holds_per_user", max_active_holds_per_user)?;
+    let build = || -> cg::Result<Config> {
+        let mut c = Config::from_env()?;
+        if let Some(v) = database_url {
+            c = c.database_url(v);
+        }
+        if let Some(v) = min_credits {
+            c = c.min_credits_api_key(v)?;
+        }
+        if let Some(v) = per_usd {
+            c = c.credits_per_usd(v)?;
+        }
+        if let Some(v) = per_1k {
+            c = c.credits_per_1k_tokens(v)?;
+        }
+        if let Some(v) = api_key_prefix {
+            c = c.api_key_prefix(v)?;
+        }
+        if let Some(v) = api_key_pepper {
+            c = c.api_key_pepper(v)?;
+        }
+        if let Some(v) = max_keys {
+            c = c.max_active_keys_per_user(v)?;
+        }
+        if let Some(v) = max_holds {
+            c = c.max_active_holds_per_user(v)?;
+        }
+        Ok(c)
+    };
+    build().map_err(|e| to_py(py, e))
+}
+
+#[pymethods]
+impl LocalCreditManager {
+    #[new]
+    #[pyo3(signature = (
+        database_url=None, *, min_credits_api_key=None, credits_per_usd=None, credits_per_1k_tokens=None,
+        api_key_prefix=None, api_key_pepper=None, max_active_keys_per_user=None, max_active_holds_per_user=None,
+    ))]
+    fn new(
+        py: Python<'_>,
+        database_url: Option<String>,
+        min_credits_api_key: Option<&Bound<'_, PyAny>>,
+        credits_per_usd: Option<&Bound<'_, PyAny>>,
+        credits_per_1k_tokens: Option<&Bound<'_, PyAny>>,
+        api_key_prefix: Option<String>,
+        api_key_pepper: Option<String>,
+        max_active_keys_per_user: Option<&Bound<'_, PyAny>>,
+        max_active_holds_per_user: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let config = config(
+            py,
+            database_url,
+            min_credits_api_key,
+            credits_per_usd,
+            credits_per_1k_tokens,
+            api_key_prefix,
+            api_key_pepper,
+            max_active_keys_per_user,
+            max_active_holds_per_user,
+        )?;
+        let opened = config.clone();
+        let manager = py.detach(move || CreditManager::open(opened)).map_err(|e| to_py(py, e))?;
+        Ok(LocalCreditManager { config, handle: Mutex::new(Handle { pid: std::process::id(), manager }) })
+    }
+
+    /// The resolved database URL, password redacted.
+    #[getter]
+    fn database_url(&self, py: Python<'_>) -> PyResult<String> {
+        self.run(py, |m| Ok(m.database_url()))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let url = self.database_url(py)?;
+        Ok(format!("LocalCreditManager(database_url={})", PyString::new(py, &url).repr()?))
+    }
+
+    fn migrate(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, |m| m.migrate())
+    }
+
+    fn get_balance(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let user = convert::user_id(user_id)?;
+        let balance = self.run(py, move |m| m.get_balance(&user))?;
+        dec(py, balance)
+    }
+
+    fn account(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<Account> {
+        let user = convert::user_id(user_id)?;
+        let account = self.run(py, move |m| m.account(&user))?;
+        Account::new(py, account)
+    }
+
+    #[pyo3(signature = (user_id, amount, *, kind="grant", idempotency_key=None, reference=None, metadata=None))]
+    fn add_credits(
+        &self,
+        py: Python<'_>,
+        user_id: &Bound<'_, PyAny>,
+        amount: &Bound<'_, PyAny>,
+        kind: &str,
+        idempotency_key: Option<String>,
+        reference: Option<String>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Entry> {
+        let user = convert::user_id(user_id)?;
+        let amount = convert::amount("amount", amount)?;
+        let kind = entry_kind(py, kind)?;
+        let metadata = convert::metadata(metadata)?;
+        let entry = self.run(py, move |m| {
+            let opts = EntryOptions {
+                idempotency_key: idempotency_key.as_deref(),
+                reference: reference.as_deref(),
+                metadata: metadata.as_ref(),
+            };
+            m.add_credits(&user, amount, kind, &opts)
+        })?;
+        Entry::new(py, entry)
+    }
+
+    /// `creditgate import-users` (SPEC §7): a balance from the host's own
+    /// table as an `adjustment` (or `purchase`) entry keyed `import:<user_id>`;
+    /// importing again replays it.
+    #[pyo3(signature = (user_id, balance, kind="adjustment"))]
+    fn import_balance(
+        &self,
+        py: Python<'_>,
+        user_id: &Bound<'_, PyAny>,
+        balance: &Bound<'_, PyAny>,
+        kind: &str,
+    ) -> PyResult<Entry> {
+        let user = convert::user_id(user_id)?;
+        let balance = convert::amount("balance", balance)?;
+        let kind = entry_kind(py, kind)?;
+        let entry = self.run(py, move |m| m.import_balance(&user, balance, kind))?;
+        Entry::new(py, entry)
+    }
+
+    #[pyo3(signature = (user_id, amount, *, idempotency_key=None, reference=None, metadata=None))]
+    fn deduct_credits(
+        &self,
+        py: Python<'_>,
+        user_id: &Bound<'_, PyAny>,
+        amount: &Bound<'_, PyAny>,
+        idempotency_key: Option<String>,
+        reference: Option<String>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Entry> {
+        let user = convert::user_id(user_id)?;
+        let amount = convert::amount("amount", amount)?;
+        let metadata = convert::metadata(metadata)?;
+        let entry = self.run(py, move |m| {
+            let opts = EntryOptions {
+                idempotency_key: idempotency_key.as_deref(),
+                reference: reference.as_deref(),
+                metadata: metadata.as_ref(),
+            };
+            m.deduct_credits(&user, amount, &opts)
+        })?;
+        Entry::new(py, entry)
+    }
+
+    #[pyo3(signature = (user_id, payment_id, amount_minor, currency="USD"))]
+    fn record_payment(
+        &self,
+        py: Python<'_>,
+        user_id: &Bound<'_, PyAny>,
+        payment_id: String,
+        amount_minor: &Bound<'_, PyAny>,
+        currency: &str,
+    ) -> PyResult<Entry> {
+        let user = convert::user_id(user_id)?;
+        let amount_minor = convert::int("amount_minor", amount_minor)?;
+        let currency = currency.to_string();
+        let entry = self.run(py, move |m| m.record_payment(&user, &payment_id, amount_minor, &currency))?;
+        Entry::new(py, entry)
+    }
+
+    #[pyo3(signature = (payment_id, amount_minor=None, reason=None, *, reversal_id=None))]
+    fn reverse_payment(
+        &self,
+        py: Python<'_>,
+        payment_id: String,
+        amount_minor: Option<&Bound<'_, PyAny>>,
+        reason: Option<String>,
+        reversal_id: Option<String>,
+    ) -> PyResult<Entry> {
+        let amount_minor = convert::opt_int("amount_minor", amount_minor)?;
+        let entry = self.run(py, move |m| {
+            m.reverse_payment(&payment_id, amount_minor, reason.as_deref(), reversal_id.as_deref())
+        })?;
+        Entry::new(py, entry)
+    }
+
+    #[pyo3(signature = (user_id, *, limit=None, before=None), text_signature = "(self, user_id, *, limit=50, before=None)")]
+    fn transactions(
+        &self,
+        py: Python<'_>,
+        user_id: &Bound<'_, PyAny>,
+        limit: Option<&Bound<'_, PyAny>>,
+        before: Option<String>,
+    ) -> PyResult<Vec<Entry>> {
+        let user = convert::user_id(user_id)?;
+        let limit = convert::opt_u32("limit", limit)?.unwrap_or(DEFAULT_PAGE_LIMIT);
+        let before = opt_id(py, EntryId::parse, before.as_deref())?;
+        let entries = self.run(py, move |m| m.transactions(&user, limit, before))?;
+        Entry::list(py, entries)
+    }
+
+    fn can_generate_api_key(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<KeyEligibility> {
+        let user = convert::user_id(user_id)?;
+        let eligibility = self.run(py, move |m| m.can_generate_api_key(&user))?;
+        KeyEligibility::new(py, eligibility)
+    }
+
+    #[pyo3(signature = (user_id, name=None))]
+    fn create_api_key(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>, name: Option<String>) -> PyResult<NewApiKey> {
+        let user = convert::user_id(user_id)?;
+        let key = self.run(py, move |m| m.create_api_key(&user, name.as_deref()))?;
+        NewApiKey::new(py, key)
+    }
+
+    #[pyo3(signature = (user_id, *, secret=None, secret_sha256=None, name=None))]
+    fn import_api_key(
+        &self,
+        py: Python<'_>,
+        user_id: &Bound<'_, PyAny>,
+        secret: Option<String>,
+        secret_sha256: Option<String>,
+        name: Option<String>,
+    ) -> PyResult<ApiKeyInfo> {
+        let user = convert::user_id(user_id)?;
+        let info = self
+            .run(py, move |m| m.import_api_key(&user, secret.as_deref(), secret_sha256.as_deref(), name.as_deref()))?;
+        ApiKeyInfo::new(py, info)
+    }
+
+    #[pyo3(signature = (key_id, *, user_id=None))]
+    fn revoke_api_key(&self, py: Python<'_>, key_id: String, user_id: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let key_id = parse_id(py, KeyId::parse, &key_id)?;
+        let user = convert::opt_user_id(user_id)?;
+        self.run(py, move |m| m.revoke_api_key(key_id, user.as_deref()))
+    }
+
+    fn list_api_keys(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<Vec<ApiKeyInfo>> {
+        let user = convert::user_id(user_id)?;
+        let keys = self.run(py, move |m| m.list_api_keys(&user))?;
+        keys.into_iter().map(|k| ApiKeyInfo::new(py, k)).collect()
+    }
+
+    #[pyo3(signature = (api_key, min_credits=None), text_signature = "(self, api_key, min_credits=1)")]
+    fn verify_api_key_credits(
+        &self,
+        py: Python<'_>,
+        api_key: String,
+        min_credits: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Verification> {
+        let min_credits = convert::opt_amount("min_credits", min_credits)?.unwrap_or(ONE_CREDIT);
+        let v = self.run(py, move |m| m.verify_api_key_credits(&api_key, min_credits))?;
+        Verification::new(py, v)
+    }
+
+    #[pyo3(signature = (
+        api_key=None, *, key_id=None, tokens=None, input_tokens=None, output_tokens=None, model=None, request_id=None,
+    ))]
+    fn record_usage(
+        &self,
+        py: Python<'_>,
+        api_key: Option<String>,
+        key_id: Option<String>,
+        tokens: Option<&Bound<'_, PyAny>>,
+        input_tokens: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<&Bound<'_, PyAny>>,
+        model: Option<String>,
+        request_id: Option<String>,
+    ) -> PyResult<UsageCharge> {
+        let (input_tokens, output_tokens) = token_counts(py, tokens, input_tokens, output_tokens)?;
+        let key_id = opt_id(py, KeyId::parse, key_id.as_deref())?;
+        if api_key.is_some() == key_id.is_some() {
+            return Err(invalid(py, "pass exactly one of api_key and key_id".into()));
+        }
+        let charge = self.run(py, move |m| {
+            let key = match (&api_key, key_id) {
+                (Some(secret), _) => KeyRef::Secret(secret),
+                (None, Some(id)) => KeyRef::Id(id),
+                (None, None) => unreachable!("checked above"),
+            };
+            let usage = Usage { input_tokens, output_tokens, model: model.as_deref() };
+            m.record_usage(key, usage, request_id.as_deref())
+        })?;
+        UsageCharge::new(py, charge)
+    }
+
+    #[pyo3(
+        signature = (api_key, *, credits=None, tokens=None, model=None, ttl_seconds=None, request_id=None),
+        text_signature = "(self, api_key, *, credits=None, tokens=None, model=None, ttl_seconds=600, request_id=None)"
+    )]
+    fn reserve(
+        &self,
+        py: Python<'_>,
+        api_key: String,
+        credits: Option<&Bound<'_, PyAny>>,
+        tokens: Option<&Bound<'_, PyAny>>,
+        model: Option<String>,
+        ttl_seconds: Option<&Bound<'_, PyAny>>,
+        request_id: Option<String>,
+    ) -> PyResult<Hold> {
+        let credits = convert::opt_amount("credits", credits)?;
+        let tokens = convert::opt_int("tokens", tokens)?;
+        let ttl_seconds = convert::opt_int("ttl_seconds", ttl_seconds)?.unwrap_or(DEFAULT_TTL_SECONDS);
+        match (credits, tokens) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(invalid(py, "pass exactly one of credits and tokens".into()));
+            }
+            (Some(_), None) if model.is_some() => {
+                return Err(invalid(py, "model prices tokens: pass it with tokens, not with credits".into()));
+            }
+            _ => {}
+        }
+        let hold = self.run(py, move |m| {
+            let amount = match credits {
+                Some(c) => HoldAmount::Credits(c),
+                None => HoldAmount::Tokens { tokens: tokens.unwrap_or(0), model: model.as_deref() },
+            };
+            m.reserve(&api_key, amount, ttl_seconds, request_id.as_deref())
+        })?;
+        Hold::new(py, hold)
+    }
+
+    #[pyo3(signature = (hold_id, *, credits=None, tokens=None, input_tokens=None, output_tokens=None, model=None))]
+    fn settle(
+        &self,
+        py: Python<'_>,
+        hold_id: String,
+        credits: Option<&Bound<'_, PyAny>>,
+        tokens: Option<&Bound<'_, PyAny>>,
+        input_tokens: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<&Bound<'_, PyAny>>,
+        model: Option<String>,
+    ) -> PyResult<UsageCharge> {
+        let hold_id = parse_id(py, HoldId::parse, &hold_id)?;
+        let credits = convert::opt_amount("credits", credits)?;
+        let any_tokens = [tokens, input_tokens, output_tokens].iter().any(|t| t.is_some_and(|t| !t.is_none()));
+        if credits.is_some() && (any_tokens || model.is_some()) {
+            return Err(invalid(py, "pass credits alone, or token counts (and model), not both".into()));
+        }
+        let (input_tokens, output_tokens) = token_counts(py, tokens, input_tokens, output_tokens)?;
+        let charge = self.run(py, move |m| {
+            let settlement = match credits {
+                Some(c) => Settlement::Credits(c),
+                None => Settlement::Tokens(Usage { input_tokens, output_tokens, model: model.as_deref() }),
+            };
+            m.settle(hold_id, settlement)
+        })?;
+        UsageCharge::new(py, charge)
+    }
+
+    fn release(&self, py: Python<'_>, hold_id: String) -> PyResult<()> {
+        let hold_id = parse_id(py, HoldId::parse, &hold_id)?;
+        self.run(py, move |m| m.release(hold_id))
+    }
+
+    fn set_model_price(
+        &self,
+        py: Python<'_>,
+        model: String,
+        input_per_1k: &Bound<'_, PyAny>,
+        output_per_1k: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let input = convert::amount("input_per_1k", input_per_1k)?;
+        let output = convert::amount("output_per_1k", output_per_1k)?;
+        self.run(py, move |m| m.set_model_price(&model, input, output))
+    }
+
+    fn list_model_prices<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let prices = self.run(py, |m| m.list_model_prices())?;
+        let out = PyDict::new(py);
+        for (model, p) in prices {
+            out.set_item(model, (dec(py, p.input_per_1k)?, dec(py, p.output_per_1k)?))?;
+        }
+        Ok(out)
+    }
+
+    fn audit(&self, py: Python<'_>) -> PyResult<AuditReport> {
+        let report = self.run(py, |m| m.audit())?;
+        AuditReport::new(py, report)
+    }
+
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let counters = self.run(py, |m| Ok(m.metrics()))?;
+        let out = PyDict::new(py);
+        for (name, value) in counters {
+            out.set_item(name, value)?;
+        }
+        Ok(out)
+    }
+
+    fn metrics_prometheus(&self, py: Python<'_>) -> PyResult<String> {
+        self.run(py, |m| Ok(m.metrics_prometheus()))
+    }
+
+    fn report(&self, py: Python<'_>) -> PyResult<Report> {
+        let report = self.run(py, |m| m.report())?;
+        Report::new(py, report)
+    }
+}
+
+/// SPEC §8.1 defaults, applied when an argument is omitted or `None`.
+const DEFAULT_PAGE_LIMIT: u32 = 50;
+const DEFAULT_TTL_SECONDS: i64 = 600;
+const ONE_CREDIT: Credits = Credits::from_micros(1_000_000);

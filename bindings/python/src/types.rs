@@ -1,0 +1,311 @@
+//! The result objects of SPEC §8.1: small frozen classes whose attributes are
+//! plain Python values (`str`, `int`, `bool`, `Decimal`, `datetime`, `None`),
+//! converted once when the object is made. `repr` shows every field that is
+//! not `None`, except a secret; `to_dict()` gives the fields as a `dict`.
+
+use crate::convert::{datetime, dec, dec_str, json_dict, obj, opt_datetime};
+use creditgate as cg;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+/// Fields never shown by `repr`/`str`.
+const HIDDEN_IN_REPR: &[&str] = &["secret"];
+
+fn repr(py: Python<'_>, class: &str, fields: &[(&str, &Py<PyAny>)]) -> PyResult<String> {
+    let mut parts = Vec::with_capacity(fields.len());
+    for (name, value) in fields {
+        let value = value.bind(py);
+        if value.is_none() || HIDDEN_IN_REPR.contains(name) {
+            continue;
+        }
+        parts.push(format!("{name}={}", value.repr()?));
+    }
+    Ok(format!("{class}({})", parts.join(", ")))
+}
+
+fn to_dict<'py>(py: Python<'py>, fields: &[(&str, &Py<PyAny>)]) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, value) in fields {
+        dict.set_item(*name, value.bind(py))?;
+    }
+    Ok(dict)
+}
+
+/// A frozen class with one read-only attribute per field, `__repr__` and
+/// `to_dict`; extra methods go in the braces after the fields.
+macro_rules! record {
+    ($(#[$doc:meta])* $name:ident { $($field:ident),* $(,)? } $({ $($extra:tt)* })?) => {
+        $(#[$doc])*
+        #[pyclass(module = "creditgate", frozen, get_all)]
+        pub struct $name {
+            $(pub $field: Py<PyAny>,)*
+        }
+
+        impl $name {
+            fn fields(&self) -> Vec<(&'static str, &Py<PyAny>)> {
+                vec![$((stringify!($field), &self.$field)),*]
+            }
+        }
+
+        #[pymethods]
+        impl $name {
+            fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+                repr(py, stringify!($name), &self.fields())
+            }
+
+            /// The fields as a new `dict` (for JSON output and logging).
+            fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+                to_dict(py, &self.fields())
+            }
+
+            $($($extra)*)?
+        }
+    };
+}
+
+record!(
+    /// One append-only ledger entry.
+    Entry {
+        id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, api_key_id, input_tokens,
+        output_tokens, model, amount_minor, currency, metadata, created_at, replayed,
+    }
+);
+
+impl Entry {
+    pub fn new(py: Python<'_>, e: cg::Entry) -> PyResult<Entry> {
+        Ok(Entry {
+            id: obj(py, e.id.to_string())?,
+            seq: obj(py, e.seq)?,
+            user_id: obj(py, e.user_id)?,
+            kind: obj(py, e.kind.as_str())?,
+            amount: dec(py, e.amount)?,
+            balance_after: dec(py, e.balance_after)?,
+            idempotency_key: obj(py, e.idempotency_key)?,
+            reference: obj(py, e.reference)?,
+            api_key_id: obj(py, e.api_key_id.map(|k| k.to_string()))?,
+            input_tokens: obj(py, e.input_tokens)?,
+            output_tokens: obj(py, e.output_tokens)?,
+            model: obj(py, e.model)?,
+            amount_minor: obj(py, e.amount_minor)?,
+            currency: obj(py, e.currency)?,
+            metadata: match &e.metadata {
+                Some(m) => json_dict(py, m)?,
+                None => py.None(),
+            },
+            created_at: datetime(py, e.created_at)?,
+            replayed: obj(py, e.replayed)?,
+        })
+    }
+
+    pub fn list(py: Python<'_>, entries: Vec<cg::Entry>) -> PyResult<Vec<Entry>> {
+        entries.into_iter().map(|e| Entry::new(py, e)).collect()
+    }
+}
+
+record!(
+    /// An account: ledger balance, active holds and what is available.
+    Account {
+        user_id, balance, held, available, lifetime_purchased, lifetime_used, active_keys, first_key_issued,
+        created_at,
+    }
+);
+
+impl Account {
+    pub fn new(py: Python<'_>, a: cg::Account) -> PyResult<Account> {
+        Ok(Account {
+            user_id: obj(py, a.user_id)?,
+            balance: dec(py, a.balance)?,
+            held: dec(py, a.held)?,
+            available: dec(py, a.available)?,
+            lifetime_purchased: dec(py, a.lifetime_purchased)?,
+            lifetime_used: dec(py, a.lifetime_used)?,
+            active_keys: obj(py, a.active_keys)?,
+            first_key_issued: obj(py, a.first_key_issued)?,
+            created_at: opt_datetime(py, a.created_at)?,
+        })
+    }
+}
+
+record!(
+    /// Whether a user may create an API key now; `bool()` is `allowed`.
+    KeyEligibility { allowed, is_first_key, required, available }
+    {
+        fn __bool__(&self, py: Python<'_>) -> PyResult<bool> {
+            self.allowed.bind(py).is_truthy()
+        }
+    }
+);
+
+impl KeyEligibility {
+    pub fn new(py: Python<'_>, e: cg::KeyEligibility) -> PyResult<KeyEligibility> {
+        Ok(KeyEligibility {
+            allowed: obj(py, e.allowed)?,
+            is_first_key: obj(py, e.is_first_key)?,
+            required: dec(py, e.required)?,
+            available: dec(py, e.available)?,
+        })
+    }
+}
+
+record!(
+    /// A new API key. `secret` is shown once and never in `repr`/`str`.
+    NewApiKey { secret, key_id, user_id, name, prefix, created_at }
+);
+
+impl NewApiKey {
+    pub fn new(py: Python<'_>, k: cg::NewApiKey) -> PyResult<NewApiKey> {
+        Ok(NewApiKey {
+            secret: obj(py, k.secret.expose())?,
+            key_id: obj(py, k.key_id.to_string())?,
+            user_id: obj(py, k.user_id)?,
+            name: obj(py, k.name)?,
+            prefix: obj(py, k.prefix)?,
+            created_at: datetime(py, k.created_at)?,
+        })
+    }
+}
+
+record!(
+    /// An API key as listed: never its secret.
+    ApiKeyInfo { key_id, user_id, name, prefix, created_at, last_used_at, revoked_at, legacy }
+);
+
+impl ApiKeyInfo {
+    pub fn new(py: Python<'_>, k: cg::ApiKeyInfo) -> PyResult<ApiKeyInfo> {
+        Ok(ApiKeyInfo {
+            key_id: obj(py, k.key_id.to_string())?,
+            user_id: obj(py, k.user_id)?,
+            name: obj(py, k.name)?,
+            prefix: obj(py, k.prefix)?,
+            created_at: datetime(py, k.created_at)?,
+            last_used_at: opt_datetime(py, k.last_used_at)?,
+            revoked_at: opt_datetime(py, k.revoked_at)?,
+            legacy: obj(py, k.legacy)?,
+        })
+    }
+}
+
+record!(
+    /// A verified key: whose it is and what its account has available.
+    Verification { user_id, key_id, available }
+);
+
+impl Verification {
+    pub fn new(py: Python<'_>, v: cg::Verification) -> PyResult<Verification> {
+        Ok(Verification {
+            user_id: obj(py, v.user_id)?,
+            key_id: obj(py, v.key_id.to_string())?,
+            available: dec(py, v.available)?,
+        })
+    }
+}
+
+record!(
+    /// A usage charge (`record_usage`, `settle`).
+    UsageCharge { entry_id, user_id, tokens, charged, balance, overdraft, replayed }
+);
+
+impl UsageCharge {
+    pub fn new(py: Python<'_>, c: cg::UsageCharge) -> PyResult<UsageCharge> {
+        Ok(UsageCharge {
+            entry_id: obj(py, c.entry_id.to_string())?,
+            user_id: obj(py, c.user_id)?,
+            tokens: obj(py, c.tokens)?,
+            charged: dec(py, c.charged)?,
+            balance: dec(py, c.balance)?,
+            overdraft: obj(py, c.overdraft)?,
+            replayed: obj(py, c.replayed)?,
+        })
+    }
+}
+
+record!(
+    /// Credits held by `reserve` until `settle`, `release` or expiry.
+    Hold { hold_id, user_id, amount, expires_at, replayed }
+);
+
+impl Hold {
+    pub fn new(py: Python<'_>, h: cg::Hold) -> PyResult<Hold> {
+        Ok(Hold {
+            hold_id: obj(py, h.hold_id.to_string())?,
+            user_id: obj(py, h.user_id)?,
+            amount: dec(py, h.amount)?,
+            expires_at: datetime(py, h.expires_at)?,
+            replayed: obj(py, h.replayed)?,
+        })
+    }
+}
+
+record!(
+    /// One problem found by `audit()`.
+    AuditMismatch { user_id, problem, detail }
+);
+
+record!(
+    /// The result of `audit()`: `ok` when every account adds up.
+    AuditReport { ok, accounts_checked, entries_checked, mismatches }
+);
+
+impl AuditReport {
+    pub fn new(py: Python<'_>, r: cg::AuditReport) -> PyResult<AuditReport> {
+        let mismatches = PyList::empty(py);
+        for m in r.mismatches {
+            let m = AuditMismatch {
+                user_id: obj(py, m.user_id)?,
+                problem: obj(py, m.problem)?,
+                detail: obj(py, m.detail)?,
+            };
+            mismatches.append(Py::new(py, m)?)?;
+        }
+        Ok(AuditReport {
+            ok: obj(py, r.ok)?,
+            accounts_checked: obj(py, r.accounts_checked)?,
+            entries_checked: obj(py, r.entries_checked)?,
+            mismatches: mismatches.into_any().unbind(),
+        })
+    }
+}
+
+record!(
+    /// Business figures from the database (SPEC §6).
+    Report {
+        users, paying_users, users_attempted_key, key_generation_attempts, key_generation_successes,
+        purchase_conversion_rate, credits_purchased, revenue_usd_minor, revenue_per_paying_user_usd_minor,
+        credits_used, outstanding_balance, overdraft_receivable,
+    }
+);
+
+impl Report {
+    pub fn new(py: Python<'_>, r: cg::Report) -> PyResult<Report> {
+        Ok(Report {
+            users: obj(py, r.users)?,
+            paying_users: obj(py, r.paying_users)?,
+            users_attempted_key: obj(py, r.users_attempted_key)?,
+            key_generation_attempts: obj(py, r.key_generation_attempts)?,
+            key_generation_successes: obj(py, r.key_generation_successes)?,
+            purchase_conversion_rate: dec_str(py, &r.purchase_conversion_rate())?,
+            credits_purchased: dec(py, r.credits_purchased)?,
+            revenue_usd_minor: obj(py, r.revenue_usd_minor)?,
+            revenue_per_paying_user_usd_minor: obj(py, r.revenue_per_paying_user_usd_minor)?,
+            credits_used: dec(py, r.credits_used)?,
+            outstanding_balance: dec(py, r.outstanding_balance)?,
+            overdraft_receivable: dec(py, r.overdraft_receivable)?,
+        })
+    }
+}
+
+/// Registers every result class on the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Entry>()?;
+    m.add_class::<Account>()?;
+    m.add_class::<KeyEligibility>()?;
+    m.add_class::<NewApiKey>()?;
+    m.add_class::<ApiKeyInfo>()?;
+    m.add_class::<Verification>()?;
+    m.add_class::<UsageCharge>()?;
+    m.add_class::<Hold>()?;
+    m.add_class::<AuditMismatch>()?;
+    m.add_class::<AuditReport>()?;
+    m.add_class::<Report>()?;
+    Ok(())
+}
