@@ -1,0 +1,64 @@
+"""creditgate: an embeddable prepaid-credit ledger for AI API gateways.
+
+Drop-in for a gateway's hand-written ``billing/credit_manager.py``::
+
+    from creditgate import LocalCreditManager, InsufficientCredits
+    credits = LocalCreditManager()          # DATABASE_URL, MIN_CREDITS_API_KEY, ... from the environment
+
+Amounts are ``Decimal`` credits (``int``, ``Decimal`` or a decimal ``str`` in;
+``float`` is a ``TypeError``); ids are ``str``; datetimes are timezone-aware
+UTC. Every error is a ``CreditError`` with ``.code`` and ``.status_code``.
+
+The native module ``creditgate._creditgate`` is private; this package
+re-exports its public names. A manager may be shared by threads (the GIL is
+released during storage work) and survives ``os.fork()``: a forked child
+reopens its own connections on first use (not for ``sqlite:///:memory:``).
+"""
+
+from ._creditgate import (
+    Account,
+    ApiKeyInfo,
+    AuditMismatch,
+    AuditReport,
+    CreditError,
+    Entry,
+    Hold,
+    IdempotencyConflict,
+    InsufficientCredits,
+    InvalidApiKey,
+    InvalidArgument,
+    KeyEligibility,
+    LimitReached,
+    LocalCreditManager,
+    NewApiKey,
+    NotFound,
+    Report,
+    StorageError,
+    UsageCharge,
+    Verification,
+    __version__,
+)
+
+__all__ = [
+    "Account",
+    "ApiKeyInfo",
+    "AuditMismatch",
+    "AuditReport",
+    "CreditError",
+    "Entry",
+    "Hold",
+    "IdempotencyConflict",
+    "InsufficientCredits",
+    "InvalidApiKey",
+    "InvalidArgument",
+    "KeyEligibility",
+    "LimitReached",
+    "LocalCreditManager",
+    "NewApiKey",
+    "NotFound",
+    "Report",
+    "StorageError",
+    "UsageCharge",
+    "Verification",
+    "__version__",
+]

@@ -1,0 +1,431 @@
+"""Type stubs for the native module ``creditgate._creditgate`` (SPEC §8.1).
+
+Written by hand and checked against the built module by
+``python -m mypy.stubtest creditgate._creditgate`` (scripts/test-python.sh).
+"""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar, final
+
+from typing_extensions import TypeAlias
+
+__all__ = [
+    "__version__",
+    "LocalCreditManager",
+    "Entry",
+    "Account",
+    "KeyEligibility",
+    "NewApiKey",
+    "ApiKeyInfo",
+    "Verification",
+    "UsageCharge",
+    "Hold",
+    "AuditMismatch",
+    "AuditReport",
+    "Report",
+    "CreditError",
+    "InsufficientCredits",
+    "InvalidApiKey",
+    "LimitReached",
+    "NotFound",
+    "IdempotencyConflict",
+    "InvalidArgument",
+    "StorageError",
+]
+
+__version__: str
+
+# An amount of credits in: int, Decimal or a decimal str (never float or bool).
+_Amount: TypeAlias = int | Decimal | str
+# A user id: str, or an int converted with str().
+_UserId: TypeAlias = str | int
+
+# ----- errors (SPEC §5) --------------------------------------------------------
+
+class CreditError(Exception):
+    """Base class of every creditgate error; raised itself for internal errors (500)."""
+
+    code: ClassVar[str]
+    status_code: ClassVar[int]
+
+class InsufficientCredits(CreditError):
+    """Not enough available credits (402)."""
+
+    required: Decimal
+    available: Decimal
+
+class InvalidApiKey(CreditError):
+    """The API key is malformed, unknown or revoked (401)."""
+
+class LimitReached(CreditError):
+    """A per-user limit is reached (403); ``limit`` names the setting."""
+
+    limit: str
+
+class NotFound(CreditError):
+    """No such payment, hold, key or entry (404)."""
+
+class IdempotencyConflict(CreditError):
+    """The idempotency key was used with other parameters (409)."""
+
+class InvalidArgument(CreditError, ValueError):
+    """An argument is out of range or malformed (400)."""
+
+class StorageError(CreditError):
+    """The database failed (503); retry a write with the same idempotency key."""
+
+# ----- results -----------------------------------------------------------------
+
+@final
+class Entry:
+    """One append-only ledger entry."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def kind(self) -> str:
+        """purchase, grant, usage, deduct, refund, reversal or adjustment."""
+    @property
+    def amount(self) -> Decimal:
+        """Signed: negative for usage, deduct and reversal."""
+    @property
+    def balance_after(self) -> Decimal: ...
+    @property
+    def idempotency_key(self) -> str | None: ...
+    @property
+    def reference(self) -> str | None: ...
+    @property
+    def api_key_id(self) -> str | None: ...
+    @property
+    def input_tokens(self) -> int | None: ...
+    @property
+    def output_tokens(self) -> int | None: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def amount_minor(self) -> int | None:
+        """Money of a purchase or reversal, in minor units (cents)."""
+    @property
+    def currency(self) -> str | None: ...
+    @property
+    def metadata(self) -> dict[str, Any] | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def replayed(self) -> bool:
+        """True when an idempotent call returned this earlier result."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Account:
+    """An account: ledger balance, active holds and what is available."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def balance(self) -> Decimal: ...
+    @property
+    def held(self) -> Decimal: ...
+    @property
+    def available(self) -> Decimal: ...
+    @property
+    def lifetime_purchased(self) -> Decimal: ...
+    @property
+    def lifetime_used(self) -> Decimal: ...
+    @property
+    def active_keys(self) -> int: ...
+    @property
+    def first_key_issued(self) -> bool: ...
+    @property
+    def created_at(self) -> datetime | None:
+        """None for a user the ledger has never seen."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class KeyEligibility:
+    """Whether a user may create an API key now; ``bool()`` is ``allowed``."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def is_first_key(self) -> bool: ...
+    @property
+    def required(self) -> Decimal: ...
+    @property
+    def available(self) -> Decimal: ...
+    def __bool__(self) -> bool: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class NewApiKey:
+    """A new API key. ``secret`` is shown once and never in ``repr``/``str``."""
+
+    @property
+    def secret(self) -> str: ...
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, ``secret`` included."""
+
+@final
+class ApiKeyInfo:
+    """An API key as listed: never its secret."""
+
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def prefix(self) -> str | None:
+        """None for legacy keys imported by hash."""
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def last_used_at(self) -> datetime | None: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+    @property
+    def legacy(self) -> bool: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Verification:
+    """A verified key: whose it is and what its account has available."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def available(self) -> Decimal: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class UsageCharge:
+    """A usage charge (``record_usage``, ``settle``)."""
+
+    @property
+    def entry_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens."""
+    @property
+    def charged(self) -> Decimal: ...
+    @property
+    def balance(self) -> Decimal:
+        """Ledger balance after the charge."""
+    @property
+    def overdraft(self) -> bool:
+        """True exactly when the balance after the charge is below zero."""
+    @property
+    def replayed(self) -> bool: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Hold:
+    """Credits held by ``reserve`` until ``settle``, ``release`` or expiry."""
+
+    @property
+    def hold_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def amount(self) -> Decimal: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def replayed(self) -> bool: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class AuditMismatch:
+    """One problem found by ``audit()``."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def problem(self) -> str:
+        """balance_mismatch, balance_after_chain, seq_gap or missing_account."""
+    @property
+    def detail(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class AuditReport:
+    """The result of ``audit()``: ``ok`` when every account adds up."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def accounts_checked(self) -> int: ...
+    @property
+    def entries_checked(self) -> int: ...
+    @property
+    def mismatches(self) -> list[AuditMismatch]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Report:
+    """Business figures from the database (SPEC §6)."""
+
+    @property
+    def users(self) -> int: ...
+    @property
+    def paying_users(self) -> int: ...
+    @property
+    def users_attempted_key(self) -> int: ...
+    @property
+    def key_generation_attempts(self) -> int: ...
+    @property
+    def key_generation_successes(self) -> int: ...
+    @property
+    def purchase_conversion_rate(self) -> Decimal: ...
+    @property
+    def credits_purchased(self) -> Decimal: ...
+    @property
+    def revenue_usd_minor(self) -> int: ...
+    @property
+    def revenue_per_paying_user_usd_minor(self) -> int: ...
+    @property
+    def credits_used(self) -> Decimal: ...
+    @property
+    def outstanding_balance(self) -> Decimal: ...
+    @property
+    def overdraft_receivable(self) -> Decimal: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+# ----- the manager -------------------------------------------------------------
+
+@final
+class LocalCreditManager:
+    """The prepaid-credit ledger.
+
+    Each setting is the argument when given, else the environment
+    (``DATABASE_URL``, ``MIN_CREDITS_API_KEY``, ``CREDITS_PER_USD``,
+    ``CREDITS_PER_1K_TOKENS``, ``API_KEY_PREFIX``, ``API_KEY_PEPPER``,
+    ``MAX_ACTIVE_KEYS_PER_USER``, ``MAX_ACTIVE_HOLDS_PER_USER``), else the
+    default. Opening creates or migrates the schema.
+
+    Thread-safe; the GIL is released during storage work. After ``os.fork()``
+    the child reopens its own connections on first use (an in-memory
+    database cannot follow a fork: ``StorageError``).
+    """
+
+    def __new__(
+        cls,
+        database_url: str | None = None,
+        *,
+        min_credits_api_key: _Amount | None = None,
+        credits_per_usd: int | None = None,
+        credits_per_1k_tokens: _Amount | None = None,
+        api_key_prefix: str | None = None,
+        api_key_pepper: str | None = None,
+        max_active_keys_per_user: int | None = None,
+        max_active_holds_per_user: int | None = None,
+    ) -> LocalCreditManager: ...
+    @property
+    def database_url(self) -> str:
+        """The resolved database URL, password redacted."""
+    def migrate(self) -> None: ...
+    def get_balance(self, user_id: _UserId) -> Decimal: ...
+    def account(self, user_id: _UserId) -> Account: ...
+    def add_credits(
+        self,
+        user_id: _UserId,
+        amount: _Amount,
+        *,
+        kind: str = "grant",
+        idempotency_key: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Entry: ...
+    def import_balance(self, user_id: _UserId, balance: _Amount, kind: str = "adjustment") -> Entry:
+        """``creditgate import-users``: a host balance, keyed ``import:<user_id>``."""
+    def deduct_credits(
+        self,
+        user_id: _UserId,
+        amount: _Amount,
+        *,
+        idempotency_key: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Entry: ...
+    def record_payment(self, user_id: _UserId, payment_id: str, amount_minor: int, currency: str = "USD") -> Entry: ...
+    def reverse_payment(
+        self,
+        payment_id: str,
+        amount_minor: int | None = None,
+        reason: str | None = None,
+        *,
+        reversal_id: str | None = None,
+    ) -> Entry: ...
+    def transactions(self, user_id: _UserId, *, limit: int = 50, before: str | None = None) -> list[Entry]: ...
+    def can_generate_api_key(self, user_id: _UserId) -> KeyEligibility: ...
+    def create_api_key(self, user_id: _UserId, name: str | None = None) -> NewApiKey: ...
+    def import_api_key(
+        self,
+        user_id: _UserId,
+        *,
+        secret: str | None = None,
+        secret_sha256: str | None = None,
+        name: str | None = None,
+    ) -> ApiKeyInfo: ...
+    def revoke_api_key(self, key_id: str, *, user_id: _UserId | None = None) -> None: ...
+    def list_api_keys(self, user_id: _UserId) -> list[ApiKeyInfo]: ...
+    def verify_api_key_credits(self, api_key: str, min_credits: _Amount = 1) -> Verification: ...
+    def record_usage(
+        self,
+        api_key: str | None = None,
+        *,
+        key_id: str | None = None,
+        tokens: int | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+        request_id: str | None = None,
+    ) -> UsageCharge:
+        """Charge a call's usage; ``tokens=`` alone means ``input_tokens``."""
+    def reserve(
+        self,
+        api_key: str,
+        *,
+        credits: _Amount | None = None,
+        tokens: int | None = None,
+        model: str | None = None,
+        ttl_seconds: int = 600,
+        request_id: str | None = None,
+    ) -> Hold: ...
+    def settle(
+        self,
+        hold_id: str,
+        *,
+        credits: _Amount | None = None,
+        tokens: int | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+    ) -> UsageCharge: ...
+    def release(self, hold_id: str) -> None: ...
+    def set_model_price(self, model: str, input_per_1k: _Amount, output_per_1k: _Amount) -> None: ...
+    def list_model_prices(self) -> dict[str, tuple[Decimal, Decimal]]: ...
+    def audit(self) -> AuditReport: ...
+    def metrics(self) -> dict[str, int]: ...
+    def metrics_prometheus(self) -> str: ...
+    def report(self) -> Report: ...
