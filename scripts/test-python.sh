@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Python front door: builds and installs the wheel into .venv the way a user
+# does (`pip install .`), then lints, checks the stubs against the built
+# module, type-checks the examples, and runs pytest last, so the run ends
+# with pytest's "N passed" line. Fails when any step fails or no test ran
+# (pytest exits 5 when it collects nothing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+py="$PWD/$venv/bin/python"
+
+"$py" -m pip install --quiet --upgrade-strategy only-if-needed -r tests/python/requirements.txt
+# Build the abi3 wheel in release mode and install it (reinstalled even when
+# the version did not change).
+"$py" -m pip install --quiet --no-deps --force-reinstall .
+
+"$py" -m ruff check python tests/python examples
+# Run from outside the source tree so the installed package is the one checked.
+(cd /tmp && "$py" -m mypy.stubtest creditgate._creditgate)
+shopt -s nullglob
+typed=(examples/*.py tests/python/conftest.py tests/python/test_api*.py)
+"$py" -m mypy --strict "${typed[@]}"
+
+exec "$py" -m pytest -q tests/python

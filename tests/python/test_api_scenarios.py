@@ -1,0 +1,203 @@
+"""The seed's four scenarios (SPEC §9) and the ledger stories around them,
+through the Python API."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+
+import pytest
+from creditgate import (
+    IdempotencyConflict,
+    InsufficientCredits,
+    InvalidApiKey,
+    InvalidArgument,
+    LocalCreditManager,
+    NotFound,
+)
+
+
+def test_seed_scenarios(manager: LocalCreditManager) -> None:
+    # 1. A new user tries to generate an API key -> 402.
+    eligibility = manager.can_generate_api_key("user-1")
+    assert not eligibility and eligibility.is_first_key
+    assert eligibility.required == Decimal("5000") and eligibility.available == 0
+    with pytest.raises(InsufficientCredits) as denied:
+        manager.create_api_key("user-1")
+    assert denied.value.status_code == 402
+    assert denied.value.required == Decimal("5000") and denied.value.available == Decimal("0")
+
+    # 2. The user purchases $5 (5,000 credits) -> the key is generated.
+    purchase = manager.record_payment("user-1", "pay_1", 500, "USD")
+    assert purchase.kind == "purchase" and purchase.amount == Decimal("5000")
+    assert purchase.amount_minor == 500 and purchase.currency == "USD"
+    assert manager.can_generate_api_key("user-1")
+    key = manager.create_api_key("user-1", "prod")
+    assert key.secret.startswith("sk_") and key.prefix == key.secret[:8]
+
+    # 3. Calls with the key: the balance drops by tokens/1000 credits each time.
+    balance = manager.get_balance("user-1")
+    for i, tokens in enumerate([1000, 1500, 1]):
+        manager.verify_api_key_credits(key.secret)
+        charge = manager.record_usage(key.secret, tokens=tokens, request_id=f"req-{i}")
+        expected = balance - Decimal(tokens) / 1000
+        assert charge.charged == Decimal(tokens) / 1000 and charge.balance == expected
+        assert manager.get_balance("user-1") == expected
+        balance = expected
+    assert balance == Decimal("4997.499")
+
+    # 4. Use the key until credits run low -> the next call gets 402.
+    charge = manager.record_usage(key.secret, tokens=4_997_000, request_id="big")
+    assert charge.balance == Decimal("0.499") and not charge.overdraft
+    with pytest.raises(InsufficientCredits) as low:
+        manager.verify_api_key_credits(key.secret)
+    assert low.value.status_code == 402 and low.value.available == Decimal("0.499")
+    assert manager.audit().ok
+
+
+def test_additional_keys_need_only_one_credit(manager: LocalCreditManager) -> None:
+    manager.record_payment("u", "pay_1", 500)
+    first = manager.create_api_key("u")
+    manager.deduct_credits("u", Decimal("4999.5"))
+    eligibility = manager.can_generate_api_key("u")
+    assert not eligibility.is_first_key and eligibility.required == 1 and not eligibility
+    with pytest.raises(InsufficientCredits):
+        manager.create_api_key("u")
+    manager.add_credits("u", 1)
+    second = manager.create_api_key("u", name="second")
+    assert second.key_id != first.key_id
+    # Revoking every key does not make the next one "first" again.
+    for k in (first, second):
+        manager.revoke_api_key(k.key_id, user_id="u")
+    assert not manager.can_generate_api_key("u").is_first_key
+    assert [k.revoked_at is not None for k in manager.list_api_keys("u")] == [True, True]
+    with pytest.raises(InvalidApiKey):
+        manager.verify_api_key_credits(first.secret)
+
+
+def test_usage_overdraft_is_recorded_and_next_verify_fails(manager: LocalCreditManager, paid_key: str) -> None:
+    charge = manager.record_usage(paid_key, input_tokens=5_000_000, output_tokens=1000, request_id="r")
+    assert charge.overdraft and charge.balance == Decimal("-1")
+    assert manager.metrics()["usage_overdrafts_total"] == 1
+    with pytest.raises(InsufficientCredits):
+        manager.verify_api_key_credits(paid_key)
+    assert manager.report().overdraft_receivable == 1
+
+
+def test_idempotent_payment_webhook(manager: LocalCreditManager) -> None:
+    first = manager.record_payment("u", "pi_42", 500, "usd")
+    again = manager.record_payment("u", "pi_42", 500, "USD")
+    assert again.replayed and not first.replayed and again.id == first.id
+    assert manager.get_balance("u") == 5000
+    with pytest.raises(IdempotencyConflict) as other_user:
+        manager.record_payment("someone-else", "pi_42", 500)
+    assert other_user.value.status_code == 409 and other_user.value.code == "idempotency_conflict"
+    with pytest.raises(IdempotencyConflict):
+        manager.record_payment("u", "pi_42", 900)
+    with pytest.raises(InvalidArgument):
+        manager.record_payment("u", "pi_43", 500, "EUR")
+    assert len(manager.transactions("u")) == 1
+
+
+def test_refund_takes_the_credits_back(manager: LocalCreditManager) -> None:
+    manager.record_payment("u", "pi_1", 1000)  # $10 -> 10,000 credits
+    part = manager.reverse_payment("pi_1", 300, "partial refund", reversal_id="re_1")
+    assert part.kind == "reversal" and part.amount == Decimal("-3000") and part.amount_minor == 300
+    assert part.metadata == {"reason": "partial refund"}
+    assert manager.reverse_payment("pi_1", 300, reversal_id="re_1").replayed
+    rest = manager.reverse_payment("pi_1")
+    assert rest.amount == Decimal("-7000") and manager.get_balance("u") == 0
+    with pytest.raises(InvalidArgument):
+        manager.reverse_payment("pi_1", reversal_id="re_2")
+    with pytest.raises(NotFound):
+        manager.reverse_payment("pi_unknown")
+    assert manager.report().revenue_usd_minor == 0
+
+
+def test_legacy_key_keeps_working_and_is_charged(manager: LocalCreditManager) -> None:
+    legacy = "legacy-0123456789abcdef"
+    info = manager.import_api_key("old-user", secret=legacy, name="from v1")
+    assert info.legacy and info.prefix is not None and len(info.prefix) <= len(legacy) // 4
+    manager.add_credits("old-user", 100, kind="adjustment")
+    assert manager.verify_api_key_credits(legacy).user_id == "old-user"
+    charge = manager.record_usage(legacy, tokens=2000, request_id="legacy-1")
+    assert charge.charged == 2 and manager.get_balance("old-user") == 98
+    # An imported key is not a paid-for first key.
+    assert manager.can_generate_api_key("old-user").is_first_key
+    assert [k.key_id for k in manager.list_api_keys("old-user")] == [info.key_id]
+    with pytest.raises(InvalidArgument):
+        manager.import_api_key("old-user", secret="short")
+    with pytest.raises(InvalidArgument):
+        manager.import_api_key("old-user", secret_sha256="not-hex")
+
+
+def test_legacy_key_imported_by_hash_with_a_pepper(db_url: str) -> None:
+    m = LocalCreditManager(db_url, api_key_pepper="pepper-0123456789abcdef")
+    legacy = "old-style-key-with-no-prefix"
+    digest = hashlib.sha256(legacy.encode()).hexdigest()
+    info = m.import_api_key("u", secret_sha256=digest)
+    assert info.prefix is None and info.legacy
+    assert m.verify_api_key_credits(legacy, min_credits=0).key_id == info.key_id
+
+
+def test_import_balance_is_idempotent(manager: LocalCreditManager) -> None:
+    entry = manager.import_balance(7, Decimal("4998.5"))
+    assert entry.kind == "adjustment" and entry.idempotency_key == "import:7" and entry.user_id == "7"
+    assert manager.import_balance("7", "4998.5").replayed
+    assert manager.import_balance("owes", -3).balance_after == -3
+    assert manager.import_balance("buyer", 10, "purchase").kind == "purchase"
+    with pytest.raises(InvalidArgument):
+        manager.import_balance("x", 1, "grant")
+
+
+def test_holds_reserve_settle_release(manager: LocalCreditManager, paid_key: str) -> None:
+    hold = manager.reserve(paid_key, tokens=4096, request_id="stream-1")
+    assert hold.amount == Decimal("4.096") and hold.user_id == "alice"
+    account = manager.account("alice")
+    assert account.held == hold.amount and account.available == account.balance - hold.amount
+    assert manager.reserve(paid_key, tokens=4096, request_id="stream-1").replayed
+    charge = manager.settle(hold.hold_id, input_tokens=50, output_tokens=700)
+    assert charge.charged == Decimal("0.75")
+    assert manager.settle(hold.hold_id, input_tokens=50, output_tokens=700).replayed
+    with pytest.raises(IdempotencyConflict):
+        manager.settle(hold.hold_id, input_tokens=51, output_tokens=700)
+    # A fallback record_usage with the hold's request id cannot charge twice.
+    assert manager.record_usage(paid_key, input_tokens=50, output_tokens=700, request_id="stream-1").replayed
+    other = manager.reserve(paid_key, credits="2.5", ttl_seconds=60)
+    manager.release(other.hold_id)
+    manager.release(other.hold_id)  # a no-op
+    assert manager.account("alice").held == 0
+    with pytest.raises(InsufficientCredits):
+        manager.reserve(paid_key, credits=10_000)
+    assert manager.audit().ok
+
+
+def test_transactions_paging(manager: LocalCreditManager) -> None:
+    for i in range(5):
+        manager.add_credits("u", i + 1, idempotency_key=f"grant-{i}", reference=f"ref-{i}")
+    page = manager.transactions("u", limit=2)
+    assert [e.seq for e in page] == [5, 4]
+    rest = manager.transactions("u", before=page[-1].id)
+    assert [e.seq for e in rest] == [3, 2, 1] and rest[0].reference == "ref-2"
+    assert rest[-1].balance_after == 1 and page[0].balance_after == 15
+    with pytest.raises(NotFound):
+        manager.transactions("someone-else", before=page[0].id)
+    with pytest.raises(InvalidArgument):
+        manager.transactions("u", limit=1001)
+
+
+def test_prices_report_metrics(manager: LocalCreditManager, paid_key: str) -> None:
+    manager.set_model_price("gpt-x", "0.5", 2)
+    assert manager.list_model_prices() == {"gpt-x": (Decimal("0.5"), Decimal("2"))}
+    charge = manager.record_usage(paid_key, input_tokens=1000, output_tokens=1000, model="gpt-x")
+    assert charge.charged == Decimal("2.5")
+    report = manager.report()
+    assert report.paying_users == 1 and report.users_attempted_key == 1
+    assert report.purchase_conversion_rate == 1 and isinstance(report.purchase_conversion_rate, Decimal)
+    assert report.revenue_usd_minor == 500 and report.credits_used == Decimal("2.5")
+    metrics = manager.metrics()
+    assert metrics["usage_charges_total"] == 1 and metrics["purchases_total"] == 1
+    assert all(isinstance(v, int) for v in metrics.values())
+    text = manager.metrics_prometheus()
+    assert "creditgate_usage_charges_total 1" in text and "creditgate_verify_seconds" in text
+    manager.migrate()  # also done on open; twice is fine
