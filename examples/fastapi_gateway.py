@@ -1,6 +1,6 @@
 """A small OpenAI-compatible gateway metered by creditgate.
 
-    pip install . fastapi uvicorn
+    pip install ".[fastapi]"
     DATABASE_URL=sqlite:///gateway.db uvicorn examples.fastapi_gateway:app
 
 Endpoints:
@@ -12,9 +12,11 @@ Endpoints:
 
 Each completion holds its worst-case price before the model runs and settles
 the real usage after, so concurrent requests can never spend more than the
-account holds. The built-in model `echo` answers with the last user message,
-so the example runs without any network. Tokens are whitespace-separated
-words: a stand-in for the upstream's tokenizer that anyone can check by hand.
+account holds. A non-streamed answer carries the balance after its charge in
+an `X-Credits-Remaining` header (a stream's headers leave before its charge is
+known). The built-in model `echo` answers with the last user message, so the
+example runs without any network. Tokens are whitespace-separated words: a
+stand-in for the upstream's tokenizer that anyone can check by hand.
 """
 
 import hmac

@@ -100,7 +100,10 @@ def decimal_text(value: Decimal) -> str:
     """Plain positional notation (`5000`, never `5E+3`), digits kept exactly."""
     if not value.is_finite():
         raise ValueError(f"not a finite amount: {value}")
-    return format(value, "f")
+    if value.is_zero():
+        return "0"  # not "0.00" or "-0"
+    # normalize() drops trailing zeros (5000.00 -> 5E+3); "f" then writes 5000.
+    return format(value.normalize(), "f")
 
 
 def rfc3339(value: datetime) -> str:

@@ -82,12 +82,14 @@ def test_json_writes_decimals_exactly() -> None:
         "big": Decimal("999999999999.999999"),  # more digits than a float holds
         "exp": Decimal("5E+3"),
         "neg": Decimal("-0.000001"),
+        "sum": Decimal("4999.99") + Decimal("0.01"),
+        "zero": Decimal("-0.00"),
         "at": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc),
         "list": [1, True, None, 'x"y'],
     }
     text = to_json(value)
     assert text == (
-        '{"big":999999999999.999999,"exp":5000,"neg":-0.000001,'
+        '{"big":999999999999.999999,"exp":5000,"neg":-0.000001,"sum":5000,"zero":0,'
         '"at":"2026-01-02T03:04:05.000006Z","list":[1,true,null,"x\\"y"]}'
     )
     assert json.loads(text, parse_float=Decimal)["big"] == value["big"]
