@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# C ABI (SPEC section 8): builds libcreditgate (cargo build -p creditgate-c
+# --release), regenerates include/creditgate.h with the pinned cbindgen and
+# fails when the checked-in copy differs, builds and runs the C quickstart,
+# then the C tests: plain (-Wall -Wextra -Werror), under AddressSanitizer
+# (with LeakSanitizer) and under valgrind (leaks are errors).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CBINDGEN_VERSION=0.29.4
+TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+export TARGET_DIR
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo build -p creditgate-c --release"
+cargo build -p creditgate-c --release
+
+step "header: cbindgen $CBINDGEN_VERSION -> include/creditgate.h"
+CBINDGEN="$TARGET_DIR/tools/cbindgen-$CBINDGEN_VERSION/bin/cbindgen"
+if [ ! -x "$CBINDGEN" ]; then
+  if command -v cbindgen >/dev/null && [ "$(cbindgen --version)" = "cbindgen $CBINDGEN_VERSION" ]; then
+    CBINDGEN=$(command -v cbindgen)
+  else
+    cargo install cbindgen --locked --version "=$CBINDGEN_VERSION" \
+      --root "$TARGET_DIR/tools/cbindgen-$CBINDGEN_VERSION"
+  fi
+fi
+"$CBINDGEN" --quiet --config bindings/c/cbindgen.toml --crate creditgate-c \
+  --output include/creditgate.h bindings/c
+git ls-files --error-unmatch include/creditgate.h >/dev/null
+if ! git diff --exit-code include/creditgate.h; then
+  echo "include/creditgate.h is stale: commit the regenerated header (diff above)" >&2
+  exit 1
+fi
+echo "include/creditgate.h is up to date"
+
+step "example: examples/c/quickstart"
+make -C examples/c --no-print-directory TARGET_DIR="$TARGET_DIR" clean run
+
+step "C tests (plain)"
+make -C tests/c --no-print-directory TARGET_DIR="$TARGET_DIR" clean
+plain_log=$(mktemp)
+trap 'rm -f "$plain_log"' EXIT
+make -C tests/c --no-print-directory TARGET_DIR="$TARGET_DIR" test | tee "$plain_log"
+
+step "C tests (AddressSanitizer + LeakSanitizer)"
+make -C tests/c --no-print-directory TARGET_DIR="$TARGET_DIR" test-asan
+echo "AddressSanitizer summary: test_api, test_threads: 0 errors, 0 leaks (detect_leaks=1; any report fails the run)"
+
+step "C tests (valgrind memcheck)"
+if command -v valgrind >/dev/null; then
+  make -C tests/c --no-print-directory TARGET_DIR="$TARGET_DIR" test-valgrind
+else
+  echo "valgrind not installed: skipped (AddressSanitizer ran above)"
+fi
+
+# One closing line for the C suites: the quickstart and each test function
+# of the plain run (the sanitizer and valgrind runs repeat the same tests).
+passed=$(awk '/^[0-9]+ passed, [0-9]+ failed$/ { n += $1 } END { print n + 1 }' "$plain_log")
+echo "c: $passed passed, 0 failed"
