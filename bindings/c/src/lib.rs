@@ -11,6 +11,11 @@
 // writable out-pointers. Repeating it per function would bury the rest.
 #![allow(clippy::missing_safety_doc)]
 
+// The panic boundary needs unwinding: with panic=abort a panic would kill
+// the host process instead of becoming CG_PANIC.
+#[cfg(panic = "abort")]
+compile_error!("creditgate-c must be built with panic = \"unwind\" (see panic.rs)");
+
 mod ffi;
 mod json;
 mod panic;
