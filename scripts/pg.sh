@@ -13,8 +13,11 @@
 # certificate for localhost/127.0.0.1, when openssl is present). It prints
 # shell `export` lines:
 #   CREDITGATE_PG_DIR             the temporary directory (pass it to `stop`)
-#   CREDITGATE_TEST_POSTGRES_URL  postgresql://creditgate:<password>@127.0.0.1:<port>/postgres (a superuser)
+#   CREDITGATE_TEST_POSTGRES_URL  postgresql://creditgate:<password>@127.0.0.1:<port>/postgres?sslmode=disable
+#                                 (a superuser)
 #   CREDITGATE_TEST_POSTGRES_CA   the test CA certificate (PEM), when TLS is on
+#   CREDITGATE_TEST_POSTGRES_TLS_URL  postgresql://creditgate_tls:<password>@localhost:<port>/postgres,
+#                                 a superuser that pg_hba.conf admits only over TLS (when TLS is on)
 # Everything else goes to stderr. `stop` stops the server and deletes the directory.
 set -euo pipefail
 
@@ -113,6 +116,8 @@ start() {
             [ -n "$RUN_AS" ] && chown "$RUN_AS" "$dir/server.key" "$dir/server.crt"
             ssl_opts="-c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key"
             ca="$dir/ca.crt"
+            # creditgate_tls may connect only over TLS: proves the client encrypts.
+            as_user sh -c "{ printf 'hostnossl all creditgate_tls all reject\nhostssl all creditgate_tls all scram-sha-256\n'; cat '$dir/data/pg_hba.conf'; } >'$dir/data/pg_hba.new' && mv '$dir/data/pg_hba.new' '$dir/data/pg_hba.conf'"
         } || log "openssl failed: running without TLS ($(tail -1 "$dir/openssl.log"))"
     fi
     local tries=0
@@ -134,10 +139,19 @@ start() {
         log "start failed on port $port; trying another port"
     done
     echo "$port" >"$dir/port"
+    if [ -n "$ca" ]; then
+        PGPASSWORD=$password psql -q -h 127.0.0.1 -p "$port" -U creditgate -d postgres -v ON_ERROR_STOP=1 \
+            -c "CREATE ROLE creditgate_tls LOGIN SUPERUSER PASSWORD '$password'" >&2
+    fi
     log "PostgreSQL listening on 127.0.0.1:$port (data in $dir/data, log in $dir/server.log)"
     echo "export CREDITGATE_PG_DIR='$dir'"
-    echo "export CREDITGATE_TEST_POSTGRES_URL='postgresql://creditgate:$password@127.0.0.1:$port/postgres'"
-    [ -n "$ca" ] && echo "export CREDITGATE_TEST_POSTGRES_CA='$ca'"
+    # Plain TCP for the bulk of the suite (TLS triples each round trip here);
+    # TLS is tested on its own with the TLS-only role below.
+    echo "export CREDITGATE_TEST_POSTGRES_URL='postgresql://creditgate:$password@127.0.0.1:$port/postgres?sslmode=disable'"
+    if [ -n "$ca" ]; then
+        echo "export CREDITGATE_TEST_POSTGRES_CA='$ca'"
+        echo "export CREDITGATE_TEST_POSTGRES_TLS_URL='postgresql://creditgate_tls:$password@localhost:$port/postgres'"
+    fi
     return 0
 }
 

@@ -201,7 +201,7 @@ fn multihost_processes_share_one_postgres_ledger() {
     assert!(audit.ok, "audit: {:?}", audit.mismatches);
     let balance = m.get_balance("shared").expect("balance");
     let ops: u64 = totals.iter().filter(|(k, _)| !k.ends_with("_overdraft")).map(|(_, v)| v).sum();
-    eprintln!(
+    let summary = format!(
         "multihost: {WORKERS} processes x {THREADS} threads, {ops} calls in {:.2}s: \
          strict deducts {} ok / {} refused (none overdrew), usage {} ({} overdrafts), \
          shared request ids {} charged once / {} replayed, holds {} ok / {} refused / {} settled, \
@@ -227,6 +227,11 @@ fn multihost_processes_share_one_postgres_ledger() {
         audit.accounts_checked,
         audit.entries_checked,
     );
+    eprintln!("{summary}");
+    // scripts/test-postgres.sh prints it after the run.
+    if let Ok(path) = std::env::var("CREDITGATE_MULTIHOST_REPORT") {
+        std::fs::write(path, format!("{summary}\n")).expect("write the multihost report");
+    }
 }
 
 /// One "host": run only by the test above, in its own process.

@@ -129,11 +129,11 @@ fn parse_url(url: &str) -> Result<ParsedUrl> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     if let Some((_, rest)) = base.split_once("://") {
         let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            if let Some((_, pw)) = userinfo.split_once(':') {
-                secrets.push(pw.to_string());
-                secrets.push(percent_decode(pw));
-            }
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, pw)) = userinfo.split_once(':')
+        {
+            secrets.push(pw.to_string());
+            secrets.push(percent_decode(pw));
         }
     }
     let mut ssl_mode = SslMode::Prefer;
@@ -349,18 +349,31 @@ pub(crate) struct PgManager {
     setup: String,
 }
 
+/// A connection failure, described with the server's message (the driver's
+/// own `Display` says only "db error").
+#[derive(Debug)]
+pub(crate) struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
 impl r2d2::ManageConnection for PgManager {
     type Connection = PgConn;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
-        let mut client = self.config.connect(self.tls.clone())?;
-        client.batch_execute(&self.setup)?;
+    fn connect(&self) -> std::result::Result<PgConn, ConnectError> {
+        let mut client = self.config.connect(self.tls.clone()).map_err(|e| ConnectError(describe(&e)))?;
+        client.batch_execute(&self.setup).map_err(|e| ConnectError(describe(&e)))?;
         Ok(PgConn { client, stmts: HashMap::new(), broken: false })
     }
 
-    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
+    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), ConnectError> {
+        conn.client.simple_query("").map(|_| ()).map_err(|e| ConnectError(describe(&e)))
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
@@ -429,6 +442,14 @@ impl PostgresStore {
         };
         let connect_timeout = p.config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let manager = PgManager { config: p.config, tls, setup };
+        // One connection first, so that a wrong password or an unreachable
+        // server fails at once with the server's message (the pool would
+        // keep retrying until its timeout); it also runs the migrations.
+        let mut first = r2d2::ManageConnection::connect(&manager).map_err(|e| {
+            Error::Storage(scrub(&secrets, format!("cannot connect to PostgreSQL {}: {e}", p.location)))
+        })?;
+        migrate_on(&mut first, &secrets)?;
+        drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(config.pool_size)
             .min_idle(Some(1))
@@ -441,9 +462,7 @@ impl PostgresStore {
             .map_err(|e| {
                 Error::Storage(scrub(&secrets, format!("cannot connect to PostgreSQL {}: {e}", p.location)))
             })?;
-        let store = PostgresStore { pool, location: p.location, secrets };
-        store.migrate()?;
-        Ok(store)
+        Ok(PostgresStore { pool, location: p.location, secrets })
     }
 
     pub(crate) fn location(&self) -> String {
@@ -555,59 +574,60 @@ impl PostgresStore {
     /// Applies pending migrations under an advisory lock, so concurrent
     /// openers (on any host) apply each exactly once.
     pub(crate) fn migrate(&self) -> Result<()> {
-        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
         let mut conn = self.conn()?;
-        let err = |e: postgres::Error| self.storage(format!("migration: {}", describe(&e)));
-        let too_new = |current: i64| {
-            Error::Storage(format!(
-                "database schema version {current} is newer than this library's {latest}; upgrade creditgate"
-            ))
-        };
-        // Fast path, without the lock (nor CREATE privileges): up to date.
-        let exists: bool = conn
+        migrate_on(&mut conn, &self.secrets)
+    }
+}
+
+fn migrate_on(conn: &mut PgConn, secrets: &[String]) -> Result<()> {
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    let err = |e: postgres::Error| Error::Storage(scrub(secrets, format!("migration: {}", describe(&e))));
+    let too_new = |current: i64| {
+        Error::Storage(format!(
+            "database schema version {current} is newer than this library's {latest}; upgrade creditgate"
+        ))
+    };
+    // Fast path, without the lock (nor CREATE privileges): up to date.
+    let exists: bool =
+        conn.client.query_one("SELECT to_regclass('creditgate_schema_version') IS NOT NULL", &[]).map_err(err)?.get(0);
+    if exists {
+        let current: i64 = conn
             .client
-            .query_one("SELECT to_regclass('creditgate_schema_version') IS NOT NULL", &[])
-            .map_err(err)?
-            .get(0);
-        if exists {
-            let current: i64 = conn
-                .client
-                .query_one("SELECT COALESCE(MAX(version), 0)::bigint FROM creditgate_schema_version", &[])
-                .map_err(err)?
-                .get(0);
-            if current == latest {
-                return Ok(());
-            }
-            if current > latest {
-                return Err(too_new(current));
-            }
-        }
-        conn.stmts.clear();
-        let client = &mut conn.client;
-        let mut t = client.transaction().map_err(err)?;
-        t.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(err)?;
-        t.batch_execute(
-            "CREATE TABLE IF NOT EXISTS creditgate_schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .map_err(err)?;
-        let current: i64 = t
             .query_one("SELECT COALESCE(MAX(version), 0)::bigint FROM creditgate_schema_version", &[])
             .map_err(err)?
             .get(0);
+        if current == latest {
+            return Ok(());
+        }
         if current > latest {
             return Err(too_new(current));
         }
-        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-            t.batch_execute(sql).map_err(err)?;
-            t.execute(
-                &format!("INSERT INTO creditgate_schema_version (version, applied_at) VALUES ($1, {NOW_SQL_EXPR})"),
-                &[&(*version as i32)],
-            )
-            .map_err(err)?;
-        }
-        t.commit().map_err(err)?;
-        Ok(())
     }
+    conn.stmts.clear();
+    let client = &mut conn.client;
+    let mut t = client.transaction().map_err(err)?;
+    t.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(err)?;
+    t.batch_execute(
+        "CREATE TABLE IF NOT EXISTS creditgate_schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .map_err(err)?;
+    let current: i64 = t
+        .query_one("SELECT COALESCE(MAX(version), 0)::bigint FROM creditgate_schema_version", &[])
+        .map_err(err)?
+        .get(0);
+    if current > latest {
+        return Err(too_new(current));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        t.batch_execute(sql).map_err(err)?;
+        t.execute(
+            &format!("INSERT INTO creditgate_schema_version (version, applied_at) VALUES ($1, {NOW_SQL_EXPR})"),
+            &[&(*version as i32)],
+        )
+        .map_err(err)?;
+    }
+    t.commit().map_err(err)?;
+    Ok(())
 }
 
 const NOW_SQL_EXPR: &str = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The Rust suite against PostgreSQL: starts a throwaway PostgreSQL server
+# (installing it from Debian packages when absent, see scripts/pg.sh), runs the
+# whole Rust test suite with CREDITGATE_TEST_BACKEND=postgres (every test on
+# its own fresh database, plus tests/multihost.rs: 4 processes sharing one
+# ledger), and stops the server on exit, also when tests fail. Fails (never
+# skips) when the server cannot start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+env_lines=$(bash scripts/pg.sh start) || {
+    echo "test-postgres.sh: FAILED: the PostgreSQL server did not start" >&2
+    exit 1
+}
+eval "$env_lines"
+trap 'bash scripts/pg.sh stop "$CREDITGATE_PG_DIR"' EXIT
+
+export CREDITGATE_TEST_BACKEND=postgres
+export CREDITGATE_MULTIHOST_REPORT="$CREDITGATE_PG_DIR/multihost.txt"
+cargo test -p creditgate --release "$@"
+if [ -s "$CREDITGATE_MULTIHOST_REPORT" ]; then
+    cat "$CREDITGATE_MULTIHOST_REPORT"
+fi
