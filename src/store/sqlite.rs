@@ -56,6 +56,75 @@ fn create_private_file(_path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Waits for a lock held by another connection (another process, usually)
+/// for up to `timeout_ms`, polling every 0.1–1.1 ms with jitter.
+///
+/// SQLite's own `busy_timeout` handler backs off to 100 ms sleeps, so under
+/// sustained contention from other processes a waiter keeps missing the
+/// short moments when the lock is free and fails with "database is locked"
+/// after the timeout although the lock was free many times. Short, jittered
+/// polls give every waiting process its turn.
+fn set_busy_handler(c: &Connection, timeout_ms: u32) -> rusqlite::Result<()> {
+    use std::cell::Cell;
+    use std::os::raw::{c_int, c_void};
+    use std::time::Instant;
+
+    thread_local! {
+        /// When the current wait began (a busy handler runs on the waiting thread).
+        static BUSY_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+        static JITTER: Cell<u64> = const { Cell::new(0) };
+    }
+
+    extern "C" fn on_busy(timeout_ms: *mut c_void, attempts: c_int) -> c_int {
+        let timeout = Duration::from_millis(timeout_ms as usize as u64);
+        let now = Instant::now();
+        let since = BUSY_SINCE
+            .try_with(|s| {
+                if attempts == 0 || s.get().is_none() {
+                    s.set(Some(now));
+                }
+                s.get().unwrap_or(now)
+            })
+            .unwrap_or(now);
+        if now.duration_since(since) >= timeout {
+            return 0;
+        }
+        // xorshift, seeded per thread from the clock: enough to de-synchronize waiters.
+        let r = JITTER
+            .try_with(|j| {
+                let mut x = j.get();
+                if x == 0 {
+                    // The clock's nanoseconds and this thread's slot address.
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::from(d.subsec_nanos()));
+                    x = (nanos ^ (j as *const Cell<u64> as u64).rotate_left(32)) | 1;
+                }
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                j.set(x);
+                x
+            })
+            .unwrap_or(0);
+        std::thread::sleep(Duration::from_micros(100 + r % 1000));
+        1
+    }
+
+    // SAFETY: `handle` is this open connection's; the callback's argument is
+    // the timeout itself (no pointer is dereferenced), and the callback
+    // neither panics nor calls back into SQLite.
+    let rc =
+        unsafe { rusqlite::ffi::sqlite3_busy_handler(c.handle(), Some(on_busy), timeout_ms as usize as *mut c_void) };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rc),
+            Some("cannot set the busy handler".into()),
+        ));
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     pub(crate) fn open(url: &str, config: &Config) -> Result<SqliteStore> {
         let busy_ms = config.busy_timeout_ms;
@@ -72,7 +141,7 @@ impl SqliteStore {
             }
         };
         let manager = manager.with_init(move |c: &mut Connection| {
-            c.busy_timeout(Duration::from_millis(u64::from(busy_ms)))?;
+            set_busy_handler(c, busy_ms)?;
             if wal {
                 c.pragma_update(None, "journal_mode", "WAL")?;
             }
