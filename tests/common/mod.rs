@@ -135,3 +135,15 @@ pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
+
+/// Every entry of `user`, newest first, fetched page by page.
+pub fn all_entries(m: &CreditManager, user: &str) -> Vec<creditgate::Entry> {
+    let mut out: Vec<creditgate::Entry> = Vec::new();
+    loop {
+        let page = m.transactions(user, 1000, out.last().map(|e| e.id)).expect("a page of entries");
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}

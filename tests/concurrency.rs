@@ -1,0 +1,456 @@
+//! Concurrency: threads on one manager, managers on one database, and OS
+//! processes sharing one database file, all hammering one account. Strict
+//! operations never overdraw, no update is lost, idempotent calls charge
+//! once, and the audit balances. No timing assertions.
+
+mod common;
+
+use common::{NO_OPTS, assert_audit_ok, credits, err_code, grant, key_for, micros, with_key};
+use creditgate::{Config, CreditManager, Credits, EntryKind, Error, ErrorCode, HoldAmount, KeyRef, Usage};
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+const THREADS: usize = 8;
+
+/// What one worker saw succeed.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    deducts: u64,
+    deducted_micros: i64,
+    denied: u64,
+    charges: u64,
+    charged_micros: i64,
+    replays: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: Tally) {
+        self.deducts += o.deducts;
+        self.deducted_micros += o.deducted_micros;
+        self.denied += o.denied;
+        self.charges += o.charges;
+        self.charged_micros += o.charged_micros;
+        self.replays += o.replays;
+    }
+
+    fn to_line(self) -> String {
+        format!(
+            "CHILD-RESULT deducts={} deducted_micros={} denied={} charges={} charged_micros={} replays={}",
+            self.deducts, self.deducted_micros, self.denied, self.charges, self.charged_micros, self.replays
+        )
+    }
+
+    fn parse(line: &str) -> Option<Tally> {
+        let rest = line.strip_prefix("CHILD-RESULT ")?;
+        let mut t = Tally::default();
+        for field in rest.split_whitespace() {
+            let (name, value) = field.split_once('=')?;
+            let v: i64 = value.parse().ok()?;
+            match name {
+                "deducts" => t.deducts = v as u64,
+                "deducted_micros" => t.deducted_micros = v,
+                "denied" => t.denied = v as u64,
+                "charges" => t.charges = v as u64,
+                "charged_micros" => t.charged_micros = v,
+                "replays" => t.replays = v as u64,
+                _ => return None,
+            }
+        }
+        Some(t)
+    }
+}
+
+/// Tokens of a shared request id: a function of the id, so every worker
+/// that reports it sends the same usage (a replay, not a conflict).
+fn shared_usage(id: u64) -> Usage<'static> {
+    Usage { input_tokens: 700 + (id % 13) as i64 * 97, output_tokens: (id % 5) as i64 * 131, model: None }
+}
+
+/// One worker's share of the hammering: strict deducts of 1–7 credits and
+/// usage charges, some under request ids other workers also use.
+fn hammer(m: &CreditManager, user: &str, key: &str, worker: u64, ops: u64) -> Tally {
+    let mut t = Tally::default();
+    let mut x = worker.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in 0..ops {
+        // xorshift: cheap, deterministic per worker.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        match (i + worker) % 3 {
+            0 | 1 if i % 2 == 0 => {
+                let amount = credits(1 + (x % 7) as i64);
+                match m.deduct_credits(user, amount, &NO_OPTS) {
+                    Ok(e) => {
+                        assert!(!e.balance_after.is_negative(), "a strict deduct overdrew: {e:?}");
+                        t.deducts += 1;
+                        t.deducted_micros += amount.micros();
+                    }
+                    Err(Error::InsufficientCredits { required, available }) => {
+                        assert_eq!(required, amount);
+                        assert!(available < required, "refused with {available} available for {required}");
+                        t.denied += 1;
+                    }
+                    Err(e) => panic!("deduct failed: {e}"),
+                }
+            }
+            0 | 1 => {
+                let c = m
+                    .record_usage(
+                        KeyRef::Secret(key),
+                        Usage { input_tokens: (x % 3000) as i64, output_tokens: 0, model: None },
+                        None,
+                    )
+                    .expect("usage is never refused");
+                t.charges += 1;
+                t.charged_micros += c.charged.micros();
+            }
+            _ => {
+                // 24 request ids shared by every worker (and every process).
+                let id = x % 24;
+                let c = m
+                    .record_usage(KeyRef::Secret(key), shared_usage(id), Some(&format!("shared-{id}")))
+                    .expect("a repeated request id with the same usage replays");
+                if c.replayed {
+                    t.replays += 1;
+                } else {
+                    t.charges += 1;
+                    t.charged_micros += c.charged.micros();
+                }
+            }
+        }
+    }
+    t
+}
+
+/// Checks the ledger against what the workers saw succeed.
+fn check_ledger(m: &CreditManager, user: &str, initial: Credits, setup_entries: usize, total: Tally) {
+    let entries = common::all_entries(m, user);
+    let mut deducted = 0i64;
+    let mut charged = 0i64;
+    let mut shared = HashSet::new();
+    let new_entries = &entries[..entries.len() - setup_entries];
+    for e in new_entries {
+        match e.kind {
+            EntryKind::Deduct => {
+                deducted -= e.amount.micros();
+                assert!(!e.balance_after.is_negative(), "strict deduct overdrew: {e:?}");
+            }
+            EntryKind::Usage => {
+                charged -= e.amount.micros();
+                if let Some(k) = &e.idempotency_key {
+                    assert!(shared.insert(k.clone()), "request {k} charged twice");
+                }
+            }
+            other => panic!("unexpected {other} entry"),
+        }
+    }
+    assert_eq!(new_entries.len() as u64, total.deducts + total.charges, "one entry per successful call");
+    assert_eq!(deducted, total.deducted_micros, "deducts lost or invented");
+    assert_eq!(charged, total.charged_micros, "usage lost or invented");
+    let expected = initial.micros() - total.deducted_micros - total.charged_micros;
+    assert_eq!(m.get_balance(user).unwrap(), micros(expected), "final balance");
+    assert_audit_ok(m);
+}
+
+#[test]
+fn threads_hammering_one_account_never_overdraw_or_lose_an_update() {
+    let (m, _db) = common::manager();
+    let (key, _) = key_for(&m, "hot");
+    let initial = credits(1500);
+    grant(&m, "hot", initial);
+    let setup_entries = m.transactions("hot", 1000, None).unwrap().len();
+    let start = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS as u64)
+        .map(|w| {
+            let (m, key, start) = (m.clone(), key.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                hammer(&m, "hot", &key, w, 150)
+            })
+        })
+        .collect();
+    let mut total = Tally::default();
+    for w in workers {
+        total.add(w.join().expect("worker panicked"));
+    }
+    assert!(total.deducts > 0 && total.charges > 0, "{total:?}");
+    assert!(total.denied > 0, "the account should have run dry: {total:?}");
+    assert!(total.replays > 0, "shared request ids should have replayed: {total:?}");
+    check_ledger(&m, "hot", initial, setup_entries, total);
+}
+
+#[test]
+fn exactly_as_many_strict_deducts_succeed_as_the_balance_allows() {
+    let (url, _db) = common::shared_url();
+    // Two handles on one database: strictness must hold across pools too.
+    let handles = [common::open(&url, Config::new()), common::open(&url, Config::new())];
+    grant(&handles[0], "u", credits(100));
+    let start = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|w| {
+            let (m, start) = (handles[w % 2].clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let mut ok = 0;
+                for i in 0..20 {
+                    let key = format!("w{w}-{i}");
+                    match m.deduct_credits("u", credits(1), &with_key(&key)) {
+                        Ok(_) => ok += 1,
+                        Err(e) => assert_eq!(e.code(), ErrorCode::InsufficientCredits),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: u32 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(ok, 100, "160 attempts at 1 credit on 100 credits");
+    assert_eq!(handles[1].get_balance("u").unwrap(), Credits::ZERO);
+    assert_audit_ok(&handles[1]);
+}
+
+#[test]
+fn concurrent_holds_never_exceed_available() {
+    let (m, _db) = common::manager();
+    let (key, _) = key_for(&m, "u");
+    grant(&m, "u", credits(60));
+    let start = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|w| {
+            let (m, key, start) = (m.clone(), key.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let mut held = Vec::new();
+                for i in 0..12 {
+                    // Deducts and holds compete for the same available credits.
+                    if (w + i) % 4 == 0 {
+                        match m.deduct_credits("u", credits(1), &NO_OPTS) {
+                            Ok(_) => held.push(None),
+                            Err(e) => assert_eq!(e.code(), ErrorCode::InsufficientCredits),
+                        }
+                    } else {
+                        match m.reserve(&key, HoldAmount::Credits(credits(1)), 600, Some(&format!("w{w}-{i}"))) {
+                            Ok(h) => held.push(Some(h.hold_id)),
+                            Err(e) => assert_eq!(e.code(), ErrorCode::InsufficientCredits),
+                        }
+                    }
+                }
+                held
+            })
+        })
+        .collect();
+    let results: Vec<_> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert_eq!(results.len(), 60, "96 attempts at 1 credit on 60 credits");
+    let holds: Vec<_> = results.iter().flatten().copied().collect();
+    let a = m.account("u").unwrap();
+    let deducts = (results.len() - holds.len()) as i64;
+    assert_eq!(a.balance, credits(60 - deducts));
+    assert_eq!(a.held, credits(holds.len() as i64));
+    assert_eq!(a.available, Credits::ZERO);
+    // Settle half concurrently, release the rest: each hold charges once.
+    let holds = Arc::new(holds);
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (m, holds) = (m.clone(), holds.clone());
+            thread::spawn(move || {
+                for (i, h) in holds.iter().enumerate() {
+                    if i % 2 == 0 {
+                        m.settle(*h, creditgate::Settlement::Credits(credits(1))).unwrap();
+                    } else if w % 2 == 0 {
+                        m.release(*h).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let settled = holds.len().div_ceil(2) as i64;
+    let a = m.account("u").unwrap();
+    assert_eq!(a.held, Credits::ZERO);
+    assert_eq!(a.balance, credits(60 - deducts - settled));
+    assert_audit_ok(&m);
+}
+
+#[test]
+fn the_first_key_decision_is_made_exactly_once() {
+    let (m, _db) = common::manager();
+    const CREATORS: usize = 8;
+
+    // Exactly 5,000 credits: the first key passes, the others need only 1.
+    grant(&m, "exact", credits(5000));
+    let start = Arc::new(Barrier::new(CREATORS));
+    let workers: Vec<_> = (0..CREATORS)
+        .map(|_| {
+            let (m, start) = (m.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                (0..2).map(|_| m.create_api_key("exact", None).map(|k| k.key_id)).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let results: Vec<_> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let ids: HashSet<_> = results.iter().map(|r| *r.as_ref().expect("every key is allowed")).collect();
+    assert_eq!(ids.len(), 2 * CREATORS);
+    assert_eq!(m.list_api_keys("exact").unwrap().len(), 2 * CREATORS);
+    assert!(!m.can_generate_api_key("exact").unwrap().is_first_key);
+
+    // One micro-credit short: every attempt is a first-key attempt and fails.
+    grant(&m, "short", "4999.999999".parse().unwrap());
+    let start = Arc::new(Barrier::new(CREATORS));
+    let workers: Vec<_> = (0..CREATORS)
+        .map(|_| {
+            let (m, start) = (m.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                m.create_api_key("short", None).map(|k| k.key_id)
+            })
+        })
+        .collect();
+    for w in workers {
+        match w.join().unwrap() {
+            Err(Error::InsufficientCredits { required, .. }) => assert_eq!(required, credits(5000)),
+            other => panic!("expected a first-key 402, got {other:?}"),
+        }
+    }
+    assert!(m.list_api_keys("short").unwrap().is_empty());
+
+    // Exactly 5,000 credits while strict deducts race the key creations. In
+    // any serial order the creations either all precede the first deduct's
+    // effect on the first-key decision (all succeed) or the first deduct came
+    // first (all fail with the first-key rule): never a mix.
+    for round in 0..6 {
+        let user = format!("race-{round}");
+        grant(&m, &user, credits(5000));
+        let start = Arc::new(Barrier::new(CREATORS));
+        let workers: Vec<_> = (0..CREATORS)
+            .map(|w| {
+                let (m, user, start) = (m.clone(), user.clone(), start.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    if (w + round) % 2 == 0 {
+                        Some(m.create_api_key(&user, None).map(|_| ()))
+                    } else {
+                        m.deduct_credits(&user, credits(1), &NO_OPTS).unwrap();
+                        None
+                    }
+                })
+            })
+            .collect();
+        let creates: Vec<_> = workers.into_iter().filter_map(|w| w.join().unwrap()).collect();
+        let ok = creates.iter().filter(|r| r.is_ok()).count();
+        for r in &creates {
+            if let Err(e) = r {
+                match e {
+                    Error::InsufficientCredits { required, available } => {
+                        assert_eq!(*required, credits(5000));
+                        assert!(*available < credits(5000));
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        assert!(ok == 0 || ok == creates.len(), "round {round}: {ok} of {} creations succeeded", creates.len());
+        let a = m.account(&user).unwrap();
+        assert_eq!(a.first_key_issued, ok > 0);
+        assert_eq!(a.active_keys as usize, ok);
+        assert_eq!(a.balance, credits(5000 - (CREATORS - creates.len()) as i64));
+    }
+    let report = m.report().unwrap();
+    let successes = m.list_api_keys("exact").unwrap().len() as u64
+        + (0..6).map(|r| m.account(&format!("race-{r}")).unwrap().active_keys as u64).sum::<u64>();
+    assert_eq!(report.key_generation_successes, successes);
+    assert_eq!(report.key_generation_attempts, 2 * CREATORS as u64 + CREATORS as u64 + 6 * CREATORS as u64 / 2);
+    assert_audit_ok(&m);
+}
+
+// ----- several OS processes on one database file ----------------------------------------
+
+const CHILD_ENV: &str = "CREDITGATE_TEST_CHILD";
+const CHILDREN: usize = 4;
+const CHILD_OPS: u64 = 150;
+/// `CREDITGATE_TEST_STRESS=N` multiplies the processes and their operations
+/// by N for a local stress run (e.g. N=3: 12 processes, 450 operations
+/// each); CI runs N=1.
+const STRESS_ENV: &str = "CREDITGATE_TEST_STRESS";
+
+fn stress() -> u64 {
+    std::env::var(STRESS_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(1).clamp(1, 50)
+}
+
+/// Child side of `processes_sharing_one_database`: does nothing unless the
+/// parent started this executable with `CREDITGATE_TEST_CHILD` set to
+/// `<worker>\t<database url>\t<api key>`.
+#[test]
+#[ignore = "run by processes_sharing_one_database in a child process"]
+fn child_hammer() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+    let mut parts = spec.splitn(3, '\t');
+    let (Some(worker), Some(url), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("bad {CHILD_ENV}");
+    };
+    let worker: u64 = worker.parse().unwrap();
+    let m = common::open(url, Config::new());
+    // Two threads per process: contention inside and across processes.
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let (m, key) = (m.clone(), key.to_string());
+            thread::spawn(move || hammer(&m, "shared", &key, worker * 2 + t + 100, CHILD_OPS * stress()))
+        })
+        .collect();
+    let mut total = Tally::default();
+    for t in threads {
+        total.add(t.join().unwrap());
+    }
+    println!("{}", total.to_line());
+}
+
+#[test]
+fn processes_sharing_one_database() {
+    let (url, _db) = common::shared_url();
+    let m = common::open(&url, Config::new());
+    let (key, _) = key_for(&m, "shared");
+    let initial = credits(2000 * stress() as i64 * stress() as i64);
+    grant(&m, "shared", initial);
+    let setup_entries = m.transactions("shared", 1000, None).unwrap().len();
+
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..CHILDREN * stress() as usize)
+        .map(|w| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "child_hammer", "--nocapture", "--ignored", "--test-threads", "1"])
+                .env(CHILD_ENV, format!("{w}\t{url}\t{key}"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn a child test process")
+        })
+        .collect();
+    // Meanwhile this process hammers too.
+    let mut total = hammer(&m, "shared", &key, 7, CHILD_OPS * stress());
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        // The harness may print "test child_hammer ... " on the same line.
+        let lines: Vec<Tally> =
+            stdout.lines().filter_map(|l| l.find("CHILD-RESULT ").and_then(|i| Tally::parse(&l[i..]))).collect();
+        assert_eq!(lines.len(), 1, "one result line per child: {stdout}");
+        total.add(lines[0]);
+    }
+    assert!(total.deducts > 0 && total.charges > 0 && total.replays > 0, "{total:?}");
+    check_ledger(&m, "shared", initial, setup_entries, total);
+    // A fresh handle sees the same.
+    let fresh = common::open(&url, Config::new());
+    assert_audit_ok(&fresh);
+}
+
+#[test]
+fn tally_lines_round_trip() {
+    let t = Tally { deducts: 1, deducted_micros: 2, denied: 3, charges: 4, charged_micros: -5, replays: 6 };
+    assert_eq!(Tally::parse(&t.to_line()), Some(t));
+    assert_eq!(Tally::parse("CHILD-RESULT deducts=x"), None);
+    assert_eq!(err_code(creditgate::EntryId::parse("nope")), ErrorCode::InvalidArgument);
+}
