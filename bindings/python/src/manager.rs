@@ -310,7 +310,7 @@ impl LocalCreditManager {
         Entry::new(py, entry)
     }
 
-    #[pyo3(signature = (user_id, *, limit=None, before=None), text_signature = "(self, user_id, *, limit=50, before=None)")]
+    #[pyo3(signature = (user_id, *, limit=None, before=None), text_signature = "($self, user_id, *, limit=50, before=None)")]
     fn transactions(
         &self,
         py: Python<'_>,
@@ -366,7 +366,7 @@ impl LocalCreditManager {
         keys.into_iter().map(|k| ApiKeyInfo::new(py, k)).collect()
     }
 
-    #[pyo3(signature = (api_key, min_credits=None), text_signature = "(self, api_key, min_credits=1)")]
+    #[pyo3(signature = (api_key, min_credits=None), text_signature = "($self, api_key, min_credits=1)")]
     fn verify_api_key_credits(
         &self,
         py: Python<'_>,
@@ -411,7 +411,7 @@ impl LocalCreditManager {
 
     #[pyo3(
         signature = (api_key, *, credits=None, tokens=None, model=None, ttl_seconds=None, request_id=None),
-        text_signature = "(self, api_key, *, credits=None, tokens=None, model=None, ttl_seconds=600, request_id=None)"
+        text_signature = "($self, api_key, *, credits=None, tokens=None, model=None, ttl_seconds=600, request_id=None)"
     )]
     fn reserve(
         &self,

@@ -1,0 +1,106 @@
+"""The Python names of SPEC §8.1 are a contract: method signatures (parameter
+names, kinds and defaults) and result fields, checked on the built module."""
+
+from __future__ import annotations
+
+import inspect
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from creditgate import LocalCreditManager
+
+SIGNATURES = {
+    "get_balance": "(user_id)",
+    "account": "(user_id)",
+    "add_credits": "(user_id, amount, *, kind='grant', idempotency_key=None, reference=None, metadata=None)",
+    "record_payment": "(user_id, payment_id, amount_minor, currency='USD')",
+    "reverse_payment": "(payment_id, amount_minor=None, reason=None, *, reversal_id=None)",
+    "deduct_credits": "(user_id, amount, *, idempotency_key=None, reference=None, metadata=None)",
+    "can_generate_api_key": "(user_id)",
+    "create_api_key": "(user_id, name=None)",
+    "import_api_key": "(user_id, *, secret=None, secret_sha256=None, name=None)",
+    "revoke_api_key": "(key_id, *, user_id=None)",
+    "list_api_keys": "(user_id)",
+    "verify_api_key_credits": "(api_key, min_credits=1)",
+    "record_usage": (
+        "(api_key=None, *, key_id=None, tokens=None, input_tokens=None, output_tokens=None, model=None, "
+        "request_id=None)"
+    ),
+    "reserve": "(api_key, *, credits=None, tokens=None, model=None, ttl_seconds=600, request_id=None)",
+    "settle": "(hold_id, *, credits=None, tokens=None, input_tokens=None, output_tokens=None, model=None)",
+    "release": "(hold_id)",
+    "set_model_price": "(model, input_per_1k, output_per_1k)",
+    "list_model_prices": "()",
+    "transactions": "(user_id, *, limit=50, before=None)",
+    "audit": "()",
+    "metrics": "()",
+    "metrics_prometheus": "()",
+    "report": "()",
+    "migrate": "()",
+}
+
+
+def test_constructor_signature() -> None:
+    assert str(inspect.signature(LocalCreditManager)) == (
+        "(database_url=None, *, min_credits_api_key=None, credits_per_usd=None, credits_per_1k_tokens=None, "
+        "api_key_prefix=None, api_key_pepper=None, max_active_keys_per_user=None, max_active_holds_per_user=None)"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_method_signatures(name: str) -> None:
+    m = LocalCreditManager("sqlite:///:memory:")
+    assert str(inspect.signature(getattr(m, name))) == SIGNATURES[name]
+
+
+def test_documented_defaults_are_the_real_ones(manager: LocalCreditManager, paid_key: str) -> None:
+    hold = manager.reserve(paid_key, credits=1)  # ttl_seconds=600
+    assert 595 < (hold.expires_at - manager.transactions("alice")[0].created_at).total_seconds() <= 601
+    for i in range(60):
+        manager.add_credits("pager", 1, idempotency_key=f"k{i}")
+    assert len(manager.transactions("pager")) == 50  # limit=50
+    manager.deduct_credits("alice", Decimal("4998.5"))  # 0.5 left beside the 1-credit hold
+    with pytest.raises(Exception, match="insufficient"):
+        manager.verify_api_key_credits(paid_key)  # min_credits=1
+
+
+FIELDS = {
+    "Account": "user_id balance held available lifetime_purchased lifetime_used active_keys first_key_issued "
+    "created_at",
+    "Entry": "id seq user_id kind amount balance_after idempotency_key reference api_key_id input_tokens "
+    "output_tokens model amount_minor currency metadata created_at replayed",
+    "KeyEligibility": "allowed is_first_key required available",
+    "NewApiKey": "secret key_id user_id name prefix created_at",
+    "ApiKeyInfo": "key_id user_id name prefix created_at last_used_at revoked_at legacy",
+    "Verification": "user_id key_id available",
+    "UsageCharge": "entry_id user_id tokens charged balance overdraft replayed",
+    "Hold": "hold_id user_id amount expires_at",
+    "AuditReport": "ok accounts_checked entries_checked mismatches",
+    "Report": "users paying_users users_attempted_key key_generation_attempts key_generation_successes "
+    "purchase_conversion_rate credits_purchased revenue_usd_minor revenue_per_paying_user_usd_minor credits_used "
+    "outstanding_balance overdraft_receivable",
+}
+
+
+def test_result_fields(manager: LocalCreditManager) -> None:
+    manager.record_payment("u", "p", 500)
+    key = manager.create_api_key("u")
+    hold = manager.reserve(key.secret, credits=1)
+    results: dict[str, Any] = {
+        "Account": manager.account("u"),
+        "Entry": manager.transactions("u")[0],
+        "KeyEligibility": manager.can_generate_api_key("u"),
+        "NewApiKey": key,
+        "ApiKeyInfo": manager.list_api_keys("u")[0],
+        "Verification": manager.verify_api_key_credits(key.secret),
+        "UsageCharge": manager.settle(hold.hold_id, tokens=10),
+        "Hold": hold,
+        "AuditReport": manager.audit(),
+        "Report": manager.report(),
+    }
+    for cls, obj in results.items():
+        assert type(obj).__name__ == cls
+        for field in FIELDS[cls].split():
+            assert hasattr(obj, field), f"{cls}.{field}"
+            assert field in obj.to_dict()
