@@ -185,12 +185,13 @@ impl LocalCreditManager {
 
     /// The resolved database URL, password redacted.
     #[getter]
-    fn database_url(&self, py: Python<'_>) -> PyResult<String> {
-        self.run(py, |m| Ok(m.database_url()))
+    fn database_url(&self) -> String {
+        // No storage work: also fine in a forked child before it reopens.
+        self.handle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).manager.database_url()
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let url = self.database_url(py)?;
+        let url = self.database_url();
         Ok(format!("LocalCreditManager(database_url={})", PyString::new(py, &url).repr()?))
     }
 
