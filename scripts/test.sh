@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run). Installs what it needs on a fresh
-# machine, then runs every suite; fails when any suite fails or runs nothing.
+# machine (cbindgen, a Python venv with the wheel, PostgreSQL from Debian
+# packages when absent), then runs every suite; fails when any suite fails.
+# Python runs last, so the run ends with pytest's "N passed" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/test-rust.sh
+bash scripts/test-c.sh
+bash scripts/test-postgres.sh
+bash scripts/test-python.sh
