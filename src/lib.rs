@@ -7,6 +7,7 @@
 
 mod config;
 mod error;
+mod import;
 mod keys;
 mod manager;
 mod metrics;
@@ -17,6 +18,7 @@ mod validate;
 
 pub use config::{Config, Synchronous, redact_url};
 pub use error::{Error, ErrorCode, Result};
+pub use import::{ImportKeys, ImportSummary, ImportUsers, KeyFormat};
 pub use keys::ApiKeySecret;
 pub use manager::{CreditManager, EntryOptions, HoldAmount, KeyRef, Settlement, Usage};
 pub use metrics::Counter;

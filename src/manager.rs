@@ -217,6 +217,12 @@ impl CreditManager {
         self.inner.store.read(f)
     }
 
+    /// A read-only query on the host's own tables, columns as text (for
+    /// `import_users`, in `import.rs`).
+    pub(crate) fn host_rows(&self, sql: &str, columns: usize) -> Result<Vec<Vec<Option<String>>>> {
+        self.track(self.read(|tx| tx.host_rows(sql, columns)))
+    }
+
     fn hash(&self, secret: &str) -> String {
         keys::lookup_hash(self.inner.config.api_key_pepper.as_ref(), secret)
     }

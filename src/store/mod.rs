@@ -165,6 +165,10 @@ pub(crate) trait Tx {
     /// Every entry as (user, seq, amount, balance_after), ordered by user, seq.
     fn scan_entries(&mut self, f: &mut dyn FnMut(&str, i64, i64, i64)) -> Result<()>;
     fn figures(&mut self) -> Result<LedgerFigures>;
+
+    /// Runs a read-only query on the host application's own tables (for
+    /// `import_users`); returns its first `columns` columns as text.
+    fn host_rows(&mut self, sql: &str, columns: usize) -> Result<Vec<Vec<Option<String>>>>;
 }
 
 /// The backends. An enum rather than a trait object so `write` can stay

@@ -719,4 +719,11 @@ impl Tx for SqliteTx<'_> {
         }
         Ok(fig)
     }
+
+    fn host_rows(&mut self, sql: &str, columns: usize) -> Result<Vec<Vec<Option<String>>>> {
+        // Not cached: a one-off query on the host's own table.
+        let mut stmt = self.c.prepare(sql)?;
+        let rows = stmt.query_map([], |r| (0..columns).map(|i| r.get::<_, Option<String>>(i)).collect())?;
+        Ok(rows.collect::<rusqlite::Result<Vec<Vec<Option<String>>>>>()?)
+    }
 }
