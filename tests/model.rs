@@ -1,0 +1,652 @@
+//! Model-based property test: random sequences of operations run against the
+//! ledger and against a small in-memory model of SPEC §1–§3. After every step
+//! the result (ok, or which error code), the returned figures, every
+//! account's balance, held and available credits, key state, the number of
+//! ledger entries and the audit must agree with the model.
+
+mod common;
+
+use common::credits;
+use creditgate::{
+    Config, CreditManager, Credits, EntryKind, EntryOptions, ErrorCode, HoldAmount, HoldId, KeyRef, Settlement,
+    Synchronous, Usage,
+};
+use proptest::prelude::*;
+use std::collections::HashMap;
+
+const USERS: [&str; 3] = ["alice", "bob", "carol"];
+const MIN_FIRST_KEY_CREDITS: i64 = 50;
+const MAX_KEYS: usize = 3;
+const MAX_HOLDS: usize = 4;
+const MICROS: i64 = 1_000_000;
+/// Models with a price: (name, input micro-credits per 1k, output per 1k).
+const PRICED: [(&str, i64, i64); 2] = [("m1", 1_234_567, 7), ("m2", 0, 0)];
+const MODEL_NAMES: [&str; 3] = ["m1", "m2", "unpriced"];
+const ADD_KINDS: [EntryKind; 4] = [EntryKind::Grant, EntryKind::Purchase, EntryKind::Refund, EntryKind::Adjustment];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Add {
+        user: usize,
+        kind: usize,
+        micros: i64,
+        key: Option<u8>,
+    },
+    Deduct {
+        user: usize,
+        micros: i64,
+        key: Option<u8>,
+    },
+    Pay {
+        user: usize,
+        payment: u8,
+        minor: i64,
+    },
+    Reverse {
+        payment: u8,
+        minor: Option<i64>,
+        reversal: Option<u8>,
+    },
+    Use {
+        user: usize,
+        key: usize,
+        input: i64,
+        output: i64,
+        model: Option<usize>,
+        request: Option<u8>,
+    },
+    Reserve {
+        user: usize,
+        key: usize,
+        hold: HoldSpec,
+        request: Option<u8>,
+    },
+    Settle {
+        hold: usize,
+        how: SettleSpec,
+    },
+    Release {
+        hold: usize,
+    },
+    CreateKey {
+        user: usize,
+    },
+    Revoke {
+        user: usize,
+        key: usize,
+    },
+    /// Runs an earlier step again: webhook retries, client retries, double settles.
+    Repeat {
+        back: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum HoldSpec {
+    Micros(i64),
+    Tokens(i64, Option<usize>),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SettleSpec {
+    Micros(i64),
+    Tokens(i64, i64, Option<usize>),
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let user = 0..USERS.len();
+    // Amounts in quarter credits from −1 to 40 credits, plus odd micro-credits.
+    let amount = prop_oneof![4 => (-4i64..=160).prop_map(|q| q * MICROS / 4), 1 => -3i64..=3_000_000];
+    let small_key = proptest::option::of(0u8..4);
+    let tokens = prop_oneof![8 => 0i64..=6_000, 1 => Just(-1i64)];
+    let model = proptest::option::of(0..MODEL_NAMES.len());
+    prop_oneof![
+        3 => (user.clone(), 0..ADD_KINDS.len(), amount.clone(), small_key.clone())
+            .prop_map(|(user, kind, micros, key)| Op::Add { user, kind, micros, key }),
+        3 => (user.clone(), amount.clone(), small_key.clone())
+            .prop_map(|(user, micros, key)| Op::Deduct { user, micros, key }),
+        3 => (user.clone(), 0u8..4, prop_oneof![1 => Just(0i64), 9 => 1i64..=800])
+            .prop_map(|(user, payment, minor)| Op::Pay { user, payment, minor }),
+        2 => (0u8..4, proptest::option::of(prop_oneof![1 => Just(0i64), 9 => 1i64..=400]), proptest::option::of(0u8..4))
+            .prop_map(|(payment, minor, reversal)| Op::Reverse { payment, minor, reversal }),
+        4 => (user.clone(), 0usize..4, tokens.clone(), 0i64..=3_000, model.clone(), proptest::option::of(0u8..6))
+            .prop_map(|(user, key, input, output, model, request)| Op::Use { user, key, input, output, model, request }),
+        3 => (
+                user.clone(),
+                0usize..4,
+                prop_oneof![
+                    (-1i64..=20_000_000).prop_map(HoldSpec::Micros),
+                    (0i64..=20_000, model.clone()).prop_map(|(t, m)| HoldSpec::Tokens(t, m)),
+                ],
+                proptest::option::of(0u8..6),
+            )
+            .prop_map(|(user, key, hold, request)| Op::Reserve { user, key, hold, request }),
+        3 => (
+                0usize..16,
+                prop_oneof![
+                    (0i64..=30_000_000).prop_map(SettleSpec::Micros),
+                    (0i64..=8_000, 0i64..=2_000, model).prop_map(|(i, o, m)| SettleSpec::Tokens(i, o, m)),
+                ],
+            )
+            .prop_map(|(hold, how)| Op::Settle { hold, how }),
+        1 => (0usize..16).prop_map(|hold| Op::Release { hold }),
+        2 => user.clone().prop_map(|user| Op::CreateKey { user }),
+        1 => (user, 1usize..4).prop_map(|(user, key)| Op::Revoke { user, key }),
+        4 => (0usize..8).prop_map(|back| Op::Repeat { back }),
+    ]
+}
+
+/// What an idempotency key (per user) stands for.
+#[derive(Clone, Debug)]
+enum Stored {
+    Plain { kind: EntryKind, micros: i64, balance_after: i64 },
+    Usage { input: Option<i64>, output: Option<i64>, model: Option<String>, micros: i64, balance_after: i64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HoldStatus {
+    Active,
+    Settled,
+    Released,
+}
+
+#[derive(Clone, Debug)]
+struct ModelHold {
+    id: HoldId,
+    user: usize,
+    micros: i64,
+    model: Option<String>,
+    request: Option<String>,
+    status: HoldStatus,
+}
+
+#[derive(Clone, Debug)]
+struct ModelKey {
+    secret: String,
+    id: creditgate::KeyId,
+    revoked: bool,
+}
+
+struct Payment {
+    user: usize,
+    minor: i64,
+    micros: i64,
+    reversed_minor: i64,
+    reversed_micros: i64,
+}
+
+#[derive(Default)]
+struct Model {
+    balance: [i64; 3],
+    first_key_issued: [bool; 3],
+    keys: [Vec<ModelKey>; 3],
+    entry_keys: [HashMap<String, Stored>; 3],
+    payments: HashMap<String, Payment>,
+    /// reversal key → (payment id, minor units, balance_after)
+    reversals: HashMap<String, (String, i64, i64, i64)>,
+    holds: Vec<ModelHold>,
+    entries: u64,
+}
+
+impl Model {
+    fn held(&self, user: usize) -> i64 {
+        self.holds.iter().filter(|h| h.user == user && h.status == HoldStatus::Active).map(|h| h.micros).sum()
+    }
+
+    fn available(&self, user: usize) -> i64 {
+        self.balance[user] - self.held(user)
+    }
+
+    fn active_keys(&self, user: usize) -> usize {
+        self.keys[user].iter().filter(|k| !k.revoked).count()
+    }
+
+    /// Appends an entry; returns balance_after.
+    fn append(&mut self, user: usize, micros: i64) -> i64 {
+        self.balance[user] += micros;
+        self.entries += 1;
+        self.balance[user]
+    }
+}
+
+fn price(model: Option<&str>) -> (i64, i64) {
+    model.and_then(|m| PRICED.iter().find(|p| p.0 == m)).map_or((MICROS, MICROS), |p| (p.1, p.2))
+}
+
+/// ceil((in × in_price + out × out_price) / 1000), one ceil at the end.
+fn charge(input: i64, output: i64, model: Option<&str>) -> i64 {
+    let (pi, po) = price(model);
+    let total = i128::from(input) * i128::from(pi) + i128::from(output) * i128::from(po);
+    ((total + 999) / 1000) as i64
+}
+
+fn opts(key: &Option<String>) -> EntryOptions<'_> {
+    EntryOptions { idempotency_key: key.as_deref(), reference: None, metadata: None }
+}
+
+/// Compares an outcome with the model's expectation: Ok(check) or Err(code).
+macro_rules! expect {
+    ($step:expr, $actual:expr, $expected:expr) => {{
+        let actual = $actual;
+        match (&actual, &$expected) {
+            (Ok(_), Ok(())) => {}
+            (Err(e), Err(code)) => prop_assert_eq!(e.code(), *code, "step {:?}: {}", $step, e),
+            (a, b) => prop_assert!(false, "step {:?}: got {:?}, the model expected {:?}", $step, a, b),
+        }
+        actual.ok()
+    }};
+}
+
+struct Harness {
+    m: CreditManager,
+    model: Model,
+    _guard: common::Guard,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let config = Config::new()
+            .min_credits_api_key(credits(MIN_FIRST_KEY_CREDITS))
+            .unwrap()
+            .max_active_keys_per_user(MAX_KEYS as u32)
+            .unwrap()
+            .max_active_holds_per_user(MAX_HOLDS as u32)
+            .unwrap()
+            // Durability is not under test here; speed is welcome.
+            .synchronous(Synchronous::Normal);
+        let (m, guard) = common::manager_with(config);
+        for (name, input, output) in PRICED {
+            m.set_model_price(name, Credits::from_micros(input), Credits::from_micros(output)).unwrap();
+        }
+        let mut model = Model::default();
+        for (u, user) in USERS.iter().enumerate() {
+            // Every user starts with one legacy key, so usage never lacks a key.
+            let secret = format!("legacy-key-of-{user}");
+            let info = m.import_api_key(user, Some(&secret), None, None).unwrap();
+            model.keys[u].push(ModelKey { secret, id: info.key_id, revoked: false });
+        }
+        Harness { m, model, _guard: guard }
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let (m, model) = (&self.m, &mut self.model);
+        match *op {
+            Op::Add { user, kind, micros, key } => {
+                let kind = ADD_KINDS[kind];
+                let key = key.map(|k| format!("k{k}"));
+                let valid = if kind == EntryKind::Adjustment { micros != 0 } else { micros > 0 };
+                let expected: Result<(), ErrorCode> = if !valid {
+                    Err(ErrorCode::InvalidArgument)
+                } else {
+                    match key.as_ref().and_then(|k| model.entry_keys[user].get(k)) {
+                        Some(Stored::Plain { kind: k, micros: a, .. }) if *k == kind && *a == micros => Ok(()),
+                        Some(_) => Err(ErrorCode::IdempotencyConflict),
+                        None if micros < 0 && model.available(user) < -micros => Err(ErrorCode::InsufficientCredits),
+                        None => Ok(()),
+                    }
+                };
+                let r = m.add_credits(USERS[user], Credits::from_micros(micros), kind, &opts(&key));
+                if let Some(e) = expect!(op, r, expected) {
+                    self.check_plain_entry(op, user, kind, micros, key, e)?;
+                }
+            }
+            Op::Deduct { user, micros, key } => {
+                let key = key.map(|k| format!("k{k}"));
+                let expected: Result<(), ErrorCode> = if micros <= 0 {
+                    Err(ErrorCode::InvalidArgument)
+                } else {
+                    match key.as_ref().and_then(|k| model.entry_keys[user].get(k)) {
+                        Some(Stored::Plain { kind: EntryKind::Deduct, micros: a, .. }) if *a == -micros => Ok(()),
+                        Some(_) => Err(ErrorCode::IdempotencyConflict),
+                        None if model.available(user) < micros => Err(ErrorCode::InsufficientCredits),
+                        None => Ok(()),
+                    }
+                };
+                let r = m.deduct_credits(USERS[user], Credits::from_micros(micros), &opts(&key));
+                if let Some(e) = expect!(op, r, expected) {
+                    self.check_plain_entry(op, user, EntryKind::Deduct, -micros, key, e)?;
+                }
+            }
+            Op::Pay { user, payment, minor } => {
+                let pid = format!("pi_{payment}");
+                let expected = if minor <= 0 {
+                    Err(ErrorCode::InvalidArgument)
+                } else {
+                    match model.payments.get(&pid) {
+                        Some(p) if p.user == user && p.minor == minor => Ok(()),
+                        Some(_) => Err(ErrorCode::IdempotencyConflict),
+                        None => Ok(()),
+                    }
+                };
+                let r = m.record_payment(USERS[user], &pid, minor, "usd");
+                if let Some(e) = expect!(op, r, expected) {
+                    prop_assert_eq!(e.amount.micros(), minor * 10 * MICROS, "$1 = 1,000 credits");
+                    prop_assert_eq!(e.kind, EntryKind::Purchase);
+                    let known = model.payments.contains_key(&pid);
+                    prop_assert_eq!(e.replayed, known);
+                    if !known {
+                        let after = model.append(user, minor * 10 * MICROS);
+                        prop_assert_eq!(e.balance_after.micros(), after);
+                        let p =
+                            Payment { user, minor, micros: minor * 10 * MICROS, reversed_minor: 0, reversed_micros: 0 };
+                        model.payments.insert(pid, p);
+                    }
+                }
+            }
+            Op::Reverse { payment, minor, reversal } => self.reverse(op, payment, minor, reversal)?,
+            Op::Use { user, key, input, output, model: mi, request } => {
+                let k = model.keys[user][key % model.keys[user].len()].clone();
+                let model_name = mi.map(|i| MODEL_NAMES[i].to_string());
+                let request = request.map(|r| format!("r{r}"));
+                let usage = Usage { input_tokens: input, output_tokens: output, model: model_name.as_deref() };
+                let amount = charge(input.max(0), output, model_name.as_deref());
+                let r = m.record_usage(KeyRef::Secret(&k.secret), usage, request.as_deref());
+                let valid = input >= 0;
+                self.check_charge(op, user, r, valid, request, Some(input), Some(output), model_name, amount, None)?;
+            }
+            Op::Reserve { user, key, hold, request } => self.reserve(op, user, key, hold, request)?,
+            Op::Settle { hold, how } => {
+                if model.holds.is_empty() {
+                    return Ok(());
+                }
+                let h = model.holds[hold % model.holds.len()].clone();
+                let (settlement, input, output, model_name, amount) = match how {
+                    SettleSpec::Micros(c) => {
+                        (Settlement::Credits(Credits::from_micros(c)), None, None, h.model.clone(), c)
+                    }
+                    SettleSpec::Tokens(i, o, mi) => {
+                        let name = mi.map(|i| MODEL_NAMES[i].to_string()).or_else(|| h.model.clone());
+                        let amount = charge(i, o, name.as_deref());
+                        let u = Usage { input_tokens: i, output_tokens: o, model: mi.map(|i| MODEL_NAMES[i]) };
+                        (Settlement::Tokens(u), Some(i), Some(o), name, amount)
+                    }
+                };
+                let request = Some(h.request.clone().unwrap_or_else(|| h.id.to_string()));
+                let r = m.settle(h.id, settlement);
+                let idx = hold % model.holds.len();
+                self.check_charge(op, h.user, r, true, request, input, output, model_name, amount, Some(idx))?;
+            }
+            Op::Release { hold } => {
+                if model.holds.is_empty() {
+                    return Ok(());
+                }
+                let idx = hold % model.holds.len();
+                expect!(op, m.release(model.holds[idx].id), Ok::<(), ErrorCode>(()));
+                if model.holds[idx].status == HoldStatus::Active {
+                    model.holds[idx].status = HoldStatus::Released;
+                }
+            }
+            Op::CreateKey { user } => {
+                let expected = if model.active_keys(user) >= MAX_KEYS {
+                    Err(ErrorCode::LimitReached)
+                } else {
+                    let required = if model.first_key_issued[user] { MICROS } else { MIN_FIRST_KEY_CREDITS * MICROS };
+                    if model.available(user) >= required { Ok(()) } else { Err(ErrorCode::InsufficientCredits) }
+                };
+                if let Some(k) = expect!(op, m.create_api_key(USERS[user], None), expected) {
+                    model.first_key_issued[user] = true;
+                    model.keys[user].push(ModelKey {
+                        secret: k.secret.expose().to_string(),
+                        id: k.key_id,
+                        revoked: false,
+                    });
+                }
+            }
+            Op::Repeat { .. } => unreachable!("resolved by the caller"),
+            Op::Revoke { user, key } => {
+                let idx = key % model.keys[user].len();
+                expect!(op, m.revoke_api_key(model.keys[user][idx].id, Some(USERS[user])), Ok::<(), ErrorCode>(()));
+                model.keys[user][idx].revoked = true;
+            }
+        }
+        self.check_state(op)
+    }
+
+    fn check_plain_entry(
+        &mut self,
+        op: &Op,
+        user: usize,
+        kind: EntryKind,
+        micros: i64,
+        key: Option<String>,
+        e: creditgate::Entry,
+    ) -> Result<(), TestCaseError> {
+        let model = &mut self.model;
+        prop_assert_eq!(e.kind, kind, "{:?}", op);
+        prop_assert_eq!(e.amount.micros(), micros, "{:?}", op);
+        let stored = key.as_ref().and_then(|k| model.entry_keys[user].get(k)).cloned();
+        match stored {
+            Some(Stored::Plain { balance_after, .. }) => {
+                prop_assert!(e.replayed, "{:?}: a used key must replay", op);
+                prop_assert_eq!(e.balance_after.micros(), balance_after, "{:?}: the original entry", op);
+            }
+            Some(Stored::Usage { .. }) => prop_assert!(false, "{:?}: usage keys are not caller keys", op),
+            None => {
+                prop_assert!(!e.replayed, "{:?}", op);
+                let after = model.append(user, micros);
+                prop_assert_eq!(e.balance_after.micros(), after, "{:?}", op);
+                if let Some(k) = key {
+                    model.entry_keys[user].insert(k, Stored::Plain { kind, micros, balance_after: after });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reverse(&mut self, op: &Op, payment: u8, minor: Option<i64>, reversal: Option<u8>) -> Result<(), TestCaseError> {
+        let (m, model) = (&self.m, &mut self.model);
+        let pid = format!("pi_{payment}");
+        let key = format!("reversal:{}", reversal.map_or(pid.clone(), |r| format!("re_{r}")));
+        let expected = if minor.is_some_and(|a| a <= 0) {
+            Err(ErrorCode::InvalidArgument)
+        } else if let Some(p) = model.payments.get(&pid) {
+            match model.reversals.get(&key) {
+                Some((rp, rminor, _, _)) if *rp == pid && minor.is_none_or(|a| a == *rminor) => Ok(()),
+                Some(_) => Err(ErrorCode::IdempotencyConflict),
+                None => {
+                    let remaining = p.minor - p.reversed_minor;
+                    if remaining <= 0 || minor.unwrap_or(remaining) > remaining {
+                        Err(ErrorCode::InvalidArgument)
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+        } else {
+            Err(ErrorCode::NotFound)
+        };
+        let r = m.reverse_payment(&pid, minor, Some("model test"), reversal.map(|r| format!("re_{r}")).as_deref());
+        if let Some(e) = expect!(op, r, expected) {
+            prop_assert_eq!(e.kind, EntryKind::Reversal);
+            if let Some((_, rminor, micros, balance_after)) = model.reversals.get(&key) {
+                prop_assert!(e.replayed);
+                prop_assert_eq!(e.amount_minor, Some(*rminor));
+                prop_assert_eq!(e.amount.micros(), *micros);
+                prop_assert_eq!(e.balance_after.micros(), *balance_after);
+            } else {
+                prop_assert!(!e.replayed);
+                let p = model.payments.get_mut(&pid).unwrap();
+                let remaining = p.minor - p.reversed_minor;
+                let part = minor.unwrap_or(remaining);
+                let micros = if part == remaining { p.micros - p.reversed_micros } else { p.micros * part / p.minor };
+                p.reversed_minor += part;
+                p.reversed_micros += micros;
+                let user = p.user;
+                prop_assert_eq!(e.amount.micros(), -micros);
+                prop_assert_eq!(e.amount_minor, Some(part));
+                let after = model.append(user, -micros);
+                prop_assert_eq!(e.balance_after.micros(), after);
+                model.reversals.insert(key, (pid, part, -micros, after));
+            }
+        }
+        Ok(())
+    }
+
+    fn reserve(
+        &mut self,
+        op: &Op,
+        user: usize,
+        key: usize,
+        hold: HoldSpec,
+        request: Option<u8>,
+    ) -> Result<(), TestCaseError> {
+        let (m, model) = (&self.m, &mut self.model);
+        let k = model.keys[user][key % model.keys[user].len()].clone();
+        let request = request.map(|r| format!("r{r}"));
+        let (amount, hold_model, valid) = match hold {
+            HoldSpec::Micros(c) => (c, None, c > 0),
+            HoldSpec::Tokens(t, mi) => {
+                let name = mi.map(|i| MODEL_NAMES[i].to_string());
+                (charge(t, 0, name.as_deref()).max(1), name, true)
+            }
+        };
+        let existing = request
+            .as_ref()
+            .and_then(|r| model.holds.iter().position(|h| h.user == user && h.request.as_ref() == Some(r)));
+        let expected = if !valid {
+            Err(ErrorCode::InvalidArgument)
+        } else if k.revoked {
+            Err(ErrorCode::InvalidApiKey)
+        } else if let Some(i) = existing {
+            if model.holds[i].micros == amount { Ok(()) } else { Err(ErrorCode::IdempotencyConflict) }
+        } else if model.holds.iter().filter(|h| h.user == user && h.status == HoldStatus::Active).count() >= MAX_HOLDS {
+            Err(ErrorCode::LimitReached)
+        } else if model.available(user) < amount {
+            Err(ErrorCode::InsufficientCredits)
+        } else {
+            Ok(())
+        };
+        let spec = match hold {
+            HoldSpec::Micros(c) => HoldAmount::Credits(Credits::from_micros(c)),
+            HoldSpec::Tokens(t, mi) => HoldAmount::Tokens { tokens: t, model: mi.map(|i| MODEL_NAMES[i]) },
+        };
+        let r = m.reserve(&k.secret, spec, 600, request.as_deref());
+        if let Some(h) = expect!(op, r, expected) {
+            prop_assert_eq!(h.amount.micros(), amount);
+            prop_assert_eq!(h.user_id.as_str(), USERS[user]);
+            match existing {
+                Some(i) => {
+                    prop_assert!(h.replayed);
+                    prop_assert_eq!(h.hold_id, model.holds[i].id);
+                }
+                None => {
+                    prop_assert!(!h.replayed);
+                    model.holds.push(ModelHold {
+                        id: h.hold_id,
+                        user,
+                        micros: amount,
+                        model: hold_model,
+                        request,
+                        status: HoldStatus::Active,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A usage charge (record_usage, or settle of hold `hold`).
+    #[allow(clippy::too_many_arguments)]
+    fn check_charge(
+        &mut self,
+        op: &Op,
+        user: usize,
+        r: creditgate::Result<creditgate::UsageCharge>,
+        valid: bool,
+        request: Option<String>,
+        input: Option<i64>,
+        output: Option<i64>,
+        model_name: Option<String>,
+        amount: i64,
+        hold: Option<usize>,
+    ) -> Result<(), TestCaseError> {
+        let model = &mut self.model;
+        let key = request.map(|r| format!("usage:{r}"));
+        let stored = key.as_ref().and_then(|k| model.entry_keys[user].get(k)).cloned();
+        let expected = if !valid {
+            Err(ErrorCode::InvalidArgument)
+        } else {
+            match &stored {
+                Some(Stored::Usage { input: si, output: so, model: sm, micros, .. })
+                    if *si == input
+                        && *so == output
+                        && *sm == model_name
+                        && (input.is_some() || *micros == -amount) =>
+                {
+                    Ok(())
+                }
+                Some(_) => Err(ErrorCode::IdempotencyConflict),
+                None => Ok(()),
+            }
+        };
+        if let Some(c) = expect!(op, r, expected) {
+            prop_assert_eq!(c.user_id.as_str(), USERS[user]);
+            prop_assert_eq!(c.tokens, input.unwrap_or(0) + output.unwrap_or(0));
+            match stored {
+                Some(Stored::Usage { micros, balance_after, .. }) => {
+                    prop_assert!(c.replayed, "{:?}", op);
+                    prop_assert_eq!(c.charged.micros(), -micros);
+                    prop_assert_eq!(c.balance.micros(), balance_after);
+                    prop_assert_eq!(c.overdraft, balance_after < 0);
+                }
+                Some(Stored::Plain { .. }) => prop_assert!(false, "usage key held a plain entry"),
+                None => {
+                    prop_assert!(!c.replayed, "{:?}", op);
+                    prop_assert_eq!(c.charged.micros(), amount, "{:?}", op);
+                    let after = model.append(user, -amount);
+                    prop_assert_eq!(c.balance.micros(), after);
+                    prop_assert_eq!(c.overdraft, after < 0, "overdraft exactly when below zero");
+                    if let Some(k) = key {
+                        let s =
+                            Stored::Usage { input, output, model: model_name, micros: -amount, balance_after: after };
+                        model.entry_keys[user].insert(k, s);
+                    }
+                }
+            }
+            if let Some(i) = hold {
+                model.holds[i].status = HoldStatus::Settled;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_state(&self, op: &Op) -> Result<(), TestCaseError> {
+        for (u, user) in USERS.iter().enumerate() {
+            let a = self.m.account(user).unwrap();
+            prop_assert_eq!(a.balance.micros(), self.model.balance[u], "balance of {} after {:?}", user, op);
+            prop_assert_eq!(a.held.micros(), self.model.held(u), "held of {} after {:?}", user, op);
+            prop_assert_eq!(a.available.micros(), self.model.available(u), "available of {} after {:?}", user, op);
+            prop_assert_eq!(a.first_key_issued, self.model.first_key_issued[u]);
+            prop_assert_eq!(a.active_keys as usize, self.model.active_keys(u));
+        }
+        let audit = self.m.audit().unwrap();
+        prop_assert!(audit.ok, "audit after {:?}: {:?}", op, audit.mismatches);
+        prop_assert_eq!(audit.entries_checked, self.model.entries, "entries after {:?}", op);
+        Ok(())
+    }
+}
+
+proptest! {
+    // 64 cases in CI; PROPTEST_CASES=N for a deeper local run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        max_shrink_iters: 2_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_ledger_behaves_like_the_model(ops in proptest::collection::vec(op_strategy(), 1..48)) {
+        let mut h = Harness::new();
+        let mut done: Vec<Op> = Vec::new();
+        for op in ops {
+            let op = match op {
+                Op::Repeat { back } if done.is_empty() => { let _ = back; continue; }
+                Op::Repeat { back } => done[done.len() - 1 - back % done.len()].clone(),
+                op => op,
+            };
+            h.step(&op)?;
+            done.push(op);
+        }
+    }
+}
