@@ -1260,6 +1260,87 @@ mod tests {
         assert!(tls_connector(SslMode::VerifyFull, Some("/nonexistent/ca.pem")).is_err());
     }
 
+    /// A store on a fresh database of the test server, when the PostgreSQL
+    /// tests run (scripts/test-postgres.sh); None otherwise.
+    fn live_store() -> Option<(PostgresStore, String, String)> {
+        if !std::env::var("CREDITGATE_TEST_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("postgres")) {
+            eprintln!("SKIPPED: needs CREDITGATE_TEST_BACKEND=postgres (scripts/test-postgres.sh)");
+            return None;
+        }
+        let admin_url = std::env::var("CREDITGATE_TEST_POSTGRES_URL").expect("CREDITGATE_TEST_POSTGRES_URL");
+        let db = format!("cg_unit_{}_{}", std::process::id(), Timestamp::now().0);
+        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).expect("admin connection");
+        admin.batch_execute(&format!("CREATE DATABASE {db}")).expect("create database");
+        let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
+        let base = &base[..base.rfind('/').expect("a database in the URL")];
+        let url = format!("{base}/{db}?{query}");
+        let store = PostgresStore::open(&url, &Config::new()).expect("open");
+        Some((store, admin_url, db))
+    }
+
+    fn drop_database(admin_url: &str, db: &str) {
+        let mut admin = postgres::Client::connect(admin_url, postgres::NoTls).expect("admin connection");
+        admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).expect("drop database");
+    }
+
+    /// Raises `code` inside the transaction, as the server would.
+    fn raise(tx: &mut dyn Tx, code: &str) -> Result<()> {
+        let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{code}'; END $$");
+        tx.host_rows(&sql, 0).map(|_| ())
+    }
+
+    #[test]
+    fn transactions_are_retried_on_serialization_failures_deadlocks_and_races() {
+        let Some((store, admin_url, db)) = live_store() else { return };
+        for code in ["40001", "40P01", "23505"] {
+            let mut attempts = 0;
+            let out = store.write(|tx| {
+                attempts += 1;
+                let now = tx.now()?;
+                tx.ensure_account("u", now)?;
+                if attempts < 3 {
+                    raise(tx, code)?;
+                }
+                tx.apply("u", Credits::from_micros(1), false, now)
+            });
+            assert_eq!(attempts, 3, "{code}");
+            assert!(out.unwrap().is_some(), "{code}");
+        }
+        // Each retried write was applied once.
+        let balance = store.read(|tx| Ok(tx.account("u")?.map(|a| a.balance))).unwrap();
+        assert_eq!(balance, Some(Credits::from_micros(3)));
+        // Bounded: a failure that never clears gives up with Storage.
+        let mut attempts = 0;
+        let e = store
+            .write(|tx| {
+                attempts += 1;
+                raise(tx, "40001")
+            })
+            .unwrap_err();
+        assert_eq!(attempts, MAX_ATTEMPTS);
+        assert!(matches!(e, Error::Storage(_)), "{e}");
+        // Other errors are not retried, and never committed even when the
+        // closure swallows them.
+        let mut attempts = 0;
+        let e = store.write(|tx| {
+            attempts += 1;
+            let now = tx.now()?;
+            tx.apply("u", Credits::from_micros(100), false, now)?;
+            let _ = raise(tx, "22012");
+            Ok(())
+        });
+        assert_eq!(attempts, 1);
+        assert!(matches!(e, Err(Error::Storage(_))), "{e:?}");
+        let balance = store.read(|tx| Ok(tx.account("u")?.map(|a| a.balance))).unwrap();
+        assert_eq!(balance, Some(Credits::from_micros(3)), "the failed write was rolled back");
+        // The clock is the server's and reads see one snapshot.
+        let (a, b) = store.read(|tx| Ok((tx.now()?, tx.now()?))).unwrap();
+        assert_eq!(a, b);
+        assert!((a.0 - Timestamp::now().0).abs() < 60_000_000, "server clock {a} vs local");
+        drop(store);
+        drop_database(&admin_url, &db);
+    }
+
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("a%2Fb%3a"), "a/b:");
