@@ -162,3 +162,25 @@ fn tls_as_the_url_asks() {
     let e = open_err(&url("sslmode=verify-ca&sslrootcert=/nonexistent/root.crt"));
     assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
 }
+
+#[test]
+fn the_ledger_can_live_in_a_schema_of_its_own() {
+    if skip("the_ledger_can_live_in_a_schema_of_its_own") {
+        return;
+    }
+    let (url, _g) = common::shared_url();
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("admin connection");
+    c.batch_execute("CREATE SCHEMA ledger").unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let m = CreditManager::open(Config::new().database_url(format!("{url}{sep}options=-c%20search_path%3Dledger")))
+        .expect("open in schema ledger");
+    works(&m);
+    let n: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'ledger' AND table_name LIKE 'creditgate_%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 7, "the ledger's tables are in schema ledger");
+}
