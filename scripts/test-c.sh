@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # C ABI (SPEC section 8): builds libcreditgate (cargo build -p creditgate-c
-# --release), regenerates include/creditgate.h with the pinned cbindgen and
-# fails when the checked-in copy differs, builds and runs the C quickstart,
-# then the C tests: plain (-Wall -Wextra -Werror), under AddressSanitizer
+# --release) and runs its Rust unit tests, regenerates include/creditgate.h
+# with the pinned cbindgen and fails when the checked-in copy differs, builds
+# and runs the C quickstart, then the C tests: plain (-Wall -Wextra -Werror), under AddressSanitizer
 # (with LeakSanitizer) and under valgrind (leaks are errors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,9 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "cargo build -p creditgate-c --release"
 cargo build -p creditgate-c --release
+
+step "cargo test -p creditgate-c --release (status table, panic boundary, pointer plumbing)"
+cargo test -p creditgate-c --release
 
 step "header: cbindgen $CBINDGEN_VERSION -> include/creditgate.h"
 CBINDGEN="$TARGET_DIR/tools/cbindgen-$CBINDGEN_VERSION/bin/cbindgen"
