@@ -2,8 +2,9 @@
 # C ABI (SPEC section 8): builds libcreditgate (cargo build -p creditgate-c
 # --release) and runs its Rust unit tests, regenerates include/creditgate.h
 # with the pinned cbindgen and fails when the checked-in copy differs, builds
-# and runs the C quickstart, then the C tests: plain (-Wall -Wextra -Werror), under AddressSanitizer
-# (with LeakSanitizer) and under valgrind (leaks are errors).
+# and runs the C quickstart, then the C tests: plain (-Wall -Wextra
+# -Werror), under AddressSanitizer (with LeakSanitizer) and under valgrind
+# (leaks are errors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
