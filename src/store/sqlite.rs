@@ -150,6 +150,11 @@ impl SqliteStore {
             c.set_prepared_statement_cache_capacity(64);
             Ok(())
         });
+        // Fail at once on a bad file rather than after the pool's retries.
+        drop(
+            r2d2::ManageConnection::connect(&manager)
+                .map_err(|e| Error::Storage(format!("cannot open SQLite database {location:?}: {e}")))?,
+        );
         // A memory database lives only as long as its one connection.
         let pool = r2d2::Pool::builder()
             .max_size(size)
