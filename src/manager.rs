@@ -205,12 +205,26 @@ impl CreditManager {
             let mut t = self.inner.touched.lock();
             if t.is_empty() { Vec::new() } else { t.drain().collect() }
         };
-        self.inner.store.write(|tx| {
+        let r = self.inner.store.write(|tx| {
             if !touched.is_empty() {
                 tx.touch_keys(&touched)?;
             }
             f(tx)
-        })
+        });
+        if r.is_err() && !touched.is_empty() {
+            // The updates rolled back with the failed write: keep them for the next one.
+            let mut t = self.inner.touched.lock();
+            for (id, at) in touched {
+                match t.get_mut(&id) {
+                    Some(latest) => *latest = (*latest).max(at),
+                    None if t.len() < MAX_PENDING_TOUCHES => {
+                        t.insert(id, at);
+                    }
+                    None => {}
+                }
+            }
+        }
+        r
     }
 
     fn read<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {

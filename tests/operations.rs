@@ -1301,3 +1301,25 @@ fn audit_counts_accounts_and_entries() {
     assert!(a.ok);
     assert_eq!((a.accounts_checked, a.entries_checked), (2, 3));
 }
+
+#[test]
+fn last_used_at_survives_a_failed_write() {
+    let (url, _db) = common::shared_url();
+    let m = common::open(&url, Config::new());
+    let (key, key_id) = key_for(&m, "u");
+    grant(&m, "u", credits(1));
+    let last_used = |m: &CreditManager| {
+        m.list_api_keys("u").unwrap().into_iter().find(|k| k.key_id == key_id).unwrap().last_used_at
+    };
+    assert_eq!(last_used(&m), None);
+    m.verify_api_key_credits(&key, credits(1)).unwrap();
+    let seen = last_used(&m);
+    assert!(seen.is_some(), "a verified key shows when it was used");
+    // A write that fails (here a strict deduct) must not lose the pending update.
+    assert_eq!(err_code(m.deduct_credits("u", credits(2), &NO_OPTS)), ErrorCode::InsufficientCredits);
+    assert_eq!(last_used(&m), seen);
+    // Once a write commits, every handle sees it.
+    m.deduct_credits("u", credits(1), &NO_OPTS).unwrap();
+    let other = common::open(&url, Config::new());
+    assert_eq!(last_used(&other), seen);
+}
