@@ -215,12 +215,10 @@ impl CreditManager {
             // The updates rolled back with the failed write: keep them for the next one.
             let mut t = self.inner.touched.lock();
             for (id, at) in touched {
-                match t.get_mut(&id) {
-                    Some(latest) => *latest = (*latest).max(at),
-                    None if t.len() < MAX_PENDING_TOUCHES => {
-                        t.insert(id, at);
-                    }
-                    None => {}
+                if let Some(latest) = t.get_mut(&id) {
+                    *latest = (*latest).max(at);
+                } else if t.len() < MAX_PENDING_TOUCHES {
+                    t.insert(id, at);
                 }
             }
         }

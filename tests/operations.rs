@@ -272,6 +272,8 @@ fn reverse_payment_takes_back_what_the_payment_bought() {
     assert_eq!(r.currency.as_deref(), Some("USD"));
     assert_eq!(r.reference.as_deref(), Some("pi_1"));
     assert_eq!(r.idempotency_key.as_deref(), Some("reversal:pi_1"));
+    let reason = r.metadata.as_ref().and_then(|m| m.get("reason")).and_then(|v| v.as_str());
+    assert_eq!(reason, Some("chargeback"));
     assert_eq!(balance(&m, "u"), credits(-9000));
     // Same reversal again: replayed, nothing changes.
     let again = m.reverse_payment("pi_1", None, None, None).unwrap();
@@ -920,6 +922,8 @@ fn holds_expire_after_their_ttl_and_still_settle() {
     std::thread::sleep(Duration::from_millis(1500));
     let a = m.account("u").unwrap();
     assert_eq!((a.held, a.available), (credits(1), credits(9)), "an expired hold no longer counts");
+    assert_eq!(m.verify_api_key_credits(&key, credits(9)).unwrap().available, credits(9));
+    assert!(m.can_generate_api_key("u").unwrap().available == credits(9));
     // Available again for strict operations.
     m.deduct_credits("u", credits(8), &NO_OPTS).unwrap();
     // Usage is never lost: settling an expired hold charges.
