@@ -737,19 +737,27 @@ impl CreditManager {
         }))
     }
 
-    /// Finds the key row for a presented secret, or `InvalidApiKey`.
-    fn find_key(&self, tx: &mut dyn Tx, secret: &str) -> Result<KeyRow> {
+    /// Looks a presented secret up with `lookup`: by our hash, then (with a
+    /// pepper) by the plain SHA-256 of keys imported by hash; else `InvalidApiKey`.
+    fn lookup_secret<T>(
+        &self,
+        secret: &str,
+        mut lookup: impl FnMut(&str, Option<HashKind>) -> Result<Option<T>>,
+    ) -> Result<T> {
         keys::classify(&self.inner.config.api_key_prefix, secret)?;
-        let hash = self.hash(secret);
-        if let Some(k) = tx.key_by_hash(&hash, None)? {
-            return Ok(k);
+        if let Some(found) = lookup(&self.hash(secret), None)? {
+            return Ok(found);
         }
         if self.inner.config.api_key_pepper.is_some()
-            && let Some(k) = tx.key_by_hash(&keys::sha256_hex(secret), Some(HashKind::Sha256))?
+            && let Some(found) = lookup(&keys::sha256_hex(secret), Some(HashKind::Sha256))?
         {
-            return Ok(k);
+            return Ok(found);
         }
         Err(Error::InvalidApiKey("unknown API key".into()))
+    }
+
+    fn find_key(&self, tx: &mut dyn Tx, secret: &str) -> Result<KeyRow> {
+        self.lookup_secret(secret, |hash, only| tx.key_by_hash(hash, only))
     }
 
     fn key_ref(&self, tx: &mut dyn Tx, key: KeyRef) -> Result<KeyRow> {
@@ -764,16 +772,14 @@ impl CreditManager {
         let start = Instant::now();
         let r = (|| {
             min_credits.validate_threshold("min_credits")?;
-            self.read(|tx| {
-                let k = self.find_key(tx, api_key)?;
-                if k.revoked_at.is_some() {
-                    return Err(Error::InvalidApiKey(format!("API key {} is revoked", k.id)));
-                }
-                let now = tx.now()?;
-                let balance = tx.account(&k.user_id)?.map_or(Credits::ZERO, |a| a.balance);
-                let available = balance.checked_sub(tx.held(&k.user_id, now)?)?;
-                Ok((Verification { user_id: k.user_id, key_id: k.id, available }, now))
-            })
+            let (k, available) = self
+                .inner
+                .store
+                .peek(|tx| self.lookup_secret(api_key, |hash, only| tx.key_with_available(hash, only)))?;
+            if k.revoked_at.is_some() {
+                return Err(Error::InvalidApiKey(format!("API key {} is revoked", k.id)));
+            }
+            Ok((Verification { user_id: k.user_id, key_id: k.id, available }, Timestamp::now()))
         })();
         self.inner.metrics.verify_seconds.observe(start.elapsed());
         match r {

@@ -136,6 +136,15 @@ pub(crate) trait Tx {
 
     /// The key with this hash; with `only`, only a key stored with that kind.
     fn key_by_hash(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyRow>>;
+    /// The key with this hash and its account's available credits now; the
+    /// verify hot path, which a backend may answer with one statement.
+    fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<(KeyRow, Credits)>> {
+        let Some(k) = self.key_by_hash(hash, only)? else { return Ok(None) };
+        let now = self.now()?;
+        let balance = self.account(&k.user_id)?.map_or(Credits::ZERO, |a| a.balance);
+        let available = balance.checked_sub(self.held(&k.user_id, now)?)?;
+        Ok(Some((k, available)))
+    }
     fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>>;
     fn active_keys(&mut self, user: &str) -> Result<u32>;
     fn insert_key(&mut self, row: &KeyRow, hash: &str, kind: HashKind) -> Result<()>;
@@ -212,6 +221,16 @@ impl Store {
     pub(crate) fn read<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         match self {
             Store::Sqlite(s) => s.read(f),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.read(f),
+        }
+    }
+
+    /// Runs `f`, whose reads are one statement each, without a transaction
+    /// where the backend allows it (the verify hot path).
+    pub(crate) fn peek<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        match self {
+            Store::Sqlite(s) => s.peek(f),
             #[cfg(feature = "postgres")]
             Store::Postgres(s) => s.read(f),
         }

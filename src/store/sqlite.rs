@@ -226,6 +226,11 @@ impl SqliteStore {
         Ok(out)
     }
 
+    pub(crate) fn peek<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        let conn = self.pool.get()?;
+        f(&mut SqliteTx { c: &conn })
+    }
+
     /// Applies pending migrations under the write lock, so concurrent
     /// openers apply each exactly once.
     pub(crate) fn migrate(&self) -> Result<()> {
@@ -486,6 +491,22 @@ impl Tx for SqliteTx<'_> {
             Some(kind) => self.one_key("key_hash = ?1 AND hash_kind = ?2", params![hash, kind.as_str()]),
             None => self.one_key("key_hash = ?1", [hash]),
         }
+    }
+
+    fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<(KeyRow, Credits)>> {
+        const SQL: &str = "SELECT k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, k.revoked_at, \
+             COALESCE(a.balance, 0) - (SELECT COALESCE(SUM(h.amount), 0) FROM creditgate_holds h \
+             WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > ?2) \
+             FROM creditgate_api_keys k LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
+             WHERE k.key_hash = ?1 AND (?3 IS NULL OR k.hash_kind = ?3)";
+        let row = self
+            .c
+            .prepare_cached(SQL)?
+            .query_row(params![hash, Timestamp::now().0, only.map(HashKind::as_str)], |r| {
+                Ok((key_from_row(r)?, Credits::from_micros(r.get(8)?)))
+            })
+            .optional()?;
+        Ok(row)
     }
 
     fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>> {
