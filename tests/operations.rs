@@ -1327,3 +1327,28 @@ fn last_used_at_survives_a_failed_write() {
     let other = common::open(&url, Config::new());
     assert_eq!(last_used(&other), seen);
 }
+
+#[test]
+fn the_manager_is_a_cheap_shareable_handle() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<CreditManager>();
+    let (m, _db) = common::manager();
+    let clone = m.clone();
+    grant(&clone, "u", credits(3));
+    assert_eq!(balance(&m, "u"), credits(3), "a clone is the same ledger");
+}
+
+/// SQLite-specific: the resolved URL names the file (SQLAlchemy style).
+#[test]
+fn database_url_is_the_resolved_location() {
+    let (url, db) = common::shared_url();
+    let Some(path) = db.sqlite_path() else { return };
+    let m = common::open(&url, Config::new());
+    let shown = m.database_url();
+    let canonical = std::fs::canonicalize(path).unwrap();
+    assert_eq!(shown, format!("sqlite:///{}", canonical.display()));
+    assert!(shown.starts_with("sqlite:////"), "an absolute path has four slashes: {shown}");
+    let mem = CreditManager::open(Config::new().database_url("sqlite:///:memory:")).unwrap();
+    assert_eq!(mem.database_url(), "sqlite:///:memory:");
+    assert_eq!(err_code(CreditManager::open(Config::new().database_url("mysql://x/y"))), ErrorCode::InvalidArgument);
+}
