@@ -394,11 +394,19 @@ enum Attempt<R> {
     Retry(String),
 }
 
+/// The server's SQLSTATE and message, or the driver's error with its causes
+/// ("error connecting to server: Connection refused (os error 111)").
 fn describe(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("PostgreSQL error {}: {}", db.code().code(), db.message()),
-        None => format!("PostgreSQL: {e}"),
+    if let Some(db) = e.as_db_error() {
+        return format!("PostgreSQL error {}: {}", db.code().code(), db.message());
     }
+    let mut msg = format!("PostgreSQL: {e}");
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    msg
 }
 
 /// SQLSTATEs after which rerunning the whole transaction is right.
