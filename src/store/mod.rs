@@ -232,7 +232,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.peek(f),
             #[cfg(feature = "postgres")]
-            Store::Postgres(s) => s.read(f),
+            Store::Postgres(s) => s.peek(f),
         }
     }
 

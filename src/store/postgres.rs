@@ -497,6 +497,46 @@ impl PostgresStore {
         self.run(false, &mut f)
     }
 
+    /// Runs `f`, whose reads are one statement each, outside a transaction
+    /// (autocommit: each statement sees its own snapshot); the verify hot
+    /// path in one round trip. Rerun on a fresh connection when a pooled one
+    /// had died, and on serialization failures: it only reads.
+    pub(crate) fn peek<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        let mut attempt = 1;
+        loop {
+            let mut conn = self.conn()?;
+            let mut tx = PgTx { c: &mut conn, store: self, now: None, write: false, failed: None, locked: Vec::new() };
+            let out = f(&mut tx);
+            let failed = tx.failed.take();
+            let retry = match &failed {
+                None => return out,
+                Some(Failure { code: Some(code), message }) => {
+                    if *code == SqlState::FEATURE_NOT_SUPPORTED || *code == SqlState::INVALID_SQL_STATEMENT_NAME {
+                        message.contains("cached plan") || message.contains("prepared statement")
+                    } else {
+                        retryable(code, false)
+                    }
+                }
+                Some(Failure { code: None, .. }) => conn.client.is_closed(),
+            };
+            if conn.client.is_closed() {
+                conn.broken = true;
+            }
+            match failed {
+                Some(Failure { message, .. }) if retry && attempt < MAX_ATTEMPTS => {
+                    if message.contains("cached plan") || message.contains("prepared statement") {
+                        conn.stmts.clear();
+                    }
+                    drop(conn);
+                    backoff(attempt);
+                    attempt += 1;
+                }
+                Some(Failure { message, .. }) if out.is_ok() => return Err(self.storage(message)),
+                _ => return out,
+            }
+        }
+    }
+
     fn run<R>(&self, write: bool, f: &mut dyn FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         let mut attempt = 1;
         loop {
@@ -531,7 +571,7 @@ impl PostgresStore {
                 };
             }
         };
-        let mut tx = PgTx { c: &mut conn, store: self, now, write, failed: None, locked: Vec::new() };
+        let mut tx = PgTx { c: &mut conn, store: self, now: Some(now), write, failed: None, locked: Vec::new() };
         let out = f(&mut tx);
         let failed = tx.failed.take();
         match (out, failed) {
@@ -650,7 +690,9 @@ struct Failure {
 struct PgTx<'c> {
     c: &'c mut PgConn,
     store: &'c PostgresStore,
-    now: Timestamp,
+    /// The server's clock when the transaction began; None outside a
+    /// transaction (`peek`), where it is read when asked for.
+    now: Option<Timestamp>,
     write: bool,
     /// The first statement that failed: the transaction is then aborted.
     failed: Option<Failure>,
@@ -860,7 +902,12 @@ fn count(n: i64) -> u32 {
 
 impl Tx for PgTx<'_> {
     fn now(&mut self) -> Result<Timestamp> {
-        Ok(self.now)
+        if let Some(now) = self.now {
+            return Ok(now);
+        }
+        let now = Timestamp(self.int(NOW_SQL, &[])?);
+        self.now = Some(now);
+        Ok(now)
     }
 
     fn ensure_account(&mut self, user: &str, now: Timestamp) -> Result<()> {
@@ -1015,6 +1062,20 @@ impl Tx for PgTx<'_> {
             Some(kind) => self.one_key("key_hash = $1 AND hash_kind = $2", &[&hash, &kind.as_str()]),
             None => self.one_key("key_hash = $1", &[&hash]),
         }
+    }
+
+    fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<(KeyRow, Credits)>> {
+        // The verify hot path in one statement (one round trip in `peek`).
+        // Outside a transaction the statement's own start is the clock.
+        const SQL: &str = "SELECT k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, \
+             k.revoked_at, (COALESCE(a.balance, 0)::numeric - COALESCE((SELECT SUM(h.amount) FROM creditgate_holds h \
+                 WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > \
+                 COALESCE($3::bigint, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint)), 0))::bigint \
+             FROM creditgate_api_keys k LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
+             WHERE k.key_hash = $1 AND ($2::text IS NULL OR k.hash_kind = $2::text)";
+        let now = self.now.map(|t| t.0);
+        let row = self.opt(SQL, &[&hash, &only.map(HashKind::as_str), &now])?;
+        row.map(|r| Ok((key_from_row(&r)?, Credits::from_micros(col(&r, 8)?)))).transpose()
     }
 
     fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>> {
