@@ -1,7 +1,8 @@
 //! Backend-neutral ledger helpers for the integration tests. Every test gets
-//! its ledger from here: a fresh, empty ledger on a temporary SQLite file
-//! today; when `CREDITGATE_TEST_BACKEND=postgres` is supported, a fresh
-//! PostgreSQL schema instead. Tests never name a backend themselves (except
+//! its ledger from here: a fresh, empty ledger on a temporary SQLite file, or
+//! with `CREDITGATE_TEST_BACKEND=postgres` a fresh PostgreSQL database on the
+//! server at `CREDITGATE_TEST_POSTGRES_URL` (see `pg.rs` and
+//! `scripts/test-postgres.sh`). Tests never name a backend themselves (except
 //! the ones marked SQLite-specific, which ask `Guard::sqlite_path`).
 
 #![allow(dead_code)]
