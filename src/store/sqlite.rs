@@ -125,6 +125,28 @@ fn set_busy_handler(c: &Connection, timeout_ms: u32) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Puts the database file in WAL mode (a no-op when it already is).
+///
+/// Switching needs an exclusive lock, and when several connections open a
+/// fresh file at the same moment (a gateway's worker processes starting
+/// together) SQLite reports their lock-upgrade deadlock as SQLITE_BUSY at
+/// once, without waiting in the busy handler. Retrying is safe: the switch
+/// is all or nothing, and a later try finds the file in WAL mode already.
+fn set_wal(c: &Connection, timeout_ms: u32) -> rusqlite::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match c.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && start.elapsed() < Duration::from_millis(u64::from(timeout_ms)) =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl SqliteStore {
     pub(crate) fn open(url: &str, config: &Config) -> Result<SqliteStore> {
         let busy_ms = config.busy_timeout_ms;
@@ -143,7 +165,7 @@ impl SqliteStore {
         let manager = manager.with_init(move |c: &mut Connection| {
             set_busy_handler(c, busy_ms)?;
             if wal {
-                c.pragma_update(None, "journal_mode", "WAL")?;
+                set_wal(c, busy_ms)?;
             }
             c.pragma_update(None, "synchronous", sync)?;
             c.pragma_update(None, "foreign_keys", "ON")?;
