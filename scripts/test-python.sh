@@ -25,4 +25,7 @@ shopt -s nullglob
 typed=(examples/*.py tests/python/conftest.py tests/python/test_api*.py)
 "$py" -m mypy --strict "${typed[@]}"
 
+# Benchmark smoke run (no timing claims; full numbers in BENCHMARKS.md).
+"$py" scripts/bench_python.py --quick
+
 exec "$py" -m pytest -q tests/python

@@ -8,4 +8,6 @@ cd "$(dirname "$0")/.."
 bash scripts/test-rust.sh
 bash scripts/test-c.sh
 bash scripts/test-postgres.sh
+# Benchmark smoke runs (no timing claims): the full runs are in BENCHMARKS.md.
+CREDITGATE_BENCH_QUICK=1 cargo bench --bench ledger
 bash scripts/test-python.sh
