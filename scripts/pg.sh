@@ -49,9 +49,11 @@ install_server() {
         mkdir -p /etc/postgresql-common
         echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
     fi
-    export DEBIAN_FRONTEND=noninteractive
+    # Never ask (no terminal in CI): keep our createcluster.conf.
+    export DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1
+    local keep=(-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
     apt-get update -qq >&2
-    apt-get install -y -qq postgresql-15 >&2 || apt-get install -y -qq postgresql >&2
+    apt-get install -y -qq "${keep[@]}" postgresql-15 >&2 || apt-get install -y -qq "${keep[@]}" postgresql >&2
 }
 
 free_port() {
