@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Python front door: builds and installs the wheel into .venv the way a user
 # does (`pip install .`), then lints, checks the stubs against the built
-# module, type-checks the examples, and runs pytest last, so the run ends
-# with pytest's "N passed" line. Fails when any step fails or no test ran
-# (pytest exits 5 when it collects nothing).
+# module, type-checks the examples, runs the Python suite against a throwaway
+# PostgreSQL server (scripts/pg.sh; installed from Debian packages when absent,
+# stopped on exit, also when tests fail; the run fails, never skips, when it
+# cannot start), and runs pytest on SQLite last, so the run ends with pytest's
+# "N passed" line. Fails when any step fails or no test ran (pytest exits 5
+# when it collects nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +31,15 @@ typed=(examples/*.py tests/python/conftest.py tests/python/test_api*.py)
 # Benchmark smoke run (no timing claims; full numbers in BENCHMARKS.md).
 "$py" scripts/bench_python.py --quick
 
-exec "$py" -m pytest -q tests/python
+# The same suite on PostgreSQL: a fresh database per test (tests/python/conftest.py).
+env_lines=$(bash scripts/pg.sh start) || {
+    echo "test-python.sh: FAILED: the PostgreSQL server did not start" >&2
+    exit 1
+}
+eval "$env_lines"
+trap 'bash scripts/pg.sh stop "$CREDITGATE_PG_DIR"' EXIT
+CREDITGATE_TEST_BACKEND=postgres "$py" -m pytest -q tests/python
+bash scripts/pg.sh stop "$CREDITGATE_PG_DIR"
+trap - EXIT
+
+CREDITGATE_TEST_BACKEND=sqlite exec "$py" -m pytest -q tests/python

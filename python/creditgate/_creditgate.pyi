@@ -24,6 +24,7 @@ __all__ = [
     "AuditMismatch",
     "AuditReport",
     "Report",
+    "ImportSummary",
     "CreditError",
     "InsufficientCredits",
     "InvalidApiKey",
@@ -311,6 +312,22 @@ class Report:
     def overdraft_receivable(self) -> Decimal: ...
     def to_dict(self) -> dict[str, Any]: ...
 
+@final
+class ImportSummary:
+    """What ``LocalCreditManager.import_users`` did (counts)."""
+
+    @property
+    def users(self) -> int: ...
+    @property
+    def balances_imported(self) -> int: ...
+    @property
+    def balances_already_imported(self) -> int: ...
+    @property
+    def balances_skipped(self) -> int: ...
+    @property
+    def keys(self) -> int: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
 # ----- the manager -------------------------------------------------------------
 
 @final
@@ -358,6 +375,19 @@ class LocalCreditManager:
     ) -> Entry: ...
     def import_balance(self, user_id: _UserId, balance: _Amount, kind: str = "adjustment") -> Entry:
         """``creditgate import-users``: a host balance, keyed ``import:<user_id>``."""
+    def import_users(
+        self,
+        *,
+        table: str = "users",
+        id_column: str = "id",
+        balance_column: str = "credit_balance",
+        kind: str = "adjustment",
+        keys_table: str | None = None,
+        key_user_column: str = "user_id",
+        key_column: str = "key",
+        key_format: str = "plain",
+    ) -> ImportSummary:
+        """``creditgate import-users``: the host's users table (and keys) into the ledger; idempotent."""
     def deduct_credits(
         self,
         user_id: _UserId,

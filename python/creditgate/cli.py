@@ -15,7 +15,6 @@ import io
 import json
 import os
 import re
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -340,7 +339,7 @@ def build_parser() -> Parser:
         "import-users",
         cmd_import_users,
         "import credit balances (and optionally API keys) from the host's own tables "
-        "in the same SQLite database; running it twice changes nothing",
+        "in the ledger's own database (SQLite or PostgreSQL); running it twice changes nothing",
     )
     c.add_argument("--table", default="users", type=identifier_arg)
     c.add_argument("--id-column", default="id", type=identifier_arg)
@@ -558,90 +557,24 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 # ----- import-users -------------------------------------------------------------
 
 
-def sqlite_path(url: str) -> str:
-    """The file of a SQLAlchemy-style SQLite URL (`sqlite:///rel.db`, `sqlite:////abs.db`)."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix):
-        raise CliError(
-            "invalid_argument",
-            "import-users reads the users table with Python's sqlite3, so it needs a "
-            f"sqlite:/// database URL (got {url.split(':', 1)[0]}:...)",
-        )
-    path = url[len(prefix) :].split("?", 1)[0]
-    if path in ("", ":memory:"):
-        raise CliError(
-            "invalid_argument",
-            "import-users needs a database file, not an in-memory database",
-        )
-    return path
-
-
-def read_balances(conn: sqlite3.Connection, args: argparse.Namespace) -> list[tuple[str, Decimal]]:
-    """(user id, balance) for every non-zero balance, validated before any write."""
-    rows = conn.execute(f'SELECT "{args.id_column}", "{args.balance_column}" FROM "{args.table}" ORDER BY 1').fetchall()
-    out = []
-    for user_id, raw in rows:
-        if raw is None:
-            continue
-        # A REAL column: repr() is the shortest text that round-trips, so
-        # 4998.5 stays 4998.5 instead of 4998.500000000000...
-        text = repr(raw) if isinstance(raw, float) else str(raw)
-        try:
-            balance = Decimal(text)
-        except InvalidOperation:
-            raise CliError(
-                "invalid_argument",
-                f"user {user_id!r}: balance {text!r} is not a number",
-            ) from None
-        if not balance.is_finite():
-            raise CliError("invalid_argument", f"user {user_id!r}: balance {text!r} is not finite")
-        if balance != 0:  # a zero balance needs no entry
-            out.append((str(user_id), balance))
-    return out
-
-
 def cmd_import_users(args: argparse.Namespace) -> int:
-    url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    path = sqlite_path(url)
-    if not os.path.exists(path):
-        raise CliError("not_found", f"no database file at {path}")
-    # Read-only: this command never changes the host's own tables. Read and
-    # closed before the ledger opens: Python's sqlite3 and the ledger's own
-    # SQLite must not have one file open at once in one process, as closing
-    # either's file drops the other's POSIX locks.
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        balances = read_balances(conn, args)
-        keys: list[tuple[str, str]] = []
-        if args.keys_table:
-            keys = [
-                (str(u), str(k))
-                for u, k in conn.execute(
-                    f'SELECT "{args.key_user_column}", "{args.key_column}" '
-                    f'FROM "{args.keys_table}" WHERE "{args.key_column}" IS NOT NULL ORDER BY 1'
-                )
-            ]
-    except sqlite3.Error as e:
-        raise CliError("storage", f"cannot read the users table: {e}") from None
-    finally:
-        conn.close()
+    # The core reads the host's tables from the ledger's own database (SQLite
+    # or PostgreSQL), checks every row before the first write, and keys each
+    # entry `import:<user_id>`, so a re-run replays it.
     m = open_manager(args)
-    imported = replayed = 0
-    for user_id, balance in balances:
-        # The ledger entry's key is `import:<user_id>`: a re-run replays it.
-        entry = m.import_balance(user_id, balance, args.kind)
-        if entry.replayed:
-            replayed += 1
-        else:
-            imported += 1
-    print(f"balances: {imported} imported, {replayed} already imported")
-    for user_id, secret in keys:
-        if args.key_format == "sha256":
-            m.import_api_key(user_id, secret_sha256=secret.lower())
-        else:
-            m.import_api_key(user_id, secret=secret)
+    summary = m.import_users(
+        table=args.table,
+        id_column=args.id_column,
+        balance_column=args.balance_column,
+        kind=args.kind,
+        keys_table=args.keys_table,
+        key_user_column=args.key_user_column,
+        key_column=args.key_column,
+        key_format=args.key_format,
+    )
+    print(f"balances: {summary.balances_imported} imported, {summary.balances_already_imported} already imported")
     if args.keys_table:
-        print(f"legacy API keys: {len(keys)} registered (re-importing a key changes nothing)")
+        print(f"legacy API keys: {summary.keys} registered (re-importing a key changes nothing)")
     return 0
 
 

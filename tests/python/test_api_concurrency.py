@@ -111,6 +111,7 @@ conn.execute("COMMIT")
 """
 
 
+@pytest.mark.sqlite_only("holds SQLite's file lock from another process")
 def test_gil_is_released_while_storage_blocks(db_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDITGATE_BUSY_TIMEOUT_MS", "5000")
     m = LocalCreditManager(db_url)

@@ -4,6 +4,7 @@ through the Python API."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -14,6 +15,7 @@ from creditgate import (
     InvalidArgument,
     LocalCreditManager,
     NotFound,
+    StorageError,
 )
 
 
@@ -148,6 +150,58 @@ def test_import_balance_is_idempotent(manager: LocalCreditManager) -> None:
     assert manager.import_balance("buyer", 10, "purchase").kind == "purchase"
     with pytest.raises(InvalidArgument):
         manager.import_balance("x", 1, "grant")
+
+
+def test_import_users_from_the_host_tables(host_sql: Callable[[str], None], db_url: str) -> None:
+    # The host's own tables, as the seed's migration left them, in the
+    # ledger's database (written before the ledger opens it).
+    digest = hashlib.sha256(b"hashed-legacy-key-for-3").hexdigest().upper()
+    host_sql(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, credit_balance DOUBLE PRECISION);"
+        "INSERT INTO users VALUES (1, 'a@x', 5000.0), (2, 'b@x', 0), (3, 'c@x', 4998.5), (4, 'd@x', NULL);"
+        "CREATE TABLE api_keys (user_id INTEGER, key TEXT);"
+        "INSERT INTO api_keys VALUES (1, 'legacy-user-one-key-abcdef');"
+        "CREATE TABLE key_hashes (owner TEXT, digest TEXT);"
+        f"INSERT INTO key_hashes VALUES ('3', '{digest}');"
+    )
+    m = LocalCreditManager(db_url)
+    first = m.import_users(keys_table="api_keys")
+    assert (first.users, first.balances_imported, first.balances_already_imported) == (4, 2, 0)
+    assert (first.balances_skipped, first.keys) == (2, 1)
+    assert m.get_balance("1") == 5000 and m.get_balance("3") == Decimal("4998.5")
+    entry = m.transactions("1")[0]
+    assert entry.kind == "adjustment" and entry.idempotency_key == "import:1"
+    # Twice changes nothing.
+    again = m.import_users(keys_table="api_keys")
+    assert (again.balances_imported, again.balances_already_imported, again.keys) == (0, 2, 1)
+    assert len(m.transactions("1")) == 1
+    # The same balances under another kind: a conflict, not a second credit.
+    with pytest.raises(IdempotencyConflict):
+        m.import_users(kind="purchase")
+    hashed = m.import_users(keys_table="key_hashes", key_user_column="owner", key_column="digest", key_format="sha256")
+    assert hashed.keys == 1
+    assert m.verify_api_key_credits("legacy-user-one-key-abcdef").user_id == "1"
+    assert m.verify_api_key_credits("hashed-legacy-key-for-3").user_id == "3"
+    assert all(k.legacy for k in m.list_api_keys("1"))
+    assert m.audit().ok
+
+
+def test_import_users_rejects_bad_input(host_sql: Callable[[str], None], db_url: str) -> None:
+    host_sql(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, credit_balance TEXT);INSERT INTO users VALUES (1, '0.0000001');"
+    )
+    m = LocalCreditManager(db_url)
+    with pytest.raises(InvalidArgument):
+        m.import_users()  # finer than a micro-credit: nothing imported
+    assert m.transactions("1") == []
+    with pytest.raises(InvalidArgument):
+        m.import_users(table="users; DROP TABLE x")
+    with pytest.raises(InvalidArgument):
+        m.import_users(keys_table="users", key_format="md5")
+    with pytest.raises(InvalidArgument):
+        m.import_users(kind="grant")
+    with pytest.raises(StorageError):
+        m.import_users(table="no_such_table")
 
 
 def test_holds_reserve_settle_release(manager: LocalCreditManager, paid_key: str) -> None:

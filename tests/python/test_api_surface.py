@@ -4,6 +4,7 @@ names, kinds and defaults) and result fields, checked on the built module."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +39,10 @@ SIGNATURES = {
     "metrics_prometheus": "()",
     "report": "()",
     "migrate": "()",
+    "import_users": (
+        "(*, table='users', id_column='id', balance_column='credit_balance', kind='adjustment', keys_table=None, "
+        "key_user_column='user_id', key_column='key', key_format='plain')"
+    ),
 }
 
 
@@ -80,6 +85,7 @@ FIELDS = {
     "Report": "users paying_users users_attempted_key key_generation_attempts key_generation_successes "
     "purchase_conversion_rate credits_purchased revenue_usd_minor revenue_per_paying_user_usd_minor credits_used "
     "outstanding_balance overdraft_receivable",
+    "ImportSummary": "users balances_imported balances_already_imported balances_skipped keys",
 }
 
 
@@ -104,3 +110,12 @@ def test_result_fields(manager: LocalCreditManager) -> None:
         for field in FIELDS[cls].split():
             assert hasattr(obj, field), f"{cls}.{field}"
             assert field in obj.to_dict()
+
+
+def test_import_summary_fields(host_sql: Callable[[str], None], db_url: str) -> None:
+    host_sql("CREATE TABLE users (id INTEGER PRIMARY KEY, credit_balance INTEGER)")
+    summary = LocalCreditManager(db_url).import_users()
+    assert type(summary).__name__ == "ImportSummary"
+    for field in FIELDS["ImportSummary"].split():
+        assert getattr(summary, field) == 0, field
+        assert field in summary.to_dict()

@@ -300,6 +300,7 @@ def test_results_are_frozen_and_secret_free(manager: LocalCreditManager) -> None
     assert key.secret[3:20] not in str(e.value)
 
 
+@pytest.mark.sqlite_only("compares with the raw URL; a PostgreSQL URL is shown with its password redacted")
 def test_manager_repr_hides_the_pepper(db_url: str) -> None:
     m = LocalCreditManager(db_url, api_key_pepper="pepper-secret-0123456789")
     assert "pepper-secret" not in repr(m) and m.database_url == db_url

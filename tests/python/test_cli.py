@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -355,6 +356,22 @@ def test_import_users_from_the_host_table(cli: Cli) -> None:
     assert m.verify_api_key_credits("legacy-user-one-key-abcdef").user_id == "1"
     assert m.verify_api_key_credits("hashed-legacy-key-for-3").user_id == "3"
     assert all(k.legacy for k in m.list_api_keys("1"))
+
+
+def test_import_users_on_the_test_backend(cli: Cli, host_sql: Callable[[str], None], db_url: str) -> None:
+    # SQLite, or PostgreSQL with CREDITGATE_TEST_BACKEND=postgres: the same command.
+    host_sql(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, credit_balance NUMERIC(12, 2));"
+        "INSERT INTO users VALUES (1, 12.5), (2, 0);"
+    )
+    r = cli.run("import-users", url=db_url)
+    assert r.returncode == 0, r.stderr
+    assert "balances: 1 imported, 0 already imported" in r.stdout
+    r = cli.run("import-users", url=db_url)
+    assert "balances: 0 imported, 1 already imported" in r.stdout, r.stderr
+    assert LocalCreditManager(db_url).get_balance("1") == Decimal("12.5")
+    r = cli.run("import-users", "--table", "missing", url=db_url)
+    assert r.returncode == 1 and "error: storage:" in r.stderr, r.stderr
 
 
 def test_import_users_rejects_bad_identifiers(cli: Cli) -> None:

@@ -15,7 +15,8 @@
 use crate::convert::{self, dec};
 use crate::errors::{invalid, to_py};
 use crate::types::{
-    Account, ApiKeyInfo, AuditReport, Entry, Hold, KeyEligibility, NewApiKey, Report, UsageCharge, Verification,
+    Account, ApiKeyInfo, AuditReport, Entry, Hold, ImportSummary, KeyEligibility, NewApiKey, Report, UsageCharge,
+    Verification,
 };
 use creditgate::{self as cg, Config, CreditManager, Credits, EntryKind, EntryOptions, Error};
 use creditgate::{EntryId, HoldAmount, HoldId, KeyId, KeyRef, Settlement, Usage};
@@ -253,6 +254,49 @@ impl LocalCreditManager {
         let kind = entry_kind(py, kind)?;
         let entry = self.run(py, move |m| m.import_balance(&user, balance, kind))?;
         Entry::new(py, entry)
+    }
+
+    /// `creditgate import-users` (SPEC §7): every balance of the host's own
+    /// users table (in the ledger's database) as an entry keyed
+    /// `import:<user_id>`, and with `keys_table` its API keys as legacy keys.
+    /// Everything is read and checked before the first write; running it
+    /// twice changes nothing.
+    #[pyo3(signature = (
+        *, table="users", id_column="id", balance_column="credit_balance", kind="adjustment",
+        keys_table=None, key_user_column="user_id", key_column="key", key_format="plain",
+    ))]
+    fn import_users(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        id_column: &str,
+        balance_column: &str,
+        kind: &str,
+        keys_table: Option<&str>,
+        key_user_column: &str,
+        key_column: &str,
+        key_format: &str,
+    ) -> PyResult<ImportSummary> {
+        let kind = entry_kind(py, kind)?;
+        let format = match key_format {
+            "plain" => cg::KeyFormat::Plain,
+            "sha256" => cg::KeyFormat::Sha256,
+            other => return Err(invalid(py, format!("key_format must be 'plain' or 'sha256', got {other:?}"))),
+        };
+        let spec = cg::ImportUsers {
+            table: table.to_owned(),
+            id_column: id_column.to_owned(),
+            balance_column: balance_column.to_owned(),
+            kind,
+            keys: keys_table.map(|t| cg::ImportKeys {
+                table: t.to_owned(),
+                user_column: key_user_column.to_owned(),
+                key_column: key_column.to_owned(),
+                format,
+            }),
+        };
+        let summary = self.run(py, move |m| m.import_users(&spec))?;
+        ImportSummary::new(py, summary)
     }
 
     #[pyo3(signature = (user_id, amount, *, idempotency_key=None, reference=None, metadata=None))]

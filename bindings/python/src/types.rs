@@ -294,6 +294,23 @@ impl Report {
     }
 }
 
+record!(
+    /// What `LocalCreditManager.import_users` did (counts).
+    ImportSummary { users, balances_imported, balances_already_imported, balances_skipped, keys }
+);
+
+impl ImportSummary {
+    pub fn new(py: Python<'_>, s: cg::ImportSummary) -> PyResult<ImportSummary> {
+        Ok(ImportSummary {
+            users: obj(py, s.users)?,
+            balances_imported: obj(py, s.balances_imported)?,
+            balances_already_imported: obj(py, s.balances_already_imported)?,
+            balances_skipped: obj(py, s.balances_skipped)?,
+            keys: obj(py, s.keys)?,
+        })
+    }
+}
+
 /// Registers every result class on the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entry>()?;
@@ -307,5 +324,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AuditMismatch>()?;
     m.add_class::<AuditReport>()?;
     m.add_class::<Report>()?;
+    m.add_class::<ImportSummary>()?;
     Ok(())
 }
