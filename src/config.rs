@@ -229,20 +229,40 @@ fn parse_int<T: std::str::FromStr>(name: &str, v: &str) -> Result<T> {
     v.trim().parse().map_err(|_| Error::invalid(format!("{name} must be an integer, got {v:?}")))
 }
 
-/// `scheme://user:secret@host` → `scheme://user:***@host`; other URLs unchanged.
+/// `scheme://user:secret@host/db?password=x` → `scheme://user:***@host/db?password=***`;
+/// URLs without a password are unchanged.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            // The password ends at the last '@' of the authority; it may contain '/'.
+            match rest.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                    None => base.to_string(),
+                },
+                None => base.to_string(),
+            }
+        }
+        None => base.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword") => {
+                    format!("{k}=***")
+                }
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -253,6 +273,11 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(redact_url("postgresql://u:hunter2@h:5432/db"), "postgresql://u:***@h:5432/db");
         assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
+        assert_eq!(redact_url("postgresql://u:a/b@h/db"), "postgresql://u:***@h/db");
+        assert_eq!(redact_url("postgresql://h/db?user=u&password=pw&x=1"), "postgresql://h/db?user=u&password=***&x=1");
+        let long = "postgresql+psycopg2://creditgate_application:S3cr3tPassw0rdThatIsLongEnough@db.internal:5432/app";
+        let err = Config::new().database_url(long);
+        assert!(!format!("{:?}", crate::CreditManager::open(err).err()).contains("S3cr3t"));
         let c = Config::new().database_url("postgres://a:pw@h/d").api_key_pepper("pepper-secret-value").unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("pw@") && !dbg.contains("pepper-secret-value"), "{dbg}");

@@ -24,10 +24,20 @@ pub struct EntryOptions<'a> {
 }
 
 /// How a usage charge names its key.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub enum KeyRef<'a> {
     Secret(&'a str),
     Id(KeyId),
+}
+
+impl std::fmt::Debug for KeyRef<'_> {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyRef::Secret(_) => f.write_str("Secret(<redacted>)"),
+            KeyRef::Id(id) => f.debug_tuple("Id").field(id).finish(),
+        }
+    }
 }
 
 /// Token counts of one call. `model: None` uses the default price.
@@ -140,14 +150,20 @@ fn replayed(mut e: Entry) -> Entry {
     e
 }
 
+/// A caller's own key reused with other parameters.
 fn conflict(key: &str, existing: &Entry) -> Error {
     Error::IdempotencyConflict(format!(
-        "key {:?} was already used for a {} of {} for user {:?} with other parameters",
+        "key {:?} was already used for a {} of {} with other parameters",
         truncate(key),
         existing.kind,
-        existing.amount,
-        truncate(&existing.user_id)
+        existing.amount
     ))
+}
+
+/// A global key (payment or reversal id) reused with other parameters; says
+/// nothing of the entry, which may belong to another user.
+fn global_conflict(key: &str) -> Error {
+    Error::IdempotencyConflict(format!("{:?} was already used with another user, payment or amount", truncate(key)))
 }
 
 /// charge = ceil((in × in_price + out × out_price) / 1000) micro-credits.
@@ -457,7 +473,7 @@ impl CreditManager {
                     let same = e.user_id == user
                         && e.amount_minor == Some(amount_minor)
                         && e.currency.as_deref() == Some(currency);
-                    return if same { Ok(replayed(e)) } else { Err(conflict(&key, &e)) };
+                    return if same { Ok(replayed(e)) } else { Err(global_conflict(&key)) };
                 }
                 let mut d = Draft::new(user, EntryKind::Purchase, Credits::from_micros(micros as i64));
                 d.key = Some(key.clone());
@@ -510,7 +526,7 @@ impl CreditManager {
                 if let Some(e) = tx.entry_by_global_key(&key)? {
                     let same = e.reference.as_deref() == Some(payment_id)
                         && amount_minor.is_none_or(|a| e.amount_minor == Some(a));
-                    return if same { Ok(replayed(e)) } else { Err(conflict(&key, &e)) };
+                    return if same { Ok(replayed(e)) } else { Err(global_conflict(&key)) };
                 }
                 let paid_minor = purchase.amount_minor.unwrap_or(0);
                 let (reversed_minor, reversed) = tx.reversed_total(payment_id)?;
@@ -599,13 +615,13 @@ impl CreditManager {
     /// Creates a key when the credit rule allows it, checked in the insert's
     /// transaction. Every call is tallied as an attempt, also when denied.
     pub fn create_api_key(&self, user: &str, name: Option<&str>) -> Result<NewApiKey> {
+        self.count(Counter::key_generation_attempts_total);
         let r = (|| {
             let user = validate::text("user_id", user)?;
             let name = validate::opt_text("name", name)?;
             let secret = keys::generate(&self.inner.config.api_key_prefix)?;
             let hash = self.hash(secret.expose());
             let max = self.inner.config.max_active_keys_per_user;
-            self.count(Counter::key_generation_attempts_total);
             // The outer Result rolls back; the inner one commits the tally.
             let outcome = self.write(|tx| {
                 let now = tx.now()?;
@@ -638,7 +654,12 @@ impl CreditManager {
                 tx.tally_key_attempt(user, now.day(), true)?;
                 Ok(Ok(row))
             });
-            let row = outcome.and_then(|o| o).inspect_err(|_| self.count(Counter::key_generation_denied_total))?;
+            let row = outcome.and_then(|o| o).inspect_err(|e| {
+                // A denial is the rule saying no; storage failures are neither.
+                if matches!(e.code(), ErrorCode::LimitReached | ErrorCode::InsufficientCredits) {
+                    self.count(Counter::key_generation_denied_total);
+                }
+            })?;
             self.count(Counter::key_generation_success_total);
             Ok(NewApiKey {
                 secret: secret.clone(),
@@ -1031,7 +1052,8 @@ impl CreditManager {
             })
         })();
         self.inner.metrics.charge_seconds.observe(start.elapsed());
-        let r = self.track(r).map(|(entry, expired, settled_now)| {
+        // finish_charge counts the error, if any.
+        let r = r.map(|(entry, expired, settled_now)| {
             self.inner.metrics.add(Counter::holds_expired_total, expired);
             if settled_now {
                 self.count(Counter::holds_settled_total);

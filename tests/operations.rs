@@ -1359,3 +1359,60 @@ fn database_url_is_the_resolved_location() {
     assert_eq!(mem.database_url(), "sqlite:///:memory:");
     assert_eq!(err_code(CreditManager::open(Config::new().database_url("mysql://x/y"))), ErrorCode::InvalidArgument);
 }
+
+// ----- review findings ------------------------------------------------------
+
+#[test]
+fn key_ref_debug_never_prints_the_secret() {
+    let shown = format!("{:?}", KeyRef::Secret("sk_thisisasecretvaluethatmustnotshow"));
+    assert!(!shown.contains("thisisasecret"), "{shown}");
+}
+
+#[test]
+fn a_failed_settle_counts_one_error() {
+    let (m, _g) = common::manager();
+    let before = metric(&m, "errors_total");
+    let unknown = HoldId::parse("01a213f9-80ed-7035-b376-7c130a104169").unwrap();
+    assert_eq!(err_code(m.settle(unknown, Settlement::Credits(Credits::ZERO))), ErrorCode::NotFound);
+    assert_eq!(metric(&m, "errors_total"), before + 1);
+}
+
+#[test]
+fn a_payment_conflict_does_not_reveal_the_other_user() {
+    let (m, _g) = common::manager();
+    m.record_payment("alice-the-payer", "pi_shared", 500, "USD").unwrap();
+    let err = m.record_payment("mallory", "pi_shared", 500, "USD").unwrap_err();
+    assert_eq!(err.code(), ErrorCode::IdempotencyConflict);
+    let msg = err.to_string();
+    assert!(!msg.contains("alice-the-payer") && !msg.contains("5000"), "{msg}");
+}
+
+#[test]
+fn gross_flows_beyond_i64_keep_account_and_report_working() {
+    let (m, _g) = common::manager();
+    let max = Credits::from_credits(creditgate::MAX_AMOUNT_CREDITS).unwrap();
+    for _ in 0..10 {
+        m.add_credits("whale", max, EntryKind::Purchase, &NO_OPTS).unwrap();
+        m.deduct_credits("whale", max, &NO_OPTS).unwrap();
+    }
+    assert_eq!(balance(&m, "whale"), Credits::ZERO);
+    let a = m.account("whale").unwrap();
+    assert_eq!(a.balance, Credits::ZERO);
+    assert!(a.lifetime_purchased > Credits::ZERO && a.lifetime_used > Credits::ZERO);
+    // Report fields are i64: purchases beyond that range are a clear error,
+    // never SQLite's overflow of its SUM.
+    if let Err(e) = m.report() {
+        assert!(!e.to_string().contains("integer overflow"), "{e}");
+    }
+    assert_audit_ok(&m);
+}
+
+#[test]
+fn key_generation_counters_count_every_call_and_only_rule_denials() {
+    let (m, _g) = common::manager();
+    assert_eq!(err_code(m.create_api_key("", None)), ErrorCode::InvalidArgument);
+    assert_eq!(err_code(m.create_api_key("poor", None)), ErrorCode::InsufficientCredits);
+    assert_eq!(metric(&m, "key_generation_attempts_total"), 2);
+    assert_eq!(metric(&m, "key_generation_denied_total"), 1);
+    assert_eq!(metric(&m, "key_generation_success_total"), 0);
+}

@@ -204,7 +204,7 @@ impl Store {
         }
         Err(Error::invalid(format!(
             "DATABASE_URL must start with sqlite:, postgresql:// or postgres://, got {:?}",
-            crate::config::redact_url(crate::types::truncate(url))
+            crate::types::truncate(&crate::config::redact_url(url))
         )))
     }
 

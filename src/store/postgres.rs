@@ -1049,8 +1049,8 @@ impl Tx for PgTx<'_> {
 
     fn lifetime(&mut self, user: &str) -> Result<(Credits, Credits)> {
         let r = self.one(
-            "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0)::bigint, \
-             COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0)::bigint \
+            "SELECT LEAST(COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0), 9223372036854775807)::bigint, \
+             LEAST(COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0), 9223372036854775807)::bigint \
              FROM creditgate_entries WHERE user_id = $1",
             &[&user],
         )?;
@@ -1253,20 +1253,24 @@ impl Tx for PgTx<'_> {
             q(self, "SELECT COALESCE(SUM(attempts), 0)::bigint FROM creditgate_key_attempts")?;
         fig.key_generation_successes =
             q(self, "SELECT COALESCE(SUM(successes), 0)::bigint FROM creditgate_key_attempts")?;
-        // Sums per account first, each within BIGINT (an account balance is).
+        // NUMERIC sums read as text into i128: gross flows may exceed BIGINT.
         let rows = self.query(
-            "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0)::bigint, \
-                    COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount_minor ELSE 0 END), 0)::bigint, \
-                    COALESCE(SUM(CASE WHEN kind = 'reversal' THEN amount_minor ELSE 0 END), 0)::bigint, \
-                    COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0)::bigint \
-             FROM creditgate_entries GROUP BY user_id",
+            "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0)::text, \
+                    COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount_minor ELSE 0 END), 0)::text, \
+                    COALESCE(SUM(CASE WHEN kind = 'reversal' THEN amount_minor ELSE 0 END), 0)::text, \
+                    COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0)::text \
+             FROM creditgate_entries",
             &[],
         )?;
+        let sum = |r: &postgres::Row, i: usize| -> Result<i128> {
+            let text: String = col(r, i)?;
+            text.parse().map_err(|_| Error::Internal(format!("report sum {text:?} is not an integer")))
+        };
         for r in &rows {
-            fig.credits_purchased_micros += i128::from(col::<i64>(r, 0)?);
-            fig.purchases_minor += i128::from(col::<i64>(r, 1)?);
-            fig.reversals_minor += i128::from(col::<i64>(r, 2)?);
-            fig.credits_used_micros += i128::from(col::<i64>(r, 3)?);
+            fig.credits_purchased_micros += sum(r, 0)?;
+            fig.purchases_minor += sum(r, 1)?;
+            fig.reversals_minor += sum(r, 2)?;
+            fig.credits_used_micros += sum(r, 3)?;
         }
         let rows = self.query("SELECT balance FROM creditgate_accounts WHERE balance <> 0", &[])?;
         for r in &rows {

@@ -211,7 +211,9 @@ impl SqliteStore {
             self.group.submit(&mut job, &|slots| self.run_batch(slots))
         };
         match (result, committed) {
-            (Some(Err(e)), _) | (Some(Ok(_)) | None, Err(e)) => Err(e),
+            // A batch that did not commit voids every result decided in it:
+            // they may rest on writes of other jobs that were rolled back.
+            (_, Err(e)) | (Some(Err(e)), Ok(())) => Err(e),
             (Some(Ok(v)), Ok(())) => Ok(v),
             (None, Ok(())) => Err(Error::Internal("write job panicked".into())),
         }
@@ -497,15 +499,22 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn lifetime(&mut self, user: &str) -> Result<(Credits, Credits)> {
-        let (p, u): (i64, i64) = self
-            .c
-            .prepare_cached(
-                "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0), \
-                 COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0) \
-                 FROM creditgate_entries WHERE user_id = ?1",
-            )?
-            .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok((Credits::from_micros(p), Credits::from_micros(u)))
+        // Summed in i128 here: SQLite's SUM fails on i64 overflow of gross flows.
+        let mut stmt = self.c.prepare_cached(
+            "SELECT kind, amount FROM creditgate_entries WHERE user_id = ?1 AND kind IN ('purchase', 'usage', 'deduct')",
+        )?;
+        let mut rows = stmt.query([user])?;
+        let (mut purchased, mut used) = (0i128, 0i128);
+        while let Some(r) = rows.next()? {
+            let amount = i128::from(r.get::<_, i64>(1)?);
+            if r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? == "purchase" {
+                purchased += amount;
+            } else {
+                used -= amount;
+            }
+        }
+        let clamp = |v: i128| Credits::from_micros(i64::try_from(v).unwrap_or(i64::MAX));
+        Ok((clamp(purchased), clamp(used)))
     }
 
     fn key_by_hash(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyRow>> {
@@ -740,20 +749,23 @@ impl Tx for SqliteTx<'_> {
         )? as u64;
         fig.key_generation_attempts = q(c, "SELECT COALESCE(SUM(attempts), 0) FROM creditgate_key_attempts")? as u64;
         fig.key_generation_successes = q(c, "SELECT COALESCE(SUM(successes), 0) FROM creditgate_key_attempts")? as u64;
-        // Sums per account first, each within i64 (an account balance is).
+        // Summed in i128 here: SQLite's SUM fails on i64 overflow of gross flows.
         let mut stmt = c.prepare_cached(
-            "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0), \
-                    COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount_minor ELSE 0 END), 0), \
-                    COALESCE(SUM(CASE WHEN kind = 'reversal' THEN amount_minor ELSE 0 END), 0), \
-                    COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0) \
-             FROM creditgate_entries GROUP BY user_id",
+            "SELECT kind, amount, COALESCE(amount_minor, 0) FROM creditgate_entries \
+             WHERE kind IN ('purchase', 'reversal', 'usage', 'deduct')",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            fig.credits_purchased_micros += i128::from(r.get::<_, i64>(0)?);
-            fig.purchases_minor += i128::from(r.get::<_, i64>(1)?);
-            fig.reversals_minor += i128::from(r.get::<_, i64>(2)?);
-            fig.credits_used_micros += i128::from(r.get::<_, i64>(3)?);
+            let amount = i128::from(r.get::<_, i64>(1)?);
+            let minor = i128::from(r.get::<_, i64>(2)?);
+            match r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? {
+                "purchase" => {
+                    fig.credits_purchased_micros += amount;
+                    fig.purchases_minor += minor;
+                }
+                "reversal" => fig.reversals_minor += minor,
+                _ => fig.credits_used_micros -= amount,
+            }
         }
         let mut stmt = c.prepare_cached("SELECT balance FROM creditgate_accounts WHERE balance <> 0")?;
         let mut rows = stmt.query([])?;
