@@ -6,7 +6,7 @@ use crate::config::{Config, redact_url};
 use crate::error::{Error, ErrorCode, Result};
 use crate::keys;
 use crate::metrics::{Counter, Metrics};
-use crate::money::{Credits, MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS};
+use crate::money::{Credits, MAX_AMOUNT_MICROS};
 use crate::store::{HashKind, HoldRow, HoldStatus, KeyRow, Store, Tx};
 use crate::types::*;
 use crate::validate;
@@ -360,11 +360,7 @@ impl CreditManager {
                     amount.validate_positive("amount")?;
                 }
                 EntryKind::Adjustment => {
-                    if amount == Credits::ZERO || amount.micros().unsigned_abs() > MAX_AMOUNT_MICROS as u64 {
-                        return Err(Error::invalid(format!(
-                            "adjustment must be non-zero and at most {MAX_AMOUNT_CREDITS} credits in size, got {amount}"
-                        )));
-                    }
+                    amount.validate_nonzero("adjustment")?;
                 }
                 _ => {
                     return Err(Error::invalid(format!(
@@ -398,11 +394,7 @@ impl CreditManager {
                     amount.validate_positive("amount")?;
                 }
                 EntryKind::Adjustment => {
-                    if amount == Credits::ZERO || amount.micros().unsigned_abs() > MAX_AMOUNT_MICROS as u64 {
-                        return Err(Error::invalid(format!(
-                            "imported balance must be non-zero and at most {MAX_AMOUNT_CREDITS} credits in size, got {amount}"
-                        )));
-                    }
+                    amount.validate_nonzero("imported balance")?;
                 }
                 _ => {
                     return Err(Error::invalid(format!("import kind must be adjustment or purchase, got {kind}")));

@@ -56,6 +56,16 @@ impl Credits {
         Ok(self)
     }
 
+    /// A signed amount (an adjustment): non-zero, at most 10^12 credits in size.
+    pub(crate) fn validate_nonzero(self, what: &str) -> Result<Credits> {
+        if self.0 == 0 || self.0.unsigned_abs() > MAX_AMOUNT_MICROS as u64 {
+            return Err(Error::invalid(format!(
+                "{what} must be non-zero and at most {MAX_AMOUNT_CREDITS} credits in size, got {self}"
+            )));
+        }
+        Ok(self)
+    }
+
     /// A threshold in [0, 10^12] credits.
     pub(crate) fn validate_threshold(self, what: &str) -> Result<Credits> {
         if self.0 < 0 || self.0 > MAX_AMOUNT_MICROS {
