@@ -29,8 +29,9 @@ class Cli:
         self.db = tmp_path / "ledger.db"
         self.url = f"sqlite:///{self.db}"
         self.cwd = tmp_path
-        # Without the caller's creditgate settings, so defaults are what we test.
-        self.env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+        # conftest's autouse fixture already removed the caller's creditgate
+        # settings, so defaults are what we test.
+        self.env = dict(os.environ)
 
     def run(self, *args: str, input: str | None = None, url: str | None = "") -> subprocess.CompletedProcess[str]:
         prefix = ["--database-url", self.url] if url == "" else ([] if url is None else ["--database-url", url])
@@ -59,18 +60,6 @@ class Cli:
         assert r.returncode == exit_code, (args, r.returncode, r.stdout, r.stderr)
         assert f"error: {code}:" in r.stderr, r.stderr
         return r.stderr
-
-
-SETTINGS = {
-    "DATABASE_URL",
-    "MIN_CREDITS_API_KEY",
-    "CREDITS_PER_USD",
-    "CREDITS_PER_1K_TOKENS",
-    "API_KEY_PREFIX",
-    "API_KEY_PEPPER",
-    "MAX_ACTIVE_KEYS_PER_USER",
-    "MAX_ACTIVE_HOLDS_PER_USER",
-}
 
 
 @pytest.fixture
