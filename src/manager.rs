@@ -1160,7 +1160,16 @@ impl CreditManager {
     }
 
     pub fn report(&self) -> Result<Report> {
-        self.track(self.read(|tx| tx.figures()).and_then(|f| {
+        let figures = self.read(|tx| {
+            // Balances come from the same snapshot, through the audit's scan.
+            let (mut outstanding, mut receivable) = (0i128, 0i128);
+            tx.scan_accounts(&mut |_, balance, _| match balance {
+                b if b > 0 => outstanding += i128::from(b),
+                b => receivable -= i128::from(b),
+            })?;
+            Ok((tx.figures()?, outstanding, receivable))
+        });
+        self.track(figures.and_then(|(f, outstanding, receivable)| {
             let credits = |v: i128, what: &str| {
                 i64::try_from(v)
                     .map(Credits::from_micros)
@@ -1183,8 +1192,8 @@ impl CreditManager {
                     revenue / f.paying_users as i64
                 },
                 credits_used: credits(f.credits_used_micros, "credits_used")?,
-                outstanding_balance: credits(f.outstanding_micros, "outstanding_balance")?,
-                overdraft_receivable: credits(f.receivable_micros, "overdraft_receivable")?,
+                outstanding_balance: credits(outstanding, "outstanding_balance")?,
+                overdraft_receivable: credits(receivable, "overdraft_receivable")?,
             })
         }))
     }

@@ -105,8 +105,6 @@ pub(crate) struct LedgerFigures {
     pub purchases_minor: i128,
     pub reversals_minor: i128,
     pub credits_used_micros: i128,
-    pub outstanding_micros: i128,
-    pub receivable_micros: i128,
 }
 
 /// Domain-level storage operations inside one transaction. Balance changes

@@ -1272,15 +1272,6 @@ impl Tx for PgTx<'_> {
             fig.reversals_minor += sum(r, 2)?;
             fig.credits_used_micros += sum(r, 3)?;
         }
-        let rows = self.query("SELECT balance FROM creditgate_accounts WHERE balance <> 0", &[])?;
-        for r in &rows {
-            let b = i128::from(col::<i64>(r, 0)?);
-            if b > 0 {
-                fig.outstanding_micros += b;
-            } else {
-                fig.receivable_micros -= b;
-            }
-        }
         Ok(fig)
     }
 

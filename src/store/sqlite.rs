@@ -767,16 +767,6 @@ impl Tx for SqliteTx<'_> {
                 _ => fig.credits_used_micros -= amount,
             }
         }
-        let mut stmt = c.prepare_cached("SELECT balance FROM creditgate_accounts WHERE balance <> 0")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let b = i128::from(r.get::<_, i64>(0)?);
-            if b > 0 {
-                fig.outstanding_micros += b;
-            } else {
-                fig.receivable_micros -= b;
-            }
-        }
         Ok(fig)
     }
 
