@@ -1416,3 +1416,36 @@ fn key_generation_counters_count_every_call_and_only_rule_denials() {
     assert_eq!(metric(&m, "key_generation_denied_total"), 1);
     assert_eq!(metric(&m, "key_generation_success_total"), 0);
 }
+
+#[test]
+fn a_version_1_database_is_upgraded_in_place() {
+    let (url, g) = common::shared_url();
+    let Some(path) = g.sqlite_path() else { return };
+    let m = common::open(&url, Config::new());
+    grant(&m, "u", credits(5));
+    drop(m);
+    // Put the file back to schema v1: its indexes, and only version 1 recorded.
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "DROP INDEX creditgate_entries_reversals; DROP INDEX creditgate_entries_purchases;
+         CREATE INDEX creditgate_entries_reference ON creditgate_entries(reference, kind);
+         CREATE INDEX creditgate_entries_kind ON creditgate_entries(kind, user_id);
+         DELETE FROM creditgate_schema_version WHERE version > 1;",
+    )
+    .unwrap();
+    drop(c);
+    let m = common::open(&url, Config::new());
+    assert_eq!(balance(&m, "u"), credits(5), "data kept across the upgrade");
+    let c = rusqlite::Connection::open(path).unwrap();
+    let names: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'creditgate_entries' AND sql IS NOT NULL ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(names, ["creditgate_entries_purchases", "creditgate_entries_reversals"]);
+    let version: i64 = c.query_row("SELECT MAX(version) FROM creditgate_schema_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 2);
+    assert_audit_ok(&m);
+}

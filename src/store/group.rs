@@ -5,14 +5,24 @@
 //! them in one transaction (each in its own savepoint, so one failing job
 //! rolls back only itself), commits once, and wakes everyone in the batch.
 //! A lone writer leads at once: no fixed wait when nobody else is queued.
+//! When the previous batch showed more concurrent writers than are queued now
+//! (those just woken are about to resubmit), the leader waits for them, at
+//! most half the previous batch's duration (capped), so batches stay full
+//! instead of alternating between two half-sized groups; the estimate resets
+//! to the demand actually seen after each batch, as PostgreSQL's
+//! `commit_delay`/`commit_siblings` does.
 //! Each caller returns only after the commit that contains its job.
 
 use crate::error::{Error, Result};
 use crate::store::Tx;
 use parking_lot::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// Most jobs in one transaction, so one batch cannot hold the lock for long.
 pub(crate) const MAX_BATCH_JOBS: usize = 128;
+
+/// Longest a leader waits for expected writers to join its batch.
+const MAX_GATHER: Duration = Duration::from_micros(500);
 
 /// A queued job: runs against the batch's transaction; true when it succeeded.
 pub(crate) type Job<'a> = dyn FnMut(&mut dyn Tx) -> bool + Send + 'a;
@@ -42,12 +52,19 @@ unsafe impl Send for SlotPtr {}
 struct Queue {
     waiting: Vec<SlotPtr>,
     leading: bool,
+    /// A leader is waiting for more jobs (submitters signal `joined`).
+    gathering: bool,
+    /// Writers seen during the last batch: its jobs plus those queued meanwhile.
+    expected: usize,
+    /// How long the last batch took to run and commit.
+    last_batch: Duration,
 }
 
 #[derive(Default)]
 pub(crate) struct GroupCommit {
     queue: Mutex<Queue>,
     wake: Condvar,
+    joined: Condvar,
 }
 
 impl GroupCommit {
@@ -61,6 +78,9 @@ impl GroupCommit {
         let me: *mut Slot = &mut slot;
         let mut q = self.queue.lock();
         q.waiting.push(SlotPtr(me));
+        if q.gathering {
+            self.joined.notify_one();
+        }
         loop {
             // SAFETY: `done` is written only under the lock we hold.
             if unsafe { (*me).done } {
@@ -76,15 +96,24 @@ impl GroupCommit {
                 continue;
             }
             q.leading = true;
+            if q.waiting.len() < q.expected {
+                let deadline = Instant::now() + (q.last_batch / 2).min(MAX_GATHER);
+                q.gathering = true;
+                while q.waiting.len() < q.expected && !self.joined.wait_until(&mut q, deadline).timed_out() {}
+                q.gathering = false;
+            }
             let n = q.waiting.len().min(MAX_BATCH_JOBS);
             let batch: Vec<SlotPtr> = q.waiting.drain(..n).collect();
             drop(q);
+            let started = Instant::now();
             // SAFETY: every slot in `batch` belongs to a waiting submitter.
             let mut slots: Vec<&mut Slot> = batch.iter().map(|p| unsafe { &mut *p.0 }).collect();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_batch(&mut slots)))
                 .unwrap_or_else(|_| Err(Error::Internal("group commit batch panicked".into())));
             let failure = outcome.err().map(|e| format!("batch of {n} writes did not commit: {e}"));
             q = self.queue.lock();
+            q.last_batch = started.elapsed();
+            q.expected = (n + q.waiting.len()).min(MAX_BATCH_JOBS);
             for s in slots {
                 s.failure = failure.clone();
                 s.done = true;

@@ -47,7 +47,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/001_init.sql")),
+    (2, include_str!("migrations/postgres/002_lean_entry_indexes.sql")),
+];
 
 /// `pg_advisory_xact_lock` key that serializes migrations ("creditgt").
 const MIGRATION_LOCK: i64 = 0x6372_6564_6974_6774;

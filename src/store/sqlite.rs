@@ -12,7 +12,10 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/001_init.sql")),
+    (2, include_str!("migrations/sqlite/002_lean_entry_indexes.sql")),
+];
 
 pub(crate) struct SqliteStore {
     pool: r2d2::Pool<SqliteConnectionManager>,
@@ -169,6 +172,7 @@ impl SqliteStore {
             }
             c.pragma_update(None, "synchronous", sync)?;
             c.pragma_update(None, "foreign_keys", "ON")?;
+            c.pragma_update(None, "temp_store", "MEMORY")?;
             c.set_prepared_statement_cache_capacity(64);
             Ok(())
         });
