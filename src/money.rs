@@ -129,12 +129,13 @@ impl FromStr for Credits {
         if whole_trimmed.len() > 18 {
             return Err(overflow());
         }
-        let whole_value: i64 =
+        // i128: 18 digits times 10^6 cannot overflow, and the sign is applied
+        // before the range check, so i64::MIN (which Display prints) parses.
+        let whole_value: i128 =
             if whole_trimmed.is_empty() { 0 } else { whole_trimmed.parse().map_err(|_| overflow())? };
-        let frac_value: i64 = format!("{frac_trimmed:0<6}").parse().map_err(|_| bad())?;
-        let micros =
-            whole_value.checked_mul(MICROS_PER_CREDIT).and_then(|m| m.checked_add(frac_value)).ok_or_else(overflow)?;
-        Ok(Credits(if negative { -micros } else { micros }))
+        let frac_value: i128 = format!("{frac_trimmed:0<6}").parse().map_err(|_| bad())?;
+        let micros = whole_value * i128::from(MICROS_PER_CREDIT) + frac_value;
+        i64::try_from(if negative { -micros } else { micros }).map(Credits).map_err(|_| overflow())
     }
 }
 
@@ -159,13 +160,25 @@ mod tests {
 
     #[test]
     fn parse_roundtrip_and_rejects() {
-        for s in ["0", "1", "1.5", "-2.25", "0.000001", "9223372036854.775807"] {
+        for s in ["0", "1", "1.5", "-2.25", "0.000001", "9223372036854.775807", "-9223372036854.775808"] {
             let c: Credits = s.parse().unwrap();
             assert_eq!(c.to_string(), s);
         }
         assert_eq!("1.500000".parse::<Credits>().unwrap().micros(), 1_500_000);
         assert_eq!(".5".parse::<Credits>().unwrap().micros(), 500_000);
-        for s in ["", "-", ".", "1e3", "abc", "1.0000001", "9223372036854.775808", "1 ", "--1", "0x10"] {
+        for s in [
+            "",
+            "-",
+            ".",
+            "1e3",
+            "abc",
+            "1.0000001",
+            "9223372036854.775808",
+            "-9223372036854.775809",
+            "1 ",
+            "--1",
+            "0x10",
+        ] {
             assert!(s.parse::<Credits>().is_err(), "{s:?} parsed");
         }
     }

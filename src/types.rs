@@ -18,14 +18,23 @@ macro_rules! uuid_id {
                 $name(Uuid::now_v7())
             }
 
-            /// Parses a UUID string; anything else is `InvalidArgument`.
+            /// Parses a UUID string; anything else is `InvalidArgument`. The
+            /// message quotes at most the first 4 characters: a host that
+            /// mixes up a key id and an API key must not see the secret in
+            /// its logs (SPEC §4).
             pub fn parse(s: &str) -> Result<$name> {
+                let bad = || {
+                    let start: String = s.chars().take(4).collect();
+                    Error::invalid(format!(
+                        "{} is not a UUID: a {}-byte string starting {start:?}",
+                        stringify!($name),
+                        s.len()
+                    ))
+                };
                 if s.len() > 64 {
-                    return Err(Error::invalid(format!("{} is not a UUID ({} bytes)", stringify!($name), s.len())));
+                    return Err(bad());
                 }
-                Uuid::try_parse(s)
-                    .map($name)
-                    .map_err(|_| Error::invalid(format!("{} is not a UUID: {s:?}", stringify!($name))))
+                Uuid::try_parse(s).map($name).map_err(|_| bad())
             }
         }
 
