@@ -61,8 +61,11 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
         && prefix.len() <= MAX_PREFIX_LEN
         && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !ok {
+        // Quoted only when short: a runaway value must not make a runaway message.
+        let got =
+            if prefix.len() <= 4 * MAX_PREFIX_LEN { format!("{prefix:?}") } else { format!("{} bytes", prefix.len()) };
         return Err(Error::invalid(format!(
-            "API key prefix must be 1..={MAX_PREFIX_LEN} characters of [A-Za-z0-9_-], got {prefix:?}"
+            "API key prefix must be 1..={MAX_PREFIX_LEN} characters of [A-Za-z0-9_-], got {got}"
         )));
     }
     Ok(())

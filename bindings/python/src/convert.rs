@@ -31,7 +31,7 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 
-fn short_repr(obj: &Bound<'_, PyAny>) -> String {
+pub fn short_repr(obj: &Bound<'_, PyAny>) -> String {
     let r = obj.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into());
     match r.char_indices().nth(64) {
         Some((i, _)) => format!("{}...", &r[..i]),
@@ -40,6 +40,95 @@ fn short_repr(obj: &Bound<'_, PyAny>) -> String {
 }
 
 // ----- Python -> core ------------------------------------------------------
+
+/// A `str` as UTF-8. A `str` holding a lone surrogate (`"\ud800"`, e.g. from
+/// `os.fsdecode` or `surrogateescape`) has no UTF-8 form: that is a bad value,
+/// `InvalidArgument` naming the field, not a `UnicodeEncodeError`.
+fn utf8(field: &str, s: &Bound<'_, PyString>) -> PyResult<String> {
+    s.to_cow().map(|c| c.into_owned()).map_err(|_| {
+        invalid(
+            s.py(),
+            format!("{field} is not valid UTF-8 (it contains a lone surrogate): {}", short_repr(s.as_any())),
+        )
+    })
+}
+
+/// A `str` argument, extracted by PyO3 and checked by [`Text::get`], so that
+/// both a wrong type (`TypeError`) and a string with no UTF-8 form
+/// (`InvalidArgument`) are reported with the argument's name.
+pub struct Text(Result<String, Bad>);
+
+enum Bad {
+    /// The Python type's name.
+    Type(String),
+    /// A `str` that cannot be encoded to UTF-8: its (shortened) repr.
+    Utf8(String),
+}
+
+impl<'py> FromPyObject<'_, 'py> for Text {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        let Ok(s) = obj.cast::<PyString>() else { return Ok(Text(Err(Bad::Type(type_name(&obj))))) };
+        Ok(Text(s.to_cow().map(|c| c.into_owned()).map_err(|_| Bad::Utf8(short_repr(s.as_any())))))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Text(Ok(s.to_owned()))
+    }
+}
+
+impl Text {
+    /// The string, or the error for `field`, showing the bad value.
+    pub fn get(self, py: Python<'_>, field: &str) -> PyResult<String> {
+        self.check(py, field, true)
+    }
+
+    /// As [`Text::get`] for a secret (an API key, a pepper, a URL with a
+    /// password): the error never shows the value.
+    pub fn secret(self, py: Python<'_>, field: &str) -> PyResult<String> {
+        self.check(py, field, false)
+    }
+
+    /// An API key to verify or charge: a `str` with no UTF-8 form is a
+    /// malformed key (`InvalidApiKey`, 401), like one with a NUL byte.
+    pub fn api_key(self, py: Python<'_>, field: &str) -> PyResult<String> {
+        match self.0 {
+            Err(Bad::Utf8(_)) => Err(crate::errors::to_py(
+                py,
+                creditgate::Error::InvalidApiKey(
+                    "malformed key: not valid UTF-8 (it contains a lone surrogate)".into(),
+                ),
+            )),
+            other => Text(other).secret(py, field),
+        }
+    }
+
+    fn check(self, py: Python<'_>, field: &str, show: bool) -> PyResult<String> {
+        match self.0 {
+            Ok(s) => Ok(s),
+            Err(Bad::Type(t)) => Err(PyTypeError::new_err(format!("{field} must be a str, not {t}"))),
+            Err(Bad::Utf8(r)) => {
+                let shown = if show { format!(": {r}") } else { String::new() };
+                Err(invalid(py, format!("{field} is not valid UTF-8 (it contains a lone surrogate){shown}")))
+            }
+        }
+    }
+}
+
+pub fn opt_text(py: Python<'_>, field: &str, t: Option<Text>) -> PyResult<Option<String>> {
+    t.map(|t| t.get(py, field)).transpose()
+}
+
+pub fn opt_secret(py: Python<'_>, field: &str, t: Option<Text>) -> PyResult<Option<String>> {
+    t.map(|t| t.secret(py, field)).transpose()
+}
+
+pub fn opt_api_key(py: Python<'_>, field: &str, t: Option<Text>) -> PyResult<Option<String>> {
+    t.map(|t| t.api_key(py, field)).transpose()
+}
 
 /// An `int` that is not a `bool`, as `i64`; `InvalidArgument` when out of range.
 pub fn int(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<i64> {
@@ -80,8 +169,9 @@ pub fn amount(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<Credits> {
         return decimal(field, obj);
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        let s = s.to_cow()?;
-        return s.parse::<Credits>().map_err(|e| crate::errors::to_py(py, e));
+        return utf8(field, s)?
+            .parse::<Credits>()
+            .map_err(|e| crate::errors::to_py(py, crate::errors::named(field, e)));
     }
     Err(PyTypeError::new_err(format!("{field} must be an int, Decimal or str, not {}", type_name(obj))))
 }
@@ -128,7 +218,7 @@ fn decimal(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<Credits> {
 /// A user id: `str`, or an `int` converted with `str()`.
 pub fn user_id(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(s.to_cow()?.into_owned());
+        return utf8("user_id", s);
     }
     if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
         return Ok(obj.str()?.to_cow()?.into_owned());
@@ -156,7 +246,7 @@ fn dict_to_json(dict: &Bound<'_, PyDict>, depth: usize) -> PyResult<Map<String, 
         let Ok(k) = k.cast::<PyString>() else {
             return Err(PyTypeError::new_err(format!("metadata keys must be str, not {}", type_name(&k))));
         };
-        map.insert(k.to_cow()?.into_owned(), to_json(&v, depth + 1)?);
+        map.insert(utf8("metadata key", k)?, to_json(&v, depth + 1)?);
     }
     Ok(map)
 }
@@ -187,7 +277,7 @@ fn to_json(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
             .ok_or_else(|| invalid(py, format!("metadata number must be finite: {}", short_repr(obj))));
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Value::String(s.to_cow()?.into_owned()));
+        return Ok(Value::String(utf8("metadata value", s)?));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
         return dict_to_json(d, depth).map(Value::Object);

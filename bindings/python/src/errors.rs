@@ -111,6 +111,15 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     Ok(PyErr::from_value(exc))
 }
 
+/// A core error about the value of argument `field`, naming it when the
+/// core's message does not (`before: EntryId is not a UUID: ...`).
+pub fn named(field: &str, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument(msg) if !msg.contains(field) => Error::InvalidArgument(format!("{field}: {msg}")),
+        other => other,
+    }
+}
+
 /// `InvalidArgument` for a bad value found while converting arguments.
 pub fn invalid(py: Python<'_>, message: String) -> PyErr {
     to_py(py, Error::InvalidArgument(message))

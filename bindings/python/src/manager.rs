@@ -12,7 +12,7 @@
 //! in-memory database cannot follow a fork: using one in a child is a
 //! `StorageError`. Process counters (`metrics()`) start at zero in the child.
 
-use crate::convert::{self, dec};
+use crate::convert::{self, Text, dec};
 use crate::errors::{invalid, to_py};
 use crate::types::{
     Account, ApiKeyInfo, AuditReport, Entry, Hold, ImportSummary, KeyEligibility, NewApiKey, Report, UsageCharge,
@@ -71,16 +71,16 @@ impl LocalCreditManager {
     }
 }
 
-fn entry_kind(py: Python<'_>, kind: &str) -> PyResult<EntryKind> {
-    EntryKind::parse(kind).map_err(|e| to_py(py, e))
+fn entry_kind(py: Python<'_>, kind: Text) -> PyResult<EntryKind> {
+    EntryKind::parse(&kind.get(py, "kind")?).map_err(|e| to_py(py, e))
 }
 
-fn parse_id<T>(py: Python<'_>, parse: fn(&str) -> cg::Result<T>, s: &str) -> PyResult<T> {
-    parse(s).map_err(|e| to_py(py, e))
+fn parse_id<T>(py: Python<'_>, parse: fn(&str) -> cg::Result<T>, field: &str, s: Text) -> PyResult<T> {
+    parse(&s.get(py, field)?).map_err(|e| to_py(py, crate::errors::named(field, e)))
 }
 
-fn opt_id<T>(py: Python<'_>, parse: fn(&str) -> cg::Result<T>, s: Option<&str>) -> PyResult<Option<T>> {
-    s.map(|s| parse_id(py, parse, s)).transpose()
+fn opt_id<T>(py: Python<'_>, parse: fn(&str) -> cg::Result<T>, field: &str, s: Option<Text>) -> PyResult<Option<T>> {
+    s.map(|s| parse_id(py, parse, field, s)).transpose()
 }
 
 /// `tokens=` alone is the input count (SPEC §1); it cannot be combined with
@@ -105,15 +105,19 @@ fn token_counts(
 /// the default.
 fn config(
     py: Python<'_>,
-    database_url: Option<String>,
+    database_url: Option<Text>,
     min_credits_api_key: Option<&Bound<'_, PyAny>>,
     credits_per_usd: Option<&Bound<'_, PyAny>>,
     credits_per_1k_tokens: Option<&Bound<'_, PyAny>>,
-    api_key_prefix: Option<String>,
-    api_key_pepper: Option<String>,
+    api_key_prefix: Option<Text>,
+    api_key_pepper: Option<Text>,
     max_active_keys_per_user: Option<&Bound<'_, PyAny>>,
     max_active_holds_per_user: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Config> {
+    // The URL may hold a password and the pepper is a secret: errors never show them.
+    let database_url = convert::opt_secret(py, "database_url", database_url)?;
+    let api_key_prefix = convert::opt_text(py, "api_key_prefix", api_key_prefix)?;
+    let api_key_pepper = convert::opt_secret(py, "api_key_pepper", api_key_pepper)?;
     let min_credits = convert::opt_amount("min_credits_api_key", min_credits_api_key)?;
     let per_usd = convert::opt_int("credits_per_usd", credits_per_usd)?;
     let per_1k = convert::opt_amount("credits_per_1k_tokens", credits_per_1k_tokens)?;
@@ -159,12 +163,12 @@ impl LocalCreditManager {
     ))]
     fn new(
         py: Python<'_>,
-        database_url: Option<String>,
+        database_url: Option<Text>,
         min_credits_api_key: Option<&Bound<'_, PyAny>>,
         credits_per_usd: Option<&Bound<'_, PyAny>>,
         credits_per_1k_tokens: Option<&Bound<'_, PyAny>>,
-        api_key_prefix: Option<String>,
-        api_key_pepper: Option<String>,
+        api_key_prefix: Option<Text>,
+        api_key_pepper: Option<Text>,
         max_active_keys_per_user: Option<&Bound<'_, PyAny>>,
         max_active_holds_per_user: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
@@ -212,20 +216,25 @@ impl LocalCreditManager {
         Account::new(py, account)
     }
 
-    #[pyo3(signature = (user_id, amount, *, kind="grant", idempotency_key=None, reference=None, metadata=None))]
+    #[pyo3(
+        signature = (user_id, amount, *, kind="grant".into(), idempotency_key=None, reference=None, metadata=None),
+        text_signature = "($self, user_id, amount, *, kind='grant', idempotency_key=None, reference=None, metadata=None)"
+    )]
     fn add_credits(
         &self,
         py: Python<'_>,
         user_id: &Bound<'_, PyAny>,
         amount: &Bound<'_, PyAny>,
-        kind: &str,
-        idempotency_key: Option<String>,
-        reference: Option<String>,
+        kind: Text,
+        idempotency_key: Option<Text>,
+        reference: Option<Text>,
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Entry> {
         let user = convert::user_id(user_id)?;
         let amount = convert::amount("amount", amount)?;
         let kind = entry_kind(py, kind)?;
+        let idempotency_key = convert::opt_text(py, "idempotency_key", idempotency_key)?;
+        let reference = convert::opt_text(py, "reference", reference)?;
         let metadata = convert::metadata(metadata)?;
         let entry = self.run(py, move |m| {
             let opts = EntryOptions {
@@ -241,13 +250,16 @@ impl LocalCreditManager {
     /// `creditgate import-users` (SPEC §7): a balance from the host's own
     /// table as an `adjustment` (or `purchase`) entry keyed `import:<user_id>`;
     /// importing again replays it.
-    #[pyo3(signature = (user_id, balance, kind="adjustment"))]
+    #[pyo3(
+        signature = (user_id, balance, kind="adjustment".into()),
+        text_signature = "($self, user_id, balance, kind='adjustment')"
+    )]
     fn import_balance(
         &self,
         py: Python<'_>,
         user_id: &Bound<'_, PyAny>,
         balance: &Bound<'_, PyAny>,
-        kind: &str,
+        kind: Text,
     ) -> PyResult<Entry> {
         let user = convert::user_id(user_id)?;
         let balance = convert::amount("balance", balance)?;
@@ -261,39 +273,52 @@ impl LocalCreditManager {
     /// `import:<user_id>`, and with `keys_table` its API keys as legacy keys.
     /// Everything is read and checked before the first write; running it
     /// twice changes nothing.
-    #[pyo3(signature = (
-        *, table="users", id_column="id", balance_column="credit_balance", kind="adjustment",
-        keys_table=None, key_user_column="user_id", key_column="key", key_format="plain",
-    ))]
+    #[pyo3(
+        signature = (
+            *, table="users".into(), id_column="id".into(), balance_column="credit_balance".into(),
+            kind="adjustment".into(), keys_table=None, key_user_column="user_id".into(), key_column="key".into(),
+            key_format="plain".into(),
+        ),
+        text_signature = "($self, *, table='users', id_column='id', balance_column='credit_balance', \
+                          kind='adjustment', keys_table=None, key_user_column='user_id', key_column='key', \
+                          key_format='plain')"
+    )]
     fn import_users(
         &self,
         py: Python<'_>,
-        table: &str,
-        id_column: &str,
-        balance_column: &str,
-        kind: &str,
-        keys_table: Option<&str>,
-        key_user_column: &str,
-        key_column: &str,
-        key_format: &str,
+        table: Text,
+        id_column: Text,
+        balance_column: Text,
+        kind: Text,
+        keys_table: Option<Text>,
+        key_user_column: Text,
+        key_column: Text,
+        key_format: Text,
     ) -> PyResult<ImportSummary> {
         let kind = entry_kind(py, kind)?;
-        let format = match key_format {
+        let format = match key_format.get(py, "key_format")?.as_str() {
             "plain" => cg::KeyFormat::Plain,
             "sha256" => cg::KeyFormat::Sha256,
-            other => return Err(invalid(py, format!("key_format must be 'plain' or 'sha256', got {other:?}"))),
+            other => {
+                let shown = convert::short_repr(PyString::new(py, other).as_any());
+                return Err(invalid(py, format!("key_format must be 'plain' or 'sha256', got {shown}")));
+            }
         };
-        let spec = cg::ImportUsers {
-            table: table.to_owned(),
-            id_column: id_column.to_owned(),
-            balance_column: balance_column.to_owned(),
-            kind,
-            keys: keys_table.map(|t| cg::ImportKeys {
-                table: t.to_owned(),
-                user_column: key_user_column.to_owned(),
-                key_column: key_column.to_owned(),
+        let keys = match convert::opt_text(py, "keys_table", keys_table)? {
+            Some(table) => Some(cg::ImportKeys {
+                table,
+                user_column: key_user_column.get(py, "key_user_column")?,
+                key_column: key_column.get(py, "key_column")?,
                 format,
             }),
+            None => None,
+        };
+        let spec = cg::ImportUsers {
+            table: table.get(py, "table")?,
+            id_column: id_column.get(py, "id_column")?,
+            balance_column: balance_column.get(py, "balance_column")?,
+            kind,
+            keys,
         };
         let summary = self.run(py, move |m| m.import_users(&spec))?;
         ImportSummary::new(py, summary)
@@ -305,12 +330,14 @@ impl LocalCreditManager {
         py: Python<'_>,
         user_id: &Bound<'_, PyAny>,
         amount: &Bound<'_, PyAny>,
-        idempotency_key: Option<String>,
-        reference: Option<String>,
+        idempotency_key: Option<Text>,
+        reference: Option<Text>,
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Entry> {
         let user = convert::user_id(user_id)?;
         let amount = convert::amount("amount", amount)?;
+        let idempotency_key = convert::opt_text(py, "idempotency_key", idempotency_key)?;
+        let reference = convert::opt_text(py, "reference", reference)?;
         let metadata = convert::metadata(metadata)?;
         let entry = self.run(py, move |m| {
             let opts = EntryOptions {
@@ -323,18 +350,22 @@ impl LocalCreditManager {
         Entry::new(py, entry)
     }
 
-    #[pyo3(signature = (user_id, payment_id, amount_minor, currency="USD"))]
+    #[pyo3(
+        signature = (user_id, payment_id, amount_minor, currency="USD".into()),
+        text_signature = "($self, user_id, payment_id, amount_minor, currency='USD')"
+    )]
     fn record_payment(
         &self,
         py: Python<'_>,
         user_id: &Bound<'_, PyAny>,
-        payment_id: String,
+        payment_id: Text,
         amount_minor: &Bound<'_, PyAny>,
-        currency: &str,
+        currency: Text,
     ) -> PyResult<Entry> {
         let user = convert::user_id(user_id)?;
+        let payment_id = payment_id.get(py, "payment_id")?;
         let amount_minor = convert::int("amount_minor", amount_minor)?;
-        let currency = currency.to_string();
+        let currency = currency.get(py, "currency")?;
         let entry = self.run(py, move |m| m.record_payment(&user, &payment_id, amount_minor, &currency))?;
         Entry::new(py, entry)
     }
@@ -343,11 +374,14 @@ impl LocalCreditManager {
     fn reverse_payment(
         &self,
         py: Python<'_>,
-        payment_id: String,
+        payment_id: Text,
         amount_minor: Option<&Bound<'_, PyAny>>,
-        reason: Option<String>,
-        reversal_id: Option<String>,
+        reason: Option<Text>,
+        reversal_id: Option<Text>,
     ) -> PyResult<Entry> {
+        let payment_id = payment_id.get(py, "payment_id")?;
+        let reason = convert::opt_text(py, "reason", reason)?;
+        let reversal_id = convert::opt_text(py, "reversal_id", reversal_id)?;
         let amount_minor = convert::opt_int("amount_minor", amount_minor)?;
         let entry = self.run(py, move |m| {
             m.reverse_payment(&payment_id, amount_minor, reason.as_deref(), reversal_id.as_deref())
@@ -361,11 +395,11 @@ impl LocalCreditManager {
         py: Python<'_>,
         user_id: &Bound<'_, PyAny>,
         limit: Option<&Bound<'_, PyAny>>,
-        before: Option<String>,
+        before: Option<Text>,
     ) -> PyResult<Vec<Entry>> {
         let user = convert::user_id(user_id)?;
         let limit = convert::opt_u32("limit", limit)?.unwrap_or(DEFAULT_PAGE_LIMIT);
-        let before = opt_id(py, EntryId::parse, before.as_deref())?;
+        let before = opt_id(py, EntryId::parse, "before", before)?;
         let entries = self.run(py, move |m| m.transactions(&user, limit, before))?;
         Entry::list(py, entries)
     }
@@ -377,8 +411,9 @@ impl LocalCreditManager {
     }
 
     #[pyo3(signature = (user_id, name=None))]
-    fn create_api_key(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>, name: Option<String>) -> PyResult<NewApiKey> {
+    fn create_api_key(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>, name: Option<Text>) -> PyResult<NewApiKey> {
         let user = convert::user_id(user_id)?;
+        let name = convert::opt_text(py, "name", name)?;
         let key = self.run(py, move |m| m.create_api_key(&user, name.as_deref()))?;
         NewApiKey::new(py, key)
     }
@@ -388,19 +423,22 @@ impl LocalCreditManager {
         &self,
         py: Python<'_>,
         user_id: &Bound<'_, PyAny>,
-        secret: Option<String>,
-        secret_sha256: Option<String>,
-        name: Option<String>,
+        secret: Option<Text>,
+        secret_sha256: Option<Text>,
+        name: Option<Text>,
     ) -> PyResult<ApiKeyInfo> {
         let user = convert::user_id(user_id)?;
+        let secret = convert::opt_secret(py, "secret", secret)?;
+        let secret_sha256 = convert::opt_secret(py, "secret_sha256", secret_sha256)?;
+        let name = convert::opt_text(py, "name", name)?;
         let info = self
             .run(py, move |m| m.import_api_key(&user, secret.as_deref(), secret_sha256.as_deref(), name.as_deref()))?;
         ApiKeyInfo::new(py, info)
     }
 
     #[pyo3(signature = (key_id, *, user_id=None))]
-    fn revoke_api_key(&self, py: Python<'_>, key_id: String, user_id: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let key_id = parse_id(py, KeyId::parse, &key_id)?;
+    fn revoke_api_key(&self, py: Python<'_>, key_id: Text, user_id: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
         let user = convert::opt_user_id(user_id)?;
         self.run(py, move |m| m.revoke_api_key(key_id, user.as_deref()))
     }
@@ -415,9 +453,10 @@ impl LocalCreditManager {
     fn verify_api_key_credits(
         &self,
         py: Python<'_>,
-        api_key: String,
+        api_key: Text,
         min_credits: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Verification> {
+        let api_key = api_key.api_key(py, "api_key")?;
         let min_credits = convert::opt_amount("min_credits", min_credits)?.unwrap_or(ONE_CREDIT);
         let v = self.run(py, move |m| m.verify_api_key_credits(&api_key, min_credits))?;
         Verification::new(py, v)
@@ -429,16 +468,19 @@ impl LocalCreditManager {
     fn record_usage(
         &self,
         py: Python<'_>,
-        api_key: Option<String>,
-        key_id: Option<String>,
+        api_key: Option<Text>,
+        key_id: Option<Text>,
         tokens: Option<&Bound<'_, PyAny>>,
         input_tokens: Option<&Bound<'_, PyAny>>,
         output_tokens: Option<&Bound<'_, PyAny>>,
-        model: Option<String>,
-        request_id: Option<String>,
+        model: Option<Text>,
+        request_id: Option<Text>,
     ) -> PyResult<UsageCharge> {
+        let api_key = convert::opt_api_key(py, "api_key", api_key)?;
+        let model = convert::opt_text(py, "model", model)?;
+        let request_id = convert::opt_text(py, "request_id", request_id)?;
         let (input_tokens, output_tokens) = token_counts(py, tokens, input_tokens, output_tokens)?;
-        let key_id = opt_id(py, KeyId::parse, key_id.as_deref())?;
+        let key_id = opt_id(py, KeyId::parse, "key_id", key_id)?;
         if api_key.is_some() == key_id.is_some() {
             return Err(invalid(py, "pass exactly one of api_key and key_id".into()));
         }
@@ -461,13 +503,16 @@ impl LocalCreditManager {
     fn reserve(
         &self,
         py: Python<'_>,
-        api_key: String,
+        api_key: Text,
         credits: Option<&Bound<'_, PyAny>>,
         tokens: Option<&Bound<'_, PyAny>>,
-        model: Option<String>,
+        model: Option<Text>,
         ttl_seconds: Option<&Bound<'_, PyAny>>,
-        request_id: Option<String>,
+        request_id: Option<Text>,
     ) -> PyResult<Hold> {
+        let api_key = api_key.api_key(py, "api_key")?;
+        let model = convert::opt_text(py, "model", model)?;
+        let request_id = convert::opt_text(py, "request_id", request_id)?;
         let credits = convert::opt_amount("credits", credits)?;
         let tokens = convert::opt_int("tokens", tokens)?;
         let ttl_seconds = convert::opt_int("ttl_seconds", ttl_seconds)?.unwrap_or(DEFAULT_TTL_SECONDS);
@@ -494,14 +539,15 @@ impl LocalCreditManager {
     fn settle(
         &self,
         py: Python<'_>,
-        hold_id: String,
+        hold_id: Text,
         credits: Option<&Bound<'_, PyAny>>,
         tokens: Option<&Bound<'_, PyAny>>,
         input_tokens: Option<&Bound<'_, PyAny>>,
         output_tokens: Option<&Bound<'_, PyAny>>,
-        model: Option<String>,
+        model: Option<Text>,
     ) -> PyResult<UsageCharge> {
-        let hold_id = parse_id(py, HoldId::parse, &hold_id)?;
+        let hold_id = parse_id(py, HoldId::parse, "hold_id", hold_id)?;
+        let model = convert::opt_text(py, "model", model)?;
         let credits = convert::opt_amount("credits", credits)?;
         let any_tokens = [tokens, input_tokens, output_tokens].iter().any(|t| t.is_some_and(|t| !t.is_none()));
         if credits.is_some() && (any_tokens || model.is_some()) {
@@ -518,18 +564,19 @@ impl LocalCreditManager {
         UsageCharge::new(py, charge)
     }
 
-    fn release(&self, py: Python<'_>, hold_id: String) -> PyResult<()> {
-        let hold_id = parse_id(py, HoldId::parse, &hold_id)?;
+    fn release(&self, py: Python<'_>, hold_id: Text) -> PyResult<()> {
+        let hold_id = parse_id(py, HoldId::parse, "hold_id", hold_id)?;
         self.run(py, move |m| m.release(hold_id))
     }
 
     fn set_model_price(
         &self,
         py: Python<'_>,
-        model: String,
+        model: Text,
         input_per_1k: &Bound<'_, PyAny>,
         output_per_1k: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
+        let model = model.get(py, "model")?;
         let input = convert::amount("input_per_1k", input_per_1k)?;
         let output = convert::amount("output_per_1k", output_per_1k)?;
         self.run(py, move |m| m.set_model_price(&model, input, output))
