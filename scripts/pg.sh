@@ -3,6 +3,7 @@
 #
 #   out=$(bash scripts/pg.sh start) && eval "$out"   # fails when the server cannot start
 #   bash scripts/pg.sh stop "$CREDITGATE_PG_DIR"
+#   bash scripts/pg.sh restart "$CREDITGATE_PG_DIR" [SECONDS_DOWN]   # fast shutdown, start again
 #
 # `start` installs PostgreSQL from Debian packages when no server binaries are
 # found (postgresql-15, else the distribution's `postgresql`), then runs
@@ -19,6 +20,10 @@
 #   CREDITGATE_TEST_POSTGRES_TLS_URL  postgresql://creditgate_tls:<password>@localhost:<port>/postgres,
 #                                 a superuser that pg_hba.conf admits only over TLS (when TLS is on)
 # Everything else goes to stderr. `stop` stops the server and deletes the directory.
+# `restart` stops the server with a fast shutdown (open sessions are
+# terminated, as in a crash of the database host's service) and starts it
+# again with the options of the last start (same port), as the same user,
+# after SECONDS_DOWN seconds (default 0); for tests/pg_restart.rs.
 set -euo pipefail
 
 log() { echo "pg.sh: $*" >&2; }
@@ -169,11 +174,35 @@ stop() {
     rm -rf "$dir"
 }
 
+restart() {
+    local dir=${1:?usage: pg.sh restart DIR}
+    if [ ! -f "$dir/data/postmaster.pid" ]; then
+        log "no server running in $dir"
+        return 1
+    fi
+    RUN_AS=$(cat "$dir/run_as" 2>/dev/null || true)
+    local bindir
+    bindir=$(cat "$dir/bindir" 2>/dev/null || find_bindir)
+    local down=${2:-0}
+    if [ "$down" = 0 ]; then
+        # pg_ctl restart reuses the command line of the last start (postmaster.opts).
+        as_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >&2
+    else
+        # Down for a while: stop, wait, start with the last start's (quoted) options.
+        local opts
+        opts=$(cut -d' ' -f2- "$dir/data/postmaster.opts")
+        as_user "$bindir/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >&2
+        sleep "$down"
+        as_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o "$opts" >&2
+    fi
+}
+
 case "${1:-}" in
     start) start ;;
     stop) stop "${2:-}" ;;
+    restart) restart "${2:-}" "${3:-0}" ;;
     *)
-        echo "usage: $0 start | stop DIR" >&2
+        echo "usage: $0 start | stop DIR | restart DIR [SECONDS_DOWN]" >&2
         exit 2
         ;;
 esac

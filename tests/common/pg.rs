@@ -60,7 +60,15 @@ fn run_admin(sql: &str) -> Result<(), postgres::Error> {
     if c.is_closed() {
         *c = postgres::Client::connect(&server_url(), postgres::NoTls)?;
     }
-    c.batch_execute(sql)
+    match c.batch_execute(sql) {
+        // The connection died since its last use (tests/pg_restart.rs
+        // restarts the server): reconnect once.
+        Err(e) if c.is_closed() || e.as_db_error().is_none() => {
+            *c = postgres::Client::connect(&server_url(), postgres::NoTls)?;
+            c.batch_execute(sql)
+        }
+        other => other,
+    }
 }
 
 /// A database created for one test; dropped with it.
