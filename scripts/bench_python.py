@@ -2,6 +2,12 @@
 
     .venv/bin/python scripts/bench_python.py            # full run
     .venv/bin/python scripts/bench_python.py --quick    # smoke run (CI)
+    .venv/bin/python scripts/bench_python.py --postgres URL   # also PostgreSQL
+
+With ``--postgres`` (a server URL; a scratch database is created and dropped),
+it also runs creditgate on PostgreSQL against a hand-written ``psycopg``
+manager that locks the balance row (``SELECT ... FOR UPDATE``), checks,
+writes, inserts a transaction row and commits per call.
 
 Compares creditgate's ``LocalCreditManager`` with a hand-written Python
 ``sqlite3`` implementation of the seed's ``LocalCreditManager`` (read the
@@ -13,6 +19,7 @@ baseline loses under threads. Prints a Markdown table for BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import statistics
 import tempfile
@@ -22,6 +29,9 @@ from pathlib import Path
 from typing import Callable
 
 from creditgate import LocalCreditManager
+
+Row = tuple[str, float, float, float]
+TOTAL_CREDITS = 10**12
 
 
 class SeedCreditManager:
@@ -72,6 +82,116 @@ class SeedCreditManager:
         return int(b)
 
 
+class PsycopgCreditManager:
+    """The same manager on PostgreSQL, done right by hand: the balance row is
+    locked (``SELECT ... FOR UPDATE``) so no update is lost; commit per call."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.url = url
+        self.local = threading.local()
+        self.psycopg = psycopg
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, credit_balance BIGINT NOT NULL)")
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS credit_transactions "
+                "(id BIGSERIAL PRIMARY KEY, user_id TEXT, amount BIGINT, created_at DOUBLE PRECISION)"
+            )
+
+    def conn(self):  # noqa: ANN201 - psycopg is an optional import
+        c = getattr(self.local, "conn", None)
+        if c is None:
+            c = self.psycopg.connect(self.url)
+            self.local.conn = c
+        return c
+
+    def add_credits(self, user_id: str, amount: int) -> None:
+        with self.conn().transaction():
+            self.conn().execute(
+                "INSERT INTO users (id, credit_balance) VALUES (%s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET credit_balance = users.credit_balance + EXCLUDED.credit_balance",
+                (user_id, amount),
+            )
+
+    def deduct_credits(self, user_id: str, amount: int) -> bool:
+        c = self.conn()
+        with c.transaction():
+            row = c.execute("SELECT credit_balance FROM users WHERE id = %s FOR UPDATE", (user_id,)).fetchone()
+            if row is None or row[0] < amount:
+                return False
+            c.execute("UPDATE users SET credit_balance = %s WHERE id = %s", (row[0] - amount, user_id))
+            c.execute(
+                "INSERT INTO credit_transactions (user_id, amount, created_at) VALUES (%s, %s, %s)",
+                (user_id, -amount, time.time()),
+            )
+        return True
+
+    def balance(self, user_id: str) -> int:
+        with self.conn().transaction():
+            (b,) = self.conn().execute("SELECT credit_balance FROM users WHERE id = %s", (user_id,)).fetchone()
+        return int(b)
+
+
+def baseline_rows(label: str, manager: SeedCreditManager | PsycopgCreditManager, writes: int) -> list[Row]:
+    """The hand-written manager charging 1 credit per call with 1, 8, 32 threads."""
+    rows = []
+    for threads in (1, 8, 32):
+        per = writes // threads
+        user = f"seed-{threads}"
+        manager.add_credits(user, TOTAL_CREDITS)
+        ok = [0] * threads
+
+        def deduct(t: int, i: int, user: str = user, ok: list[int] = ok) -> None:
+            if manager.deduct_credits(user, 1):
+                ok[t] += 1
+
+        ops, p50, p99 = timed(threads, per, deduct)
+        lost = manager.balance(user) - (TOTAL_CREDITS - sum(ok))
+        rows.append((f"usage charge, {label} ({threads} callers; {lost} of {sum(ok)} updates lost)", ops, p50, p99))
+    return rows
+
+
+def creditgate_usage_rows(label: str, m: LocalCreditManager, secret: str, writes: int) -> list[Row]:
+    rows = []
+    for threads in (1, 8, 32):
+        per = writes // threads
+
+        def usage(t: int, i: int, threads: int = threads) -> None:
+            m.record_usage(secret, tokens=1000, request_id=f"{threads}-{t}-{i}")
+
+        ops, p50, p99 = timed(threads, per, usage)
+        rows.append((f"record_usage, {label} ({threads} callers)", ops, p50, p99))
+    assert m.audit().ok
+    return rows
+
+
+def postgres_rows(server_url: str, writes: int) -> list[Row]:
+    """creditgate on PostgreSQL and the psycopg baseline, each on a scratch database."""
+    import psycopg
+
+    base, _, query = server_url.partition("?")
+    root = base.rsplit("/", 1)[0]
+    names = [f"cg_bench_{os.getpid()}_{n}" for n in ("creditgate", "psycopg")]
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        for name in names:
+            admin.execute(f"DROP DATABASE IF EXISTS {name}")
+            admin.execute(f"CREATE DATABASE {name}")
+    urls = [f"{root}/{name}" + (f"?{query}" if query else "") for name in names]
+    try:
+        m = LocalCreditManager(urls[0])
+        m.record_payment("bench", "pay-1", 100_000_000)
+        secret = m.create_api_key("bench").secret
+        rows = creditgate_usage_rows("creditgate on PostgreSQL", m, secret, writes)
+        del m
+        rows += baseline_rows("psycopg FOR UPDATE on PostgreSQL", PsycopgCreditManager(urls[1]), writes)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            for name in names:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return rows
+
+
 def timed(threads: int, per_thread: int, op: Callable[[int, int], None]) -> tuple[float, float, float]:
     """ops/s, p50 µs, p99 µs of `op` run `per_thread` times on each thread."""
     latencies: list[float] = []
@@ -101,11 +221,12 @@ def timed(threads: int, per_thread: int, op: Callable[[int, int], None]) -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, numbers not meaningful")
+    parser.add_argument("--postgres", metavar="URL", help="also benchmark PostgreSQL (a server URL)")
     args = parser.parse_args()
     keys = 2_000 if args.quick else 100_000
     verifies = 2_000 if args.quick else 100_000
     writes = 256 if args.quick else 4_096
-    rows: list[tuple[str, float, float, float]] = []
+    rows: list[Row] = []
 
     with tempfile.TemporaryDirectory() as tmp:
         m = LocalCreditManager(f"sqlite:///{tmp}/cg.db", max_active_keys_per_user=100_000)
@@ -118,31 +239,11 @@ def main() -> None:
         ops, p50, p99 = timed(1, verifies, lambda t, i: m.verify_api_key_credits(secret))
         rows.append(("verify, creditgate from Python (1 thread)", ops, p50, p99))
 
-        for threads in (1, 8, 32):
-            per = writes // threads
+        rows += creditgate_usage_rows("creditgate from Python", m, secret, writes)
+        rows += baseline_rows("seed-style sqlite3", SeedCreditManager(str(Path(tmp) / "seed.db")), writes)
 
-            def usage(t: int, i: int, threads: int = threads) -> None:
-                m.record_usage(secret, tokens=1000, request_id=f"{threads}-{t}-{i}")
-
-            ops, p50, p99 = timed(threads, per, usage)
-            rows.append((f"record_usage, creditgate from Python ({threads} callers)", ops, p50, p99))
-        assert m.audit().ok
-
-        seed = SeedCreditManager(str(Path(tmp) / "seed.db"))
-        for threads in (1, 8, 32):
-            per = writes // threads
-            user = f"seed-{threads}"
-            seed.add_credits(user, 10**12)
-            ok = [0] * threads
-
-            def deduct(t: int, i: int, user: str = user, ok: list[int] = ok) -> None:
-                if seed.deduct_credits(user, 1):
-                    ok[t] += 1
-
-            ops, p50, p99 = timed(threads, per, deduct)
-            lost = (10**12 - sum(ok)) - seed.balance(user)
-            rows.append((f"usage charge, seed-style sqlite3 ({threads} callers; {-lost} of {sum(ok)} updates lost)",
-                         ops, p50, p99))
+    if args.postgres:
+        rows += postgres_rows(args.postgres, writes)
 
     print("\n| benchmark | ops/s | p50 µs | p99 µs |\n|---|---:|---:|---:|")
     for name, ops, p50, p99 in rows:

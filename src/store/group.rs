@@ -1,7 +1,7 @@
 //! Group commit: concurrent writers share one durable transaction.
 //!
 //! A writer queues its job and, when no batch is running, becomes the leader:
-//! it takes up to `MAX_BATCH_JOBS` queued jobs (its own among them), runs
+//! it takes up to the store's batch cap of queued jobs (its own among them), runs
 //! them in one transaction (each in its own savepoint, so one failing job
 //! rolls back only itself), commits once, and wakes everyone in the batch.
 //! A lone writer leads at once: no fixed wait when nobody else is queued.
@@ -17,9 +17,6 @@ use crate::error::{Error, Result};
 use crate::store::Tx;
 use parking_lot::{Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-/// Most jobs in one transaction, so one batch cannot hold the lock for long.
-pub(crate) const MAX_BATCH_JOBS: usize = 128;
 
 /// Longest a leader waits for expected writers to join its batch.
 const MAX_GATHER: Duration = Duration::from_micros(500);
@@ -41,6 +38,12 @@ impl Slot {
         let job = unsafe { &mut *self.job };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(tx))).unwrap_or(false)
     }
+
+    /// Fails this job alone (its writes were rolled back), or with `None`
+    /// clears that before the batch is rerun.
+    pub(crate) fn set_failure(&mut self, failure: Option<String>) {
+        self.failure = failure;
+    }
 }
 
 struct SlotPtr(*mut Slot);
@@ -60,17 +63,49 @@ struct Queue {
     last_batch: Duration,
 }
 
-#[derive(Default)]
 pub(crate) struct GroupCommit {
+    /// Most jobs in one transaction, so one batch cannot hold locks for long.
+    max_jobs: usize,
     queue: Mutex<Queue>,
     wake: Condvar,
     joined: Condvar,
 }
 
 impl GroupCommit {
+    pub(crate) fn new(max_jobs: usize) -> GroupCommit {
+        assert!(max_jobs > 0);
+        GroupCommit { max_jobs, queue: Mutex::default(), wake: Condvar::new(), joined: Condvar::new() }
+    }
+
+    /// Runs `f` as one job of a batch run by `run_batch`; returns `f`'s result
+    /// once that batch committed, else the batch's (or the job's own) failure.
+    pub(crate) fn write<R: Send>(
+        &self,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send,
+        run_batch: &dyn Fn(&mut [&mut Slot]) -> Result<()>,
+    ) -> Result<R> {
+        let mut result: Option<Result<R>> = None;
+        let committed = {
+            let mut job = |tx: &mut dyn Tx| {
+                let r = f(tx);
+                let ok = r.is_ok();
+                result = Some(r);
+                ok
+            };
+            self.submit(&mut job, run_batch)
+        };
+        match (result, committed) {
+            // A batch that did not commit voids every result decided in it:
+            // they may rest on writes of other jobs that were rolled back.
+            (_, Err(e)) | (Some(Err(e)), Ok(())) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (None, Ok(())) => Err(Error::Internal("write job panicked".into())),
+        }
+    }
+
     /// Runs `job` in some batch executed by `run_batch`; returns once that
     /// batch finished, with `Err` when it did not commit.
-    pub(crate) fn submit(&self, job: &mut Job<'_>, run_batch: &dyn Fn(&mut [&mut Slot]) -> Result<()>) -> Result<()> {
+    fn submit(&self, job: &mut Job<'_>, run_batch: &dyn Fn(&mut [&mut Slot]) -> Result<()>) -> Result<()> {
         // SAFETY: only the lifetime is erased; this function does not return
         // before the leader set `done`, after which nobody touches the job.
         let job: *mut Job<'static> = unsafe { std::mem::transmute::<*mut Job<'_>, *mut Job<'static>>(job) };
@@ -102,7 +137,7 @@ impl GroupCommit {
                 while q.waiting.len() < q.expected && !self.joined.wait_until(&mut q, deadline).timed_out() {}
                 q.gathering = false;
             }
-            let n = q.waiting.len().min(MAX_BATCH_JOBS);
+            let n = q.waiting.len().min(self.max_jobs);
             let batch: Vec<SlotPtr> = q.waiting.drain(..n).collect();
             drop(q);
             let started = Instant::now();
@@ -113,9 +148,11 @@ impl GroupCommit {
             let failure = outcome.err().map(|e| format!("batch of {n} writes did not commit: {e}"));
             q = self.queue.lock();
             q.last_batch = started.elapsed();
-            q.expected = (n + q.waiting.len()).min(MAX_BATCH_JOBS);
+            q.expected = (n + q.waiting.len()).min(self.max_jobs);
             for s in slots {
-                s.failure = failure.clone();
+                if failure.is_some() {
+                    s.failure = failure.clone();
+                }
                 s.done = true;
             }
             q.leading = false;

@@ -8,7 +8,9 @@
 //!   verifying the certificate (`require` with `sslrootcert` verifies the
 //!   chain); `verify-ca` verifies the chain; `verify-full` also the host
 //!   name. Roots: the PEM file `sslrootcert`, else the Mozilla roots.
-//! - Writes run at READ COMMITTED. Every write locks its account row first
+//! - Writes are group-committed (see `group.rs`): concurrent writers of one
+//!   process share a READ COMMITTED transaction, each in its own savepoint,
+//!   so one WAL flush serves them all. Every write locks its account row first
 //!   (`ensure_account`: `SELECT … FOR NO KEY UPDATE`, inserting the row when
 //!   absent), so strict checks, hold inserts and the key-creation rules are
 //!   serialized per account across hosts; balances move only by the
@@ -17,7 +19,8 @@
 //!   with 23505 and its transaction is rerun, taking the replay path.
 //! - Serialization failures (40001), deadlocks (40P01) and those unique
 //!   violations are retried a bounded number of times with jittered
-//!   exponential backoff; the manager's closures are safe to rerun.
+//!   exponential backoff, rerunning the whole batch; the manager's closures
+//!   are safe to rerun.
 //! - Reads run at REPEATABLE READ, READ ONLY: one consistent snapshot.
 //! - Time comes from the server (`clock_timestamp()` at BEGIN), so hosts
 //!   with skewed clocks agree on expiry.
@@ -27,6 +30,7 @@
 //! No error message contains the database password: every message is
 //! scrubbed of it before it leaves this module.
 
+use super::group::{GroupCommit, Slot};
 use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, Tx};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -54,6 +58,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// `pg_advisory_xact_lock` key that serializes migrations ("creditgt").
 const MIGRATION_LOCK: i64 = 0x6372_6564_6974_6774;
+
+/// Most writes in one transaction: each has a savepoint, and PostgreSQL
+/// caches at most 64 subtransactions per session before lookups slow down.
+const MAX_BATCH_JOBS: usize = 32;
 
 /// Most attempts of one transaction before giving up with `Storage`.
 const MAX_ATTEMPTS: u32 = 12;
@@ -388,6 +396,7 @@ pub(crate) struct PostgresStore {
     pool: r2d2::Pool<PgManager>,
     location: String,
     secrets: Arc<Vec<String>>,
+    group: GroupCommit,
 }
 
 /// How one attempt of a transaction ended.
@@ -422,6 +431,12 @@ fn retryable(code: &SqlState, write: bool) -> bool {
         // A cached statement went stale (schema change, pooler reset).
         || *code == SqlState::FEATURE_NOT_SUPPORTED
         || *code == SqlState::INVALID_SQL_STATEMENT_NAME
+}
+
+/// A cached prepared statement the server no longer accepts (schema change,
+/// pooler reset): cleared by preparing it again.
+fn stale_statement(message: &str) -> bool {
+    message.contains("cached plan") || message.contains("prepared statement")
 }
 
 /// Full-jitter exponential backoff: up to 2 ms × 2^attempt, at most 200 ms.
@@ -473,7 +488,7 @@ impl PostgresStore {
             .map_err(|e| {
                 Error::Storage(scrub(&secrets, format!("cannot connect to PostgreSQL {}: {e}", p.location)))
             })?;
-        Ok(PostgresStore { pool, location: p.location, secrets })
+        Ok(PostgresStore { pool, location: p.location, secrets, group: GroupCommit::new(MAX_BATCH_JOBS) })
     }
 
     pub(crate) fn location(&self) -> String {
@@ -488,16 +503,88 @@ impl PostgresStore {
         self.pool.get().map_err(|e| self.storage(format!("no PostgreSQL connection from the pool: {e}")))
     }
 
-    /// Runs `f` in one READ COMMITTED transaction, committed when `f`
-    /// returns Ok; reruns it on serialization failures, deadlocks and
-    /// idempotency races.
-    pub(crate) fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
-        self.run(true, &mut f)
+    /// Runs `f` in a READ COMMITTED transaction shared with concurrent
+    /// writers (group commit), its writes kept only when `f` returns Ok;
+    /// reruns the batch on serialization failures, deadlocks and idempotency
+    /// races; returns once the transaction committed.
+    pub(crate) fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        self.group.write(f, &|slots| self.run_batch(slots))
+    }
+
+    fn run_batch(&self, slots: &mut [&mut Slot]) -> Result<()> {
+        let mut attempt = 1;
+        loop {
+            match self.batch_attempt(slots) {
+                Attempt::Done(r) => return r,
+                Attempt::Retry(why) if attempt >= MAX_ATTEMPTS => {
+                    return Err(self.storage(format!("transaction gave up after {attempt} attempts: {why}")));
+                }
+                Attempt::Retry(_) => {
+                    backoff(attempt);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// One attempt of a batch: each job in a savepoint (a lone job needs
+    /// none), rolled back to it when the job fails; a failure that a rerun
+    /// can clear reruns the whole batch.
+    fn batch_attempt(&self, slots: &mut [&mut Slot]) -> Attempt<()> {
+        let mut conn = match self.conn() {
+            Ok(c) => c,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
+        let now = match begin(&mut conn.client, true) {
+            Ok(now) => now,
+            Err(e) => return self.begin_failed(&mut conn, &e),
+        };
+        let lone = slots.len() == 1;
+        // One savepoint, re-established after each kept job and kept by a
+        // rollback to it: one round trip per job.
+        if !lone && let Err(e) = conn.client.batch_execute("SAVEPOINT creditgate_job") {
+            return self.abandon(&mut conn, Failure { code: e.code().cloned(), message: describe(&e) });
+        }
+        let mut locked = Vec::new();
+        let last = slots.len() - 1;
+        for (i, slot) in slots.iter_mut().enumerate() {
+            slot.set_failure(None);
+            let before = locked.len();
+            let mut tx = PgTx { c: &mut conn, store: self, now: Some(now), write: true, failed: None, locked };
+            let ok = slot.run(&mut tx);
+            let failed = tx.failed.take();
+            locked = tx.locked;
+            let failure = match failed {
+                None if ok => None,
+                // The job's own error (e.g. insufficient credits): undo its writes.
+                None => Some(None),
+                Some(f) if self.rerun_clears(&mut conn, &f, true) => return self.abandon(&mut conn, f),
+                // A statement failed but the closure went on: never keep that.
+                Some(f) => Some(ok.then_some(f.message)),
+            };
+            let next = match &failure {
+                None if lone || i == last => continue,
+                None => "RELEASE creditgate_job; SAVEPOINT creditgate_job",
+                Some(_) if lone => "ROLLBACK",
+                Some(_) => "ROLLBACK TO creditgate_job",
+            };
+            if let Err(e) = conn.client.batch_execute(next) {
+                return self.abandon(&mut conn, Failure { code: e.code().cloned(), message: describe(&e) });
+            }
+            if let Some(message) = failure {
+                slot.set_failure(message);
+                if lone {
+                    return Attempt::Done(Ok(()));
+                }
+                locked.truncate(before);
+            }
+        }
+        self.commit(&mut conn, true, ())
     }
 
     /// Runs `f` on one REPEATABLE READ, READ ONLY snapshot.
     pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
-        self.run(false, &mut f)
+        self.run(&mut f)
     }
 
     /// Runs `f`, whose reads are one statement each, outside a transaction
@@ -515,7 +602,7 @@ impl PostgresStore {
                 None => return out,
                 Some(Failure { code: Some(code), message }) => {
                     if *code == SqlState::FEATURE_NOT_SUPPORTED || *code == SqlState::INVALID_SQL_STATEMENT_NAME {
-                        message.contains("cached plan") || message.contains("prepared statement")
+                        stale_statement(message)
                     } else {
                         retryable(code, false)
                     }
@@ -527,7 +614,7 @@ impl PostgresStore {
             }
             match failed {
                 Some(Failure { message, .. }) if retry && attempt < MAX_ATTEMPTS => {
-                    if message.contains("cached plan") || message.contains("prepared statement") {
+                    if stale_statement(&message) {
                         conn.stmts.clear();
                     }
                     drop(conn);
@@ -540,10 +627,10 @@ impl PostgresStore {
         }
     }
 
-    fn run<R>(&self, write: bool, f: &mut dyn FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    fn run<R>(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         let mut attempt = 1;
         loop {
-            match self.attempt(write, f) {
+            match self.read_attempt(f) {
                 Attempt::Done(r) => return r,
                 Attempt::Retry(why) if attempt >= MAX_ATTEMPTS => {
                     return Err(self.storage(format!("transaction gave up after {attempt} attempts: {why}")));
@@ -556,69 +643,97 @@ impl PostgresStore {
         }
     }
 
-    fn attempt<R>(&self, write: bool, f: &mut dyn FnMut(&mut dyn Tx) -> Result<R>) -> Attempt<R> {
+    fn read_attempt<R>(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<R>) -> Attempt<R> {
         let mut conn = match self.conn() {
             Ok(c) => c,
             Err(e) => return Attempt::Done(Err(e)),
         };
-        let now = match begin(&mut conn.client, write) {
+        let now = match begin(&mut conn.client, false) {
             Ok(now) => now,
-            Err(e) => {
-                conn.broken = true;
-                // Nothing was done yet: a connection that died in the pool
-                // (server restart, idle timeout) is replaced and the call rerun.
-                return if conn.client.is_closed() {
-                    Attempt::Retry(describe(&e))
-                } else {
-                    Attempt::Done(Err(self.storage(format!("cannot begin a transaction: {}", describe(&e)))))
-                };
-            }
+            Err(e) => return self.begin_failed(&mut conn, &e),
         };
-        let mut tx = PgTx { c: &mut conn, store: self, now: Some(now), write, failed: None, locked: Vec::new() };
+        let mut tx = PgTx { c: &mut conn, store: self, now: Some(now), write: false, failed: None, locked: Vec::new() };
         let out = f(&mut tx);
-        let failed = tx.failed.take();
-        match (out, failed) {
-            (Ok(v), None) => match conn.client.batch_execute("COMMIT") {
-                Ok(()) => Attempt::Done(Ok(v)),
-                Err(e) => match e.code() {
-                    // The server rolled back (e.g. serializable conflict at commit).
-                    Some(code) if retryable(code, write) => Attempt::Retry(describe(&e)),
-                    _ => {
-                        conn.broken = true;
-                        Attempt::Done(Err(self.storage(format!(
-                            "commit failed, the outcome is unknown (retry with the same idempotency key): {}",
-                            describe(&e)
-                        ))))
-                    }
-                },
-            },
-            (out, failed) => {
-                if conn.client.batch_execute("ROLLBACK").is_err() {
-                    conn.broken = true;
+        match (out, tx.failed.take()) {
+            (Ok(v), None) => self.commit(&mut conn, false, v),
+            (out, None) => {
+                self.rollback(&mut conn);
+                Attempt::Done(out)
+            }
+            (out, Some(failure)) => {
+                if self.rerun_clears(&mut conn, &failure, false) {
+                    return self.abandon(&mut conn, failure);
                 }
-                match failed {
-                    Some(Failure { code: Some(code), message }) if retryable(&code, write) => {
-                        if code == SqlState::FEATURE_NOT_SUPPORTED || code == SqlState::INVALID_SQL_STATEMENT_NAME {
-                            if !message.contains("cached plan") && !message.contains("prepared statement") {
-                                return Attempt::Done(Err(self.storage(message)));
-                            }
-                            conn.stmts.clear();
-                        }
-                        Attempt::Retry(message)
-                    }
-                    // The connection died before COMMIT: the server rolled back.
-                    Some(Failure { code: None, message }) if conn.client.is_closed() => {
-                        conn.broken = true;
-                        Attempt::Retry(message)
-                    }
-                    Some(Failure { message, .. }) => match out {
-                        // A statement failed but the closure went on: never commit that.
-                        Ok(_) => Attempt::Done(Err(self.storage(message))),
-                        Err(e) => Attempt::Done(Err(e)),
-                    },
-                    None => Attempt::Done(out),
+                self.rollback(&mut conn);
+                match out {
+                    // A statement failed but the closure went on: never use that.
+                    Ok(_) => Attempt::Done(Err(self.storage(failure.message))),
+                    Err(e) => Attempt::Done(Err(e)),
                 }
             }
+        }
+    }
+
+    /// BEGIN failed. Nothing was done yet: a connection that died in the
+    /// pool (server restart, idle timeout) is replaced and the call rerun.
+    fn begin_failed<R>(&self, conn: &mut PgConn, e: &postgres::Error) -> Attempt<R> {
+        conn.broken = true;
+        if conn.client.is_closed() {
+            Attempt::Retry(describe(e))
+        } else {
+            Attempt::Done(Err(self.storage(format!("cannot begin a transaction: {}", describe(e)))))
+        }
+    }
+
+    /// Whether rerunning the transaction can clear `failure`; forgets what
+    /// the rerun must not reuse (stale statements, a dead connection).
+    fn rerun_clears(&self, conn: &mut PgConn, failure: &Failure, write: bool) -> bool {
+        match &failure.code {
+            Some(code) if retryable(code, write) => {
+                if *code == SqlState::FEATURE_NOT_SUPPORTED || *code == SqlState::INVALID_SQL_STATEMENT_NAME {
+                    if !stale_statement(&failure.message) {
+                        return false;
+                    }
+                    conn.stmts.clear();
+                }
+                true
+            }
+            Some(_) => false,
+            // The connection died before COMMIT: the server rolled back.
+            None if conn.client.is_closed() => {
+                conn.broken = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn rollback(&self, conn: &mut PgConn) {
+        if conn.client.batch_execute("ROLLBACK").is_err() {
+            conn.broken = true;
+        }
+    }
+
+    /// Rolls the whole transaction back, to be rerun.
+    fn abandon<R>(&self, conn: &mut PgConn, failure: Failure) -> Attempt<R> {
+        self.rollback(conn);
+        Attempt::Retry(failure.message)
+    }
+
+    fn commit<R>(&self, conn: &mut PgConn, write: bool, v: R) -> Attempt<R> {
+        match conn.client.batch_execute("COMMIT") {
+            Ok(()) => Attempt::Done(Ok(v)),
+            Err(e) => match e.code() {
+                // The server rolled back (e.g. serializable conflict at commit).
+                Some(code) if retryable(code, write) => Attempt::Retry(describe(&e)),
+                _ => {
+                    conn.broken = true;
+                    Attempt::Done(Err(self.storage(format!(
+                        "commit failed, the outcome is unknown (retry with the same idempotency key): {}",
+                        describe(&e)
+                    ))))
+                }
+            },
         }
     }
 
@@ -1354,6 +1469,64 @@ mod tests {
     fn raise(tx: &mut dyn Tx, code: &str) -> Result<()> {
         let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{code}'; END $$");
         tx.host_rows(&sql, 0).map(|_| ())
+    }
+
+    /// Concurrent writers share transactions; each job's failure stays its
+    /// own: a job's error or failed statement rolls back only that job, and
+    /// a retryable failure reruns the batch without applying anything twice.
+    #[test]
+    fn batched_writes_fail_alone_and_rerun_whole() {
+        let Some((store, admin_url, db)) = live_store() else { return };
+        const THREADS: u64 = 8;
+        const PER: u64 = 30;
+        let outcomes: Vec<(u64, Result<String>)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let store = &store;
+                    s.spawn(move || {
+                        (0..PER)
+                            .map(|i| {
+                                let k = t * PER + i;
+                                let mut attempts = 0;
+                                let r = store.write(|tx| {
+                                    attempts += 1;
+                                    let now = tx.now()?;
+                                    tx.ensure_account("u", now)?;
+                                    tx.apply("u", Credits::from_micros(1), false, now)?;
+                                    match k % 6 {
+                                        0 => return Err(Error::invalid("the job's own error")),
+                                        1 => {
+                                            let _ = raise(tx, "22012");
+                                        }
+                                        2 if attempts == 1 => raise(tx, "40001")?,
+                                        _ => {}
+                                    }
+                                    let txid = tx.host_rows("SELECT txid_current()::text", 1)?;
+                                    Ok(txid[0][0].clone().unwrap_or_default())
+                                });
+                                (k, r)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let mut txids = std::collections::HashMap::<String, u32>::new();
+        for (k, r) in &outcomes {
+            match (k % 6, r) {
+                (0, Err(Error::InvalidArgument(_))) | (1, Err(Error::Storage(_))) => {}
+                (_, Ok(txid)) if k % 6 > 1 => *txids.entry(txid.clone()).or_default() += 1,
+                other => panic!("job {k}: unexpected {other:?}"),
+            }
+        }
+        let applied: u32 = txids.values().sum();
+        assert_eq!(applied as u64, THREADS * PER * 4 / 6);
+        let balance = store.read(|tx| Ok(tx.account("u")?.map(|a| a.balance))).unwrap();
+        assert_eq!(balance, Some(Credits::from_micros(i64::from(applied))), "each success applied once, no failure");
+        assert!(txids.values().any(|&n| n > 1), "some writes shared a transaction: {txids:?}");
+        drop(store);
+        drop_database(&admin_url, &db);
     }
 
     #[test]

@@ -12,6 +12,9 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::time::Duration;
 
+/// Most writes in one SQLite transaction (group commit).
+const MAX_BATCH_JOBS: usize = 128;
+
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/001_init.sql")),
     (2, include_str!("migrations/sqlite/002_lean_entry_indexes.sql")),
@@ -191,7 +194,7 @@ impl SqliteStore {
             .connection_timeout(Duration::from_millis(u64::from(busy_ms).max(1000) + 5_000))
             .build(manager)
             .map_err(|e| Error::Storage(format!("cannot open SQLite database {location:?}: {e}")))?;
-        let store = SqliteStore { pool, location, group: GroupCommit::default() };
+        let store = SqliteStore { pool, location, group: GroupCommit::new(MAX_BATCH_JOBS) };
         store.migrate()?;
         Ok(store)
     }
@@ -203,24 +206,8 @@ impl SqliteStore {
 
     /// Runs `f` in a write transaction shared with concurrent writers
     /// (group commit); returns once that transaction is durable.
-    pub(crate) fn write<R: Send>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
-        let mut result: Option<Result<R>> = None;
-        let committed = {
-            let mut job = |tx: &mut dyn Tx| {
-                let r = f(tx);
-                let ok = r.is_ok();
-                result = Some(r);
-                ok
-            };
-            self.group.submit(&mut job, &|slots| self.run_batch(slots))
-        };
-        match (result, committed) {
-            // A batch that did not commit voids every result decided in it:
-            // they may rest on writes of other jobs that were rolled back.
-            (_, Err(e)) | (Some(Err(e)), Ok(())) => Err(e),
-            (Some(Ok(v)), Ok(())) => Ok(v),
-            (None, Ok(())) => Err(Error::Internal("write job panicked".into())),
-        }
+    pub(crate) fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        self.group.write(f, &|slots| self.run_batch(slots))
     }
 
     /// One transaction for a batch of jobs, each in its own savepoint so a
