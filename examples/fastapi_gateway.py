@@ -223,7 +223,8 @@ def payment_webhook(
     # Verify the processor's signature here (e.g. stripe.Webhook.construct_event);
     # this example accepts a shared secret when WEBHOOK_SECRET is set.
     expected = os.environ.get("WEBHOOK_SECRET")
-    if expected and not hmac.compare_digest(expected, x_webhook_secret or ""):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    if expected and not hmac.compare_digest(expected.encode(), (x_webhook_secret or "").encode()):
         raise GatewayError(401, "invalid_api_key", "bad webhook secret")
     # Idempotent on payment_id: a webhook delivered twice credits once.
     entry = m.record_payment(body.user_id, body.payment_id, body.amount_minor, body.currency)

@@ -79,15 +79,18 @@ WRONG_TYPES: list[tuple[str, Any]] = [
     ("bool", True),
 ]
 
-BAD_STRINGS: list[tuple[str, Any, type[BaseException]]] = (
-    [
-        ("empty", "", InvalidArgument),
-        ("1MiB", "x" * MIB, InvalidArgument),
-        ("256B", "y" * 256, InvalidArgument),
-        ("nul", "a\0b", InvalidArgument),
-        ("surrogate", "\ud800", InvalidArgument),
-        ("surrogate-tail", "ok\udcff", InvalidArgument),
-    ]
+Bad = tuple[str, Any, type[BaseException]]
+BAD_STRINGS: list[Bad] = (
+    list[Bad](
+        [
+            ("empty", "", InvalidArgument),
+            ("1MiB", "x" * MIB, InvalidArgument),
+            ("256B", "y" * 256, InvalidArgument),
+            ("nul", "a\0b", InvalidArgument),
+            ("surrogate", "\ud800", InvalidArgument),
+            ("surrogate-tail", "ok\udcff", InvalidArgument),
+        ]
+    )
     + [(label, v, TypeError) for label, v in WRONG_TYPES if not isinstance(v, bool)]
     + [("int", 5, TypeError)]
 )
@@ -584,7 +587,7 @@ def test_hostile_argument(case: Case, ledger: Ledger) -> None:
         assert isinstance(err, Exception), f"{name} is not an Exception: {err}"
         if issubclass(case.expected, CreditError):
             assert type(err) is case.expected, f"expected {case.expected.__name__}, got {name}: {err}"
-            assert err.code == case.expected.code  # type: ignore[attr-defined]
+            assert err.code == case.expected.code
         else:
             assert isinstance(err, case.expected) and not isinstance(err, CreditError), f"got {name}: {err}"
         message = str(err)
