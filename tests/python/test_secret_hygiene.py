@@ -116,7 +116,7 @@ def database_dump(db_url: str) -> dict[str, bytes]:
             check=True,
         )
         out[table] = rows.stdout
-    assert "creditgate_api_keys" in "".join(out) or out, out.keys()
+    assert out.get("creditgate_api_keys"), out.keys()  # the table of key hashes, not empty
     return out
 
 
@@ -252,7 +252,8 @@ def test_secrets_leak_nowhere(
         checkpoint(Path(db_url[len("sqlite:///") :]))
         dumps.append(database_dump(db_url))
     for dump in dumps:
-        assert dump and sum(map(len, dump.values())) > 10_000
+        # Non-trivial: the keys' hashes, the entries (SQLite: pages of a few KiB).
+        assert sum(map(len, dump.values())) > (2_000 if conftest.IS_POSTGRES else 10_000), dump.keys()
         for name, data in dump.items():
             hit = sec.find_bytes(data)
             assert hit is None, f"a secret ({hit[:4]}...) is stored in {name}"
