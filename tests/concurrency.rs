@@ -1,7 +1,9 @@
 //! Concurrency: threads on one manager, managers on one database, and OS
 //! processes sharing one database file, all hammering one account. Strict
 //! operations never overdraw, no update is lost, idempotent calls charge
-//! once, and the audit balances. No timing assertions.
+//! once, and the audit balances. Processes × threads on an account near
+//! zero: holds never exceed the balance, every usage overdraft is reported
+//! and counted, charges equal the tokens priced. No timing assertions.
 
 mod common;
 
@@ -445,6 +447,243 @@ fn processes_sharing_one_database() {
     // A fresh handle sees the same.
     let fresh = common::open(&url, Config::new());
     assert_audit_ok(&fresh);
+}
+
+// ----- processes × threads on one account near zero ----------------------------------
+
+const NEAR_ZERO_ENV: &str = "CREDITGATE_TEST_NEAR_ZERO";
+const NEAR_ZERO_PROCESSES: usize = 3;
+const NEAR_ZERO_THREADS: usize = 4;
+const NEAR_ZERO_OPS: u64 = 60;
+/// Credits the hold race starts with: fewer than the 1-credit holds tried.
+const RACE_CREDITS: i64 = 30;
+const RACE_TRIES: u64 = 4;
+const NEAR_ZERO_START: i64 = 20;
+
+/// What one process saw, as `NEAR-ZERO name=value ...`.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+struct NearZero(std::collections::BTreeMap<String, i64>);
+
+impl NearZero {
+    fn add(&mut self, name: &str, v: i64) {
+        *self.0.entry(name.to_string()).or_default() += v;
+    }
+
+    fn get(&self, name: &str) -> i64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+
+    fn merge(&mut self, o: &NearZero) {
+        for (k, v) in &o.0 {
+            self.add(k, *v);
+        }
+    }
+
+    fn to_line(&self) -> String {
+        let fields: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("NEAR-ZERO {}", fields.join(" "))
+    }
+
+    fn parse(line: &str) -> Option<NearZero> {
+        let mut t = NearZero::default();
+        for field in line.strip_prefix("NEAR-ZERO ")?.split_whitespace() {
+            let (k, v) = field.split_once('=')?;
+            t.add(k, v.parse().ok()?);
+        }
+        Some(t)
+    }
+}
+
+/// One thread: first races for 1-credit holds on "race", then runs strict
+/// deducts, grants and usage charges on "zero", which hovers around zero.
+fn near_zero_thread(m: &CreditManager, race_key: &str, zero_key: &str, id: u64) -> NearZero {
+    let mut t = NearZero::default();
+    for i in 0..RACE_TRIES {
+        match m.reserve(race_key, HoldAmount::Credits(credits(1)), 600, Some(&format!("hold-{id}-{i}"))) {
+            Ok(h) => {
+                assert!(!h.replayed);
+                t.add("holds", 1);
+            }
+            Err(e) => {
+                assert_eq!(e.code(), ErrorCode::InsufficientCredits, "{e}");
+                t.add("holds_denied", 1);
+            }
+        }
+    }
+    let mut x = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in 0..NEAR_ZERO_OPS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        match i % 5 {
+            0 => {
+                m.add_credits("zero", credits(5), EntryKind::Grant, &NO_OPTS).expect("grant");
+                t.add("grants", 1);
+                t.add("granted_micros", credits(5).micros());
+            }
+            1 => {
+                let amount = credits(1 + (x % 3) as i64);
+                match m.deduct_credits("zero", amount, &with_key(&format!("deduct-{id}-{i}"))) {
+                    Ok(e) => {
+                        assert!(!e.balance_after.is_negative(), "a strict deduct overdrew: {e:?}");
+                        t.add("deducts", 1);
+                        t.add("deducted_micros", amount.micros());
+                    }
+                    Err(Error::InsufficientCredits { available, .. }) => {
+                        assert!(available < amount);
+                        t.add("deducts_denied", 1);
+                    }
+                    Err(e) => panic!("deduct failed: {e}"),
+                }
+            }
+            _ => {
+                let tokens = (x % 3000) as i64;
+                let c = m
+                    .record_usage(
+                        KeyRef::Secret(zero_key),
+                        Usage { input_tokens: tokens, output_tokens: 0, model: None },
+                        Some(&format!("usage-{id}-{i}")),
+                    )
+                    .expect("usage is never refused");
+                assert!(!c.replayed);
+                assert_eq!(c.overdraft, c.balance.is_negative());
+                t.add("charges", 1);
+                t.add("tokens", tokens);
+                t.add("charged_micros", c.charged.micros());
+                t.add("overdrafts", i64::from(c.overdraft));
+            }
+        }
+    }
+    t
+}
+
+/// Child side of `processes_near_zero_never_overdraw_and_count_every_overdraft`:
+/// `CREDITGATE_TEST_NEAR_ZERO` is `<process>\t<url>\t<race key>\t<zero key>\t<start at, unix ms>`.
+#[test]
+#[ignore = "run by processes_near_zero_never_overdraw_and_count_every_overdraft in a child process"]
+fn child_near_zero() {
+    let Ok(spec) = std::env::var(NEAR_ZERO_ENV) else { return };
+    let parts: Vec<&str> = spec.split('\t').collect();
+    let [process, url, race_key, zero_key, start_ms] = parts[..] else { panic!("bad {NEAR_ZERO_ENV}") };
+    let process: u64 = process.parse().unwrap();
+    let m = common::open(url, Config::new());
+    // Start together with the other processes (a hang guard caps the wait).
+    let start = std::time::UNIX_EPOCH + std::time::Duration::from_millis(start_ms.parse().unwrap());
+    if let Ok(wait) = start.duration_since(std::time::SystemTime::now()) {
+        thread::sleep(wait.min(std::time::Duration::from_secs(10)));
+    }
+    let threads: Vec<_> = (0..NEAR_ZERO_THREADS as u64)
+        .map(|t| {
+            let (m, race_key, zero_key) = (m.clone(), race_key.to_string(), zero_key.to_string());
+            thread::spawn(move || near_zero_thread(&m, &race_key, &zero_key, process * 100 + t))
+        })
+        .collect();
+    let mut total = NearZero::default();
+    for t in threads {
+        total.merge(&t.join().unwrap());
+    }
+    // This process's own counter of overdrafts, to add up across processes.
+    total.add("overdraft_metric", common::metric(&m, "usage_overdrafts_total") as i64);
+    println!("{}", total.to_line());
+}
+
+#[test]
+fn processes_near_zero_never_overdraw_and_count_every_overdraft() {
+    let (url, _db) = common::shared_url();
+    let m = common::open(&url, Config::new());
+    let (race_key, _) = key_for(&m, "race");
+    grant(&m, "race", credits(RACE_CREDITS));
+    let (zero_key, _) = key_for(&m, "zero");
+    grant(&m, "zero", credits(NEAR_ZERO_START));
+    let setup_entries = common::all_entries(&m, "zero").len();
+
+    let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 1500;
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..NEAR_ZERO_PROCESSES)
+        .map(|p| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "child_near_zero", "--nocapture", "--ignored", "--test-threads", "1"])
+                .env(NEAR_ZERO_ENV, format!("{p}\t{url}\t{race_key}\t{zero_key}\t{start_ms}"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn a child test process")
+        })
+        .collect();
+    let mut total = NearZero::default();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<NearZero> =
+            stdout.lines().filter_map(|l| l.find("NEAR-ZERO ").and_then(|i| NearZero::parse(&l[i..]))).collect();
+        assert_eq!(lines.len(), 1, "one result line per child: {stdout}");
+        total.merge(&lines[0]);
+    }
+
+    // Holds: exactly as many 1-credit holds as credits, across processes.
+    let tries = (NEAR_ZERO_PROCESSES * NEAR_ZERO_THREADS) as i64 * RACE_TRIES as i64;
+    assert_eq!(total.get("holds") + total.get("holds_denied"), tries);
+    assert_eq!(total.get("holds"), RACE_CREDITS, "holds granted beyond the balance (or refused below it)");
+    let race = m.account("race").unwrap();
+    assert_eq!(
+        (race.balance, race.held, race.available),
+        (credits(RACE_CREDITS), credits(RACE_CREDITS), Credits::ZERO)
+    );
+
+    // The near-zero account: strict kinds never below zero, every overdraft
+    // counted, usage charged exactly as priced.
+    let entries = common::all_entries(&m, "zero");
+    let new_entries = &entries[..entries.len() - setup_entries];
+    let mut sums = NearZero::default();
+    for e in new_entries {
+        match e.kind {
+            EntryKind::Deduct => {
+                assert!(!e.balance_after.is_negative(), "strict deduct overdrew: {e:?}");
+                sums.add("deducts", 1);
+                sums.add("deducted_micros", -e.amount.micros());
+            }
+            EntryKind::Grant => {
+                sums.add("grants", 1);
+                sums.add("granted_micros", e.amount.micros());
+            }
+            EntryKind::Usage => {
+                sums.add("charges", 1);
+                sums.add("charged_micros", -e.amount.micros());
+                sums.add("tokens", e.input_tokens.unwrap() + e.output_tokens.unwrap());
+                sums.add("overdrafts", i64::from(e.balance_after.is_negative()));
+            }
+            other => panic!("unexpected {other} entry"),
+        }
+    }
+    for name in ["deducts", "deducted_micros", "grants", "granted_micros", "charges", "charged_micros", "tokens"] {
+        assert_eq!(sums.get(name), total.get(name), "{name}: ledger vs what the workers were told");
+    }
+    assert_eq!(sums.get("overdrafts"), total.get("overdrafts"), "usage entries below zero vs overdraft results");
+    assert_eq!(total.get("overdraft_metric"), total.get("overdrafts"), "usage_overdrafts_total across processes");
+    // 1 credit per 1,000 tokens: 1,000 micro-credits a token, no rounding.
+    assert_eq!(total.get("charged_micros"), total.get("tokens") * 1_000, "charges vs tokens priced");
+    let expected = credits(NEAR_ZERO_START).micros() + total.get("granted_micros")
+        - total.get("deducted_micros")
+        - total.get("charged_micros");
+    assert_eq!(m.get_balance("zero").unwrap(), micros(expected), "final balance");
+    for name in ["deducts", "deducts_denied", "overdrafts"] {
+        assert!(total.get(name) > 0, "the run should include {name}: {total:?}");
+    }
+    assert!(total.get("overdrafts") < total.get("charges"), "not every charge should overdraw: {total:?}");
+    assert_audit_ok(&m);
+    eprintln!(
+        "near zero: {NEAR_ZERO_PROCESSES} processes x {NEAR_ZERO_THREADS} threads: {} of {tries} holds on \
+         {RACE_CREDITS} credits; {} deducts ok, {} refused; {} charges ({} tokens), {} overdrafts (all counted); \
+         final balance {}",
+        total.get("holds"),
+        total.get("deducts"),
+        total.get("deducts_denied"),
+        total.get("charges"),
+        total.get("tokens"),
+        total.get("overdrafts"),
+        m.get_balance("zero").unwrap()
+    );
 }
 
 #[test]
