@@ -3,7 +3,10 @@
 //! `cargo bench --bench ledger` prints a Markdown table for BENCHMARKS.md;
 //! `CREDITGATE_BENCH_QUICK=1` runs a short smoke version (no timing claims).
 //! Criterion measures the verify pair; the concurrent write rows are timed
-//! directly because they need many threads sharing one manager.
+//! directly because they need many threads sharing one manager. Last, the
+//! ledger is filled to 1,000,000 entries for the memory figures: database
+//! bytes per entry, and the resident set of a fresh process holding a
+//! manager on it (the bench binary re-run as a child).
 
 use creditgate::{Config, CreditManager, Credits, KeyRef, Usage};
 use criterion::Criterion;
@@ -52,7 +55,43 @@ fn timed(name: &str, threads: usize, n: usize, op: &(dyn Fn(usize, usize) + Sync
     }
 }
 
+/// Resident set and its peak (VmRSS, VmHWM) of this process, in KiB.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The memory child: opens the ledger at `url`, serves one verify and one
+/// usage charge, then audits every entry; prints its resident set after each.
+fn memory_child(url: &str, secret: &str) {
+    let m = CreditManager::open(Config::new().database_url(url)).expect("open");
+    let one = Credits::from_credits(1).expect("1 credit");
+    m.verify_api_key_credits(secret, one).expect("verify");
+    let usage = Usage { input_tokens: 1_000, output_tokens: 0, model: None };
+    m.record_usage(KeyRef::Secret(secret), usage, Some("memory-child")).expect("usage");
+    let (serving, _) = rss_kib();
+    let audit = m.audit().expect("audit");
+    assert!(audit.ok);
+    let (_, peak) = rss_kib();
+    println!("rss {serving} {peak} {}", audit.entries_checked);
+}
+
+/// Database file bytes after a full checkpoint (the WAL folded in).
+fn db_bytes(path: &std::path::Path) -> u64 {
+    let c = Connection::open(path).expect("raw open");
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).expect("checkpoint");
+    std::fs::metadata(path).expect("size").len()
+}
+
 fn main() {
+    if let (Ok(url), Ok(secret)) =
+        (std::env::var("CREDITGATE_BENCH_CHILD_URL"), std::env::var("CREDITGATE_BENCH_CHILD_KEY"))
+    {
+        return memory_child(&url, &secret);
+    }
     let quick = std::env::var_os("CREDITGATE_BENCH_QUICK").is_some();
     let keys = if quick { 2_000 } else { 100_000 };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -146,6 +185,12 @@ fn main() {
         tx.commit().expect("commit");
     }
     let secs = start.elapsed().as_secs_f64();
+    // The raw rows bypass the ledger's rules: remove them so the audit holds.
+    raw_w
+        .execute_batch(
+            "DELETE FROM creditgate_entries WHERE user_id = 'raw'; DELETE FROM creditgate_accounts WHERE user_id = 'raw';",
+        )
+        .expect("remove the raw rows");
     rows.push(Row {
         name: "record_usage, raw rusqlite ceiling (100 per commit)".into(),
         ops_per_s: (batches * 100) as f64 / secs,
@@ -153,9 +198,48 @@ fn main() {
         p99_us: f64::NAN,
     });
 
+    // 4. memory: fill the ledger to the target entry count, then measure.
+    let target: u64 = if quick { 20_000 } else { 1_000_000 };
+    let entries_now = m.audit().expect("audit").entries_checked;
+    let bytes_before = db_bytes(&path);
+    let fill = target.saturating_sub(entries_now);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..32 {
+            let (m, secret) = (&m, &secret);
+            s.spawn(move || {
+                for i in (t..fill).step_by(32) {
+                    let usage = Usage { input_tokens: 1_000, output_tokens: 0, model: None };
+                    m.record_usage(KeyRef::Secret(secret), usage, Some(&format!("fill-{i}"))).expect("fill");
+                }
+            });
+        }
+    });
+    let fill_secs = t0.elapsed().as_secs_f64();
+    let bytes_per_entry = (db_bytes(&path) - bytes_before) as f64 / fill as f64;
+    let child = std::process::Command::new(std::env::current_exe().expect("bench binary"))
+        .env("CREDITGATE_BENCH_CHILD_URL", format!("sqlite:///{}", path.display()))
+        .env("CREDITGATE_BENCH_CHILD_KEY", &secret)
+        .output()
+        .expect("run the memory child");
+    let out = String::from_utf8_lossy(&child.stdout);
+    let Some(line) = out.lines().find_map(|l| l.strip_prefix("rss ")) else {
+        panic!("the memory child failed: {}", String::from_utf8_lossy(&child.stderr));
+    };
+    let f: Vec<u64> = line.split(' ').map(|v| v.parse().expect("number")).collect();
+    let (serving_kib, peak_kib, entries) = (f[0], f[1], f[2]);
+
     println!("\n| benchmark | ops/s | p50 µs | p99 µs |\n|---|---:|---:|---:|");
     for r in &rows {
         println!("| {} | {:.0} | {:.1} | {:.1} |", r.name, r.ops_per_s, r.p50_us, r.p99_us);
     }
     println!("\n({keys} keys in the table{})", if quick { "; quick smoke run, numbers not meaningful" } else { "" });
+    println!("\n| memory, {entries} ledger entries and {keys} keys | value |\n|---|---:|");
+    println!("| database bytes per ledger entry (usage entries, checkpointed file) | {bytes_per_entry:.0} |");
+    println!(
+        "| resident set of a fresh process after open + verify + record_usage | {:.1} MiB |",
+        serving_kib as f64 / 1024.0
+    );
+    println!("| peak resident set including an audit of every entry | {:.1} MiB |", peak_kib as f64 / 1024.0);
+    println!("\n(filled {fill} entries with 32 callers in {fill_secs:.1} s: {:.0}/s)", fill as f64 / fill_secs);
 }
