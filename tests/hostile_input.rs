@@ -1171,3 +1171,14 @@ fn verification_looks_keys_up_by_hash_and_never_compares_secrets() {
     assert_eq!(m.verify_api_key_credits(&secret, Credits::ZERO).unwrap().user_id, "alice");
     assert_eq!(m.verify_api_key_credits(legacy, Credits::ZERO).unwrap().user_id, "bob");
 }
+
+#[test]
+fn a_huge_database_path_gives_a_short_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("{}/{}", dir.path().display(), "d/".repeat(512 * 1024));
+    let e = creditgate::CreditManager::open(creditgate::Config::new().database_url(format!("sqlite:///{path}")))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Storage);
+    assert!(e.to_string().len() < 2_048, "{} bytes", e.to_string().len());
+}

@@ -1449,3 +1449,42 @@ fn a_version_1_database_is_upgraded_in_place() {
     assert_eq!(version, 2);
     assert_audit_ok(&m);
 }
+
+#[test]
+fn backup_copies_a_consistent_snapshot_while_writers_go_on() {
+    let (url, g) = common::shared_url();
+    let m = common::open(&url, Config::new());
+    grant(&m, "u", credits(1_000));
+    let dest = g.dir().join("copy.db");
+    let dest_str = dest.to_str().unwrap();
+    if g.sqlite_path().is_none() {
+        assert_eq!(err_code(m.backup(dest_str)), ErrorCode::InvalidArgument);
+        return;
+    }
+    let (key, _) = key_for(&m, "u");
+    let size = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for i in 0..200 {
+                m.record_usage(KeyRef::Secret(&key), tokens(1_000), Some(&format!("b-{i}"))).unwrap();
+            }
+        });
+        let size = m.backup(dest_str).unwrap();
+        writer.join().unwrap();
+        size
+    });
+    assert_eq!(size, std::fs::metadata(&dest).unwrap().len());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let copy = common::open(&format!("sqlite:///{dest_str}"), Config::new());
+    let entries = assert_audit_ok(&copy);
+    assert!(entries >= 2, "the grant and the key purchase at least: {entries}");
+    let used = Credits::from_credits(1_000).unwrap().checked_sub(balance(&copy, "u")).unwrap();
+    assert!(used <= credits(200), "a snapshot within the run: {used}");
+    // Never overwritten; bad paths are bad arguments.
+    assert_eq!(err_code(m.backup(dest_str)), ErrorCode::InvalidArgument);
+    assert_eq!(err_code(m.backup("")), ErrorCode::InvalidArgument);
+    assert_eq!(err_code(m.backup("/nonexistent-dir/x.db")), ErrorCode::Storage);
+}

@@ -145,7 +145,13 @@ impl GroupCommit {
             let mut slots: Vec<&mut Slot> = batch.iter().map(|p| unsafe { &mut *p.0 }).collect();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_batch(&mut slots)))
                 .unwrap_or_else(|_| Err(Error::Internal("group commit batch panicked".into())));
-            let failure = outcome.err().map(|e| format!("batch of {n} writes did not commit: {e}"));
+            let failure = outcome.err().map(|e| {
+                let why = match e {
+                    Error::Storage(m) => m,
+                    other => other.to_string(),
+                };
+                if n == 1 { why } else { format!("batch of {n} writes did not commit: {why}") }
+            });
             q = self.queue.lock();
             q.last_batch = started.elapsed();
             q.expected = (n + q.waiting.len()).min(self.max_jobs);

@@ -242,6 +242,18 @@ impl Store {
         }
     }
 
+    /// A consistent copy of an SQLite ledger in a new file; PostgreSQL has
+    /// its own tools for that.
+    pub(crate) fn backup(&self, dest: &str) -> Result<u64> {
+        match self {
+            Store::Sqlite(s) => s.backup(dest),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(_) => Err(Error::invalid(
+                "backup copies SQLite ledgers; back PostgreSQL up with pg_dump or the provider's snapshots",
+            )),
+        }
+    }
+
     pub(crate) fn location(&self) -> String {
         match self {
             Store::Sqlite(s) => s.location(),

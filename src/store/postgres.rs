@@ -678,7 +678,9 @@ impl PostgresStore {
     /// pool (server restart, idle timeout) is replaced and the call rerun.
     fn begin_failed<R>(&self, conn: &mut PgConn, e: &postgres::Error) -> Attempt<R> {
         conn.broken = true;
-        if conn.client.is_closed() {
+        // Class 57P: the server is shutting down or restarting; 08: connection.
+        let gone = e.code().is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"));
+        if conn.client.is_closed() || gone {
             Attempt::Retry(describe(e))
         } else {
             Attempt::Done(Err(self.storage(format!("cannot begin a transaction: {}", describe(e)))))

@@ -47,13 +47,21 @@ fn parse_url(url: &str) -> Result<Target> {
     Ok(Target::File(path.to_string()))
 }
 
+/// A path for an error message: whole unless absurdly long.
+fn shown(path: &str) -> String {
+    match path.char_indices().nth(512) {
+        Some((i, _)) => format!("{:?}… ({} bytes)", &path[..i], path.len()),
+        None => format!("{path:?}"),
+    }
+}
+
 #[cfg(unix)]
 fn create_private_file(path: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::Storage(format!("cannot create database file {path:?}: {e}"))),
+        Err(e) => Err(Error::Storage(format!("cannot create database file {}: {e}", shown(path)))),
     }
 }
 
@@ -182,7 +190,7 @@ impl SqliteStore {
         // Fail at once on a bad file rather than after the pool's retries.
         drop(
             r2d2::ManageConnection::connect(&manager)
-                .map_err(|e| Error::Storage(format!("cannot open SQLite database {location:?}: {e}")))?,
+                .map_err(|e| Error::Storage(format!("cannot open SQLite database {}: {e}", shown(&location))))?,
         );
         // A memory database lives only as long as its one connection.
         let pool = r2d2::Pool::builder()
@@ -193,7 +201,7 @@ impl SqliteStore {
             .test_on_check_out(false)
             .connection_timeout(Duration::from_millis(u64::from(busy_ms).max(1000) + 5_000))
             .build(manager)
-            .map_err(|e| Error::Storage(format!("cannot open SQLite database {location:?}: {e}")))?;
+            .map_err(|e| Error::Storage(format!("cannot open SQLite database {}: {e}", shown(&location))))?;
         let store = SqliteStore { pool, location, group: GroupCommit::new(MAX_BATCH_JOBS) };
         store.migrate()?;
         Ok(store)
@@ -231,6 +239,44 @@ impl SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Copies the ledger into a new file at `dest` with SQLite's online
+    /// backup API: one consistent snapshot, taken while writers go on (WAL),
+    /// created 0600 and checked with `quick_check`. Returns its size.
+    pub(crate) fn backup(&self, dest: &str) -> Result<u64> {
+        if dest.is_empty() || dest.contains('\0') {
+            return Err(Error::invalid("backup destination must be a file path"));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dest).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::invalid(format!("backup destination {} exists; it is never overwritten", shown(dest)))
+                } else {
+                    Error::Storage(format!("cannot create backup file {}: {e}", shown(dest)))
+                }
+            })?;
+        }
+        let conn = self.pool.get()?;
+        let copy = || -> rusqlite::Result<String> {
+            let mut out = Connection::open(dest)?;
+            // All pages in one step: one read snapshot, never restarted.
+            rusqlite::backup::Backup::new(&conn, &mut out)?.step(-1)?;
+            out.query_row("PRAGMA quick_check", [], |r| r.get(0))
+        };
+        match copy() {
+            Ok(check) if check == "ok" => {}
+            outcome => {
+                let _ = std::fs::remove_file(dest);
+                return Err(Error::Storage(match outcome {
+                    Ok(check) => format!("backup failed its integrity check: {check}"),
+                    Err(e) => format!("backup to {} failed: {e}", shown(dest)),
+                }));
+            }
+        }
+        std::fs::metadata(dest).map(|m| m.len()).map_err(|e| Error::Storage(format!("backup {}: {e}", shown(dest))))
     }
 
     pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
