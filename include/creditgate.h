@@ -354,6 +354,18 @@ cg_status cg_database_url(const struct cg_manager *manager, char **url_out);
 cg_status cg_migrate(const struct cg_manager *manager);
 
 /**
+ * Copies an SQLite ledger into the new file `dest_path` (never
+ * overwritten) with SQLite's online backup API, while the ledger stays in
+ * use; the copy is a consistent snapshot that passed `PRAGMA quick_check`.
+ * PostgreSQL ledgers: `CG_INVALID_ARGUMENT`.
+ *
+ * `size_bytes_out`: optional (NULL to ignore); the copy's size, 0 on failure.
+ */
+cg_status cg_backup(const struct cg_manager *manager,
+                    const char *dest_path,
+                    int64_t *size_bytes_out);
+
+/**
  * The ledger balance of `user_id` in micro-credits (0 for an unknown user).
  *
  * `balance_micros_out`: required; 0 on failure.

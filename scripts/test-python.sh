@@ -21,16 +21,17 @@ py="$PWD/$venv/bin/python"
 # the version did not change).
 "$py" -m pip install --quiet --no-deps --force-reinstall .
 
-"$py" -m ruff check python tests/python examples
+"$py" -m ruff check python tests/python examples scripts
+"$py" -m ruff format --check python tests/python examples scripts
 # Run from outside the source tree so the installed package is the one checked.
 (cd /tmp && "$py" -m mypy.stubtest creditgate._creditgate)
 shopt -s nullglob
-typed=(examples/*.py tests/python/conftest.py tests/python/test_api*.py)
+typed=(examples/*.py tests/python/conftest.py tests/python/test_api*.py tests/python/test_bad_input.py
+       tests/python/test_secret_hygiene.py tests/python/test_gateway_hostile.py)
 "$py" -m mypy --strict "${typed[@]}"
 
-# Benchmark smoke run (no timing claims; full numbers in BENCHMARKS.md).
-"$py" scripts/bench_python.py --quick
-
+# Benchmark smoke runs (no timing claims; full numbers in BENCHMARKS.md):
+# SQLite, then with the PostgreSQL rows once the server is up.
 # The same suite on PostgreSQL: a fresh database per test (tests/python/conftest.py).
 env_lines=$(bash scripts/pg.sh start) || {
     echo "test-python.sh: FAILED: the PostgreSQL server did not start" >&2
@@ -38,6 +39,7 @@ env_lines=$(bash scripts/pg.sh start) || {
 }
 eval "$env_lines"
 trap 'bash scripts/pg.sh stop "$CREDITGATE_PG_DIR"' EXIT
+"$py" scripts/bench_python.py --quick --postgres "$CREDITGATE_TEST_POSTGRES_URL"
 CREDITGATE_TEST_BACKEND=postgres "$py" -m pytest -q tests/python
 bash scripts/pg.sh stop "$CREDITGATE_PG_DIR"
 trap - EXIT

@@ -4,6 +4,7 @@ Written by hand and checked against the built module by
 ``python -m mypy.stubtest creditgate._creditgate`` (scripts/test-python.sh).
 """
 
+import os
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, final
@@ -361,6 +362,8 @@ class LocalCreditManager:
     def database_url(self) -> str:
         """The resolved database URL, password redacted."""
     def migrate(self) -> None: ...
+    def backup(self, dest: str | os.PathLike[str]) -> int:
+        """Copy an SQLite ledger into the new file `dest` (online backup API); its size in bytes."""
     def get_balance(self, user_id: _UserId) -> Decimal: ...
     def account(self, user_id: _UserId) -> Account: ...
     def add_credits(

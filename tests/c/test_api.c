@@ -99,6 +99,32 @@ static void test_open(void) {
     CHECK_ERR(cg_migrate(NULL), CG_INVALID_ARGUMENT, "manager is NULL");
 }
 
+static void test_backup(void) {
+    char url[128], dest[160], copy_url[192];
+    temp_url(url, sizeof url);
+    cg_manager *m = NULL;
+    CHECK_OK(cg_open(url, &m));
+    cg_entry e;
+    CHECK_OK(cg_add_credits(m, "backup-user", CREDITS(42), NULL, NULL, NULL, NULL, &e));
+    snprintf(dest, sizeof dest, "%s.copy", url + strlen("sqlite:///"));
+    int64_t size = -1;
+    CHECK_OK(cg_backup(m, dest, &size));
+    CHECK(size > 0);
+    CHECK_ERR(cg_backup(m, dest, &size), CG_INVALID_ARGUMENT, "never overwritten");
+    CHECK(size == 0); /* reset on failure */
+    CHECK_ERR(cg_backup(m, NULL, NULL), CG_INVALID_ARGUMENT, "dest_path is NULL");
+    CHECK_ERR(cg_backup(NULL, dest, NULL), CG_INVALID_ARGUMENT, "manager is NULL");
+    cg_close(m);
+
+    snprintf(copy_url, sizeof copy_url, "sqlite:///%s", dest);
+    m = NULL;
+    CHECK_OK(cg_open(copy_url, &m));
+    int64_t balance = 0;
+    CHECK_OK(cg_balance(m, "backup-user", &balance));
+    CHECK(balance == CREDITS(42));
+    cg_close(m);
+}
+
 static void test_open_env(void) {
     char url[128];
     temp_url(url, sizeof url);
@@ -785,6 +811,7 @@ int main(void) {
     RUN(test_last_error);
     RUN(test_open);
     RUN(test_open_env);
+    RUN(test_backup);
     RUN(test_balance_and_account);
     RUN(test_add_credits);
     RUN(test_payments);

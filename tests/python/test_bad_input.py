@@ -458,6 +458,22 @@ def build_cases() -> list[Case]:
     c += vary("import_users", (), {}, "kind", NO_NONE + [("usage", "usage", InvalidArgument)])
     c += vary("import_users", (), {"keys_table": "keys"}, "key_format", NO_NONE + [("md5", "md5", InvalidArgument)])
 
+    c += vary(
+        "backup",
+        ("never-written.db",),
+        {},
+        "dest",
+        [
+            ("empty", "", InvalidArgument),
+            ("nul", "a\0b.db", InvalidArgument),
+            ("surrogate", "\ud800.db", InvalidArgument),
+            ("bytes", b"x.db", TypeError),
+            ("int", 42, TypeError),
+            ("None", None, TypeError),
+        ],
+        0,
+    )
+
     # Methods without arguments refuse extra ones.
     for m in ("list_model_prices", "audit", "metrics", "metrics_prometheus", "report", "migrate"):
         c += vary(m, ("extra",), {}, "extra", [("positional", "alice", TypeError)], 0)

@@ -388,6 +388,23 @@ def test_demo_runs_the_four_scenarios_and_leaves_nothing(cli: Cli, tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]  # no creditgate.db in the cwd
 
 
+def test_backup_copies_the_ledger_and_never_overwrites(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("grant", "--user", "u", "--amount", "12.5")
+    dest = tmp_path / "copy.db"
+    out = cli.ok("backup", str(dest))
+    assert "integrity checked" in out and str(dest) in out
+    assert dest.stat().st_mode & 0o777 == 0o600
+    copy = LocalCreditManager(f"sqlite:///{dest}")
+    assert copy.get_balance("u") == Decimal("12.5")
+    assert copy.audit().ok
+    cli.fails("backup", str(dest), code="invalid_argument")
+    # The Python method takes os.PathLike too; wrong types are TypeErrors.
+    m = LocalCreditManager(cli.url)
+    assert m.backup(tmp_path / "second.db") == (tmp_path / "second.db").stat().st_size
+    with pytest.raises(TypeError, match="dest must be a str"):
+        m.backup(42)  # type: ignore[arg-type]
+
+
 def test_help_lists_every_command(cli: Cli) -> None:
     out = cli.ok("--help")
     for command in (
@@ -402,5 +419,6 @@ def test_help_lists_every_command(cli: Cli) -> None:
         "report",
         "metrics",
         "demo",
+        "backup",
     ):
         assert command in out

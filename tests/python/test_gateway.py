@@ -36,6 +36,7 @@ gateway = importlib.util.module_from_spec(_spec)
 sys.modules["fastapi_gateway"] = gateway  # pydantic resolves the models' annotations there
 _spec.loader.exec_module(gateway)
 
+
 @pytest.fixture
 def database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The gateway reads its ledger from the environment, as in production."""

@@ -194,6 +194,31 @@ pub unsafe extern "C" fn cg_migrate(manager: *const cg_manager) -> cg_status {
     status_boundary(|| unsafe { ffi::manager(manager) }?.migrate())
 }
 
+/// Copies an SQLite ledger into the new file `dest_path` (never
+/// overwritten) with SQLite's online backup API, while the ledger stays in
+/// use; the copy is a consistent snapshot that passed `PRAGMA quick_check`.
+/// PostgreSQL ledgers: `CG_INVALID_ARGUMENT`.
+///
+/// `size_bytes_out`: optional (NULL to ignore); the copy's size, 0 on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_backup(
+    manager: *const cg_manager,
+    dest_path: *const c_char,
+    size_bytes_out: *mut i64,
+) -> cg_status {
+    status_boundary(|| {
+        let out =
+            if size_bytes_out.is_null() { None } else { Some(unsafe { ffi::out(size_bytes_out, "size_bytes_out") }?) };
+        let m = unsafe { ffi::manager(manager) }?;
+        let dest = unsafe { ffi::text(dest_path, "dest_path") }?;
+        let size = m.backup(dest)?;
+        if let Some(out) = out {
+            out.write(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    })
+}
+
 // ----- balances and entries -------------------------------------------------
 
 /// The ledger balance of `user_id` in micro-credits (0 for an unknown user).

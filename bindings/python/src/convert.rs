@@ -27,7 +27,7 @@ const MICROS_PER_SECOND: i64 = 1_000_000;
 /// Deepest nesting accepted in `metadata` (it is at most 4 KiB anyway).
 const MAX_METADATA_DEPTH: usize = 32;
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 

@@ -20,6 +20,7 @@ use crate::types::{
 };
 use creditgate::{self as cg, Config, CreditManager, Credits, EntryKind, EntryOptions, Error};
 use creditgate::{EntryId, HoldAmount, HoldId, KeyId, KeyRef, Settlement, Usage};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::sync::Mutex;
@@ -202,6 +203,16 @@ impl LocalCreditManager {
 
     fn migrate(&self, py: Python<'_>) -> PyResult<()> {
         self.run(py, |m| m.migrate())
+    }
+
+    /// Copies an SQLite ledger into the new file `dest` (never overwritten)
+    /// with SQLite's online backup API; returns the copy's size in bytes.
+    fn backup(&self, py: Python<'_>, dest: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let dest: Text = py.import("os")?.call_method1("fspath", (dest,)).and_then(|p| p.extract()).map_err(|_| {
+            PyTypeError::new_err(format!("dest must be a str or os.PathLike, not {}", convert::type_name(dest)))
+        })?;
+        let dest = dest.get(py, "dest")?;
+        self.run(py, move |m| m.backup(&dest))
     }
 
     fn get_balance(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
