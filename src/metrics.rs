@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident => $help:literal),* $(,)?) => {
         /// One process counter.
         #[allow(non_camel_case_types)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,60 +19,71 @@ macro_rules! counters {
             pub fn name(self) -> &'static str {
                 match self { $(Counter::$name => stringify!($name)),* }
             }
+            /// The `# HELP` text of the Prometheus exposition.
+            pub fn help(self) -> &'static str {
+                match self { $(Counter::$name => $help),* }
+            }
         }
     };
 }
 
 counters!(
-    key_eligibility_checks_total,
-    key_generation_attempts_total,
-    key_generation_success_total,
-    key_generation_denied_total,
-    verify_ok_total,
-    verify_invalid_key_total,
-    verify_insufficient_credits_total,
-    usage_charges_total,
-    tokens_metered_total,
-    credits_charged_micros_total,
-    usage_overdrafts_total,
-    purchases_total,
-    credits_purchased_micros_total,
-    holds_total,
-    holds_settled_total,
-    holds_released_total,
-    holds_expired_total,
+    key_eligibility_checks_total => "Key eligibility checks (can_generate_api_key) answered",
+    key_generation_attempts_total => "API key creations attempted, allowed or not",
+    key_generation_success_total => "API keys created",
+    key_generation_denied_total => "API key creations denied for insufficient credits or the active-key limit",
+    verify_ok_total => "API key verifications that passed",
+    verify_invalid_key_total => "API key verifications denied: unknown, malformed or revoked key",
+    verify_insufficient_credits_total => "API key verifications denied: available credits below the minimum",
+    usage_charges_total => "Usage charges recorded (record_usage and settle), replays not counted",
+    tokens_metered_total => "Tokens (input plus output) of the usage charges",
+    credits_charged_micros_total => "Micro-credits charged for usage",
+    usage_overdrafts_total => "Usage charges that left the balance negative",
+    purchases_total => "Purchase entries recorded, replays not counted",
+    credits_purchased_micros_total => "Micro-credits bought by purchases",
+    holds_total => "Holds (reservations) placed",
+    holds_settled_total => "Holds settled",
+    holds_released_total => "Holds released",
+    holds_expired_total => "Holds this process observed expired",
 );
 
 /// Upper bounds of the latency buckets, in microseconds.
 const BUCKETS_MICROS: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000];
 
+/// The same bounds as `le` label values, in seconds, written as the Python
+/// and Go clients write them (`5e-05`, `1.0`), so the text of `prometheus()`,
+/// of `creditgate.prometheus` and of a multiprocess scrape agree label for
+/// label and PromQL can sum them.
+const BUCKET_LABELS: [&str; 12] =
+    ["5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "1.0"];
+
+/// Observations per bucket (not cumulative); the last slot counts those above
+/// the largest bound. The count is the sum of the slots, so one exposition
+/// always has `+Inf` == `_count` and monotonic buckets, also while other
+/// threads observe.
 #[derive(Default)]
 pub(crate) struct Histogram {
-    buckets: [AtomicU64; BUCKETS_MICROS.len()],
-    count: AtomicU64,
+    buckets: [AtomicU64; BUCKETS_MICROS.len() + 1],
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
     pub(crate) fn observe(&self, d: Duration) {
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        if let Some(i) = BUCKETS_MICROS.iter().position(|&b| micros <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        let i = BUCKETS_MICROS.iter().position(|&b| micros <= b).unwrap_or(BUCKETS_MICROS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     fn write_prometheus(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS_MICROS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let le = *bound as f64 / 1e6; // exposition format only, never money
+        let mut cumulative = 0u64;
+        for (i, le) in BUCKET_LABELS.iter().enumerate() {
+            cumulative = cumulative.saturating_add(self.buckets[i].load(Ordering::Relaxed));
             let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
         }
-        let count = self.count.load(Ordering::Relaxed);
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let count = cumulative.saturating_add(self.buckets[BUCKETS_MICROS.len()].load(Ordering::Relaxed));
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6; // exposition only, never money
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
     }
 }
@@ -113,7 +124,8 @@ impl Metrics {
             let name = c.name();
             let _ = writeln!(
                 out,
-                "# HELP creditgate_{name} creditgate process counter {name}\n# TYPE creditgate_{name} counter\ncreditgate_{name} {}",
+                "# HELP creditgate_{name} {}\n# TYPE creditgate_{name} counter\ncreditgate_{name} {}",
+                c.help(),
                 self.counters[c as usize].load(Ordering::Relaxed)
             );
         }
@@ -159,5 +171,93 @@ mod tests {
         assert!(text.contains("creditgate_errors_total{code=\"storage\"} 1"));
         assert!(text.contains("creditgate_verify_seconds_bucket{le=\"0.0001\"} 1"));
         assert!(text.contains("creditgate_verify_seconds_count 1"));
+    }
+
+    #[test]
+    fn bucket_labels_are_the_bounds_in_seconds() {
+        for (label, micros) in BUCKET_LABELS.iter().zip(BUCKETS_MICROS) {
+            assert_eq!(label.parse::<f64>().unwrap(), micros as f64 / 1e6, "{label}");
+        }
+    }
+
+    #[test]
+    fn slow_observations_count_only_in_inf() {
+        let h = Histogram::default();
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_secs(3));
+        let mut out = String::new();
+        h.write_prometheus(&mut out, "x_seconds", "help");
+        assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 1\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"1.0\"} 1\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 2\nx_seconds_sum 3.001\nx_seconds_count 2\n"), "{out}");
+    }
+
+    /// Every family has one HELP and one TYPE line before its samples, and
+    /// every name is a valid metric name with the `creditgate_` prefix.
+    #[test]
+    fn exposition_shape() {
+        let text = Metrics::default().prometheus();
+        let mut families = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                assert!(!help.is_empty() && !help.contains('\\'), "{line}");
+                families.push(name.to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(Some(name), families.last().map(String::as_str), "{line}");
+                assert!(matches!(kind, "counter" | "histogram"), "{line}");
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = families.last().unwrap();
+                assert!(name == family || name.strip_prefix(family.as_str()).is_some_and(|s| s.starts_with('_')));
+            }
+        }
+        let mut unique = families.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), families.len());
+        assert_eq!(families.len(), Counter::ALL.len() + 3);
+        for name in &families {
+            assert!(name.starts_with("creditgate_"), "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{name}");
+        }
+    }
+
+    /// Scrapes taken while other threads observe are each consistent.
+    #[test]
+    fn concurrent_scrapes_are_consistent() {
+        let h = std::sync::Arc::new(Histogram::default());
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        h.observe(Duration::from_micros((i * 37 + t) % 2_000_000));
+                    }
+                })
+            })
+            .collect();
+        let mut last_count = 0;
+        for _ in 0..200 {
+            let mut out = String::new();
+            h.write_prometheus(&mut out, "x", "help");
+            let values: Vec<u64> = out
+                .lines()
+                .filter(|l| l.starts_with("x_bucket") || l.starts_with("x_count"))
+                .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+                .collect();
+            assert!(values.windows(2).take(BUCKETS_MICROS.len()).all(|w| w[0] <= w[1]), "{out}");
+            let (inf, count) = (values[BUCKETS_MICROS.len()], values[BUCKETS_MICROS.len() + 1]);
+            assert_eq!(inf, count, "{out}");
+            assert!(count >= last_count);
+            last_count = count;
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        let mut out = String::new();
+        h.write_prometheus(&mut out, "x", "help");
+        assert!(out.contains("x_count 80000\n"), "{out}");
     }
 }
