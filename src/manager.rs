@@ -195,6 +195,14 @@ impl CreditManager {
         &self.inner.config
     }
 
+    /// How many database connections this manager may open at once: the
+    /// configured pool size (`CREDITGATE_POOL_SIZE`, default 8), or 1 for an
+    /// in-memory SQLite database. More concurrent callers than this queue
+    /// for a connection.
+    pub fn pool_size(&self) -> u32 {
+        if self.database_url() == "sqlite:///:memory:" { 1 } else { self.inner.config.pool_size }
+    }
+
     /// The resolved database URL, password redacted.
     pub fn database_url(&self) -> String {
         redact_url(&self.inner.store.location())
@@ -790,9 +798,27 @@ impl CreditManager {
 
     /// Read-only check of a key and its account's available credits.
     pub fn verify_api_key_credits(&self, api_key: &str, min_credits: Credits) -> Result<Verification> {
+        self.verify(api_key, Some(min_credits))
+    }
+
+    /// Checks the key only, not the credits: who it belongs to and what the
+    /// account has available, which may be zero or negative (an overdrawn
+    /// account). `InvalidApiKey` for malformed, unknown or revoked keys, exactly
+    /// as [`verify_api_key_credits`](Self::verify_api_key_credits); never
+    /// `InsufficientCredits`. For endpoints that must answer a valid key at any
+    /// balance (e.g. a gateway's "my credits" page). Read-only, counted as a
+    /// verification (`verify_ok_total`, `verify_invalid_key_total`).
+    pub fn authenticate_api_key(&self, api_key: &str) -> Result<Verification> {
+        self.verify(api_key, None)
+    }
+
+    /// The verify path; `min_credits: None` skips the credit check.
+    fn verify(&self, api_key: &str, min_credits: Option<Credits>) -> Result<Verification> {
         let start = Instant::now();
         let r = (|| {
-            min_credits.validate_threshold("min_credits")?;
+            if let Some(min) = min_credits {
+                min.validate_threshold("min_credits")?;
+            }
             let (k, available) = self
                 .inner
                 .store
@@ -804,7 +830,7 @@ impl CreditManager {
         })();
         self.inner.metrics.verify_seconds.observe(start.elapsed());
         match r {
-            Ok((v, now)) if v.available >= min_credits => {
+            Ok((v, now)) if min_credits.is_none_or(|min| v.available >= min) => {
                 self.count(Counter::verify_ok_total);
                 let mut t = self.inner.touched.lock();
                 if t.len() < MAX_PENDING_TOUCHES {
@@ -814,7 +840,8 @@ impl CreditManager {
             }
             Ok((v, _)) => {
                 self.count(Counter::verify_insufficient_credits_total);
-                self.track(Err(Error::InsufficientCredits { required: min_credits, available: v.available }))
+                let required = min_credits.unwrap_or(Credits::ZERO);
+                self.track(Err(Error::InsufficientCredits { required, available: v.available }))
             }
             Err(e) => {
                 if e.code() == ErrorCode::InvalidApiKey {

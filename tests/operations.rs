@@ -496,6 +496,44 @@ fn revoke_list_and_verify() {
 }
 
 #[test]
+fn authenticate_checks_the_key_not_the_credits() {
+    let (m, _db) = common::manager();
+    let (key, key_id) = key_for(&m, "u");
+    // Overdrawn: verify refuses even with min_credits 0; authenticate answers.
+    m.record_usage(KeyRef::Secret(&key), tokens(2000), None).unwrap();
+    assert_eq!(balance(&m, "u"), credits(-2));
+    assert_eq!(err_code(m.verify_api_key_credits(&key, Credits::ZERO)), ErrorCode::InsufficientCredits);
+    let ok_before = metric(&m, "verify_ok_total");
+    let v = m.authenticate_api_key(&key).unwrap();
+    assert_eq!((v.user_id.as_str(), v.key_id, v.available), ("u", key_id, credits(-2)));
+    assert_eq!(metric(&m, "verify_ok_total"), ok_before + 1);
+    // Holds lower available, as in verify.
+    grant(&m, "u", credits(10));
+    m.reserve(&key, HoldAmount::Credits(credits(3)), 60, None).unwrap();
+    assert_eq!(m.authenticate_api_key(&key).unwrap().available, credits(5));
+    // Malformed, unknown and revoked keys: InvalidApiKey, as verify.
+    let invalid_before = metric(&m, "verify_invalid_key_total");
+    assert_eq!(err_code(m.authenticate_api_key("sk_1234")), ErrorCode::InvalidApiKey);
+    assert_eq!(err_code(m.authenticate_api_key("nobody-knows-this-key")), ErrorCode::InvalidApiKey);
+    m.revoke_api_key(key_id, None).unwrap();
+    let e = m.authenticate_api_key(&key).unwrap_err();
+    assert_eq!((e.code(), e.http_status()), (ErrorCode::InvalidApiKey, 401));
+    assert!(!e.to_string().contains(&key), "no secret in {e}");
+    assert_eq!(metric(&m, "verify_invalid_key_total"), invalid_before + 3);
+    // A legacy key of a user without credits authenticates at 0.
+    m.import_api_key("legacy", Some("legacy-key-0123456789"), None, None).unwrap();
+    assert_eq!(m.authenticate_api_key("legacy-key-0123456789").unwrap().available, Credits::ZERO);
+}
+
+#[test]
+fn pool_size_is_the_setting_or_one_in_memory() {
+    let (m, _db) = common::manager_with(Config::new().pool_size(3).unwrap());
+    assert_eq!(m.pool_size(), 3);
+    let mem = CreditManager::open(Config::new().database_url("sqlite:///:memory:")).unwrap();
+    assert_eq!(mem.pool_size(), 1);
+}
+
+#[test]
 fn revocation_is_seen_by_every_handle() {
     let (url, _db) = common::shared_url();
     let h1 = common::open(&url, Config::new());

@@ -361,6 +361,9 @@ class LocalCreditManager:
     @property
     def database_url(self) -> str:
         """The resolved database URL, password redacted."""
+    @property
+    def pool_size(self) -> int:
+        """How many database connections the manager may open at once (1 for an in-memory database)."""
     def migrate(self) -> None: ...
     def backup(self, dest: str | os.PathLike[str]) -> int:
         """Copy an SQLite ledger into the new file `dest` (online backup API); its size in bytes."""
@@ -423,6 +426,8 @@ class LocalCreditManager:
     def revoke_api_key(self, key_id: str, *, user_id: _UserId | None = None) -> None: ...
     def list_api_keys(self, user_id: _UserId) -> list[ApiKeyInfo]: ...
     def verify_api_key_credits(self, api_key: str, min_credits: _Amount = 1) -> Verification: ...
+    def authenticate_api_key(self, api_key: str) -> Verification:
+        """Checks the key, not the credits: ``available`` may be 0 or negative; never ``InsufficientCredits``."""
     def record_usage(
         self,
         api_key: str | None = None,

@@ -196,6 +196,13 @@ impl LocalCreditManager {
         self.handle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).manager.database_url()
     }
 
+    /// How many database connections the manager may open at once (1 for
+    /// an in-memory database): the useful number of concurrent calls.
+    #[getter]
+    fn pool_size(&self) -> u32 {
+        self.handle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).manager.pool_size()
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let url = self.database_url();
         Ok(format!("LocalCreditManager(database_url={})", PyString::new(py, &url).repr()?))
@@ -470,6 +477,14 @@ impl LocalCreditManager {
         let api_key = api_key.api_key(py, "api_key")?;
         let min_credits = convert::opt_amount("min_credits", min_credits)?.unwrap_or(ONE_CREDIT);
         let v = self.run(py, move |m| m.verify_api_key_credits(&api_key, min_credits))?;
+        Verification::new(py, v)
+    }
+
+    /// Checks the key, not the credits: `InvalidApiKey` for a malformed,
+    /// unknown or revoked key, never `InsufficientCredits`.
+    fn authenticate_api_key(&self, py: Python<'_>, api_key: Text) -> PyResult<Verification> {
+        let api_key = api_key.api_key(py, "api_key")?;
+        let v = self.run(py, move |m| m.authenticate_api_key(&api_key))?;
         Verification::new(py, v)
     }
 
