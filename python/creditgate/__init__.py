@@ -13,6 +13,11 @@ The native module ``creditgate._creditgate`` is private; this package
 re-exports its public names. A manager may be shared by threads (the GIL is
 released during storage work) and survives ``os.fork()``: a forked child
 reopens its own connections on first use (not for ``sqlite:///:memory:``).
+
+In asyncio code use ``AsyncLocalCreditManager`` (``creditgate.aio``): the same
+methods as coroutines that never block the event loop. FastAPI glue (bearer
+key dependencies, OpenAI-shaped errors, metered streaming) is in
+``creditgate.fastapi`` (``pip install 'creditgate[fastapi]'``).
 """
 
 from ._creditgate import (
@@ -39,10 +44,12 @@ from ._creditgate import (
     Verification,
     __version__,
 )
+from .aio import AsyncLocalCreditManager
 
 __all__ = [
     "Account",
     "ApiKeyInfo",
+    "AsyncLocalCreditManager",
     "AuditMismatch",
     "AuditReport",
     "CreditError",
