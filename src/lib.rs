@@ -28,3 +28,14 @@ pub use types::{
     ModelPrice, NewApiKey, Report, Timestamp, UsageCharge, Verification,
 };
 pub use validate::{MAX_METADATA_BYTES, MAX_PAGE_LIMIT, MAX_TEXT_BYTES, MAX_TOKENS_PER_CALL, MAX_TTL_SECONDS};
+
+// The Rust code blocks of the documentation run as doctests (`cargo test
+// --doc`); tests/python/test_docs.py checks that every page with a ```rust
+// block is included here.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/quickstart-rust.md")]
+struct QuickstartRustDoctests;
