@@ -110,6 +110,7 @@ COVERED: dict[str, tuple[str, str | None]] = {
 # test command's builds). Comment lines are ignored when matching.
 IN_REPOSITORY = {
     "cargo run --release --example seed_scenarios",
+    "cargo build -p creditgate-c --release",
     # docs/c-api.md: builds the library, links the C quickstart both ways
     # into target/ and runs it.
     """cargo build -p creditgate-c --release
