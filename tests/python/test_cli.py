@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from creditgate import InvalidApiKey, LocalCreditManager
+from creditgate import InsufficientCredits, InvalidApiKey, LocalCreditManager
 from creditgate.cli import to_json
 
 
@@ -283,6 +283,98 @@ def test_report(cli: Cli) -> None:
     assert report["key_generation_successes"] == 1
     assert "purchase_conversion_rate" in report
     assert "paying_users" in cli.ok("report")
+
+
+# Every field of `report()` (SPEC §6), in the spec's order.
+REPORT_FIELDS = (
+    "users",
+    "paying_users",
+    "users_attempted_key",
+    "key_generation_attempts",
+    "key_generation_successes",
+    "purchase_conversion_rate",
+    "credits_purchased",
+    "revenue_usd_minor",
+    "revenue_per_paying_user_usd_minor",
+    "credits_used",
+    "outstanding_balance",
+    "overdraft_receivable",
+)
+
+
+def test_report_json_has_every_spec_field_exactly(cli: Cli) -> None:
+    m = LocalCreditManager(cli.url)
+    m.record_payment("alice", "pay_a", 500)  # 5,000 credits
+    key = m.create_api_key("alice").secret
+    m.record_usage(key, tokens=1000)  # 1 credit
+    m.record_usage(key, tokens=10**7)  # 10,000 credits: alice at -5,001
+    m.record_payment("bob", "pay_b", 1000)  # 10,000 credits, never tries a key
+    m.reverse_payment("pay_b", 250)  # 2,500 credits and $2.50 back
+    with pytest.raises(InsufficientCredits):
+        m.create_api_key("carol")  # an attempt, denied
+    m.add_credits("eve", "0.000001")  # one micro-credit
+    report = cli.json("report", "--json")
+    assert list(report) == list(REPORT_FIELDS)
+    assert report == {
+        "users": 4,
+        "paying_users": 2,
+        "users_attempted_key": 2,  # alice and carol
+        "key_generation_attempts": 2,
+        "key_generation_successes": 1,
+        "purchase_conversion_rate": Decimal("0.5"),  # alice of alice and carol
+        "credits_purchased": Decimal("15000"),
+        "revenue_usd_minor": 1250,
+        "revenue_per_paying_user_usd_minor": 625,
+        "credits_used": Decimal("10001"),
+        "outstanding_balance": Decimal("7500.000001"),
+        "overdraft_receivable": Decimal("5001"),
+    }
+    # The same figures as the API, written exactly (no float, no exponent).
+    assert report == json.loads(to_json(m.report()), parse_float=Decimal)
+    text = cli.ok("report", "--json")
+    assert '"outstanding_balance": 7500.000001' in text and "E" not in text
+    # The table for people: one line per field, the same values.
+    table = dict(line.split(None, 1) for line in cli.ok("report").splitlines())
+    assert list(table) == list(REPORT_FIELDS)
+    assert table["outstanding_balance"] == "7500.000001" and table["purchase_conversion_rate"] == "0.5"
+
+
+def test_transactions_csv_is_exact_and_quoted(cli: Cli) -> None:
+    m = LocalCreditManager(cli.url)
+    m.add_credits("alice", "999999999999.999999", reference='inv, "1"', metadata={"note": "a,b"})
+    m.add_credits("alice", "-0.000001", kind="adjustment")
+    out = cli.ok("transactions", "--user", "alice", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == [
+        "id",
+        "seq",
+        "user_id",
+        "kind",
+        "amount",
+        "balance_after",
+        "idempotency_key",
+        "reference",
+        "api_key_id",
+        "input_tokens",
+        "output_tokens",
+        "model",
+        "amount_minor",
+        "currency",
+        "metadata",
+        "created_at",
+        "replayed",
+    ]
+    adjustment, grant = rows  # newest first
+    assert Decimal(adjustment["amount"]) == Decimal("-0.000001") and adjustment["amount"] == "-0.000001"
+    assert Decimal(adjustment["balance_after"]) == Decimal("999999999999.999998")
+    assert grant["amount"] == "999999999999.999999" and grant["kind"] == "grant"
+    assert grant["reference"] == 'inv, "1"'  # quoted by the csv module, read back whole
+    assert json.loads(grant["metadata"]) == {"note": "a,b"}
+    assert grant["created_at"].endswith("Z") and grant["replayed"] == "false"
+    # JSON: the same entries, the same exact amounts.
+    entries = cli.json("transactions", "--user", "alice", "--format", "json")
+    assert [e["id"] for e in entries] == [r["id"] for r in rows]
+    assert entries[1]["amount"] == Decimal("999999999999.999999")
 
 
 def test_metrics_prometheus_text(cli: Cli) -> None:
