@@ -244,6 +244,7 @@ def run_shell(block: Block, tmp: Path, env: dict[str, str]) -> str:
         script, counted = part + "\n", "covered"
     elif text in IN_REPOSITORY_LINES:
         cwd, timeout = ROOT, IN_REPOSITORY_TIMEOUT
+        env = {k: v for k, v in env.items() if k != "CARGO_TARGET_DIR"}  # the block names target/
     elif BUILD_WORDS.search(text):
         pytest.fail(
             f"{block.id}: an install/build command ({BUILD_WORDS.search(text)!r}) outside the rules at the top "
