@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -640,3 +641,18 @@ def test_multiprocess_report_gauges_show_the_freshest_report(multiproc_env: dict
     assert value(second[name], name) == 1_000e6
     assert [s.labels for s in second[name].samples] == [{}]
     assert value(second["creditgate_ledger_credits_used_micros"], "creditgate_ledger_credits_used_micros") == 4_000e6
+
+
+def test_every_metric_named_in_docs_metrics_md_is_exported(manager: LocalCreditManager) -> None:
+    # docs/metrics.md's PromQL and tables may only name series that exist.
+    registry = CollectorRegistry()
+    register(manager, registry)
+    fams = scrape(registry)
+    exported = {s.name for f in fams.values() for s in f.samples} | set(HISTOGRAMS)
+    page = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    named = {n for n in re.findall(r"\bcreditgate_[a-z0-9_]+", page) if not n.endswith("_")}
+    assert len(named) > 20
+    assert named - exported == set()
+    promql = re.findall(r"```promql\n(.*?)```", page, flags=re.S)
+    for needed in ("creditgate_verify_seconds_bucket", "creditgate_verify_insufficient_credits_total"):
+        assert any(needed in block for block in promql), needed
