@@ -461,10 +461,14 @@ class MultiprocessMirror:
         self._reports = _ReportCache(manager, report_ttl_seconds, clock)
         self._lock = threading.Lock()
         self._last = ProcessMetrics()
+        self._last_text = ""
 
     def sync(self) -> None:
         with self._lock:
-            snap = parse_process_metrics(self._manager.metrics_prometheus())
+            text = self._manager.metrics_prometheus()
+            if text == self._last_text:
+                return  # nothing happened since the last sync
+            snap = parse_process_metrics(text)
             last = self._last
             with self._metrics.lock:
                 # Every series is created on the first sync, so a scrape shows
@@ -492,7 +496,7 @@ class MultiprocessMirror:
                     d_sum = h.sum_micros if reset or before is None else h.sum_micros - before.sum_micros
                     if d_sum:
                         target._sum.inc(d_sum / MICROS_PER_SECOND)
-            self._last = snap
+            self._last, self._last_text = snap, text
 
     def sync_report(self) -> bool:
         """Refreshes the ledger gauges if the cached report expired; returns
