@@ -31,6 +31,7 @@ integers up to 2**53 (9 billion credits).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -462,9 +463,14 @@ class MultiprocessMirror:
         self._lock = threading.Lock()
         self._last = ProcessMetrics()
         self._last_text = ""
+        self._pid = os.getpid()
 
     def sync(self) -> None:
         with self._lock:
+            if os.getpid() != self._pid:
+                # A forked child: the manager's counters start at zero in the
+                # child (and prometheus_client gives it files of its own).
+                self._pid, self._last, self._last_text = os.getpid(), ProcessMetrics(), ""
             text = self._manager.metrics_prometheus()
             if text == self._last_text:
                 return  # nothing happened since the last sync

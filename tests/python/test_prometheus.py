@@ -656,3 +656,37 @@ def test_every_metric_named_in_docs_metrics_md_is_exported(manager: LocalCreditM
     promql = re.findall(r"```promql\n(.*?)```", page, flags=re.S)
     for needed in ("creditgate_verify_seconds_bucket", "creditgate_verify_insufficient_credits_total"):
         assert any(needed in block for block in promql), needed
+
+
+def test_multiprocess_mirror_survives_fork(multiproc_env: dict[str, str]) -> None:
+    # gunicorn --preload: the manager and its mirror exist before the fork.
+    # The parent's synced counts stay in its file; each child adds only its own.
+    code = textwrap.dedent(
+        """
+        import os
+        from creditgate import LocalCreditManager
+        from creditgate.prometheus import sync_multiprocess
+
+        m = LocalCreditManager(os.environ["LEDGER_URL"])
+        m.record_payment("p", "pay_p", 500)
+        key = m.create_api_key("p").secret
+        m.verify_api_key_credits(key)
+        sync_multiprocess(m)
+        children = []
+        for _ in range(2):
+            pid = os.fork()
+            if pid == 0:
+                m.verify_api_key_credits(key)
+                m.verify_api_key_credits(key)
+                sync_multiprocess(m)
+                os._exit(0)
+            children.append(pid)
+        for pid in children:
+            assert os.waitpid(pid, 0)[1] == 0
+        """
+    )
+    finish(run_python(code, multiproc_env))
+    fams = scrape_files(multiproc_env)
+    assert value(fams["creditgate_verify_ok"], "creditgate_verify_ok_total") == 1 + 2 + 2
+    assert value(fams["creditgate_verify_seconds"], "creditgate_verify_seconds_count") == 5
+    assert value(fams["creditgate_purchases"], "creditgate_purchases_total") == 1
