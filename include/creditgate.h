@@ -375,8 +375,17 @@ cg_status cg_balance(const struct cg_manager *manager,
                      int64_t *balance_micros_out);
 
 /**
+ * Sets the floor of `user_id`'s strict operations to `floor_micros` (<= 0):
+ * deducts, holds and key purchases may run the balance down to it, and
+ * `available_micros` = balance - held - floor. 0 restores the default.
+ */
+cg_status cg_set_min_balance(const struct cg_manager *manager,
+                             const char *user_id,
+                             int64_t floor_micros);
+
+/**
  * The account of `user_id` as a JSON object: `user_id`, `balance_micros`,
- * `held_micros`, `available_micros`, `lifetime_purchased_micros`,
+ * `held_micros`, `available_micros`, `min_balance_micros`, `lifetime_purchased_micros`,
  * `lifetime_used_micros`, `active_keys`, `first_key_issued`, `created_at`
  * (RFC 3339, null for a user the ledger has never seen).
  *

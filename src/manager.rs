@@ -213,6 +213,9 @@ impl CreditManager {
     /// copy is a consistent snapshot that passed `PRAGMA quick_check`.
     /// Returns its size in bytes. PostgreSQL ledgers: `InvalidArgument`.
     pub fn backup(&self, dest: &str) -> Result<u64> {
+        if dest.is_empty() || dest.contains('\0') {
+            return self.track(Err(Error::invalid("backup destination must be a file path without NUL")));
+        }
         self.track(self.inner.store.backup(dest))
     }
 
@@ -294,10 +297,9 @@ impl CreditManager {
             if balance.checked_add(d.amount).is_err() {
                 return Err(Error::invalid(format!("balance {balance} + {} is out of range", d.amount)));
             }
-            let held = tx.held(d.user, now)?;
             return Err(Error::InsufficientCredits {
                 required: d.amount.checked_neg()?,
-                available: balance.checked_sub(held)?,
+                available: tx.available(d.user, now)?,
             });
         };
         let entry = Entry {
@@ -351,11 +353,13 @@ impl CreditManager {
                 let held = tx.held(u, now)?;
                 let (lifetime_purchased, lifetime_used) = tx.lifetime(u)?;
                 let balance = row.as_ref().map_or(Credits::ZERO, |a| a.balance);
+                let min_balance = row.as_ref().map_or(Credits::ZERO, |a| a.min_balance);
                 Ok(Account {
                     user_id: u.to_string(),
                     balance,
                     held,
-                    available: balance.checked_sub(held)?,
+                    available: balance.checked_sub(held)?.checked_sub(min_balance)?,
+                    min_balance,
                     lifetime_purchased,
                     lifetime_used,
                     active_keys: tx.active_keys(u)?,
@@ -364,6 +368,27 @@ impl CreditManager {
                 })
             })
         }))
+    }
+
+    /// Sets the account's floor for strict operations: `floor` ≤ 0, so a
+    /// trusted customer may run to −N on deducts, holds and key purchases
+    /// (available = balance − held − floor). Usage may still go below it, as
+    /// usage already happened. 0 (the default) restores the plain rule.
+    pub fn set_min_balance(&self, user: &str, floor: Credits) -> Result<()> {
+        self.track((|| {
+            let user = validate::text("user_id", user)?;
+            if floor > Credits::ZERO || floor.micros() < -MAX_AMOUNT_MICROS {
+                return Err(Error::invalid(format!(
+                    "min_balance (the floor) must be in -{}..=0, got {floor}",
+                    Credits::from_micros(MAX_AMOUNT_MICROS)
+                )));
+            }
+            self.write(|tx| {
+                let now = tx.now()?;
+                tx.ensure_account(user, now)?;
+                tx.set_min_balance(user, floor)
+            })
+        })())
     }
 
     /// Credits an account. `kind`: purchase, grant, refund or adjustment
@@ -598,10 +623,8 @@ impl CreditManager {
     // ----- API keys ----------------------------------------------------------
 
     fn eligibility(&self, tx: &mut dyn Tx, user: &str, now: Timestamp) -> Result<KeyEligibility> {
-        let row = tx.account(user)?;
-        let balance = row.as_ref().map_or(Credits::ZERO, |a| a.balance);
-        let available = balance.checked_sub(tx.held(user, now)?)?;
-        let is_first_key = !row.is_some_and(|a| a.first_key_issued);
+        let available = tx.available(user, now)?;
+        let is_first_key = !tx.account(user)?.is_some_and(|a| a.first_key_issued);
         let required =
             if is_first_key { self.inner.config.min_credits_api_key } else { Credits::from_micros(1_000_000) };
         Ok(KeyEligibility { allowed: available >= required, is_first_key, required, available })
@@ -1011,8 +1034,7 @@ impl CreditManager {
                     expires_at: Timestamp(now.0 + ttl_seconds * 1_000_000),
                 };
                 if !tx.insert_hold_if_available(&row, now)? {
-                    let balance = tx.account(user)?.map_or(Credits::ZERO, |a| a.balance);
-                    let available = balance.checked_sub(tx.held(user, now)?)?;
+                    let available = tx.available(user, now)?;
                     return Err(Error::InsufficientCredits { required: held_amount, available });
                 }
                 Ok((hold_of(row, false), expired))

@@ -191,7 +191,10 @@ pub struct Account {
     pub user_id: String,
     pub balance: Credits,
     pub held: Credits,
+    /// What strict operations may still take: balance − held − min_balance.
     pub available: Credits,
+    /// The floor of strict operations (≤ 0; 0 unless set).
+    pub min_balance: Credits,
     pub lifetime_purchased: Credits,
     pub lifetime_used: Credits,
     pub active_keys: u32,

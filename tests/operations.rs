@@ -1468,6 +1468,7 @@ fn a_version_1_database_is_upgraded_in_place() {
         "DROP INDEX creditgate_entries_reversals; DROP INDEX creditgate_entries_purchases;
          CREATE INDEX creditgate_entries_reference ON creditgate_entries(reference, kind);
          CREATE INDEX creditgate_entries_kind ON creditgate_entries(kind, user_id);
+         ALTER TABLE creditgate_accounts DROP COLUMN min_balance;
          DELETE FROM creditgate_schema_version WHERE version > 1;",
     )
     .unwrap();
@@ -1484,7 +1485,7 @@ fn a_version_1_database_is_upgraded_in_place() {
         .unwrap();
     assert_eq!(names, ["creditgate_entries_purchases", "creditgate_entries_reversals"]);
     let version: i64 = c.query_row("SELECT MAX(version) FROM creditgate_schema_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     assert_audit_ok(&m);
 }
 
@@ -1525,4 +1526,43 @@ fn backup_copies_a_consistent_snapshot_while_writers_go_on() {
     assert_eq!(err_code(m.backup(dest_str)), ErrorCode::InvalidArgument);
     assert_eq!(err_code(m.backup("")), ErrorCode::InvalidArgument);
     assert_eq!(err_code(m.backup("/nonexistent-dir/x.db")), ErrorCode::Storage);
+}
+
+#[test]
+fn min_balance_lets_strict_operations_run_to_the_floor() {
+    let (m, _g) = common::manager();
+    grant(&m, "trusted", credits(10));
+    m.set_min_balance("trusted", credits(-5)).unwrap();
+    let a = m.account("trusted").unwrap();
+    assert_eq!((a.balance, a.min_balance, a.available), (credits(10), credits(-5), credits(15)));
+    // A strict deduct may take the balance below zero, down to the floor.
+    m.deduct_credits("trusted", credits(14), &NO_OPTS).unwrap();
+    assert_eq!(balance(&m, "trusted"), credits(-4));
+    let secret = "legacy-trusted-key-0001";
+    m.import_api_key("trusted", Some(secret), None, None).unwrap();
+    assert_eq!(m.verify_api_key_credits(secret, credits(1)).unwrap().available, credits(1));
+    // A hold takes the last credit above the floor; then strict calls stop.
+    m.reserve(secret, HoldAmount::Credits(credits(1)), 600, None).unwrap();
+    assert_eq!(m.account("trusted").unwrap().available, Credits::ZERO);
+    match m.deduct_credits("trusted", micros(1), &NO_OPTS) {
+        Err(Error::InsufficientCredits { available, .. }) => assert_eq!(available, Credits::ZERO),
+        other => panic!("expected 402, got {other:?}"),
+    }
+    assert_eq!(err_code(m.reserve(secret, HoldAmount::Credits(micros(1)), 600, None)), ErrorCode::InsufficientCredits);
+    assert_eq!(err_code(m.verify_api_key_credits(secret, micros(1))), ErrorCode::InsufficientCredits);
+    // Usage already happened: it may go below the floor, and is an overdraft.
+    let c = m.record_usage(KeyRef::Secret(secret), tokens(2_000), Some("u-1")).unwrap();
+    assert!(c.overdraft && c.balance == credits(-6));
+    // The floor is <= 0 and bounded; 0 restores the plain rule.
+    assert_eq!(err_code(m.set_min_balance("trusted", micros(1))), ErrorCode::InvalidArgument);
+    assert_eq!(
+        err_code(m.set_min_balance("trusted", Credits::from_micros(-creditgate::MAX_AMOUNT_MICROS - 1))),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(err_code(m.set_min_balance("", credits(-1))), ErrorCode::InvalidArgument);
+    m.set_min_balance("trusted", Credits::ZERO).unwrap();
+    assert_eq!(m.account("trusted").unwrap().available, credits(-7), "balance -6, 1 held, floor 0");
+    // Another account keeps the default floor.
+    assert_eq!(m.account("someone-else").unwrap().min_balance, Credits::ZERO);
+    assert_audit_ok(&m);
 }

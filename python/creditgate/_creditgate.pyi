@@ -134,7 +134,11 @@ class Account:
     @property
     def held(self) -> Decimal: ...
     @property
-    def available(self) -> Decimal: ...
+    def available(self) -> Decimal:
+        """What strict operations may still take: balance - held - min_balance."""
+    @property
+    def min_balance(self) -> Decimal:
+        """The floor of strict operations (<= 0; 0 unless set with set_min_balance)."""
     @property
     def lifetime_purchased(self) -> Decimal: ...
     @property
@@ -369,6 +373,8 @@ class LocalCreditManager:
         """Copy an SQLite ledger into the new file `dest` (online backup API); its size in bytes."""
     def get_balance(self, user_id: _UserId) -> Decimal: ...
     def account(self, user_id: _UserId) -> Account: ...
+    def set_min_balance(self, user_id: _UserId, floor: _Amount) -> None:
+        """Let the account run to `floor` (<= 0) on deducts, holds and key purchases."""
     def add_credits(
         self,
         user_id: _UserId,

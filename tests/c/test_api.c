@@ -125,6 +125,28 @@ static void test_backup(void) {
     cg_close(m);
 }
 
+static void test_min_balance(void) {
+    char url[128];
+    temp_url(url, sizeof url);
+    cg_manager *m = NULL;
+    CHECK_OK(cg_open(url, &m));
+    cg_entry e;
+    CHECK_OK(cg_add_credits(m, "trusted", CREDITS(10), NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_set_min_balance(m, "trusted", -CREDITS(5)));
+    char *json = NULL;
+    CHECK_OK(cg_account_json(m, "trusted", &json));
+    CHECK_CONTAINS(json, "\"min_balance_micros\":-5000000");
+    CHECK_CONTAINS(json, "\"available_micros\":15000000");
+    cg_string_free(json);
+    CHECK_OK(cg_deduct_credits(m, "trusted", CREDITS(15), NULL, NULL, NULL, &e));
+    CHECK(e.balance_after_micros == -CREDITS(5));
+    CHECK_ERR(cg_deduct_credits(m, "trusted", 1, NULL, NULL, NULL, &e), CG_INSUFFICIENT_CREDITS, "");
+    CHECK_ERR(cg_set_min_balance(m, "trusted", 1), CG_INVALID_ARGUMENT, "min_balance");
+    CHECK_ERR(cg_set_min_balance(m, NULL, 0), CG_INVALID_ARGUMENT, "user_id is NULL");
+    CHECK_ERR(cg_set_min_balance(NULL, "trusted", 0), CG_INVALID_ARGUMENT, "manager is NULL");
+    cg_close(m);
+}
+
 static void test_open_env(void) {
     char url[128];
     temp_url(url, sizeof url);
@@ -812,6 +834,7 @@ int main(void) {
     RUN(test_open);
     RUN(test_open_env);
     RUN(test_backup);
+    RUN(test_min_balance);
     RUN(test_balance_and_account);
     RUN(test_add_credits);
     RUN(test_payments);

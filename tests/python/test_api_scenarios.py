@@ -255,3 +255,20 @@ def test_prices_report_metrics(manager: LocalCreditManager, paid_key: str) -> No
     text = manager.metrics_prometheus()
     assert "creditgate_usage_charges_total 1" in text and "creditgate_verify_seconds" in text
     manager.migrate()  # also done on open; twice is fine
+
+
+def test_min_balance_lets_a_trusted_customer_run_to_the_floor(manager: LocalCreditManager) -> None:
+    manager.add_credits("trusted", 10)
+    manager.set_min_balance("trusted", Decimal(-5))
+    a = manager.account("trusted")
+    assert (a.balance, a.min_balance, a.available) == (10, -5, 15)
+    manager.deduct_credits("trusted", 15)
+    assert manager.get_balance("trusted") == -5
+    with pytest.raises(InsufficientCredits) as exc:
+        manager.deduct_credits("trusted", "0.000001")
+    assert exc.value.available == 0
+    with pytest.raises(InvalidArgument, match="min_balance"):
+        manager.set_min_balance("trusted", 1)
+    with pytest.raises(TypeError, match="floor"):
+        manager.set_min_balance("trusted", -1.5)  # type: ignore[arg-type]
+    assert manager.audit().ok

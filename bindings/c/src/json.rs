@@ -20,6 +20,7 @@ pub(crate) fn account(a: &Account) -> Value {
         "balance_micros": a.balance.micros(),
         "held_micros": a.held.micros(),
         "available_micros": a.available.micros(),
+        "min_balance_micros": a.min_balance.micros(),
         "lifetime_purchased_micros": a.lifetime_purchased.micros(),
         "lifetime_used_micros": a.lifetime_used.micros(),
         "active_keys": a.active_keys,

@@ -239,8 +239,24 @@ pub unsafe extern "C" fn cg_balance(
     })
 }
 
+/// Sets the floor of `user_id`'s strict operations to `floor_micros` (<= 0):
+/// deducts, holds and key purchases may run the balance down to it, and
+/// `available_micros` = balance - held - floor. 0 restores the default.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_set_min_balance(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    floor_micros: i64,
+) -> cg_status {
+    status_boundary(|| {
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        m.set_min_balance(user, Credits::from_micros(floor_micros))
+    })
+}
+
 /// The account of `user_id` as a JSON object: `user_id`, `balance_micros`,
-/// `held_micros`, `available_micros`, `lifetime_purchased_micros`,
+/// `held_micros`, `available_micros`, `min_balance_micros`, `lifetime_purchased_micros`,
 /// `lifetime_used_micros`, `active_keys`, `first_key_issued`, `created_at`
 /// (RFC 3339, null for a user the ledger has never seen).
 ///

@@ -222,6 +222,13 @@ impl LocalCreditManager {
         self.run(py, move |m| m.backup(&dest))
     }
 
+    /// Sets the account's floor for strict operations (`floor` <= 0).
+    fn set_min_balance(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>, floor: &Bound<'_, PyAny>) -> PyResult<()> {
+        let user = convert::user_id(user_id)?;
+        let floor = convert::amount("floor", floor)?;
+        self.run(py, move |m| m.set_min_balance(&user, floor))
+    }
+
     fn get_balance(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let user = convert::user_id(user_id)?;
         let balance = self.run(py, move |m| m.get_balance(&user))?;

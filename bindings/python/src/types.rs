@@ -105,8 +105,8 @@ impl Entry {
 record!(
     /// An account: ledger balance, active holds and what is available.
     Account {
-        user_id, balance, held, available, lifetime_purchased, lifetime_used, active_keys, first_key_issued,
-        created_at,
+        user_id, balance, held, available, min_balance, lifetime_purchased, lifetime_used, active_keys,
+        first_key_issued, created_at,
     }
 );
 
@@ -117,6 +117,7 @@ impl Account {
             balance: dec(py, a.balance)?,
             held: dec(py, a.held)?,
             available: dec(py, a.available)?,
+            min_balance: dec(py, a.min_balance)?,
             lifetime_purchased: dec(py, a.lifetime_purchased)?,
             lifetime_used: dec(py, a.lifetime_used)?,
             active_keys: obj(py, a.active_keys)?,
