@@ -274,6 +274,10 @@ class AsyncLocalCreditManager:
     async def account(self, user_id: _UserId) -> Account:
         return await self._run(self._sync.account, user_id)
 
+    async def set_min_balance(self, user_id: _UserId, floor: _Amount) -> None:
+        """Lets the account run to ``floor`` (<= 0) on deducts, holds and key purchases."""
+        await self._run(self._sync.set_min_balance, user_id, floor)
+
     async def add_credits(
         self,
         user_id: _UserId,
