@@ -513,16 +513,22 @@ impl PostgresStore {
     }
 
     fn run_batch(&self, slots: &mut [&mut Slot]) -> Result<()> {
-        let mut attempt = 1;
+        self.retrying(|| self.batch_attempt(slots))
+    }
+
+    /// Reruns `attempt` while it ends in what a rerun can clear, at most
+    /// `MAX_ATTEMPTS` times, with backoff.
+    fn retrying<R>(&self, mut attempt: impl FnMut() -> Attempt<R>) -> Result<R> {
+        let mut n = 1;
         loop {
-            match self.batch_attempt(slots) {
+            match attempt() {
                 Attempt::Done(r) => return r,
-                Attempt::Retry(why) if attempt >= MAX_ATTEMPTS => {
-                    return Err(self.storage(format!("transaction gave up after {attempt} attempts: {why}")));
+                Attempt::Retry(why) if n >= MAX_ATTEMPTS => {
+                    return Err(self.storage(format!("transaction gave up after {n} attempts: {why}")));
                 }
                 Attempt::Retry(_) => {
-                    backoff(attempt);
-                    attempt += 1;
+                    backoff(n);
+                    n += 1;
                 }
             }
         }
@@ -585,7 +591,7 @@ impl PostgresStore {
 
     /// Runs `f` on one REPEATABLE READ, READ ONLY snapshot.
     pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
-        self.run(&mut f)
+        self.retrying(|| self.read_attempt(&mut f))
     }
 
     /// Runs `f`, whose reads are one statement each, outside a transaction
@@ -624,22 +630,6 @@ impl PostgresStore {
                 }
                 Some(Failure { message, .. }) if out.is_ok() => return Err(self.storage(message)),
                 _ => return out,
-            }
-        }
-    }
-
-    fn run<R>(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
-        let mut attempt = 1;
-        loop {
-            match self.read_attempt(f) {
-                Attempt::Done(r) => return r,
-                Attempt::Retry(why) if attempt >= MAX_ATTEMPTS => {
-                    return Err(self.storage(format!("transaction gave up after {attempt} attempts: {why}")));
-                }
-                Attempt::Retry(_) => {
-                    backoff(attempt);
-                    attempt += 1;
-                }
             }
         }
     }
