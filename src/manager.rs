@@ -179,11 +179,16 @@ fn price_tokens(input: i64, output: i64, p: ModelPrice) -> Result<Credits> {
 
 impl CreditManager {
     /// Opens (and migrates) the database named by `config`.
+    /// Opens (creating and migrating) the ledger; logs its resolved
+    /// location, password redacted, at info level (the `log` facade, target
+    /// `creditgate`).
     pub fn open(config: Config) -> Result<CreditManager> {
         let store = Store::open(&config)?;
-        Ok(CreditManager {
+        let m = CreditManager {
             inner: Arc::new(Inner { config, store, metrics: Metrics::default(), touched: Mutex::new(HashMap::new()) }),
-        })
+        };
+        log::info!(target: "creditgate", "opened ledger {}", m.database_url());
+        Ok(m)
     }
 
     /// `Config::from_env()` then `open`.

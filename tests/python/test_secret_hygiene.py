@@ -20,6 +20,7 @@ import os
 import secrets
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -352,3 +353,15 @@ def test_database_url_property_redacts_the_password(db_url: str) -> None:
         if password:
             assert password not in m.database_url and password not in repr(m)
     assert m.database_url in repr(m)
+
+
+def test_open_logs_the_resolved_location_without_the_password(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """SPEC §7: the resolved location is logged on open, password redacted."""
+    with caplog.at_level(logging.INFO, logger="creditgate"):
+        m = LocalCreditManager(db_url)
+    (record,) = [r for r in caplog.records if r.name == "creditgate"]
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == f"opened ledger {m.database_url}"
+    password = urllib.parse.urlsplit(db_url).password
+    if password:
+        assert password not in record.getMessage()

@@ -186,6 +186,10 @@ impl LocalCreditManager {
         )?;
         let opened = config.clone();
         let manager = py.detach(move || CreditManager::open(opened)).map_err(|e| to_py(py, e))?;
+        // SPEC §7: the resolved location is logged on open (password redacted).
+        py.import("logging")?
+            .call_method1("getLogger", ("creditgate",))?
+            .call_method1("info", ("opened ledger %s", manager.database_url()))?;
         Ok(LocalCreditManager { config, handle: Mutex::new(Handle { pid: std::process::id(), manager }) })
     }
 
