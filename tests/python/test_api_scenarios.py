@@ -261,7 +261,7 @@ def test_min_balance_lets_a_trusted_customer_run_to_the_floor(manager: LocalCred
     manager.add_credits("trusted", 10)
     manager.set_min_balance("trusted", Decimal(-5))
     a = manager.account("trusted")
-    assert (a.balance, a.min_balance, a.available) == (10, -5, 15)
+    assert (a.balance, a.min_balance, a.available) == (Decimal(10), Decimal(-5), Decimal(15))
     manager.deduct_credits("trusted", 15)
     assert manager.get_balance("trusted") == -5
     with pytest.raises(InsufficientCredits) as exc:
