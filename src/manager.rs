@@ -178,8 +178,7 @@ fn price_tokens(input: i64, output: i64, p: ModelPrice) -> Result<Credits> {
 }
 
 impl CreditManager {
-    /// Opens (and migrates) the database named by `config`.
-    /// Opens (creating and migrating) the ledger; logs its resolved
+    /// Opens (creating and migrating) the ledger named by `config`; logs its resolved
     /// location, password redacted, at info level (the `log` facade, target
     /// `creditgate`).
     pub fn open(config: Config) -> Result<CreditManager> {

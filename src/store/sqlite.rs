@@ -246,6 +246,8 @@ impl SqliteStore {
     /// backup API: one consistent snapshot, taken while writers go on (WAL),
     /// created 0600 and checked with `quick_check`. Returns its size.
     pub(crate) fn backup(&self, dest: &str) -> Result<u64> {
+        // The connection first: a busy pool must not leave an empty file behind.
+        let conn = self.pool.get()?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -257,7 +259,10 @@ impl SqliteStore {
                 }
             })?;
         }
-        let conn = self.pool.get()?;
+        #[cfg(not(unix))]
+        if std::path::Path::new(dest).exists() {
+            return Err(Error::invalid(format!("backup destination {} exists; it is never overwritten", shown(dest))));
+        }
         let copy = || -> rusqlite::Result<String> {
             let mut out = Connection::open(dest)?;
             // All pages in one step: one read snapshot, never restarted.
