@@ -479,7 +479,11 @@ impl PostgresStore {
         drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(config.pool_size)
-            .min_idle(Some(1))
+            // No background replenishing: connections are opened only for a
+            // caller who waits for one (and kept), so no pool thread is mid-open
+            // when a host forks (gunicorn --preload), which can leave the
+            // child a lock held by a thread it does not have.
+            .min_idle(Some(0))
             .test_on_check_out(false)
             .connection_timeout(
                 connect_timeout.max(Duration::from_millis(u64::from(config.busy_timeout_ms))) + Duration::from_secs(5),

@@ -196,7 +196,11 @@ impl SqliteStore {
         // A memory database lives only as long as its one connection.
         let pool = r2d2::Pool::builder()
             .max_size(size)
-            .min_idle(Some(1))
+            // No background replenishing: connections are opened only for a
+            // caller who waits for one (and kept), so no pool thread is mid-open
+            // when a host forks (gunicorn --preload), which can leave the
+            // child a lock held by a thread it does not have.
+            .min_idle(Some(0))
             .idle_timeout(None)
             .max_lifetime(None)
             .test_on_check_out(false)
