@@ -129,6 +129,11 @@ enum cg_status
    * HTTP 500: creditgate panicked; the panic was caught at the boundary.
    */
   CG_PANIC = 9,
+  /**
+   * HTTP 429: a per-key rate limit is used up for the current minute;
+   * `cg_last_error_retry_after()` gives the seconds until the next one.
+   */
+  CG_RATE_LIMITED = 10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -320,15 +325,22 @@ void cg_close(struct cg_manager *manager);
 const char *cg_last_error(void);
 
 /**
+ * After `CG_RATE_LIMITED` on this thread: the whole seconds (1..=60) until
+ * the key's next rate-limit window (an HTTP `Retry-After`); 0 after any
+ * other result.
+ */
+uint32_t cg_last_error_retry_after(void);
+
+/**
  * The HTTP status of a status (SPEC section 5): 200 for `CG_OK`, 402, 401, 403,
- * 404, 409, 400, 503, 500; 500 for `CG_PANIC` and for unknown values.
+ * 404, 409, 400, 503, 500, 429; 500 for `CG_PANIC` and for unknown values.
  */
 uint16_t cg_status_http(uint32_t status);
 
 /**
  * The SPEC section 5 code of a status: "ok", "insufficient_credits",
  * "invalid_api_key", "limit_reached", "not_found", "idempotency_conflict",
- * "invalid_argument", "storage", "internal", "panic"; "unknown" for other
+ * "invalid_argument", "storage", "internal", "panic", "rate_limited"; "unknown" for other
  * values. Static: never free it.
  */
 const char *cg_status_name(uint32_t status);
@@ -498,6 +510,18 @@ cg_status cg_events_json(const struct cg_manager *manager,
                          int64_t after,
                          int64_t limit,
                          char **json_out);
+
+/**
+ * Sets the per-minute rate limits of key `key_id`, shared through the
+ * database by every process: `requests_per_minute` verified requests
+ * (`cg_verify_api_key_credits`, `cg_reserve`) and `tokens_per_minute`
+ * charged tokens; 0 lifts that limit (both 0: none). Over a limit those
+ * calls fail with `CG_RATE_LIMITED` (429). Unknown key: `CG_NOT_FOUND`.
+ */
+cg_status cg_set_rate_limit(const struct cg_manager *manager,
+                            const char *key_id,
+                            uint32_t requests_per_minute,
+                            uint64_t tokens_per_minute);
 
 /**
  * Whether `user_id` may create an API key now. Writes nothing.

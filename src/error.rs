@@ -29,6 +29,10 @@ pub enum Error {
     Storage(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A key's `limit` (`requests_per_minute` or `tokens_per_minute`) is used
+    /// up for the current minute; the next one starts in `retry_after_seconds`.
+    #[error("rate limited: {limit} of this key is used up; retry after {retry_after_seconds} s")]
+    RateLimited { limit: &'static str, retry_after_seconds: u32 },
 }
 
 /// Stable codes (SPEC §5). The numeric values are the C status values.
@@ -43,10 +47,12 @@ pub enum ErrorCode {
     InvalidArgument = 6,
     Storage = 7,
     Internal = 8,
+    // 9 is the C status for a caught panic (CG_PANIC), which has no core code.
+    RateLimited = 10,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::InsufficientCredits,
         ErrorCode::InvalidApiKey,
         ErrorCode::LimitReached,
@@ -55,6 +61,7 @@ impl ErrorCode {
         ErrorCode::InvalidArgument,
         ErrorCode::Storage,
         ErrorCode::Internal,
+        ErrorCode::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +74,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "invalid_argument",
             ErrorCode::Storage => "storage",
             ErrorCode::Internal => "internal",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 
@@ -80,11 +88,16 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => 400,
             ErrorCode::Storage => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::RateLimited => 429,
         }
     }
 
+    /// The position in `ALL`.
     pub(crate) fn index(self) -> usize {
-        self as usize - 1
+        match self {
+            ErrorCode::RateLimited => 8,
+            other => other as usize - 1,
+        }
     }
 }
 
@@ -99,6 +112,7 @@ impl Error {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::Storage(_) => ErrorCode::Storage,
             Error::Internal(_) => ErrorCode::Internal,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }
 

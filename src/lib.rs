@@ -22,7 +22,7 @@ pub use error::{Error, ErrorCode, Result};
 pub use events::{Event, EventKind, MAX_EVENTS_PER_PAGE, MAX_LOW_BALANCE_THRESHOLDS};
 pub use import::{ImportKeys, ImportSummary, ImportUsers, KeyFormat};
 pub use keys::ApiKeySecret;
-pub use manager::{CreditManager, EntryOptions, HoldAmount, KeyRef, Settlement, Usage};
+pub use manager::{CreditManager, EntryOptions, HoldAmount, KeyRef, MAX_TOKENS_PER_MINUTE, Settlement, Usage};
 pub use metrics::Counter;
 pub use money::{Credits, MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS, MICROS_PER_CREDIT};
 pub use types::{

@@ -8,12 +8,13 @@ use crate::events::{Event, EventKind, MAX_EVENTS_PER_PAGE, NewEvent};
 use crate::keys;
 use crate::metrics::{Counter, Metrics};
 use crate::money::{Credits, MAX_AMOUNT_MICROS};
-use crate::store::{HashKind, HoldRow, HoldStatus, KeyRow, Store, Tx};
+use crate::store::{HashKind, HoldRow, HoldStatus, KeyRow, RateCheck, Store, Tx};
 use crate::types::*;
 use crate::validate;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Instant;
 
 /// Optional fields of a credit or debit entry.
@@ -93,7 +94,19 @@ struct Inner {
     metrics: Metrics,
     /// Verified keys whose `last_used_at` is written with the next write.
     touched: Mutex<HashMap<KeyId, Timestamp>>,
+    /// Whether any key has rate limits, as last read (see `rate_limits_apply`).
+    rate_limits_on: AtomicBool,
+    /// When that was read (µs since the epoch; 0: never).
+    rate_limits_read_at: AtomicI64,
 }
+
+/// How long a process trusts its last reading of "does any key have rate
+/// limits": a limit set by another process applies here within this time.
+const RATE_LIMITS_RECHECK_MICROS: i64 = 1_000_000;
+/// Rate-limit windows are whole UTC minutes.
+const RATE_WINDOW_MICROS: i64 = 60_000_000;
+/// The largest tokens-per-minute limit.
+pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
 
 /// A usage charge, planned before it is applied.
 struct Charge<'a> {
@@ -185,7 +198,14 @@ impl CreditManager {
     pub fn open(config: Config) -> Result<CreditManager> {
         let store = Store::open(&config)?;
         let m = CreditManager {
-            inner: Arc::new(Inner { config, store, metrics: Metrics::default(), touched: Mutex::new(HashMap::new()) }),
+            inner: Arc::new(Inner {
+                config,
+                store,
+                metrics: Metrics::default(),
+                touched: Mutex::new(HashMap::new()),
+                rate_limits_on: AtomicBool::new(false),
+                rate_limits_read_at: AtomicI64::new(0),
+            }),
         };
         log::info!(target: "creditgate", "opened ledger {}", m.database_url());
         Ok(m)
@@ -924,6 +944,11 @@ impl CreditManager {
         self.inner.metrics.verify_seconds.observe(start.elapsed());
         match r {
             Ok((v, now)) if min_credits.is_none_or(|min| v.available >= min) => {
+                if min_credits.is_some()
+                    && let Err(e) = self.take_request(v.key_id)
+                {
+                    return self.track(Err(e));
+                }
                 self.count(Counter::verify_ok_total);
                 let mut t = self.inner.touched.lock();
                 if t.len() < MAX_PENDING_TOUCHES {
@@ -945,6 +970,71 @@ impl CreditManager {
         }
     }
 
+    // ----- rate limits ---------------------------------------------------------
+
+    /// Sets a key's rate limits, counted per UTC minute in the database (so
+    /// shared by every process and host): at most `requests_per_minute`
+    /// verified requests (`verify_api_key_credits`, `reserve`) and, once
+    /// `tokens_per_minute` tokens were charged in a minute, no more requests
+    /// that minute. None lifts that limit; both None lift all. Over a limit:
+    /// `RateLimited` (429) with the seconds until the next minute.
+    pub fn set_rate_limit(
+        &self,
+        key_id: KeyId,
+        requests_per_minute: Option<u32>,
+        tokens_per_minute: Option<u64>,
+    ) -> Result<()> {
+        let r = (|| {
+            if requests_per_minute == Some(0) || tokens_per_minute == Some(0) {
+                return Err(Error::invalid("rate limits must be at least 1 (None lifts a limit)"));
+            }
+            if let Some(t) = tokens_per_minute.filter(|&t| t > MAX_TOKENS_PER_MINUTE) {
+                return Err(Error::invalid(format!(
+                    "tokens_per_minute must be at most {MAX_TOKENS_PER_MINUTE}, got {t}"
+                )));
+            }
+            let rpm = requests_per_minute.map(i64::from);
+            let tpm = tokens_per_minute.map(|t| t as i64); // ≤ MAX_TOKENS_PER_MINUTE
+            self.write(|tx| {
+                if tx.key_by_id(key_id)?.is_none() {
+                    return Err(Error::NotFound(format!("no API key {key_id}")));
+                }
+                tx.set_rate_limit(key_id, rpm, tpm)
+            })?;
+            if rpm.is_some() || tpm.is_some() {
+                self.inner.rate_limits_on.store(true, Ordering::Relaxed);
+            }
+            Ok(())
+        })();
+        self.track(r)
+    }
+
+    /// Whether rate limits must be counted: any key of the ledger has them.
+    /// Read at most once a second per process, so keys without limits cost
+    /// nothing on the hot path.
+    fn rate_limits_apply(&self) -> Result<bool> {
+        let now = Timestamp::now().0;
+        let read_at = self.inner.rate_limits_read_at.load(Ordering::Relaxed);
+        if read_at != 0 && (0..RATE_LIMITS_RECHECK_MICROS).contains(&(now - read_at)) {
+            return Ok(self.inner.rate_limits_on.load(Ordering::Relaxed));
+        }
+        let on = self.read(|tx| tx.has_rate_limits())?;
+        self.inner.rate_limits_on.store(on, Ordering::Relaxed);
+        self.inner.rate_limits_read_at.store(now, Ordering::Relaxed);
+        Ok(on)
+    }
+
+    /// Counts a verified request against the key's rate limits.
+    fn take_request(&self, key: KeyId) -> Result<()> {
+        if !self.rate_limits_apply()? {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let now = tx.now()?;
+            counted_request(tx.take_request(key, rate_window(now))?, now)
+        })
+    }
+
     // ----- usage -------------------------------------------------------------
 
     fn check_usage(u: &Usage) -> Result<()> {
@@ -961,6 +1051,7 @@ impl CreditManager {
         let r = (|| {
             Self::check_usage(&usage)?;
             let request_id = validate::opt_text("request_id", request_id)?;
+            let rate = self.rate_limits_apply()?;
             self.write(|tx| {
                 let now = tx.now()?;
                 let k = self.key_ref(tx, key)?;
@@ -974,7 +1065,7 @@ impl CreditManager {
                     amount: price_tokens(usage.input_tokens, usage.output_tokens, price)?,
                     request_id: request_id.map(str::to_string),
                 };
-                self.charge(tx, now, charge)
+                self.charge(tx, now, charge, rate)
             })
         })();
         self.inner.metrics.charge_seconds.observe(start.elapsed());
@@ -982,7 +1073,8 @@ impl CreditManager {
     }
 
     /// Appends a usage entry, or replays the one with the same request id.
-    fn charge(&self, tx: &mut dyn Tx, now: Timestamp, c: Charge) -> Result<Entry> {
+    /// With `rate`, the tokens also count towards the key's tokens-per-minute limit.
+    fn charge(&self, tx: &mut dyn Tx, now: Timestamp, c: Charge, rate: bool) -> Result<Entry> {
         let key = c.request_id.as_ref().map(|r| format!("usage:{r}"));
         if let Some(k) = &key
             && let Some(e) = tx.entry_by_key(c.user, k)?
@@ -1000,7 +1092,12 @@ impl CreditManager {
         d.input_tokens = c.input_tokens;
         d.output_tokens = c.output_tokens;
         d.model = c.model;
-        self.append(tx, now, d)
+        let tokens = c.input_tokens.unwrap_or(0).saturating_add(c.output_tokens.unwrap_or(0));
+        let entry = self.append(tx, now, d)?;
+        if rate && tokens > 0 {
+            tx.add_rate_tokens(c.key_id, rate_window(now), tokens)?;
+        }
+        Ok(entry)
     }
 
     fn finish_charge(&self, r: Result<Entry>) -> Result<UsageCharge> {
@@ -1056,6 +1153,7 @@ impl CreditManager {
             }
             let request_id = validate::opt_text("request_id", request_id)?;
             let max = self.inner.config.max_active_holds_per_user;
+            let rate = self.rate_limits_apply()?;
             self.write(|tx| {
                 let now = tx.now()?;
                 let k = self.find_key(tx, api_key)?;
@@ -1085,6 +1183,10 @@ impl CreditManager {
                             h.amount
                         )))
                     };
+                }
+                // Counted after the replay check: a replay is not a new request.
+                if rate {
+                    counted_request(tx.take_request(k.id, rate_window(now))?, now)?;
                 }
                 let active = tx.active_holds(user, now)?;
                 if active >= max {
@@ -1131,6 +1233,7 @@ impl CreditManager {
                 }
                 Settlement::Tokens(u) => Self::check_usage(&u)?,
             }
+            let rate = self.rate_limits_apply()?;
             self.write(|tx| {
                 let now = tx.now()?;
                 let h = tx.hold(hold_id)?.ok_or_else(|| Error::NotFound(format!("no hold {hold_id}")))?;
@@ -1162,7 +1265,7 @@ impl CreditManager {
                     }
                 };
                 let request = h.request_id.clone().unwrap_or_else(|| h.id.to_string());
-                let entry = self.charge(tx, now, Charge { request_id: Some(request), ..charge })?;
+                let entry = self.charge(tx, now, Charge { request_id: Some(request), ..charge }, rate)?;
                 let settled_now = h.status != HoldStatus::Settled;
                 if settled_now && !tx.set_hold_status(h.id, h.status, HoldStatus::Settled, Some(entry.id))? {
                     return Err(Error::Internal(format!("hold {hold_id} changed status during settle")));
@@ -1323,6 +1426,24 @@ impl CreditManager {
                 overdraft_receivable: credits(receivable, "overdraft_receivable")?,
             })
         }))
+    }
+}
+
+/// The start of the rate-limit window (UTC minute) holding `t`.
+fn rate_window(t: Timestamp) -> i64 {
+    t.0 - t.0.rem_euclid(RATE_WINDOW_MICROS)
+}
+
+/// `RateLimited` when the request was not counted, with the whole seconds
+/// (1..=60) until the next window.
+fn counted_request(check: RateCheck, now: Timestamp) -> Result<()> {
+    match check {
+        RateCheck::Limited(limit) => {
+            let left = RATE_WINDOW_MICROS - now.0.rem_euclid(RATE_WINDOW_MICROS);
+            let retry_after_seconds = u32::try_from((left + 999_999) / 1_000_000).unwrap_or(60).clamp(1, 60);
+            Err(Error::RateLimited { limit, retry_after_seconds })
+        }
+        RateCheck::Allowed | RateCheck::Unlimited => Ok(()),
     }
 }
 

@@ -65,6 +65,14 @@ class LimitReached(CreditError):
 
     limit: str
 
+class RateLimited(CreditError):
+    """A per-key rate limit is used up for this minute (429); ``limit`` names it
+    (``requests_per_minute`` or ``tokens_per_minute``), ``retry_after`` is the
+    whole seconds until the next minute."""
+
+    limit: str
+    retry_after: int
+
 class NotFound(CreditError):
     """No such payment, hold, key or entry (404)."""
 
@@ -442,6 +450,10 @@ class LocalCreditManager:
     def transactions(self, user_id: _UserId, *, limit: int = 50, before: str | None = None) -> list[Entry]: ...
     def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         """Outbox events committed after event ``after`` (0: the first), in commit order."""
+    def set_rate_limit(
+        self, key_id: str, *, requests_per_minute: int | None = None, tokens_per_minute: int | None = None
+    ) -> None:
+        """Per-minute rate limits of a key, shared through the database; None lifts one."""
     def can_generate_api_key(self, user_id: _UserId) -> KeyEligibility: ...
     def create_api_key(self, user_id: _UserId, name: str | None = None) -> NewApiKey: ...
     def import_api_key(

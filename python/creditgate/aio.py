@@ -365,6 +365,13 @@ class AsyncLocalCreditManager:
     async def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         return await self._run(self._sync.events, after, limit)
 
+    async def set_rate_limit(
+        self, key_id: str, *, requests_per_minute: int | None = None, tokens_per_minute: int | None = None
+    ) -> None:
+        return await self._run(
+            self._sync.set_rate_limit, key_id, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
+
     async def can_generate_api_key(self, user_id: _UserId) -> KeyEligibility:
         return await self._run(self._sync.can_generate_api_key, user_id)
 

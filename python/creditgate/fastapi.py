@@ -107,6 +107,7 @@ _ERROR_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     409: "conflict_error",
+    429: "rate_limit_error",
 }
 
 
@@ -130,8 +131,13 @@ def error_event(exc: Union[CreditError, APIError]) -> str:
 
 async def _credit_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, (CreditError, APIError))
-    # A storage error is transient: tell well-behaved clients to come back.
-    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    # A storage error is transient and a rate limit ends with its minute:
+    # tell well-behaved clients when to come back.
+    headers = None
+    if exc.status_code == 503:
+        headers = {"Retry-After": "1"}
+    elif exc.status_code == 429:
+        headers = {"Retry-After": str(getattr(exc, "retry_after", 1))}
     return error_response(exc.status_code, exc.code, str(exc), headers)
 
 

@@ -96,6 +96,22 @@ pub(crate) struct AccountRow {
     pub min_balance: Credits,
 }
 
+/// The outcome of `Tx::take_request`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RateCheck {
+    /// The key has no rate limits.
+    Unlimited,
+    /// Counted.
+    Allowed,
+    /// Not counted: this limit is used up for the window.
+    Limited(&'static str),
+}
+
+/// Which limit a refused request hit, from the window's counts.
+pub(crate) fn exhausted_limit(requests: i64, rpm: Option<i64>) -> &'static str {
+    if rpm.is_some_and(|rpm| requests >= rpm) { "requests_per_minute" } else { "tokens_per_minute" }
+}
+
 /// Sums over the whole ledger for `report()`, in micro-credits and cents.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LedgerFigures {
@@ -184,6 +200,18 @@ pub(crate) trait Tx {
     /// Every entry as (user, seq, amount, balance_after), ordered by user, seq.
     fn scan_entries(&mut self, f: &mut dyn FnMut(&str, i64, i64, i64)) -> Result<()>;
     fn figures(&mut self) -> Result<LedgerFigures>;
+
+    /// Sets a key's rate limits (None: no limit of that kind; both None:
+    /// none at all), keeping its current window's counts.
+    fn set_rate_limit(&mut self, key: KeyId, rpm: Option<i64>, tpm: Option<i64>) -> Result<()>;
+    /// Counts one request of `key` in the minute starting at `window` when
+    /// its limits allow it.
+    fn take_request(&mut self, key: KeyId, window: i64) -> Result<RateCheck>;
+    /// Adds tokens used by `key` to the minute starting at `window` (a no-op
+    /// for a key without rate limits).
+    fn add_rate_tokens(&mut self, key: KeyId, window: i64, tokens: i64) -> Result<()>;
+    /// Whether any key of the ledger has rate limits.
+    fn has_rate_limits(&mut self) -> Result<bool>;
 
     /// Appends an outbox event; returns its id.
     fn insert_event(&mut self, e: &NewEvent) -> Result<i64>;

@@ -32,7 +32,7 @@
 
 use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool, Pooled};
-use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, Tx};
+use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, RateCheck, Tx, exhausted_limit};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/postgres/002_lean_entry_indexes.sql")),
     (3, include_str!("migrations/postgres/003_min_balance.sql")),
     (4, include_str!("migrations/postgres/004_events.sql")),
+    (7, include_str!("migrations/postgres/007_rate_limits.sql")),
 ];
 
 /// `pg_advisory_xact_lock` key that serializes migrations ("creditgt").
@@ -1377,6 +1378,62 @@ impl Tx for PgTx<'_> {
             fig.credits_used_micros += sum(r, 3)?;
         }
         Ok(fig)
+    }
+
+    fn set_rate_limit(&mut self, key: KeyId, rpm: Option<i64>, tpm: Option<i64>) -> Result<()> {
+        if rpm.is_none() && tpm.is_none() {
+            self.exec("DELETE FROM creditgate_key_rate_limits WHERE api_key_id = $1", &[&key.0])?;
+            return Ok(());
+        }
+        self.exec(
+            "INSERT INTO creditgate_key_rate_limits (api_key_id, requests_per_minute, tokens_per_minute) \
+             VALUES ($1, $2, $3) ON CONFLICT (api_key_id) DO UPDATE SET \
+             requests_per_minute = excluded.requests_per_minute, tokens_per_minute = excluded.tokens_per_minute",
+            &[&key.0, &rpm, &tpm],
+        )?;
+        Ok(())
+    }
+
+    fn take_request(&mut self, key: KeyId, window: i64) -> Result<RateCheck> {
+        // Under READ COMMITTED a concurrent update makes PostgreSQL recheck
+        // the WHERE clause on the new row version: the count stays exact.
+        let counted = self.exec(
+            "UPDATE creditgate_key_rate_limits SET \
+             requests = CASE WHEN window_start = $2 THEN requests + 1 ELSE 1 END, \
+             tokens = CASE WHEN window_start = $2 THEN tokens ELSE 0 END, window_start = $2 \
+             WHERE api_key_id = $1 \
+             AND (requests_per_minute IS NULL OR CASE WHEN window_start = $2 THEN requests ELSE 0 END < requests_per_minute) \
+             AND (tokens_per_minute IS NULL OR CASE WHEN window_start = $2 THEN tokens ELSE 0 END < tokens_per_minute)",
+            &[&key.0, &window],
+        )?;
+        if counted == 1 {
+            return Ok(RateCheck::Allowed);
+        }
+        let row = self.opt(
+            "SELECT CASE WHEN window_start = $2 THEN requests ELSE 0 END, requests_per_minute \
+             FROM creditgate_key_rate_limits WHERE api_key_id = $1",
+            &[&key.0, &window],
+        )?;
+        match row {
+            None => Ok(RateCheck::Unlimited),
+            Some(r) => Ok(RateCheck::Limited(exhausted_limit(col(&r, 0)?, col(&r, 1)?))),
+        }
+    }
+
+    fn add_rate_tokens(&mut self, key: KeyId, window: i64, tokens: i64) -> Result<()> {
+        self.exec(
+            "UPDATE creditgate_key_rate_limits SET \
+             tokens = CASE WHEN window_start = $2 THEN tokens + $3 ELSE $3 END, \
+             requests = CASE WHEN window_start = $2 THEN requests ELSE 0 END, window_start = $2 \
+             WHERE api_key_id = $1",
+            &[&key.0, &window, &tokens],
+        )?;
+        Ok(())
+    }
+
+    fn has_rate_limits(&mut self) -> Result<bool> {
+        let r = self.one("SELECT EXISTS (SELECT 1 FROM creditgate_key_rate_limits)", &[])?;
+        col(&r, 0)
     }
 
     fn insert_event(&mut self, e: &NewEvent) -> Result<i64> {

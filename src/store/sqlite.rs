@@ -4,7 +4,7 @@
 
 use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool};
-use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, Tx};
+use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, RateCheck, Tx, exhausted_limit};
 use crate::config::{Config, Synchronous};
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
@@ -21,7 +21,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/sqlite/002_lean_entry_indexes.sql")),
     (3, include_str!("migrations/sqlite/003_min_balance.sql")),
     (4, include_str!("migrations/sqlite/004_events.sql")),
+    (7, include_str!("migrations/sqlite/007_rate_limits.sql")),
 ];
+
+/// Counts a request in the key's current window (`?2`) when neither limit is
+/// used up there; a new window starts from zero. One statement: atomic.
+const TAKE_REQUEST_SQL: &str = "UPDATE creditgate_key_rate_limits SET \
+     requests = CASE WHEN window_start = ?2 THEN requests + 1 ELSE 1 END, \
+     tokens = CASE WHEN window_start = ?2 THEN tokens ELSE 0 END, window_start = ?2 \
+     WHERE api_key_id = ?1 \
+     AND (requests_per_minute IS NULL OR CASE WHEN window_start = ?2 THEN requests ELSE 0 END < requests_per_minute) \
+     AND (tokens_per_minute IS NULL OR CASE WHEN window_start = ?2 THEN tokens ELSE 0 END < tokens_per_minute)";
+
+const ADD_RATE_TOKENS_SQL: &str = "UPDATE creditgate_key_rate_limits SET \
+     tokens = CASE WHEN window_start = ?2 THEN tokens + ?3 ELSE ?3 END, \
+     requests = CASE WHEN window_start = ?2 THEN requests ELSE 0 END, window_start = ?2 \
+     WHERE api_key_id = ?1";
 
 pub(crate) struct SqliteStore {
     pool: Pool<SqliteConnector>,
@@ -838,6 +853,51 @@ impl Tx for SqliteTx<'_> {
             }
         }
         Ok(fig)
+    }
+
+    fn set_rate_limit(&mut self, key: KeyId, rpm: Option<i64>, tpm: Option<i64>) -> Result<()> {
+        let id = key.to_string();
+        if rpm.is_none() && tpm.is_none() {
+            self.c.prepare_cached("DELETE FROM creditgate_key_rate_limits WHERE api_key_id = ?1")?.execute([id])?;
+            return Ok(());
+        }
+        self.c
+            .prepare_cached(
+                "INSERT INTO creditgate_key_rate_limits (api_key_id, requests_per_minute, tokens_per_minute) \
+                 VALUES (?1, ?2, ?3) ON CONFLICT (api_key_id) DO UPDATE SET \
+                 requests_per_minute = excluded.requests_per_minute, tokens_per_minute = excluded.tokens_per_minute",
+            )?
+            .execute(params![id, rpm, tpm])?;
+        Ok(())
+    }
+
+    fn take_request(&mut self, key: KeyId, window: i64) -> Result<RateCheck> {
+        let id = key.to_string();
+        let counted = self.c.prepare_cached(TAKE_REQUEST_SQL)?.execute(params![id, window])?;
+        if counted == 1 {
+            return Ok(RateCheck::Allowed);
+        }
+        let row = self
+            .c
+            .prepare_cached(
+                "SELECT CASE WHEN window_start = ?2 THEN requests ELSE 0 END, requests_per_minute \
+                 FROM creditgate_key_rate_limits WHERE api_key_id = ?1",
+            )?
+            .query_row(params![id, window], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))
+            .optional()?;
+        Ok(row.map_or(RateCheck::Unlimited, |(requests, rpm)| RateCheck::Limited(exhausted_limit(requests, rpm))))
+    }
+
+    fn add_rate_tokens(&mut self, key: KeyId, window: i64, tokens: i64) -> Result<()> {
+        self.c.prepare_cached(ADD_RATE_TOKENS_SQL)?.execute(params![key.to_string(), window, tokens])?;
+        Ok(())
+    }
+
+    fn has_rate_limits(&mut self) -> Result<bool> {
+        Ok(self
+            .c
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM creditgate_key_rate_limits)")?
+            .query_row([], |r| r.get(0))?)
     }
 
     fn insert_event(&mut self, e: &NewEvent) -> Result<i64> {

@@ -36,6 +36,7 @@ static void test_status_table(void) {
         {CG_STORAGE_ERROR, 7, 503, "storage"},
         {CG_INTERNAL, 8, 500, "internal"},
         {CG_PANIC, 9, 500, "panic"},
+        {CG_RATE_LIMITED, 10, 429, "rate_limited"},
     };
     for (size_t i = 0; i < sizeof table / sizeof *table; i++) {
         CHECK(table[i].status == table[i].value);
@@ -43,9 +44,9 @@ static void test_status_table(void) {
         CHECK(strcmp(cg_status_name(table[i].status), table[i].name) == 0);
     }
     CHECK(sizeof(cg_status) == 4);
-    CHECK(cg_status_http(10) == 500);
+    CHECK(cg_status_http(11) == 500);
     CHECK(cg_status_http(UINT32_MAX) == 500);
-    CHECK(strcmp(cg_status_name(10), "unknown") == 0);
+    CHECK(strcmp(cg_status_name(11), "unknown") == 0);
     CHECK(strcmp(cg_status_name(UINT32_MAX), "unknown") == 0);
 }
 
@@ -383,6 +384,43 @@ static void test_events(void) {
     CHECK_ERR(cg_events_json(m, first_id + 1000, 10, &json), CG_INVALID_ARGUMENT, "not the id of an event");
     CHECK_ERR(cg_events_json(m, 0, 10, NULL), CG_INVALID_ARGUMENT, "json_out is NULL");
     CHECK_ERR(cg_events_json(NULL, 0, 10, &json), CG_INVALID_ARGUMENT, "manager");
+    cg_close(m);
+}
+
+static void test_rate_limits(void) {
+    cg_manager *m = open_temp();
+    cg_entry e;
+    cg_api_key key;
+    char *secret = NULL;
+    cg_verification v;
+    CHECK_OK(cg_record_payment(m, "rita", "pi_r", 500, "USD", &e));
+    CHECK_OK(cg_create_api_key(m, "rita", NULL, &secret, &key));
+    CHECK_OK(cg_set_rate_limit(m, key.key_id, 2, 0));
+    /* Two requests in a minute; a third is 429 unless the minute just turned. */
+    int ok = 0, limited = 0;
+    for (int i = 0; i < 3; i++) {
+        cg_status s = cg_verify_api_key_credits(m, secret, 0, &v);
+        if (s == CG_OK) {
+            ok++;
+            CHECK(cg_last_error_retry_after() == 0);
+        } else {
+            CHECK(s == CG_RATE_LIMITED);
+            CHECK(cg_status_http(s) == 429);
+            CHECK_CONTAINS(cg_last_error(), "requests_per_minute");
+            uint32_t wait = cg_last_error_retry_after();
+            CHECK(wait >= 1 && wait <= 60);
+            limited++;
+        }
+    }
+    CHECK(ok + limited == 3 && ok >= 2);
+    CHECK_OK(cg_set_rate_limit(m, key.key_id, 0, 0)); /* lifted */
+    CHECK_OK(cg_verify_api_key_credits(m, secret, 0, &v));
+    CHECK(cg_last_error_retry_after() == 0);
+    CHECK_ERR(cg_set_rate_limit(m, "01890000-0000-7000-8000-000000000000", 5, 0), CG_NOT_FOUND, "no API key");
+    CHECK_ERR(cg_set_rate_limit(m, "nope", 5, 0), CG_INVALID_ARGUMENT, "not a UUID");
+    CHECK_ERR(cg_set_rate_limit(m, NULL, 5, 0), CG_INVALID_ARGUMENT, "key_id is NULL");
+    CHECK_ERR(cg_set_rate_limit(m, key.key_id, 0, UINT64_MAX), CG_INVALID_ARGUMENT, "tokens_per_minute");
+    cg_string_free(secret);
     cg_close(m);
 }
 
@@ -873,6 +911,7 @@ int main(void) {
     RUN(test_payments);
     RUN(test_deduct);
     RUN(test_transactions);
+    RUN(test_rate_limits);
     RUN(test_events);
     RUN(test_key_creation_gate);
     RUN(test_key_limit);

@@ -141,8 +141,16 @@ pub extern "C" fn cg_last_error() -> *const c_char {
     value_boundary(c"".as_ptr(), panic::last_error_ptr)
 }
 
+/// After `CG_RATE_LIMITED` on this thread: the whole seconds (1..=60) until
+/// the key's next rate-limit window (an HTTP `Retry-After`); 0 after any
+/// other result.
+#[unsafe(no_mangle)]
+pub extern "C" fn cg_last_error_retry_after() -> u32 {
+    value_boundary(0, panic::last_retry_after)
+}
+
 /// The HTTP status of a status (SPEC section 5): 200 for `CG_OK`, 402, 401, 403,
-/// 404, 409, 400, 503, 500; 500 for `CG_PANIC` and for unknown values.
+/// 404, 409, 400, 503, 500, 429; 500 for `CG_PANIC` and for unknown values.
 #[unsafe(no_mangle)]
 pub extern "C" fn cg_status_http(status: u32) -> u16 {
     value_boundary(500, || cg_status::from_u32(status).map_or(500, cg_status::http_status))
@@ -150,7 +158,7 @@ pub extern "C" fn cg_status_http(status: u32) -> u16 {
 
 /// The SPEC section 5 code of a status: "ok", "insufficient_credits",
 /// "invalid_api_key", "limit_reached", "not_found", "idempotency_conflict",
-/// "invalid_argument", "storage", "internal", "panic"; "unknown" for other
+/// "invalid_argument", "storage", "internal", "panic", "rate_limited"; "unknown" for other
 /// values. Static: never free it.
 #[unsafe(no_mangle)]
 pub extern "C" fn cg_status_name(status: u32) -> *const c_char {
@@ -453,6 +461,27 @@ pub unsafe extern "C" fn cg_events_json(
         let limit = if limit == 0 { CG_DEFAULT_EVENTS_LIMIT } else { limit };
         let limit = u32::try_from(limit).map_err(|_| invalid(format!("limit must be in 1..=1000, got {limit}")))?;
         write_json(out, json::events(&m.events(after, limit)?))
+    })
+}
+
+/// Sets the per-minute rate limits of key `key_id`, shared through the
+/// database by every process: `requests_per_minute` verified requests
+/// (`cg_verify_api_key_credits`, `cg_reserve`) and `tokens_per_minute`
+/// charged tokens; 0 lifts that limit (both 0: none). Over a limit those
+/// calls fail with `CG_RATE_LIMITED` (429). Unknown key: `CG_NOT_FOUND`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_set_rate_limit(
+    manager: *const cg_manager,
+    key_id: *const c_char,
+    requests_per_minute: u32,
+    tokens_per_minute: u64,
+) -> cg_status {
+    status_boundary(|| {
+        let m = unsafe { ffi::manager(manager) }?;
+        let key = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
+        let rpm = (requests_per_minute != 0).then_some(requests_per_minute);
+        let tpm = (tokens_per_minute != 0).then_some(tokens_per_minute);
+        m.set_rate_limit(key, rpm, tpm)
     })
 }
 

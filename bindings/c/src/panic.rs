@@ -5,13 +5,15 @@
 use crate::status::cg_status;
 use creditgate_core::Error;
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 thread_local! {
     /// The message of this thread's last failed call; `None` after a success.
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+    /// The seconds to wait after this thread's last `CG_RATE_LIMITED`; else 0.
+    static LAST_RETRY_AFTER: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Runs a fallible body: `CG_OK` and an empty last error on success, the
@@ -26,6 +28,11 @@ pub(crate) fn status_boundary(body: impl FnOnce() -> Result<(), Error>) -> cg_st
         }
         Ok(Err(e)) => {
             set_last_error(&e.to_string());
+            let retry_after = match e {
+                Error::RateLimited { retry_after_seconds, .. } => retry_after_seconds,
+                _ => 0,
+            };
+            let _ = LAST_RETRY_AFTER.try_with(|c| c.set(retry_after));
             cg_status::from(&e)
         }
         Err(payload) => {
@@ -60,12 +67,19 @@ fn set_last_error(message: &str) {
 }
 
 fn clear_last_error() {
+    let _ = LAST_RETRY_AFTER.try_with(|c| c.set(0));
     let _ = LAST_ERROR.try_with(|slot| {
         let mut slot = slot.borrow_mut();
         if slot.is_some() {
             *slot = None;
         }
     });
+}
+
+/// The retry-after seconds of this thread's last failed call (0 unless it
+/// was `CG_RATE_LIMITED`).
+pub(crate) fn last_retry_after() -> u32 {
+    LAST_RETRY_AFTER.try_with(Cell::get).unwrap_or(0)
 }
 
 /// The last error of this thread, or "" after a success. The pointer stays

@@ -32,6 +32,9 @@ pub enum cg_status {
     CG_INTERNAL = 8,
     /// HTTP 500: creditgate panicked; the panic was caught at the boundary.
     CG_PANIC = 9,
+    /// HTTP 429: a per-key rate limit is used up for the current minute;
+    /// `cg_last_error_retry_after()` gives the seconds until the next one.
+    CG_RATE_LIMITED = 10,
 }
 
 impl From<ErrorCode> for cg_status {
@@ -46,6 +49,7 @@ impl From<ErrorCode> for cg_status {
             ErrorCode::InvalidArgument => cg_status::CG_INVALID_ARGUMENT,
             ErrorCode::Storage => cg_status::CG_STORAGE_ERROR,
             ErrorCode::Internal => cg_status::CG_INTERNAL,
+            ErrorCode::RateLimited => cg_status::CG_RATE_LIMITED,
         }
     }
 }
@@ -58,7 +62,7 @@ impl From<&Error> for cg_status {
 
 impl cg_status {
     /// Every status, in numeric order.
-    pub(crate) const ALL: [cg_status; 10] = [
+    pub(crate) const ALL: [cg_status; 11] = [
         cg_status::CG_OK,
         cg_status::CG_INSUFFICIENT_CREDITS,
         cg_status::CG_INVALID_API_KEY,
@@ -69,6 +73,7 @@ impl cg_status {
         cg_status::CG_STORAGE_ERROR,
         cg_status::CG_INTERNAL,
         cg_status::CG_PANIC,
+        cg_status::CG_RATE_LIMITED,
     ];
 
     /// The status with this number, if any. C may pass any `uint32_t`.
@@ -103,6 +108,7 @@ impl cg_status {
             cg_status::CG_STORAGE_ERROR => c"storage",
             cg_status::CG_INTERNAL => c"internal",
             cg_status::CG_PANIC => c"panic",
+            cg_status::CG_RATE_LIMITED => c"rate_limited",
         }
     }
 
@@ -129,7 +135,8 @@ mod tests {
             assert_eq!(*s as usize, i);
             assert_eq!(cg_status::from_u32(i as u32), Some(*s));
         }
-        assert_eq!(cg_status::from_u32(10), None);
+        assert_eq!(cg_status::CG_RATE_LIMITED as u32, 10);
+        assert_eq!(cg_status::from_u32(11), None);
         assert_eq!(cg_status::from_u32(u32::MAX), None);
     }
 }

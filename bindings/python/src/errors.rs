@@ -5,7 +5,8 @@
 //! abi3 below Python 3.12 cannot subclass `Exception` with a `#[pyclass]`,
 //! and `InvalidArgument` must also be a `ValueError`. Every class carries
 //! `code` and `status_code`; raised instances of `InsufficientCredits` carry
-//! `required` and `available` (`Decimal`), of `LimitReached` `limit`.
+//! `required` and `available` (`Decimal`), of `LimitReached` `limit`, of
+//! `RateLimited` `limit` and `retry_after` (seconds).
 
 use crate::convert::dec;
 use creditgate::{Error, ErrorCode};
@@ -29,6 +30,7 @@ fn class_name(code: ErrorCode) -> &'static str {
         ErrorCode::InvalidArgument => "InvalidArgument",
         ErrorCode::Storage => "StorageError",
         ErrorCode::Internal => "CreditError",
+        ErrorCode::RateLimited => "RateLimited",
     }
 }
 
@@ -44,6 +46,10 @@ fn class_doc(code: ErrorCode) -> &'static str {
         ErrorCode::InvalidArgument => "An argument is out of range or malformed (400). Also a ValueError.",
         ErrorCode::Storage => {
             "The database failed (503). The outcome of a write is unknown: retry with the same idempotency key."
+        }
+        ErrorCode::RateLimited => {
+            "A per-key rate limit is used up for this minute (429). `.limit` names it \
+             (requests_per_minute or tokens_per_minute); `.retry_after` is the whole seconds until the next minute."
         }
         ErrorCode::Internal => {
             "Base class of every creditgate error; raised itself for internal errors (500). \
@@ -106,6 +112,10 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
             exc.setattr("available", dec(py, *available)?)?;
         }
         Error::LimitReached { limit, .. } => exc.setattr("limit", *limit)?,
+        Error::RateLimited { limit, retry_after_seconds } => {
+            exc.setattr("limit", *limit)?;
+            exc.setattr("retry_after", *retry_after_seconds)?;
+        }
         _ => {}
     }
     Ok(PyErr::from_value(exc))

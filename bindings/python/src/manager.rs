@@ -448,6 +448,24 @@ impl LocalCreditManager {
         Event::list(py, events)
     }
 
+    /// Per-minute rate limits of a key, shared through the database; None
+    /// lifts a limit. Over a limit, verify and reserve raise `RateLimited`.
+    #[pyo3(signature = (key_id, *, requests_per_minute=None, tokens_per_minute=None))]
+    fn set_rate_limit(
+        &self,
+        py: Python<'_>,
+        key_id: Text,
+        requests_per_minute: Option<&Bound<'_, PyAny>>,
+        tokens_per_minute: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let key = parse_id(py, KeyId::parse, "key_id", key_id)?;
+        let rpm = convert::opt_u32("requests_per_minute", requests_per_minute)?;
+        let tpm = convert::opt_int("tokens_per_minute", tokens_per_minute)?
+            .map(|t| u64::try_from(t).map_err(|_| invalid(py, format!("tokens_per_minute is out of range: {t}"))))
+            .transpose()?;
+        self.run(py, move |m| m.set_rate_limit(key, rpm, tpm))
+    }
+
     fn can_generate_api_key(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<KeyEligibility> {
         let user = convert::user_id(user_id)?;
         let eligibility = self.run(py, move |m| m.can_generate_api_key(&user))?;
