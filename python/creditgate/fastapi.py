@@ -286,8 +286,9 @@ class CreditGate:
     def verified(self, min_credits: _Amount = 1) -> Callable[..., Awaitable[Verification]]:
         """A dependency giving the handler the caller's :class:`~creditgate.Verification`:
         a valid bearer key whose account has at least ``min_credits`` available
-        (401 ``invalid_api_key``, 402 ``insufficient_credits``, before the body
-        is even parsed). Sets ``X-Credits-Remaining`` to what is available."""
+        (401 ``invalid_api_key``, 402 ``insufficient_credits``, 429
+        ``rate_limited`` with ``Retry-After`` when the key has a rate limit,
+        before the body is even parsed). Sets ``X-Credits-Remaining`` to what is available."""
 
         async def verified_key(request: Request, key: BearerKey) -> Verification:
             v: Verification = await _call(self.ledger(request), "verify_api_key_credits", key, min_credits)

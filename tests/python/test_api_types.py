@@ -20,6 +20,7 @@ from creditgate import (
     LimitReached,
     LocalCreditManager,
     NotFound,
+    RateLimited,
     StorageError,
 )
 
@@ -48,6 +49,7 @@ ERROR_TABLE = [
     Case(InvalidArgument, "invalid_argument", 400),
     Case(StorageError, "storage", 503),
     Case(CreditError, "internal", 500),
+    Case(RateLimited, "rate_limited", 429),
 ]
 
 

@@ -72,6 +72,7 @@ ERROR_CODES = (
     "invalid_argument",
     "storage",
     "internal",
+    "rate_limited",
 )
 
 
