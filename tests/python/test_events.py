@@ -72,9 +72,7 @@ def test_failed_and_replayed_changes_write_nothing(manager: LocalCreditManager) 
     assert [e.kind for e in settled(manager)] == ["purchase.first"]
 
 
-@pytest.mark.parametrize(
-    ("after", "limit"), [(-1, 10), (0, 0), (0, 1001), (10**6, 10), (2**63, 10), (0, -1)]
-)
+@pytest.mark.parametrize(("after", "limit"), [(-1, 10), (0, 0), (0, 1001), (10**6, 10), (2**63, 10), (0, -1)])
 def test_bad_cursor_or_limit_is_invalid_argument(manager: LocalCreditManager, after: int, limit: int) -> None:
     with pytest.raises(InvalidArgument):
         manager.events(after=after, limit=limit)
