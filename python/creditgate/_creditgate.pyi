@@ -32,6 +32,7 @@ __all__ = [
     "InvalidApiKey",
     "LimitReached",
     "NotFound",
+    "RateLimited",
     "IdempotencyConflict",
     "InvalidArgument",
     "StorageError",

@@ -369,7 +369,10 @@ class AsyncLocalCreditManager:
         self, key_id: str, *, requests_per_minute: int | None = None, tokens_per_minute: int | None = None
     ) -> None:
         return await self._run(
-            self._sync.set_rate_limit, key_id, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+            self._sync.set_rate_limit,
+            key_id,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
         )
 
     async def can_generate_api_key(self, user_id: _UserId) -> KeyEligibility:
