@@ -17,7 +17,7 @@ mod types;
 mod validate;
 
 pub use config::{Config, Synchronous, redact_url};
-pub use error::{Error, ErrorCode, Result};
+pub use error::{Error, ErrorCode, LimitSource, Result};
 pub use import::{ImportKeys, ImportSummary, ImportUsers, KeyFormat};
 pub use keys::ApiKeySecret;
 pub use manager::{CreditManager, EntryOptions, HoldAmount, KeyRef, Settlement, Usage};
@@ -25,7 +25,7 @@ pub use metrics::Counter;
 pub use money::{Credits, MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS, MICROS_PER_CREDIT};
 pub use types::{
     Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, Hold, HoldId, KeyEligibility, KeyId,
-    ModelPrice, NewApiKey, Report, Timestamp, UsageCharge, Verification,
+    ModelPrice, NewApiKey, Report, SpendWindow, Timestamp, UsageCharge, Verification,
 };
 pub use validate::{MAX_METADATA_BYTES, MAX_PAGE_LIMIT, MAX_TEXT_BYTES, MAX_TOKENS_PER_CALL, MAX_TTL_SECONDS};
 

@@ -44,7 +44,7 @@ fn error_codes_have_their_http_status() {
         assert_eq!(code.http_status(), status);
         assert_eq!(code as u32, value);
     }
-    let e = Error::InsufficientCredits { required: credits(5000), available: credits(3) };
+    let e = Error::InsufficientCredits { required: credits(5000), available: credits(3), limit_source: creditgate::LimitSource::Account };
     assert_eq!(e.http_status(), 402);
     assert_eq!(e.to_string(), "insufficient credits: 5000 required, 3 available");
 }
@@ -347,7 +347,7 @@ fn deduct_is_strict_against_available() {
     grant(&m, "u", credits(10));
     let e = m.deduct_credits("u", micros(10_000_001), &NO_OPTS).unwrap_err();
     match e {
-        Error::InsufficientCredits { required, available } => {
+        Error::InsufficientCredits { required, available, .. } => {
             assert_eq!(required, micros(10_000_001));
             assert_eq!(available, credits(10));
         }
