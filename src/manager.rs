@@ -1435,7 +1435,9 @@ fn mismatch(user: &str, problem: &str, detail: String) -> AuditMismatch {
 /// account's on a tie).
 fn short(required: Credits, available: Credits, key_remaining: Option<Credits>) -> Error {
     match key_remaining {
-        Some(r) if r < available => Error::InsufficientCredits { required, available: r, limit_source: LimitSource::Key },
+        Some(r) if r < available => {
+            Error::InsufficientCredits { required, available: r, limit_source: LimitSource::Key }
+        }
         _ => Error::InsufficientCredits { required, available, limit_source: LimitSource::Account },
     }
 }

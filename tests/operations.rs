@@ -44,7 +44,11 @@ fn error_codes_have_their_http_status() {
         assert_eq!(code.http_status(), status);
         assert_eq!(code as u32, value);
     }
-    let e = Error::InsufficientCredits { required: credits(5000), available: credits(3), limit_source: creditgate::LimitSource::Account };
+    let e = Error::InsufficientCredits {
+        required: credits(5000),
+        available: credits(3),
+        limit_source: creditgate::LimitSource::Account,
+    };
     assert_eq!(e.http_status(), 402);
     assert_eq!(e.to_string(), "insufficient credits: 5000 required, 3 available");
 }

@@ -1430,7 +1430,16 @@ impl Tx for PgTx<'_> {
         );
         let n = self.exec(
             &sql,
-            &[&h.user_id, &now.0, &h.id.0, &h.api_key_id.0, &h.amount.micros(), &h.model, &h.request_id, &h.expires_at.0],
+            &[
+                &h.user_id,
+                &now.0,
+                &h.id.0,
+                &h.api_key_id.0,
+                &h.amount.micros(),
+                &h.model,
+                &h.request_id,
+                &h.expires_at.0,
+            ],
         )?;
         Ok(n == 1)
     }

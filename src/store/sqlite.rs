@@ -640,11 +640,15 @@ impl Tx for SqliteTx<'_> {
         let n = match at {
             Some(t) => self
                 .c
-                .prepare_cached("UPDATE creditgate_api_keys SET disabled_at = ?2 WHERE id = ?1 AND disabled_at IS NULL")?
+                .prepare_cached(
+                    "UPDATE creditgate_api_keys SET disabled_at = ?2 WHERE id = ?1 AND disabled_at IS NULL",
+                )?
                 .execute(params![id.to_string(), t.0])?,
             None => self
                 .c
-                .prepare_cached("UPDATE creditgate_api_keys SET disabled_at = NULL WHERE id = ?1 AND disabled_at IS NOT NULL")?
+                .prepare_cached(
+                    "UPDATE creditgate_api_keys SET disabled_at = NULL WHERE id = ?1 AND disabled_at IS NOT NULL",
+                )?
                 .execute([id.to_string()])?,
         };
         Ok(n == 1)
