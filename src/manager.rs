@@ -4,6 +4,7 @@
 
 use crate::config::{Config, redact_url};
 use crate::error::{Error, ErrorCode, LimitSource, Result};
+use crate::events::{Event, EventKind, MAX_EVENTS_PER_PAGE, NewEvent};
 use crate::keys;
 use crate::metrics::{Counter, Metrics};
 use crate::money::{Credits, MAX_AMOUNT_MICROS};
@@ -327,8 +328,66 @@ impl CreditManager {
             replayed: false,
         };
         let global = if d.global_key { entry.idempotency_key.as_deref() } else { None };
+        if entry.kind == EntryKind::Purchase && !tx.has_purchase(d.user)? {
+            let data = serde_json::json!({ "entry_id": entry.id.to_string(), "amount": entry.amount.to_string() });
+            self.emit(tx, now, d.user, None, EventKind::FirstPurchase, data)?;
+        }
         tx.insert_entry(&entry, global)?;
+        self.balance_events(tx, &entry)?;
         Ok(entry)
+    }
+
+    /// Writes one outbox event in the caller's transaction.
+    pub(crate) fn emit(
+        &self,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        user: &str,
+        api_key_id: Option<KeyId>,
+        kind: EventKind,
+        data: serde_json::Value,
+    ) -> Result<()> {
+        debug_assert!(data.is_object(), "event data is a JSON object");
+        tx.insert_event(&NewEvent { kind, user_id: user, api_key_id, data, created_at: now })?;
+        Ok(())
+    }
+
+    /// The events a balance move fires: each low-balance threshold crossed
+    /// downwards, and the move from ≥ 0 into overdraft.
+    fn balance_events(&self, tx: &mut dyn Tx, e: &Entry) -> Result<()> {
+        if !e.amount.is_negative() {
+            return Ok(());
+        }
+        let after = e.balance_after;
+        let before = after.checked_sub(e.amount)?;
+        for &t in &self.inner.config.low_balance_thresholds {
+            if before >= t && after < t {
+                let data = serde_json::json!({
+                    "threshold": t.to_string(), "balance": after.to_string(), "entry_id": e.id.to_string(),
+                });
+                self.emit(tx, e.created_at, &e.user_id, e.api_key_id, EventKind::BalanceLow, data)?;
+            }
+        }
+        if !before.is_negative() && after.is_negative() {
+            let data = serde_json::json!({ "balance": after.to_string(), "entry_id": e.id.to_string() });
+            self.emit(tx, e.created_at, &e.user_id, e.api_key_id, EventKind::Overdraft, data)?;
+        }
+        Ok(())
+    }
+
+    /// Outbox events committed after the event with id `after` (0: from the
+    /// first), in commit order, at most `limit` (1..=1000). Resume with the
+    /// id of the last event handled.
+    pub fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        self.track((|| {
+            if after < 0 {
+                return Err(Error::invalid(format!("events: after must be 0 or an event id, got {after}")));
+            }
+            if !(1..=MAX_EVENTS_PER_PAGE).contains(&limit) {
+                return Err(Error::invalid(format!("events: limit must be in 1..={MAX_EVENTS_PER_PAGE}, got {limit}")));
+            }
+            self.read(|tx| tx.events(after, limit))
+        })())
     }
 
     fn counts_entry(&self, e: &Entry) {
@@ -699,6 +758,8 @@ impl CreditManager {
                 let prefix = Some(keys::display_prefix(secret.expose(), false));
                 let row = KeyRow { expires_at, ..KeyRow::new(user, name, prefix, false, now) };
                 tx.insert_key(&row, &hash, HashKind::Peppered)?;
+                let data = serde_json::json!({ "name": row.name, "first_key": e.is_first_key });
+                self.emit(tx, now, user, Some(row.id), EventKind::KeyCreated, data)?;
                 tx.set_first_key_issued(user)?;
                 tx.tally_key_attempt(user, now.day(), true)?;
                 Ok(Ok(row))
@@ -774,7 +835,12 @@ impl CreditManager {
             self.write(|tx| {
                 let now = tx.now()?;
                 match tx.key_by_id(key_id)? {
-                    Some(k) if user.is_none_or(|u| u == k.user_id) => tx.revoke_key(key_id, now),
+                    Some(k) if user.is_none_or(|u| u == k.user_id) => {
+                        if tx.revoke_key(key_id, now)? {
+                            self.emit(tx, now, &k.user_id, Some(key_id), EventKind::KeyRevoked, serde_json::json!({}))?;
+                        }
+                        Ok(())
+                    }
                     _ => Err(Error::NotFound(format!("no API key {key_id}"))),
                 }
             })
@@ -805,7 +871,9 @@ impl CreditManager {
             self.write(|tx| {
                 let now = tx.now()?;
                 let k = self.owned_key(tx, key_id, user, now)?;
-                tx.set_key_expiry(k.id, expires_at)
+                tx.set_key_expiry(k.id, expires_at)?;
+                let data = serde_json::json!({ "expires_at": expires_at.map(|t| t.to_rfc3339()) });
+                self.emit(tx, now, &k.user_id, Some(k.id), EventKind::KeyExpirySet, data)
             })
         })();
         self.track(r)
@@ -830,7 +898,11 @@ impl CreditManager {
             self.write(|tx| {
                 let now = tx.now()?;
                 let k = self.owned_key(tx, key_id, user, now)?;
-                tx.set_key_disabled(k.id, disabled.then_some(now))?;
+                // Only a change is an event: disabling twice records one.
+                if tx.set_key_disabled(k.id, disabled.then_some(now))? {
+                    let kind = if disabled { EventKind::KeyDisabled } else { EventKind::KeyEnabled };
+                    self.emit(tx, now, &k.user_id, Some(k.id), kind, serde_json::json!({}))?;
+                }
                 Ok(())
             })
         })();
@@ -881,6 +953,11 @@ impl CreditManager {
                 }
                 let grace_end = Timestamp(now.0.saturating_add(grace_seconds * 1_000_000));
                 tx.set_key_rotated(old.id, new.id, grace_end)?;
+                let ends = old.expires_at.map_or(grace_end, |t| t.min(grace_end));
+                let data = serde_json::json!({
+                    "old_key_id": old.id.to_string(), "new_key_id": new.id.to_string(), "grace_ends_at": ends.to_rfc3339(),
+                });
+                self.emit(tx, now, &old.user_id, Some(old.id), EventKind::KeyRotated, data)?;
                 Ok(new)
             })?;
             Ok(NewApiKey {
@@ -914,12 +991,26 @@ impl CreditManager {
             self.write(|tx| {
                 let now = tx.now()?;
                 let k = self.owned_key(tx, key_id, user, now)?;
-                let Some(limit) = limit else { return tx.set_key_limit(k.id, None) };
-                tx.set_key_limit(k.id, Some((limit, window)))?;
-                // Seed the counter from the ledger: the hot path then only adds.
-                let (start, end) = window.bounds(now);
-                let spent = tx.key_usage_since(&k.user_id, k.id, start)?;
-                tx.put_key_spend(k.id, start, end, spent)
+                let spent = match limit {
+                    None => {
+                        tx.set_key_limit(k.id, None)?;
+                        None
+                    }
+                    Some(limit) => {
+                        tx.set_key_limit(k.id, Some((limit, window)))?;
+                        // Seed the counter from the ledger: the hot path then only adds.
+                        let (start, end) = window.bounds(now);
+                        let spent = tx.key_usage_since(&k.user_id, k.id, start)?;
+                        tx.put_key_spend(k.id, start, end, spent)?;
+                        Some(spent)
+                    }
+                };
+                let data = serde_json::json!({
+                    "limit": limit.map(|l| l.to_string()),
+                    "window": limit.map(|_| window.as_str()),
+                    "spent_in_window": spent.map(|s| s.to_string()),
+                });
+                self.emit(tx, now, &k.user_id, Some(k.id), EventKind::KeyLimitSet, data)
             })
         })();
         self.track(r)

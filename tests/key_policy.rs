@@ -384,3 +384,38 @@ fn processes_holding_against_one_key_cap_never_exceed_it() {
     assert_eq!(total, 15, "4 processes × 10 tries hold exactly the cap");
     assert_eq!(m.account("u").unwrap().held, credits(15));
 }
+
+// ----- the event log -----------------------------------------------------------------
+
+#[test]
+fn every_lifecycle_change_is_one_event_in_its_transaction() {
+    let (m, _db) = manager();
+    let (_, id) = funded(&m, "u", 100);
+    let start = m.events(0, 1000).unwrap();
+    let after = start.last().map_or(0, |e| e.id);
+    m.disable_api_key(id, None).unwrap();
+    m.disable_api_key(id, None).unwrap(); // no change: no event
+    m.enable_api_key(id, None).unwrap();
+    m.set_key_limit(id, Some(credits(7)), SpendWindow::Weekly, None).unwrap();
+    let at = Timestamp(Timestamp::now().0 + 3_600_000_000);
+    m.set_api_key_expiry(id, Some(at), None).unwrap();
+    let new = m.rotate_api_key(id, 60, None).unwrap();
+    m.revoke_api_key(id, None).unwrap();
+    // Refused calls write nothing.
+    assert!(m.rotate_api_key(id, 60, None).is_err());
+    assert!(m.disable_api_key(id, Some("someone-else")).is_err());
+
+    let events = m.events(after, 1000).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["key.disabled", "key.enabled", "key.limit_set", "key.expiry_set", "key.rotated", "key.revoked"]);
+    assert!(events.iter().all(|e| e.api_key_id == Some(id) && e.user_id == "u"));
+    assert_eq!(events[2].data["limit"], "7");
+    assert_eq!(events[2].data["window"], "weekly");
+    assert_eq!(events[2].data["spent_in_window"], "0");
+    assert_eq!(events[3].data["expires_at"], at.to_rfc3339());
+    let rotated = &events[4].data;
+    assert_eq!(rotated["old_key_id"], id.to_string());
+    assert_eq!(rotated["new_key_id"], new.key_id.to_string());
+    let grace_end = info(&m, "u", id).expires_at.unwrap();
+    assert_eq!(rotated["grace_ends_at"], grace_end.to_rfc3339());
+}
