@@ -553,10 +553,11 @@ static void test_key_policy(void) {
     CHECK_ERR(cg_set_api_key_expiry(m, key.key_id, -5, NULL), CG_INVALID_ARGUMENT, "expires_at");
 
     /* A cap: the 402 says "key"; the account's own limit says "account". */
+    /* The usage charged above, today, counts against a new daily cap. */
     CHECK_OK(cg_set_key_limit(m, key.key_id, CREDITS(10), "daily", NULL));
-    CHECK_OK(cg_verify_api_key_credits(m, secret, CREDITS(10), &v));
+    CHECK_OK(cg_verify_api_key_credits(m, secret, CREDITS(9), &v));
     CHECK(strcmp(cg_last_error_limit_source(), "") == 0);
-    CHECK_ERR(cg_verify_api_key_credits(m, secret, CREDITS(11), &v), CG_INSUFFICIENT_CREDITS, "spend limit");
+    CHECK_ERR(cg_verify_api_key_credits(m, secret, CREDITS(10), &v), CG_INSUFFICIENT_CREDITS, "9 available under");
     CHECK(strcmp(cg_last_error_limit_source(), "key") == 0);
     CHECK_ERR(cg_reserve(m, secret, CREDITS(11), 0, NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS, "11 required");
     CHECK(strcmp(cg_last_error_limit_source(), "key") == 0);
@@ -565,7 +566,7 @@ static void test_key_policy(void) {
     CHECK_OK(cg_list_api_keys_json(m, "kate", &json));
     CHECK_CONTAINS(json, "\"spend_limit_micros\":10000000");
     CHECK_CONTAINS(json, "\"spend_window\":\"daily\"");
-    CHECK_CONTAINS(json, "\"spent_in_window_micros\":4000000");
+    CHECK_CONTAINS(json, "\"spent_in_window_micros\":5000000");
     CHECK_CONTAINS(json, "\"window_resets_at\":\"20");
     CHECK_CONTAINS(json, "\"disabled\":false");
     cg_string_free(json);
