@@ -736,7 +736,8 @@ impl CreditManager {
                 if let Some(t) = expires_at
                     && t <= now
                 {
-                    return Ok(Err(Error::invalid(format!("expires_at must be in the future, got {t}"))));
+                    // Err, not Ok(Err): a bad argument rolls back and is not a key attempt.
+                    return Err(Error::invalid(format!("expires_at must be in the future, got {t}")));
                 }
                 let active = tx.active_keys(user, now)?;
                 if active >= max {

@@ -455,9 +455,7 @@ class LocalCreditManager:
     def enable_api_key(self, key_id: str, *, user_id: _UserId | None = None) -> None: ...
     def rotate_api_key(self, key_id: str, grace_seconds: int, *, user_id: _UserId | None = None) -> NewApiKey:
         """A new secret for the same user and name; the old key works for ``grace_seconds`` (0..=30 days) more."""
-    def set_key_limit(
-        self, key_id: str, limit: _Amount | None, window: str, *, user_id: _UserId | None = None
-    ) -> None:
+    def set_key_limit(self, key_id: str, limit: _Amount | None, window: str, *, user_id: _UserId | None = None) -> None:
         """Cap the key's spend per ``window`` (daily, weekly, monthly: UTC; or lifetime); None removes it."""
     def import_api_key(
         self,

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from creditgate import (
+    ApiKeyInfo,
     AsyncLocalCreditManager,
     InsufficientCredits,
     InvalidApiKey,
@@ -27,7 +28,7 @@ def unknown_message(m: LocalCreditManager) -> str:
     return str(e.value)
 
 
-def key_info(m: LocalCreditManager, user: str, key_id: str):  # type: ignore[no-untyped-def]
+def key_info(m: LocalCreditManager, user: str, key_id: str) -> ApiKeyInfo:
     return next(k for k in m.list_api_keys(user) if k.key_id == key_id)
 
 
@@ -141,7 +142,7 @@ def test_key_cap_and_limit_source(manager: LocalCreditManager) -> None:
     with pytest.raises(InvalidArgument, match="window"):
         manager.set_key_limit(k.key_id, 1, "hourly")
     with pytest.raises(TypeError):
-        manager.set_key_limit(k.key_id, 1.5, "daily")
+        manager.set_key_limit(k.key_id, 1.5, "daily")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument):
         manager.set_key_limit(k.key_id, -1, "daily")
 
