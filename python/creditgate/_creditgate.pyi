@@ -126,6 +126,27 @@ class Entry:
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
+class Event:
+    """One outbox event, written in the same transaction as its change."""
+
+    @property
+    def id(self) -> int:
+        """Pass the id of the last event handled as ``after`` to resume."""
+    @property
+    def kind(self) -> str:
+        """balance.low, purchase.first, overdraft, key.created or key.revoked."""
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def api_key_id(self) -> str | None: ...
+    @property
+    def data(self) -> dict[str, Any]:
+        """The kind's details; amounts are decimal strings."""
+    @property
+    def created_at(self) -> datetime: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
 class Account:
     """An account: ledger balance, active holds and what is available."""
 
@@ -444,6 +465,8 @@ class LocalCreditManager:
         reversal_id: str | None = None,
     ) -> Entry: ...
     def transactions(self, user_id: _UserId, *, limit: int = 50, before: str | None = None) -> list[Entry]: ...
+    def events(self, after: int = 0, limit: int = 100) -> list[Event]:
+        """Outbox events committed after event ``after`` (0: the first), in commit order."""
     def can_generate_api_key(self, user_id: _UserId) -> KeyEligibility: ...
     def create_api_key(
         self, user_id: _UserId, name: str | None = None, *, expires_at: datetime | None = None
