@@ -1474,6 +1474,10 @@ fn a_version_1_database_is_upgraded_in_place() {
          CREATE INDEX creditgate_entries_kind ON creditgate_entries(kind, user_id);
          ALTER TABLE creditgate_accounts DROP COLUMN min_balance;
          DROP TABLE creditgate_events;
+         DROP TABLE creditgate_key_spend; DROP INDEX creditgate_holds_key;
+         ALTER TABLE creditgate_api_keys DROP COLUMN expires_at; ALTER TABLE creditgate_api_keys DROP COLUMN disabled_at;
+         ALTER TABLE creditgate_api_keys DROP COLUMN rotated_to; ALTER TABLE creditgate_api_keys DROP COLUMN spend_limit;
+         ALTER TABLE creditgate_api_keys DROP COLUMN spend_window;
          DELETE FROM creditgate_schema_version WHERE version > 1;",
     )
     .unwrap();
