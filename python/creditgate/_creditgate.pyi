@@ -15,6 +15,7 @@ __all__ = [
     "__version__",
     "LocalCreditManager",
     "Entry",
+    "Event",
     "Account",
     "KeyEligibility",
     "NewApiKey",

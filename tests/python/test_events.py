@@ -10,7 +10,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from creditgate import AsyncLocalCreditManager, Event, InvalidArgument, LocalCreditManager
+from creditgate import AsyncLocalCreditManager, Event, InsufficientCredits, InvalidArgument, LocalCreditManager
 
 _markers = itertools.count()
 
@@ -65,16 +65,14 @@ def test_threshold_overdraft_and_key_events(db_url: str, monkeypatch: pytest.Mon
 
 def test_failed_and_replayed_changes_write_nothing(manager: LocalCreditManager) -> None:
     manager.add_credits("bob", 3)
-    with pytest.raises(Exception):
+    with pytest.raises(InsufficientCredits):
         manager.deduct_credits("bob", 5)  # refused: no event
     manager.add_credits("bob", 2, kind="purchase", idempotency_key="p1")
     manager.add_credits("bob", 2, kind="purchase", idempotency_key="p1")  # replay
     assert [e.kind for e in settled(manager)] == ["purchase.first"]
 
 
-@pytest.mark.parametrize(
-    ("after", "limit"), [(-1, 10), (0, 0), (0, 1001), (10**6, 10), (2**63, 10), (0, -1)]
-)
+@pytest.mark.parametrize(("after", "limit"), [(-1, 10), (0, 0), (0, 1001), (10**6, 10), (2**63, 10), (0, -1)])
 def test_bad_cursor_or_limit_is_invalid_argument(manager: LocalCreditManager, after: int, limit: int) -> None:
     with pytest.raises(InvalidArgument):
         manager.events(after=after, limit=limit)
