@@ -114,8 +114,12 @@ fn concurrent_opens_migrate_once() {
         .unwrap();
     assert_eq!(managers[5].get_balance("u").unwrap(), Credits::from_credits(1).unwrap());
     let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("admin connection");
-    let versions: i64 = c.query_one("SELECT COUNT(*) FROM creditgate_schema_version", &[]).unwrap().get(0);
-    assert_eq!(versions, common::latest_schema_version(), "each migration recorded once");
+    let row = c
+        .query_one("SELECT COUNT(*), COUNT(DISTINCT version), MAX(version)::bigint FROM creditgate_schema_version", &[])
+        .unwrap();
+    let (rows, versions, latest): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(rows, versions, "each migration recorded once");
+    assert_eq!(latest, common::latest_schema_version());
 }
 
 /// The TLS URL from scripts/pg.sh, pointed at a fresh database.

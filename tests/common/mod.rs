@@ -149,9 +149,13 @@ pub fn all_entries(m: &CreditManager, user: &str) -> Vec<creditgate::Entry> {
     }
 }
 
-/// The schema version a freshly opened ledger has: one per migration file.
+/// The schema version a freshly opened ledger has: the highest migration
+/// file's number (`NNN_name.sql`).
 pub fn latest_schema_version() -> i64 {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/migrations/sqlite");
-    let n = std::fs::read_dir(dir).expect("the migrations directory").count();
-    i64::try_from(n).expect("a few migrations")
+    std::fs::read_dir(dir)
+        .expect("the migrations directory")
+        .filter_map(|f| f.ok()?.file_name().to_str()?.get(..3)?.parse::<i64>().ok())
+        .max()
+        .expect("a migration")
 }

@@ -3,7 +3,7 @@
 //! so no panic unwinds into C.
 
 use crate::status::cg_status;
-use creditgate_core::Error;
+use creditgate_core::{Error, LimitSource};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ffi::{CString, c_char};
@@ -14,6 +14,9 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
     /// The seconds to wait after this thread's last `CG_RATE_LIMITED`; else 0.
     static LAST_RETRY_AFTER: Cell<u32> = const { Cell::new(0) };
+    /// The `limit_source` of this thread's last failure when it was
+    /// `InsufficientCredits`; `None` otherwise.
+    static LAST_LIMIT_SOURCE: Cell<Option<LimitSource>> = const { Cell::new(None) };
 }
 
 /// Runs a fallible body: `CG_OK` and an empty last error on success, the
@@ -24,12 +27,17 @@ pub(crate) fn status_boundary(body: impl FnOnce() -> Result<(), Error>) -> cg_st
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => {
             clear_last_error();
+            set_limit_source(None);
             cg_status::CG_OK
         }
         Ok(Err(e)) => {
             set_last_error(&e.to_string());
-            let retry_after = match e {
-                Error::RateLimited { retry_after_seconds, .. } => retry_after_seconds,
+            set_limit_source(match &e {
+                Error::InsufficientCredits { limit_source, .. } => Some(*limit_source),
+                _ => None,
+            });
+            let retry_after = match &e {
+                Error::RateLimited { retry_after_seconds, .. } => *retry_after_seconds,
                 _ => 0,
             };
             let _ = LAST_RETRY_AFTER.try_with(|c| c.set(retry_after));
@@ -37,6 +45,8 @@ pub(crate) fn status_boundary(body: impl FnOnce() -> Result<(), Error>) -> cg_st
         }
         Err(payload) => {
             set_last_error(&format!("panic in creditgate: {}", panic_message(payload.as_ref())));
+            set_limit_source(None);
+            let _ = LAST_RETRY_AFTER.try_with(|c| c.set(0));
             cg_status::CG_PANIC
         }
     }
@@ -82,6 +92,20 @@ pub(crate) fn last_retry_after() -> u32 {
     LAST_RETRY_AFTER.try_with(Cell::get).unwrap_or(0)
 }
 
+fn set_limit_source(source: Option<LimitSource>) {
+    let _ = LAST_LIMIT_SOURCE.try_with(|slot| slot.set(source));
+}
+
+/// "account" or "key" after an `InsufficientCredits` failure on this
+/// thread, "" otherwise. Static strings.
+pub(crate) fn last_limit_source_ptr() -> *const c_char {
+    match LAST_LIMIT_SOURCE.try_with(Cell::get).ok().flatten() {
+        Some(LimitSource::Key) => c"key".as_ptr(),
+        Some(_) => c"account".as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+
 /// The last error of this thread, or "" after a success. The pointer stays
 /// valid until the next status-returning call on this thread.
 pub(crate) fn last_error_ptr() -> *const c_char {
@@ -113,7 +137,18 @@ mod tests {
         assert_eq!(s, cg_status::CG_INVALID_ARGUMENT);
         assert_eq!(last_error(), "invalid argument: user_id is NULL");
         std::thread::spawn(|| assert_eq!(last_error(), "")).join().unwrap();
+        let s = status_boundary(|| {
+            Err(Error::InsufficientCredits {
+                required: creditgate_core::Credits::from_micros(2),
+                available: creditgate_core::Credits::from_micros(1),
+                limit_source: LimitSource::Key,
+            })
+        });
+        assert_eq!(s, cg_status::CG_INSUFFICIENT_CREDITS);
+        let source = unsafe { CStr::from_ptr(last_limit_source_ptr()) };
+        assert_eq!(source.to_str().unwrap(), "key");
         let s = status_boundary(|| Err(Error::Internal("a\0b".into())));
+        assert_eq!(unsafe { CStr::from_ptr(last_limit_source_ptr()) }.to_str().unwrap(), "");
         assert_eq!(s, cg_status::CG_INTERNAL);
         assert_eq!(last_error(), "internal error: a\\0b");
     }
