@@ -52,6 +52,7 @@ import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, Union
@@ -61,6 +62,7 @@ from ._creditgate import (
     ApiKeyInfo,
     AuditReport,
     Entry,
+    ExpirySweep,
     Hold,
     ImportSummary,
     KeyEligibility,
@@ -287,6 +289,9 @@ class AsyncLocalCreditManager:
         idempotency_key: str | None = None,
         reference: str | None = None,
         metadata: dict[str, Any] | None = None,
+        expires_at: datetime | None = None,
+        category: str | None = None,
+        priority: int = 0,
     ) -> Entry:
         return await self._run(
             self._sync.add_credits,
@@ -296,6 +301,9 @@ class AsyncLocalCreditManager:
             idempotency_key=idempotency_key,
             reference=reference,
             metadata=metadata,
+            expires_at=expires_at,
+            category=category,
+            priority=priority,
         )
 
     async def import_balance(self, user_id: _UserId, balance: _Amount, kind: str = "adjustment") -> Entry:
@@ -344,9 +352,29 @@ class AsyncLocalCreditManager:
         )
 
     async def record_payment(
-        self, user_id: _UserId, payment_id: str, amount_minor: int, currency: str = "USD"
+        self,
+        user_id: _UserId,
+        payment_id: str,
+        amount_minor: int,
+        currency: str = "USD",
+        *,
+        expires_at: datetime | None = None,
+        category: str | None = None,
+        priority: int = 0,
     ) -> Entry:
-        return await self._run(self._sync.record_payment, user_id, payment_id, amount_minor, currency)
+        return await self._run(
+            self._sync.record_payment,
+            user_id,
+            payment_id,
+            amount_minor,
+            currency,
+            expires_at=expires_at,
+            category=category,
+            priority=priority,
+        )
+
+    async def expire_grants(self, limit: int = 1000) -> ExpirySweep:
+        return await self._run(self._sync.expire_grants, limit)
 
     async def reverse_payment(
         self,

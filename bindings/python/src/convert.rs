@@ -306,15 +306,43 @@ pub fn dec_str(py: Python<'_>, s: &str) -> PyResult<Py<PyAny>> {
     DECIMAL.import(py, "decimal", "Decimal")?.call1((s,)).map(Bound::unbind)
 }
 
-/// A timezone-aware UTC `datetime`: epoch + integer microseconds.
-pub fn datetime(py: Python<'_>, t: Timestamp) -> PyResult<Py<PyAny>> {
-    let epoch = EPOCH.get_or_try_init(py, || {
+fn epoch(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    EPOCH.get_or_try_init(py, || {
         let dt = py.import("datetime")?;
         let utc = dt.getattr("timezone")?.getattr("utc")?;
         let kwargs = PyDict::new(py);
         kwargs.set_item("tzinfo", utc)?;
         dt.getattr("datetime")?.call((1970, 1, 1), Some(&kwargs)).map(Bound::unbind)
-    })?;
+    })
+}
+
+/// A timezone-aware `datetime` as integer microseconds since the epoch,
+/// exactly (no floats). A naive one is `InvalidArgument` (its zone is
+/// unknown); anything but a `datetime` is `TypeError`.
+pub fn timestamp(field: &str, v: &Bound<'_, PyAny>) -> PyResult<Timestamp> {
+    let py = v.py();
+    if !v.is_instance(&py.import("datetime")?.getattr("datetime")?)? {
+        return Err(PyTypeError::new_err(format!("{field} must be a datetime, not {}", type_name(v))));
+    }
+    if v.call_method0("utcoffset")?.is_none() {
+        return Err(invalid(py, format!("{field} must be a timezone-aware datetime, got {}", short_repr(v))));
+    }
+    let delta = v.sub(epoch(py)?.bind(py))?;
+    let days: i64 = delta.getattr("days")?.extract()?;
+    let seconds: i64 = delta.getattr("seconds")?.extract()?;
+    let micros: i64 = delta.getattr("microseconds")?.extract()?;
+    // |days| <= 999_999_999, so this fits in i128 and is checked into i64.
+    let total = (i128::from(days) * 86_400 + i128::from(seconds)) * i128::from(MICROS_PER_SECOND) + i128::from(micros);
+    i64::try_from(total).map(Timestamp).map_err(|_| invalid(py, format!("{field} is out of range: {}", short_repr(v))))
+}
+
+pub fn opt_timestamp(field: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Timestamp>> {
+    v.filter(|o| !o.is_none()).map(|o| timestamp(field, o)).transpose()
+}
+
+/// A timezone-aware UTC `datetime`: epoch + integer microseconds.
+pub fn datetime(py: Python<'_>, t: Timestamp) -> PyResult<Py<PyAny>> {
+    let epoch = epoch(py)?;
     let micros = t.micros();
     let (secs, sub) = (micros.div_euclid(MICROS_PER_SECOND), micros.rem_euclid(MICROS_PER_SECOND));
     let delta = TIMEDELTA.import(py, "datetime", "timedelta")?.call1((0, secs, sub))?;
