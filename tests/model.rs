@@ -757,7 +757,7 @@ mod grants_model {
         fn live(&self, u: usize) -> Vec<Lot> {
             let mut v: Vec<Lot> = self.lots[u]
                 .iter()
-                .filter(|l| l.remaining > 0 && !l.expires.is_some_and(|e| e <= self.hours))
+                .filter(|l| l.remaining > 0 && l.expires.is_none_or(|e| e > self.hours))
                 .cloned()
                 .collect();
             v.sort_by_key(|l| (!l.promo, l.priority, l.expires.unwrap_or(i64::MAX), l.order));
