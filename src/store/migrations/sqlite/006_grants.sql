@@ -22,7 +22,10 @@ CREATE INDEX IF NOT EXISTS creditgate_grants_live ON creditgate_grants(user_id, 
 CREATE INDEX IF NOT EXISTS creditgate_grants_due ON creditgate_grants(expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS creditgate_grants_payment ON creditgate_grants(payment_id) WHERE payment_id IS NOT NULL;
 -- Existing ledgers: one paid, priority 0, never-expiring lot per account
--- holding its positive balance, so the invariant holds from the start.
+-- holding its positive balance, so the invariant holds from the start
+-- (never twice for an account that already has grants).
 INSERT INTO creditgate_grants (user_id, entry_id, category, priority, amount, remaining, expires_at, created_at, payment_id)
 SELECT user_id, NULL, 'paid', 0, balance, balance, NULL, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER), NULL
-FROM creditgate_accounts WHERE balance > 0 ORDER BY user_id;
+FROM creditgate_accounts a WHERE balance > 0
+  AND NOT EXISTS (SELECT 1 FROM creditgate_grants g WHERE g.user_id = a.user_id)
+ORDER BY user_id;
