@@ -41,6 +41,8 @@ pub struct Config {
     pub(crate) busy_timeout_ms: u32,
     pub(crate) pool_size: u32,
     pub(crate) synchronous: Synchronous,
+    /// Balances (descending) whose downward crossing writes a `balance.low` event.
+    pub(crate) low_balance_thresholds: Vec<Credits>,
     pub(crate) clock: TestClock,
 }
 
@@ -84,6 +86,7 @@ impl Default for Config {
             pool_size: DEFAULT_POOL_SIZE,
             synchronous: Synchronous::Full,
             clock: TestClock::default(),
+            low_balance_thresholds: Vec::new(),
         }
     }
 }
@@ -103,6 +106,7 @@ impl fmt::Debug for Config {
             .field("busy_timeout_ms", &self.busy_timeout_ms)
             .field("pool_size", &self.pool_size)
             .field("synchronous", &self.synchronous)
+            .field("low_balance_thresholds", &self.low_balance_thresholds)
             .finish()
     }
 }
@@ -116,7 +120,9 @@ impl Config {
     /// `CREDITS_PER_1K_TOKENS`, `API_KEY_PREFIX`, `API_KEY_PEPPER`,
     /// `MAX_ACTIVE_KEYS_PER_USER`, `MAX_ACTIVE_HOLDS_PER_USER`,
     /// `CREDITGATE_BUSY_TIMEOUT_MS`, `CREDITGATE_POOL_SIZE` and
-    /// `CREDITGATE_SQLITE_SYNCHRONOUS` (`FULL` or `NORMAL`); unset means default.
+    /// `CREDITGATE_SQLITE_SYNCHRONOUS` (`FULL` or `NORMAL`) and
+    /// `CREDITGATE_LOW_BALANCE_THRESHOLDS` (comma-separated credits, e.g.
+    /// `100,10,0`); unset means default.
     pub fn from_env() -> Result<Config> {
         let mut c = Config::default();
         if let Some(v) = env("DATABASE_URL")? {
@@ -159,6 +165,13 @@ impl Config {
                     )));
                 }
             });
+        }
+        if let Some(v) = env("CREDITGATE_LOW_BALANCE_THRESHOLDS")? {
+            let parsed = v
+                .split(',')
+                .map(|t| parse_credits("CREDITGATE_LOW_BALANCE_THRESHOLDS", t))
+                .collect::<Result<Vec<Credits>>>()?;
+            c = c.low_balance_thresholds(parsed)?;
         }
         Ok(c)
     }
@@ -234,6 +247,28 @@ impl Config {
     pub fn test_clock(mut self, clock: TestClock) -> Config {
         self.clock = clock;
         self
+    }
+
+    /// Balances whose downward crossing (from at or above to below) writes
+    /// a `balance.low` outbox event; at most 16, each within the amount limit.
+    /// Default: none.
+    pub fn low_balance_thresholds(mut self, mut v: Vec<Credits>) -> Result<Config> {
+        if v.len() > crate::events::MAX_LOW_BALANCE_THRESHOLDS {
+            return Err(Error::invalid(format!(
+                "low_balance_thresholds takes at most {} thresholds, got {}",
+                crate::events::MAX_LOW_BALANCE_THRESHOLDS,
+                v.len()
+            )));
+        }
+        for t in &v {
+            if t.micros().unsigned_abs() > crate::money::MAX_AMOUNT_MICROS as u64 {
+                return Err(Error::invalid(format!("low balance threshold {t} is out of range")));
+            }
+        }
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v.dedup();
+        self.low_balance_thresholds = v;
+        Ok(self)
     }
 
     pub fn get_database_url(&self) -> &str {

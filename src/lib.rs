@@ -7,6 +7,7 @@
 
 mod config;
 mod error;
+mod events;
 mod import;
 mod keys;
 mod manager;
@@ -18,6 +19,7 @@ mod validate;
 
 pub use config::{Config, Synchronous, TestClock, redact_url};
 pub use error::{Error, ErrorCode, Result};
+pub use events::{Event, EventKind, MAX_EVENTS_PER_PAGE, MAX_LOW_BALANCE_THRESHOLDS};
 pub use import::{ImportKeys, ImportSummary, ImportUsers, KeyFormat};
 pub use keys::ApiKeySecret;
 pub use manager::{

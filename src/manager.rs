@@ -4,6 +4,7 @@
 
 use crate::config::{Config, redact_url};
 use crate::error::{Error, ErrorCode, Result};
+use crate::events::{Event, EventKind, MAX_EVENTS_PER_PAGE, NewEvent};
 use crate::keys;
 use crate::metrics::{Counter, Metrics};
 use crate::money::{Credits, MAX_AMOUNT_MICROS};
@@ -420,9 +421,67 @@ impl CreditManager {
             replayed: false,
         };
         let global = if d.global_key { entry.idempotency_key.as_deref() } else { None };
+        if entry.kind == EntryKind::Purchase && !tx.has_purchase(d.user)? {
+            let data = serde_json::json!({ "entry_id": entry.id.to_string(), "amount": entry.amount.to_string() });
+            self.emit(tx, now, d.user, None, EventKind::FirstPurchase, data)?;
+        }
         tx.insert_entry(&entry, global)?;
         self.move_lots(tx, now, moves, &entry, live)?;
+        self.balance_events(tx, &entry)?;
         Ok(entry)
+    }
+
+    /// Writes one outbox event in the caller's transaction.
+    pub(crate) fn emit(
+        &self,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        user: &str,
+        api_key_id: Option<KeyId>,
+        kind: EventKind,
+        data: serde_json::Value,
+    ) -> Result<()> {
+        debug_assert!(data.is_object(), "event data is a JSON object");
+        tx.insert_event(&NewEvent { kind, user_id: user, api_key_id, data, created_at: now })?;
+        Ok(())
+    }
+
+    /// The events a balance move fires: each low-balance threshold crossed
+    /// downwards, and the move from ≥ 0 into overdraft.
+    fn balance_events(&self, tx: &mut dyn Tx, e: &Entry) -> Result<()> {
+        if !e.amount.is_negative() {
+            return Ok(());
+        }
+        let after = e.balance_after;
+        let before = after.checked_sub(e.amount)?;
+        for &t in &self.inner.config.low_balance_thresholds {
+            if before >= t && after < t {
+                let data = serde_json::json!({
+                    "threshold": t.to_string(), "balance": after.to_string(), "entry_id": e.id.to_string(),
+                });
+                self.emit(tx, e.created_at, &e.user_id, e.api_key_id, EventKind::BalanceLow, data)?;
+            }
+        }
+        if !before.is_negative() && after.is_negative() {
+            let data = serde_json::json!({ "balance": after.to_string(), "entry_id": e.id.to_string() });
+            self.emit(tx, e.created_at, &e.user_id, e.api_key_id, EventKind::Overdraft, data)?;
+        }
+        Ok(())
+    }
+
+    /// Outbox events committed after the event with id `after` (0: from the
+    /// first), in commit order, at most `limit` (1..=1000). Resume with the
+    /// id of the last event handled.
+    pub fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        self.track((|| {
+            if after < 0 {
+                return Err(Error::invalid(format!("events: after must be 0 or an event id, got {after}")));
+            }
+            if !(1..=MAX_EVENTS_PER_PAGE).contains(&limit) {
+                return Err(Error::invalid(format!("events: limit must be in 1..={MAX_EVENTS_PER_PAGE}, got {limit}")));
+            }
+            self.read(|tx| tx.events(after, limit))
+        })())
     }
 
     /// Keeps `sum(remaining) == max(balance, 0)`: a credit creates a grant
@@ -507,7 +566,15 @@ impl CreditManager {
             m.insert("expires_at".into(), serde_json::Value::from(t.to_rfc3339()));
         }
         d.metadata = Some(m);
-        self.post(tx, now, d, Vec::new())
+        let e = self.post(tx, now, d, Vec::new())?;
+        let data = serde_json::json!({
+            "grant_id": g.grant_id.0,
+            "amount": g.remaining.to_string(),
+            "category": g.category.as_str(),
+            "entry_id": e.id.to_string(),
+        });
+        self.emit(tx, now, &g.user_id, None, EventKind::GrantExpired, data)?;
+        Ok(e)
     }
 
     /// Applies every due expiry of up to `limit` accounts (in
@@ -943,6 +1010,8 @@ impl CreditManager {
                     revoked_at: None,
                 };
                 tx.insert_key(&row, &hash, HashKind::Peppered)?;
+                let data = serde_json::json!({ "name": row.name, "first_key": e.is_first_key });
+                self.emit(tx, now, user, Some(row.id), EventKind::KeyCreated, data)?;
                 tx.set_first_key_issued(user)?;
                 tx.tally_key_attempt(user, now.day(), true)?;
                 Ok(Ok(row))
@@ -1027,7 +1096,12 @@ impl CreditManager {
             self.write(|tx| {
                 let now = tx.now()?;
                 match tx.key_by_id(key_id)? {
-                    Some(k) if user.is_none_or(|u| u == k.user_id) => tx.revoke_key(key_id, now),
+                    Some(k) if user.is_none_or(|u| u == k.user_id) => {
+                        if tx.revoke_key(key_id, now)? {
+                            self.emit(tx, now, &k.user_id, Some(key_id), EventKind::KeyRevoked, serde_json::json!({}))?;
+                        }
+                        Ok(())
+                    }
                     _ => Err(Error::NotFound(format!("no API key {key_id}"))),
                 }
             })

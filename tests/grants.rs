@@ -7,8 +7,8 @@ mod common;
 
 use common::{NO_OPTS, assert_audit_ok, credits, err_code, key_for, micros, tokens};
 use creditgate::{
-    Config, CreditManager, Credits, EntryKind, ErrorCode, Grant, GrantCategory, GrantOptions, KeyRef, TestClock,
-    Timestamp,
+    Config, CreditManager, Credits, EntryKind, ErrorCode, EventKind, Grant, GrantCategory, GrantOptions, KeyRef,
+    TestClock, Timestamp,
 };
 use std::thread;
 
@@ -143,6 +143,14 @@ fn expired_credits_vanish_from_reads_at_once_and_leave_through_an_expiry_entry()
     let meta = expiry.metadata.as_ref().unwrap();
     assert!(meta.get("grant_id").and_then(|v| v.as_i64()).is_some(), "{meta:?}");
     assert_eq!(m.expire_grants(100).unwrap().entries, 0, "nothing left to sweep");
+    // The outbox has the expiry, written in the same transaction.
+    let expired: Vec<_> =
+        m.events(0, 1000).unwrap().into_iter().filter(|e| e.kind == EventKind::GrantExpired).collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].user_id, "u");
+    assert_eq!(expired[0].data["grant_id"], meta["grant_id"]);
+    assert_eq!(expired[0].data["amount"], "7");
+    assert_eq!(expired[0].data["entry_id"], expiry.id.to_string());
     assert_audit_ok(&m);
 }
 
@@ -362,6 +370,8 @@ fn threads_draw_down_across_grants_and_expiries_exactly() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), n);
+    let events = m.events(0, 1000).unwrap().into_iter().filter(|e| e.kind == EventKind::GrantExpired).count();
+    assert_eq!(events, n, "one grant.expired event per expiry entry");
     let live: i64 = lots(&m, "u").iter().map(|g| g.remaining.micros()).sum();
     assert_eq!(live, balance.max(0));
     assert_audit_ok(&m);
@@ -444,5 +454,7 @@ fn processes_draw_down_across_grants_while_they_expire() {
     ids.dedup();
     assert_eq!(ids.len(), n, "no grant expired twice");
     assert_eq!(n, 8, "each expiring grant expired once, with credits left");
+    let events = m.events(0, 1000).unwrap().into_iter().filter(|e| e.kind == EventKind::GrantExpired).count();
+    assert_eq!(events, n, "one grant.expired event per expiry entry");
     assert_audit_ok(&m);
 }

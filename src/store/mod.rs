@@ -11,6 +11,7 @@ pub(crate) mod sqlite;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::events::{Event, NewEvent};
 use crate::money::Credits;
 use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, Timestamp};
 
@@ -179,7 +180,8 @@ pub(crate) trait Tx {
     fn insert_key(&mut self, row: &KeyRow, hash: &str, kind: HashKind) -> Result<()>;
     fn set_first_key_issued(&mut self, user: &str) -> Result<()>;
     fn set_min_balance(&mut self, user: &str, floor: Credits) -> Result<()>;
-    fn revoke_key(&mut self, id: KeyId, now: Timestamp) -> Result<()>;
+    /// Revokes an active key; false when it was already revoked.
+    fn revoke_key(&mut self, id: KeyId, now: Timestamp) -> Result<bool>;
     fn keys(&mut self, user: &str, limit: u32) -> Result<Vec<KeyRow>>;
     fn touch_keys(&mut self, used: &[(KeyId, Timestamp)]) -> Result<()>;
     fn tally_key_attempt(&mut self, user: &str, day: i64, success: bool) -> Result<()>;
@@ -204,6 +206,14 @@ pub(crate) trait Tx {
     /// Every entry as (user, seq, amount, balance_after), ordered by user, seq.
     fn scan_entries(&mut self, f: &mut dyn FnMut(&str, i64, i64, i64)) -> Result<()>;
     fn figures(&mut self) -> Result<LedgerFigures>;
+
+    /// Appends an outbox event; returns its id.
+    fn insert_event(&mut self, e: &NewEvent) -> Result<i64>;
+    /// Committed events after the one with id `after` (0: from the start),
+    /// in commit order. An `after` that names no event: `InvalidArgument`.
+    fn events(&mut self, after: i64, limit: u32) -> Result<Vec<Event>>;
+    /// Whether `user` has a purchase entry.
+    fn has_purchase(&mut self, user: &str) -> Result<bool>;
 
     /// Runs a read-only query on the host application's own tables (for
     /// `import_users`); returns its first `columns` columns as text.

@@ -34,6 +34,7 @@ use super::group::{GroupCommit, Slot};
 use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, Tx};
 use crate::config::{Config, TestClock};
 use crate::error::{Error, Result};
+use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
 use crate::types::{Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, Timestamp};
 use postgres::error::SqlState;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/001_init.sql")),
     (2, include_str!("migrations/postgres/002_lean_entry_indexes.sql")),
     (3, include_str!("migrations/postgres/003_min_balance.sql")),
+    (4, include_str!("migrations/postgres/004_events.sql")),
     (6, include_str!("migrations/postgres/006_grants.sql")),
 ];
 
@@ -1255,12 +1257,12 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
-    fn revoke_key(&mut self, id: KeyId, now: Timestamp) -> Result<()> {
-        self.exec(
+    fn revoke_key(&mut self, id: KeyId, now: Timestamp) -> Result<bool> {
+        let n = self.exec(
             "UPDATE creditgate_api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
             &[&id.0, &now.0],
         )?;
-        Ok(())
+        Ok(n == 1)
     }
 
     fn keys(&mut self, user: &str, limit: u32) -> Result<Vec<KeyRow>> {
@@ -1514,6 +1516,51 @@ impl Tx for PgTx<'_> {
                 Ok(())
             },
         )
+    }
+
+    fn insert_event(&mut self, e: &NewEvent) -> Result<i64> {
+        let data = e.data.to_string();
+        self.int(
+            "INSERT INTO creditgate_events (kind, user_id, api_key_id, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&e.kind.as_str(), &e.user_id, &e.api_key_id.map(|k| k.0), &data, &e.created_at.0],
+        )
+    }
+
+    fn events(&mut self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        // Sequence ids are not in commit order; transaction ids below the
+        // snapshot's xmin belong to finished transactions, and every
+        // transaction still to commit has a larger one. So (txid, id) below
+        // xmin is a final prefix of the commit order, and the cursor is the
+        // (txid, id) of the last event returned.
+        let cursor = if after == 0 {
+            "0".to_string()
+        } else {
+            match self.opt("SELECT txid::text FROM creditgate_events WHERE id = $1", &[&after])? {
+                Some(r) => col::<String>(&r, 0)?,
+                None => return Err(unknown_cursor(after)),
+            }
+        };
+        let rows = self.query(
+            "SELECT id, kind, user_id, api_key_id, data, created_at FROM creditgate_events \
+             WHERE (txid, id) > ($1::text::xid8, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY txid, id LIMIT $3",
+            &[&cursor, &after, &i64::from(limit)],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let key: Option<uuid::Uuid> = col(r, 3)?;
+                let kind: String = col(r, 1)?;
+                let data: String = col(r, 4)?;
+                Event::from_stored(col(r, 0)?, &kind, col(r, 2)?, key.map(KeyId), &data, col(r, 5)?)
+            })
+            .collect()
+    }
+
+    fn has_purchase(&mut self, user: &str) -> Result<bool> {
+        let r =
+            self.opt("SELECT 1 FROM creditgate_entries WHERE user_id = $1 AND kind = 'purchase' LIMIT 1", &[&user])?;
+        Ok(r.is_some())
     }
 
     fn host_rows(&mut self, sql: &str, columns: usize) -> Result<Vec<Vec<Option<String>>>> {

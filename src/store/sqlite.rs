@@ -6,6 +6,7 @@ use super::group::{GroupCommit, Slot};
 use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, Tx};
 use crate::config::{Config, Synchronous, TestClock};
 use crate::error::{Error, Result};
+use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
 use crate::types::{Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, Timestamp};
 use r2d2_sqlite::SqliteConnectionManager;
@@ -19,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/001_init.sql")),
     (2, include_str!("migrations/sqlite/002_lean_entry_indexes.sql")),
     (3, include_str!("migrations/sqlite/003_min_balance.sql")),
+    (4, include_str!("migrations/sqlite/004_events.sql")),
     (6, include_str!("migrations/sqlite/006_grants.sql")),
 ];
 
@@ -657,11 +659,12 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn revoke_key(&mut self, id: KeyId, now: Timestamp) -> Result<()> {
-        self.c
+    fn revoke_key(&mut self, id: KeyId, now: Timestamp) -> Result<bool> {
+        let n = self
+            .c
             .prepare_cached("UPDATE creditgate_api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
             .execute(params![id.to_string(), now.0])?;
-        Ok(())
+        Ok(n == 1)
     }
 
     fn keys(&mut self, user: &str, limit: u32) -> Result<Vec<KeyRow>> {
@@ -957,6 +960,64 @@ impl Tx for SqliteTx<'_> {
             f(&u, sum, bad);
         }
         Ok(())
+    }
+
+    fn insert_event(&mut self, e: &NewEvent) -> Result<i64> {
+        self.c
+            .prepare_cached(
+                "INSERT INTO creditgate_events (kind, user_id, api_key_id, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                e.kind.as_str(),
+                e.user_id,
+                e.api_key_id.map(|k| k.to_string()),
+                e.data.to_string(),
+                e.created_at.0
+            ])?;
+        Ok(self.c.last_insert_rowid())
+    }
+
+    fn events(&mut self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        // One writer at a time: ids are in commit order.
+        if after != 0 {
+            let known = self
+                .c
+                .prepare_cached("SELECT 1 FROM creditgate_events WHERE id = ?1")?
+                .query_row([after], |_| Ok(()))
+                .optional()?;
+            if known.is_none() {
+                return Err(unknown_cursor(after));
+            }
+        }
+        let mut stmt = self.c.prepare_cached(
+            "SELECT id, kind, user_id, api_key_id, data, created_at FROM creditgate_events \
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![after, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let key: Option<String> = r.get(3)?;
+            let key = key.map(|k| KeyId::parse(&k)).transpose()?;
+            let data: String = r.get(4)?;
+            out.push(Event::from_stored(
+                r.get(0)?,
+                r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
+                r.get(2)?,
+                key,
+                &data,
+                r.get(5)?,
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn has_purchase(&mut self, user: &str) -> Result<bool> {
+        let found = self
+            .c
+            .prepare_cached("SELECT 1 FROM creditgate_entries WHERE user_id = ?1 AND kind = 'purchase' LIMIT 1")?
+            .query_row([user], |_| Ok(()))
+            .optional()?;
+        Ok(found.is_some())
     }
 
     fn host_rows(&mut self, sql: &str, columns: usize) -> Result<Vec<Vec<Option<String>>>> {

@@ -148,3 +148,10 @@ pub fn all_entries(m: &CreditManager, user: &str) -> Vec<creditgate::Entry> {
         out.extend(page);
     }
 }
+
+/// The schema version a freshly opened ledger has: one per migration file.
+pub fn latest_schema_version() -> i64 {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/migrations/sqlite");
+    let n = std::fs::read_dir(dir).expect("the migrations directory").count();
+    i64::try_from(n).expect("a few migrations")
+}

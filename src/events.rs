@@ -1,0 +1,108 @@
+//! The transactional outbox: events a host acts on (e-mails, auto top-up,
+//! alerts), written in the same transaction as the change they describe, so
+//! none is lost when the change commits and none exists when it rolls back.
+//! A host reads them in commit order with `events(after, limit)` and keeps
+//! the id of the last one it handled as its cursor.
+
+use crate::types::{KeyId, Timestamp};
+use serde_json::Value;
+
+/// What happened. The string form (`as_str`) is the stable name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The balance fell below a configured low-balance threshold (once per
+    /// crossing: it fires again only after the balance has been at or above
+    /// the threshold). Data: `threshold`, `balance`, `entry_id`.
+    BalanceLow,
+    /// The user's first purchase. Data: `entry_id`, `amount`.
+    FirstPurchase,
+    /// A debit took the balance from ≥ 0 to below 0. Data: `entry_id`, `balance`.
+    Overdraft,
+    /// Data: `name`, `first_key`.
+    KeyCreated,
+    /// Data: none.
+    KeyRevoked,
+    /// A grant reached its `expires_at` with credits left, which an `expiry`
+    /// entry removed. Data: `grant_id`, `amount` (credits expired),
+    /// `category`, `entry_id`.
+    GrantExpired,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::BalanceLow => "balance.low",
+            EventKind::FirstPurchase => "purchase.first",
+            EventKind::Overdraft => "overdraft",
+            EventKind::KeyCreated => "key.created",
+            EventKind::KeyRevoked => "key.revoked",
+            EventKind::GrantExpired => "grant.expired",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<EventKind> {
+        ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+}
+
+const ALL: &[EventKind] = &[
+    EventKind::BalanceLow,
+    EventKind::FirstPurchase,
+    EventKind::Overdraft,
+    EventKind::KeyCreated,
+    EventKind::KeyRevoked,
+    EventKind::GrantExpired,
+];
+
+/// One outbox event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Unique and never reused; pass the last one handled as `after`. On
+    /// PostgreSQL ids are not handed out in commit order, so do not compare
+    /// them: `events` returns them in commit order, which is what the cursor
+    /// follows.
+    pub id: i64,
+    pub kind: EventKind,
+    pub user_id: String,
+    pub api_key_id: Option<KeyId>,
+    /// A JSON object; its fields depend on `kind` (see [`EventKind`]).
+    pub data: Value,
+    pub created_at: Timestamp,
+}
+
+/// An event before the store gives it an id.
+pub(crate) struct NewEvent<'a> {
+    pub kind: EventKind,
+    pub user_id: &'a str,
+    pub api_key_id: Option<KeyId>,
+    pub data: Value,
+    pub created_at: Timestamp,
+}
+
+/// The most events one `events` call returns.
+pub const MAX_EVENTS_PER_PAGE: u32 = 1000;
+/// The most low-balance thresholds a ledger may configure.
+pub const MAX_LOW_BALANCE_THRESHOLDS: usize = 16;
+
+impl Event {
+    /// Rebuilds an event from its stored columns.
+    pub(crate) fn from_stored(
+        id: i64,
+        kind: &str,
+        user_id: String,
+        api_key_id: Option<KeyId>,
+        data: &str,
+        created_at: i64,
+    ) -> crate::Result<Event> {
+        let bad = |what: &str| crate::Error::Internal(format!("event {id} has {what} in the database"));
+        let kind = EventKind::parse(kind).ok_or_else(|| bad("an unknown kind"))?;
+        let data = serde_json::from_str(data).map_err(|_| bad("data that is not JSON"))?;
+        Ok(Event { id, kind, user_id, api_key_id, data, created_at: Timestamp(created_at) })
+    }
+}
+
+/// The error for an `after` that names no event.
+pub(crate) fn unknown_cursor(after: i64) -> crate::Error {
+    crate::Error::invalid(format!("events: after={after} is not the id of an event (use 0 to start)"))
+}
