@@ -141,8 +141,7 @@ impl GrantSpec {
             && (t <= now || t.0 - now.0 > MAX_GRANT_LIFETIME_MICROS)
         {
             return Err(Error::invalid(format!(
-                "expires_at must be after the ledger's clock ({now}) and at most 100 years ahead, got {}",
-                t.0
+                "expires_at must be after the ledger's clock ({now}) and at most 100 years ahead, got {t}"
             )));
         }
         Ok(())

@@ -437,9 +437,9 @@ impl LocalCreditManager {
 
     /// Applies every due grant expiry of up to `limit` accounts (SPEC: the
     /// `creditgate expire` sweep); call again while `accounts == limit`.
-    #[pyo3(signature = (limit=1000))]
-    fn expire_grants(&self, py: Python<'_>, limit: &Bound<'_, PyAny>) -> PyResult<ExpirySweep> {
-        let limit = convert::int("limit", limit)?;
+    #[pyo3(signature = (limit=None), text_signature = "($self, limit=1000)")]
+    fn expire_grants(&self, py: Python<'_>, limit: Option<&Bound<'_, PyAny>>) -> PyResult<ExpirySweep> {
+        let limit = convert::opt_int("limit", limit)?.unwrap_or(1000);
         let limit = u32::try_from(limit).map_err(|_| invalid(py, format!("limit is out of range: {limit}")))?;
         let sweep = self.run(py, move |m| m.expire_grants(limit))?;
         ExpirySweep::new(py, sweep)
