@@ -543,20 +543,18 @@ def cmd_prices_set(args: argparse.Namespace) -> int:
 
 def cmd_expire(args: argparse.Namespace) -> int:
     m = open_manager(args)
-    totals = {"accounts": 0, "entries": 0, "credits": Decimal(0)}
+    accounts, entries, credits = 0, 0, Decimal(0)
     while True:
         sweep = m.expire_grants(args.limit)
-        totals["accounts"] += sweep.accounts
-        totals["entries"] += sweep.entries
-        totals["credits"] += sweep.credits
+        accounts += sweep.accounts
+        entries += sweep.entries
+        credits += sweep.credits
         if sweep.accounts < args.limit:
             break
     if args.json:
-        print(to_json(totals, indent=2))
+        print(to_json({"accounts": accounts, "entries": entries, "credits": credits}, indent=2))
     else:
-        print(
-            f"expired {totals['entries']} grants of {totals['accounts']} accounts: {cell(totals['credits'])} credits"
-        )
+        print(f"expired {entries} grants of {accounts} accounts: {cell(credits)} credits")
     return 0
 
 

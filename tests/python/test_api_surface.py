@@ -18,7 +18,9 @@ SIGNATURES = {
         "(user_id, amount, *, kind='grant', idempotency_key=None, reference=None, metadata=None, "
         "expires_at=None, category=None, priority=0)"
     ),
-    "record_payment": "(user_id, payment_id, amount_minor, currency='USD', *, expires_at=None, category=None, priority=0)",
+    "record_payment": (
+        "(user_id, payment_id, amount_minor, currency='USD', *, expires_at=None, category=None, priority=0)"
+    ),
     "expire_grants": "(limit=1000)",
     "reverse_payment": "(payment_id, amount_minor=None, reason=None, *, reversal_id=None)",
     "deduct_credits": "(user_id, amount, *, idempotency_key=None, reference=None, metadata=None)",

@@ -47,10 +47,15 @@ def test_grant_options_and_the_draw_down_order(manager: LocalCreditManager) -> N
         paid.id,
     ]
     first = grants[0]
-    assert (first.category, first.priority, first.amount, first.remaining) == ("promotional", -3, Decimal("0.5"), Decimal("0.5"))
+    assert (first.category, first.priority) == ("promotional", -3)
+    assert (first.amount, first.remaining) == (Decimal("0.5"), Decimal("0.5"))
     assert grants[1].expires_at is not None and abs(grants[1].expires_at - sooner) < timedelta(microseconds=1)
     assert grants[4].category == "paid" and grants[4].payment_id == "pay-1" and grants[4].expires_at is None
     assert isinstance(grants[4].grant_id, int) and grants[4].to_dict()["remaining"] == Decimal("1000")
+    # Compared by value: the same account read twice is equal, dicts included.
+    assert manager.account("u").grants == grants and manager.account("u").to_dict() == manager.account("u").to_dict()
+    assert len(set(grants) | set(manager.account("u").grants)) == len(grants)
+    assert grants[0] != grants[1] and grants[0] != "grant"
     manager.deduct_credits("u", "60.5")  # refund 0.5, soon 30, late 20, low 10 of 40
     assert remaining(manager, "u") == [Decimal("30"), Decimal("1000")]
     assert manager.audit().ok
@@ -96,7 +101,7 @@ def test_expiry_is_lazy_on_reads_and_writes_and_swept(manager: LocalCreditManage
     # Reads drop expired credits at once and write nothing.
     assert manager.get_balance("u") == 3
     account = manager.account("u")
-    assert (account.balance, account.available, remaining(manager, "u")) == (3, 3, [Decimal("3")])
+    assert (account.balance, account.available, remaining(manager, "u")) == (Decimal(3), Decimal(3), [Decimal(3)])
     assert [e.kind for e in manager.transactions("u")] == ["deduct", "purchase", "grant"]
     with pytest.raises(InsufficientCredits):
         manager.deduct_credits("u", 4)
@@ -158,7 +163,8 @@ def cli(tmp_path: Path, *args: str) -> str:
 
 @pytest.mark.sqlite_only("the CLI runs on its own SQLite file")
 def test_cli_grant_options_balance_and_expire(tmp_path: Path) -> None:
-    soon = (datetime.now(timezone.utc) + timedelta(milliseconds=500)).isoformat().replace("+00:00", "Z")
+    expires = datetime.now(timezone.utc) + timedelta(seconds=3)  # each CLI call starts a Python process
+    soon = expires.isoformat().replace("+00:00", "Z")
     cli(tmp_path, "grant", "--user", "u", "--amount", "7", "--expires-at", soon, "--priority", "3")
     cli(tmp_path, "grant", "--user", "u", "--amount", "2", "--kind", "purchase", "--category", "promotional")
     account = json.loads(cli(tmp_path, "balance", "--user", "u", "--json"), parse_float=Decimal)
@@ -166,7 +172,7 @@ def test_cli_grant_options_balance_and_expire(tmp_path: Path) -> None:
         ("promotional", 0, 2),
         ("promotional", 3, 7),
     ]
-    time.sleep(0.7)
+    time.sleep(max(0.0, (expires - datetime.now(timezone.utc)).total_seconds()) + 0.2)
     totals = json.loads(cli(tmp_path, "expire", "--json"), parse_float=Decimal)
     assert totals == {"accounts": 1, "entries": 1, "credits": 7}
     assert "expired 0 grants of 0 accounts" in cli(tmp_path, "expire")

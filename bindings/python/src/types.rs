@@ -113,9 +113,28 @@ record!(
 
 record!(
     /// A grant (lot): the credits one entry added and what is left of them.
+    /// Compared and hashed by value, so two `Account`s (and their
+    /// `to_dict()`s) with the same grants are equal.
     Grant {
         grant_id, user_id, category, priority, amount, remaining, expires_at, created_at, source_entry_id,
         payment_id,
+    }
+    {
+        fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+            let Ok(other) = other.cast::<Grant>() else { return Ok(false) };
+            let other = other.get();
+            for ((_, a), (_, b)) in self.fields().into_iter().zip(other.fields()) {
+                if !a.bind(py).eq(b.bind(py))? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+
+        fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+            let values: Vec<&Py<PyAny>> = self.fields().into_iter().map(|(_, v)| v).collect();
+            pyo3::types::PyTuple::new(py, values)?.hash()
+        }
     }
 );
 
