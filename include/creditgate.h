@@ -58,6 +58,11 @@
 #define CG_DEFAULT_PAGE_LIMIT 50
 
 /**
+ * `limit` of `cg_events_json` when 0 is passed.
+ */
+#define CG_DEFAULT_EVENTS_LIMIT 100
+
+/**
  * Size of an id buffer: a lowercase hyphenated UUID (36 bytes) and its NUL.
  */
 #define CG_ID_SIZE 37
@@ -476,6 +481,23 @@ cg_status cg_transactions_json(const struct cg_manager *manager,
                                int64_t limit,
                                const char *before,
                                char **json_out);
+
+/**
+ * Outbox events committed after the event with id `after` (0: from the
+ * first), in commit order, as a JSON array of objects with `id`, `kind`
+ * (`balance.low`, `purchase.first`, `overdraft`, `key.created`,
+ * `key.revoked`), `user_id`, `api_key_id` (or null), `data` (an object;
+ * amounts in it are decimal strings of credits) and `created_at`. Resume
+ * with the `id` of the last event handled. `limit`: 1..=1000, or 0 for 100.
+ * An `after` that names no event is `CG_INVALID_ARGUMENT`.
+ *
+ * `json_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_events_json(const struct cg_manager *manager,
+                         int64_t after,
+                         int64_t limit,
+                         char **json_out);
 
 /**
  * Whether `user_id` may create an API key now. Writes nothing.

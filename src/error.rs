@@ -116,9 +116,3 @@ impl From<rusqlite::Error> for Error {
         Error::Storage(format!("sqlite: {e}"))
     }
 }
-
-impl From<r2d2::Error> for Error {
-    fn from(e: r2d2::Error) -> Self {
-        Error::Storage(format!("connection pool: {e}"))
-    }
-}

@@ -15,6 +15,7 @@ __all__ = [
     "__version__",
     "LocalCreditManager",
     "Entry",
+    "Event",
     "Account",
     "Grant",
     "ExpirySweep",
@@ -123,6 +124,27 @@ class Entry:
     @property
     def replayed(self) -> bool:
         """True when an idempotent call returned this earlier result."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Event:
+    """One outbox event, written in the same transaction as its change."""
+
+    @property
+    def id(self) -> int:
+        """Pass the id of the last event handled as ``after`` to resume."""
+    @property
+    def kind(self) -> str:
+        """balance.low, purchase.first, overdraft, key.created or key.revoked."""
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def api_key_id(self) -> str | None: ...
+    @property
+    def data(self) -> dict[str, Any]:
+        """The kind's details; amounts are decimal strings."""
+    @property
+    def created_at(self) -> datetime: ...
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -489,6 +511,8 @@ class LocalCreditManager:
         reversal_id: str | None = None,
     ) -> Entry: ...
     def transactions(self, user_id: _UserId, *, limit: int = 50, before: str | None = None) -> list[Entry]: ...
+    def events(self, after: int = 0, limit: int = 100) -> list[Event]:
+        """Outbox events committed after event ``after`` (0: the first), in commit order."""
     def can_generate_api_key(self, user_id: _UserId) -> KeyEligibility: ...
     def create_api_key(self, user_id: _UserId, name: str | None = None) -> NewApiKey: ...
     def import_api_key(

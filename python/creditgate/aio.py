@@ -62,6 +62,7 @@ from ._creditgate import (
     ApiKeyInfo,
     AuditReport,
     Entry,
+    Event,
     ExpirySweep,
     Hold,
     ImportSummary,
@@ -388,6 +389,9 @@ class AsyncLocalCreditManager:
 
     async def transactions(self, user_id: _UserId, *, limit: int = 50, before: str | None = None) -> list[Entry]:
         return await self._run(self._sync.transactions, user_id, limit=limit, before=before)
+
+    async def events(self, after: int = 0, limit: int = 100) -> list[Event]:
+        return await self._run(self._sync.events, after, limit)
 
     async def can_generate_api_key(self, user_id: _UserId) -> KeyEligibility:
         return await self._run(self._sync.can_generate_api_key, user_id)

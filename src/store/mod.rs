@@ -5,6 +5,7 @@
 //! writer can batch callers without changing them.
 
 mod group;
+mod pool;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
@@ -222,6 +223,8 @@ pub(crate) trait Tx {
 
 /// The backends. An enum rather than a trait object so `write` can stay
 /// generic over the caller's result type.
+// One per manager, behind its Arc: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Store {
     Sqlite(sqlite::SqliteStore),
     #[cfg(feature = "postgres")]

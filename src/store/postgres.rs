@@ -1,8 +1,8 @@
 //! PostgreSQL backend, for many gateway hosts sharing one ledger.
 //!
-//! - Driver: the synchronous `postgres` crate, pooled by r2d2 through a small
-//!   connection manager of our own that keeps a prepared-statement cache per
-//!   connection (one round trip per statement) and sets `lock_timeout`.
+//! - Driver: the synchronous `postgres` crate, in the thread-free pool of
+//!   `pool.rs`; each connection keeps a prepared-statement cache (one round
+//!   trip per statement) and sets `lock_timeout`.
 //! - TLS: rustls (ring), as the URL's `sslmode` asks (libpq semantics):
 //!   `disable`; `allow`/`prefer` (default) and `require` encrypt without
 //!   verifying the certificate (`require` with `sslrootcert` verifies the
@@ -31,6 +31,7 @@
 //! scrubbed of it before it leaves this module.
 
 use super::group::{GroupCommit, Slot};
+use super::pool::{Connector, Pool, Pooled};
 use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, Tx};
 use crate::config::{Config, TestClock};
 use crate::error::{Error, Result};
@@ -364,40 +365,25 @@ pub(crate) struct PgManager {
     setup: String,
 }
 
-/// A connection failure, described with the server's message (the driver's
-/// own `Display` says only "db error").
-#[derive(Debug)]
-pub(crate) struct ConnectError(String);
+impl Connector for PgManager {
+    type Conn = PgConn;
 
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConnectError {}
-
-impl r2d2::ManageConnection for PgManager {
-    type Connection = PgConn;
-    type Error = ConnectError;
-
-    fn connect(&self) -> std::result::Result<PgConn, ConnectError> {
-        let mut client = self.config.connect(self.tls.clone()).map_err(|e| ConnectError(describe(&e)))?;
-        client.batch_execute(&self.setup).map_err(|e| ConnectError(describe(&e)))?;
+    /// Failures are described with the server's message (the driver's own
+    /// `Display` says only "db error"); the caller scrubs secrets.
+    fn connect(&self) -> Result<PgConn> {
+        let fail = |e: postgres::Error| Error::Storage(describe(&e));
+        let mut client = self.config.connect(self.tls.clone()).map_err(fail)?;
+        client.batch_execute(&self.setup).map_err(fail)?;
         Ok(PgConn { client, stmts: HashMap::new(), broken: false })
     }
 
-    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), ConnectError> {
-        conn.client.simple_query("").map(|_| ()).map_err(|e| ConnectError(describe(&e)))
-    }
-
-    fn has_broken(&self, conn: &mut PgConn) -> bool {
+    fn is_broken(&self, conn: &mut PgConn) -> bool {
         conn.broken || conn.client.is_closed()
     }
 }
 
 pub(crate) struct PostgresStore {
-    pool: r2d2::Pool<PgManager>,
+    pool: Pool<PgManager>,
     location: String,
     secrets: Arc<Vec<String>>,
     group: GroupCommit,
@@ -409,6 +395,14 @@ enum Attempt<R> {
     Done(Result<R>),
     /// Rolled back for a reason a rerun can clear (e.g. SQLSTATE 40001).
     Retry(String),
+}
+
+/// The message of a storage error, without the code prefix.
+fn storage_text(e: Error) -> String {
+    match e {
+        Error::Storage(m) => m,
+        other => other.to_string(),
+    }
 }
 
 /// The server's SQLSTATE and message, or the driver's error with its causes
@@ -474,29 +468,16 @@ impl PostgresStore {
         let connect_timeout = p.config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let manager = PgManager { config: p.config, tls, setup };
         // One connection first, so that a wrong password or an unreachable
-        // server fails at once with the server's message (the pool would
-        // keep retrying until its timeout); it also runs the migrations.
-        let mut first = r2d2::ManageConnection::connect(&manager).map_err(|e| {
-            Error::Storage(scrub(&secrets, format!("cannot connect to PostgreSQL {}: {e}", p.location)))
+        // server fails at once with the server's message; it also runs the
+        // migrations, and then joins the pool.
+        let mut first = manager.connect().map_err(|e| {
+            Error::Storage(scrub(&secrets, format!("cannot connect to PostgreSQL {}: {}", p.location, storage_text(e))))
         })?;
         migrate_on(&mut first, &secrets)?;
-        drop(first);
-        let pool = r2d2::Pool::builder()
-            .max_size(config.pool_size)
-            // No background replenishing: connections are opened only for a
-            // caller who waits for one (and kept), so no pool thread is mid-open
-            // when a host forks (gunicorn --preload), which can leave the
-            // child a lock held by a thread it does not have.
-            .min_idle(Some(0))
-            .test_on_check_out(false)
-            .connection_timeout(
-                connect_timeout.max(Duration::from_millis(u64::from(config.busy_timeout_ms))) + Duration::from_secs(5),
-            )
-            .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build(manager)
-            .map_err(|e| {
-                Error::Storage(scrub(&secrets, format!("cannot connect to PostgreSQL {}: {e}", p.location)))
-            })?;
+        let wait =
+            connect_timeout.max(Duration::from_millis(u64::from(config.busy_timeout_ms))) + Duration::from_secs(5);
+        let pool = Pool::new(manager, config.pool_size, wait);
+        drop(pool.adopt(first));
         Ok(PostgresStore {
             pool,
             location: p.location,
@@ -514,8 +495,8 @@ impl PostgresStore {
         Error::Storage(scrub(&self.secrets, msg))
     }
 
-    fn conn(&self) -> Result<r2d2::PooledConnection<PgManager>> {
-        self.pool.get().map_err(|e| self.storage(format!("no PostgreSQL connection from the pool: {e}")))
+    fn conn(&self) -> Result<Pooled<'_, PgManager>> {
+        self.pool.get().map_err(|e| self.storage(format!("no PostgreSQL connection: {}", storage_text(e))))
     }
 
     /// Runs `f` in a READ COMMITTED transaction shared with concurrent

@@ -1,15 +1,15 @@
-//! SQLite backend: rusqlite + r2d2, WAL, `BEGIN IMMEDIATE` for every write
+//! SQLite backend: rusqlite in the thread-free pool of `pool.rs`, WAL, `BEGIN IMMEDIATE` for every write
 //! (the write lock is taken up front, so no lock-upgrade deadlocks), cached
 //! prepared statements, durable on return with `synchronous=FULL`.
 
 use super::group::{GroupCommit, Slot};
+use super::pool::{Connector, Pool};
 use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, Tx};
 use crate::config::{Config, Synchronous, TestClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
 use crate::types::{Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, Timestamp};
-use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 pub(crate) struct SqliteStore {
-    pool: r2d2::Pool<SqliteConnectionManager>,
+    pool: Pool<SqliteConnector>,
     location: String,
     group: GroupCommit,
     clock: TestClock,
@@ -166,6 +166,40 @@ fn set_wal(c: &Connection, timeout_ms: u32) -> rusqlite::Result<()> {
     }
 }
 
+/// Opens connections configured for the ledger: busy handler, WAL for
+/// files, `synchronous`, foreign keys, in-memory temporary storage.
+struct SqliteConnector {
+    /// None: an in-memory database.
+    file: Option<String>,
+    busy_ms: u32,
+    sync: &'static str,
+}
+
+impl Connector for SqliteConnector {
+    type Conn = Connection;
+
+    fn connect(&self) -> Result<Connection> {
+        let c = match &self.file {
+            Some(path) => Connection::open(path)?,
+            None => Connection::open_in_memory()?,
+        };
+        set_busy_handler(&c, self.busy_ms)?;
+        if self.file.is_some() {
+            set_wal(&c, self.busy_ms)?;
+        }
+        c.pragma_update(None, "synchronous", self.sync)?;
+        c.pragma_update(None, "foreign_keys", "ON")?;
+        c.pragma_update(None, "temp_store", "MEMORY")?;
+        c.set_prepared_statement_cache_capacity(64);
+        Ok(c)
+    }
+
+    fn is_broken(&self, _conn: &mut Connection) -> bool {
+        // Transactions end with their guard (commit or rollback on drop).
+        false
+    }
+}
+
 impl SqliteStore {
     pub(crate) fn open(url: &str, config: &Config) -> Result<SqliteStore> {
         let busy_ms = config.busy_timeout_ms;
@@ -173,44 +207,23 @@ impl SqliteStore {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
         };
-        let (manager, size, location, wal) = match parse_url(url)? {
-            Target::Memory => (SqliteConnectionManager::memory(), 1, ":memory:".to_string(), false),
+        let (file, size, location) = match parse_url(url)? {
+            // A memory database lives only as long as its one connection.
+            Target::Memory => (None, 1, ":memory:".to_string()),
             Target::File(path) => {
                 create_private_file(&path)?;
                 let shown = std::fs::canonicalize(&path).map(|p| p.display().to_string()).unwrap_or(path.clone());
-                (SqliteConnectionManager::file(&path), config.pool_size, shown, true)
+                (Some(path), config.pool_size, shown)
             }
         };
-        let manager = manager.with_init(move |c: &mut Connection| {
-            set_busy_handler(c, busy_ms)?;
-            if wal {
-                set_wal(c, busy_ms)?;
-            }
-            c.pragma_update(None, "synchronous", sync)?;
-            c.pragma_update(None, "foreign_keys", "ON")?;
-            c.pragma_update(None, "temp_store", "MEMORY")?;
-            c.set_prepared_statement_cache_capacity(64);
-            Ok(())
-        });
-        // Fail at once on a bad file rather than after the pool's retries.
-        drop(
-            r2d2::ManageConnection::connect(&manager)
-                .map_err(|e| Error::Storage(format!("cannot open SQLite database {}: {e}", shown(&location))))?,
-        );
-        // A memory database lives only as long as its one connection.
-        let pool = r2d2::Pool::builder()
-            .max_size(size)
-            // No background replenishing: connections are opened only for a
-            // caller who waits for one (and kept), so no pool thread is mid-open
-            // when a host forks (gunicorn --preload), which can leave the
-            // child a lock held by a thread it does not have.
-            .min_idle(Some(0))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .test_on_check_out(false)
-            .connection_timeout(Duration::from_millis(u64::from(busy_ms).max(1000) + 5_000))
-            .build(manager)
+        let connector = SqliteConnector { file, busy_ms, sync };
+        // Fail at once on a bad file, with the reason.
+        let first = connector
+            .connect()
             .map_err(|e| Error::Storage(format!("cannot open SQLite database {}: {e}", shown(&location))))?;
+        let pool = Pool::new(connector, size, Duration::from_millis(u64::from(busy_ms).max(1000) + 5_000));
+        // Kept: for a memory database it is the database.
+        drop(pool.adopt(first));
         let store =
             SqliteStore { pool, location, group: GroupCommit::new(MAX_BATCH_JOBS), clock: config.clock.clone() };
         store.migrate()?;

@@ -412,6 +412,39 @@ static void test_deduct(void) {
     cg_close(m);
 }
 
+static void test_events(void) {
+    cg_manager *m = open_temp();
+    cg_entry e;
+    char *json = NULL;
+    CHECK_OK(cg_events_json(m, 0, 0, &json));
+    CHECK(strcmp(json, "[]") == 0);
+    cg_string_free(json);
+    CHECK_OK(cg_record_payment(m, "hana", "pi_h", 250, "USD", &e));
+    CHECK_OK(cg_record_payment(m, "hana", "pi_h2", 100, "USD", &e)); /* not the first: no event */
+    CHECK_OK(cg_events_json(m, 0, 0, &json));
+    CHECK(count_of(json, "\"id\":") == 1);
+    const char *fields[] = {"\"kind\":\"purchase.first\"", "\"user_id\":\"hana\"", "\"amount\":\"2500\"",
+                            "\"api_key_id\":null", "\"created_at\":\"20"};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) CHECK_CONTAINS(json, fields[i]);
+    long long first_id = 0;
+    const char *id_field = strstr(json, "\"id\":");
+    CHECK(id_field != NULL && sscanf(id_field + 5, "%lld", &first_id) == 1 && first_id > 0);
+    cg_string_free(json);
+    CHECK_OK(cg_events_json(m, first_id, 10, &json)); /* resume after it: nothing new */
+    CHECK(strcmp(json, "[]") == 0);
+    cg_string_free(json);
+
+    json = (char *)1;
+    CHECK_ERR(cg_events_json(m, 0, 1001, &json), CG_INVALID_ARGUMENT, "1001");
+    CHECK(json == NULL);
+    CHECK_ERR(cg_events_json(m, 0, -1, &json), CG_INVALID_ARGUMENT, "-1");
+    CHECK_ERR(cg_events_json(m, -5, 10, &json), CG_INVALID_ARGUMENT, "after");
+    CHECK_ERR(cg_events_json(m, first_id + 1000, 10, &json), CG_INVALID_ARGUMENT, "not the id of an event");
+    CHECK_ERR(cg_events_json(m, 0, 10, NULL), CG_INVALID_ARGUMENT, "json_out is NULL");
+    CHECK_ERR(cg_events_json(NULL, 0, 10, &json), CG_INVALID_ARGUMENT, "manager");
+    cg_close(m);
+}
+
 static void test_transactions(void) {
     cg_manager *m = open_temp();
     cg_entry e, first;
@@ -900,6 +933,7 @@ int main(void) {
     RUN(test_payments);
     RUN(test_deduct);
     RUN(test_transactions);
+    RUN(test_events);
     RUN(test_key_creation_gate);
     RUN(test_key_limit);
     RUN(test_verify_and_revoke);

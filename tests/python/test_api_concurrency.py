@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -186,6 +187,32 @@ def test_a_manager_keeps_working_in_forked_children(manager: LocalCreditManager)
         manager.deduct_credits("u", 1, idempotency_key=f"parent-{j}")
     assert [_exit_code(pid) for pid in children] == [0, 0, 0]
     assert manager.get_balance("u") == Decimal(60)
+    assert manager.audit().ok
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_children_forked_right_after_a_call_work(manager: LocalCreditManager, paid_key: str) -> None:
+    # gunicorn --preload: the parent verifies, forks at once, and each child
+    # verifies and charges. With r2d2's pool threads parked in parking_lot's
+    # process-wide table, a child crashed (SIGSEGV) or spun when it started
+    # its first thread; the pool now has no threads. A child that hangs is
+    # killed by its alarm, so this fails rather than hangs.
+    codes = []
+    for round in range(20):
+        manager.verify_api_key_credits(paid_key)
+        pid = _fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(30)
+                manager.verify_api_key_credits(paid_key)
+                manager.record_usage(paid_key, tokens=1000, request_id=f"child-{round}")
+                code = 0
+            finally:
+                os._exit(code)
+        codes.append(_exit_code(pid))
+    assert codes == [0] * 20
+    assert manager.get_balance("alice") == Decimal(5000 - 20)
     assert manager.audit().ok
 
 

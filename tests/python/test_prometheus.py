@@ -658,10 +658,6 @@ def test_every_metric_named_in_docs_metrics_md_is_exported(manager: LocalCreditM
         assert any(needed in block for block in promql), needed
 
 
-@pytest.mark.skip(
-    reason="known bug, open: a child forked right after the parent's verify can spin in a fresh pool's "
-    "worker thread (seen twice in clean-clone CI runs, never locally); see the stop note of issue 8"
-)
 def test_multiprocess_mirror_survives_fork(multiproc_env: dict[str, str]) -> None:
     # gunicorn --preload: the manager and its mirror exist before the fork.
     # The parent's synced counts stay in its file; each child adds only its own.

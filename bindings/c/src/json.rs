@@ -2,7 +2,9 @@
 //! integer micro-credits named `<field>_micros`, counts and `*_usd_minor`
 //! under their own names, RFC 3339 UTC timestamps, lowercase UUID strings.
 
-use creditgate_core::{Account, ApiKeyInfo, AuditReport, Entry, ExpirySweep, Grant, ModelPrice, Report, Timestamp};
+use creditgate_core::{
+    Account, ApiKeyInfo, AuditReport, Entry, Event, ExpirySweep, Grant, ModelPrice, Report, Timestamp,
+};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -72,6 +74,23 @@ pub(crate) fn entry(e: &Entry) -> Value {
 
 pub(crate) fn entries(es: &[Entry]) -> Value {
     Value::Array(es.iter().map(entry).collect())
+}
+
+pub(crate) fn events(es: &[Event]) -> Value {
+    Value::Array(
+        es.iter()
+            .map(|e| {
+                json!({
+                    "id": e.id,
+                    "kind": e.kind.as_str(),
+                    "user_id": e.user_id,
+                    "api_key_id": e.api_key_id.map(|k| k.to_string()),
+                    "data": e.data,
+                    "created_at": time(e.created_at),
+                })
+            })
+            .collect(),
+    )
 }
 
 pub(crate) fn api_keys(keys: &[ApiKeyInfo]) -> Value {

@@ -43,6 +43,8 @@ pub const CG_MICROS_PER_CREDIT: i64 = 1_000_000;
 pub const CG_DEFAULT_TTL_SECONDS: i64 = 600;
 /// `limit` of `cg_transactions_json` when 0 is passed.
 pub const CG_DEFAULT_PAGE_LIMIT: i64 = 50;
+/// `limit` of `cg_events_json` when 0 is passed.
+pub const CG_DEFAULT_EVENTS_LIMIT: i64 = 100;
 /// Longest `metadata_json` text accepted before parsing (the parsed object
 /// must then serialize to at most 4 KiB).
 const MAX_METADATA_JSON_BYTES: usize = 64 * 1024;
@@ -529,6 +531,32 @@ pub unsafe extern "C" fn cg_transactions_json(
         let limit = if limit == 0 { CG_DEFAULT_PAGE_LIMIT } else { limit };
         let limit = u32::try_from(limit).map_err(|_| invalid(format!("limit must be in 1..=1000, got {limit}")))?;
         write_json(out, json::entries(&m.transactions(user, limit, before)?))
+    })
+}
+
+/// Outbox events committed after the event with id `after` (0: from the
+/// first), in commit order, as a JSON array of objects with `id`, `kind`
+/// (`balance.low`, `purchase.first`, `overdraft`, `key.created`,
+/// `key.revoked`), `user_id`, `api_key_id` (or null), `data` (an object;
+/// amounts in it are decimal strings of credits) and `created_at`. Resume
+/// with the `id` of the last event handled. `limit`: 1..=1000, or 0 for 100.
+/// An `after` that names no event is `CG_INVALID_ARGUMENT`.
+///
+/// `json_out`: required; receives a string owned by the caller (free it
+/// with `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_events_json(
+    manager: *const cg_manager,
+    after: i64,
+    limit: i64,
+    json_out: *mut *mut c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(json_out, "json_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let limit = if limit == 0 { CG_DEFAULT_EVENTS_LIMIT } else { limit };
+        let limit = u32::try_from(limit).map_err(|_| invalid(format!("limit must be in 1..=1000, got {limit}")))?;
+        write_json(out, json::events(&m.events(after, limit)?))
     })
 }
 

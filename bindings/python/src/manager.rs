@@ -15,7 +15,8 @@
 use crate::convert::{self, Text, dec};
 use crate::errors::{invalid, to_py};
 use crate::types::{
-    Account, ApiKeyInfo, AuditReport, Entry, ExpirySweep, Hold, ImportSummary, KeyEligibility, NewApiKey, Report,
+    Account, ApiKeyInfo, AuditReport, Entry, Event, ExpirySweep, Hold, ImportSummary, KeyEligibility, NewApiKey,
+    Report,
     UsageCharge, Verification,
 };
 use creditgate::{self as cg, Config, CreditManager, Credits, EntryKind, EntryOptions, Error};
@@ -479,6 +480,21 @@ impl LocalCreditManager {
         Entry::list(py, entries)
     }
 
+    /// Outbox events committed after the event `after` (0: from the first), in
+    /// commit order; resume with the id of the last event handled.
+    #[pyo3(signature = (after=None, limit=None), text_signature = "($self, after=0, limit=100)")]
+    fn events(
+        &self,
+        py: Python<'_>,
+        after: Option<&Bound<'_, PyAny>>,
+        limit: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Event>> {
+        let after = convert::opt_int("after", after)?.unwrap_or(0);
+        let limit = convert::opt_u32("limit", limit)?.unwrap_or(DEFAULT_EVENTS_LIMIT);
+        let events = self.run(py, move |m| m.events(after, limit))?;
+        Event::list(py, events)
+    }
+
     fn can_generate_api_key(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<KeyEligibility> {
         let user = convert::user_id(user_id)?;
         let eligibility = self.run(py, move |m| m.can_generate_api_key(&user))?;
@@ -700,5 +716,6 @@ impl LocalCreditManager {
 
 /// SPEC §8.1 defaults, applied when an argument is omitted or `None`.
 const DEFAULT_PAGE_LIMIT: u32 = 50;
+const DEFAULT_EVENTS_LIMIT: u32 = 100;
 const DEFAULT_TTL_SECONDS: i64 = 600;
 const ONE_CREDIT: Credits = Credits::from_micros(1_000_000);

@@ -376,6 +376,33 @@ impl ImportSummary {
     }
 }
 
+record!(
+    /// One outbox event (`events()`): `kind` names it, `data` holds its
+    /// details, amounts as decimal strings.
+    Event { id, kind, user_id, api_key_id, data, created_at }
+);
+
+impl Event {
+    pub fn list(py: Python<'_>, events: Vec<cg::Event>) -> PyResult<Vec<Event>> {
+        events
+            .into_iter()
+            .map(|e| {
+                Ok(Event {
+                    id: obj(py, e.id)?,
+                    kind: obj(py, e.kind.as_str())?,
+                    user_id: obj(py, e.user_id)?,
+                    api_key_id: obj(py, e.api_key_id.map(|k| k.to_string()))?,
+                    data: match &e.data {
+                        serde_json::Value::Object(m) => json_dict(py, m)?,
+                        _ => PyDict::new(py).into_any().unbind(),
+                    },
+                    created_at: datetime(py, e.created_at)?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Registers every result class on the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entry>()?;
@@ -392,5 +419,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AuditReport>()?;
     m.add_class::<Report>()?;
     m.add_class::<ImportSummary>()?;
+    m.add_class::<Event>()?;
     Ok(())
 }
