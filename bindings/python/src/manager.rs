@@ -16,8 +16,7 @@ use crate::convert::{self, Text, dec};
 use crate::errors::{invalid, to_py};
 use crate::types::{
     Account, ApiKeyInfo, AuditReport, Entry, Event, ExpirySweep, Hold, ImportSummary, KeyEligibility, NewApiKey,
-    Report,
-    UsageCharge, Verification,
+    Report, UsageCharge, Verification,
 };
 use creditgate::{self as cg, Config, CreditManager, Credits, EntryKind, EntryOptions, Error};
 use creditgate::{EntryId, GrantCategory, GrantOptions, HoldAmount, HoldId, KeyId, KeyRef, Settlement, Usage};
