@@ -320,6 +320,15 @@ void cg_close(struct cg_manager *manager);
 const char *cg_last_error(void);
 
 /**
+ * Which limit the last `CG_INSUFFICIENT_CREDITS` on this thread hit:
+ * "account" (the account's available credits) or "key" (the API key's
+ * spend cap, `cg_set_key_limit`); "" when the last call on this thread did
+ * not fail with `CG_INSUFFICIENT_CREDITS`. Static: never free it. Like
+ * `cg_last_error`, it describes the last status-returning call.
+ */
+const char *cg_last_error_limit_source(void);
+
+/**
  * The HTTP status of a status (SPEC section 5): 200 for `CG_OK`, 402, 401, 403,
  * 404, 409, 400, 503, 500; 500 for `CG_PANIC` and for unknown values.
  */
@@ -601,9 +610,71 @@ cg_status cg_revoke_api_key(const struct cg_manager *manager,
                             const char *user_id);
 
 /**
+ * Sets when a key stops verifying: `expires_at_micros` microseconds since
+ * the Unix epoch (UTC), a past time expires it now; 0 clears the expiry.
+ * `user_id`: optional (NULL); with it, a key of another user is
+ * `CG_NOT_FOUND`.
+ */
+cg_status cg_set_api_key_expiry(const struct cg_manager *manager,
+                                const char *key_id,
+                                int64_t expires_at_micros,
+                                const char *user_id);
+
+/**
+ * Disables a key: verification and holds then fail with
+ * `CG_INVALID_API_KEY` exactly as for an unknown key, until
+ * `cg_enable_api_key`. Usage and settlements through it are still
+ * charged. A no-op when already disabled. `user_id`: as `cg_revoke_api_key`.
+ */
+cg_status cg_disable_api_key(const struct cg_manager *manager,
+                             const char *key_id,
+                             const char *user_id);
+
+/**
+ * Enables a disabled key (a revoked or expired key stays unusable). A
+ * no-op when enabled. `user_id`: as `cg_revoke_api_key`.
+ */
+cg_status cg_enable_api_key(const struct cg_manager *manager,
+                            const char *key_id,
+                            const char *user_id);
+
+/**
+ * Replaces a usable key with a new secret for the same user and name; the
+ * old key keeps working for `grace_seconds` (0..=2592000, 30 days; 0 ends
+ * it now). No credit rule and no active-key limit apply (it is not a new
+ * key purchase). The new key inherits the old one's expiry and spend cap.
+ * `user_id`: as `cg_revoke_api_key`.
+ *
+ * `secret_out`, `key_out`: as `cg_create_api_key`.
+ */
+cg_status cg_rotate_api_key(const struct cg_manager *manager,
+                            const char *key_id,
+                            int64_t grace_seconds,
+                            const char *user_id,
+                            char **secret_out,
+                            struct cg_api_key *key_out);
+
+/**
+ * Caps what a key may spend per `window`: "daily", "weekly", "monthly"
+ * (UTC calendar periods: from 00:00, Monday 00:00, the 1st 00:00) or
+ * "lifetime". `limit_micros` >= 0 sets the cap; -1 removes it (then
+ * `window` is still required but unused). Verification and holds through
+ * the key then fail with `CG_INSUFFICIENT_CREDITS` and
+ * `cg_last_error_limit_source()` "key" when the cap is short. `user_id`:
+ * as `cg_revoke_api_key`.
+ */
+cg_status cg_set_key_limit(const struct cg_manager *manager,
+                           const char *key_id,
+                           int64_t limit_micros,
+                           const char *window,
+                           const char *user_id);
+
+/**
  * `user_id`'s keys, newest first, as a JSON array of objects: `key_id`,
  * `user_id`, `name`, `prefix`, `created_at`, `last_used_at`, `revoked_at`,
- * `legacy`. Never contains a secret.
+ * `legacy`, `expires_at`, `disabled`, `rotated_to` (a key id or null),
+ * `spend_limit_micros` (null without a cap), `spend_window`,
+ * `spent_in_window_micros`, `window_resets_at`. Never contains a secret.
  *
  * `json_out`: required; receives a string owned by the caller (free it
  * with `cg_string_free`); NULL on failure.

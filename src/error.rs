@@ -10,8 +10,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("insufficient credits: {required} required, {available} available")]
-    InsufficientCredits { required: Credits, available: Credits },
+    /// `limit_source` says which limit was short: the account's available
+    /// credits or the key's spend cap (then `available` is what the cap leaves).
+    #[error("insufficient credits: {required} required, {available} available{}", limit_source.suffix())]
+    InsufficientCredits { required: Credits, available: Credits, limit_source: LimitSource },
     #[error("invalid API key: {0}")]
     InvalidApiKey(String),
     /// `limit` is the setting's name, e.g. `max_active_keys_per_user`.
@@ -29,6 +31,40 @@ pub enum Error {
     Storage(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Which limit an `InsufficientCredits` hit, as OpenRouter reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LimitSource {
+    /// The account's available credits (balance − holds − floor).
+    Account,
+    /// The API key's spend cap in its current window.
+    Key,
+}
+
+impl LimitSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitSource::Account => "account",
+            LimitSource::Key => "key",
+        }
+    }
+
+    /// What the error message adds: nothing for the account (the message
+    /// every caller knows), the cap for a key.
+    fn suffix(self) -> &'static str {
+        match self {
+            LimitSource::Account => "",
+            LimitSource::Key => " under the API key's spend limit",
+        }
+    }
+}
+
+impl std::fmt::Display for LimitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Stable codes (SPEC §5). The numeric values are the C status values.

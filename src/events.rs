@@ -23,6 +23,18 @@ pub enum EventKind {
     KeyCreated,
     /// Data: none.
     KeyRevoked,
+    /// `disable_api_key` disabled an enabled key. Data: none.
+    KeyDisabled,
+    /// `enable_api_key` enabled a disabled key. Data: none.
+    KeyEnabled,
+    /// `rotate_api_key`; on the old key. Data: `old_key_id`, `new_key_id`,
+    /// `grace_ends_at` (RFC 3339: when the old key stops verifying).
+    KeyRotated,
+    /// `set_key_limit`. Data: `limit` (decimal credits, or null: no cap),
+    /// `window`, `spent_in_window` (decimal credits, counted from the ledger).
+    KeyLimitSet,
+    /// `set_api_key_expiry`. Data: `expires_at` (RFC 3339, or null: none).
+    KeyExpirySet,
     /// A grant reached its `expires_at` with credits left, which an `expiry`
     /// entry removed. Data: `grant_id`, `amount` (credits expired),
     /// `category`, `entry_id`.
@@ -37,6 +49,11 @@ impl EventKind {
             EventKind::Overdraft => "overdraft",
             EventKind::KeyCreated => "key.created",
             EventKind::KeyRevoked => "key.revoked",
+            EventKind::KeyDisabled => "key.disabled",
+            EventKind::KeyEnabled => "key.enabled",
+            EventKind::KeyRotated => "key.rotated",
+            EventKind::KeyLimitSet => "key.limit_set",
+            EventKind::KeyExpirySet => "key.expiry_set",
             EventKind::GrantExpired => "grant.expired",
         }
     }
@@ -52,6 +69,11 @@ const ALL: &[EventKind] = &[
     EventKind::Overdraft,
     EventKind::KeyCreated,
     EventKind::KeyRevoked,
+    EventKind::KeyDisabled,
+    EventKind::KeyEnabled,
+    EventKind::KeyRotated,
+    EventKind::KeyLimitSet,
+    EventKind::KeyExpirySet,
     EventKind::GrantExpired,
 ];
 

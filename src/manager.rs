@@ -3,7 +3,7 @@
 //! transaction. Balances move only through `Tx::apply` (a conditional update).
 
 use crate::config::{Config, redact_url};
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, ErrorCode, LimitSource, Result};
 use crate::events::{Event, EventKind, MAX_EVENTS_PER_PAGE, NewEvent};
 use crate::keys;
 use crate::metrics::{Counter, Metrics};
@@ -398,6 +398,7 @@ impl CreditManager {
             return Err(Error::InsufficientCredits {
                 required: d.amount.checked_neg()?,
                 available: tx.available(d.user, now)?,
+                limit_source: LimitSource::Account,
             });
         };
         let entry = Entry {
@@ -645,7 +646,7 @@ impl CreditManager {
                     min_balance,
                     lifetime_purchased,
                     lifetime_used,
-                    active_keys: tx.active_keys(u)?,
+                    active_keys: tx.active_keys(u, now)?,
                     first_key_issued: row.as_ref().is_some_and(|a| a.first_key_issued),
                     created_at: row.map(|a| a.created_at),
                     grants: tx.live_grants(u, now, false, MAX_LISTED_GRANTS)?,
@@ -973,10 +974,22 @@ impl CreditManager {
     /// Creates a key when the credit rule allows it, checked in the insert's
     /// transaction. Every call is tallied as an attempt, also when denied.
     pub fn create_api_key(&self, user: &str, name: Option<&str>) -> Result<NewApiKey> {
+        self.create_api_key_with(user, name, None)
+    }
+
+    /// `create_api_key` with an expiry: the key stops verifying at
+    /// `expires_at`, which must be in the future.
+    pub fn create_api_key_with(
+        &self,
+        user: &str,
+        name: Option<&str>,
+        expires_at: Option<Timestamp>,
+    ) -> Result<NewApiKey> {
         self.count(Counter::key_generation_attempts_total);
         let r = (|| {
             let user = validate::text("user_id", user)?;
             let name = validate::opt_text("name", name)?;
+            let expires_at = expires_at.map(validate::key_expiry).transpose()?;
             let secret = keys::generate(&self.inner.config.api_key_prefix)?;
             let hash = self.hash(secret.expose());
             let max = self.inner.config.max_active_keys_per_user;
@@ -985,7 +998,13 @@ impl CreditManager {
                 let now = tx.now()?;
                 tx.ensure_account(user, now)?;
                 self.expire_due(tx, now, user)?;
-                let active = tx.active_keys(user)?;
+                if let Some(t) = expires_at
+                    && t <= now
+                {
+                    // Err, not Ok(Err): a bad argument rolls back and is not a key attempt.
+                    return Err(Error::invalid(format!("expires_at must be in the future, got {t}")));
+                }
+                let active = tx.active_keys(user, now)?;
                 if active >= max {
                     tx.tally_key_attempt(user, now.day(), false)?;
                     return Ok(Err(Error::LimitReached {
@@ -996,18 +1015,14 @@ impl CreditManager {
                 let e = self.eligibility(tx, user, now)?;
                 if !e.allowed {
                     tx.tally_key_attempt(user, now.day(), false)?;
-                    return Ok(Err(Error::InsufficientCredits { required: e.required, available: e.available }));
+                    return Ok(Err(Error::InsufficientCredits {
+                        required: e.required,
+                        available: e.available,
+                        limit_source: LimitSource::Account,
+                    }));
                 }
-                let row = KeyRow {
-                    id: KeyId::new(),
-                    user_id: user.to_string(),
-                    name: name.map(str::to_string),
-                    prefix: Some(keys::display_prefix(secret.expose(), false)),
-                    legacy: false,
-                    created_at: now,
-                    last_used_at: None,
-                    revoked_at: None,
-                };
+                let prefix = Some(keys::display_prefix(secret.expose(), false));
+                let row = KeyRow { expires_at, ..KeyRow::new(user, name, prefix, false, now) };
                 tx.insert_key(&row, &hash, HashKind::Peppered)?;
                 let data = serde_json::json!({ "name": row.name, "first_key": e.is_first_key });
                 self.emit(tx, now, user, Some(row.id), EventKind::KeyCreated, data)?;
@@ -1064,26 +1079,17 @@ impl CreditManager {
                 let now = tx.now()?;
                 if let Some(k) = tx.key_by_hash(&hash, None)? {
                     return if k.user_id == user {
-                        Ok(k)
+                        Ok((k, now))
                     } else {
                         Err(Error::IdempotencyConflict("this key is already registered to another user".into()))
                     };
                 }
                 tx.ensure_account(user, now)?;
-                let row = KeyRow {
-                    id: KeyId::new(),
-                    user_id: user.to_string(),
-                    name: name.map(str::to_string),
-                    prefix: prefix.clone(),
-                    legacy: true,
-                    created_at: now,
-                    last_used_at: None,
-                    revoked_at: None,
-                };
+                let row = KeyRow::new(user, name, prefix.clone(), true, now);
                 tx.insert_key(&row, &hash, kind)?;
-                Ok(row)
+                Ok((row, now))
             })
-            .map(key_info)
+            .map(|(row, now)| key_info(row, now))
         })();
         self.track(r)
     }
@@ -1108,16 +1114,184 @@ impl CreditManager {
         self.track(r)
     }
 
+    /// The key `key_id` in a write, locking its account; with `user`, a key
+    /// of another user is `NotFound`.
+    fn owned_key(&self, tx: &mut dyn Tx, key_id: KeyId, user: Option<&str>, now: Timestamp) -> Result<KeyRow> {
+        match tx.key_by_id(key_id)? {
+            Some(k) if user.is_none_or(|u| u == k.user_id) => {
+                tx.ensure_account(&k.user_id, now)?;
+                // Reread under the account lock: what the caller decides on is current.
+                tx.key_by_id(key_id)?.ok_or_else(|| Error::NotFound(format!("no API key {key_id}")))
+            }
+            _ => Err(Error::NotFound(format!("no API key {key_id}"))),
+        }
+    }
+
+    /// Sets (Some) or clears (None) the time the key stops verifying. A
+    /// time in the past expires the key now. With `user`, a key of another
+    /// user is `NotFound`.
+    pub fn set_api_key_expiry(&self, key_id: KeyId, expires_at: Option<Timestamp>, user: Option<&str>) -> Result<()> {
+        let r = (|| {
+            let user = validate::opt_text("user_id", user)?;
+            let expires_at = expires_at.map(validate::key_expiry).transpose()?;
+            self.write(|tx| {
+                let now = tx.now()?;
+                let k = self.owned_key(tx, key_id, user, now)?;
+                tx.set_key_expiry(k.id, expires_at)?;
+                let data = serde_json::json!({ "expires_at": expires_at.map(|t| t.to_rfc3339()) });
+                self.emit(tx, now, &k.user_id, Some(k.id), EventKind::KeyExpirySet, data)
+            })
+        })();
+        self.track(r)
+    }
+
+    /// Disables a key: it then fails verification and holds exactly like an
+    /// unknown key, until `enable_api_key`. Usage and settlements through it
+    /// are still charged (as for a revoked key). Disabling twice is a no-op.
+    pub fn disable_api_key(&self, key_id: KeyId, user: Option<&str>) -> Result<()> {
+        self.set_disabled(key_id, true, user)
+    }
+
+    /// Enables a disabled key again (a revoked or expired key stays dead).
+    /// Enabling an enabled key is a no-op.
+    pub fn enable_api_key(&self, key_id: KeyId, user: Option<&str>) -> Result<()> {
+        self.set_disabled(key_id, false, user)
+    }
+
+    fn set_disabled(&self, key_id: KeyId, disabled: bool, user: Option<&str>) -> Result<()> {
+        let r = (|| {
+            let user = validate::opt_text("user_id", user)?;
+            self.write(|tx| {
+                let now = tx.now()?;
+                let k = self.owned_key(tx, key_id, user, now)?;
+                // Only a change is an event: disabling twice records one.
+                if tx.set_key_disabled(k.id, disabled.then_some(now))? {
+                    let kind = if disabled { EventKind::KeyDisabled } else { EventKind::KeyEnabled };
+                    self.emit(tx, now, &k.user_id, Some(k.id), kind, serde_json::json!({}))?;
+                }
+                Ok(())
+            })
+        })();
+        self.track(r)
+    }
+
+    /// Replaces a usable key with a new secret for the same user and name;
+    /// the old key keeps working for `grace_seconds` (0..=30 days; 0 ends it
+    /// now) and then fails like an unknown key. The new key inherits the old
+    /// one's expiry and spend cap, and the spend already counted in the
+    /// current window. Not a key purchase: no credit rule, no
+    /// `max_active_keys_per_user` check, not counted as a key generation.
+    pub fn rotate_api_key(&self, key_id: KeyId, grace_seconds: i64, user: Option<&str>) -> Result<NewApiKey> {
+        let r = (|| {
+            let user = validate::opt_text("user_id", user)?;
+            if !(0..=validate::MAX_ROTATION_GRACE_SECONDS).contains(&grace_seconds) {
+                return Err(Error::invalid(format!(
+                    "grace_seconds must be in 0..={}, got {grace_seconds}",
+                    validate::MAX_ROTATION_GRACE_SECONDS
+                )));
+            }
+            let secret = keys::generate(&self.inner.config.api_key_prefix)?;
+            let hash = self.hash(secret.expose());
+            let row = self.write(|tx| {
+                let now = tx.now()?;
+                let old = self.owned_key(tx, key_id, user, now)?;
+                if let Some(to) = old.rotated_to {
+                    return Err(Error::invalid(format!("API key {key_id} was already rotated to {to}")));
+                }
+                if !old.usable(now) {
+                    return Err(Error::invalid(format!(
+                        "API key {key_id} is revoked, disabled or expired: only a usable key can be rotated"
+                    )));
+                }
+                let prefix = Some(keys::display_prefix(secret.expose(), false));
+                let new = KeyRow {
+                    expires_at: old.expires_at,
+                    spend_limit: old.spend_limit,
+                    spend_window: old.spend_window,
+                    ..KeyRow::new(&old.user_id, old.name.as_deref(), prefix, false, now)
+                };
+                tx.insert_key(&new, &hash, HashKind::Peppered)?;
+                if old.spend_limit.is_some()
+                    && let Some(window) = old.spend_window
+                {
+                    let (start, end) = window.bounds(now);
+                    tx.put_key_spend(new.id, start, end, old.spent_at(now))?;
+                }
+                let grace_end = Timestamp(now.0.saturating_add(grace_seconds * 1_000_000));
+                tx.set_key_rotated(old.id, new.id, grace_end)?;
+                let ends = old.expires_at.map_or(grace_end, |t| t.min(grace_end));
+                let data = serde_json::json!({
+                    "old_key_id": old.id.to_string(), "new_key_id": new.id.to_string(), "grace_ends_at": ends.to_rfc3339(),
+                });
+                self.emit(tx, now, &old.user_id, Some(old.id), EventKind::KeyRotated, data)?;
+                Ok(new)
+            })?;
+            Ok(NewApiKey {
+                secret: secret.clone(),
+                key_id: row.id,
+                user_id: row.user_id,
+                name: row.name,
+                prefix: row.prefix.unwrap_or_default(),
+                created_at: row.created_at,
+            })
+        })();
+        self.track(r)
+    }
+
+    /// Caps what the key may spend per `window` (UTC calendar periods, or
+    /// lifetime): verification and holds through the key need limit − spent
+    /// in the window − the key's active holds ≥ the amount, else
+    /// `InsufficientCredits` with `limit_source` `key`. Usage is never
+    /// refused by the cap but counts. `limit: None` removes the cap. Setting
+    /// a cap counts the key's usage already charged in the current window.
+    pub fn set_key_limit(
+        &self,
+        key_id: KeyId,
+        limit: Option<Credits>,
+        window: SpendWindow,
+        user: Option<&str>,
+    ) -> Result<()> {
+        let r = (|| {
+            let user = validate::opt_text("user_id", user)?;
+            let limit = limit.map(|l| l.validate_threshold("limit")).transpose()?;
+            self.write(|tx| {
+                let now = tx.now()?;
+                let k = self.owned_key(tx, key_id, user, now)?;
+                let spent = match limit {
+                    None => {
+                        tx.set_key_limit(k.id, None)?;
+                        None
+                    }
+                    Some(limit) => {
+                        tx.set_key_limit(k.id, Some((limit, window)))?;
+                        // Seed the counter from the ledger: the hot path then only adds.
+                        let (start, end) = window.bounds(now);
+                        let spent = tx.key_usage_since(&k.user_id, k.id, start)?;
+                        tx.put_key_spend(k.id, start, end, spent)?;
+                        Some(spent)
+                    }
+                };
+                let data = serde_json::json!({
+                    "limit": limit.map(|l| l.to_string()),
+                    "window": limit.map(|_| window.as_str()),
+                    "spent_in_window": spent.map(|s| s.to_string()),
+                });
+                self.emit(tx, now, &k.user_id, Some(k.id), EventKind::KeyLimitSet, data)
+            })
+        })();
+        self.track(r)
+    }
+
     pub fn list_api_keys(&self, user: &str) -> Result<Vec<ApiKeyInfo>> {
         self.track(validate::text("user_id", user).and_then(|u| {
             let pending: HashMap<KeyId, Timestamp> = self.inner.touched.lock().clone();
-            self.read(|tx| tx.keys(u, validate::MAX_LISTED_KEYS)).map(|rows| {
+            self.read(|tx| Ok((tx.keys(u, validate::MAX_LISTED_KEYS)?, tx.now()?))).map(|(rows, now)| {
                 rows.into_iter()
                     .map(|mut k| {
                         if let Some(t) = pending.get(&k.id) {
                             k.last_used_at = k.last_used_at.max(Some(*t));
                         }
-                        key_info(k)
+                        key_info(k, now)
                     })
                     .collect()
             })
@@ -1177,18 +1351,18 @@ impl CreditManager {
             if let Some(min) = min_credits {
                 min.validate_threshold("min_credits")?;
             }
-            let (k, available) = self
+            let (k, available, key_remaining) = self
                 .inner
                 .store
                 .peek(|tx| self.lookup_secret(api_key, |hash, only| tx.key_with_available(hash, only)))?;
             if k.revoked_at.is_some() {
                 return Err(Error::InvalidApiKey(format!("API key {} is revoked", k.id)));
             }
-            Ok((Verification { user_id: k.user_id, key_id: k.id, available }, Timestamp::now()))
+            Ok((Verification { user_id: k.user_id, key_id: k.id, available, key_remaining }, Timestamp::now()))
         })();
         self.inner.metrics.verify_seconds.observe(start.elapsed());
         match r {
-            Ok((v, now)) if min_credits.is_none_or(|min| v.available >= min) => {
+            Ok((v, now)) if min_credits.is_none_or(|min| v.spendable() >= min) => {
                 self.count(Counter::verify_ok_total);
                 let mut t = self.inner.touched.lock();
                 if t.len() < MAX_PENDING_TOUCHES {
@@ -1199,7 +1373,7 @@ impl CreditManager {
             Ok((v, _)) => {
                 self.count(Counter::verify_insufficient_credits_total);
                 let required = min_credits.unwrap_or(Credits::ZERO);
-                self.track(Err(Error::InsufficientCredits { required, available: v.available }))
+                self.track(Err(short(required, v.available, v.key_remaining)))
             }
             Err(e) => {
                 if e.code() == ErrorCode::InvalidApiKey {
@@ -1265,7 +1439,18 @@ impl CreditManager {
         d.input_tokens = c.input_tokens;
         d.output_tokens = c.output_tokens;
         d.model = c.model;
-        self.append(tx, now, d)
+        let entry = self.append(tx, now, d)?;
+        // Read after `append` locked the account: a cap set concurrently
+        // either is seen here or (waiting for this commit) seeds from this entry.
+        if c.amount > Credits::ZERO
+            && let Some(k) = tx.key_by_id(c.key_id)?
+            && k.spend_limit.is_some()
+            && let Some(window) = k.spend_window
+        {
+            let (start, end) = window.bounds(now);
+            tx.add_key_spend(k.id, start, end, c.amount)?;
+        }
+        Ok(entry)
     }
 
     fn finish_charge(&self, r: Result<Entry>) -> Result<UsageCharge> {
@@ -1327,6 +1512,10 @@ impl CreditManager {
                 if k.revoked_at.is_some() {
                     return Err(Error::InvalidApiKey(format!("API key {} is revoked", k.id)));
                 }
+                if !k.usable(now) {
+                    // Disabled or expired: the same answer as an unknown key.
+                    return Err(Error::InvalidApiKey("unknown API key".into()));
+                }
                 let user = k.user_id.as_str();
                 tx.ensure_account(user, now)?;
                 self.expire_due(tx, now, user)?;
@@ -1371,7 +1560,11 @@ impl CreditManager {
                 };
                 if !tx.insert_hold_if_available(&row, now)? {
                     let available = tx.available(user, now)?;
-                    return Err(Error::InsufficientCredits { required: held_amount, available });
+                    let key_remaining = match tx.key_by_id(k.id)? {
+                        Some(fresh) => tx.key_remaining(&fresh, now)?,
+                        None => None,
+                    };
+                    return Err(short(held_amount, available, key_remaining));
                 }
                 Ok((hold_of(row, false), expired))
             })
@@ -1669,16 +1862,39 @@ fn mismatch(user: &str, problem: &str, detail: String) -> AuditMismatch {
     AuditMismatch { user_id: user.to_string(), problem: problem.to_string(), detail }
 }
 
-fn key_info(k: KeyRow) -> ApiKeyInfo {
+/// `InsufficientCredits` naming the tighter of the two limits (the
+/// account's on a tie).
+fn short(required: Credits, available: Credits, key_remaining: Option<Credits>) -> Error {
+    match key_remaining {
+        Some(r) if r < available => {
+            Error::InsufficientCredits { required, available: r, limit_source: LimitSource::Key }
+        }
+        _ => Error::InsufficientCredits { required, available, limit_source: LimitSource::Account },
+    }
+}
+
+fn key_info(k: KeyRow, now: Timestamp) -> ApiKeyInfo {
+    let capped = k.spend_limit.is_some();
+    let window_resets_at = match k.spend_window {
+        Some(w) if capped && w != SpendWindow::Lifetime => Some(w.bounds(now).1),
+        _ => None,
+    };
     ApiKeyInfo {
         key_id: k.id,
-        user_id: k.user_id,
-        name: k.name,
-        prefix: k.prefix,
+        user_id: k.user_id.clone(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
         created_at: k.created_at,
         last_used_at: k.last_used_at,
         revoked_at: k.revoked_at,
         legacy: k.legacy,
+        expires_at: k.expires_at,
+        disabled: k.disabled_at.is_some(),
+        rotated_to: k.rotated_to,
+        spend_limit: k.spend_limit,
+        spend_window: if capped { k.spend_window } else { None },
+        spent_in_window: if capped { k.spent_at(now) } else { Credits::ZERO },
+        window_resets_at,
     }
 }
 

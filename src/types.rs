@@ -109,6 +109,17 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Howard Hinnant's civil-to-days algorithm, the inverse of `civil_from_days`.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// What a ledger entry records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -327,13 +338,106 @@ pub struct ApiKeyInfo {
     pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
     pub legacy: bool,
+    /// When the key stops verifying (set at creation, later, or by a rotation's grace end).
+    pub expires_at: Option<Timestamp>,
+    /// A disabled key fails verification like an unknown one until enabled.
+    pub disabled: bool,
+    /// The key that replaced this one (`rotate_api_key`).
+    pub rotated_to: Option<KeyId>,
+    /// The key's spend cap per `spend_window`; None = no cap.
+    pub spend_limit: Option<Credits>,
+    pub spend_window: Option<SpendWindow>,
+    /// Usage charged through the key in the current window (0 without a cap).
+    pub spent_in_window: Credits,
+    /// When the current window ends (None without a cap or for `lifetime`).
+    pub window_resets_at: Option<Timestamp>,
+}
+
+/// The period of a key's spend cap. Windows are UTC calendar periods:
+/// `daily` from 00:00, `weekly` from Monday 00:00, `monthly` from the 1st
+/// 00:00; `lifetime` never resets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SpendWindow {
+    Daily,
+    Weekly,
+    Monthly,
+    Lifetime,
+}
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+impl SpendWindow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpendWindow::Daily => "daily",
+            SpendWindow::Weekly => "weekly",
+            SpendWindow::Monthly => "monthly",
+            SpendWindow::Lifetime => "lifetime",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<SpendWindow> {
+        Ok(match s {
+            "daily" => SpendWindow::Daily,
+            "weekly" => SpendWindow::Weekly,
+            "monthly" => SpendWindow::Monthly,
+            "lifetime" => SpendWindow::Lifetime,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "window must be daily, weekly, monthly or lifetime, got {:?}",
+                    truncate(s)
+                )));
+            }
+        })
+    }
+
+    /// The window containing `now`: [start, end). `lifetime` is
+    /// [i64::MIN, i64::MAX).
+    pub fn bounds(self, now: Timestamp) -> (Timestamp, Timestamp) {
+        let day = now.0.div_euclid(DAY_MICROS);
+        let (start_day, end_day) = match self {
+            SpendWindow::Lifetime => return (Timestamp(i64::MIN), Timestamp(i64::MAX)),
+            SpendWindow::Daily => (day, day + 1),
+            // Day 0 (1970-01-01) was a Thursday: Monday is 3 days later.
+            SpendWindow::Weekly => {
+                let start = day - (day - 4).rem_euclid(7);
+                (start, start + 7)
+            }
+            SpendWindow::Monthly => {
+                let (y, m, d) = civil_from_days(day);
+                let start = day - i64::from(d) + 1;
+                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+                (start, days_from_civil(ny, nm, 1))
+            }
+        };
+        (Timestamp(start_day.saturating_mul(DAY_MICROS)), Timestamp(end_day.saturating_mul(DAY_MICROS)))
+    }
+}
+
+impl fmt::Display for SpendWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verification {
     pub user_id: String,
     pub key_id: KeyId,
+    /// The account's available credits.
     pub available: Credits,
+    /// What the key's spend cap still allows in its window (limit − spent −
+    /// the key's holds); None when the key has no cap.
+    pub key_remaining: Option<Credits>,
+}
+
+impl Verification {
+    /// What a call through this key may spend now: the smaller of the
+    /// account's available credits and the key's remaining cap.
+    pub fn spendable(&self) -> Credits {
+        self.key_remaining.map_or(self.available, |r| r.min(self.available))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -423,6 +527,41 @@ mod tests {
         assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000000Z");
         assert_eq!(Timestamp(1_700_000_000_123_456).to_rfc3339(), "2023-11-14T22:13:20.123456Z");
         assert_eq!(Timestamp(951_782_400_000_000).to_rfc3339(), "2000-02-29T00:00:00.000000Z");
+    }
+
+    fn at(rfc: &str) -> Timestamp {
+        // Test helper: "YYYY-MM-DDTHH:MM" in UTC.
+        let (y, m, d) = (rfc[0..4].parse().unwrap(), rfc[5..7].parse().unwrap(), rfc[8..10].parse().unwrap());
+        let (hh, mm): (i64, i64) = (rfc[11..13].parse().unwrap(), rfc[14..16].parse().unwrap());
+        Timestamp(days_from_civil(y, m, d) * DAY_MICROS + (hh * 3600 + mm * 60) * 1_000_000)
+    }
+
+    #[test]
+    fn spend_windows_are_utc_calendar_periods() {
+        let w = |win: SpendWindow, t: &str| {
+            let (s, e) = win.bounds(at(t));
+            (s.to_rfc3339(), e.to_rfc3339())
+        };
+        let z = |d: &str| format!("{d}T00:00:00.000000Z");
+        // 2026-11-25 is a Wednesday.
+        assert_eq!(w(SpendWindow::Daily, "2026-11-25T23:59"), (z("2026-11-25"), z("2026-11-26")));
+        assert_eq!(w(SpendWindow::Daily, "2026-11-26T00:00"), (z("2026-11-26"), z("2026-11-27")));
+        assert_eq!(w(SpendWindow::Weekly, "2026-11-25T12:00"), (z("2026-11-23"), z("2026-11-30")));
+        assert_eq!(w(SpendWindow::Weekly, "2026-11-23T00:00"), (z("2026-11-23"), z("2026-11-30")));
+        assert_eq!(w(SpendWindow::Weekly, "2026-11-22T23:59"), (z("2026-11-16"), z("2026-11-23")));
+        assert_eq!(w(SpendWindow::Weekly, "1970-01-01T00:00"), (z("1969-12-29"), z("1970-01-05")));
+        assert_eq!(w(SpendWindow::Monthly, "2026-12-31T23:59"), (z("2026-12-01"), z("2027-01-01")));
+        assert_eq!(w(SpendWindow::Monthly, "2028-02-29T10:00"), (z("2028-02-01"), z("2028-03-01")));
+        assert_eq!(w(SpendWindow::Monthly, "2026-03-01T00:00"), (z("2026-03-01"), z("2026-04-01")));
+        assert_eq!(SpendWindow::Lifetime.bounds(at("2026-11-25T00:00")), (Timestamp(i64::MIN), Timestamp(i64::MAX)));
+        for d in -1000..1000 {
+            let (y, m, dd) = civil_from_days(d * 37);
+            assert_eq!(days_from_civil(y, m, dd), d * 37);
+        }
+        for name in ["daily", "weekly", "monthly", "lifetime"] {
+            assert_eq!(SpendWindow::parse(name).unwrap().as_str(), name);
+        }
+        assert!(SpendWindow::parse("hourly").is_err());
     }
 
     #[test]

@@ -10,6 +10,10 @@ pub const MAX_TOKENS_PER_CALL: i64 = 1_000_000_000;
 pub const MAX_PAGE_LIMIT: u32 = 1_000;
 pub const MAX_TTL_SECONDS: i64 = 86_400;
 pub const MAX_LISTED_KEYS: u32 = 1_000;
+/// Longest grace period of `rotate_api_key`: 30 days.
+pub const MAX_ROTATION_GRACE_SECONDS: i64 = 30 * 86_400;
+/// Latest key expiry accepted: 9999-12-31T23:59:59.999999Z.
+pub const MAX_KEY_EXPIRY_MICROS: i64 = 253_402_300_799_999_999;
 /// Prefixes the library uses for its own idempotency keys.
 pub const RESERVED_KEY_PREFIXES: [&str; 4] = ["payment:", "reversal:", "usage:", "import:"];
 
@@ -26,6 +30,17 @@ pub fn text<'a>(field: &str, v: &'a str) -> Result<&'a str> {
         return Err(Error::invalid(format!("{field} must not contain NUL, got {:?}", truncate(v))));
     }
     Ok(v)
+}
+
+/// A key expiry: a time between the epoch and the end of year 9999.
+pub fn key_expiry(t: crate::types::Timestamp) -> Result<crate::types::Timestamp> {
+    if !(0..=MAX_KEY_EXPIRY_MICROS).contains(&t.0) {
+        return Err(Error::invalid(format!(
+            "expires_at must be between 1970-01-01 and 9999-12-31 UTC, got {} microseconds since the epoch",
+            t.0
+        )));
+    }
+    Ok(t)
 }
 
 pub fn opt_text<'a>(field: &str, v: Option<&'a str>) -> Result<Option<&'a str>> {

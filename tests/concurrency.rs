@@ -88,7 +88,7 @@ fn hammer(m: &CreditManager, user: &str, key: &str, worker: u64, ops: u64) -> Ta
                         t.deducts += 1;
                         t.deducted_micros += amount.micros();
                     }
-                    Err(Error::InsufficientCredits { required, available }) => {
+                    Err(Error::InsufficientCredits { required, available, .. }) => {
                         assert_eq!(required, amount);
                         assert!(available < required, "refused with {available} available for {required}");
                         t.denied += 1;
@@ -346,7 +346,7 @@ fn the_first_key_decision_is_made_exactly_once() {
         for r in &creates {
             if let Err(e) = r {
                 match e {
-                    Error::InsufficientCredits { required, available } => {
+                    Error::InsufficientCredits { required, available, .. } => {
                         assert_eq!(*required, credits(5000));
                         assert!(*available < credits(5000));
                     }

@@ -44,7 +44,11 @@ fn error_codes_have_their_http_status() {
         assert_eq!(code.http_status(), status);
         assert_eq!(code as u32, value);
     }
-    let e = Error::InsufficientCredits { required: credits(5000), available: credits(3) };
+    let e = Error::InsufficientCredits {
+        required: credits(5000),
+        available: credits(3),
+        limit_source: creditgate::LimitSource::Account,
+    };
     assert_eq!(e.http_status(), 402);
     assert_eq!(e.to_string(), "insufficient credits: 5000 required, 3 available");
 }
@@ -347,7 +351,7 @@ fn deduct_is_strict_against_available() {
     grant(&m, "u", credits(10));
     let e = m.deduct_credits("u", micros(10_000_001), &NO_OPTS).unwrap_err();
     match e {
-        Error::InsufficientCredits { required, available } => {
+        Error::InsufficientCredits { required, available, .. } => {
             assert_eq!(required, micros(10_000_001));
             assert_eq!(available, credits(10));
         }
@@ -1470,6 +1474,10 @@ fn a_version_1_database_is_upgraded_in_place() {
          CREATE INDEX creditgate_entries_kind ON creditgate_entries(kind, user_id);
          ALTER TABLE creditgate_accounts DROP COLUMN min_balance;
          DROP TABLE creditgate_events;
+         DROP TABLE creditgate_key_spend; DROP INDEX creditgate_holds_key;
+         ALTER TABLE creditgate_api_keys DROP COLUMN expires_at; ALTER TABLE creditgate_api_keys DROP COLUMN disabled_at;
+         ALTER TABLE creditgate_api_keys DROP COLUMN rotated_to; ALTER TABLE creditgate_api_keys DROP COLUMN spend_limit;
+         ALTER TABLE creditgate_api_keys DROP COLUMN spend_window;
          DELETE FROM creditgate_schema_version WHERE version > 1;",
     )
     .unwrap();

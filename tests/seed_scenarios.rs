@@ -24,7 +24,7 @@ fn seed_scenarios() {
     assert_eq!(err.code(), ErrorCode::InsufficientCredits);
     assert_eq!(err.http_status(), 402);
     match err {
-        Error::InsufficientCredits { required, available } => {
+        Error::InsufficientCredits { required, available, .. } => {
             assert_eq!(required, credits(5000));
             assert_eq!(available, Credits::ZERO);
         }

@@ -59,6 +59,8 @@ class InsufficientCredits(CreditError):
 
     required: Decimal
     available: Decimal
+    limit_source: str
+    """``"account"`` (the account's available credits) or ``"key"`` (the API key's spend cap)."""
 
 class InvalidApiKey(CreditError):
     """The API key is malformed, unknown or revoked (401)."""
@@ -281,11 +283,31 @@ class ApiKeyInfo:
     def revoked_at(self) -> datetime | None: ...
     @property
     def legacy(self) -> bool: ...
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the key stops verifying (set at creation, later, or by a rotation's grace end)."""
+    @property
+    def disabled(self) -> bool: ...
+    @property
+    def rotated_to(self) -> str | None:
+        """The id of the key that replaced this one (``rotate_api_key``)."""
+    @property
+    def spend_limit(self) -> Decimal | None:
+        """The key's spend cap per ``spend_window``; None without a cap."""
+    @property
+    def spend_window(self) -> str | None:
+        """``daily``, ``weekly``, ``monthly`` or ``lifetime``; None without a cap."""
+    @property
+    def spent_in_window(self) -> Decimal:
+        """Usage charged through the key in the current window (0 without a cap)."""
+    @property
+    def window_resets_at(self) -> datetime | None:
+        """When the current window ends; None without a cap or for ``lifetime``."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
 class Verification:
-    """A verified key: whose it is and what its account has available."""
+    """A verified key: whose it is, what its account has available and what its cap leaves."""
 
     @property
     def user_id(self) -> str: ...
@@ -293,6 +315,9 @@ class Verification:
     def key_id(self) -> str: ...
     @property
     def available(self) -> Decimal: ...
+    @property
+    def key_remaining(self) -> Decimal | None:
+        """What the key's spend cap still allows in its window; None without a cap."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -514,7 +539,18 @@ class LocalCreditManager:
     def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         """Outbox events committed after event ``after`` (0: the first), in commit order."""
     def can_generate_api_key(self, user_id: _UserId) -> KeyEligibility: ...
-    def create_api_key(self, user_id: _UserId, name: str | None = None) -> NewApiKey: ...
+    def create_api_key(
+        self, user_id: _UserId, name: str | None = None, *, expires_at: datetime | None = None
+    ) -> NewApiKey: ...
+    def set_api_key_expiry(self, key_id: str, expires_at: datetime | None, *, user_id: _UserId | None = None) -> None:
+        """Set (or clear with None) when the key stops verifying; a past time expires it now."""
+    def disable_api_key(self, key_id: str, *, user_id: _UserId | None = None) -> None:
+        """The key fails verification like an unknown key until enabled; usage through it is still charged."""
+    def enable_api_key(self, key_id: str, *, user_id: _UserId | None = None) -> None: ...
+    def rotate_api_key(self, key_id: str, grace_seconds: int, *, user_id: _UserId | None = None) -> NewApiKey:
+        """A new secret for the same user and name; the old key works for ``grace_seconds`` (0..=30 days) more."""
+    def set_key_limit(self, key_id: str, limit: _Amount | None, window: str, *, user_id: _UserId | None = None) -> None:
+        """Cap the key's spend per ``window`` (daily, weekly, monthly: UTC; or lifetime); None removes it."""
     def import_api_key(
         self,
         user_id: _UserId,

@@ -396,8 +396,33 @@ class AsyncLocalCreditManager:
     async def can_generate_api_key(self, user_id: _UserId) -> KeyEligibility:
         return await self._run(self._sync.can_generate_api_key, user_id)
 
-    async def create_api_key(self, user_id: _UserId, name: str | None = None) -> NewApiKey:
-        return await self._run(self._sync.create_api_key, user_id, name)
+    async def create_api_key(
+        self, user_id: _UserId, name: str | None = None, *, expires_at: datetime | None = None
+    ) -> NewApiKey:
+        return await self._run(self._sync.create_api_key, user_id, name, expires_at=expires_at)
+
+    async def set_api_key_expiry(
+        self, key_id: str, expires_at: datetime | None, *, user_id: _UserId | None = None
+    ) -> None:
+        """Sets (or clears with None) when the key stops verifying; a past time expires it now."""
+        await self._run(self._sync.set_api_key_expiry, key_id, expires_at, user_id=user_id)
+
+    async def disable_api_key(self, key_id: str, *, user_id: _UserId | None = None) -> None:
+        """The key fails verification like an unknown key until enabled."""
+        await self._run(self._sync.disable_api_key, key_id, user_id=user_id)
+
+    async def enable_api_key(self, key_id: str, *, user_id: _UserId | None = None) -> None:
+        await self._run(self._sync.enable_api_key, key_id, user_id=user_id)
+
+    async def rotate_api_key(self, key_id: str, grace_seconds: int, *, user_id: _UserId | None = None) -> NewApiKey:
+        """A new secret for the same user and name; the old key works for ``grace_seconds`` more."""
+        return await self._run(self._sync.rotate_api_key, key_id, grace_seconds, user_id=user_id)
+
+    async def set_key_limit(
+        self, key_id: str, limit: _Amount | None, window: str, *, user_id: _UserId | None = None
+    ) -> None:
+        """Caps the key's spend per ``window`` (daily, weekly, monthly or lifetime); None removes it."""
+        await self._run(self._sync.set_key_limit, key_id, limit, window, user_id=user_id)
 
     async def import_api_key(
         self,

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent};
 use crate::money::Credits;
-use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, Timestamp};
+use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
 
 /// A key row without its hash.
 #[derive(Clone, Debug)]
@@ -27,6 +27,49 @@ pub(crate) struct KeyRow {
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub disabled_at: Option<Timestamp>,
+    pub rotated_to: Option<KeyId>,
+    pub spend_limit: Option<Credits>,
+    pub spend_window: Option<SpendWindow>,
+    /// The key's spend counter: (window end, spent in that window).
+    pub spend: Option<(Timestamp, Credits)>,
+}
+
+impl KeyRow {
+    /// A new, enabled key without expiry or cap.
+    pub(crate) fn new(user: &str, name: Option<&str>, prefix: Option<String>, legacy: bool, now: Timestamp) -> KeyRow {
+        KeyRow {
+            id: KeyId::new(),
+            user_id: user.to_string(),
+            name: name.map(str::to_string),
+            prefix,
+            legacy,
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+            expires_at: None,
+            disabled_at: None,
+            rotated_to: None,
+            spend_limit: None,
+            spend_window: None,
+            spend: None,
+        }
+    }
+
+    /// Verifies now: not revoked, not disabled, not expired.
+    pub(crate) fn usable(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.disabled_at.is_none() && self.expires_at.is_none_or(|t| t > now)
+    }
+
+    /// Spent in the window containing `now` (0 when the counter is from an
+    /// earlier window, or absent).
+    pub(crate) fn spent_at(&self, now: Timestamp) -> Credits {
+        match self.spend {
+            Some((end, spent)) if end > now => spent,
+            _ => Credits::ZERO,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,12 +183,49 @@ pub(crate) trait Tx {
     fn key_by_hash(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyRow>>;
     /// The key with this hash and its account's available credits now; the
     /// verify hot path, which a backend may answer with one statement.
-    fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<(KeyRow, Credits)>> {
+    /// Disabled and expired keys are not found. Returns the key, its
+    /// account's available credits and what the key's cap leaves (None
+    /// without a cap).
+    fn key_with_available(
+        &mut self,
+        hash: &str,
+        only: Option<HashKind>,
+    ) -> Result<Option<(KeyRow, Credits, Option<Credits>)>> {
         let Some(k) = self.key_by_hash(hash, only)? else { return Ok(None) };
         let now = self.now()?;
+        if k.disabled_at.is_some() || k.expires_at.is_some_and(|t| t <= now) {
+            return Ok(None);
+        }
         let available = self.available(&k.user_id, now)?;
-        Ok(Some((k, available)))
+        let remaining = self.key_remaining(&k, now)?;
+        Ok(Some((k, available, remaining)))
     }
+    /// What `k`'s spend cap still allows now: limit − spent in the current
+    /// window − the key's active holds; None without a cap.
+    fn key_remaining(&mut self, k: &KeyRow, now: Timestamp) -> Result<Option<Credits>> {
+        let Some(limit) = k.spend_limit else { return Ok(None) };
+        let held = self.key_held(k.id, now)?;
+        Ok(Some(limit.checked_sub(k.spent_at(now))?.checked_sub(held)?))
+    }
+    /// Sum of the key's active, unexpired holds.
+    fn key_held(&mut self, id: KeyId, now: Timestamp) -> Result<Credits>;
+    /// Sets (or clears) the time the key stops verifying.
+    fn set_key_expiry(&mut self, id: KeyId, expires_at: Option<Timestamp>) -> Result<()>;
+    /// Disables (Some) or enables (None); returns whether it changed.
+    fn set_key_disabled(&mut self, id: KeyId, at: Option<Timestamp>) -> Result<bool>;
+    /// Marks `id` as replaced by `to`, ending at `ends_at`.
+    fn set_key_rotated(&mut self, id: KeyId, to: KeyId, ends_at: Timestamp) -> Result<()>;
+    /// Sets (or clears, with None) the key's cap.
+    fn set_key_limit(&mut self, id: KeyId, limit: Option<(Credits, SpendWindow)>) -> Result<()>;
+    /// Replaces the key's spend counter.
+    fn put_key_spend(&mut self, id: KeyId, start: Timestamp, end: Timestamp, spent: Credits) -> Result<()>;
+    /// Adds a charge to the key's counter for the window [start, end): a
+    /// counter of an earlier window restarts; a charge for an earlier window
+    /// than the counter's is not counted (it is closed). Saturates at i64::MAX.
+    fn add_key_spend(&mut self, id: KeyId, start: Timestamp, end: Timestamp, amount: Credits) -> Result<()>;
+    /// Usage charged through the key since `since` (inclusive), from the
+    /// ledger: seeds a new cap's counter (not on the hot path).
+    fn key_usage_since(&mut self, user: &str, id: KeyId, since: Timestamp) -> Result<Credits>;
     /// What strict operations may still take from `user` now: balance −
     /// grants due to expire but not yet applied − active holds − the
     /// account's floor (`min_balance` ≤ 0).
@@ -177,7 +257,8 @@ pub(crate) trait Tx {
     /// remaining is outside 0..=amount), ordered by user.
     fn scan_grants(&mut self, f: &mut dyn FnMut(&str, i128, i64)) -> Result<()>;
     fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>>;
-    fn active_keys(&mut self, user: &str) -> Result<u32>;
+    /// Keys neither revoked nor expired at `now` (disabled keys count: they may be enabled again).
+    fn active_keys(&mut self, user: &str, now: Timestamp) -> Result<u32>;
     fn insert_key(&mut self, row: &KeyRow, hash: &str, kind: HashKind) -> Result<()>;
     fn set_first_key_issued(&mut self, user: &str) -> Result<()>;
     fn set_min_balance(&mut self, user: &str, floor: Credits) -> Result<()>;
@@ -190,7 +271,8 @@ pub(crate) trait Tx {
     /// Marks active holds past their expiry as expired; returns how many.
     fn expire_holds(&mut self, user: &str, now: Timestamp) -> Result<u64>;
     fn active_holds(&mut self, user: &str, now: Timestamp) -> Result<u32>;
-    /// Inserts the hold only when balance − held − min_balance ≥ its amount.
+    /// Inserts the hold only when balance − held − min_balance ≥ its amount
+    /// and its key's cap (limit − spent in the window − the key's holds) allows it.
     fn insert_hold_if_available(&mut self, hold: &HoldRow, now: Timestamp) -> Result<bool>;
     fn hold(&mut self, id: HoldId) -> Result<Option<HoldRow>>;
     fn hold_by_request(&mut self, user: &str, request_id: &str) -> Result<Option<HoldRow>>;

@@ -37,7 +37,9 @@ use crate::config::{Config, TestClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
-use crate::types::{Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, Timestamp};
+use crate::types::{
+    Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp,
+};
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSqlOwned, ToSql};
@@ -58,6 +60,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/postgres/002_lean_entry_indexes.sql")),
     (3, include_str!("migrations/postgres/003_min_balance.sql")),
     (4, include_str!("migrations/postgres/004_events.sql")),
+    (5, include_str!("migrations/postgres/005_key_lifecycle.sql")),
     (6, include_str!("migrations/postgres/006_grants.sql")),
 ];
 
@@ -810,7 +813,22 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 const ENTRY_COLS: &str = "id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, api_key_id, \
      input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at";
-const KEY_COLS: &str = "id, user_id, name, prefix, legacy, created_at, last_used_at, revoked_at";
+const KEY_COLS: &str = "k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, k.revoked_at, \
+     k.expires_at, k.disabled_at, k.rotated_to, k.spend_limit, k.spend_window, s.window_end, s.spent";
+/// Keys with their spend counter.
+const KEY_FROM: &str = "creditgate_api_keys k LEFT JOIN creditgate_key_spend s ON s.api_key_id = k.id";
+
+/// The key's spend cap left at `now` (an SQL expression): limit − spent in
+/// the window − its holds, in numeric, clamped to BIGINT; NULL without a cap.
+fn key_remaining_sql(now: &str) -> String {
+    format!(
+        "CASE WHEN k.spend_limit IS NULL THEN NULL ELSE GREATEST(k.spend_limit::numeric \
+         - (CASE WHEN s.window_end > {now} THEN s.spent ELSE 0 END) \
+         - COALESCE((SELECT SUM(kh.amount) FROM creditgate_holds kh \
+            WHERE kh.api_key_id = k.id AND kh.status = 'active' AND kh.expires_at > {now}), 0), \
+         -9223372036854775808)::bigint END"
+    )
+}
 const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at";
 const LOCK_ACCOUNT: &str = "SELECT 1 FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE";
 
@@ -861,6 +879,17 @@ fn key_from_row(r: &Row) -> Result<KeyRow> {
         created_at: Timestamp(col(r, 5)?),
         last_used_at: col::<Option<i64>>(r, 6)?.map(Timestamp),
         revoked_at: col::<Option<i64>>(r, 7)?.map(Timestamp),
+        expires_at: col::<Option<i64>>(r, 8)?.map(Timestamp),
+        disabled_at: col::<Option<i64>>(r, 9)?.map(Timestamp),
+        rotated_to: col::<Option<uuid::Uuid>>(r, 10)?.map(KeyId),
+        spend_limit: col::<Option<i64>>(r, 11)?.map(Credits::from_micros),
+        spend_window: col::<Option<String>>(r, 12)?
+            .map(|w| SpendWindow::parse(&w).map_err(|e| corrupt("spend window", e)))
+            .transpose()?,
+        spend: match (col::<Option<i64>>(r, 13)?, col::<Option<i64>>(r, 14)?) {
+            (Some(end), Some(spent)) => Some((Timestamp(end), Credits::from_micros(spent))),
+            _ => None,
+        },
     })
 }
 
@@ -1011,7 +1040,7 @@ impl PgTx<'_> {
     }
 
     fn one_key(&mut self, sql_where: &str, params: Params) -> Result<Option<KeyRow>> {
-        let sql = format!("SELECT {KEY_COLS} FROM creditgate_api_keys WHERE {sql_where}");
+        let sql = format!("SELECT {KEY_COLS} FROM {KEY_FROM} WHERE {sql_where}");
         self.opt(&sql, params)?.map(|r| key_from_row(&r)).transpose()
     }
 
@@ -1191,39 +1220,149 @@ impl Tx for PgTx<'_> {
         }
     }
 
-    fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<(KeyRow, Credits)>> {
-        // The verify hot path in one statement (one round trip in `peek`).
-        // Outside a transaction the statement's own start is the clock.
-        const SQL: &str = "SELECT k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, \
-             k.revoked_at, (COALESCE(a.balance::numeric - a.min_balance, 0) - COALESCE((SELECT SUM(h.amount) FROM creditgate_holds h \
-                 WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > t.now), 0) \
-                 - COALESCE((SELECT SUM(g.remaining) FROM creditgate_grants g \
-                 WHERE g.user_id = k.user_id AND g.remaining > 0 AND g.expires_at <= t.now), 0))::bigint \
-             FROM creditgate_api_keys k LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
-             CROSS JOIN (SELECT COALESCE($3::bigint, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint) \
-                 + $4::bigint AS now) t \
-             WHERE k.key_hash = $1 AND ($2::text IS NULL OR k.hash_kind = $2::text)";
+    fn key_with_available(
+        &mut self,
+        hash: &str,
+        only: Option<HashKind>,
+    ) -> Result<Option<(KeyRow, Credits, Option<Credits>)>> {
+        // The verify hot path in one statement (one round trip in `peek`):
+        // the key (not disabled, not expired), its account's available
+        // credits and what its cap leaves. Outside a transaction the
+        // statement's own start is the clock.
+        let now = "(COALESCE($3::bigint, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint) + $4::bigint)";
+        let sql = format!(
+            "SELECT {KEY_COLS}, (COALESCE(a.balance::numeric - a.min_balance, 0) - COALESCE((SELECT SUM(h.amount) \
+             FROM creditgate_holds h WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > {now}), 0) \
+             - COALESCE((SELECT SUM(g.remaining) FROM creditgate_grants g WHERE g.user_id = k.user_id \
+             AND g.remaining > 0 AND g.expires_at <= {now}), 0))::bigint, \
+             {} FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
+             WHERE k.key_hash = $1 AND ($2::text IS NULL OR k.hash_kind = $2::text) \
+             AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > {now})",
+            key_remaining_sql(now)
+        );
         let now = self.now.map(|t| t.0);
         let offset = self.store.clock.offset_micros();
-        let row = self.opt(SQL, &[&hash, &only.map(HashKind::as_str), &now, &offset])?;
-        row.map(|r| Ok((key_from_row(&r)?, Credits::from_micros(col(&r, 8)?)))).transpose()
+        let row = self.opt(&sql, &[&hash, &only.map(HashKind::as_str), &now, &offset])?;
+        row.map(|r| {
+            Ok((
+                key_from_row(&r)?,
+                Credits::from_micros(col(&r, 15)?),
+                col::<Option<i64>>(&r, 16)?.map(Credits::from_micros),
+            ))
+        })
+        .transpose()
+    }
+
+    fn key_held(&mut self, id: KeyId, now: Timestamp) -> Result<Credits> {
+        let n = self.int(
+            "SELECT COALESCE(SUM(amount), 0)::bigint FROM creditgate_holds \
+             WHERE api_key_id = $1 AND status = 'active' AND expires_at > $2",
+            &[&id.0, &now.0],
+        )?;
+        Ok(Credits::from_micros(n))
+    }
+
+    fn set_key_expiry(&mut self, id: KeyId, expires_at: Option<Timestamp>) -> Result<()> {
+        self.exec("UPDATE creditgate_api_keys SET expires_at = $2 WHERE id = $1", &[&id.0, &expires_at.map(|t| t.0)])?;
+        Ok(())
+    }
+
+    fn set_key_disabled(&mut self, id: KeyId, at: Option<Timestamp>) -> Result<bool> {
+        let n = match at {
+            Some(t) => self.exec(
+                "UPDATE creditgate_api_keys SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL",
+                &[&id.0, &t.0],
+            )?,
+            None => self.exec(
+                "UPDATE creditgate_api_keys SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL",
+                &[&id.0],
+            )?,
+        };
+        Ok(n == 1)
+    }
+
+    fn set_key_rotated(&mut self, id: KeyId, to: KeyId, ends_at: Timestamp) -> Result<()> {
+        self.exec(
+            "UPDATE creditgate_api_keys SET rotated_to = $2, \
+             expires_at = CASE WHEN expires_at IS NULL OR expires_at > $3 THEN $3 ELSE expires_at END WHERE id = $1",
+            &[&id.0, &to.0, &ends_at.0],
+        )?;
+        Ok(())
+    }
+
+    fn set_key_limit(&mut self, id: KeyId, limit: Option<(Credits, SpendWindow)>) -> Result<()> {
+        self.exec(
+            "UPDATE creditgate_api_keys SET spend_limit = $2, spend_window = $3 WHERE id = $1",
+            &[&id.0, &limit.map(|l| l.0.micros()), &limit.map(|l| l.1.as_str())],
+        )?;
+        Ok(())
+    }
+
+    fn put_key_spend(&mut self, id: KeyId, start: Timestamp, end: Timestamp, spent: Credits) -> Result<()> {
+        self.exec(
+            "INSERT INTO creditgate_key_spend (api_key_id, window_start, window_end, spent) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (api_key_id) DO UPDATE SET window_start = EXCLUDED.window_start, \
+             window_end = EXCLUDED.window_end, spent = EXCLUDED.spent",
+            &[&id.0, &start.0, &end.0, &spent.micros()],
+        )?;
+        Ok(())
+    }
+
+    fn add_key_spend(&mut self, id: KeyId, start: Timestamp, end: Timestamp, amount: Credits) -> Result<()> {
+        // The CASEs read the old row: a later window restarts the counter,
+        // the same one adds (saturating), an earlier one leaves it.
+        self.exec(
+            "INSERT INTO creditgate_key_spend AS t (api_key_id, window_start, window_end, spent) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (api_key_id) DO UPDATE SET \
+             spent = CASE WHEN t.window_start < EXCLUDED.window_start THEN EXCLUDED.spent \
+                          WHEN t.window_start > EXCLUDED.window_start THEN t.spent \
+                          ELSE LEAST(t.spent::numeric + EXCLUDED.spent, 9223372036854775807)::bigint END, \
+             window_end = CASE WHEN t.window_start < EXCLUDED.window_start THEN EXCLUDED.window_end ELSE t.window_end END, \
+             window_start = GREATEST(t.window_start, EXCLUDED.window_start)",
+            &[&id.0, &start.0, &end.0, &amount.micros()],
+        )?;
+        Ok(())
+    }
+
+    fn key_usage_since(&mut self, user: &str, id: KeyId, since: Timestamp) -> Result<Credits> {
+        let n = self.int(
+            "SELECT LEAST(GREATEST(COALESCE(SUM(-amount), 0), 0), 9223372036854775807)::bigint FROM creditgate_entries \
+             WHERE user_id = $1 AND api_key_id = $2 AND kind = 'usage' AND created_at >= $3",
+            &[&user, &id.0, &since.0],
+        )?;
+        Ok(Credits::from_micros(n))
     }
 
     fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>> {
         self.one_key("id = $1", &[&id.0])
     }
 
-    fn active_keys(&mut self, user: &str) -> Result<u32> {
-        let n =
-            self.int("SELECT COUNT(*) FROM creditgate_api_keys WHERE user_id = $1 AND revoked_at IS NULL", &[&user])?;
+    fn active_keys(&mut self, user: &str, now: Timestamp) -> Result<u32> {
+        let n = self.int(
+            "SELECT COUNT(*) FROM creditgate_api_keys WHERE user_id = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
+            &[&user, &now.0],
+        )?;
         Ok(count(n))
     }
 
     fn insert_key(&mut self, k: &KeyRow, hash: &str, kind: HashKind) -> Result<()> {
         self.exec(
-            "INSERT INTO creditgate_api_keys (id, user_id, name, prefix, key_hash, hash_kind, legacy, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&k.id.0, &k.user_id, &k.name, &k.prefix, &hash, &kind.as_str(), &k.legacy, &k.created_at.0],
+            "INSERT INTO creditgate_api_keys (id, user_id, name, prefix, key_hash, hash_kind, legacy, created_at, \
+             expires_at, spend_limit, spend_window) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &k.id.0,
+                &k.user_id,
+                &k.name,
+                &k.prefix,
+                &hash,
+                &kind.as_str(),
+                &k.legacy,
+                &k.created_at.0,
+                &k.expires_at.map(|t| t.0),
+                &k.spend_limit.map(Credits::micros),
+                &k.spend_window.map(SpendWindow::as_str),
+            ],
         )?;
         Ok(())
     }
@@ -1248,7 +1387,7 @@ impl Tx for PgTx<'_> {
 
     fn keys(&mut self, user: &str, limit: u32) -> Result<Vec<KeyRow>> {
         let sql = format!(
-            "SELECT {KEY_COLS} FROM creditgate_api_keys WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+            "SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.user_id = $1 ORDER BY k.created_at DESC, k.id DESC LIMIT $2"
         );
         let rows = self.query(&sql, &[&user, &i64::from(limit)])?;
         rows.iter().map(key_from_row).collect()
@@ -1296,13 +1435,27 @@ impl Tx for PgTx<'_> {
     }
 
     fn insert_hold_if_available(&mut self, h: &HoldRow, now: Timestamp) -> Result<bool> {
-        let n = self.exec(
+        let sql = format!(
             "INSERT INTO creditgate_holds (id, user_id, api_key_id, amount, model, request_id, status, created_at, expires_at) \
              SELECT $3::uuid, $1::text, $4::uuid, $5::bigint, $6::text, $7::text, 'active', $2::bigint, $8::bigint \
              FROM creditgate_accounts a WHERE a.user_id = $1::text AND a.balance::numeric - a.min_balance - \
                  (SELECT COALESCE(SUM(x.amount), 0) FROM creditgate_holds x \
-                  WHERE x.user_id = $1::text AND x.status = 'active' AND x.expires_at > $2::bigint) >= $5::bigint",
-            &[&h.user_id, &now.0, &h.id.0, &h.api_key_id.0, &h.amount.micros(), &h.model, &h.request_id, &h.expires_at.0],
+                  WHERE x.user_id = $1::text AND x.status = 'active' AND x.expires_at > $2::bigint) >= $5::bigint \
+             AND NOT EXISTS (SELECT 1 FROM {KEY_FROM} WHERE k.id = $4::uuid AND ({}) < $5::bigint)",
+            key_remaining_sql("$2::bigint")
+        );
+        let n = self.exec(
+            &sql,
+            &[
+                &h.user_id,
+                &now.0,
+                &h.id.0,
+                &h.api_key_id.0,
+                &h.amount.micros(),
+                &h.model,
+                &h.request_id,
+                &h.expires_at.0,
+            ],
         )?;
         Ok(n == 1)
     }

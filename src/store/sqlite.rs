@@ -9,7 +9,9 @@ use crate::config::{Config, Synchronous, TestClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
-use crate::types::{Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, Timestamp};
+use crate::types::{
+    Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp,
+};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/sqlite/002_lean_entry_indexes.sql")),
     (3, include_str!("migrations/sqlite/003_min_balance.sql")),
     (4, include_str!("migrations/sqlite/004_events.sql")),
+    (5, include_str!("migrations/sqlite/005_key_lifecycle.sql")),
     (6, include_str!("migrations/sqlite/006_grants.sql")),
 ];
 
@@ -352,7 +355,16 @@ struct SqliteTx<'c> {
 
 const ENTRY_COLS: &str = "id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, api_key_id, \
      input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at";
-const KEY_COLS: &str = "id, user_id, name, prefix, legacy, created_at, last_used_at, revoked_at";
+const KEY_COLS: &str = "k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, k.revoked_at, \
+     k.expires_at, k.disabled_at, k.rotated_to, k.spend_limit, k.spend_window, s.window_end, s.spent";
+/// Keys with their spend counter.
+const KEY_FROM: &str = "creditgate_api_keys k LEFT JOIN creditgate_key_spend s ON s.api_key_id = k.id";
+/// The key's spend cap left: limit − spent in the window − its holds (NULL
+/// without a cap); `?2` is now.
+const KEY_REMAINING_SQL: &str = "CASE WHEN k.spend_limit IS NULL THEN NULL ELSE k.spend_limit \
+     - (CASE WHEN s.window_end > ?2 THEN s.spent ELSE 0 END) \
+     - (SELECT COALESCE(SUM(kh.amount), 0) FROM creditgate_holds kh \
+        WHERE kh.api_key_id = k.id AND kh.status = 'active' AND kh.expires_at > ?2) END";
 const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at";
 const GRANT_COLS: &str =
     "id, user_id, entry_id, category, priority, amount, remaining, expires_at, created_at, payment_id";
@@ -418,6 +430,18 @@ fn key_from_row(r: &Row) -> rusqlite::Result<KeyRow> {
         created_at: Timestamp(r.get(5)?),
         last_used_at: r.get::<_, Option<i64>>(6)?.map(Timestamp),
         revoked_at: r.get::<_, Option<i64>>(7)?.map(Timestamp),
+        expires_at: r.get::<_, Option<i64>>(8)?.map(Timestamp),
+        disabled_at: r.get::<_, Option<i64>>(9)?.map(Timestamp),
+        rotated_to: opt_uuid_col(r, 10)?.map(KeyId),
+        spend_limit: r.get::<_, Option<i64>>(11)?.map(Credits::from_micros),
+        spend_window: r
+            .get::<_, Option<String>>(12)?
+            .map(|w| SpendWindow::parse(&w).map_err(|e| corrupt("spend window", e)))
+            .transpose()?,
+        spend: match (r.get::<_, Option<i64>>(13)?, r.get::<_, Option<i64>>(14)?) {
+            (Some(end), Some(spent)) => Some((Timestamp(end), Credits::from_micros(spent))),
+            _ => None,
+        },
     })
 }
 
@@ -458,7 +482,7 @@ impl SqliteTx<'_> {
     }
 
     fn one_key(&self, sql_where: &str, p: impl rusqlite::Params) -> Result<Option<KeyRow>> {
-        let sql = format!("SELECT {KEY_COLS} FROM creditgate_api_keys WHERE {sql_where}");
+        let sql = format!("SELECT {KEY_COLS} FROM {KEY_FROM} WHERE {sql_where}");
         Ok(self.c.prepare_cached(&sql)?.query_row(p, key_from_row).optional()?)
     }
 
@@ -611,39 +635,146 @@ impl Tx for SqliteTx<'_> {
         }
     }
 
-    fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<(KeyRow, Credits)>> {
-        const SQL: &str = "SELECT k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, k.revoked_at, \
+    fn key_with_available(
+        &mut self,
+        hash: &str,
+        only: Option<HashKind>,
+    ) -> Result<Option<(KeyRow, Credits, Option<Credits>)>> {
+        // One statement: the key (not disabled, not expired), its account's
+        // available credits and what its cap leaves.
+        let sql = format!(
+            "SELECT {KEY_COLS}, \
              COALESCE(a.balance - a.min_balance, 0) - (SELECT COALESCE(SUM(h.amount), 0) FROM creditgate_holds h \
              WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > ?2) \
              - (SELECT COALESCE(SUM(g.remaining), 0) FROM creditgate_grants g \
-             WHERE g.user_id = k.user_id AND g.remaining > 0 AND g.expires_at <= ?2) \
-             FROM creditgate_api_keys k LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
-             WHERE k.key_hash = ?1 AND (?3 IS NULL OR k.hash_kind = ?3)";
+             WHERE g.user_id = k.user_id AND g.remaining > 0 AND g.expires_at <= ?2), {KEY_REMAINING_SQL} \
+             FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
+             WHERE k.key_hash = ?1 AND (?3 IS NULL OR k.hash_kind = ?3) \
+             AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?2)"
+        );
         let row = self
             .c
-            .prepare_cached(SQL)?
+            .prepare_cached(&sql)?
             .query_row(params![hash, self.now()?.0, only.map(HashKind::as_str)], |r| {
-                Ok((key_from_row(r)?, Credits::from_micros(r.get(8)?)))
+                Ok((
+                    key_from_row(r)?,
+                    Credits::from_micros(r.get(15)?),
+                    r.get::<_, Option<i64>>(16)?.map(Credits::from_micros),
+                ))
             })
             .optional()?;
         Ok(row)
+    }
+
+    fn key_held(&mut self, id: KeyId, now: Timestamp) -> Result<Credits> {
+        Ok(Credits::from_micros(self.count(
+            "SELECT COALESCE(SUM(amount), 0) FROM creditgate_holds WHERE api_key_id = ?1 AND status = 'active' AND expires_at > ?2",
+            params![id.to_string(), now.0],
+        )?))
+    }
+
+    fn set_key_expiry(&mut self, id: KeyId, expires_at: Option<Timestamp>) -> Result<()> {
+        self.c
+            .prepare_cached("UPDATE creditgate_api_keys SET expires_at = ?2 WHERE id = ?1")?
+            .execute(params![id.to_string(), expires_at.map(|t| t.0)])?;
+        Ok(())
+    }
+
+    fn set_key_disabled(&mut self, id: KeyId, at: Option<Timestamp>) -> Result<bool> {
+        let n = match at {
+            Some(t) => self
+                .c
+                .prepare_cached(
+                    "UPDATE creditgate_api_keys SET disabled_at = ?2 WHERE id = ?1 AND disabled_at IS NULL",
+                )?
+                .execute(params![id.to_string(), t.0])?,
+            None => self
+                .c
+                .prepare_cached(
+                    "UPDATE creditgate_api_keys SET disabled_at = NULL WHERE id = ?1 AND disabled_at IS NOT NULL",
+                )?
+                .execute([id.to_string()])?,
+        };
+        Ok(n == 1)
+    }
+
+    fn set_key_rotated(&mut self, id: KeyId, to: KeyId, ends_at: Timestamp) -> Result<()> {
+        self.c
+            .prepare_cached(
+                "UPDATE creditgate_api_keys SET rotated_to = ?2, \
+                 expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?3 THEN ?3 ELSE expires_at END WHERE id = ?1",
+            )?
+            .execute(params![id.to_string(), to.to_string(), ends_at.0])?;
+        Ok(())
+    }
+
+    fn set_key_limit(&mut self, id: KeyId, limit: Option<(Credits, SpendWindow)>) -> Result<()> {
+        self.c
+            .prepare_cached("UPDATE creditgate_api_keys SET spend_limit = ?2, spend_window = ?3 WHERE id = ?1")?
+            .execute(params![id.to_string(), limit.map(|l| l.0.micros()), limit.map(|l| l.1.as_str())])?;
+        Ok(())
+    }
+
+    fn put_key_spend(&mut self, id: KeyId, start: Timestamp, end: Timestamp, spent: Credits) -> Result<()> {
+        self.c
+            .prepare_cached(
+                "INSERT INTO creditgate_key_spend (api_key_id, window_start, window_end, spent) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (api_key_id) DO UPDATE SET window_start = excluded.window_start, \
+                 window_end = excluded.window_end, spent = excluded.spent",
+            )?
+            .execute(params![id.to_string(), start.0, end.0, spent.micros()])?;
+        Ok(())
+    }
+
+    fn add_key_spend(&mut self, id: KeyId, start: Timestamp, end: Timestamp, amount: Credits) -> Result<()> {
+        // The CASEs read the old row: a later window restarts the counter,
+        // the same one adds (saturating), an earlier one leaves it.
+        self.c
+            .prepare_cached(
+                "INSERT INTO creditgate_key_spend (api_key_id, window_start, window_end, spent) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (api_key_id) DO UPDATE SET \
+                 spent = CASE WHEN window_start < excluded.window_start THEN excluded.spent \
+                              WHEN window_start > excluded.window_start THEN spent \
+                              WHEN spent > 9223372036854775807 - excluded.spent THEN 9223372036854775807 \
+                              ELSE spent + excluded.spent END, \
+                 window_end = CASE WHEN window_start < excluded.window_start THEN excluded.window_end ELSE window_end END, \
+                 window_start = MAX(window_start, excluded.window_start)",
+            )?
+            .execute(params![id.to_string(), start.0, end.0, amount.micros()])?;
+        Ok(())
+    }
+
+    fn key_usage_since(&mut self, user: &str, id: KeyId, since: Timestamp) -> Result<Credits> {
+        // Summed in i128: a lifetime of usage may exceed i64 (then saturates).
+        let mut stmt = self.c.prepare_cached(
+            "SELECT amount FROM creditgate_entries WHERE user_id = ?1 AND api_key_id = ?2 AND kind = 'usage' AND created_at >= ?3",
+        )?;
+        let mut rows = stmt.query(params![user, id.to_string(), since.0])?;
+        let mut used = 0i128;
+        while let Some(r) = rows.next()? {
+            used -= i128::from(r.get::<_, i64>(0)?);
+        }
+        Ok(Credits::from_micros(i64::try_from(used.max(0)).unwrap_or(i64::MAX)))
     }
 
     fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>> {
         self.one_key("id = ?1", [id.to_string()])
     }
 
-    fn active_keys(&mut self, user: &str) -> Result<u32> {
-        let n =
-            self.count("SELECT COUNT(*) FROM creditgate_api_keys WHERE user_id = ?1 AND revoked_at IS NULL", [user])?;
+    fn active_keys(&mut self, user: &str, now: Timestamp) -> Result<u32> {
+        let n = self.count(
+            "SELECT COUNT(*) FROM creditgate_api_keys WHERE user_id = ?1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > ?2)",
+            params![user, now.0],
+        )?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     fn insert_key(&mut self, k: &KeyRow, hash: &str, kind: HashKind) -> Result<()> {
         self.c
             .prepare_cached(
-                "INSERT INTO creditgate_api_keys (id, user_id, name, prefix, key_hash, hash_kind, legacy, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO creditgate_api_keys (id, user_id, name, prefix, key_hash, hash_kind, legacy, created_at, \
+                 expires_at, spend_limit, spend_window) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 k.id.to_string(),
@@ -653,7 +784,10 @@ impl Tx for SqliteTx<'_> {
                 hash,
                 kind.as_str(),
                 k.legacy,
-                k.created_at.0
+                k.created_at.0,
+                k.expires_at.map(|t| t.0),
+                k.spend_limit.map(Credits::micros),
+                k.spend_window.map(SpendWindow::as_str),
             ])?;
         Ok(())
     }
@@ -682,7 +816,7 @@ impl Tx for SqliteTx<'_> {
 
     fn keys(&mut self, user: &str, limit: u32) -> Result<Vec<KeyRow>> {
         let sql = format!(
-            "SELECT {KEY_COLS} FROM creditgate_api_keys WHERE user_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2"
+            "SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.user_id = ?1 ORDER BY k.created_at DESC, k.id DESC LIMIT ?2"
         );
         let mut stmt = self.c.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![user, limit], key_from_row)?;
@@ -729,7 +863,8 @@ impl Tx for SqliteTx<'_> {
         let sql = format!(
             "INSERT INTO creditgate_holds (id, user_id, api_key_id, amount, model, request_id, status, created_at, expires_at) \
              SELECT ?3, ?1, ?4, ?5, ?6, ?7, 'active', ?2, ?8 FROM creditgate_accounts \
-             WHERE user_id = ?1 AND balance - {HELD_SQL} - min_balance >= ?5"
+             WHERE user_id = ?1 AND balance - {HELD_SQL} - min_balance >= ?5 \
+             AND NOT EXISTS (SELECT 1 FROM {KEY_FROM} WHERE k.id = ?4 AND ({KEY_REMAINING_SQL}) < ?5)"
         );
         let n = self.c.prepare_cached(&sql)?.execute(params![
             h.user_id,

@@ -616,6 +616,81 @@ static void test_verify_and_revoke(void) {
     cg_close(m);
 }
 
+/* Key lifecycle and spend caps: disable/enable, expiry, rotation with grace,
+ * set_key_limit and cg_last_error_limit_source. */
+static void test_key_policy(void) {
+    cg_manager *m = open_temp();
+    cg_api_key key;
+    char *secret = paid_key(m, "kate", "pi_k", &key);
+    cg_verification v;
+    cg_hold h;
+    cg_usage_charge c;
+
+    /* Disabled: the unknown-key 401, but usage is still charged. */
+    CHECK_OK(cg_disable_api_key(m, key.key_id, "kate"));
+    CHECK_OK(cg_disable_api_key(m, key.key_id, NULL));
+    CHECK_ERR(cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v), CG_INVALID_API_KEY, "unknown API key");
+    CHECK_ERR(cg_reserve(m, secret, CREDITS(1), 0, NULL, 0, NULL, &h), CG_INVALID_API_KEY, "unknown API key");
+    CHECK_OK(cg_record_usage(m, secret, NULL, 1000, 0, NULL, NULL, &c));
+    CHECK_EQ_I64(c.charged_micros, CREDITS(1));
+    CHECK_ERR(cg_disable_api_key(m, key.key_id, "someone-else"), CG_NOT_FOUND, key.key_id);
+    CHECK_OK(cg_enable_api_key(m, key.key_id, NULL));
+    CHECK_OK(cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v));
+
+    /* Expiry: 1 (a microsecond after the epoch) expires it; 0 clears it. */
+    CHECK_OK(cg_set_api_key_expiry(m, key.key_id, 1, NULL));
+    CHECK_ERR(cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v), CG_INVALID_API_KEY, "unknown API key");
+    CHECK_OK(cg_set_api_key_expiry(m, key.key_id, 0, NULL));
+    CHECK_OK(cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v));
+    CHECK_ERR(cg_set_api_key_expiry(m, key.key_id, -5, NULL), CG_INVALID_ARGUMENT, "expires_at");
+
+    /* A cap: the 402 says "key"; the account's own limit says "account". */
+    /* The usage charged above, today, counts against a new daily cap. */
+    CHECK_OK(cg_set_key_limit(m, key.key_id, CREDITS(10), "daily", NULL));
+    CHECK_OK(cg_verify_api_key_credits(m, secret, CREDITS(9), &v));
+    CHECK(strcmp(cg_last_error_limit_source(), "") == 0);
+    CHECK_ERR(cg_verify_api_key_credits(m, secret, CREDITS(10), &v), CG_INSUFFICIENT_CREDITS, "9 available under");
+    CHECK(strcmp(cg_last_error_limit_source(), "key") == 0);
+    CHECK_ERR(cg_reserve(m, secret, CREDITS(11), 0, NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS, "11 required");
+    CHECK(strcmp(cg_last_error_limit_source(), "key") == 0);
+    CHECK_OK(cg_record_usage(m, secret, NULL, 4000, 0, NULL, NULL, &c));
+    char *json = NULL;
+    CHECK_OK(cg_list_api_keys_json(m, "kate", &json));
+    CHECK_CONTAINS(json, "\"spend_limit_micros\":10000000");
+    CHECK_CONTAINS(json, "\"spend_window\":\"daily\"");
+    CHECK_CONTAINS(json, "\"spent_in_window_micros\":5000000");
+    CHECK_CONTAINS(json, "\"window_resets_at\":\"20");
+    CHECK_CONTAINS(json, "\"disabled\":false");
+    cg_string_free(json);
+    CHECK_OK(cg_set_key_limit(m, key.key_id, -1, "daily", NULL));
+    CHECK_ERR(cg_verify_api_key_credits(m, secret, CREDITS(100000), &v), CG_INSUFFICIENT_CREDITS, "available");
+    CHECK(strcmp(cg_last_error_limit_source(), "account") == 0);
+    CHECK_OK(cg_verify_api_key_credits(m, secret, 0, &v));
+    CHECK(strcmp(cg_last_error_limit_source(), "") == 0);
+    CHECK_ERR(cg_set_key_limit(m, key.key_id, 1, "hourly", NULL), CG_INVALID_ARGUMENT, "window");
+    CHECK_ERR(cg_set_key_limit(m, key.key_id, -2, "daily", NULL), CG_INVALID_ARGUMENT, "limit");
+    CHECK_ERR(cg_set_key_limit(m, key.key_id, 1, NULL, NULL), CG_INVALID_ARGUMENT, "window is NULL");
+
+    /* Rotation: grace 0 ends the old key now; the new secret works. */
+    char *fresh = NULL;
+    cg_api_key fresh_key;
+    CHECK_ERR(cg_rotate_api_key(m, key.key_id, -1, NULL, &fresh, &fresh_key), CG_INVALID_ARGUMENT, "grace_seconds");
+    CHECK(fresh == NULL);
+    CHECK_OK(cg_rotate_api_key(m, key.key_id, 0, "kate", &fresh, &fresh_key));
+    CHECK(fresh != NULL && strcmp(fresh, secret) != 0 && strcmp(fresh_key.key_id, key.key_id) != 0);
+    CHECK_ERR(cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v), CG_INVALID_API_KEY, "unknown API key");
+    CHECK_OK(cg_verify_api_key_credits(m, fresh, CG_MICROS_PER_CREDIT, &v));
+    CHECK(strcmp(v.key_id, fresh_key.key_id) == 0);
+    CHECK_OK(cg_list_api_keys_json(m, "kate", &json));
+    CHECK_CONTAINS(json, fresh_key.key_id);
+    CHECK_CONTAINS(json, "\"rotated_to\":\"");
+    cg_string_free(json);
+    CHECK_ERR(cg_rotate_api_key(m, key.key_id, 0, NULL, NULL, &fresh_key), CG_INVALID_ARGUMENT, "secret_out is NULL");
+    cg_string_free(fresh);
+    cg_string_free(secret);
+    cg_close(m);
+}
+
 static void test_import(void) {
     cg_manager *m = open_temp();
     cg_api_key key;
@@ -937,6 +1012,7 @@ int main(void) {
     RUN(test_key_creation_gate);
     RUN(test_key_limit);
     RUN(test_verify_and_revoke);
+    RUN(test_key_policy);
     RUN(test_import);
     RUN(test_record_usage);
     RUN(test_holds);

@@ -25,10 +25,15 @@ SIGNATURES = {
     "reverse_payment": "(payment_id, amount_minor=None, reason=None, *, reversal_id=None)",
     "deduct_credits": "(user_id, amount, *, idempotency_key=None, reference=None, metadata=None)",
     "can_generate_api_key": "(user_id)",
-    "create_api_key": "(user_id, name=None)",
+    "create_api_key": "(user_id, name=None, *, expires_at=None)",
     "import_api_key": "(user_id, *, secret=None, secret_sha256=None, name=None)",
     "revoke_api_key": "(key_id, *, user_id=None)",
     "list_api_keys": "(user_id)",
+    "set_api_key_expiry": "(key_id, expires_at, *, user_id=None)",
+    "disable_api_key": "(key_id, *, user_id=None)",
+    "enable_api_key": "(key_id, *, user_id=None)",
+    "rotate_api_key": "(key_id, grace_seconds, *, user_id=None)",
+    "set_key_limit": "(key_id, limit, window, *, user_id=None)",
     "verify_api_key_credits": "(api_key, min_credits=1)",
     "record_usage": (
         "(api_key=None, *, key_id=None, tokens=None, input_tokens=None, output_tokens=None, model=None, "

@@ -106,6 +106,13 @@ pub(crate) fn api_keys(keys: &[ApiKeyInfo]) -> Value {
                     "last_used_at": opt_time(k.last_used_at),
                     "revoked_at": opt_time(k.revoked_at),
                     "legacy": k.legacy,
+                    "expires_at": opt_time(k.expires_at),
+                    "disabled": k.disabled,
+                    "rotated_to": k.rotated_to.map(|id| id.to_string()),
+                    "spend_limit_micros": k.spend_limit.map(|l| l.micros()),
+                    "spend_window": k.spend_window.map(|w| w.as_str()),
+                    "spent_in_window_micros": k.spent_in_window.micros(),
+                    "window_resets_at": opt_time(k.window_resets_at),
                 })
             })
             .collect(),

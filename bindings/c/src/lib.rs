@@ -24,7 +24,7 @@ mod types;
 
 use creditgate_core::{
     Config, CreditManager, Credits, EntryId, EntryKind, EntryOptions, Error, GrantCategory, GrantOptions, HoldAmount,
-    HoldId, KeyId, KeyRef, Result, Settlement, Timestamp, Usage,
+    HoldId, KeyId, KeyRef, Result, Settlement, SpendWindow, Timestamp, Usage,
 };
 use ffi::Out;
 use panic::{status_boundary, value_boundary};
@@ -139,6 +139,16 @@ pub unsafe extern "C" fn cg_close(manager: *mut cg_manager) {
 #[unsafe(no_mangle)]
 pub extern "C" fn cg_last_error() -> *const c_char {
     value_boundary(c"".as_ptr(), panic::last_error_ptr)
+}
+
+/// Which limit the last `CG_INSUFFICIENT_CREDITS` on this thread hit:
+/// "account" (the account's available credits) or "key" (the API key's
+/// spend cap, `cg_set_key_limit`); "" when the last call on this thread did
+/// not fail with `CG_INSUFFICIENT_CREDITS`. Static: never free it. Like
+/// `cg_last_error`, it describes the last status-returning call.
+#[unsafe(no_mangle)]
+pub extern "C" fn cg_last_error_limit_source() -> *const c_char {
+    value_boundary(c"".as_ptr(), panic::last_limit_source_ptr)
 }
 
 /// The HTTP status of a status (SPEC section 5): 200 for `CG_OK`, 402, 401, 403,
@@ -652,9 +662,123 @@ pub unsafe extern "C" fn cg_revoke_api_key(
     })
 }
 
+/// Sets when a key stops verifying: `expires_at_micros` microseconds since
+/// the Unix epoch (UTC), a past time expires it now; 0 clears the expiry.
+/// `user_id`: optional (NULL); with it, a key of another user is
+/// `CG_NOT_FOUND`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_set_api_key_expiry(
+    manager: *const cg_manager,
+    key_id: *const c_char,
+    expires_at_micros: i64,
+    user_id: *const c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let m = unsafe { ffi::manager(manager) }?;
+        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
+        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
+        let at = if expires_at_micros == 0 { None } else { Some(Timestamp(expires_at_micros)) };
+        m.set_api_key_expiry(key_id, at, user)
+    })
+}
+
+/// Disables a key: verification and holds then fail with
+/// `CG_INVALID_API_KEY` exactly as for an unknown key, until
+/// `cg_enable_api_key`. Usage and settlements through it are still
+/// charged. A no-op when already disabled. `user_id`: as `cg_revoke_api_key`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_disable_api_key(
+    manager: *const cg_manager,
+    key_id: *const c_char,
+    user_id: *const c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let m = unsafe { ffi::manager(manager) }?;
+        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
+        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
+        m.disable_api_key(key_id, user)
+    })
+}
+
+/// Enables a disabled key (a revoked or expired key stays unusable). A
+/// no-op when enabled. `user_id`: as `cg_revoke_api_key`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_enable_api_key(
+    manager: *const cg_manager,
+    key_id: *const c_char,
+    user_id: *const c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let m = unsafe { ffi::manager(manager) }?;
+        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
+        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
+        m.enable_api_key(key_id, user)
+    })
+}
+
+/// Replaces a usable key with a new secret for the same user and name; the
+/// old key keeps working for `grace_seconds` (0..=2592000, 30 days; 0 ends
+/// it now). No credit rule and no active-key limit apply (it is not a new
+/// key purchase). The new key inherits the old one's expiry and spend cap.
+/// `user_id`: as `cg_revoke_api_key`.
+///
+/// `secret_out`, `key_out`: as `cg_create_api_key`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_rotate_api_key(
+    manager: *const cg_manager,
+    key_id: *const c_char,
+    grace_seconds: i64,
+    user_id: *const c_char,
+    secret_out: *mut *mut c_char,
+    key_out: *mut cg_api_key,
+) -> cg_status {
+    status_boundary(|| {
+        let secret_out = unsafe { ffi::out(secret_out, "secret_out") }?;
+        let key_out = unsafe { ffi::out(key_out, "key_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
+        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
+        let k = m.rotate_api_key(key_id, grace_seconds, user)?;
+        let info = cg_api_key::of(&k.key_id.to_string(), Some(&k.prefix), false)?;
+        secret_out.write(ffi::string_into_raw(k.secret.expose().to_string())?);
+        key_out.write(info);
+        Ok(())
+    })
+}
+
+/// Caps what a key may spend per `window`: "daily", "weekly", "monthly"
+/// (UTC calendar periods: from 00:00, Monday 00:00, the 1st 00:00) or
+/// "lifetime". `limit_micros` >= 0 sets the cap; -1 removes it (then
+/// `window` is still required but unused). Verification and holds through
+/// the key then fail with `CG_INSUFFICIENT_CREDITS` and
+/// `cg_last_error_limit_source()` "key" when the cap is short. `user_id`:
+/// as `cg_revoke_api_key`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_set_key_limit(
+    manager: *const cg_manager,
+    key_id: *const c_char,
+    limit_micros: i64,
+    window: *const c_char,
+    user_id: *const c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let m = unsafe { ffi::manager(manager) }?;
+        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
+        let window = SpendWindow::parse(unsafe { ffi::text(window, "window") }?)?;
+        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
+        let limit = match limit_micros {
+            -1 => None,
+            l => Some(Credits::from_micros(l)),
+        };
+        m.set_key_limit(key_id, limit, window, user)
+    })
+}
+
 /// `user_id`'s keys, newest first, as a JSON array of objects: `key_id`,
 /// `user_id`, `name`, `prefix`, `created_at`, `last_used_at`, `revoked_at`,
-/// `legacy`. Never contains a secret.
+/// `legacy`, `expires_at`, `disabled`, `rotated_to` (a key id or null),
+/// `spend_limit_micros` (null without a cap), `spend_window`,
+/// `spent_in_window_micros`, `window_resets_at`. Never contains a secret.
 ///
 /// `json_out`: required; receives a string owned by the caller (free it
 /// with `cg_string_free`); NULL on failure.

@@ -3,15 +3,18 @@
 //! so no panic unwinds into C.
 
 use crate::status::cg_status;
-use creditgate_core::Error;
+use creditgate_core::{Error, LimitSource};
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 thread_local! {
     /// The message of this thread's last failed call; `None` after a success.
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+    /// The `limit_source` of this thread's last failure when it was
+    /// `InsufficientCredits`; `None` otherwise.
+    static LAST_LIMIT_SOURCE: Cell<Option<LimitSource>> = const { Cell::new(None) };
 }
 
 /// Runs a fallible body: `CG_OK` and an empty last error on success, the
@@ -22,14 +25,20 @@ pub(crate) fn status_boundary(body: impl FnOnce() -> Result<(), Error>) -> cg_st
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => {
             clear_last_error();
+            set_limit_source(None);
             cg_status::CG_OK
         }
         Ok(Err(e)) => {
             set_last_error(&e.to_string());
+            set_limit_source(match &e {
+                Error::InsufficientCredits { limit_source, .. } => Some(*limit_source),
+                _ => None,
+            });
             cg_status::from(&e)
         }
         Err(payload) => {
             set_last_error(&format!("panic in creditgate: {}", panic_message(payload.as_ref())));
+            set_limit_source(None);
             cg_status::CG_PANIC
         }
     }
@@ -68,6 +77,20 @@ fn clear_last_error() {
     });
 }
 
+fn set_limit_source(source: Option<LimitSource>) {
+    let _ = LAST_LIMIT_SOURCE.try_with(|slot| slot.set(source));
+}
+
+/// "account" or "key" after an `InsufficientCredits` failure on this
+/// thread, "" otherwise. Static strings.
+pub(crate) fn last_limit_source_ptr() -> *const c_char {
+    match LAST_LIMIT_SOURCE.try_with(Cell::get).ok().flatten() {
+        Some(LimitSource::Key) => c"key".as_ptr(),
+        Some(_) => c"account".as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+
 /// The last error of this thread, or "" after a success. The pointer stays
 /// valid until the next status-returning call on this thread.
 pub(crate) fn last_error_ptr() -> *const c_char {
@@ -99,7 +122,18 @@ mod tests {
         assert_eq!(s, cg_status::CG_INVALID_ARGUMENT);
         assert_eq!(last_error(), "invalid argument: user_id is NULL");
         std::thread::spawn(|| assert_eq!(last_error(), "")).join().unwrap();
+        let s = status_boundary(|| {
+            Err(Error::InsufficientCredits {
+                required: creditgate_core::Credits::from_micros(2),
+                available: creditgate_core::Credits::from_micros(1),
+                limit_source: LimitSource::Key,
+            })
+        });
+        assert_eq!(s, cg_status::CG_INSUFFICIENT_CREDITS);
+        let source = unsafe { CStr::from_ptr(last_limit_source_ptr()) };
+        assert_eq!(source.to_str().unwrap(), "key");
         let s = status_boundary(|| Err(Error::Internal("a\0b".into())));
+        assert_eq!(unsafe { CStr::from_ptr(last_limit_source_ptr()) }.to_str().unwrap(), "");
         assert_eq!(s, cg_status::CG_INTERNAL);
         assert_eq!(last_error(), "internal error: a\\0b");
     }

@@ -289,6 +289,48 @@ fn to_json(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
     Err(PyTypeError::new_err(format!("metadata values must be JSON values, not {}", type_name(obj))))
 }
 
+/// A timezone-aware `datetime` (or `None`) as exact microseconds since the
+/// epoch: `datetime - epoch` is a `timedelta` of whole days, seconds and
+/// microseconds, so no float is involved. A naive `datetime` is
+/// `InvalidArgument` (its zone is unknown); any other type `TypeError`.
+pub fn opt_timestamp(field: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Timestamp>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(None) };
+    let py = obj.py();
+    let datetime_type = py.import("datetime")?.getattr("datetime")?;
+    if !obj.is_instance(&datetime_type)? {
+        return Err(PyTypeError::new_err(format!(
+            "{field} must be a timezone-aware datetime or None, not {}",
+            type_name(obj)
+        )));
+    }
+    if obj.call_method0("utcoffset")?.is_none() {
+        return Err(invalid(
+            py,
+            format!("{field} must be timezone-aware (e.g. tzinfo=timezone.utc), got a naive datetime"),
+        ));
+    }
+    let delta = obj.sub(epoch(py)?.bind(py))?;
+    let days: i64 = delta.getattr("days")?.extract()?;
+    let seconds: i64 = delta.getattr("seconds")?.extract()?;
+    let micros: i64 = delta.getattr("microseconds")?.extract()?;
+    let total = i128::from(days) * 86_400 * i128::from(MICROS_PER_SECOND)
+        + i128::from(seconds) * i128::from(MICROS_PER_SECOND)
+        + i128::from(micros);
+    i64::try_from(total)
+        .map(|t| Some(Timestamp(t)))
+        .map_err(|_| invalid(py, format!("{field} is out of range: {}", short_repr(obj))))
+}
+
+fn epoch(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    EPOCH.get_or_try_init(py, || {
+        let dt = py.import("datetime")?;
+        let utc = dt.getattr("timezone")?.getattr("utc")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("tzinfo", utc)?;
+        dt.getattr("datetime")?.call((1970, 1, 1), Some(&kwargs)).map(Bound::unbind)
+    })
+}
+
 // ----- core -> Python ------------------------------------------------------
 
 /// Any value with a natural Python form (`str`, `int`, `bool`, `None`).
@@ -304,40 +346,6 @@ pub fn dec(py: Python<'_>, c: Credits) -> PyResult<Py<PyAny>> {
 /// A decimal string the core computed exactly (e.g. a rate).
 pub fn dec_str(py: Python<'_>, s: &str) -> PyResult<Py<PyAny>> {
     DECIMAL.import(py, "decimal", "Decimal")?.call1((s,)).map(Bound::unbind)
-}
-
-fn epoch(py: Python<'_>) -> PyResult<&Py<PyAny>> {
-    EPOCH.get_or_try_init(py, || {
-        let dt = py.import("datetime")?;
-        let utc = dt.getattr("timezone")?.getattr("utc")?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("tzinfo", utc)?;
-        dt.getattr("datetime")?.call((1970, 1, 1), Some(&kwargs)).map(Bound::unbind)
-    })
-}
-
-/// A timezone-aware `datetime` as integer microseconds since the epoch,
-/// exactly (no floats). A naive one is `InvalidArgument` (its zone is
-/// unknown); anything but a `datetime` is `TypeError`.
-pub fn timestamp(field: &str, v: &Bound<'_, PyAny>) -> PyResult<Timestamp> {
-    let py = v.py();
-    if !v.is_instance(&py.import("datetime")?.getattr("datetime")?)? {
-        return Err(PyTypeError::new_err(format!("{field} must be a datetime, not {}", type_name(v))));
-    }
-    if v.call_method0("utcoffset")?.is_none() {
-        return Err(invalid(py, format!("{field} must be a timezone-aware datetime, got {}", short_repr(v))));
-    }
-    let delta = v.sub(epoch(py)?.bind(py))?;
-    let days: i64 = delta.getattr("days")?.extract()?;
-    let seconds: i64 = delta.getattr("seconds")?.extract()?;
-    let micros: i64 = delta.getattr("microseconds")?.extract()?;
-    // |days| <= 999_999_999, so this fits in i128 and is checked into i64.
-    let total = (i128::from(days) * 86_400 + i128::from(seconds)) * i128::from(MICROS_PER_SECOND) + i128::from(micros);
-    i64::try_from(total).map(Timestamp).map_err(|_| invalid(py, format!("{field} is out of range: {}", short_repr(v))))
-}
-
-pub fn opt_timestamp(field: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Timestamp>> {
-    v.filter(|o| !o.is_none()).map(|o| timestamp(field, o)).transpose()
 }
 
 /// A timezone-aware UTC `datetime`: epoch + integer microseconds.

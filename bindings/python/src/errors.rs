@@ -5,7 +5,8 @@
 //! abi3 below Python 3.12 cannot subclass `Exception` with a `#[pyclass]`,
 //! and `InvalidArgument` must also be a `ValueError`. Every class carries
 //! `code` and `status_code`; raised instances of `InsufficientCredits` carry
-//! `required` and `available` (`Decimal`), of `LimitReached` `limit`.
+//! `required` and `available` (`Decimal`) and `limit_source` (`"account"` or
+//! `"key"`), of `LimitReached` `limit`.
 
 use crate::convert::dec;
 use creditgate::{Error, ErrorCode};
@@ -35,7 +36,8 @@ fn class_name(code: ErrorCode) -> &'static str {
 fn class_doc(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::InsufficientCredits => {
-            "Not enough available credits (402). `.required` and `.available` are Decimal credits."
+            "Not enough available credits (402). `.required` and `.available` are Decimal credits; \
+             `.limit_source` is \"account\" or \"key\" (the API key's spend cap)."
         }
         ErrorCode::InvalidApiKey => "The API key is malformed, unknown or revoked (401).",
         ErrorCode::LimitReached => "A per-user limit is reached (403). `.limit` names the setting.",
@@ -101,9 +103,10 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
 fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     let exc = class(py, e.code())?.call1((e.to_string(),))?;
     match e {
-        Error::InsufficientCredits { required, available } => {
+        Error::InsufficientCredits { required, available, limit_source } => {
             exc.setattr("required", dec(py, *required)?)?;
             exc.setattr("available", dec(py, *available)?)?;
+            exc.setattr("limit_source", limit_source.as_str())?;
         }
         Error::LimitReached { limit, .. } => exc.setattr("limit", *limit)?,
         _ => {}

@@ -500,12 +500,87 @@ impl LocalCreditManager {
         KeyEligibility::new(py, eligibility)
     }
 
-    #[pyo3(signature = (user_id, name=None))]
-    fn create_api_key(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>, name: Option<Text>) -> PyResult<NewApiKey> {
+    #[pyo3(signature = (user_id, name=None, *, expires_at=None))]
+    fn create_api_key(
+        &self,
+        py: Python<'_>,
+        user_id: &Bound<'_, PyAny>,
+        name: Option<Text>,
+        expires_at: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<NewApiKey> {
         let user = convert::user_id(user_id)?;
         let name = convert::opt_text(py, "name", name)?;
-        let key = self.run(py, move |m| m.create_api_key(&user, name.as_deref()))?;
+        let expires_at = convert::opt_timestamp("expires_at", expires_at)?;
+        let key = self.run(py, move |m| m.create_api_key_with(&user, name.as_deref(), expires_at))?;
         NewApiKey::new(py, key)
+    }
+
+    /// Sets (a datetime) or clears (None) when the key stops verifying; a
+    /// time in the past expires it now.
+    #[pyo3(signature = (key_id, expires_at, *, user_id=None))]
+    fn set_api_key_expiry(
+        &self,
+        py: Python<'_>,
+        key_id: Text,
+        expires_at: Option<&Bound<'_, PyAny>>,
+        user_id: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+        let expires_at = convert::opt_timestamp("expires_at", expires_at)?;
+        let user = convert::opt_user_id(user_id)?;
+        self.run(py, move |m| m.set_api_key_expiry(key_id, expires_at, user.as_deref()))
+    }
+
+    /// Disables a key: it fails verification like an unknown key until enabled.
+    #[pyo3(signature = (key_id, *, user_id=None))]
+    fn disable_api_key(&self, py: Python<'_>, key_id: Text, user_id: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+        let user = convert::opt_user_id(user_id)?;
+        self.run(py, move |m| m.disable_api_key(key_id, user.as_deref()))
+    }
+
+    /// Enables a disabled key again.
+    #[pyo3(signature = (key_id, *, user_id=None))]
+    fn enable_api_key(&self, py: Python<'_>, key_id: Text, user_id: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+        let user = convert::opt_user_id(user_id)?;
+        self.run(py, move |m| m.enable_api_key(key_id, user.as_deref()))
+    }
+
+    /// A new secret for the same user and name; the old key keeps working
+    /// for `grace_seconds` (0..=30 days).
+    #[pyo3(signature = (key_id, grace_seconds, *, user_id=None))]
+    fn rotate_api_key(
+        &self,
+        py: Python<'_>,
+        key_id: Text,
+        grace_seconds: &Bound<'_, PyAny>,
+        user_id: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<NewApiKey> {
+        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+        let grace = convert::int("grace_seconds", grace_seconds)?;
+        let user = convert::opt_user_id(user_id)?;
+        let key = self.run(py, move |m| m.rotate_api_key(key_id, grace, user.as_deref()))?;
+        NewApiKey::new(py, key)
+    }
+
+    /// Caps what the key may spend per window (`daily`, `weekly`,
+    /// `monthly`, `lifetime`); `limit=None` removes the cap.
+    #[pyo3(signature = (key_id, limit, window, *, user_id=None))]
+    fn set_key_limit(
+        &self,
+        py: Python<'_>,
+        key_id: Text,
+        limit: Option<&Bound<'_, PyAny>>,
+        window: Text,
+        user_id: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+        let limit = convert::opt_amount("limit", limit)?;
+        let window = window.get(py, "window")?;
+        let window = cg::SpendWindow::parse(&window).map_err(|e| to_py(py, e))?;
+        let user = convert::opt_user_id(user_id)?;
+        self.run(py, move |m| m.set_key_limit(key_id, limit, window, user.as_deref()))
     }
 
     #[pyo3(signature = (user_id, *, secret=None, secret_sha256=None, name=None))]

@@ -232,7 +232,10 @@ impl NewApiKey {
 
 record!(
     /// An API key as listed: never its secret.
-    ApiKeyInfo { key_id, user_id, name, prefix, created_at, last_used_at, revoked_at, legacy }
+    ApiKeyInfo {
+        key_id, user_id, name, prefix, created_at, last_used_at, revoked_at, legacy, expires_at, disabled,
+        rotated_to, spend_limit, spend_window, spent_in_window, window_resets_at
+    }
 );
 
 impl ApiKeyInfo {
@@ -246,13 +249,24 @@ impl ApiKeyInfo {
             last_used_at: opt_datetime(py, k.last_used_at)?,
             revoked_at: opt_datetime(py, k.revoked_at)?,
             legacy: obj(py, k.legacy)?,
+            expires_at: opt_datetime(py, k.expires_at)?,
+            disabled: obj(py, k.disabled)?,
+            rotated_to: obj(py, k.rotated_to.map(|id| id.to_string()))?,
+            spend_limit: match k.spend_limit {
+                Some(l) => dec(py, l)?,
+                None => py.None(),
+            },
+            spend_window: obj(py, k.spend_window.map(|w| w.as_str()))?,
+            spent_in_window: dec(py, k.spent_in_window)?,
+            window_resets_at: opt_datetime(py, k.window_resets_at)?,
         })
     }
 }
 
 record!(
-    /// A verified key: whose it is and what its account has available.
-    Verification { user_id, key_id, available }
+    /// A verified key: whose it is, what its account has available and
+    /// what its spend cap leaves (`key_remaining`, None without a cap).
+    Verification { user_id, key_id, available, key_remaining }
 );
 
 impl Verification {
@@ -261,6 +275,10 @@ impl Verification {
             user_id: obj(py, v.user_id)?,
             key_id: obj(py, v.key_id.to_string())?,
             available: dec(py, v.available)?,
+            key_remaining: match v.key_remaining {
+                Some(r) => dec(py, r)?,
+                None => py.None(),
+            },
         })
     }
 }

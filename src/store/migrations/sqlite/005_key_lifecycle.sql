@@ -1,0 +1,25 @@
+-- creditgate schema v5: API key lifecycle and per-key spend caps.
+-- expires_at / disabled_at: microseconds (UTC); a key past expires_at or
+-- with disabled_at set fails verification like an unknown key.
+-- rotated_to: the key that replaced this one (rotate_api_key).
+-- spend_limit: micro-credits per spend_window ('daily', 'weekly',
+-- 'monthly', 'lifetime'); NULL = no cap.
+ALTER TABLE creditgate_api_keys ADD COLUMN expires_at INTEGER;
+ALTER TABLE creditgate_api_keys ADD COLUMN disabled_at INTEGER;
+ALTER TABLE creditgate_api_keys ADD COLUMN rotated_to TEXT;
+ALTER TABLE creditgate_api_keys ADD COLUMN spend_limit INTEGER CHECK (spend_limit IS NULL OR spend_limit >= 0);
+ALTER TABLE creditgate_api_keys ADD COLUMN spend_window TEXT;
+
+-- One rolling counter per capped key: usage charged through the key in the
+-- window [window_start, window_end); a charge in a later window restarts it.
+-- Updated in the charge's transaction; never scanned from the ledger on the
+-- hot path.
+CREATE TABLE IF NOT EXISTS creditgate_key_spend (
+    api_key_id   TEXT PRIMARY KEY,
+    window_start INTEGER NOT NULL,
+    window_end   INTEGER NOT NULL,
+    spent        INTEGER NOT NULL
+);
+
+-- Holds of one key (the cap subtracts them).
+CREATE INDEX IF NOT EXISTS creditgate_holds_key ON creditgate_holds(api_key_id, status, expires_at);
