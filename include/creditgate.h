@@ -413,7 +413,10 @@ cg_status cg_set_min_balance(const struct cg_manager *manager,
  * The account of `user_id` as a JSON object: `user_id`, `balance_micros`,
  * `held_micros`, `available_micros`, `min_balance_micros`, `lifetime_purchased_micros`,
  * `lifetime_used_micros`, `active_keys`, `first_key_issued`, `created_at`
- * (RFC 3339, null for a user the ledger has never seen).
+ * (RFC 3339, null for a user the ledger has never seen), and `grants`: the
+ * live grants in draw-down order, each with `grant_id`, `category`,
+ * `priority`, `amount_micros`, `remaining_micros`, `expires_at` (null:
+ * never), `created_at`, `source_entry_id` and `payment_id`.
  *
  * `json_out`: required; receives a string owned by the caller (free it
  * with `cg_string_free`); NULL on failure.
@@ -438,6 +441,55 @@ cg_status cg_add_credits(const struct cg_manager *manager,
                          struct cg_entry *entry_out);
 
 /**
+ * `cg_add_credits` with the grant's options: `category` "paid" or
+ * "promotional" (NULL: promotional for kind "grant", paid otherwise),
+ * `priority` (-1000..=1000, lower is drawn first; 0 by default) and
+ * `expires_at_micros` (microseconds since the Unix epoch, UTC, later than
+ * now; 0 = never expires). A negative adjustment takes NULL, 0, 0.
+ *
+ * `entry_out`: required; receives the entry (zeroed on failure).
+ */
+cg_status cg_add_credits_grant(const struct cg_manager *manager,
+                               const char *user_id,
+                               int64_t amount_micros,
+                               const char *kind,
+                               const char *category,
+                               int32_t priority,
+                               int64_t expires_at_micros,
+                               const char *idempotency_key,
+                               const char *reference,
+                               const char *metadata_json,
+                               struct cg_entry *entry_out);
+
+/**
+ * `cg_record_payment` with the grant's options, as in
+ * `cg_add_credits_grant` (`category` NULL: paid).
+ *
+ * `entry_out`: required; receives the entry (zeroed on failure).
+ */
+cg_status cg_record_payment_grant(const struct cg_manager *manager,
+                                  const char *user_id,
+                                  const char *payment_id,
+                                  int64_t amount_minor,
+                                  const char *currency,
+                                  const char *category,
+                                  int32_t priority,
+                                  int64_t expires_at_micros,
+                                  struct cg_entry *entry_out);
+
+/**
+ * Applies every due grant expiry of up to `limit` accounts (1..=10000),
+ * one `expiry` entry per expired grant. Reads never count expired credits
+ * anyway; this brings the entries up to date. Call again while
+ * `accounts == limit`.
+ *
+ * `json_out`: required; receives `{"accounts", "entries",
+ * "credits_micros"}` owned by the caller (free it with `cg_string_free`);
+ * NULL on failure.
+ */
+cg_status cg_expire_grants(const struct cg_manager *manager, uint32_t limit, char **json_out);
+
+/**
  * The payment webhook path: credits `user_id` with what `amount_minor`
  * (cents, > 0) of `currency` (NULL = "USD"; case-insensitive; only USD)
  * buys, as a `purchase` entry with key `payment:<payment_id>`. A payment
@@ -460,6 +512,9 @@ cg_status cg_record_payment(const struct cg_manager *manager,
  * yet reversed (negative: `CG_INVALID_ARGUMENT`). `reason`, `reversal_id`
  * (the processor's refund id, for partial refunds): optional (NULL).
  * Unknown payment: `CG_NOT_FOUND`; nothing left: `CG_INVALID_ARGUMENT`.
+ * The payment's own grant gives first; the entry's metadata tells
+ * `grant_id`, `from_grant_micros` and `already_spent_micros` (the part
+ * taken from other grants or into overdraft).
  *
  * `entry_out`: required; receives the entry (zeroed on failure).
  */

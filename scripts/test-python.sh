@@ -28,9 +28,10 @@ py="$PWD/$venv/bin/python"
 shopt -s nullglob
 typed=(examples/*.py tests/python/conftest.py tests/python/test_api*.py tests/python/test_bad_input.py
        tests/python/test_secret_hygiene.py tests/python/test_gateway_hostile.py tests/python/test_aio.py
-       tests/python/test_fastapi_glue.py python/creditgate/aio.py python/creditgate/fastapi.py
-       python/creditgate/prometheus.py tests/python/test_prometheus.py tests/python/test_docs.py
-       tests/python/test_events.py tests/python/test_key_policy.py tests/python/test_rate_limits.py)
+       tests/python/test_fastapi_glue.py tests/python/test_grants.py python/creditgate/aio.py
+       python/creditgate/fastapi.py python/creditgate/prometheus.py tests/python/test_prometheus.py
+       tests/python/test_docs.py tests/python/test_events.py tests/python/test_key_policy.py
+       tests/python/test_rate_limits.py)
 "$py" -m mypy --strict "${typed[@]}"
 
 # Benchmark smoke runs (no timing claims; full numbers in BENCHMARKS.md):

@@ -4,6 +4,8 @@ use crate::error::{Error, Result};
 use crate::keys::Pepper;
 use crate::money::Credits;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///creditgate.db";
 pub const DEFAULT_MIN_CREDITS_API_KEY: i64 = 5000;
@@ -41,6 +43,32 @@ pub struct Config {
     pub(crate) synchronous: Synchronous,
     /// Balances (descending) whose downward crossing writes a `balance.low` event.
     pub(crate) low_balance_thresholds: Vec<Credits>,
+    pub(crate) clock: TestClock,
+}
+
+/// A shift of the ledger's clock, for tests only: expiry of grants and holds
+/// can then be tested without sleeping. Shared by clones, so a test can move
+/// time forward while a manager is open. Not read from the environment and
+/// not exposed in Python or C.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default)]
+pub struct TestClock(Arc<AtomicI64>);
+
+impl TestClock {
+    pub fn new() -> TestClock {
+        TestClock::default()
+    }
+
+    /// Moves the ledger's clock `micros` forward (never backward).
+    pub fn advance(&self, micros: i64) {
+        assert!(micros >= 0, "the test clock only moves forward");
+        self.0.fetch_add(micros, Ordering::SeqCst);
+    }
+
+    /// The current shift in microseconds.
+    pub fn offset_micros(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl Default for Config {
@@ -57,6 +85,7 @@ impl Default for Config {
             busy_timeout_ms: DEFAULT_BUSY_TIMEOUT_MS,
             pool_size: DEFAULT_POOL_SIZE,
             synchronous: Synchronous::Full,
+            clock: TestClock::default(),
             low_balance_thresholds: Vec::new(),
         }
     }
@@ -210,6 +239,13 @@ impl Config {
 
     pub fn synchronous(mut self, v: Synchronous) -> Config {
         self.synchronous = v;
+        self
+    }
+
+    /// Test-only: the ledger's clock is the real one shifted by `clock`.
+    #[doc(hidden)]
+    pub fn test_clock(mut self, clock: TestClock) -> Config {
+        self.clock = clock;
         self
     }
 

@@ -35,6 +35,10 @@ pub enum EventKind {
     KeyLimitSet,
     /// `set_api_key_expiry`. Data: `expires_at` (RFC 3339, or null: none).
     KeyExpirySet,
+    /// A grant reached its `expires_at` with credits left, which an `expiry`
+    /// entry removed. Data: `grant_id`, `amount` (credits expired),
+    /// `category`, `entry_id`.
+    GrantExpired,
 }
 
 impl EventKind {
@@ -50,6 +54,7 @@ impl EventKind {
             EventKind::KeyRotated => "key.rotated",
             EventKind::KeyLimitSet => "key.limit_set",
             EventKind::KeyExpirySet => "key.expiry_set",
+            EventKind::GrantExpired => "grant.expired",
         }
     }
 
@@ -69,6 +74,7 @@ const ALL: &[EventKind] = &[
     EventKind::KeyRotated,
     EventKind::KeyLimitSet,
     EventKind::KeyExpirySet,
+    EventKind::GrantExpired,
 ];
 
 /// One outbox event.

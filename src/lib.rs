@@ -17,17 +17,21 @@ mod store;
 mod types;
 mod validate;
 
-pub use config::{Config, Synchronous, redact_url};
+pub use config::{Config, Synchronous, TestClock, redact_url};
 pub use error::{Error, ErrorCode, LimitSource, Result};
 pub use events::{Event, EventKind, MAX_EVENTS_PER_PAGE, MAX_LOW_BALANCE_THRESHOLDS};
 pub use import::{ImportKeys, ImportSummary, ImportUsers, KeyFormat};
 pub use keys::ApiKeySecret;
-pub use manager::{CreditManager, EntryOptions, HoldAmount, KeyRef, MAX_TOKENS_PER_MINUTE, Settlement, Usage};
+pub use manager::{
+    CreditManager, EntryOptions, HoldAmount, KeyRef, MAX_EXPIRY_SWEEP, MAX_GRANT_LIFETIME_MICROS, MAX_GRANT_PRIORITY,
+    MAX_LISTED_GRANTS, MAX_TOKENS_PER_MINUTE, MIN_GRANT_PRIORITY, Settlement, Usage,
+};
 pub use metrics::Counter;
 pub use money::{Credits, MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS, MICROS_PER_CREDIT};
 pub use types::{
-    Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, Hold, HoldId, KeyEligibility, KeyId,
-    ModelPrice, NewApiKey, Report, SpendWindow, Timestamp, UsageCharge, Verification,
+    Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, ExpirySweep, Grant, GrantCategory,
+    GrantId, GrantOptions, Hold, HoldId, KeyEligibility, KeyId, ModelPrice, NewApiKey, Report, SpendWindow, Timestamp,
+    UsageCharge, Verification,
 };
 pub use validate::{MAX_METADATA_BYTES, MAX_PAGE_LIMIT, MAX_TEXT_BYTES, MAX_TOKENS_PER_CALL, MAX_TTL_SECONDS};
 

@@ -72,6 +72,83 @@ pub enum Settlement<'a> {
 /// Most API keys a pending `last_used_at` batch remembers.
 const MAX_PENDING_TOUCHES: usize = 10_000;
 
+/// Grant priorities: lower is drawn first (within a category); default 0.
+pub const MIN_GRANT_PRIORITY: i32 = -1000;
+pub const MAX_GRANT_PRIORITY: i32 = 1000;
+/// The furthest a grant's `expires_at` may lie: 100 years ahead.
+pub const MAX_GRANT_LIFETIME_MICROS: i64 = 100 * 366 * 86_400 * 1_000_000;
+/// Most grants `account()` lists (the first ones in draw-down order).
+pub const MAX_LISTED_GRANTS: u32 = 1_000;
+/// Most accounts one `expire_grants` call sweeps.
+pub const MAX_EXPIRY_SWEEP: u32 = 10_000;
+/// Grants one draw-down query fetches; a usage charge usually needs the first.
+const GRANT_FETCH: u32 = 8;
+
+/// How an entry moves grants (lots).
+#[derive(Clone, Copy, Debug)]
+enum Lots {
+    /// A credit creates a grant; a debit draws grants down in order.
+    Auto,
+    /// A debit draws this grant (with this much remaining) first, then the
+    /// others in order: a payment's reversal.
+    FirstFrom(GrantId, Credits),
+    /// The expiry of this grant's whole remainder.
+    Expire(GrantId),
+}
+
+/// The grant a credit creates.
+#[derive(Clone, Debug)]
+struct GrantSpec {
+    category: GrantCategory,
+    priority: i32,
+    expires_at: Option<Timestamp>,
+    payment_id: Option<String>,
+}
+
+impl GrantSpec {
+    /// The category of a kind's credits when the caller names none:
+    /// `grant` is promotional; purchases, refunds and adjustments are paid.
+    fn default_category(kind: EntryKind) -> GrantCategory {
+        if kind == EntryKind::Grant { GrantCategory::Promotional } else { GrantCategory::Paid }
+    }
+
+    /// Validates the caller's options for a credit of `amount`.
+    fn of(kind: EntryKind, amount: Credits, o: &GrantOptions) -> Result<Option<GrantSpec>> {
+        if !(MIN_GRANT_PRIORITY..=MAX_GRANT_PRIORITY).contains(&o.priority) {
+            return Err(Error::invalid(format!(
+                "priority must be in {MIN_GRANT_PRIORITY}..={MAX_GRANT_PRIORITY}, got {}",
+                o.priority
+            )));
+        }
+        if amount <= Credits::ZERO {
+            if *o != GrantOptions::default() {
+                return Err(Error::invalid(
+                    "expires_at, category and priority describe credits; a negative adjustment is a debit",
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(GrantSpec {
+            category: o.category.unwrap_or_else(|| GrantSpec::default_category(kind)),
+            priority: o.priority,
+            expires_at: o.expires_at,
+            payment_id: None,
+        }))
+    }
+
+    /// `expires_at` must lie in (now, now + 100 years].
+    fn check(&self, now: Timestamp) -> Result<()> {
+        if let Some(t) = self.expires_at
+            && (t <= now || t.0 - now.0 > MAX_GRANT_LIFETIME_MICROS)
+        {
+            return Err(Error::invalid(format!(
+                "expires_at must be after the ledger's clock ({now}) and at most 100 years ahead, got {t}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The prepaid-credit ledger. Cheap to clone, `Send + Sync`.
 ///
 /// ```
@@ -136,6 +213,9 @@ struct Draft<'a> {
     amount_minor: Option<i64>,
     currency: Option<String>,
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The grant a credit creates; None: the kind's defaults.
+    grant: Option<GrantSpec>,
+    lots: Lots,
 }
 
 impl<'a> Draft<'a> {
@@ -155,6 +235,8 @@ impl<'a> Draft<'a> {
             amount_minor: None,
             currency: None,
             metadata: None,
+            grant: None,
+            lots: Lots::Auto,
         }
     }
 }
@@ -313,10 +395,21 @@ impl CreditManager {
 
     // ----- ledger core -------------------------------------------------
 
-    /// Applies the balance change and appends its entry. The only path by
-    /// which a balance moves.
+    /// Applies the account's due expiries, then the balance change, appends
+    /// its entry and moves its grants. The only path by which a balance moves.
     fn append(&self, tx: &mut dyn Tx, now: Timestamp, d: Draft) -> Result<Entry> {
+        if let Some(g) = &d.grant {
+            g.check(now)?;
+        }
         tx.ensure_account(d.user, now)?;
+        let (live, _) = self.expire_due(tx, now, d.user)?;
+        self.post(tx, now, d, live)
+    }
+
+    /// `append` after the expiries: `live` is the first batch of the
+    /// account's live grants in draw-down order (saves the draw a query).
+    fn post(&self, tx: &mut dyn Tx, now: Timestamp, mut d: Draft, live: Vec<Grant>) -> Result<Entry> {
+        let moves = (d.kind, d.lots, d.grant.take());
         let Some((balance_after, seq)) = tx.apply(d.user, d.amount, d.strict, now)? else {
             let balance = tx.account(d.user)?.map_or(Credits::ZERO, |a| a.balance);
             if balance.checked_add(d.amount).is_err() {
@@ -353,6 +446,7 @@ impl CreditManager {
             self.emit(tx, now, d.user, None, EventKind::FirstPurchase, data)?;
         }
         tx.insert_entry(&entry, global)?;
+        self.move_lots(tx, now, moves, &entry, live)?;
         self.balance_events(tx, &entry)?;
         Ok(entry)
     }
@@ -410,6 +504,127 @@ impl CreditManager {
         })())
     }
 
+    /// Keeps `sum(remaining) == max(balance, 0)`: a credit creates a grant
+    /// holding what is left after repaying any debt; a debit draws grants
+    /// down by what the balance loses above zero; an expiry empties its grant.
+    fn move_lots(
+        &self,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        (kind, lots, grant): (EntryKind, Lots, Option<GrantSpec>),
+        e: &Entry,
+        live: Vec<Grant>,
+    ) -> Result<()> {
+        let backed = |b: Credits| b.max(Credits::ZERO);
+        let was = backed(e.balance_after.checked_sub(e.amount)?);
+        let is = backed(e.balance_after);
+        let user = e.user_id.as_str();
+        match lots {
+            Lots::Expire(id) => take_grant(tx, user, id, e.amount.checked_neg()?),
+            _ if e.amount > Credits::ZERO => {
+                let spec = grant.unwrap_or(GrantSpec {
+                    category: GrantSpec::default_category(kind),
+                    priority: 0,
+                    expires_at: None,
+                    payment_id: None,
+                });
+                let g = Grant {
+                    grant_id: GrantId(0),
+                    user_id: e.user_id.clone(),
+                    category: spec.category,
+                    priority: spec.priority,
+                    amount: e.amount,
+                    remaining: is.checked_sub(was)?,
+                    expires_at: spec.expires_at,
+                    created_at: now,
+                    source_entry_id: Some(e.id),
+                    payment_id: spec.payment_id,
+                };
+                tx.insert_grant(&g).map(|_| ())
+            }
+            Lots::FirstFrom(id, has) => draw(tx, user, now, was.checked_sub(is)?, Some((id, has)), Vec::new()),
+            Lots::Auto => draw(tx, user, now, was.checked_sub(is)?, None, live),
+        }
+    }
+
+    /// Applies `user`'s due expiries (one `expiry` entry per grant past its
+    /// `expires_at` with credits left, earliest expiry first). Returns the
+    /// first live grants in draw-down order and what expired. The account
+    /// must be locked (`ensure_account`).
+    fn expire_due(&self, tx: &mut dyn Tx, now: Timestamp, user: &str) -> Result<(Vec<Grant>, ExpirySweep)> {
+        let mut expired = ExpirySweep::default();
+        loop {
+            let batch = tx.live_grants(user, now, true, GRANT_FETCH)?;
+            let full = batch.len() == GRANT_FETCH as usize;
+            let mut live = Vec::with_capacity(batch.len());
+            for g in batch {
+                if g.expires_at.is_some_and(|t| t <= now) {
+                    expired.entries += 1;
+                    expired.credits = expired.credits.checked_add(g.remaining)?;
+                    self.expire_grant(tx, now, g)?;
+                } else {
+                    live.push(g);
+                }
+            }
+            // Due grants come first: once a live one shows, none is left.
+            if !live.is_empty() || !full {
+                expired.accounts = u64::from(expired.entries > 0);
+                return Ok((live, expired));
+            }
+        }
+    }
+
+    /// The `expiry` entry of a grant's whole remainder.
+    fn expire_grant(&self, tx: &mut dyn Tx, now: Timestamp, g: Grant) -> Result<Entry> {
+        let mut d = Draft::new(&g.user_id, EntryKind::Expiry, g.remaining.checked_neg()?);
+        d.lots = Lots::Expire(g.grant_id);
+        d.reference = Some(format!("grant:{}", g.grant_id));
+        let mut m = serde_json::Map::new();
+        m.insert("grant_id".into(), serde_json::Value::from(g.grant_id.0));
+        m.insert("category".into(), serde_json::Value::from(g.category.as_str()));
+        if let Some(t) = g.expires_at {
+            m.insert("expires_at".into(), serde_json::Value::from(t.to_rfc3339()));
+        }
+        d.metadata = Some(m);
+        let e = self.post(tx, now, d, Vec::new())?;
+        let data = serde_json::json!({
+            "grant_id": g.grant_id.0,
+            "amount": g.remaining.to_string(),
+            "category": g.category.as_str(),
+            "entry_id": e.id.to_string(),
+        });
+        self.emit(tx, now, &g.user_id, None, EventKind::GrantExpired, data)?;
+        Ok(e)
+    }
+
+    /// Applies every due expiry of up to `limit` accounts (in
+    /// 1..=`MAX_EXPIRY_SWEEP`), one transaction per account; reads and writes
+    /// already never count an expired grant, so this only brings the entries
+    /// (and `transactions`) up to date. Call it until `accounts < limit`.
+    pub fn expire_grants(&self, limit: u32) -> Result<ExpirySweep> {
+        self.track((|| {
+            if !(1..=MAX_EXPIRY_SWEEP).contains(&limit) {
+                return Err(Error::invalid(format!("limit must be in 1..={MAX_EXPIRY_SWEEP}, got {limit}")));
+            }
+            let users = self.read(|tx| {
+                let now = tx.now()?;
+                tx.users_with_due_grants(now, limit)
+            })?;
+            let mut sweep = ExpirySweep::default();
+            for user in &users {
+                let done = self.write(|tx| {
+                    let now = tx.now()?;
+                    tx.ensure_account(user, now)?;
+                    Ok(self.expire_due(tx, now, user)?.1)
+                })?;
+                sweep.accounts += done.accounts;
+                sweep.entries += done.entries;
+                sweep.credits = sweep.credits.checked_add(done.credits)?;
+            }
+            Ok(sweep)
+        })())
+    }
+
     fn counts_entry(&self, e: &Entry) {
         if e.replayed {
             return;
@@ -422,11 +637,16 @@ impl CreditManager {
 
     // ----- balances and entries ------------------------------------------
 
+    /// The ledger balance without grants past their expiry (whose `expiry`
+    /// entries the next write or `expire_grants` appends).
     pub fn get_balance(&self, user: &str) -> Result<Credits> {
-        self.track(
-            validate::text("user_id", user)
-                .and_then(|u| self.read(|tx| Ok(tx.account(u)?.map_or(Credits::ZERO, |a| a.balance)))),
-        )
+        self.track(validate::text("user_id", user).and_then(|u| {
+            self.read(|tx| {
+                let now = tx.now()?;
+                let balance = tx.account(u)?.map_or(Credits::ZERO, |a| a.balance);
+                balance.checked_sub(tx.due_grants(u, now)?)
+            })
+        }))
     }
 
     pub fn account(&self, user: &str) -> Result<Account> {
@@ -436,7 +656,7 @@ impl CreditManager {
                 let row = tx.account(u)?;
                 let held = tx.held(u, now)?;
                 let (lifetime_purchased, lifetime_used) = tx.lifetime(u)?;
-                let balance = row.as_ref().map_or(Credits::ZERO, |a| a.balance);
+                let balance = row.as_ref().map_or(Credits::ZERO, |a| a.balance).checked_sub(tx.due_grants(u, now)?)?;
                 let min_balance = row.as_ref().map_or(Credits::ZERO, |a| a.min_balance);
                 Ok(Account {
                     user_id: u.to_string(),
@@ -449,6 +669,7 @@ impl CreditManager {
                     active_keys: tx.active_keys(u, now)?,
                     first_key_issued: row.as_ref().is_some_and(|a| a.first_key_issued),
                     created_at: row.map(|a| a.created_at),
+                    grants: tx.live_grants(u, now, false, MAX_LISTED_GRANTS)?,
                 })
             })
         }))
@@ -476,8 +697,23 @@ impl CreditManager {
     }
 
     /// Credits an account. `kind`: purchase, grant, refund or adjustment
-    /// (which may be negative, and then is strict).
+    /// (which may be negative, and then is strict). The credits form a grant
+    /// with the kind's defaults (see [`add_credits_with`](Self::add_credits_with)).
     pub fn add_credits(&self, user: &str, amount: Credits, kind: EntryKind, opts: &EntryOptions) -> Result<Entry> {
+        self.add_credits_with(user, amount, kind, opts, &GrantOptions::default())
+    }
+
+    /// `add_credits` with the grant's `expires_at`, `category` (default:
+    /// promotional for `grant`, paid for the other kinds) and `priority`.
+    /// A replay compares user, kind and amount only, as for `reference`.
+    pub fn add_credits_with(
+        &self,
+        user: &str,
+        amount: Credits,
+        kind: EntryKind,
+        opts: &EntryOptions,
+        grant: &GrantOptions,
+    ) -> Result<Entry> {
         let r = (|| {
             let user = validate::text("user_id", user)?;
             match kind {
@@ -498,6 +734,7 @@ impl CreditManager {
             d.key = validate::caller_key("idempotency_key", opts.idempotency_key)?.map(str::to_string);
             d.reference = validate::opt_text("reference", opts.reference)?.map(str::to_string);
             d.metadata = validate::metadata(opts.metadata)?;
+            d.grant = GrantSpec::of(kind, amount, grant)?;
             self.append_idempotent(d)
         })();
         let r = self.track(r);
@@ -570,6 +807,19 @@ impl CreditManager {
 
     /// The payment webhook path: `amount_minor` cents of `currency` (USD).
     pub fn record_payment(&self, user: &str, payment_id: &str, amount_minor: i64, currency: &str) -> Result<Entry> {
+        self.record_payment_with(user, payment_id, amount_minor, currency, &GrantOptions::default())
+    }
+
+    /// `record_payment` with the grant's options (default category: paid).
+    /// A replay compares user, amount and currency, not the grant options.
+    pub fn record_payment_with(
+        &self,
+        user: &str,
+        payment_id: &str,
+        amount_minor: i64,
+        currency: &str,
+        grant: &GrantOptions,
+    ) -> Result<Entry> {
         let r = (|| {
             let user = validate::text("user_id", user)?;
             let payment_id = validate::text("payment_id", payment_id)?;
@@ -584,6 +834,7 @@ impl CreditManager {
                 )));
             }
             let key = format!("payment:{payment_id}");
+            let spec = GrantSpec::of(EntryKind::Purchase, Credits::from_micros(micros as i64), grant)?;
             self.write(|tx| {
                 let now = tx.now()?;
                 if let Some(e) = tx.entry_by_global_key(&key)? {
@@ -598,6 +849,7 @@ impl CreditManager {
                 d.reference = Some(payment_id.to_string());
                 d.amount_minor = Some(amount_minor);
                 d.currency = Some(currency.to_string());
+                d.grant = spec.clone().map(|g| GrantSpec { payment_id: Some(payment_id.to_string()), ..g });
                 self.append(tx, now, d)
             })
         })();
@@ -668,19 +920,31 @@ impl CreditManager {
                     let micros = i128::from(purchase.amount.micros()) * i128::from(part) / i128::from(paid_minor);
                     Credits::from_micros(micros as i64)
                 };
-                let mut d = Draft::new(&purchase.user_id, EntryKind::Reversal, credits.checked_neg()?);
+                let user = purchase.user_id.clone();
+                // The payment's own grant gives first, after due expiries.
+                tx.ensure_account(&user, now)?;
+                self.expire_due(tx, now, &user)?;
+                let own = tx.grant_by_payment(payment_id)?;
+                let mut m = serde_json::Map::new();
+                if let Some(r) = reason {
+                    m.insert("reason".into(), serde_json::Value::String(r.to_string()));
+                }
+                let mut d = Draft::new(&user, EntryKind::Reversal, credits.checked_neg()?);
+                if let Some(g) = &own {
+                    let from_grant = credits.min(g.remaining);
+                    m.insert("grant_id".into(), serde_json::Value::from(g.grant_id.0));
+                    m.insert("from_grant_micros".into(), serde_json::Value::from(from_grant.micros()));
+                    let spent = credits.checked_sub(from_grant)?;
+                    m.insert("already_spent_micros".into(), serde_json::Value::from(spent.micros()));
+                    d.lots = Lots::FirstFrom(g.grant_id, g.remaining);
+                }
                 d.key = Some(key.clone());
                 d.global_key = true;
                 d.reference = Some(payment_id.to_string());
                 d.amount_minor = Some(part);
                 d.currency = purchase.currency.clone();
-                d.metadata = reason.map(|r| {
-                    let mut m = serde_json::Map::new();
-                    m.insert("reason".into(), serde_json::Value::String(r.to_string()));
-                    m
-                });
-                let user = purchase.user_id.clone();
-                self.append(tx, now, Draft { user: &user, ..d })
+                d.metadata = if m.is_empty() { None } else { Some(m) };
+                self.append(tx, now, d)
             })
         })();
         self.track(r)
@@ -753,6 +1017,7 @@ impl CreditManager {
             let outcome = self.write(|tx| {
                 let now = tx.now()?;
                 tx.ensure_account(user, now)?;
+                self.expire_due(tx, now, user)?;
                 if let Some(t) = expires_at
                     && t <= now
                 {
@@ -1350,6 +1615,7 @@ impl CreditManager {
                 }
                 let user = k.user_id.as_str();
                 tx.ensure_account(user, now)?;
+                self.expire_due(tx, now, user)?;
                 let expired = tx.expire_holds(user, now)?;
                 let (held_amount, model) = match amount {
                     HoldAmount::Credits(c) => (c, None),
@@ -1548,6 +1814,7 @@ impl CreditManager {
                 }
             })?;
             let accounts_checked = accounts.len() as u64;
+            let balances = accounts.clone();
             for (u, (balance, last_seq)) in accounts {
                 let (sum, seq) = walked.remove(&u).unwrap_or((0, 0));
                 if i128::from(balance) != sum {
@@ -1567,6 +1834,25 @@ impl CreditManager {
             }
             for u in walked.keys() {
                 mismatches.push(mismatch(u, "missing_account", "entries without an account row".into()));
+            }
+            // Grants: sum(remaining) == max(balance, 0), each 0 <= remaining <= amount.
+            let mut lots: BTreeMap<String, (i128, i64)> = BTreeMap::new();
+            tx.scan_grants(&mut |u, sum, bad| {
+                lots.insert(u.to_string(), (sum, bad));
+            })?;
+            for (u, (balance, _)) in &balances {
+                let (sum, bad) = lots.remove(u).unwrap_or((0, 0));
+                if sum != i128::from((*balance).max(0)) {
+                    let detail = format!("grants hold {sum} micros, the balance is {balance}");
+                    mismatches.push(mismatch(u, "grant_mismatch", detail));
+                }
+                if bad > 0 {
+                    let detail = format!("{bad} grants have remaining outside 0..=amount");
+                    mismatches.push(mismatch(u, "grant_out_of_range", detail));
+                }
+            }
+            for u in lots.keys() {
+                mismatches.push(mismatch(u, "grant_mismatch", "grants without an account row".into()));
             }
             Ok(AuditReport { ok: mismatches.is_empty(), accounts_checked, entries_checked, mismatches })
         }))
@@ -1589,6 +1875,9 @@ impl CreditManager {
                 b if b > 0 => outstanding += i128::from(b),
                 b => receivable -= i128::from(b),
             })?;
+            // Grants past their expiry are gone from balances already.
+            let now = tx.now()?;
+            outstanding -= i128::from(tx.due_grants_total(now)?.micros());
             Ok((tx.figures()?, outstanding, receivable))
         });
         self.track(figures.and_then(|(f, outstanding, receivable)| {
@@ -1637,6 +1926,56 @@ fn counted_request(check: RateCheck, now: Timestamp) -> Result<()> {
         }
         RateCheck::Allowed | RateCheck::Unlimited => Ok(()),
     }
+}
+
+/// Takes `amount` from grant `id`, which must hold it (the account is
+/// locked, so nothing else moved it).
+fn take_grant(tx: &mut dyn Tx, user: &str, id: GrantId, amount: Credits) -> Result<()> {
+    if amount > Credits::ZERO && !tx.take_from_grant(id, amount)? {
+        return Err(Error::Internal(format!(
+            "grant {id} of user {:?} holds less than {amount}; run audit()",
+            truncate(user)
+        )));
+    }
+    Ok(())
+}
+
+/// Draws `left` from `user`'s live grants: `first` (a payment's own grant)
+/// before all, then in draw-down order, starting with the prefetched `batch`.
+fn draw(
+    tx: &mut dyn Tx,
+    user: &str,
+    now: Timestamp,
+    mut left: Credits,
+    first: Option<(GrantId, Credits)>,
+    mut batch: Vec<Grant>,
+) -> Result<()> {
+    if let Some((id, has)) = first {
+        let take = left.min(has);
+        take_grant(tx, user, id, take)?;
+        left = left.checked_sub(take)?;
+        batch.clear();
+    }
+    while left > Credits::ZERO {
+        if batch.is_empty() {
+            batch = tx.live_grants(user, now, false, GRANT_FETCH)?;
+            if batch.is_empty() {
+                return Err(Error::Internal(format!(
+                    "the grants of user {:?} hold less than its balance; run audit()",
+                    truncate(user)
+                )));
+            }
+        }
+        for g in batch.drain(..) {
+            let take = left.min(g.remaining);
+            take_grant(tx, user, g.grant_id, take)?;
+            left = left.checked_sub(take)?;
+            if left == Credits::ZERO {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn mismatch(user: &str, problem: &str, detail: String) -> AuditMismatch {

@@ -131,6 +131,8 @@ pub enum EntryKind {
     Refund,
     Reversal,
     Adjustment,
+    /// The unspent remainder of a grant (lot) that passed its `expires_at`.
+    Expiry,
 }
 
 impl EntryKind {
@@ -143,6 +145,7 @@ impl EntryKind {
             EntryKind::Refund => "refund",
             EntryKind::Reversal => "reversal",
             EntryKind::Adjustment => "adjustment",
+            EntryKind::Expiry => "expiry",
         }
     }
 
@@ -155,6 +158,7 @@ impl EntryKind {
             "refund" => EntryKind::Refund,
             "reversal" => EntryKind::Reversal,
             "adjustment" => EntryKind::Adjustment,
+            "expiry" => EntryKind::Expiry,
             _ => return Err(Error::invalid(format!("unknown entry kind {:?}", truncate(s)))),
         })
     }
@@ -212,6 +216,96 @@ pub struct Account {
     pub first_key_issued: bool,
     /// None for a user the ledger has never seen.
     pub created_at: Option<Timestamp>,
+    /// The live grants (lots) backing the balance, in draw-down order:
+    /// those with credits remaining that have not expired.
+    pub grants: Vec<Grant>,
+}
+
+/// A grant's category; promotional credits are drawn down before paid ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum GrantCategory {
+    /// Drawn first.
+    Promotional,
+    Paid,
+}
+
+impl GrantCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantCategory::Promotional => "promotional",
+            GrantCategory::Paid => "paid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<GrantCategory> {
+        match s {
+            "paid" => Ok(GrantCategory::Paid),
+            "promotional" => Ok(GrantCategory::Promotional),
+            _ => Err(Error::invalid(format!("grant category must be paid or promotional, got {:?}", truncate(s)))),
+        }
+    }
+}
+
+impl fmt::Display for GrantCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A grant (lot) id: a positive integer, assigned by the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrantId(pub i64);
+
+impl fmt::Display for GrantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One grant (lot): the credits one entry added, and what of them is left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub grant_id: GrantId,
+    pub user_id: String,
+    pub category: GrantCategory,
+    /// Lower numbers are drawn first (within a category).
+    pub priority: i32,
+    /// What the source entry credited.
+    pub amount: Credits,
+    /// What is left; 0 once spent or expired.
+    pub remaining: Credits,
+    /// None: never expires.
+    pub expires_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    /// The entry that created it; None for the opening lot of a ledger
+    /// migrated from before grants existed.
+    pub source_entry_id: Option<EntryId>,
+    /// The payment id, for a grant bought through `record_payment`.
+    pub payment_id: Option<String>,
+}
+
+/// How the credits of `add_credits_with` / `record_payment_with` are granted.
+/// `Default`: the kind's category (purchase, refund, adjustment: paid;
+/// grant: promotional), priority 0, no expiry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GrantOptions {
+    /// Must be later than the transaction's clock.
+    pub expires_at: Option<Timestamp>,
+    pub category: Option<GrantCategory>,
+    /// In `MIN_GRANT_PRIORITY..=MAX_GRANT_PRIORITY`; lower is drawn first.
+    pub priority: i32,
+}
+
+/// What `expire_grants` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpirySweep {
+    /// Accounts whose due grants were expired.
+    pub accounts: u64,
+    /// `expiry` entries written (one per expired grant).
+    pub entries: u64,
+    /// Credits removed from balances.
+    pub credits: Credits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -751,10 +751,17 @@ fn bad_input_matrix_every_method_rejects_with_the_documented_code_and_changes_no
         x.expect("set_model_price(output)", inv, m.set_model_price("gpt", credits(1), c));
         x.expect("settle(credits)", inv, m.settle(hold.hold_id, Settlement::Credits(c)));
     }
-    for kind in [EntryKind::Usage, EntryKind::Deduct, EntryKind::Reversal] {
+    for kind in [EntryKind::Usage, EntryKind::Deduct, EntryKind::Reversal, EntryKind::Expiry] {
         x.expect("add_credits(kind)", inv, m.add_credits("alice", credits(1), kind, &o));
     }
-    for kind in [EntryKind::Grant, EntryKind::Refund, EntryKind::Usage, EntryKind::Deduct, EntryKind::Reversal] {
+    for kind in [
+        EntryKind::Grant,
+        EntryKind::Refund,
+        EntryKind::Usage,
+        EntryKind::Deduct,
+        EntryKind::Reversal,
+        EntryKind::Expiry,
+    ] {
         x.expect("import_balance(kind)", inv, m.import_balance("carol", credits(1), kind));
         let iu = ImportUsers { kind, ..ImportUsers::default() };
         x.expect("import_users(kind)", inv, m.import_users(&iu));

@@ -650,3 +650,337 @@ proptest! {
         }
     }
 }
+
+// ----- grants, draw-down order and expiry on an injected clock --------------
+
+mod grants_model {
+    //! A second model: every account's grants (lots) with their category,
+    //! priority, expiry and remainder; credits, strict and non-strict debits,
+    //! payments and their grant-aware reversals, the clock moving on in whole
+    //! hours, and sweeps. After every step the balances, the live grants (in
+    //! draw-down order), the entries and the audit must agree with the model.
+
+    use super::common;
+    use creditgate::{
+        Config, CreditManager, Credits, EntryKind, EntryOptions, ErrorCode, GrantCategory, GrantOptions, KeyRef,
+        Synchronous, TestClock, Timestamp, Usage,
+    };
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const USERS: [&str; 2] = ["ann", "ben"];
+    const HOUR: i64 = 3_600_000_000;
+    const NO_OPTS: EntryOptions<'static> = EntryOptions { idempotency_key: None, reference: None, metadata: None };
+
+    #[derive(Clone, Debug)]
+    pub enum Op {
+        Credit { user: usize, kind: usize, micros: i64, promo: Option<bool>, priority: i32, hours: Option<i64> },
+        Deduct { user: usize, micros: i64 },
+        Adjust { user: usize, micros: i64 },
+        Use { user: usize, tokens: i64 },
+        Pay { user: usize, payment: u8, minor: i64, hours: Option<i64> },
+        Reverse { payment: u8 },
+        Advance { hours: i64 },
+        Sweep,
+    }
+
+    const KINDS: [EntryKind; 4] = [EntryKind::Grant, EntryKind::Purchase, EntryKind::Refund, EntryKind::Adjustment];
+
+    pub fn op_strategy() -> impl Strategy<Value = Op> {
+        let user = 0..USERS.len();
+        let micros = prop_oneof![3 => (1i64..=40).prop_map(|c| c * 250_000), 1 => 1i64..=3_000_000];
+        let hours = proptest::option::of(1i64..=4);
+        prop_oneof![
+            5 => (user.clone(), 0..KINDS.len(), micros.clone(), proptest::option::of(any::<bool>()), -1i32..=2, hours.clone())
+                .prop_map(|(user, kind, micros, promo, priority, hours)| Op::Credit { user, kind, micros, promo, priority, hours }),
+            3 => (user.clone(), micros.clone()).prop_map(|(user, micros)| Op::Deduct { user, micros }),
+            1 => (user.clone(), micros).prop_map(|(user, micros)| Op::Adjust { user, micros }),
+            3 => (user.clone(), 0i64..=12_000).prop_map(|(user, tokens)| Op::Use { user, tokens }),
+            2 => (user.clone(), 0u8..3, 1i64..=300, hours).prop_map(|(user, payment, minor, hours)| Op::Pay { user, payment, minor, hours }),
+            1 => (0u8..3).prop_map(|payment| Op::Reverse { payment }),
+            3 => (0i64..=2).prop_map(|hours| Op::Advance { hours }),
+            1 => Just(Op::Sweep),
+        ]
+    }
+
+    #[derive(Clone, Debug)]
+    struct Lot {
+        /// Creation order (grant ids increase with it).
+        order: u64,
+        promo: bool,
+        priority: i32,
+        /// The test clock's offset plus the lifetime, in hours: the real
+        /// time between steps is far below an hour, so this orders and
+        /// decides expiry exactly.
+        expires: Option<i64>,
+        remaining: i64,
+        payment: Option<u8>,
+    }
+
+    #[derive(Default)]
+    struct Model {
+        hours: i64,
+        balance: [i64; 2],
+        lots: [Vec<Lot>; 2],
+        next: u64,
+        entries: u64,
+        /// payment → (user, credits, reversed)
+        payments: HashMap<u8, (usize, i64, bool)>,
+    }
+
+    impl Model {
+        fn due(&self, u: usize) -> i64 {
+            self.lots[u]
+                .iter()
+                .filter(|l| l.remaining > 0 && l.expires.is_some_and(|e| e <= self.hours))
+                .map(|l| l.remaining)
+                .sum()
+        }
+
+        /// Applies the due expiries (earliest first); returns (entries, micros).
+        fn expire(&mut self, u: usize) -> (u64, i64) {
+            let mut due: Vec<usize> = (0..self.lots[u].len())
+                .filter(|&i| self.lots[u][i].remaining > 0 && self.lots[u][i].expires.is_some_and(|e| e <= self.hours))
+                .collect();
+            due.sort_by_key(|&i| (self.lots[u][i].expires, self.lots[u][i].order));
+            let (mut n, mut total) = (0, 0);
+            for i in due {
+                let r = std::mem::take(&mut self.lots[u][i].remaining);
+                self.balance[u] -= r;
+                self.entries += 1;
+                n += 1;
+                total += r;
+            }
+            (n, total)
+        }
+
+        fn live(&self, u: usize) -> Vec<Lot> {
+            let mut v: Vec<Lot> = self.lots[u]
+                .iter()
+                .filter(|l| l.remaining > 0 && l.expires.is_none_or(|e| e > self.hours))
+                .cloned()
+                .collect();
+            v.sort_by_key(|l| (!l.promo, l.priority, l.expires.unwrap_or(i64::MAX), l.order));
+            v
+        }
+
+        fn credit(
+            &mut self,
+            u: usize,
+            micros: i64,
+            promo: bool,
+            priority: i32,
+            expires: Option<i64>,
+            payment: Option<u8>,
+        ) {
+            let was = self.balance[u].max(0);
+            self.balance[u] += micros;
+            let remaining = self.balance[u].max(0) - was;
+            self.lots[u].push(Lot { order: self.next, promo, priority, expires, remaining, payment });
+            self.next += 1;
+            self.entries += 1;
+        }
+
+        /// A debit after the expiries; `first` is drawn before the order.
+        fn debit(&mut self, u: usize, micros: i64, first: Option<u8>) {
+            let was = self.balance[u].max(0);
+            self.balance[u] -= micros;
+            let mut left = was - self.balance[u].max(0);
+            self.entries += 1;
+            let mut order: Vec<u64> = Vec::new();
+            if let Some(p) = first {
+                order.extend(self.lots[u].iter().filter(|l| l.payment == Some(p)).map(|l| l.order));
+            }
+            order.extend(self.live(u).iter().map(|l| l.order));
+            for o in order {
+                let Some(l) = self.lots[u].iter_mut().find(|l| l.order == o) else { continue };
+                let take = left.min(l.remaining);
+                l.remaining -= take;
+                left -= take;
+            }
+            assert_eq!(left, 0, "the model's grants cover its balance");
+        }
+    }
+
+    pub struct Harness {
+        m: CreditManager,
+        clock: TestClock,
+        keys: Vec<String>,
+        model: Model,
+        start: Timestamp,
+        _guard: common::Guard,
+    }
+
+    impl Harness {
+        pub fn new() -> Harness {
+            let clock = TestClock::new();
+            let config = Config::new()
+                .min_credits_api_key(Credits::ZERO)
+                .unwrap()
+                .synchronous(Synchronous::Normal)
+                .test_clock(clock.clone());
+            let (m, guard) = common::manager_with(config);
+            let keys = USERS.iter().map(|u| m.create_api_key(u, None).unwrap().secret.expose().to_string()).collect();
+            // The ledger's clock at the start: a key's created_at.
+            let start = m.list_api_keys(USERS[0]).unwrap()[0].created_at;
+            Harness { m, clock, keys, model: Model::default(), start, _guard: guard }
+        }
+
+        fn expires(&self, hours: Option<i64>) -> (Option<Timestamp>, Option<i64>) {
+            match hours {
+                // One hour from the start of the current model hour, plus a
+                // margin below any real elapsed time between steps.
+                Some(h) => {
+                    let at = self.model.hours + h;
+                    (Some(Timestamp(self.start.0 + at * HOUR - 1)), Some(at))
+                }
+                None => (None, None),
+            }
+        }
+
+        pub fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+            match *op {
+                Op::Credit { user, kind, micros, promo, priority, hours } => {
+                    let (at, model_at) = self.expires(hours);
+                    let category = promo.map(|p| if p { GrantCategory::Promotional } else { GrantCategory::Paid });
+                    let o = GrantOptions { expires_at: at, category, priority };
+                    let r =
+                        self.m.add_credits_with(USERS[user], Credits::from_micros(micros), KINDS[kind], &NO_OPTS, &o);
+                    prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
+                    let promo = promo.unwrap_or(KINDS[kind] == EntryKind::Grant);
+                    self.model.expire(user);
+                    self.model.credit(user, micros, promo, priority, model_at, None);
+                }
+                Op::Deduct { user, micros } | Op::Adjust { user, micros } => {
+                    let r = if matches!(op, Op::Deduct { .. }) {
+                        self.m.deduct_credits(USERS[user], Credits::from_micros(micros), &NO_OPTS)
+                    } else {
+                        self.m.add_credits(USERS[user], Credits::from_micros(-micros), EntryKind::Adjustment, &NO_OPTS)
+                    };
+                    if self.model.balance[user] - self.model.due(user) < micros {
+                        prop_assert_eq!(
+                            r.map(|_| ()).map_err(|e| e.code()),
+                            Err(ErrorCode::InsufficientCredits),
+                            "{:?}",
+                            op
+                        );
+                    } else {
+                        prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
+                        self.model.expire(user);
+                        self.model.debit(user, micros, None);
+                    }
+                }
+                Op::Use { user, tokens } => {
+                    let usage = Usage { input_tokens: tokens, output_tokens: 0, model: None };
+                    let r = self.m.record_usage(KeyRef::Secret(&self.keys[user]), usage, None);
+                    prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
+                    self.model.expire(user);
+                    self.model.debit(user, tokens * 1_000, None); // 1 credit per 1,000 tokens
+                }
+                Op::Pay { user, payment, minor, hours } => {
+                    let (at, model_at) = self.expires(hours);
+                    let o = GrantOptions { expires_at: at, ..GrantOptions::default() };
+                    let r = self.m.record_payment_with(USERS[user], &format!("pay-{payment}"), minor, "usd", &o);
+                    match self.model.payments.get(&payment) {
+                        Some(&(u, c, _)) if u == user && c == minor * 10_000_000 => {
+                            prop_assert!(r.is_ok_and(|e| e.replayed), "{:?}", op);
+                        }
+                        Some(_) => {
+                            prop_assert_eq!(r.map(|_| ()).map_err(|e| e.code()), Err(ErrorCode::IdempotencyConflict));
+                        }
+                        None => {
+                            prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
+                            self.model.payments.insert(payment, (user, minor * 10_000_000, false));
+                            self.model.expire(user);
+                            self.model.credit(user, minor * 10_000_000, false, 0, model_at, Some(payment));
+                        }
+                    }
+                }
+                Op::Reverse { payment } => {
+                    let r = self.m.reverse_payment(&format!("pay-{payment}"), None, None, None);
+                    match self.model.payments.get(&payment).copied() {
+                        None => prop_assert_eq!(r.map(|_| ()).map_err(|e| e.code()), Err(ErrorCode::NotFound)),
+                        Some((_, _, true)) => prop_assert!(r.is_ok_and(|e| e.replayed), "{:?}", op),
+                        Some((u, c, false)) => {
+                            let e = r.map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+                            self.model.expire(u);
+                            let own = self.model.lots[u]
+                                .iter()
+                                .find(|l| l.payment == Some(payment))
+                                .map_or(0, |l| l.remaining);
+                            let meta = e.metadata.unwrap_or_default();
+                            prop_assert_eq!(meta.get("from_grant_micros").and_then(|v| v.as_i64()), Some(own.min(c)));
+                            prop_assert_eq!(
+                                meta.get("already_spent_micros").and_then(|v| v.as_i64()),
+                                Some(c - own.min(c))
+                            );
+                            self.model.debit(u, c, Some(payment));
+                            self.model.payments.insert(payment, (u, c, true));
+                        }
+                    }
+                }
+                Op::Advance { hours } => {
+                    self.clock.advance(hours * HOUR);
+                    self.model.hours += hours;
+                }
+                Op::Sweep => {
+                    let s = self.m.expire_grants(10).unwrap();
+                    let (mut accounts, mut entries, mut total) = (0, 0, 0);
+                    for u in 0..USERS.len() {
+                        let (n, t) = self.model.expire(u);
+                        accounts += u64::from(n > 0);
+                        entries += n;
+                        total += t;
+                    }
+                    prop_assert_eq!((s.accounts, s.entries, s.credits.micros()), (accounts, entries, total));
+                }
+            }
+            self.check(op)
+        }
+
+        fn check(&self, op: &Op) -> Result<(), TestCaseError> {
+            for (u, user) in USERS.iter().enumerate() {
+                let effective = self.model.balance[u] - self.model.due(u);
+                prop_assert_eq!(
+                    self.m.get_balance(user).unwrap().micros(),
+                    effective,
+                    "balance of {} after {:?}",
+                    user,
+                    op
+                );
+                let got: Vec<(bool, i32, i64)> = self
+                    .m
+                    .account(user)
+                    .unwrap()
+                    .grants
+                    .iter()
+                    .map(|g| (g.category == GrantCategory::Promotional, g.priority, g.remaining.micros()))
+                    .collect();
+                let want: Vec<(bool, i32, i64)> =
+                    self.model.live(u).iter().map(|l| (l.promo, l.priority, l.remaining)).collect();
+                prop_assert_eq!(got, want, "grants of {} after {:?}", user, op);
+            }
+            let audit = self.m.audit().unwrap();
+            prop_assert!(audit.ok, "audit after {:?}: {:?}", op, audit.mismatches);
+            prop_assert_eq!(audit.entries_checked, self.model.entries, "entries after {:?}", op);
+            Ok(())
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+        max_shrink_iters: 2_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn grants_and_expiry_behave_like_the_model(ops in proptest::collection::vec(grants_model::op_strategy(), 1..40)) {
+        let mut h = grants_model::Harness::new();
+        for op in &ops {
+            h.step(op)?;
+        }
+    }
+}

@@ -17,6 +17,8 @@ __all__ = [
     "Entry",
     "Event",
     "Account",
+    "Grant",
+    "ExpirySweep",
     "KeyEligibility",
     "NewApiKey",
     "ApiKeyInfo",
@@ -103,7 +105,7 @@ class Entry:
     def user_id(self) -> str: ...
     @property
     def kind(self) -> str:
-        """purchase, grant, usage, deduct, refund, reversal or adjustment."""
+        """purchase, grant, usage, deduct, refund, reversal, adjustment or expiry."""
     @property
     def amount(self) -> Decimal:
         """Signed: negative for usage, deduct and reversal."""
@@ -183,6 +185,56 @@ class Account:
     @property
     def created_at(self) -> datetime | None:
         """None for a user the ledger has never seen."""
+    @property
+    def grants(self) -> list[Grant]:
+        """The live grants (not spent, not expired) in draw-down order."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Grant:
+    """A grant (lot): the credits one entry added and what is left of them."""
+
+    @property
+    def grant_id(self) -> int: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def category(self) -> str:
+        """paid or promotional (promotional is drawn down first)."""
+    @property
+    def priority(self) -> int:
+        """Lower is drawn first, within a category."""
+    @property
+    def amount(self) -> Decimal:
+        """What the source entry credited."""
+    @property
+    def remaining(self) -> Decimal: ...
+    @property
+    def expires_at(self) -> datetime | None:
+        """None: never expires."""
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def source_entry_id(self) -> str | None:
+        """None for the opening grant of a ledger migrated from before grants."""
+    @property
+    def payment_id(self) -> str | None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class ExpirySweep:
+    """What ``expire_grants()`` did."""
+
+    @property
+    def accounts(self) -> int: ...
+    @property
+    def entries(self) -> int:
+        """expiry entries written, one per expired grant."""
+    @property
+    def credits(self) -> Decimal:
+        """Credits removed from balances."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -324,7 +376,7 @@ class AuditMismatch:
     def user_id(self) -> str: ...
     @property
     def problem(self) -> str:
-        """balance_mismatch, balance_after_chain, seq_gap or missing_account."""
+        """balance_mismatch, balance_after_chain, seq_gap, missing_account, grant_mismatch or grant_out_of_range."""
     @property
     def detail(self) -> str: ...
     def to_dict(self) -> dict[str, Any]: ...
@@ -440,7 +492,13 @@ class LocalCreditManager:
         idempotency_key: str | None = None,
         reference: str | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> Entry: ...
+        expires_at: datetime | None = None,
+        category: str | None = None,
+        priority: int = 0,
+    ) -> Entry:
+        """Credits form a grant: ``category`` paid | promotional (default:
+        promotional for kind grant, else paid), ``priority`` (-1000..1000,
+        lower drawn first), ``expires_at`` (aware datetime, in the future)."""
     def import_balance(self, user_id: _UserId, balance: _Amount, kind: str = "adjustment") -> Entry:
         """``creditgate import-users``: a host balance, keyed ``import:<user_id>``."""
     def import_users(
@@ -465,7 +523,19 @@ class LocalCreditManager:
         reference: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Entry: ...
-    def record_payment(self, user_id: _UserId, payment_id: str, amount_minor: int, currency: str = "USD") -> Entry: ...
+    def record_payment(
+        self,
+        user_id: _UserId,
+        payment_id: str,
+        amount_minor: int,
+        currency: str = "USD",
+        *,
+        expires_at: datetime | None = None,
+        category: str | None = None,
+        priority: int = 0,
+    ) -> Entry: ...
+    def expire_grants(self, limit: int = 1000) -> ExpirySweep:
+        """Applies every due grant expiry of up to ``limit`` accounts; call again while ``accounts == limit``."""
     def reverse_payment(
         self,
         payment_id: str,

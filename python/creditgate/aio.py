@@ -63,6 +63,7 @@ from ._creditgate import (
     AuditReport,
     Entry,
     Event,
+    ExpirySweep,
     Hold,
     ImportSummary,
     KeyEligibility,
@@ -289,6 +290,9 @@ class AsyncLocalCreditManager:
         idempotency_key: str | None = None,
         reference: str | None = None,
         metadata: dict[str, Any] | None = None,
+        expires_at: datetime | None = None,
+        category: str | None = None,
+        priority: int = 0,
     ) -> Entry:
         return await self._run(
             self._sync.add_credits,
@@ -298,6 +302,9 @@ class AsyncLocalCreditManager:
             idempotency_key=idempotency_key,
             reference=reference,
             metadata=metadata,
+            expires_at=expires_at,
+            category=category,
+            priority=priority,
         )
 
     async def import_balance(self, user_id: _UserId, balance: _Amount, kind: str = "adjustment") -> Entry:
@@ -346,9 +353,29 @@ class AsyncLocalCreditManager:
         )
 
     async def record_payment(
-        self, user_id: _UserId, payment_id: str, amount_minor: int, currency: str = "USD"
+        self,
+        user_id: _UserId,
+        payment_id: str,
+        amount_minor: int,
+        currency: str = "USD",
+        *,
+        expires_at: datetime | None = None,
+        category: str | None = None,
+        priority: int = 0,
     ) -> Entry:
-        return await self._run(self._sync.record_payment, user_id, payment_id, amount_minor, currency)
+        return await self._run(
+            self._sync.record_payment,
+            user_id,
+            payment_id,
+            amount_minor,
+            currency,
+            expires_at=expires_at,
+            category=category,
+            priority=priority,
+        )
+
+    async def expire_grants(self, limit: int = 1000) -> ExpirySweep:
+        return await self._run(self._sync.expire_grants, limit)
 
     async def reverse_payment(
         self,

@@ -42,7 +42,20 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "active_keys",
         "first_key_issued",
         "created_at",
+        "grants",
     ),
+    "Grant": (
+        "grant_id",
+        "category",
+        "priority",
+        "amount",
+        "remaining",
+        "expires_at",
+        "created_at",
+        "source_entry_id",
+        "payment_id",
+    ),
+    "ExpirySweep": ("accounts", "entries", "credits"),
     "Entry": (
         "id",
         "seq",
@@ -244,6 +257,17 @@ def amount_arg(text: str) -> Decimal:
     return value
 
 
+def timestamp_arg(text: str) -> datetime:
+    """An RFC 3339 time with a zone (`2027-01-01T00:00:00Z`)."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"needs a zone, e.g. 2027-01-01T00:00:00Z: {text!r}")
+    return value
+
+
 def positive_int_arg(text: str) -> int:
     try:
         value = int(text)
@@ -301,7 +325,20 @@ def build_parser() -> Parser:
     c.add_argument("--kind", default="grant", choices=["grant", "purchase", "refund", "adjustment"])
     c.add_argument("--idempotency-key", help="apply at most once per user and key")
     c.add_argument("--reference")
+    c.add_argument(
+        "--expires-at", type=timestamp_arg, metavar="TIME", help="the credits expire then (RFC 3339, with a zone)"
+    )
+    c.add_argument(
+        "--category",
+        choices=["paid", "promotional"],
+        help="drawn down promotional first (default: promotional for --kind grant, else paid)",
+    )
+    c.add_argument("--priority", type=int, default=0, help="-1000..1000, lower is drawn first (default 0)")
     c.add_argument("--json", action="store_true", help="print the entry as JSON")
+
+    c = command("expire", cmd_expire, "apply every due grant expiry now (an expiry entry per expired grant)")
+    c.add_argument("--limit", type=positive_int_arg, default=1000, help="accounts per transaction batch (default 1000)")
+    c.add_argument("--json", action="store_true", help="print the totals as JSON")
 
     keys = command("keys", cmd_help, "create, list, revoke or import API keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=Parser)
@@ -416,6 +453,9 @@ def cmd_grant(args: argparse.Namespace) -> int:
         kind=args.kind,
         idempotency_key=args.idempotency_key,
         reference=args.reference,
+        expires_at=args.expires_at,
+        category=args.category,
+        priority=args.priority,
     )
     if args.json:
         print(to_json(entry, indent=2))
@@ -498,6 +538,23 @@ def cmd_prices_list(args: argparse.Namespace) -> int:
 def cmd_prices_set(args: argparse.Namespace) -> int:
     open_manager(args).set_model_price(args.model, args.input_per_1k, args.output_per_1k)
     print(f"{args.model}: {cell(args.input_per_1k)} input, {cell(args.output_per_1k)} output credits per 1,000 tokens")
+    return 0
+
+
+def cmd_expire(args: argparse.Namespace) -> int:
+    m = open_manager(args)
+    accounts, entries, credits = 0, 0, Decimal(0)
+    while True:
+        sweep = m.expire_grants(args.limit)
+        accounts += sweep.accounts
+        entries += sweep.entries
+        credits += sweep.credits
+        if sweep.accounts < args.limit:
+            break
+    if args.json:
+        print(to_json({"accounts": accounts, "entries": entries, "credits": credits}, indent=2))
+    else:
+        print(f"expired {entries} grants of {accounts} accounts: {cell(credits)} credits")
     return 0
 
 

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent};
 use crate::money::Credits;
-use crate::types::{Entry, EntryId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
+use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
 
 /// A key row without its hash.
 #[derive(Clone, Debug)]
@@ -243,12 +243,35 @@ pub(crate) trait Tx {
     /// ledger: seeds a new cap's counter (not on the hot path).
     fn key_usage_since(&mut self, user: &str, id: KeyId, since: Timestamp) -> Result<Credits>;
     /// What strict operations may still take from `user` now: balance −
-    /// active holds − the account's floor (`min_balance` ≤ 0).
+    /// grants due to expire but not yet applied − active holds − the
+    /// account's floor (`min_balance` ≤ 0).
     fn available(&mut self, user: &str, now: Timestamp) -> Result<Credits> {
         let (balance, floor) =
             self.account(user)?.map_or((Credits::ZERO, Credits::ZERO), |a| (a.balance, a.min_balance));
-        balance.checked_sub(self.held(user, now)?)?.checked_sub(floor)
+        balance.checked_sub(self.due_grants(user, now)?)?.checked_sub(self.held(user, now)?)?.checked_sub(floor)
     }
+
+    /// Inserts a grant (its `grant_id` is ignored); returns the new id.
+    fn insert_grant(&mut self, g: &Grant) -> Result<GrantId>;
+    /// Up to `limit` of `user`'s grants with credits remaining. With
+    /// `include_due`, those past `expires_at` at `now` come first (by
+    /// expires_at, id); the others follow in draw-down order: promotional
+    /// before paid, lower priority, earliest expiry (none last), lowest id.
+    fn live_grants(&mut self, user: &str, now: Timestamp, include_due: bool, limit: u32) -> Result<Vec<Grant>>;
+    /// Takes `amount` from a grant's remainder if it has that much.
+    fn take_from_grant(&mut self, id: GrantId, amount: Credits) -> Result<bool>;
+    /// The grant a payment bought.
+    fn grant_by_payment(&mut self, payment_id: &str) -> Result<Option<Grant>>;
+    /// What `user`'s grants past `expires_at` at `now` still hold (not yet
+    /// applied as expiry entries).
+    fn due_grants(&mut self, user: &str, now: Timestamp) -> Result<Credits>;
+    /// The same over all accounts (for `report()`).
+    fn due_grants_total(&mut self, now: Timestamp) -> Result<Credits>;
+    /// Up to `limit` users with grants due at `now`, ordered by user.
+    fn users_with_due_grants(&mut self, now: Timestamp, limit: u32) -> Result<Vec<String>>;
+    /// Every user with grants as (user, sum of remaining, grants whose
+    /// remaining is outside 0..=amount), ordered by user.
+    fn scan_grants(&mut self, f: &mut dyn FnMut(&str, i128, i64)) -> Result<()>;
     fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>>;
     /// Keys neither revoked nor expired at `now` (disabled keys count: they may be enabled again).
     fn active_keys(&mut self, user: &str, now: Timestamp) -> Result<u32>;

@@ -33,11 +33,13 @@
 use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool, Pooled};
 use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, RateCheck, Tx, exhausted_limit};
-use crate::config::Config;
+use crate::config::{Config, TestClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
-use crate::types::{Entry, EntryId, EntryKind, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
+use crate::types::{
+    Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp,
+};
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSqlOwned, ToSql};
@@ -59,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/postgres/003_min_balance.sql")),
     (4, include_str!("migrations/postgres/004_events.sql")),
     (5, include_str!("migrations/postgres/005_key_lifecycle.sql")),
+    (6, include_str!("migrations/postgres/006_grants.sql")),
     (7, include_str!("migrations/postgres/007_rate_limits.sql")),
 ];
 
@@ -388,6 +391,7 @@ pub(crate) struct PostgresStore {
     location: String,
     secrets: Arc<Vec<String>>,
     group: GroupCommit,
+    clock: TestClock,
 }
 
 /// How one attempt of a transaction ended.
@@ -478,7 +482,13 @@ impl PostgresStore {
             connect_timeout.max(Duration::from_millis(u64::from(config.busy_timeout_ms))) + Duration::from_secs(5);
         let pool = Pool::new(manager, config.pool_size, wait);
         drop(pool.adopt(first));
-        Ok(PostgresStore { pool, location: p.location, secrets, group: GroupCommit::new(MAX_BATCH_JOBS) })
+        Ok(PostgresStore {
+            pool,
+            location: p.location,
+            secrets,
+            group: GroupCommit::new(MAX_BATCH_JOBS),
+            clock: config.clock.clone(),
+        })
     }
 
     pub(crate) fn location(&self) -> String {
@@ -898,6 +908,25 @@ fn hold_from_row(r: &Row) -> Result<HoldRow> {
     })
 }
 
+const GRANT_COLS: &str =
+    "id, user_id, entry_id, category, priority, amount, remaining, expires_at, created_at, payment_id";
+
+fn grant_from_row(r: &Row) -> Result<Grant> {
+    let category: String = col(r, 3)?;
+    Ok(Grant {
+        grant_id: GrantId(col(r, 0)?),
+        user_id: col(r, 1)?,
+        source_entry_id: col::<Option<uuid::Uuid>>(r, 2)?.map(EntryId),
+        category: GrantCategory::parse(&category).map_err(|e| corrupt("grant category", e))?,
+        priority: col(r, 4)?,
+        amount: Credits::from_micros(col(r, 5)?),
+        remaining: Credits::from_micros(col(r, 6)?),
+        expires_at: col::<Option<i64>>(r, 7)?.map(Timestamp),
+        created_at: Timestamp(col(r, 8)?),
+        payment_id: col(r, 9)?,
+    })
+}
+
 fn price_from_row(r: &Row, first: usize) -> Result<ModelPrice> {
     Ok(ModelPrice {
         input_per_1k: Credits::from_micros(col(r, first)?),
@@ -1028,12 +1057,13 @@ fn count(n: i64) -> u32 {
 
 impl Tx for PgTx<'_> {
     fn now(&mut self) -> Result<Timestamp> {
+        let offset = self.store.clock.offset_micros();
         if let Some(now) = self.now {
-            return Ok(now);
+            return Ok(Timestamp(now.0.saturating_add(offset)));
         }
         let now = Timestamp(self.int(NOW_SQL, &[])?);
         self.now = Some(now);
-        Ok(now)
+        Ok(Timestamp(now.0.saturating_add(offset)))
     }
 
     fn ensure_account(&mut self, user: &str, now: Timestamp) -> Result<()> {
@@ -1200,17 +1230,20 @@ impl Tx for PgTx<'_> {
         // the key (not disabled, not expired), its account's available
         // credits and what its cap leaves. Outside a transaction the
         // statement's own start is the clock.
-        let now = "COALESCE($3::bigint, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint)";
+        let now = "(COALESCE($3::bigint, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint) + $4::bigint)";
         let sql = format!(
             "SELECT {KEY_COLS}, (COALESCE(a.balance::numeric - a.min_balance, 0) - COALESCE((SELECT SUM(h.amount) \
-             FROM creditgate_holds h WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > {now}), 0))::bigint, \
+             FROM creditgate_holds h WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > {now}), 0) \
+             - COALESCE((SELECT SUM(g.remaining) FROM creditgate_grants g WHERE g.user_id = k.user_id \
+             AND g.remaining > 0 AND g.expires_at <= {now}), 0))::bigint, \
              {} FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
              WHERE k.key_hash = $1 AND ($2::text IS NULL OR k.hash_kind = $2::text) \
              AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > {now})",
             key_remaining_sql(now)
         );
         let now = self.now.map(|t| t.0);
-        let row = self.opt(&sql, &[&hash, &only.map(HashKind::as_str), &now])?;
+        let offset = self.store.clock.offset_micros();
+        let row = self.opt(&sql, &[&hash, &only.map(HashKind::as_str), &now, &offset])?;
         row.map(|r| {
             Ok((
                 key_from_row(&r)?,
@@ -1586,6 +1619,94 @@ impl Tx for PgTx<'_> {
     fn has_rate_limits(&mut self) -> Result<bool> {
         let r = self.one("SELECT EXISTS (SELECT 1 FROM creditgate_key_rate_limits)", &[])?;
         col(&r, 0)
+    }
+
+    fn insert_grant(&mut self, g: &Grant) -> Result<GrantId> {
+        let row = self.one(
+            "INSERT INTO creditgate_grants (user_id, entry_id, category, priority, amount, remaining, expires_at, \
+             created_at, payment_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            &[
+                &g.user_id,
+                &g.source_entry_id.map(|e| e.0),
+                &g.category.as_str(),
+                &g.priority,
+                &g.amount.micros(),
+                &g.remaining.micros(),
+                &g.expires_at.map(|t| t.0),
+                &g.created_at.0,
+                &g.payment_id,
+            ],
+        )?;
+        Ok(GrantId(col(&row, 0)?))
+    }
+
+    fn live_grants(&mut self, user: &str, now: Timestamp, include_due: bool, limit: u32) -> Result<Vec<Grant>> {
+        let sql = format!(
+            "SELECT {GRANT_COLS} FROM creditgate_grants WHERE user_id = $1 AND remaining > 0 \
+             AND ($3::boolean OR expires_at IS NULL OR expires_at > $2::bigint) \
+             ORDER BY CASE WHEN expires_at <= $2::bigint THEN 0 ELSE 1 END, \
+             CASE WHEN expires_at <= $2::bigint THEN expires_at END, CASE WHEN expires_at <= $2::bigint THEN id END, \
+             CASE category WHEN 'promotional' THEN 0 ELSE 1 END, priority, \
+             COALESCE(expires_at, 9223372036854775807), id LIMIT $4::bigint"
+        );
+        let rows = self.query(&sql, &[&user, &now.0, &include_due, &i64::from(limit)])?;
+        rows.iter().map(grant_from_row).collect()
+    }
+
+    fn take_from_grant(&mut self, id: GrantId, amount: Credits) -> Result<bool> {
+        let n = self.exec(
+            "UPDATE creditgate_grants SET remaining = remaining - $2::bigint WHERE id = $1 AND remaining >= $2::bigint",
+            &[&id.0, &amount.micros()],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn grant_by_payment(&mut self, payment_id: &str) -> Result<Option<Grant>> {
+        let sql = format!("SELECT {GRANT_COLS} FROM creditgate_grants WHERE payment_id = $1 ORDER BY id LIMIT 1");
+        self.opt(&sql, &[&payment_id])?.map(|r| grant_from_row(&r)).transpose()
+    }
+
+    fn due_grants(&mut self, user: &str, now: Timestamp) -> Result<Credits> {
+        let n = self.int(
+            "SELECT COALESCE(SUM(remaining), 0)::bigint FROM creditgate_grants \
+             WHERE user_id = $1 AND remaining > 0 AND expires_at <= $2::bigint",
+            &[&user, &now.0],
+        )?;
+        Ok(Credits::from_micros(n))
+    }
+
+    fn due_grants_total(&mut self, now: Timestamp) -> Result<Credits> {
+        let row = self.one(
+            "SELECT COALESCE(SUM(remaining), 0)::text FROM creditgate_grants WHERE remaining > 0 AND expires_at <= $1::bigint",
+            &[&now.0],
+        )?;
+        let text: String = col(&row, 0)?;
+        text.parse::<i64>()
+            .map(Credits::from_micros)
+            .map_err(|_| Error::Internal(format!("expired grants {text:?} exceed the 64-bit range")))
+    }
+
+    fn users_with_due_grants(&mut self, now: Timestamp, limit: u32) -> Result<Vec<String>> {
+        let rows = self.query(
+            "SELECT DISTINCT user_id FROM creditgate_grants WHERE remaining > 0 AND expires_at <= $1::bigint \
+             ORDER BY user_id LIMIT $2::bigint",
+            &[&now.0, &i64::from(limit)],
+        )?;
+        rows.iter().map(|r| col(r, 0)).collect()
+    }
+
+    fn scan_grants(&mut self, f: &mut dyn FnMut(&str, i128, i64)) -> Result<()> {
+        self.scan(
+            "SELECT user_id, SUM(remaining)::text, COUNT(*) FILTER (WHERE remaining < 0 OR remaining > amount) \
+             FROM creditgate_grants GROUP BY user_id ORDER BY user_id",
+            &mut |r| {
+                let user: &str = r.try_get(0).map_err(|e| corrupt("user_id", e))?;
+                let text: String = col(r, 1)?;
+                let sum = text.parse().map_err(|_| Error::Internal(format!("grant sum {text:?} is not an integer")))?;
+                f(user, sum, col(r, 2)?);
+                Ok(())
+            },
+        )
     }
 
     fn insert_event(&mut self, e: &NewEvent) -> Result<i64> {

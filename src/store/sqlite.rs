@@ -5,11 +5,13 @@
 use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool};
 use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, RateCheck, Tx, exhausted_limit};
-use crate::config::{Config, Synchronous};
+use crate::config::{Config, Synchronous, TestClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
-use crate::types::{Entry, EntryId, EntryKind, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
+use crate::types::{
+    Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp,
+};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite/003_min_balance.sql")),
     (4, include_str!("migrations/sqlite/004_events.sql")),
     (5, include_str!("migrations/sqlite/005_key_lifecycle.sql")),
+    (6, include_str!("migrations/sqlite/006_grants.sql")),
     (7, include_str!("migrations/sqlite/007_rate_limits.sql")),
 ];
 
@@ -43,6 +46,7 @@ pub(crate) struct SqliteStore {
     pool: Pool<SqliteConnector>,
     location: String,
     group: GroupCommit,
+    clock: TestClock,
 }
 
 enum Target {
@@ -238,7 +242,8 @@ impl SqliteStore {
         let pool = Pool::new(connector, size, Duration::from_millis(u64::from(busy_ms).max(1000) + 5_000));
         // Kept: for a memory database it is the database.
         drop(pool.adopt(first));
-        let store = SqliteStore { pool, location, group: GroupCommit::new(MAX_BATCH_JOBS) };
+        let store =
+            SqliteStore { pool, location, group: GroupCommit::new(MAX_BATCH_JOBS), clock: config.clock.clone() };
         store.migrate()?;
         Ok(store)
     }
@@ -261,13 +266,13 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let [only] = slots {
             // A lone job needs no savepoint: if it fails, dropping `tx` rolls back.
-            if !only.run(&mut SqliteTx { c: &tx }) {
+            if !only.run(&mut SqliteTx { c: &tx, clock: &self.clock }) {
                 return Ok(());
             }
         } else {
             for slot in slots.iter_mut() {
                 tx.prepare_cached("SAVEPOINT creditgate_job")?.execute([])?;
-                if !slot.run(&mut SqliteTx { c: &tx }) {
+                if !slot.run(&mut SqliteTx { c: &tx, clock: &self.clock }) {
                     tx.prepare_cached("ROLLBACK TO creditgate_job")?.execute([])?;
                 }
                 tx.prepare_cached("RELEASE creditgate_job")?.execute([])?;
@@ -320,14 +325,14 @@ impl SqliteStore {
     pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let out = f(&mut SqliteTx { c: &tx })?;
+        let out = f(&mut SqliteTx { c: &tx, clock: &self.clock })?;
         tx.commit()?;
         Ok(out)
     }
 
     pub(crate) fn peek<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         let conn = self.pool.get()?;
-        f(&mut SqliteTx { c: &conn })
+        f(&mut SqliteTx { c: &conn, clock: &self.clock })
     }
 
     /// Applies pending migrations under the write lock, so concurrent
@@ -360,6 +365,7 @@ impl SqliteStore {
 
 struct SqliteTx<'c> {
     c: &'c Connection,
+    clock: &'c TestClock,
 }
 
 const ENTRY_COLS: &str = "id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, api_key_id, \
@@ -375,6 +381,11 @@ const KEY_REMAINING_SQL: &str = "CASE WHEN k.spend_limit IS NULL THEN NULL ELSE 
      - (SELECT COALESCE(SUM(kh.amount), 0) FROM creditgate_holds kh \
         WHERE kh.api_key_id = k.id AND kh.status = 'active' AND kh.expires_at > ?2) END";
 const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at";
+const GRANT_COLS: &str =
+    "id, user_id, entry_id, category, priority, amount, remaining, expires_at, created_at, payment_id";
+/// Grants past their expiry at ?2, not yet applied.
+const DUE_SQL: &str = "(SELECT COALESCE(SUM(remaining), 0) FROM creditgate_grants WHERE user_id = ?1 AND remaining > 0 \
+     AND expires_at <= ?2)";
 const HELD_SQL: &str = "(SELECT COALESCE(SUM(amount), 0) FROM creditgate_holds WHERE user_id = ?1 AND status = 'active' AND expires_at > ?2)";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> rusqlite::Error {
@@ -463,6 +474,22 @@ fn hold_from_row(r: &Row) -> rusqlite::Result<HoldRow> {
     })
 }
 
+fn grant_from_row(r: &Row) -> rusqlite::Result<Grant> {
+    let category: String = r.get(3)?;
+    Ok(Grant {
+        grant_id: GrantId(r.get(0)?),
+        user_id: r.get(1)?,
+        source_entry_id: opt_uuid_col(r, 2)?.map(EntryId),
+        category: GrantCategory::parse(&category).map_err(|e| corrupt("grant category", e))?,
+        priority: r.get(4)?,
+        amount: Credits::from_micros(r.get(5)?),
+        remaining: Credits::from_micros(r.get(6)?),
+        expires_at: r.get::<_, Option<i64>>(7)?.map(Timestamp),
+        created_at: Timestamp(r.get(8)?),
+        payment_id: r.get(9)?,
+    })
+}
+
 impl SqliteTx<'_> {
     fn one_entry(&self, sql_where: &str, p: impl rusqlite::Params) -> Result<Option<Entry>> {
         let sql = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE {sql_where}");
@@ -486,7 +513,7 @@ impl SqliteTx<'_> {
 
 impl Tx for SqliteTx<'_> {
     fn now(&mut self) -> Result<Timestamp> {
-        Ok(Timestamp::now())
+        Ok(Timestamp(Timestamp::now().0.saturating_add(self.clock.offset_micros())))
     }
 
     fn ensure_account(&mut self, user: &str, now: Timestamp) -> Result<()> {
@@ -633,7 +660,9 @@ impl Tx for SqliteTx<'_> {
         let sql = format!(
             "SELECT {KEY_COLS}, \
              COALESCE(a.balance - a.min_balance, 0) - (SELECT COALESCE(SUM(h.amount), 0) FROM creditgate_holds h \
-             WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > ?2), {KEY_REMAINING_SQL} \
+             WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > ?2) \
+             - (SELECT COALESCE(SUM(g.remaining), 0) FROM creditgate_grants g \
+             WHERE g.user_id = k.user_id AND g.remaining > 0 AND g.expires_at <= ?2), {KEY_REMAINING_SQL} \
              FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
              WHERE k.key_hash = ?1 AND (?3 IS NULL OR k.hash_kind = ?3) \
              AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?2)"
@@ -641,7 +670,7 @@ impl Tx for SqliteTx<'_> {
         let row = self
             .c
             .prepare_cached(&sql)?
-            .query_row(params![hash, Timestamp::now().0, only.map(HashKind::as_str)], |r| {
+            .query_row(params![hash, self.now()?.0, only.map(HashKind::as_str)], |r| {
                 Ok((
                     key_from_row(r)?,
                     Credits::from_micros(r.get(15)?),
@@ -1031,6 +1060,114 @@ impl Tx for SqliteTx<'_> {
             .c
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM creditgate_key_rate_limits)")?
             .query_row([], |r| r.get(0))?)
+    }
+
+    fn insert_grant(&mut self, g: &Grant) -> Result<GrantId> {
+        let id = self
+            .c
+            .prepare_cached(
+                "INSERT INTO creditgate_grants (user_id, entry_id, category, priority, amount, remaining, expires_at, \
+                 created_at, payment_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+            )?
+            .query_row(
+                params![
+                    g.user_id,
+                    g.source_entry_id.map(|e| e.to_string()),
+                    g.category.as_str(),
+                    g.priority,
+                    g.amount.micros(),
+                    g.remaining.micros(),
+                    g.expires_at.map(|t| t.0),
+                    g.created_at.0,
+                    g.payment_id,
+                ],
+                |r| r.get(0),
+            )?;
+        Ok(GrantId(id))
+    }
+
+    fn live_grants(&mut self, user: &str, now: Timestamp, include_due: bool, limit: u32) -> Result<Vec<Grant>> {
+        let sql = format!(
+            "SELECT {GRANT_COLS} FROM creditgate_grants WHERE user_id = ?1 AND remaining > 0 \
+             AND (?3 OR expires_at IS NULL OR expires_at > ?2) \
+             ORDER BY CASE WHEN expires_at <= ?2 THEN 0 ELSE 1 END, \
+             CASE WHEN expires_at <= ?2 THEN expires_at END, CASE WHEN expires_at <= ?2 THEN id END, \
+             CASE category WHEN 'promotional' THEN 0 ELSE 1 END, priority, \
+             COALESCE(expires_at, 9223372036854775807), id LIMIT ?4"
+        );
+        let mut stmt = self.c.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![user, now.0, include_due, limit], grant_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn take_from_grant(&mut self, id: GrantId, amount: Credits) -> Result<bool> {
+        let n = self
+            .c
+            .prepare_cached(
+                "UPDATE creditgate_grants SET remaining = remaining - ?2 WHERE id = ?1 AND remaining >= ?2",
+            )?
+            .execute(params![id.0, amount.micros()])?;
+        Ok(n == 1)
+    }
+
+    fn grant_by_payment(&mut self, payment_id: &str) -> Result<Option<Grant>> {
+        let sql = format!("SELECT {GRANT_COLS} FROM creditgate_grants WHERE payment_id = ?1 ORDER BY id LIMIT 1");
+        Ok(self.c.prepare_cached(&sql)?.query_row([payment_id], grant_from_row).optional()?)
+    }
+
+    fn due_grants(&mut self, user: &str, now: Timestamp) -> Result<Credits> {
+        Ok(Credits::from_micros(self.count(&format!("SELECT {DUE_SQL}"), params![user, now.0])?))
+    }
+
+    fn due_grants_total(&mut self, now: Timestamp) -> Result<Credits> {
+        // Summed in i128: the total over all accounts may exceed i64.
+        let mut stmt = self
+            .c
+            .prepare_cached("SELECT remaining FROM creditgate_grants WHERE remaining > 0 AND expires_at <= ?1")?;
+        let mut rows = stmt.query([now.0])?;
+        let mut total = 0i128;
+        while let Some(r) = rows.next()? {
+            total += i128::from(r.get::<_, i64>(0)?);
+        }
+        i64::try_from(total)
+            .map(Credits::from_micros)
+            .map_err(|_| Error::Internal("expired grants exceed the 64-bit range".into()))
+    }
+
+    fn users_with_due_grants(&mut self, now: Timestamp, limit: u32) -> Result<Vec<String>> {
+        let mut stmt = self.c.prepare_cached(
+            "SELECT DISTINCT user_id FROM creditgate_grants WHERE remaining > 0 AND expires_at <= ?1 \
+             ORDER BY user_id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now.0, limit], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn scan_grants(&mut self, f: &mut dyn FnMut(&str, i128, i64)) -> Result<()> {
+        let mut stmt = self.c.prepare_cached(
+            "SELECT user_id, remaining, amount FROM creditgate_grants WHERE remaining <> 0 OR amount < 0 \
+             ORDER BY user_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut current: Option<(String, i128, i64)> = None;
+        while let Some(r) = rows.next()? {
+            let user = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            let (remaining, amount): (i64, i64) = (r.get(1)?, r.get(2)?);
+            if current.as_ref().is_some_and(|c| c.0 != user)
+                && let Some((u, sum, bad)) = current.take()
+            {
+                f(&u, sum, bad);
+            }
+            let c = current.get_or_insert_with(|| (user.to_string(), 0, 0));
+            c.1 += i128::from(remaining);
+            if remaining < 0 || remaining > amount {
+                c.2 += 1;
+            }
+        }
+        if let Some((u, sum, bad)) = current {
+            f(&u, sum, bad);
+        }
+        Ok(())
     }
 
     fn insert_event(&mut self, e: &NewEvent) -> Result<i64> {

@@ -330,6 +330,65 @@ static void test_payments(void) {
     cg_close(m);
 }
 
+static void test_grants(void) {
+    cg_manager *m = open_temp();
+    cg_entry e;
+    /* Far in the future: 2100-01-01T00:00:00Z. */
+    const int64_t later = INT64_C(4102444800000000);
+    CHECK_OK(cg_record_payment_grant(m, "gina", "pi_g", 100, NULL, NULL, 0, 0, &e)); /* paid */
+    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(20), NULL, NULL, 5, later, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(30), "refund", "promotional", -2, 0, NULL, NULL, NULL, &e));
+    char *json = NULL;
+    CHECK_OK(cg_account_json(m, "gina", &json));
+    /* Draw-down order: promotional (priority -2, then 5), then paid. */
+    const char *a = strstr(json, "\"remaining_micros\":30000000,");
+    const char *b = strstr(json, "\"remaining_micros\":20000000,");
+    const char *c = strstr(json, "\"remaining_micros\":1000000000,");
+    CHECK(a != NULL && b != NULL && c != NULL && a < b && b < c);
+    CHECK_CONTAINS(json, "\"expires_at\":\"2100-01-01T00:00:00.000000Z\"");
+    CHECK_CONTAINS(json, "\"payment_id\":\"pi_g\"");
+    CHECK_CONTAINS(json, "\"category\":\"paid\"");
+    cg_string_free(json);
+
+    CHECK_OK(cg_deduct_credits(m, "gina", CREDITS(40), NULL, NULL, NULL, &e));
+    CHECK_OK(cg_account_json(m, "gina", &json));
+    CHECK(strstr(json, "\"remaining_micros\":30000000,") == NULL);
+    CHECK_CONTAINS(json, "\"remaining_micros\":10000000,");
+    cg_string_free(json);
+
+    /* The payment's own grant gives first; the metadata says what was spent. */
+    CHECK_OK(cg_reverse_payment(m, "pi_g", 0, NULL, NULL, &e));
+    CHECK_EQ_I64(e.amount_micros, -CREDITS(1000));
+    CHECK_OK(cg_transactions_json(m, "gina", 1, NULL, &json));
+    CHECK_CONTAINS(json, "\"from_grant_micros\":1000000000");
+    CHECK_CONTAINS(json, "\"already_spent_micros\":0");
+    cg_string_free(json);
+
+    CHECK_OK(cg_expire_grants(m, 100, &json));
+    CHECK_CONTAINS(json, "\"entries\":0");
+    CHECK_CONTAINS(json, "\"credits_micros\":0");
+    cg_string_free(json);
+
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, "free", 0, 0, NULL, NULL, NULL, &e),
+              CG_INVALID_ARGUMENT, "free");
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, 1001, 0, NULL, NULL, NULL, &e),
+              CG_INVALID_ARGUMENT, "priority");
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, 0, 1, NULL, NULL, NULL, &e),
+              CG_INVALID_ARGUMENT, "expires_at");
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, BAD_UTF8, 0, 0, NULL, NULL, NULL, &e),
+              CG_INVALID_ARGUMENT, "category is not valid UTF-8");
+    CHECK_ERR(cg_record_payment_grant(m, "gina", "pi_h", 100, NULL, "paid", -1001, 0, &e), CG_INVALID_ARGUMENT,
+              "priority");
+    CHECK_ERR(cg_expire_grants(m, 0, &json), CG_INVALID_ARGUMENT, "limit");
+    CHECK(json == NULL);
+    CHECK_ERR(cg_expire_grants(m, 10, NULL), CG_INVALID_ARGUMENT, "json_out is NULL");
+    CHECK_ERR(cg_expire_grants(NULL, 10, &json), CG_INVALID_ARGUMENT, "manager is NULL");
+    CHECK_OK(cg_audit_json(m, &json));
+    CHECK_CONTAINS(json, "\"ok\":true");
+    cg_string_free(json);
+    cg_close(m);
+}
+
 static void test_deduct(void) {
     cg_manager *m = open_temp();
     cg_entry e;
@@ -982,6 +1041,7 @@ int main(void) {
     RUN(test_backup);
     RUN(test_min_balance);
     RUN(test_balance_and_account);
+    RUN(test_grants);
     RUN(test_add_credits);
     RUN(test_payments);
     RUN(test_deduct);

@@ -90,6 +90,7 @@ def test_constructor_takes_the_sync_arguments() -> None:
 VOLATILE = {
     "prefix",
     "id",
+    "grant_id",
     "entry_id",
     "hold_id",
     "key_id",

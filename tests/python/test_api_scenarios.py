@@ -105,7 +105,9 @@ def test_refund_takes_the_credits_back(manager: LocalCreditManager) -> None:
     manager.record_payment("u", "pi_1", 1000)  # $10 -> 10,000 credits
     part = manager.reverse_payment("pi_1", 300, "partial refund", reversal_id="re_1")
     assert part.kind == "reversal" and part.amount == Decimal("-3000") and part.amount_minor == 300
-    assert part.metadata == {"reason": "partial refund"}
+    # The reason, and how the payment's own grant covered the reversal.
+    assert part.metadata is not None and part.metadata["reason"] == "partial refund"
+    assert part.metadata["from_grant_micros"] == 3_000_000_000 and part.metadata["already_spent_micros"] == 0
     assert manager.reverse_payment("pi_1", 300, reversal_id="re_1").replayed
     rest = manager.reverse_payment("pi_1")
     assert rest.amount == Decimal("-7000") and manager.get_balance("u") == 0

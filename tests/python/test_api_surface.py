@@ -14,8 +14,14 @@ from creditgate import LocalCreditManager
 SIGNATURES = {
     "get_balance": "(user_id)",
     "account": "(user_id)",
-    "add_credits": "(user_id, amount, *, kind='grant', idempotency_key=None, reference=None, metadata=None)",
-    "record_payment": "(user_id, payment_id, amount_minor, currency='USD')",
+    "add_credits": (
+        "(user_id, amount, *, kind='grant', idempotency_key=None, reference=None, metadata=None, "
+        "expires_at=None, category=None, priority=0)"
+    ),
+    "record_payment": (
+        "(user_id, payment_id, amount_minor, currency='USD', *, expires_at=None, category=None, priority=0)"
+    ),
+    "expire_grants": "(limit=1000)",
     "reverse_payment": "(payment_id, amount_minor=None, reason=None, *, reversal_id=None)",
     "deduct_credits": "(user_id, amount, *, idempotency_key=None, reference=None, metadata=None)",
     "can_generate_api_key": "(user_id)",

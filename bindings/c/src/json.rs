@@ -2,7 +2,9 @@
 //! integer micro-credits named `<field>_micros`, counts and `*_usd_minor`
 //! under their own names, RFC 3339 UTC timestamps, lowercase UUID strings.
 
-use creditgate_core::{Account, ApiKeyInfo, AuditReport, Entry, Event, ModelPrice, Report, Timestamp};
+use creditgate_core::{
+    Account, ApiKeyInfo, AuditReport, Entry, Event, ExpirySweep, Grant, ModelPrice, Report, Timestamp,
+};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -26,7 +28,26 @@ pub(crate) fn account(a: &Account) -> Value {
         "active_keys": a.active_keys,
         "first_key_issued": a.first_key_issued,
         "created_at": opt_time(a.created_at),
+        "grants": a.grants.iter().map(grant).collect::<Vec<_>>(),
     })
+}
+
+fn grant(g: &Grant) -> Value {
+    json!({
+        "grant_id": g.grant_id.0,
+        "category": g.category.as_str(),
+        "priority": g.priority,
+        "amount_micros": g.amount.micros(),
+        "remaining_micros": g.remaining.micros(),
+        "expires_at": opt_time(g.expires_at),
+        "created_at": time(g.created_at),
+        "source_entry_id": g.source_entry_id.map(|e| e.to_string()),
+        "payment_id": g.payment_id,
+    })
+}
+
+pub(crate) fn expiry_sweep(s: &ExpirySweep) -> Value {
+    json!({"accounts": s.accounts, "entries": s.entries, "credits_micros": s.credits.micros()})
 }
 
 pub(crate) fn entry(e: &Entry) -> Value {

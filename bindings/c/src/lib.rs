@@ -23,8 +23,8 @@ mod status;
 mod types;
 
 use creditgate_core::{
-    Config, CreditManager, Credits, EntryId, EntryKind, EntryOptions, Error, HoldAmount, HoldId, KeyId, KeyRef, Result,
-    Settlement, SpendWindow, Timestamp, Usage,
+    Config, CreditManager, Credits, EntryId, EntryKind, EntryOptions, Error, GrantCategory, GrantOptions, HoldAmount,
+    HoldId, KeyId, KeyRef, Result, Settlement, SpendWindow, Timestamp, Usage,
 };
 use ffi::Out;
 use panic::{status_boundary, value_boundary};
@@ -278,7 +278,10 @@ pub unsafe extern "C" fn cg_set_min_balance(
 /// The account of `user_id` as a JSON object: `user_id`, `balance_micros`,
 /// `held_micros`, `available_micros`, `min_balance_micros`, `lifetime_purchased_micros`,
 /// `lifetime_used_micros`, `active_keys`, `first_key_issued`, `created_at`
-/// (RFC 3339, null for a user the ledger has never seen).
+/// (RFC 3339, null for a user the ledger has never seen), and `grants`: the
+/// live grants in draw-down order, each with `grant_id`, `category`,
+/// `priority`, `amount_micros`, `remaining_micros`, `expires_at` (null:
+/// never), `created_at`, `source_entry_id` and `payment_id`.
 ///
 /// `json_out`: required; receives a string owned by the caller (free it
 /// with `cg_string_free`); NULL on failure.
@@ -328,6 +331,104 @@ pub unsafe extern "C" fn cg_add_credits(
     })
 }
 
+/// The grant options of the `*_grant` calls: `category` "paid",
+/// "promotional" or NULL (the kind's default), `priority` in -1000..=1000,
+/// `expires_at_micros` microseconds since the Unix epoch (UTC), 0 = never.
+fn grant_options(category: Option<&str>, priority: i32, expires_at_micros: i64) -> Result<GrantOptions> {
+    Ok(GrantOptions {
+        expires_at: (expires_at_micros != 0).then_some(Timestamp(expires_at_micros)),
+        category: category.map(GrantCategory::parse).transpose()?,
+        priority,
+    })
+}
+
+/// `cg_add_credits` with the grant's options: `category` "paid" or
+/// "promotional" (NULL: promotional for kind "grant", paid otherwise),
+/// `priority` (-1000..=1000, lower is drawn first; 0 by default) and
+/// `expires_at_micros` (microseconds since the Unix epoch, UTC, later than
+/// now; 0 = never expires). A negative adjustment takes NULL, 0, 0.
+///
+/// `entry_out`: required; receives the entry (zeroed on failure).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_add_credits_grant(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    amount_micros: i64,
+    kind: *const c_char,
+    category: *const c_char,
+    priority: i32,
+    expires_at_micros: i64,
+    idempotency_key: *const c_char,
+    reference: *const c_char,
+    metadata_json: *const c_char,
+    entry_out: *mut cg_entry,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        let kind = unsafe { ffi::opt_text(kind, "kind") }?.map_or(Ok(EntryKind::Grant), EntryKind::parse)?;
+        let grant = grant_options(unsafe { ffi::opt_text(category, "category") }?, priority, expires_at_micros)?;
+        let idempotency_key = unsafe { ffi::opt_text(idempotency_key, "idempotency_key") }?;
+        let reference = unsafe { ffi::opt_text(reference, "reference") }?;
+        let metadata = metadata(unsafe { ffi::opt_text(metadata_json, "metadata_json") }?)?;
+        let opts = EntryOptions { idempotency_key, reference, metadata: metadata.as_ref() };
+        let e = m.add_credits_with(user, Credits::from_micros(amount_micros), kind, &opts, &grant)?;
+        out.write(cg_entry::of(&e)?);
+        Ok(())
+    })
+}
+
+/// `cg_record_payment` with the grant's options, as in
+/// `cg_add_credits_grant` (`category` NULL: paid).
+///
+/// `entry_out`: required; receives the entry (zeroed on failure).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_record_payment_grant(
+    manager: *const cg_manager,
+    user_id: *const c_char,
+    payment_id: *const c_char,
+    amount_minor: i64,
+    currency: *const c_char,
+    category: *const c_char,
+    priority: i32,
+    expires_at_micros: i64,
+    entry_out: *mut cg_entry,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let user = unsafe { ffi::text(user_id, "user_id") }?;
+        let payment_id = unsafe { ffi::text(payment_id, "payment_id") }?;
+        let currency = unsafe { ffi::opt_text(currency, "currency") }?.unwrap_or("USD");
+        let grant = grant_options(unsafe { ffi::opt_text(category, "category") }?, priority, expires_at_micros)?;
+        let e = m.record_payment_with(user, payment_id, amount_minor, currency, &grant)?;
+        out.write(cg_entry::of(&e)?);
+        Ok(())
+    })
+}
+
+/// Applies every due grant expiry of up to `limit` accounts (1..=10000),
+/// one `expiry` entry per expired grant. Reads never count expired credits
+/// anyway; this brings the entries up to date. Call again while
+/// `accounts == limit`.
+///
+/// `json_out`: required; receives `{"accounts", "entries",
+/// "credits_micros"}` owned by the caller (free it with `cg_string_free`);
+/// NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_expire_grants(
+    manager: *const cg_manager,
+    limit: u32,
+    json_out: *mut *mut c_char,
+) -> cg_status {
+    status_boundary(|| {
+        let out = unsafe { ffi::out(json_out, "json_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        write_json(out, json::expiry_sweep(&m.expire_grants(limit)?))
+    })
+}
+
 /// The payment webhook path: credits `user_id` with what `amount_minor`
 /// (cents, > 0) of `currency` (NULL = "USD"; case-insensitive; only USD)
 /// buys, as a `purchase` entry with key `payment:<payment_id>`. A payment
@@ -362,6 +463,9 @@ pub unsafe extern "C" fn cg_record_payment(
 /// yet reversed (negative: `CG_INVALID_ARGUMENT`). `reason`, `reversal_id`
 /// (the processor's refund id, for partial refunds): optional (NULL).
 /// Unknown payment: `CG_NOT_FOUND`; nothing left: `CG_INVALID_ARGUMENT`.
+/// The payment's own grant gives first; the entry's metadata tells
+/// `grant_id`, `from_grant_micros` and `already_spent_micros` (the part
+/// taken from other grants or into overdraft).
 ///
 /// `entry_out`: required; receives the entry (zeroed on failure).
 #[unsafe(no_mangle)]

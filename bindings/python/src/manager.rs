@@ -15,11 +15,11 @@
 use crate::convert::{self, Text, dec};
 use crate::errors::{invalid, to_py};
 use crate::types::{
-    Account, ApiKeyInfo, AuditReport, Entry, Event, Hold, ImportSummary, KeyEligibility, NewApiKey, Report,
-    UsageCharge, Verification,
+    Account, ApiKeyInfo, AuditReport, Entry, Event, ExpirySweep, Hold, ImportSummary, KeyEligibility, NewApiKey,
+    Report, UsageCharge, Verification,
 };
 use creditgate::{self as cg, Config, CreditManager, Credits, EntryKind, EntryOptions, Error};
-use creditgate::{EntryId, HoldAmount, HoldId, KeyId, KeyRef, Settlement, Usage};
+use creditgate::{EntryId, GrantCategory, GrantOptions, HoldAmount, HoldId, KeyId, KeyRef, Settlement, Usage};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -74,6 +74,26 @@ impl LocalCreditManager {
 
 fn entry_kind(py: Python<'_>, kind: Text) -> PyResult<EntryKind> {
     EntryKind::parse(&kind.get(py, "kind")?).map_err(|e| to_py(py, e))
+}
+
+/// `expires_at` (aware datetime), `category` (`paid` | `promotional`) and
+/// `priority` (int) of a credit's grant.
+fn grant_options(
+    py: Python<'_>,
+    expires_at: Option<&Bound<'_, PyAny>>,
+    category: Option<Text>,
+    priority: Option<&Bound<'_, PyAny>>,
+) -> PyResult<GrantOptions> {
+    let expires_at = convert::opt_timestamp("expires_at", expires_at)?;
+    let category = match convert::opt_text(py, "category", category)? {
+        Some(c) => Some(GrantCategory::parse(&c).map_err(|e| to_py(py, e))?),
+        None => None,
+    };
+    let priority = match convert::opt_int("priority", priority)? {
+        Some(p) => i32::try_from(p).map_err(|_| invalid(py, format!("priority is out of range: {p}")))?,
+        None => 0,
+    };
+    Ok(GrantOptions { expires_at, category, priority })
 }
 
 fn parse_id<T>(py: Python<'_>, parse: fn(&str) -> cg::Result<T>, field: &str, s: Text) -> PyResult<T> {
@@ -246,9 +266,14 @@ impl LocalCreditManager {
     }
 
     #[pyo3(
-        signature = (user_id, amount, *, kind="grant".into(), idempotency_key=None, reference=None, metadata=None),
-        text_signature = "($self, user_id, amount, *, kind='grant', idempotency_key=None, reference=None, metadata=None)"
+        signature = (
+            user_id, amount, *, kind="grant".into(), idempotency_key=None, reference=None, metadata=None,
+            expires_at=None, category=None, priority=None,
+        ),
+        text_signature = "($self, user_id, amount, *, kind='grant', idempotency_key=None, reference=None, \
+                          metadata=None, expires_at=None, category=None, priority=0)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn add_credits(
         &self,
         py: Python<'_>,
@@ -258,6 +283,9 @@ impl LocalCreditManager {
         idempotency_key: Option<Text>,
         reference: Option<Text>,
         metadata: Option<&Bound<'_, PyAny>>,
+        expires_at: Option<&Bound<'_, PyAny>>,
+        category: Option<Text>,
+        priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Entry> {
         let user = convert::user_id(user_id)?;
         let amount = convert::amount("amount", amount)?;
@@ -265,13 +293,14 @@ impl LocalCreditManager {
         let idempotency_key = convert::opt_text(py, "idempotency_key", idempotency_key)?;
         let reference = convert::opt_text(py, "reference", reference)?;
         let metadata = convert::metadata(metadata)?;
+        let grant = grant_options(py, expires_at, category, priority)?;
         let entry = self.run(py, move |m| {
             let opts = EntryOptions {
                 idempotency_key: idempotency_key.as_deref(),
                 reference: reference.as_deref(),
                 metadata: metadata.as_ref(),
             };
-            m.add_credits(&user, amount, kind, &opts)
+            m.add_credits_with(&user, amount, kind, &opts, &grant)
         })?;
         Entry::new(py, entry)
     }
@@ -380,9 +409,11 @@ impl LocalCreditManager {
     }
 
     #[pyo3(
-        signature = (user_id, payment_id, amount_minor, currency="USD".into()),
-        text_signature = "($self, user_id, payment_id, amount_minor, currency='USD')"
+        signature = (user_id, payment_id, amount_minor, currency="USD".into(), *, expires_at=None, category=None, priority=None),
+        text_signature = "($self, user_id, payment_id, amount_minor, currency='USD', *, expires_at=None, \
+                          category=None, priority=0)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn record_payment(
         &self,
         py: Python<'_>,
@@ -390,13 +421,28 @@ impl LocalCreditManager {
         payment_id: Text,
         amount_minor: &Bound<'_, PyAny>,
         currency: Text,
+        expires_at: Option<&Bound<'_, PyAny>>,
+        category: Option<Text>,
+        priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Entry> {
         let user = convert::user_id(user_id)?;
         let payment_id = payment_id.get(py, "payment_id")?;
         let amount_minor = convert::int("amount_minor", amount_minor)?;
         let currency = currency.get(py, "currency")?;
-        let entry = self.run(py, move |m| m.record_payment(&user, &payment_id, amount_minor, &currency))?;
+        let grant = grant_options(py, expires_at, category, priority)?;
+        let entry =
+            self.run(py, move |m| m.record_payment_with(&user, &payment_id, amount_minor, &currency, &grant))?;
         Entry::new(py, entry)
+    }
+
+    /// Applies every due grant expiry of up to `limit` accounts (SPEC: the
+    /// `creditgate expire` sweep); call again while `accounts == limit`.
+    #[pyo3(signature = (limit=None), text_signature = "($self, limit=1000)")]
+    fn expire_grants(&self, py: Python<'_>, limit: Option<&Bound<'_, PyAny>>) -> PyResult<ExpirySweep> {
+        let limit = convert::opt_int("limit", limit)?.unwrap_or(1000);
+        let limit = u32::try_from(limit).map_err(|_| invalid(py, format!("limit is out of range: {limit}")))?;
+        let sweep = self.run(py, move |m| m.expire_grants(limit))?;
+        ExpirySweep::new(py, sweep)
     }
 
     #[pyo3(signature = (payment_id, amount_minor=None, reason=None, *, reversal_id=None))]

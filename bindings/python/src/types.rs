@@ -103,12 +103,69 @@ impl Entry {
 }
 
 record!(
-    /// An account: ledger balance, active holds and what is available.
+    /// An account: ledger balance, active holds and what is available; its
+    /// live grants in draw-down order.
     Account {
         user_id, balance, held, available, min_balance, lifetime_purchased, lifetime_used, active_keys,
-        first_key_issued, created_at,
+        first_key_issued, created_at, grants,
     }
 );
+
+record!(
+    /// A grant (lot): the credits one entry added and what is left of them.
+    /// Compared and hashed by value, so two `Account`s (and their
+    /// `to_dict()`s) with the same grants are equal.
+    Grant {
+        grant_id, user_id, category, priority, amount, remaining, expires_at, created_at, source_entry_id,
+        payment_id,
+    }
+    {
+        fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+            let Ok(other) = other.cast::<Grant>() else { return Ok(false) };
+            let other = other.get();
+            for ((_, a), (_, b)) in self.fields().into_iter().zip(other.fields()) {
+                if !a.bind(py).eq(b.bind(py))? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+
+        fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+            let values: Vec<&Py<PyAny>> = self.fields().into_iter().map(|(_, v)| v).collect();
+            pyo3::types::PyTuple::new(py, values)?.hash()
+        }
+    }
+);
+
+impl Grant {
+    pub fn new(py: Python<'_>, g: cg::Grant) -> PyResult<Grant> {
+        Ok(Grant {
+            grant_id: obj(py, g.grant_id.0)?,
+            user_id: obj(py, g.user_id)?,
+            category: obj(py, g.category.as_str())?,
+            priority: obj(py, g.priority)?,
+            amount: dec(py, g.amount)?,
+            remaining: dec(py, g.remaining)?,
+            expires_at: opt_datetime(py, g.expires_at)?,
+            created_at: datetime(py, g.created_at)?,
+            source_entry_id: obj(py, g.source_entry_id.map(|e| e.to_string()))?,
+            payment_id: obj(py, g.payment_id)?,
+        })
+    }
+}
+
+record!(
+    /// What `expire_grants()` did: accounts swept, `expiry` entries written,
+    /// credits removed.
+    ExpirySweep { accounts, entries, credits }
+);
+
+impl ExpirySweep {
+    pub fn new(py: Python<'_>, s: cg::ExpirySweep) -> PyResult<ExpirySweep> {
+        Ok(ExpirySweep { accounts: obj(py, s.accounts)?, entries: obj(py, s.entries)?, credits: dec(py, s.credits)? })
+    }
+}
 
 impl Account {
     pub fn new(py: Python<'_>, a: cg::Account) -> PyResult<Account> {
@@ -123,6 +180,13 @@ impl Account {
             active_keys: obj(py, a.active_keys)?,
             first_key_issued: obj(py, a.first_key_issued)?,
             created_at: opt_datetime(py, a.created_at)?,
+            grants: {
+                let list = PyList::empty(py);
+                for g in a.grants {
+                    list.append(Py::new(py, Grant::new(py, g)?)?)?;
+                }
+                list.into_any().unbind()
+            },
         })
     }
 }
@@ -361,6 +425,8 @@ impl Event {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entry>()?;
     m.add_class::<Account>()?;
+    m.add_class::<Grant>()?;
+    m.add_class::<ExpirySweep>()?;
     m.add_class::<KeyEligibility>()?;
     m.add_class::<NewApiKey>()?;
     m.add_class::<ApiKeyInfo>()?;
