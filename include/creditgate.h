@@ -561,8 +561,9 @@ cg_status cg_transactions_json(const struct cg_manager *manager,
 /**
  * Outbox events committed after the event with id `after` (0: from the
  * first), in commit order, as a JSON array of objects with `id`, `kind`
- * (`balance.low`, `purchase.first`, `overdraft`, `key.created`,
- * `key.revoked`), `user_id`, `api_key_id` (or null), `data` (an object;
+ * (`balance.low`, `purchase.first`, `overdraft`, `grant.expired`,
+ * `key.created`, `key.revoked`, `key.disabled`, `key.enabled`,
+ * `key.rotated`, `key.limit_set`, `key.expiry_set`), `user_id`, `api_key_id` (or null), `data` (an object;
  * amounts in it are decimal strings of credits) and `created_at`. Resume
  * with the `id` of the last event handled. `limit`: 1..=1000, or 0 for 100.
  * An `after` that names no event is `CG_INVALID_ARGUMENT`.

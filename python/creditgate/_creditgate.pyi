@@ -146,7 +146,8 @@ class Event:
         """Pass the id of the last event handled as ``after`` to resume."""
     @property
     def kind(self) -> str:
-        """balance.low, purchase.first, overdraft, key.created or key.revoked."""
+        """balance.low, purchase.first, overdraft, grant.expired, or key.created,
+        key.revoked, key.disabled, key.enabled, key.rotated, key.limit_set, key.expiry_set."""
     @property
     def user_id(self) -> str: ...
     @property
