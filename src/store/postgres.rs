@@ -749,12 +749,12 @@ fn migrate_on(conn: &mut PgConn, secrets: &[String]) -> Result<()> {
     let exists: bool =
         conn.client.query_one("SELECT to_regclass('creditgate_schema_version') IS NOT NULL", &[]).map_err(err)?.get(0);
     if exists {
-        let current: i64 = conn
+        let row = conn
             .client
-            .query_one("SELECT COALESCE(MAX(version), 0)::bigint FROM creditgate_schema_version", &[])
-            .map_err(err)?
-            .get(0);
-        if current == latest {
+            .query_one("SELECT COALESCE(MAX(version), 0)::bigint, COUNT(*) FROM creditgate_schema_version", &[])
+            .map_err(err)?;
+        let (current, count): (i64, i64) = (row.get(0), row.get(1));
+        if current == latest && count == MIGRATIONS.len() as i64 {
             return Ok(());
         }
         if current > latest {
@@ -769,14 +769,19 @@ fn migrate_on(conn: &mut PgConn, secrets: &[String]) -> Result<()> {
         "CREATE TABLE IF NOT EXISTS creditgate_schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )
     .map_err(err)?;
-    let current: i64 = t
-        .query_one("SELECT COALESCE(MAX(version), 0)::bigint FROM creditgate_schema_version", &[])
+    let applied: Vec<i64> = t
+        .query("SELECT version::bigint FROM creditgate_schema_version", &[])
         .map_err(err)?
-        .get(0);
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let current = applied.iter().copied().max().unwrap_or(0);
     if current > latest {
         return Err(too_new(current));
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    // Every migration not recorded, in order (not only those above the
+    // highest recorded one).
+    for (version, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
         t.batch_execute(sql).map_err(err)?;
         t.execute(
             &format!("INSERT INTO creditgate_schema_version (version, applied_at) VALUES ($1, {NOW_SQL_EXPR})"),

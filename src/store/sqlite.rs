@@ -343,15 +343,20 @@ impl SqliteStore {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS creditgate_schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
         )?;
-        let current: i64 =
-            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM creditgate_schema_version", [], |r| r.get(0))?;
+        let applied: Vec<i64> = tx
+            .prepare("SELECT version FROM creditgate_schema_version")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let current = applied.iter().copied().max().unwrap_or(0);
         let latest = MIGRATIONS.last().map_or(0, |m| m.0);
         if current > latest {
             return Err(Error::Storage(format!(
                 "database schema version {current} is newer than this library's {latest}; upgrade creditgate"
             )));
         }
-        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        // Every migration not recorded, in order (not only those above the
+        // highest recorded one).
+        for (version, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
             tx.execute_batch(sql)?;
             tx.execute(
                 "INSERT INTO creditgate_schema_version (version, applied_at) VALUES (?1, ?2)",
