@@ -1057,14 +1057,7 @@ impl CreditManager {
                 }
             })?;
             self.count(Counter::key_generation_success_total);
-            Ok(NewApiKey {
-                secret: secret.clone(),
-                key_id: row.id,
-                user_id: row.user_id,
-                name: row.name,
-                prefix: row.prefix.unwrap_or_default(),
-                created_at: row.created_at,
-            })
+            Ok(new_key(secret, row))
         })();
         self.track(r)
     }
@@ -1246,14 +1239,7 @@ impl CreditManager {
                 self.emit(tx, now, &old.user_id, Some(old.id), EventKind::KeyRotated, data)?;
                 Ok(new)
             })?;
-            Ok(NewApiKey {
-                secret: secret.clone(),
-                key_id: row.id,
-                user_id: row.user_id,
-                name: row.name,
-                prefix: row.prefix.unwrap_or_default(),
-                created_at: row.created_at,
-            })
+            Ok(new_key(secret, row))
         })();
         self.track(r)
     }
@@ -1976,6 +1962,18 @@ fn draw(
         }
     }
     Ok(())
+}
+
+/// The caller's copy of a key just created: its secret, shown once.
+fn new_key(secret: keys::ApiKeySecret, row: KeyRow) -> NewApiKey {
+    NewApiKey {
+        secret,
+        key_id: row.id,
+        user_id: row.user_id,
+        name: row.name,
+        prefix: row.prefix.unwrap_or_default(),
+        created_at: row.created_at,
+    }
 }
 
 fn mismatch(user: &str, problem: &str, detail: String) -> AuditMismatch {

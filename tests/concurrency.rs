@@ -417,25 +417,13 @@ fn processes_sharing_one_database() {
     let initial = credits(2000 * stress() as i64 * stress() as i64);
     grant(&m, "shared", initial);
     let setup_entries = m.transactions("shared", 1000, None).unwrap().len();
-
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..CHILDREN * stress() as usize)
-        .map(|w| {
-            std::process::Command::new(&exe)
-                .args(["--exact", "child_hammer", "--nocapture", "--ignored", "--test-threads", "1"])
-                .env(CHILD_ENV, format!("{w}\t{url}\t{key}"))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn a child test process")
-        })
+        .map(|w| common::spawn_child_test("child_hammer", CHILD_ENV, format!("{w}\t{url}\t{key}")))
         .collect();
     // Meanwhile this process hammers too.
     let mut total = hammer(&m, "shared", &key, 7, CHILD_OPS * stress());
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = common::child_output(child);
         // The harness may print "test child_hammer ... " on the same line.
         let lines: Vec<Tally> =
             stdout.lines().filter_map(|l| l.find("CHILD-RESULT ").and_then(|i| Tally::parse(&l[i..]))).collect();
@@ -598,23 +586,18 @@ fn processes_near_zero_never_overdraw_and_count_every_overdraft() {
     let setup_entries = common::all_entries(&m, "zero").len();
 
     let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 1500;
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..NEAR_ZERO_PROCESSES)
         .map(|p| {
-            std::process::Command::new(&exe)
-                .args(["--exact", "child_near_zero", "--nocapture", "--ignored", "--test-threads", "1"])
-                .env(NEAR_ZERO_ENV, format!("{p}\t{url}\t{race_key}\t{zero_key}\t{start_ms}"))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn a child test process")
+            common::spawn_child_test(
+                "child_near_zero",
+                NEAR_ZERO_ENV,
+                format!("{p}\t{url}\t{race_key}\t{zero_key}\t{start_ms}"),
+            )
         })
         .collect();
     let mut total = NearZero::default();
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = common::child_output(child);
         let lines: Vec<NearZero> =
             stdout.lines().filter_map(|l| l.find("NEAR-ZERO ").and_then(|i| NearZero::parse(&l[i..]))).collect();
         assert_eq!(lines.len(), 1, "one result line per child: {stdout}");

@@ -151,17 +151,8 @@ fn a_reader_sees_every_event_once_while_processes_write() {
     let (url, _db) = common::shared_url();
     let m = common::open(&url, Config::new());
     let expected = (CHILD_PROCESSES + 1) * WRITERS_PER_PROCESS * USERS_PER_WRITER;
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (1..=CHILD_PROCESSES)
-        .map(|p| {
-            std::process::Command::new(&exe)
-                .args(["--exact", "events_child_writer", "--nocapture", "--ignored", "--test-threads", "1"])
-                .env(CHILD_ENV, format!("{p}\t{url}"))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn a child test process")
-        })
+        .map(|p| common::spawn_child_test("events_child_writer", CHILD_ENV, format!("{p}\t{url}")))
         .collect();
     let writers = spawn_writers(&m, 0);
 
@@ -179,8 +170,7 @@ fn a_reader_sees_every_event_once_while_processes_write() {
         h.join().unwrap();
     }
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+        common::child_output(child);
     }
     // Whatever is left after every writer finished (a marker shows when all has).
     let everything = all_events(&m);

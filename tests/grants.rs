@@ -433,21 +433,11 @@ fn processes_draw_down_across_grants_while_they_expire() {
         granted += 1000 * (1 + i);
     }
     let (key, _) = key_for(&m, "u");
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..PROCESSES)
-        .map(|w| {
-            std::process::Command::new(&exe)
-                .args(["--exact", "grants_child", "--nocapture", "--ignored", "--test-threads", "1"])
-                .env(CHILD_ENV, format!("{w}\t{url}\t{key}"))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|w| common::spawn_child_test("grants_child", CHILD_ENV, format!("{w}\t{url}\t{key}")))
         .collect();
     for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+        common::child_output(c);
     }
     std::thread::sleep(std::time::Duration::from_millis(100));
     m.expire_grants(10).unwrap();

@@ -357,23 +357,12 @@ fn processes_holding_against_one_key_cap_never_exceed_it() {
     let m = open(&url, Config::new());
     let (secret, id) = funded(&m, "u", 100_000);
     m.set_key_limit(id, Some(credits(15)), SpendWindow::Daily, None).unwrap();
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..4)
-        .map(|_| {
-            std::process::Command::new(&exe)
-                .args(["--exact", "child_key_cap_holds", "--nocapture", "--ignored", "--test-threads", "1"])
-                .env(CHILD_ENV, format!("{url}\t{secret}"))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn a child test process")
-        })
+        .map(|_| common::spawn_child_test("child_key_cap_holds", CHILD_ENV, format!("{url}\t{secret}")))
         .collect();
     let mut total = 0;
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = common::child_output(child);
         let n: Vec<u64> = stdout
             .lines()
             .filter_map(|l| l.find("KEY-CAP-HOLDS ").map(|i| l[i + 14..].trim().parse().unwrap()))

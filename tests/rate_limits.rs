@@ -146,23 +146,11 @@ fn the_rate_limit_is_shared_by_processes() {
     let (key, id) = paid(&m, "shared");
     m.set_rate_limit(id, Some(LIMIT), None).unwrap();
     fresh_minute();
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (1..PROCESSES)
-        .map(|_| {
-            std::process::Command::new(&exe)
-                .args(["--exact", "rate_child", "--nocapture", "--ignored", "--test-threads", "1"])
-                .env(CHILD_ENV, format!("{url}\t{key}"))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn a child test process")
-        })
-        .collect();
+    let children: Vec<_> =
+        (1..PROCESSES).map(|_| common::spawn_child_test("rate_child", CHILD_ENV, format!("{url}\t{key}"))).collect();
     let (mut ok, mut limited) = hammer(&m, &key);
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = common::child_output(child);
         let line = stdout.lines().find_map(|l| l.find("RATE-CHILD ").map(|i| &l[i..])).expect("a result line");
         let nums: Vec<u32> = line.split(['=', ' ']).filter_map(|t| t.parse().ok()).collect();
         ok += nums[0];

@@ -159,3 +159,24 @@ pub fn latest_schema_version() -> i64 {
         .max()
         .expect("a migration")
 }
+
+/// Starts the ignored test `test` of this test binary in a child process,
+/// with the environment variable `env` set to `value` (the child's work).
+pub fn spawn_child_test(test: &str, env: &str, value: String) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", test, "--nocapture", "--ignored", "--test-threads", "1"])
+        .env(env, value)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn a child test process")
+}
+
+/// Waits for a child test process, asserts that it passed, returns its stdout.
+#[track_caller]
+pub fn child_output(child: std::process::Child) -> String {
+    let out = child.wait_with_output().expect("wait for a child test process");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
