@@ -34,6 +34,8 @@ SIGNATURES = {
     "enable_api_key": "(key_id, *, user_id=None)",
     "rotate_api_key": "(key_id, grace_seconds, *, user_id=None)",
     "set_key_limit": "(key_id, limit, window, *, user_id=None)",
+    "set_rate_limit": "(key_id, *, requests_per_minute=None, tokens_per_minute=None)",
+    "events": "(after=0, limit=100)",
     "verify_api_key_credits": "(api_key, min_credits=1)",
     "record_usage": (
         "(api_key=None, *, key_id=None, tokens=None, input_tokens=None, output_tokens=None, model=None, "
