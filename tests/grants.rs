@@ -45,6 +45,22 @@ fn expired_events(m: &CreditManager, want: usize) -> Vec<creditgate::Event> {
     }
 }
 
+/// How many expiry entries `all` has, asserting that each names a distinct
+/// grant: none expired twice.
+#[track_caller]
+fn expiry_entries_of_distinct_grants(all: &[creditgate::Entry]) -> usize {
+    let mut ids: Vec<_> = all
+        .iter()
+        .filter(|e| e.kind == EntryKind::Expiry)
+        .map(|e| e.metadata.as_ref().unwrap()["grant_id"].as_i64().unwrap())
+        .collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no grant expired twice");
+    n
+}
+
 fn opts(category: Option<GrantCategory>, priority: i32, expires_at: Option<Timestamp>) -> GrantOptions {
     GrantOptions { expires_at, category, priority }
 }
@@ -374,16 +390,7 @@ fn threads_draw_down_across_grants_and_expiries_exactly() {
     let expired = -sum(EntryKind::Expiry);
     let spent = -(sum(EntryKind::Usage) + sum(EntryKind::Deduct));
     assert_eq!(granted * 1_000_000 - spent - expired, balance);
-    // Each expiry entry names a distinct grant: none expired twice.
-    let mut ids: Vec<_> = all
-        .iter()
-        .filter(|e| e.kind == EntryKind::Expiry)
-        .map(|e| e.metadata.as_ref().unwrap()["grant_id"].as_i64().unwrap())
-        .collect();
-    let n = ids.len();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!(ids.len(), n);
+    let n = expiry_entries_of_distinct_grants(&all);
     let events = expired_events(&m, n).len();
     assert_eq!(events, n, "one grant.expired event per expiry entry");
     let live: i64 = lots(&m, "u").iter().map(|g| g.remaining.micros()).sum();
@@ -448,15 +455,7 @@ fn processes_draw_down_across_grants_while_they_expire() {
     let balance = m.get_balance("u").unwrap().micros();
     assert_eq!(granted * 1_000_000 + sum(EntryKind::Usage) + sum(EntryKind::Deduct) + sum(EntryKind::Expiry), balance);
     assert!(sum(EntryKind::Expiry) < 0, "some grants expired with credits left");
-    let mut ids: Vec<_> = all
-        .iter()
-        .filter(|e| e.kind == EntryKind::Expiry)
-        .map(|e| e.metadata.as_ref().unwrap()["grant_id"].as_i64().unwrap())
-        .collect();
-    let n = ids.len();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!(ids.len(), n, "no grant expired twice");
+    let n = expiry_entries_of_distinct_grants(&all);
     assert_eq!(n, 8, "each expiring grant expired once, with credits left");
     let events = expired_events(&m, n).len();
     assert_eq!(events, n, "one grant.expired event per expiry entry");
