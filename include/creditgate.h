@@ -1,6 +1,6 @@
 /*
  * creditgate: an embeddable prepaid-credit ledger for AI API gateways.
- * C ABI. Contract: SPEC.md sections 5 and 8; guide: docs/c-api.md.
+ * C ABI. Reference: docs/reference.md; guide: docs/c-api.md.
  *
  * Conventions
  * - Every function that can fail returns a cg_status; CG_OK (0) is success.
@@ -144,6 +144,39 @@ typedef uint32_t cg_status;
 #endif // __cplusplus
 
 /**
+ * Where a hold stands (`cg_hold.status`). The numbers are part of the ABI.
+ */
+enum cg_hold_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Holding credits until settled, released or expired.
+   */
+  CG_HOLD_ACTIVE = 0,
+  /**
+   * Charged by `cg_settle`.
+   */
+  CG_HOLD_SETTLED = 1,
+  /**
+   * Freed by `cg_release` without a charge.
+   */
+  CG_HOLD_RELEASED = 2,
+  /**
+   * Its TTL passed before it was settled.
+   */
+  CG_HOLD_EXPIRED = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum cg_hold_status cg_hold_status;
+#else
+typedef uint32_t cg_hold_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An open ledger. Opaque; created by `cg_open` or `cg_open_env`, destroyed
  * by `cg_close`. Thread-safe: one handle may be used by many threads at
  * once (but not closed while in use).
@@ -265,7 +298,7 @@ typedef struct cg_usage_charge {
 } cg_usage_charge;
 
 /**
- * A hold (`cg_reserve`).
+ * A hold (`cg_reserve`, `cg_reserve_usage`).
  */
 typedef struct cg_hold {
   char hold_id[CG_ID_SIZE];
@@ -282,6 +315,11 @@ typedef struct cg_hold {
    * True when the request id already held this amount.
    */
   bool replayed;
+  /**
+   * `CG_HOLD_ACTIVE` for a new hold; on a replay, where the first hold
+   * stands now (only an active hold still covers a call).
+   */
+  cg_hold_status status;
 } cg_hold;
 
 #ifdef __cplusplus
@@ -291,11 +329,13 @@ extern "C" {
 /**
  * Opens (and migrates) the ledger at `database_url` (`sqlite:///path.db`,
  * `sqlite:////abs/path.db`, `sqlite:///:memory:`, `postgresql://...`).
- * NULL reads `DATABASE_URL` like `cg_open_env`. The other settings
- * (`MIN_CREDITS_API_KEY`, `CREDITS_PER_USD`, ...) come from the
- * environment either way.
+ * The other settings (`MIN_CREDITS_API_KEY`, `CREDITS_PER_USD`, ...) come
+ * from the environment. To take the URL from `DATABASE_URL` too, call
+ * `cg_open_env`.
  *
- * `database_url`: borrowed for the call; may be NULL.
+ * `database_url`: required (NULL is `CG_INVALID_ARGUMENT`: a forgotten
+ * URL must not open, or create, a ledger somewhere else); borrowed for the
+ * call.
  * `manager_out`: required; receives a new handle owned by the caller, to be
  * released with `cg_close`. Set to NULL on failure.
  */
@@ -760,6 +800,26 @@ cg_status cg_reserve(const struct cg_manager *manager,
                      int64_t ttl_seconds,
                      const char *request_id,
                      struct cg_hold *hold_out);
+
+/**
+ * Holds a call's worst case, quoted by the formula of its charge:
+ * `input_tokens` at `model`'s input rate plus `output_tokens` (e.g. the
+ * request's `max_tokens`) at its output rate, rounded up once (NULL
+ * `model` = default price; at least 1 micro-credit). Otherwise as
+ * `cg_reserve`: `ttl_seconds` 1..=86400 or 0 for 600; `request_id`
+ * optional, the same id holds once (`replayed`, with the first hold's
+ * `status`).
+ *
+ * `hold_out`: required; zeroed on failure.
+ */
+cg_status cg_reserve_usage(const struct cg_manager *manager,
+                           const char *api_key,
+                           int64_t input_tokens,
+                           int64_t output_tokens,
+                           const char *model,
+                           int64_t ttl_seconds,
+                           const char *request_id,
+                           struct cg_hold *hold_out);
 
 /**
  * Charges a hold's actual usage exactly once and frees it (also after it

@@ -54,11 +54,16 @@ pub struct Usage<'a> {
 #[derive(Clone, Copy, Debug)]
 pub enum HoldAmount<'a> {
     Credits(Credits),
-    /// The price of this many input tokens of `model`.
+    /// The price of this many input tokens of `model`: shorthand for
+    /// `Usage` with no output tokens.
     Tokens {
         tokens: i64,
         model: Option<&'a str>,
     },
+    /// A call's worst case, quoted exactly as its charge will be: input
+    /// tokens at the model's input rate plus output tokens (e.g. the
+    /// request's `max_tokens`) at its output rate, rounded up once.
+    Usage(Usage<'a>),
 }
 
 /// What a settlement charges.
@@ -328,6 +333,23 @@ impl CreditManager {
 
     pub fn migrate(&self) -> Result<()> {
         self.track(self.inner.store.migrate())
+    }
+
+    /// For front doors (the Python and C bindings), before converting a
+    /// caller's arguments: starts the call whose errors
+    /// [`count_front_door_error`](Self::count_front_door_error) counts.
+    #[doc(hidden)]
+    pub fn begin_front_door_call() {
+        crate::metrics::begin_call();
+    }
+
+    /// For front doors: counts in `errors_total` an error the caller is
+    /// about to get, unless the core counted it already in this call, so
+    /// every error a front door returns is counted once (also a bad argument
+    /// its own conversion caught).
+    #[doc(hidden)]
+    pub fn count_front_door_error(&self, code: ErrorCode) {
+        self.inner.metrics.error_once(code);
     }
 
     fn track<T>(&self, r: Result<T>) -> Result<T> {
@@ -1017,7 +1039,6 @@ impl CreditManager {
             let outcome = self.write(|tx| {
                 let now = tx.now()?;
                 tx.ensure_account(user, now)?;
-                self.expire_due(tx, now, user)?;
                 if let Some(t) = expires_at
                     && t <= now
                 {
@@ -1041,6 +1062,10 @@ impl CreditManager {
                         limit_source: LimitSource::Account,
                     }));
                 }
+                // Only now, once the key is granted: a refusal commits the
+                // attempt's tally and nothing else (`available` above already
+                // left out the due grants).
+                self.expire_due(tx, now, user)?;
                 let prefix = Some(keys::display_prefix(secret.expose(), false));
                 let row = KeyRow { expires_at, ..KeyRow::new(user, name, prefix, false, now) };
                 tx.insert_key(&row, &hash, HashKind::Peppered)?;
@@ -1585,6 +1610,7 @@ impl CreditManager {
                     validate::tokens("tokens", tokens)?;
                     validate::opt_text("model", model)?;
                 }
+                HoldAmount::Usage(u) => Self::check_usage(&u)?,
             }
             let request_id = validate::opt_text("request_id", request_id)?;
             let max = self.inner.config.max_active_holds_per_user;
@@ -1603,14 +1629,7 @@ impl CreditManager {
                 tx.ensure_account(user, now)?;
                 self.expire_due(tx, now, user)?;
                 let expired = tx.expire_holds(user, now)?;
-                let (held_amount, model) = match amount {
-                    HoldAmount::Credits(c) => (c, None),
-                    HoldAmount::Tokens { tokens, model } => {
-                        let p = self.price_of(tx, model)?;
-                        // A hold is at least one micro-credit.
-                        (price_tokens(tokens, 0, p)?.max(Credits::from_micros(1)), model.map(str::to_string))
-                    }
-                };
+                let (held_amount, model) = self.quote(tx, amount)?;
                 if let Some(rid) = request_id
                     && let Some(h) = tx.hold_by_request(user, rid)?
                 {
@@ -1623,10 +1642,6 @@ impl CreditManager {
                             h.amount
                         )))
                     };
-                }
-                // Counted after the replay check: a replay is not a new request.
-                if rate {
-                    counted_request(tx.take_request(k.id, rate_window(now))?, now)?;
                 }
                 let active = tx.active_holds(user, now)?;
                 if active >= max {
@@ -1653,6 +1668,12 @@ impl CreditManager {
                     };
                     return Err(short(held_amount, available, key_remaining));
                 }
+                // After the credit check (402 before 429, as for verify) and
+                // after the replay check (a replay is not a new request). A
+                // refusal rolls the hold back with the rest.
+                if rate {
+                    counted_request(tx.take_request(k.id, rate_window(now))?, now)?;
+                }
                 Ok((hold_of(row, false), expired))
             })
         })();
@@ -1664,6 +1685,22 @@ impl CreditManager {
             }
             h
         })
+    }
+
+    /// What a hold holds, and the model it prices: tokens are quoted by the
+    /// same formula as their charge, and a hold is at least one micro-credit.
+    fn quote(&self, tx: &mut dyn Tx, amount: HoldAmount<'_>) -> Result<(Credits, Option<String>)> {
+        match amount {
+            HoldAmount::Credits(c) => Ok((c, None)),
+            HoldAmount::Tokens { tokens, model } => {
+                self.quote(tx, HoldAmount::Usage(Usage { input_tokens: tokens, output_tokens: 0, model }))
+            }
+            HoldAmount::Usage(u) => {
+                let p = self.price_of(tx, u.model)?;
+                let amount = price_tokens(u.input_tokens, u.output_tokens, p)?.max(Credits::from_micros(1));
+                Ok((amount, u.model.map(str::to_string)))
+            }
+        }
     }
 
     /// Charges a hold's actual usage exactly once and frees it; also after
@@ -2017,7 +2054,7 @@ fn key_info(k: KeyRow, now: Timestamp) -> ApiKeyInfo {
 }
 
 fn hold_of(h: HoldRow, replayed: bool) -> Hold {
-    Hold { hold_id: h.id, user_id: h.user_id, amount: h.amount, expires_at: h.expires_at, replayed }
+    Hold { hold_id: h.id, user_id: h.user_id, amount: h.amount, expires_at: h.expires_at, status: h.status, replayed }
 }
 
 impl std::fmt::Debug for CreditManager {

@@ -2,9 +2,23 @@
 //! the hot path pays a few uncontended adds.
 
 use crate::error::ErrorCode;
+use std::cell::Cell;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+thread_local! {
+    /// Whether this thread counted an error since its front door's call
+    /// began ([`begin_call`]). A front door (the Python or C binding) counts
+    /// the errors it raised itself, e.g. a bad argument caught while
+    /// converting, and only those: the core's are counted where they arise.
+    static ERROR_COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Starts one front-door call on this thread (see `ERROR_COUNTED`).
+pub(crate) fn begin_call() {
+    let _ = ERROR_COUNTED.try_with(|c| c.set(false));
+}
 
 macro_rules! counters {
     ($($name:ident => $help:literal),* $(,)?) => {
@@ -107,6 +121,15 @@ impl Metrics {
 
     pub(crate) fn error(&self, code: ErrorCode) {
         self.errors[code.index()].fetch_add(1, Ordering::Relaxed);
+        let _ = ERROR_COUNTED.try_with(|c| c.set(true));
+    }
+
+    /// Counts an error a front door returns unless the core already counted
+    /// it during this call.
+    pub(crate) fn error_once(&self, code: ErrorCode) {
+        if !ERROR_COUNTED.try_with(|c| c.replace(false)).unwrap_or(false) {
+            self.error(code);
+        }
     }
 
     /// name → value; `errors_total` is the sum over codes.

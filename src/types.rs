@@ -454,12 +454,47 @@ pub struct UsageCharge {
     pub replayed: bool,
 }
 
+/// Where a hold stands: `Active` until settled (charged), released (freed
+/// without a charge) or expired (its TTL passed unsettled). On a replayed
+/// `reserve` it tells the host whether the hold still covers the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HoldStatus {
+    Active,
+    Settled,
+    Released,
+    Expired,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Active => "active",
+            HoldStatus::Settled => "settled",
+            HoldStatus::Released => "released",
+            HoldStatus::Expired => "expired",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<HoldStatus> {
+        Ok(match s {
+            "active" => HoldStatus::Active,
+            "settled" => HoldStatus::Settled,
+            "released" => HoldStatus::Released,
+            "expired" => HoldStatus::Expired,
+            _ => return Err(Error::Internal(format!("unknown hold status {s:?} in the database"))),
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hold {
     pub hold_id: HoldId,
     pub user_id: String,
     pub amount: Credits,
     pub expires_at: Timestamp,
+    /// `Active` for a new hold; on a replay, where the first hold stands now.
+    pub status: HoldStatus,
     pub replayed: bool,
 }
 

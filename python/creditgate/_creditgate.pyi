@@ -7,7 +7,7 @@ Written by hand and checked against the built module by
 import os
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, final
+from typing import Any, ClassVar, Literal, final
 
 from typing_extensions import TypeAlias
 
@@ -355,7 +355,10 @@ class UsageCharge:
 
 @final
 class Hold:
-    """Credits held by ``reserve`` until ``settle``, ``release`` or expiry."""
+    """Credits held by ``reserve`` until ``settle``, ``release`` or expiry.
+    ``status`` is ``"active"`` for a new hold; on a replay (``replayed``),
+    where the first hold stands now: ``"active"``, ``"settled"``,
+    ``"released"`` or ``"expired"`` (only an active hold covers a call)."""
 
     @property
     def hold_id(self) -> str: ...
@@ -365,6 +368,8 @@ class Hold:
     def amount(self) -> Decimal: ...
     @property
     def expires_at(self) -> datetime: ...
+    @property
+    def status(self) -> Literal["active", "settled", "released", "expired"]: ...
     @property
     def replayed(self) -> bool: ...
     def to_dict(self) -> dict[str, Any]: ...
@@ -589,17 +594,25 @@ class LocalCreditManager:
         model: str | None = None,
         request_id: str | None = None,
     ) -> UsageCharge:
-        """Charge a call's usage; ``tokens=`` alone means ``input_tokens``."""
+        """Charge a call's usage; ``tokens=`` alone means ``input_tokens``.
+        At least one count is required (``InvalidArgument`` otherwise; an
+        explicit ``0`` is fine), so a forgotten count never gives a call away."""
     def reserve(
         self,
         api_key: str,
         *,
         credits: _Amount | None = None,
         tokens: int | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
         model: str | None = None,
         ttl_seconds: int = 600,
         request_id: str | None = None,
-    ) -> Hold: ...
+    ) -> Hold:
+        """Hold ``credits``, or the price of the token counts: input tokens at
+        ``model``'s input rate plus output tokens (e.g. ``max_tokens``) at its
+        output rate, the formula of the charge (``tokens=`` alone means
+        ``input_tokens``)."""
     def settle(
         self,
         hold_id: str,

@@ -37,7 +37,7 @@ pool Starlette uses for sync endpoints). Neither blocks the event loop.
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
 
@@ -49,6 +49,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import _holds as _holds_rule
 from ._creditgate import CreditError, Hold, InvalidApiKey, LocalCreditManager, UsageCharge, Verification
 from .aio import AsyncLocalCreditManager
 from .cli import decimal_text, to_json
@@ -79,7 +80,6 @@ log = logging.getLogger("creditgate.fastapi")
 CREDITS_HEADER = "X-Credits-Remaining"
 # Where CreditsHeaderMiddleware leaves the per-request slot for the header.
 _SCOPE_KEY = "creditgate.credits_remaining"
-_MICRO = Decimal("0.000001")
 
 #: Either manager; the glue awaits the async one and runs the sync one on a worker thread.
 Ledger = Union[LocalCreditManager, AsyncLocalCreditManager]
@@ -323,43 +323,30 @@ class CreditGate:
     ) -> "Meter":
         """Reserves the most the call can cost and returns its :class:`Meter`.
 
-        The worst case is ``input_tokens`` plus ``max_output_tokens`` of
-        ``model``, each at its own price (``list_model_prices``; the default
-        price otherwise), or ``credits`` when given. Raises
-        ``InsufficientCredits`` (402) when the account cannot cover it, so
-        concurrent calls can never spend more than their holds. The hold
+        The worst case is ``input_tokens`` at ``model``'s input rate plus
+        ``max_output_tokens`` at its output rate, quoted by the ledger
+        (``reserve``) by the formula of the charge, or ``credits`` when given.
+        Raises ``InsufficientCredits`` (402) when the account cannot cover it,
+        so concurrent calls can never spend more than their holds. The hold
         expires after ``ttl_seconds`` if the process dies before settling.
         ``request_id`` (default: a fresh ``chatcmpl-...`` id) makes the hold
-        and its charge idempotent."""
+        and its charge idempotent: a retry whose earlier hold was released or
+        expired holds anew, and a request already settled is refused
+        (``IdempotencyConflict``, 409)."""
         ledger = self.ledger(request)
-        request_id = request_id or f"chatcmpl-{uuid.uuid4().hex}"
-        amount = (
+        base = request_id or f"chatcmpl-{uuid.uuid4().hex}"
+        amount: dict[str, Any] = (
             {"credits": credits}
             if credits is not None
-            else await _worst_case(ledger, model, input_tokens, max_output_tokens)
+            else {"input_tokens": input_tokens, "output_tokens": max_output_tokens, "model": model}
         )
-        hold: Hold = await _call(ledger, "reserve", api_key, **amount, ttl_seconds=ttl_seconds, request_id=request_id)
-        return Meter(ledger, hold, request_id=request_id, model=model, input_tokens=input_tokens, request=request)
-
-
-async def _worst_case(
-    ledger: Ledger, model: Optional[str], input_tokens: int, max_output_tokens: int
-) -> dict[str, Any]:
-    """``reserve``'s arguments for the most a call can cost."""
-    for name, n in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"{name} must be an int, not {type(n).__name__}")
-    prices: dict[str, tuple[Decimal, Decimal]] = await _call(ledger, "list_model_prices")
-    price = prices.get(model) if model is not None else None
-    if price is None:
-        # The default price is the same for input and output tokens: let the
-        # ledger price the total (one ceil, exactly as the charge will be).
-        # Negative counts go through, for the ledger to refuse.
-        total = input_tokens + max_output_tokens
-        return {"tokens": total, "model": model} if total != 0 else {"credits": _MICRO}
-    input_per_1k, output_per_1k = price
-    worst = (input_tokens * input_per_1k + max_output_tokens * output_per_1k) / 1000
-    return {"credits": max(worst.quantize(_MICRO, rounding=ROUND_CEILING), _MICRO)}
+        for request_id in _holds_rule.attempt_ids(base):
+            hold: Hold = await _call(
+                ledger, "reserve", api_key, **amount, ttl_seconds=ttl_seconds, request_id=request_id
+            )
+            if _holds_rule.covers(hold, request_id):
+                return Meter(ledger, hold, request_id=base, model=model, input_tokens=input_tokens, request=request)
+        raise _holds_rule.exhausted(base)
 
 
 # ----- metering ---------------------------------------------------------------------

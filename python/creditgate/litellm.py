@@ -12,11 +12,14 @@
   no credits left gets 402. Both come in the OpenAI error shape, with the codes
   of SPEC §5 (``invalid_api_key``, ``insufficient_credits``).
 - ``callback`` does the metering. Before the call, it holds the call's
-  worst-case price: prompt tokens plus ``max_tokens``, capped, priced with
-  creditgate's model prices. Holds are strict, so concurrent calls cannot
-  spend more than the account has. When the call succeeds (streamed or not),
-  it settles the real usage, keyed by LiteLLM's ``litellm_call_id``: retries
-  and duplicate events charge once. When the call fails, it releases the hold.
+  worst-case price: the prompt tokens at the model's input rate plus
+  ``max_tokens`` (capped) at its output rate, quoted by creditgate exactly as
+  the charge will be. Holds are strict, so concurrent calls cannot spend more
+  than the account has. When the call succeeds (streamed or not), it settles
+  the real usage, keyed by LiteLLM's ``litellm_call_id``: duplicate events
+  charge once. When the call fails, it releases the hold; a retry under the
+  same call id then holds anew (never runs on the released hold), and a call
+  id that was already charged is refused (409).
 
 Configuration comes from the environment. ``CREDITGATE_DATABASE_URL``, else
 ``DATABASE_URL``, names the ledger (SQLite or PostgreSQL). Use the first when
@@ -47,6 +50,7 @@ from collections import OrderedDict
 from typing import Any
 
 from creditgate import CreditError, InsufficientCredits, InvalidApiKey, LocalCreditManager
+from creditgate import _holds as _holds_rule
 
 try:
     from litellm.integrations.custom_logger import CustomLogger
@@ -154,7 +158,10 @@ def _key_id(user_api_key_dict: Any) -> str | None:
 class CreditgateCallback(CustomLogger):  # type: ignore[misc]  # LiteLLM is untyped
     """Holds the worst case before each call, settles or releases after it."""
 
-    def _worst_case_tokens(self, data: dict[str, Any]) -> int:
+    def _worst_case_tokens(self, data: dict[str, Any]) -> tuple[int, int]:
+        """The call's prompt tokens and the most completion tokens it may
+        produce (its ``max_tokens``, capped), for ``reserve`` to price each
+        at its own rate."""
         import litellm
 
         cap = _env_int("CREDITGATE_LITELLM_MAX_TOKENS", _DEFAULT_MAX_TOKENS)
@@ -162,7 +169,26 @@ class CreditgateCallback(CustomLogger):  # type: ignore[misc]  # LiteLLM is unty
         completion = min(int(asked), cap) if isinstance(asked, int) and asked > 0 else cap
         messages = data.get("messages")
         prompt = litellm.token_counter(model=data.get("model", ""), messages=messages) if messages else 0
-        return int(prompt) + completion
+        return int(prompt), completion
+
+    def _hold(self, secret: str, call_id: str, data: dict[str, Any]) -> str:
+        """Holds the call's worst case; a retried call id whose earlier
+        attempt's hold ended unsettled holds anew (``creditgate._holds``)."""
+        prompt, completion = self._worst_case_tokens(data)
+        ledger = manager()
+        base = f"litellm:{call_id}"
+        for request_id in _holds_rule.attempt_ids(base):
+            hold = ledger.reserve(
+                secret,
+                input_tokens=prompt,
+                output_tokens=completion,
+                model=str(data.get("model") or "") or None,
+                ttl_seconds=_env_int("CREDITGATE_LITELLM_HOLD_TTL", _DEFAULT_HOLD_TTL),
+                request_id=request_id,
+            )
+            if _holds_rule.covers(hold, request_id):
+                return hold.hold_id
+        raise _holds_rule.exhausted(base)
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
@@ -174,20 +200,12 @@ class CreditgateCallback(CustomLogger):  # type: ignore[misc]  # LiteLLM is unty
         secret = _secret_for(key_id)
         if secret is None:
             raise _error(401, "invalid_api_key", "API key not authenticated by this proxy worker")
-        tokens = self._worst_case_tokens(data)
         try:
-            hold = await asyncio.to_thread(
-                manager().reserve,
-                secret,
-                tokens=tokens,
-                model=str(data.get("model") or "") or None,
-                ttl_seconds=_env_int("CREDITGATE_LITELLM_HOLD_TTL", _DEFAULT_HOLD_TTL),
-                request_id=f"litellm:{call_id}",
-            )
+            hold_id = await asyncio.to_thread(self._hold, secret, call_id, data)
         except CreditError as exc:
             raise _error(exc.status_code, exc.code, str(exc)) from None
         with _lock:
-            _holds[call_id] = hold.hold_id
+            _holds[call_id] = hold_id
             while len(_holds) > _MAX_OPEN_CALLS:
                 _holds.popitem(last=False)
         return data

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent};
 use crate::money::Credits;
+pub(crate) use crate::types::HoldStatus;
 use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
 
 /// A key row without its hash.
@@ -86,35 +87,6 @@ impl HashKind {
             HashKind::Peppered => "peppered",
             HashKind::Sha256 => "sha256",
         }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum HoldStatus {
-    Active,
-    Settled,
-    Released,
-    Expired,
-}
-
-impl HoldStatus {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            HoldStatus::Active => "active",
-            HoldStatus::Settled => "settled",
-            HoldStatus::Released => "released",
-            HoldStatus::Expired => "expired",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Result<HoldStatus> {
-        Ok(match s {
-            "active" => HoldStatus::Active,
-            "settled" => HoldStatus::Settled,
-            "released" => HoldStatus::Released,
-            "expired" => HoldStatus::Expired,
-            _ => return Err(Error::Internal(format!("unknown hold status {s:?} in the database"))),
-        })
     }
 }
 

@@ -27,13 +27,13 @@ use creditgate_core::{
     HoldId, KeyId, KeyRef, Result, Settlement, SpendWindow, Timestamp, Usage,
 };
 use ffi::Out;
-use panic::{status_boundary, value_boundary};
+use panic::{manager_boundary, status_boundary, value_boundary};
 use serde_json::{Map, Value};
 use std::ffi::c_char;
 
 pub use status::cg_status;
 pub use types::{
-    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_api_key, cg_entry, cg_hold, cg_key_eligibility,
+    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_api_key, cg_entry, cg_hold, cg_hold_status, cg_key_eligibility,
     cg_usage_charge, cg_verification,
 };
 
@@ -94,19 +94,21 @@ fn open(url: Option<&str>) -> Result<CreditManager> {
 
 /// Opens (and migrates) the ledger at `database_url` (`sqlite:///path.db`,
 /// `sqlite:////abs/path.db`, `sqlite:///:memory:`, `postgresql://...`).
-/// NULL reads `DATABASE_URL` like `cg_open_env`. The other settings
-/// (`MIN_CREDITS_API_KEY`, `CREDITS_PER_USD`, ...) come from the
-/// environment either way.
+/// The other settings (`MIN_CREDITS_API_KEY`, `CREDITS_PER_USD`, ...) come
+/// from the environment. To take the URL from `DATABASE_URL` too, call
+/// `cg_open_env`.
 ///
-/// `database_url`: borrowed for the call; may be NULL.
+/// `database_url`: required (NULL is `CG_INVALID_ARGUMENT`: a forgotten
+/// URL must not open, or create, a ledger somewhere else); borrowed for the
+/// call.
 /// `manager_out`: required; receives a new handle owned by the caller, to be
 /// released with `cg_close`. Set to NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_open(database_url: *const c_char, manager_out: *mut *mut cg_manager) -> cg_status {
     status_boundary(|| {
         let out = unsafe { ffi::out(manager_out, "manager_out") }?;
-        let url = unsafe { ffi::opt_text(database_url, "database_url") }?;
-        out.write(ffi::manager_into_raw(open(url)?));
+        let url = unsafe { ffi::text(database_url, "database_url") }?;
+        out.write(ffi::manager_into_raw(open(Some(url))?));
         Ok(())
     })
 }
@@ -200,7 +202,9 @@ pub unsafe extern "C" fn cg_string_free(s: *mut c_char) {
 /// `cg_string_free`); NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_database_url(manager: *const cg_manager, url_out: *mut *mut c_char) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(url_out, "url_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         out.write(ffi::string_into_raw(m.database_url())?);
@@ -226,7 +230,9 @@ pub unsafe extern "C" fn cg_backup(
     dest_path: *const c_char,
     size_bytes_out: *mut i64,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out =
             if size_bytes_out.is_null() { None } else { Some(unsafe { ffi::out(size_bytes_out, "size_bytes_out") }?) };
         let m = unsafe { ffi::manager(manager) }?;
@@ -250,7 +256,9 @@ pub unsafe extern "C" fn cg_balance(
     user_id: *const c_char,
     balance_micros_out: *mut i64,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(balance_micros_out, "balance_micros_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -268,7 +276,9 @@ pub unsafe extern "C" fn cg_set_min_balance(
     user_id: *const c_char,
     floor_micros: i64,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
         m.set_min_balance(user, Credits::from_micros(floor_micros))
@@ -291,7 +301,9 @@ pub unsafe extern "C" fn cg_account_json(
     user_id: *const c_char,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(json_out, "json_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -316,7 +328,9 @@ pub unsafe extern "C" fn cg_add_credits(
     metadata_json: *const c_char,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(entry_out, "entry_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -363,7 +377,9 @@ pub unsafe extern "C" fn cg_add_credits_grant(
     metadata_json: *const c_char,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(entry_out, "entry_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -395,7 +411,9 @@ pub unsafe extern "C" fn cg_record_payment_grant(
     expires_at_micros: i64,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(entry_out, "entry_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -422,7 +440,9 @@ pub unsafe extern "C" fn cg_expire_grants(
     limit: u32,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(json_out, "json_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         write_json(out, json::expiry_sweep(&m.expire_grants(limit)?))
@@ -445,7 +465,9 @@ pub unsafe extern "C" fn cg_record_payment(
     currency: *const c_char,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(entry_out, "entry_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -477,7 +499,9 @@ pub unsafe extern "C" fn cg_reverse_payment(
     reversal_id: *const c_char,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(entry_out, "entry_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let payment_id = unsafe { ffi::text(payment_id, "payment_id") }?;
@@ -509,7 +533,9 @@ pub unsafe extern "C" fn cg_deduct_credits(
     metadata_json: *const c_char,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(entry_out, "entry_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -541,7 +567,9 @@ pub unsafe extern "C" fn cg_transactions_json(
     before: *const c_char,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(json_out, "json_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -570,7 +598,9 @@ pub unsafe extern "C" fn cg_events_json(
     limit: i64,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(json_out, "json_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let limit = if limit == 0 { CG_DEFAULT_EVENTS_LIMIT } else { limit };
@@ -591,7 +621,9 @@ pub unsafe extern "C" fn cg_set_rate_limit(
     requests_per_minute: u32,
     tokens_per_minute: u64,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let m = unsafe { ffi::manager(manager) }?;
         let key = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
         let rpm = (requests_per_minute != 0).then_some(requests_per_minute);
@@ -611,7 +643,9 @@ pub unsafe extern "C" fn cg_can_generate_api_key(
     user_id: *const c_char,
     eligibility_out: *mut cg_key_eligibility,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(eligibility_out, "eligibility_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -635,7 +669,9 @@ pub unsafe extern "C" fn cg_create_api_key(
     secret_out: *mut *mut c_char,
     key_out: *mut cg_api_key,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let secret_out = unsafe { ffi::out(secret_out, "secret_out") }?;
         let key_out = unsafe { ffi::out(key_out, "key_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
@@ -663,7 +699,9 @@ pub unsafe extern "C" fn cg_import_api_key(
     name: *const c_char,
     key_out: *mut cg_api_key,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(key_out, "key_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -684,7 +722,9 @@ pub unsafe extern "C" fn cg_revoke_api_key(
     key_id: *const c_char,
     user_id: *const c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let m = unsafe { ffi::manager(manager) }?;
         let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
         let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
@@ -703,7 +743,9 @@ pub unsafe extern "C" fn cg_set_api_key_expiry(
     expires_at_micros: i64,
     user_id: *const c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let m = unsafe { ffi::manager(manager) }?;
         let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
         let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
@@ -722,7 +764,9 @@ pub unsafe extern "C" fn cg_disable_api_key(
     key_id: *const c_char,
     user_id: *const c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let m = unsafe { ffi::manager(manager) }?;
         let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
         let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
@@ -738,7 +782,9 @@ pub unsafe extern "C" fn cg_enable_api_key(
     key_id: *const c_char,
     user_id: *const c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let m = unsafe { ffi::manager(manager) }?;
         let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
         let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
@@ -762,7 +808,9 @@ pub unsafe extern "C" fn cg_rotate_api_key(
     secret_out: *mut *mut c_char,
     key_out: *mut cg_api_key,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let secret_out = unsafe { ffi::out(secret_out, "secret_out") }?;
         let key_out = unsafe { ffi::out(key_out, "key_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
@@ -791,7 +839,9 @@ pub unsafe extern "C" fn cg_set_key_limit(
     window: *const c_char,
     user_id: *const c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let m = unsafe { ffi::manager(manager) }?;
         let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
         let window = SpendWindow::parse(unsafe { ffi::text(window, "window") }?)?;
@@ -818,7 +868,9 @@ pub unsafe extern "C" fn cg_list_api_keys_json(
     user_id: *const c_char,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(json_out, "json_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let user = unsafe { ffi::text(user_id, "user_id") }?;
@@ -840,7 +892,9 @@ pub unsafe extern "C" fn cg_verify_api_key_credits(
     min_credits_micros: i64,
     verification_out: *mut cg_verification,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(verification_out, "verification_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let api_key = unsafe { ffi::text(api_key, "api_key") }?;
@@ -872,7 +926,9 @@ pub unsafe extern "C" fn cg_record_usage(
     request_id: *const c_char,
     charge_out: *mut cg_usage_charge,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(charge_out, "charge_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let api_key = unsafe { ffi::opt_text(api_key, "api_key") }?;
@@ -909,7 +965,9 @@ pub unsafe extern "C" fn cg_reserve(
     request_id: *const c_char,
     hold_out: *mut cg_hold,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(hold_out, "hold_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let api_key = unsafe { ffi::text(api_key, "api_key") }?;
@@ -927,6 +985,41 @@ pub unsafe extern "C" fn cg_reserve(
         let ttl_seconds = if ttl_seconds == 0 { CG_DEFAULT_TTL_SECONDS } else { ttl_seconds };
         let h = m.reserve(api_key, amount, ttl_seconds, request_id)?;
         out.write(cg_hold::of(&h)?);
+        Ok(())
+    })
+}
+
+/// Holds a call's worst case, quoted by the formula of its charge:
+/// `input_tokens` at `model`'s input rate plus `output_tokens` (e.g. the
+/// request's `max_tokens`) at its output rate, rounded up once (NULL
+/// `model` = default price; at least 1 micro-credit). Otherwise as
+/// `cg_reserve`: `ttl_seconds` 1..=86400 or 0 for 600; `request_id`
+/// optional, the same id holds once (`replayed`, with the first hold's
+/// `status`).
+///
+/// `hold_out`: required; zeroed on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_reserve_usage(
+    manager: *const cg_manager,
+    api_key: *const c_char,
+    input_tokens: i64,
+    output_tokens: i64,
+    model: *const c_char,
+    ttl_seconds: i64,
+    request_id: *const c_char,
+    hold_out: *mut cg_hold,
+) -> cg_status {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
+        let out = unsafe { ffi::out(hold_out, "hold_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let api_key = unsafe { ffi::text(api_key, "api_key") }?;
+        let model = unsafe { ffi::opt_text(model, "model") }?;
+        let request_id = unsafe { ffi::opt_text(request_id, "request_id") }?;
+        let amount = HoldAmount::Usage(Usage { input_tokens, output_tokens, model });
+        let ttl_seconds = if ttl_seconds == 0 { CG_DEFAULT_TTL_SECONDS } else { ttl_seconds };
+        out.write(cg_hold::of(&m.reserve(api_key, amount, ttl_seconds, request_id)?)?);
         Ok(())
     })
 }
@@ -950,7 +1043,9 @@ pub unsafe extern "C" fn cg_settle(
     model: *const c_char,
     charge_out: *mut cg_usage_charge,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(charge_out, "charge_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let hold_id = HoldId::parse(unsafe { ffi::text(hold_id, "hold_id") }?)?;
@@ -961,7 +1056,7 @@ pub unsafe extern "C" fn cg_settle(
             (c, ..) => {
                 return Err(invalid(format!(
                     "settle takes either credits_micros or tokens and model, got credits_micros {c} with \
-                     {input_tokens} input and {output_tokens} output tokens"
+                 {input_tokens} input and {output_tokens} output tokens"
                 )));
             }
         };
@@ -974,7 +1069,9 @@ pub unsafe extern "C" fn cg_settle(
 /// released, settled or expired. Unknown hold: `CG_NOT_FOUND`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_release(manager: *const cg_manager, hold_id: *const c_char) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let m = unsafe { ffi::manager(manager) }?;
         m.release(HoldId::parse(unsafe { ffi::text(hold_id, "hold_id") }?)?)
     })
@@ -989,7 +1086,9 @@ pub unsafe extern "C" fn cg_set_model_price(
     input_per_1k_micros: i64,
     output_per_1k_micros: i64,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let m = unsafe { ffi::manager(manager) }?;
         let model = unsafe { ffi::text(model, "model") }?;
         m.set_model_price(model, Credits::from_micros(input_per_1k_micros), Credits::from_micros(output_per_1k_micros))
@@ -1006,7 +1105,9 @@ pub unsafe extern "C" fn cg_list_model_prices_json(
     manager: *const cg_manager,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(json_out, "json_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         write_json(out, json::model_prices(&m.list_model_prices()?))
@@ -1024,7 +1125,9 @@ pub unsafe extern "C" fn cg_list_model_prices_json(
 /// with `cg_string_free`); NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_audit_json(manager: *const cg_manager, json_out: *mut *mut c_char) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(json_out, "json_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         write_json(out, json::audit(&m.audit()?))
@@ -1042,7 +1145,9 @@ pub unsafe extern "C" fn cg_audit_json(manager: *const cg_manager, json_out: *mu
 /// with `cg_string_free`); NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_report_json(manager: *const cg_manager, json_out: *mut *mut c_char) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(json_out, "json_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         write_json(out, json::report(&m.report()?))
@@ -1057,7 +1162,9 @@ pub unsafe extern "C" fn cg_report_json(manager: *const cg_manager, json_out: *m
 /// with `cg_string_free`); NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_metrics_json(manager: *const cg_manager, json_out: *mut *mut c_char) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(json_out, "json_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         write_json(out, json::metrics(&m.metrics()))
@@ -1071,7 +1178,9 @@ pub unsafe extern "C" fn cg_metrics_json(manager: *const cg_manager, json_out: *
 /// with `cg_string_free`); NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_metrics_prometheus(manager: *const cg_manager, text_out: *mut *mut c_char) -> cg_status {
-    status_boundary(|| {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
         let out = unsafe { ffi::out(text_out, "text_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         out.write(ffi::string_into_raw(m.metrics_prometheus())?);

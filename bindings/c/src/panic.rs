@@ -3,7 +3,7 @@
 //! so no panic unwinds into C.
 
 use crate::status::cg_status;
-use creditgate_core::{Error, LimitSource};
+use creditgate_core::{CreditManager, Error, ErrorCode, LimitSource};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ffi::{CString, c_char};
@@ -50,6 +50,20 @@ pub(crate) fn status_boundary(body: impl FnOnce() -> Result<(), Error>) -> cg_st
             cg_status::CG_PANIC
         }
     }
+}
+
+/// [`status_boundary`] for a call on a handle: also counts in the handle's
+/// `errors_total` an error the core did not count (a NULL or non-UTF-8
+/// argument caught by [`crate::ffi`]), so every error a C caller gets is
+/// counted once, by code. `manager` is `None` for a NULL handle.
+pub(crate) fn manager_boundary(manager: Option<&CreditManager>, body: impl FnOnce() -> Result<(), Error>) -> cg_status {
+    CreditManager::begin_front_door_call();
+    let status = status_boundary(body);
+    let code = ErrorCode::ALL.into_iter().find(|&c| status != cg_status::CG_OK && cg_status::from(c) == status);
+    if let (Some(code), Some(m)) = (code, manager) {
+        m.count_front_door_error(code);
+    }
+    status
 }
 
 /// Runs an infallible body; a caught panic yields `fallback`.

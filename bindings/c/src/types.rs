@@ -2,7 +2,7 @@
 //! fixed-size NUL-terminated strings, so they need no freeing.
 
 use crate::ffi::{OutValue, fill};
-use creditgate_core::{Entry, Hold, KeyEligibility, Result, UsageCharge, Verification};
+use creditgate_core::{Entry, Hold, HoldStatus, KeyEligibility, Result, UsageCharge, Verification};
 use std::ffi::c_char;
 
 /// Size of an id buffer: a lowercase hyphenated UUID (36 bytes) and its NUL.
@@ -89,7 +89,22 @@ pub struct cg_usage_charge {
     pub replayed: bool,
 }
 
-/// A hold (`cg_reserve`).
+/// Where a hold stands (`cg_hold.status`). The numbers are part of the ABI.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum cg_hold_status {
+    /// Holding credits until settled, released or expired.
+    CG_HOLD_ACTIVE = 0,
+    /// Charged by `cg_settle`.
+    CG_HOLD_SETTLED = 1,
+    /// Freed by `cg_release` without a charge.
+    CG_HOLD_RELEASED = 2,
+    /// Its TTL passed before it was settled.
+    CG_HOLD_EXPIRED = 3,
+}
+
+/// A hold (`cg_reserve`, `cg_reserve_usage`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct cg_hold {
@@ -101,6 +116,9 @@ pub struct cg_hold {
     pub expires_at_unix_micros: i64,
     /// True when the request id already held this amount.
     pub replayed: bool,
+    /// `CG_HOLD_ACTIVE` for a new hold; on a replay, where the first hold
+    /// stands now (only an active hold still covers a call).
+    pub status: cg_hold_status,
 }
 
 impl OutValue for cg_entry {
@@ -147,6 +165,7 @@ impl OutValue for cg_hold {
         amount_micros: 0,
         expires_at_unix_micros: 0,
         replayed: false,
+        status: cg_hold_status::CG_HOLD_ACTIVE,
     };
 }
 
@@ -216,6 +235,12 @@ impl cg_hold {
         out.amount_micros = h.amount.micros();
         out.expires_at_unix_micros = h.expires_at.micros();
         out.replayed = h.replayed;
+        out.status = match h.status {
+            HoldStatus::Settled => cg_hold_status::CG_HOLD_SETTLED,
+            HoldStatus::Released => cg_hold_status::CG_HOLD_RELEASED,
+            HoldStatus::Expired => cg_hold_status::CG_HOLD_EXPIRED,
+            _ => cg_hold_status::CG_HOLD_ACTIVE,
+        };
         Ok(out)
     }
 }

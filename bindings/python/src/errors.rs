@@ -92,6 +92,17 @@ fn class(py: Python<'_>, code: ErrorCode) -> PyResult<Bound<'_, PyType>> {
     Ok(found.map(|(_, t)| t.bind(py).clone()).expect("the base class exists"))
 }
 
+/// The error code of a creditgate exception (the most specific class it is
+/// an instance of); `None` for any other exception (e.g. a `TypeError`).
+pub fn code_of(py: Python<'_>, e: &PyErr) -> Option<ErrorCode> {
+    let all = classes(py).ok()?;
+    let is = |code: &ErrorCode, t: &Py<PyType>| (*code != BASE && e.is_instance(py, t.bind(py))).then_some(*code);
+    all.iter().find_map(|(code, t)| is(code, t)).or_else(|| {
+        let base = all.iter().find(|(c, _)| *c == BASE)?;
+        e.is_instance(py, base.1.bind(py)).then_some(BASE)
+    })
+}
+
 /// Adds every exception class to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for (code, class) in classes(m.py())? {

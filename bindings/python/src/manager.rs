@@ -62,6 +62,22 @@ impl LocalCreditManager {
         Ok(handle.manager.clone())
     }
 
+    /// Runs one Python call (its conversions and its core call): an error
+    /// the core did not count, such as a bad argument caught while
+    /// converting, is counted here, so `errors_total` counts every error a
+    /// caller gets once, by code.
+    fn counted<T>(&self, py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+        CreditManager::begin_front_door_call();
+        let r = f();
+        if let Err(e) = &r
+            && let Some(code) = crate::errors::code_of(py, e)
+            && let Ok(m) = self.manager()
+        {
+            m.count_front_door_error(code);
+        }
+        r
+    }
+
     /// Runs `f` on the manager with the GIL released.
     fn run<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
     where
@@ -104,22 +120,37 @@ fn opt_id<T>(py: Python<'_>, parse: fn(&str) -> cg::Result<T>, field: &str, s: O
     s.map(|s| parse_id(py, parse, field, s)).transpose()
 }
 
-/// `tokens=` alone is the input count (SPEC §1); it cannot be combined with
-/// `input_tokens`/`output_tokens`. Counts not given are 0.
+/// `tokens=` alone is the input count; it cannot be combined with
+/// `input_tokens`/`output_tokens`. A count not given is 0, but at least one
+/// must be given: a forgotten count would give the call away (explicit 0 is
+/// fine). `None` when none is given, for callers with another choice.
+fn opt_token_counts(
+    py: Python<'_>,
+    tokens: Option<&Bound<'_, PyAny>>,
+    input_tokens: Option<&Bound<'_, PyAny>>,
+    output_tokens: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<(i64, i64)>> {
+    let tokens = convert::opt_int("tokens", tokens)?;
+    let input = convert::opt_int("input_tokens", input_tokens)?;
+    let output = convert::opt_int("output_tokens", output_tokens)?;
+    match (tokens, input, output) {
+        (None, None, None) => Ok(None),
+        (Some(t), None, None) => Ok(Some((t, 0))),
+        (None, i, o) => Ok(Some((i.unwrap_or(0), o.unwrap_or(0)))),
+        _ => Err(invalid(py, "pass tokens alone, or input_tokens and/or output_tokens, not both".into())),
+    }
+}
+
+/// [`opt_token_counts`] where a count is required.
 fn token_counts(
     py: Python<'_>,
     tokens: Option<&Bound<'_, PyAny>>,
     input_tokens: Option<&Bound<'_, PyAny>>,
     output_tokens: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(i64, i64)> {
-    let tokens = convert::opt_int("tokens", tokens)?;
-    let input = convert::opt_int("input_tokens", input_tokens)?;
-    let output = convert::opt_int("output_tokens", output_tokens)?;
-    match (tokens, input, output) {
-        (Some(t), None, None) => Ok((t, 0)),
-        (None, i, o) => Ok((i.unwrap_or(0), o.unwrap_or(0))),
-        _ => Err(invalid(py, "pass tokens alone, or input_tokens and/or output_tokens, not both".into())),
-    }
+    opt_token_counts(py, tokens, input_tokens, output_tokens)?.ok_or_else(|| {
+        invalid(py, "no usage given: pass tokens, or input_tokens and/or output_tokens (0 is a valid count)".into())
+    })
 }
 
 /// Settings: an argument, else the environment (`Config::from_env`), else
@@ -233,36 +264,45 @@ impl LocalCreditManager {
     }
 
     fn migrate(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, |m| m.migrate())
+        self.counted(py, || self.run(py, |m| m.migrate()))
     }
 
     /// Copies an SQLite ledger into the new file `dest` (never overwritten)
     /// with SQLite's online backup API; returns the copy's size in bytes.
     fn backup(&self, py: Python<'_>, dest: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let dest: Text = py.import("os")?.call_method1("fspath", (dest,)).and_then(|p| p.extract()).map_err(|_| {
-            PyTypeError::new_err(format!("dest must be a str or os.PathLike, not {}", convert::type_name(dest)))
-        })?;
-        let dest = dest.get(py, "dest")?;
-        self.run(py, move |m| m.backup(&dest))
+        self.counted(py, || {
+            let dest: Text =
+                py.import("os")?.call_method1("fspath", (dest,)).and_then(|p| p.extract()).map_err(|_| {
+                    PyTypeError::new_err(format!("dest must be a str or os.PathLike, not {}", convert::type_name(dest)))
+                })?;
+            let dest = dest.get(py, "dest")?;
+            self.run(py, move |m| m.backup(&dest))
+        })
     }
 
     /// Sets the account's floor for strict operations (`floor` <= 0).
     fn set_min_balance(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>, floor: &Bound<'_, PyAny>) -> PyResult<()> {
-        let user = convert::user_id(user_id)?;
-        let floor = convert::amount("floor", floor)?;
-        self.run(py, move |m| m.set_min_balance(&user, floor))
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let floor = convert::amount("floor", floor)?;
+            self.run(py, move |m| m.set_min_balance(&user, floor))
+        })
     }
 
     fn get_balance(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let user = convert::user_id(user_id)?;
-        let balance = self.run(py, move |m| m.get_balance(&user))?;
-        dec(py, balance)
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let balance = self.run(py, move |m| m.get_balance(&user))?;
+            dec(py, balance)
+        })
     }
 
     fn account(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<Account> {
-        let user = convert::user_id(user_id)?;
-        let account = self.run(py, move |m| m.account(&user))?;
-        Account::new(py, account)
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let account = self.run(py, move |m| m.account(&user))?;
+            Account::new(py, account)
+        })
     }
 
     #[pyo3(
@@ -287,22 +327,24 @@ impl LocalCreditManager {
         category: Option<Text>,
         priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Entry> {
-        let user = convert::user_id(user_id)?;
-        let amount = convert::amount("amount", amount)?;
-        let kind = entry_kind(py, kind)?;
-        let idempotency_key = convert::opt_text(py, "idempotency_key", idempotency_key)?;
-        let reference = convert::opt_text(py, "reference", reference)?;
-        let metadata = convert::metadata(metadata)?;
-        let grant = grant_options(py, expires_at, category, priority)?;
-        let entry = self.run(py, move |m| {
-            let opts = EntryOptions {
-                idempotency_key: idempotency_key.as_deref(),
-                reference: reference.as_deref(),
-                metadata: metadata.as_ref(),
-            };
-            m.add_credits_with(&user, amount, kind, &opts, &grant)
-        })?;
-        Entry::new(py, entry)
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let amount = convert::amount("amount", amount)?;
+            let kind = entry_kind(py, kind)?;
+            let idempotency_key = convert::opt_text(py, "idempotency_key", idempotency_key)?;
+            let reference = convert::opt_text(py, "reference", reference)?;
+            let metadata = convert::metadata(metadata)?;
+            let grant = grant_options(py, expires_at, category, priority)?;
+            let entry = self.run(py, move |m| {
+                let opts = EntryOptions {
+                    idempotency_key: idempotency_key.as_deref(),
+                    reference: reference.as_deref(),
+                    metadata: metadata.as_ref(),
+                };
+                m.add_credits_with(&user, amount, kind, &opts, &grant)
+            })?;
+            Entry::new(py, entry)
+        })
     }
 
     /// `creditgate import-users` (SPEC §7): a balance from the host's own
@@ -319,11 +361,13 @@ impl LocalCreditManager {
         balance: &Bound<'_, PyAny>,
         kind: Text,
     ) -> PyResult<Entry> {
-        let user = convert::user_id(user_id)?;
-        let balance = convert::amount("balance", balance)?;
-        let kind = entry_kind(py, kind)?;
-        let entry = self.run(py, move |m| m.import_balance(&user, balance, kind))?;
-        Entry::new(py, entry)
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let balance = convert::amount("balance", balance)?;
+            let kind = entry_kind(py, kind)?;
+            let entry = self.run(py, move |m| m.import_balance(&user, balance, kind))?;
+            Entry::new(py, entry)
+        })
     }
 
     /// `creditgate import-users` (SPEC §7): every balance of the host's own
@@ -353,33 +397,35 @@ impl LocalCreditManager {
         key_column: Text,
         key_format: Text,
     ) -> PyResult<ImportSummary> {
-        let kind = entry_kind(py, kind)?;
-        let format = match key_format.get(py, "key_format")?.as_str() {
-            "plain" => cg::KeyFormat::Plain,
-            "sha256" => cg::KeyFormat::Sha256,
-            other => {
-                let shown = convert::short_repr(PyString::new(py, other).as_any());
-                return Err(invalid(py, format!("key_format must be 'plain' or 'sha256', got {shown}")));
-            }
-        };
-        let keys = match convert::opt_text(py, "keys_table", keys_table)? {
-            Some(table) => Some(cg::ImportKeys {
-                table,
-                user_column: key_user_column.get(py, "key_user_column")?,
-                key_column: key_column.get(py, "key_column")?,
-                format,
-            }),
-            None => None,
-        };
-        let spec = cg::ImportUsers {
-            table: table.get(py, "table")?,
-            id_column: id_column.get(py, "id_column")?,
-            balance_column: balance_column.get(py, "balance_column")?,
-            kind,
-            keys,
-        };
-        let summary = self.run(py, move |m| m.import_users(&spec))?;
-        ImportSummary::new(py, summary)
+        self.counted(py, || {
+            let kind = entry_kind(py, kind)?;
+            let format = match key_format.get(py, "key_format")?.as_str() {
+                "plain" => cg::KeyFormat::Plain,
+                "sha256" => cg::KeyFormat::Sha256,
+                other => {
+                    let shown = convert::short_repr(PyString::new(py, other).as_any());
+                    return Err(invalid(py, format!("key_format must be 'plain' or 'sha256', got {shown}")));
+                }
+            };
+            let keys = match convert::opt_text(py, "keys_table", keys_table)? {
+                Some(table) => Some(cg::ImportKeys {
+                    table,
+                    user_column: key_user_column.get(py, "key_user_column")?,
+                    key_column: key_column.get(py, "key_column")?,
+                    format,
+                }),
+                None => None,
+            };
+            let spec = cg::ImportUsers {
+                table: table.get(py, "table")?,
+                id_column: id_column.get(py, "id_column")?,
+                balance_column: balance_column.get(py, "balance_column")?,
+                kind,
+                keys,
+            };
+            let summary = self.run(py, move |m| m.import_users(&spec))?;
+            ImportSummary::new(py, summary)
+        })
     }
 
     #[pyo3(signature = (user_id, amount, *, idempotency_key=None, reference=None, metadata=None))]
@@ -392,20 +438,22 @@ impl LocalCreditManager {
         reference: Option<Text>,
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Entry> {
-        let user = convert::user_id(user_id)?;
-        let amount = convert::amount("amount", amount)?;
-        let idempotency_key = convert::opt_text(py, "idempotency_key", idempotency_key)?;
-        let reference = convert::opt_text(py, "reference", reference)?;
-        let metadata = convert::metadata(metadata)?;
-        let entry = self.run(py, move |m| {
-            let opts = EntryOptions {
-                idempotency_key: idempotency_key.as_deref(),
-                reference: reference.as_deref(),
-                metadata: metadata.as_ref(),
-            };
-            m.deduct_credits(&user, amount, &opts)
-        })?;
-        Entry::new(py, entry)
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let amount = convert::amount("amount", amount)?;
+            let idempotency_key = convert::opt_text(py, "idempotency_key", idempotency_key)?;
+            let reference = convert::opt_text(py, "reference", reference)?;
+            let metadata = convert::metadata(metadata)?;
+            let entry = self.run(py, move |m| {
+                let opts = EntryOptions {
+                    idempotency_key: idempotency_key.as_deref(),
+                    reference: reference.as_deref(),
+                    metadata: metadata.as_ref(),
+                };
+                m.deduct_credits(&user, amount, &opts)
+            })?;
+            Entry::new(py, entry)
+        })
     }
 
     #[pyo3(
@@ -425,24 +473,28 @@ impl LocalCreditManager {
         category: Option<Text>,
         priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Entry> {
-        let user = convert::user_id(user_id)?;
-        let payment_id = payment_id.get(py, "payment_id")?;
-        let amount_minor = convert::int("amount_minor", amount_minor)?;
-        let currency = currency.get(py, "currency")?;
-        let grant = grant_options(py, expires_at, category, priority)?;
-        let entry =
-            self.run(py, move |m| m.record_payment_with(&user, &payment_id, amount_minor, &currency, &grant))?;
-        Entry::new(py, entry)
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let payment_id = payment_id.get(py, "payment_id")?;
+            let amount_minor = convert::int("amount_minor", amount_minor)?;
+            let currency = currency.get(py, "currency")?;
+            let grant = grant_options(py, expires_at, category, priority)?;
+            let entry =
+                self.run(py, move |m| m.record_payment_with(&user, &payment_id, amount_minor, &currency, &grant))?;
+            Entry::new(py, entry)
+        })
     }
 
     /// Applies every due grant expiry of up to `limit` accounts (SPEC: the
     /// `creditgate expire` sweep); call again while `accounts == limit`.
     #[pyo3(signature = (limit=None), text_signature = "($self, limit=1000)")]
     fn expire_grants(&self, py: Python<'_>, limit: Option<&Bound<'_, PyAny>>) -> PyResult<ExpirySweep> {
-        let limit = convert::opt_int("limit", limit)?.unwrap_or(1000);
-        let limit = u32::try_from(limit).map_err(|_| invalid(py, format!("limit is out of range: {limit}")))?;
-        let sweep = self.run(py, move |m| m.expire_grants(limit))?;
-        ExpirySweep::new(py, sweep)
+        self.counted(py, || {
+            let limit = convert::opt_int("limit", limit)?.unwrap_or(1000);
+            let limit = u32::try_from(limit).map_err(|_| invalid(py, format!("limit is out of range: {limit}")))?;
+            let sweep = self.run(py, move |m| m.expire_grants(limit))?;
+            ExpirySweep::new(py, sweep)
+        })
     }
 
     #[pyo3(signature = (payment_id, amount_minor=None, reason=None, *, reversal_id=None))]
@@ -454,14 +506,16 @@ impl LocalCreditManager {
         reason: Option<Text>,
         reversal_id: Option<Text>,
     ) -> PyResult<Entry> {
-        let payment_id = payment_id.get(py, "payment_id")?;
-        let reason = convert::opt_text(py, "reason", reason)?;
-        let reversal_id = convert::opt_text(py, "reversal_id", reversal_id)?;
-        let amount_minor = convert::opt_int("amount_minor", amount_minor)?;
-        let entry = self.run(py, move |m| {
-            m.reverse_payment(&payment_id, amount_minor, reason.as_deref(), reversal_id.as_deref())
-        })?;
-        Entry::new(py, entry)
+        self.counted(py, || {
+            let payment_id = payment_id.get(py, "payment_id")?;
+            let reason = convert::opt_text(py, "reason", reason)?;
+            let reversal_id = convert::opt_text(py, "reversal_id", reversal_id)?;
+            let amount_minor = convert::opt_int("amount_minor", amount_minor)?;
+            let entry = self.run(py, move |m| {
+                m.reverse_payment(&payment_id, amount_minor, reason.as_deref(), reversal_id.as_deref())
+            })?;
+            Entry::new(py, entry)
+        })
     }
 
     #[pyo3(signature = (user_id, *, limit=None, before=None), text_signature = "($self, user_id, *, limit=50, before=None)")]
@@ -472,11 +526,13 @@ impl LocalCreditManager {
         limit: Option<&Bound<'_, PyAny>>,
         before: Option<Text>,
     ) -> PyResult<Vec<Entry>> {
-        let user = convert::user_id(user_id)?;
-        let limit = convert::opt_u32("limit", limit)?.unwrap_or(DEFAULT_PAGE_LIMIT);
-        let before = opt_id(py, EntryId::parse, "before", before)?;
-        let entries = self.run(py, move |m| m.transactions(&user, limit, before))?;
-        Entry::list(py, entries)
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let limit = convert::opt_u32("limit", limit)?.unwrap_or(DEFAULT_PAGE_LIMIT);
+            let before = opt_id(py, EntryId::parse, "before", before)?;
+            let entries = self.run(py, move |m| m.transactions(&user, limit, before))?;
+            Entry::list(py, entries)
+        })
     }
 
     /// Outbox events committed after the event `after` (0: from the first), in
@@ -488,10 +544,12 @@ impl LocalCreditManager {
         after: Option<&Bound<'_, PyAny>>,
         limit: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Event>> {
-        let after = convert::opt_int("after", after)?.unwrap_or(0);
-        let limit = convert::opt_u32("limit", limit)?.unwrap_or(DEFAULT_EVENTS_LIMIT);
-        let events = self.run(py, move |m| m.events(after, limit))?;
-        Event::list(py, events)
+        self.counted(py, || {
+            let after = convert::opt_int("after", after)?.unwrap_or(0);
+            let limit = convert::opt_u32("limit", limit)?.unwrap_or(DEFAULT_EVENTS_LIMIT);
+            let events = self.run(py, move |m| m.events(after, limit))?;
+            Event::list(py, events)
+        })
     }
 
     /// Per-minute rate limits of a key, shared through the database; None
@@ -504,18 +562,22 @@ impl LocalCreditManager {
         requests_per_minute: Option<&Bound<'_, PyAny>>,
         tokens_per_minute: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let key = parse_id(py, KeyId::parse, "key_id", key_id)?;
-        let rpm = convert::opt_u32("requests_per_minute", requests_per_minute)?;
-        let tpm = convert::opt_int("tokens_per_minute", tokens_per_minute)?
-            .map(|t| u64::try_from(t).map_err(|_| invalid(py, format!("tokens_per_minute is out of range: {t}"))))
-            .transpose()?;
-        self.run(py, move |m| m.set_rate_limit(key, rpm, tpm))
+        self.counted(py, || {
+            let key = parse_id(py, KeyId::parse, "key_id", key_id)?;
+            let rpm = convert::opt_u32("requests_per_minute", requests_per_minute)?;
+            let tpm = convert::opt_int("tokens_per_minute", tokens_per_minute)?
+                .map(|t| u64::try_from(t).map_err(|_| invalid(py, format!("tokens_per_minute is out of range: {t}"))))
+                .transpose()?;
+            self.run(py, move |m| m.set_rate_limit(key, rpm, tpm))
+        })
     }
 
     fn can_generate_api_key(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<KeyEligibility> {
-        let user = convert::user_id(user_id)?;
-        let eligibility = self.run(py, move |m| m.can_generate_api_key(&user))?;
-        KeyEligibility::new(py, eligibility)
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let eligibility = self.run(py, move |m| m.can_generate_api_key(&user))?;
+            KeyEligibility::new(py, eligibility)
+        })
     }
 
     #[pyo3(signature = (user_id, name=None, *, expires_at=None))]
@@ -526,11 +588,13 @@ impl LocalCreditManager {
         name: Option<Text>,
         expires_at: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NewApiKey> {
-        let user = convert::user_id(user_id)?;
-        let name = convert::opt_text(py, "name", name)?;
-        let expires_at = convert::opt_timestamp("expires_at", expires_at)?;
-        let key = self.run(py, move |m| m.create_api_key_with(&user, name.as_deref(), expires_at))?;
-        NewApiKey::new(py, key)
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let name = convert::opt_text(py, "name", name)?;
+            let expires_at = convert::opt_timestamp("expires_at", expires_at)?;
+            let key = self.run(py, move |m| m.create_api_key_with(&user, name.as_deref(), expires_at))?;
+            NewApiKey::new(py, key)
+        })
     }
 
     /// Sets (a datetime) or clears (None) when the key stops verifying; a
@@ -543,26 +607,32 @@ impl LocalCreditManager {
         expires_at: Option<&Bound<'_, PyAny>>,
         user_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
-        let expires_at = convert::opt_timestamp("expires_at", expires_at)?;
-        let user = convert::opt_user_id(user_id)?;
-        self.run(py, move |m| m.set_api_key_expiry(key_id, expires_at, user.as_deref()))
+        self.counted(py, || {
+            let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+            let expires_at = convert::opt_timestamp("expires_at", expires_at)?;
+            let user = convert::opt_user_id(user_id)?;
+            self.run(py, move |m| m.set_api_key_expiry(key_id, expires_at, user.as_deref()))
+        })
     }
 
     /// Disables a key: it fails verification like an unknown key until enabled.
     #[pyo3(signature = (key_id, *, user_id=None))]
     fn disable_api_key(&self, py: Python<'_>, key_id: Text, user_id: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
-        let user = convert::opt_user_id(user_id)?;
-        self.run(py, move |m| m.disable_api_key(key_id, user.as_deref()))
+        self.counted(py, || {
+            let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+            let user = convert::opt_user_id(user_id)?;
+            self.run(py, move |m| m.disable_api_key(key_id, user.as_deref()))
+        })
     }
 
     /// Enables a disabled key again.
     #[pyo3(signature = (key_id, *, user_id=None))]
     fn enable_api_key(&self, py: Python<'_>, key_id: Text, user_id: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
-        let user = convert::opt_user_id(user_id)?;
-        self.run(py, move |m| m.enable_api_key(key_id, user.as_deref()))
+        self.counted(py, || {
+            let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+            let user = convert::opt_user_id(user_id)?;
+            self.run(py, move |m| m.enable_api_key(key_id, user.as_deref()))
+        })
     }
 
     /// A new secret for the same user and name; the old key keeps working
@@ -575,11 +645,13 @@ impl LocalCreditManager {
         grace_seconds: &Bound<'_, PyAny>,
         user_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NewApiKey> {
-        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
-        let grace = convert::int("grace_seconds", grace_seconds)?;
-        let user = convert::opt_user_id(user_id)?;
-        let key = self.run(py, move |m| m.rotate_api_key(key_id, grace, user.as_deref()))?;
-        NewApiKey::new(py, key)
+        self.counted(py, || {
+            let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+            let grace = convert::int("grace_seconds", grace_seconds)?;
+            let user = convert::opt_user_id(user_id)?;
+            let key = self.run(py, move |m| m.rotate_api_key(key_id, grace, user.as_deref()))?;
+            NewApiKey::new(py, key)
+        })
     }
 
     /// Caps what the key may spend per window (`daily`, `weekly`,
@@ -593,12 +665,14 @@ impl LocalCreditManager {
         window: Text,
         user_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
-        let limit = convert::opt_amount("limit", limit)?;
-        let window = window.get(py, "window")?;
-        let window = cg::SpendWindow::parse(&window).map_err(|e| to_py(py, e))?;
-        let user = convert::opt_user_id(user_id)?;
-        self.run(py, move |m| m.set_key_limit(key_id, limit, window, user.as_deref()))
+        self.counted(py, || {
+            let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+            let limit = convert::opt_amount("limit", limit)?;
+            let window = window.get(py, "window")?;
+            let window = cg::SpendWindow::parse(&window).map_err(|e| to_py(py, e))?;
+            let user = convert::opt_user_id(user_id)?;
+            self.run(py, move |m| m.set_key_limit(key_id, limit, window, user.as_deref()))
+        })
     }
 
     #[pyo3(signature = (user_id, *, secret=None, secret_sha256=None, name=None))]
@@ -610,26 +684,33 @@ impl LocalCreditManager {
         secret_sha256: Option<Text>,
         name: Option<Text>,
     ) -> PyResult<ApiKeyInfo> {
-        let user = convert::user_id(user_id)?;
-        let secret = convert::opt_secret(py, "secret", secret)?;
-        let secret_sha256 = convert::opt_secret(py, "secret_sha256", secret_sha256)?;
-        let name = convert::opt_text(py, "name", name)?;
-        let info = self
-            .run(py, move |m| m.import_api_key(&user, secret.as_deref(), secret_sha256.as_deref(), name.as_deref()))?;
-        ApiKeyInfo::new(py, info)
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let secret = convert::opt_secret(py, "secret", secret)?;
+            let secret_sha256 = convert::opt_secret(py, "secret_sha256", secret_sha256)?;
+            let name = convert::opt_text(py, "name", name)?;
+            let info = self.run(py, move |m| {
+                m.import_api_key(&user, secret.as_deref(), secret_sha256.as_deref(), name.as_deref())
+            })?;
+            ApiKeyInfo::new(py, info)
+        })
     }
 
     #[pyo3(signature = (key_id, *, user_id=None))]
     fn revoke_api_key(&self, py: Python<'_>, key_id: Text, user_id: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
-        let user = convert::opt_user_id(user_id)?;
-        self.run(py, move |m| m.revoke_api_key(key_id, user.as_deref()))
+        self.counted(py, || {
+            let key_id = parse_id(py, KeyId::parse, "key_id", key_id)?;
+            let user = convert::opt_user_id(user_id)?;
+            self.run(py, move |m| m.revoke_api_key(key_id, user.as_deref()))
+        })
     }
 
     fn list_api_keys(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<Vec<ApiKeyInfo>> {
-        let user = convert::user_id(user_id)?;
-        let keys = self.run(py, move |m| m.list_api_keys(&user))?;
-        keys.into_iter().map(|k| ApiKeyInfo::new(py, k)).collect()
+        self.counted(py, || {
+            let user = convert::user_id(user_id)?;
+            let keys = self.run(py, move |m| m.list_api_keys(&user))?;
+            keys.into_iter().map(|k| ApiKeyInfo::new(py, k)).collect()
+        })
     }
 
     #[pyo3(signature = (api_key, min_credits=None), text_signature = "($self, api_key, min_credits=1)")]
@@ -639,18 +720,22 @@ impl LocalCreditManager {
         api_key: Text,
         min_credits: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Verification> {
-        let api_key = api_key.api_key(py, "api_key")?;
-        let min_credits = convert::opt_amount("min_credits", min_credits)?.unwrap_or(ONE_CREDIT);
-        let v = self.run(py, move |m| m.verify_api_key_credits(&api_key, min_credits))?;
-        Verification::new(py, v)
+        self.counted(py, || {
+            let api_key = api_key.api_key(py, "api_key")?;
+            let min_credits = convert::opt_amount("min_credits", min_credits)?.unwrap_or(ONE_CREDIT);
+            let v = self.run(py, move |m| m.verify_api_key_credits(&api_key, min_credits))?;
+            Verification::new(py, v)
+        })
     }
 
     /// Checks the key, not the credits: `InvalidApiKey` for a malformed,
     /// unknown or revoked key, never `InsufficientCredits`.
     fn authenticate_api_key(&self, py: Python<'_>, api_key: Text) -> PyResult<Verification> {
-        let api_key = api_key.api_key(py, "api_key")?;
-        let v = self.run(py, move |m| m.authenticate_api_key(&api_key))?;
-        Verification::new(py, v)
+        self.counted(py, || {
+            let api_key = api_key.api_key(py, "api_key")?;
+            let v = self.run(py, move |m| m.authenticate_api_key(&api_key))?;
+            Verification::new(py, v)
+        })
     }
 
     #[pyo3(signature = (
@@ -667,63 +752,82 @@ impl LocalCreditManager {
         model: Option<Text>,
         request_id: Option<Text>,
     ) -> PyResult<UsageCharge> {
-        let api_key = convert::opt_api_key(py, "api_key", api_key)?;
-        let model = convert::opt_text(py, "model", model)?;
-        let request_id = convert::opt_text(py, "request_id", request_id)?;
-        let (input_tokens, output_tokens) = token_counts(py, tokens, input_tokens, output_tokens)?;
-        let key_id = opt_id(py, KeyId::parse, "key_id", key_id)?;
-        if api_key.is_some() == key_id.is_some() {
-            return Err(invalid(py, "pass exactly one of api_key and key_id".into()));
-        }
-        let charge = self.run(py, move |m| {
-            let key = match (&api_key, key_id) {
-                (Some(secret), _) => KeyRef::Secret(secret),
-                (None, Some(id)) => KeyRef::Id(id),
-                (None, None) => unreachable!("checked above"),
-            };
-            let usage = Usage { input_tokens, output_tokens, model: model.as_deref() };
-            m.record_usage(key, usage, request_id.as_deref())
-        })?;
-        UsageCharge::new(py, charge)
+        self.counted(py, || {
+            let api_key = convert::opt_api_key(py, "api_key", api_key)?;
+            let model = convert::opt_text(py, "model", model)?;
+            let request_id = convert::opt_text(py, "request_id", request_id)?;
+            let (input_tokens, output_tokens) = token_counts(py, tokens, input_tokens, output_tokens)?;
+            let key_id = opt_id(py, KeyId::parse, "key_id", key_id)?;
+            if api_key.is_some() == key_id.is_some() {
+                return Err(invalid(py, "pass exactly one of api_key and key_id".into()));
+            }
+            let charge = self.run(py, move |m| {
+                let key = match (&api_key, key_id) {
+                    (Some(secret), _) => KeyRef::Secret(secret),
+                    (None, Some(id)) => KeyRef::Id(id),
+                    (None, None) => unreachable!("checked above"),
+                };
+                let usage = Usage { input_tokens, output_tokens, model: model.as_deref() };
+                m.record_usage(key, usage, request_id.as_deref())
+            })?;
+            UsageCharge::new(py, charge)
+        })
     }
 
     #[pyo3(
-        signature = (api_key, *, credits=None, tokens=None, model=None, ttl_seconds=None, request_id=None),
-        text_signature = "($self, api_key, *, credits=None, tokens=None, model=None, ttl_seconds=600, request_id=None)"
+        signature = (
+            api_key, *, credits=None, tokens=None, input_tokens=None, output_tokens=None, model=None, ttl_seconds=None,
+            request_id=None,
+        ),
+        text_signature = "($self, api_key, *, credits=None, tokens=None, input_tokens=None, output_tokens=None, \
+                          model=None, ttl_seconds=600, request_id=None)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn reserve(
         &self,
         py: Python<'_>,
         api_key: Text,
         credits: Option<&Bound<'_, PyAny>>,
         tokens: Option<&Bound<'_, PyAny>>,
+        input_tokens: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<&Bound<'_, PyAny>>,
         model: Option<Text>,
         ttl_seconds: Option<&Bound<'_, PyAny>>,
         request_id: Option<Text>,
     ) -> PyResult<Hold> {
-        let api_key = api_key.api_key(py, "api_key")?;
-        let model = convert::opt_text(py, "model", model)?;
-        let request_id = convert::opt_text(py, "request_id", request_id)?;
-        let credits = convert::opt_amount("credits", credits)?;
-        let tokens = convert::opt_int("tokens", tokens)?;
-        let ttl_seconds = convert::opt_int("ttl_seconds", ttl_seconds)?.unwrap_or(DEFAULT_TTL_SECONDS);
-        match (credits, tokens) {
-            (Some(_), Some(_)) | (None, None) => {
-                return Err(invalid(py, "pass exactly one of credits and tokens".into()));
-            }
-            (Some(_), None) if model.is_some() => {
-                return Err(invalid(py, "model prices tokens: pass it with tokens, not with credits".into()));
-            }
-            _ => {}
-        }
-        let hold = self.run(py, move |m| {
-            let amount = match credits {
-                Some(c) => HoldAmount::Credits(c),
-                None => HoldAmount::Tokens { tokens: tokens.unwrap_or(0), model: model.as_deref() },
+        self.counted(py, || {
+            let api_key = api_key.api_key(py, "api_key")?;
+            let model = convert::opt_text(py, "model", model)?;
+            let request_id = convert::opt_text(py, "request_id", request_id)?;
+            let credits = convert::opt_amount("credits", credits)?;
+            // `tokens=` alone keeps its own name in errors (`HoldAmount::Tokens`).
+            let only_tokens = tokens.is_some() && input_tokens.is_none() && output_tokens.is_none();
+            let counts = opt_token_counts(py, tokens, input_tokens, output_tokens)?;
+            let ttl_seconds = convert::opt_int("ttl_seconds", ttl_seconds)?.unwrap_or(DEFAULT_TTL_SECONDS);
+            let (credits, (input_tokens, output_tokens)) = match (credits, counts) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(
+                        py,
+                        "pass exactly one of credits and token counts (tokens, or input_tokens and/or output_tokens)"
+                            .into(),
+                    ));
+                }
+                (Some(_), None) if model.is_some() => {
+                    return Err(invalid(py, "model prices tokens: pass it with tokens, not with credits".into()));
+                }
+                (credits, counts) => (credits, counts.unwrap_or_default()),
             };
-            m.reserve(&api_key, amount, ttl_seconds, request_id.as_deref())
-        })?;
-        Hold::new(py, hold)
+            let hold = self.run(py, move |m| {
+                let model = model.as_deref();
+                let amount = match credits {
+                    Some(c) => HoldAmount::Credits(c),
+                    None if only_tokens => HoldAmount::Tokens { tokens: input_tokens, model },
+                    None => HoldAmount::Usage(Usage { input_tokens, output_tokens, model }),
+                };
+                m.reserve(&api_key, amount, ttl_seconds, request_id.as_deref())
+            })?;
+            Hold::new(py, hold)
+        })
     }
 
     #[pyo3(signature = (hold_id, *, credits=None, tokens=None, input_tokens=None, output_tokens=None, model=None))]
@@ -737,27 +841,39 @@ impl LocalCreditManager {
         output_tokens: Option<&Bound<'_, PyAny>>,
         model: Option<Text>,
     ) -> PyResult<UsageCharge> {
-        let hold_id = parse_id(py, HoldId::parse, "hold_id", hold_id)?;
-        let model = convert::opt_text(py, "model", model)?;
-        let credits = convert::opt_amount("credits", credits)?;
-        let any_tokens = [tokens, input_tokens, output_tokens].iter().any(|t| t.is_some_and(|t| !t.is_none()));
-        if credits.is_some() && (any_tokens || model.is_some()) {
-            return Err(invalid(py, "pass credits alone, or token counts (and model), not both".into()));
-        }
-        let (input_tokens, output_tokens) = token_counts(py, tokens, input_tokens, output_tokens)?;
-        let charge = self.run(py, move |m| {
-            let settlement = match credits {
-                Some(c) => Settlement::Credits(c),
-                None => Settlement::Tokens(Usage { input_tokens, output_tokens, model: model.as_deref() }),
+        self.counted(py, || {
+            let hold_id = parse_id(py, HoldId::parse, "hold_id", hold_id)?;
+            let model = convert::opt_text(py, "model", model)?;
+            let credits = convert::opt_amount("credits", credits)?;
+            let any_tokens = [tokens, input_tokens, output_tokens].iter().any(|t| t.is_some_and(|t| !t.is_none()));
+            if credits.is_some() && (any_tokens || model.is_some()) {
+                return Err(invalid(py, "pass credits alone, or token counts (and model), not both".into()));
+            }
+            let counts = match credits {
+                Some(_) => (0, 0),
+                None => opt_token_counts(py, tokens, input_tokens, output_tokens)?.ok_or_else(|| {
+                    invalid(py, "no usage given: pass credits, or tokens / input_tokens and/or output_tokens".into())
+                })?,
             };
-            m.settle(hold_id, settlement)
-        })?;
-        UsageCharge::new(py, charge)
+            let charge = self.run(py, move |m| {
+                let settlement = match credits {
+                    Some(c) => Settlement::Credits(c),
+                    None => {
+                        let (input_tokens, output_tokens) = counts;
+                        Settlement::Tokens(Usage { input_tokens, output_tokens, model: model.as_deref() })
+                    }
+                };
+                m.settle(hold_id, settlement)
+            })?;
+            UsageCharge::new(py, charge)
+        })
     }
 
     fn release(&self, py: Python<'_>, hold_id: Text) -> PyResult<()> {
-        let hold_id = parse_id(py, HoldId::parse, "hold_id", hold_id)?;
-        self.run(py, move |m| m.release(hold_id))
+        self.counted(py, || {
+            let hold_id = parse_id(py, HoldId::parse, "hold_id", hold_id)?;
+            self.run(py, move |m| m.release(hold_id))
+        })
     }
 
     fn set_model_price(
@@ -767,42 +883,52 @@ impl LocalCreditManager {
         input_per_1k: &Bound<'_, PyAny>,
         output_per_1k: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let model = model.get(py, "model")?;
-        let input = convert::amount("input_per_1k", input_per_1k)?;
-        let output = convert::amount("output_per_1k", output_per_1k)?;
-        self.run(py, move |m| m.set_model_price(&model, input, output))
+        self.counted(py, || {
+            let model = model.get(py, "model")?;
+            let input = convert::amount("input_per_1k", input_per_1k)?;
+            let output = convert::amount("output_per_1k", output_per_1k)?;
+            self.run(py, move |m| m.set_model_price(&model, input, output))
+        })
     }
 
     fn list_model_prices<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let prices = self.run(py, |m| m.list_model_prices())?;
-        let out = PyDict::new(py);
-        for (model, p) in prices {
-            out.set_item(model, (dec(py, p.input_per_1k)?, dec(py, p.output_per_1k)?))?;
-        }
-        Ok(out)
+        self.counted(py, || {
+            let prices = self.run(py, |m| m.list_model_prices())?;
+            let out = PyDict::new(py);
+            for (model, p) in prices {
+                out.set_item(model, (dec(py, p.input_per_1k)?, dec(py, p.output_per_1k)?))?;
+            }
+            Ok(out)
+        })
     }
 
     fn audit(&self, py: Python<'_>) -> PyResult<AuditReport> {
-        let report = self.run(py, |m| m.audit())?;
-        AuditReport::new(py, report)
+        self.counted(py, || {
+            let report = self.run(py, |m| m.audit())?;
+            AuditReport::new(py, report)
+        })
     }
 
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let counters = self.run(py, |m| Ok(m.metrics()))?;
-        let out = PyDict::new(py);
-        for (name, value) in counters {
-            out.set_item(name, value)?;
-        }
-        Ok(out)
+        self.counted(py, || {
+            let counters = self.run(py, |m| Ok(m.metrics()))?;
+            let out = PyDict::new(py);
+            for (name, value) in counters {
+                out.set_item(name, value)?;
+            }
+            Ok(out)
+        })
     }
 
     fn metrics_prometheus(&self, py: Python<'_>) -> PyResult<String> {
-        self.run(py, |m| Ok(m.metrics_prometheus()))
+        self.counted(py, || self.run(py, |m| Ok(m.metrics_prometheus())))
     }
 
     fn report(&self, py: Python<'_>) -> PyResult<Report> {
-        let report = self.run(py, |m| m.report())?;
-        Report::new(py, report)
+        self.counted(py, || {
+            let report = self.run(py, |m| m.report())?;
+            Report::new(py, report)
+        })
     }
 }
 

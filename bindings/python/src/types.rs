@@ -304,7 +304,10 @@ impl UsageCharge {
 
 record!(
     /// Credits held by `reserve` until `settle`, `release` or expiry.
-    Hold { hold_id, user_id, amount, expires_at, replayed }
+    /// `status` is `"active"` for a new hold; on a replay (`replayed`), where
+    /// the first hold stands now: `"active"`, `"settled"`, `"released"` or
+    /// `"expired"` (only an active hold still covers a call).
+    Hold { hold_id, user_id, amount, expires_at, status, replayed }
 );
 
 impl Hold {
@@ -314,6 +317,7 @@ impl Hold {
             user_id: obj(py, h.user_id)?,
             amount: dec(py, h.amount)?,
             expires_at: datetime(py, h.expires_at)?,
+            status: obj(py, h.status.as_str())?,
             replayed: obj(py, h.replayed)?,
         })
     }
