@@ -41,7 +41,10 @@ SIGNATURES = {
         "(api_key=None, *, key_id=None, tokens=None, input_tokens=None, output_tokens=None, model=None, "
         "request_id=None)"
     ),
-    "reserve": "(api_key, *, credits=None, tokens=None, model=None, ttl_seconds=600, request_id=None)",
+    "reserve": (
+        "(api_key, *, credits=None, tokens=None, input_tokens=None, output_tokens=None, model=None, ttl_seconds=600, "
+        "request_id=None)"
+    ),
     "settle": "(hold_id, *, credits=None, tokens=None, input_tokens=None, output_tokens=None, model=None)",
     "release": "(hold_id)",
     "set_model_price": "(model, input_per_1k, output_per_1k)",

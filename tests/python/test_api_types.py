@@ -189,7 +189,10 @@ def test_tokens_alone_means_input_tokens(manager: LocalCreditManager, paid_key: 
         manager.record_usage(paid_key, tokens=1, input_tokens=1)
     with pytest.raises(InvalidArgument):
         manager.record_usage(paid_key, tokens=1, output_tokens=1)
-    zero = manager.record_usage(paid_key, request_id="nothing")
+    # No count at all would give the call away; an explicit 0 is a real count.
+    with pytest.raises(InvalidArgument, match="no usage given"):
+        manager.record_usage(paid_key, request_id="nothing")
+    zero = manager.record_usage(paid_key, tokens=0, request_id="nothing")
     assert zero.tokens == 0 and zero.charged == 0
 
 
