@@ -91,7 +91,11 @@ fn a_full_disk_fails_writes_with_storage_errors_and_loses_nothing() {
         .spawn()
         .expect("spawn the child in its own mount namespace");
     let out = common::child_output(child);
-    let summary = out.lines().find_map(|l| l.find("disk_full: ").map(|i| &l[i..])).unwrap_or_else(|| panic!("no summary line from the child: {out}")).to_string();
+    let summary = out
+        .lines()
+        .find_map(|l| l.find("disk_full: ").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("no summary line from the child: {out}"))
+        .to_string();
     eprintln!("{summary}");
     if let Ok(path) = std::env::var("CREDITGATE_FAULT_REPORT")
         && !path.is_empty()

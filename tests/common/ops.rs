@@ -67,14 +67,15 @@ impl Op {
         match self.kind {
             Kind::Usage => {
                 let usage = Usage { input_tokens: self.n, output_tokens: 0, model: None };
-                m.record_usage(KeyRef::Secret(secret), usage, Some(&self.id)).map(|c| (c.entry_id.to_string(), c.replayed))
+                m.record_usage(KeyRef::Secret(secret), usage, Some(&self.id))
+                    .map(|c| (c.entry_id.to_string(), c.replayed))
             }
             Kind::Grant => m
                 .add_credits(&self.user, Credits::from_micros(self.n), EntryKind::Grant, &opts)
                 .map(|e| (e.id.to_string(), e.replayed)),
-            Kind::Deduct => {
-                m.deduct_credits(&self.user, Credits::from_micros(self.n), &opts).map(|e| (e.id.to_string(), e.replayed))
-            }
+            Kind::Deduct => m
+                .deduct_credits(&self.user, Credits::from_micros(self.n), &opts)
+                .map(|e| (e.id.to_string(), e.replayed)),
         }
     }
 }
