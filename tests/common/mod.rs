@@ -10,6 +10,7 @@
 use creditgate::{Config, CreditManager, Credits, EntryKind, EntryOptions, KeyId, Usage};
 use std::path::{Path, PathBuf};
 
+pub mod ops;
 pub mod pg;
 
 /// Keeps a test's database alive; dropping it removes the database.
