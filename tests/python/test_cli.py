@@ -524,6 +524,20 @@ def test_import_users_on_the_test_backend(cli: Cli, host_sql: Callable[[str], No
     assert r.returncode == 1 and "error: storage:" in r.stderr, r.stderr
 
 
+def test_import_users_says_what_changed_since_the_last_run(cli: Cli) -> None:
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, credit_balance INTEGER)")
+        conn.executemany("INSERT INTO users VALUES (?, ?)", [(1, 100), (2, 200)])
+    assert "2 imported" in cli.ok("import-users")
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
+        conn.execute("UPDATE users SET credit_balance = 250 WHERE id = 2")  # the host kept writing
+    err = cli.fails("import-users", code="idempotency_conflict")
+    assert 'user "2" was already imported' in err and "now says 250" in err, err
+    assert "does not sync" in err and "creditgate grant --kind adjustment" in err, err
+    assert "other parameters" not in err
+    assert cli.json("balance", "--user", "2", "--json")["balance"] == 200  # nothing imported twice
+
+
 def test_import_users_rejects_bad_identifiers(cli: Cli) -> None:
     cli.fails("import-users", "--table", "users; DROP TABLE x", code="usage", exit_code=2)
 
