@@ -1,14 +1,30 @@
 """A small OpenAI-compatible gateway metered by creditgate.
 
-    pip install ".[fastapi]"
-    DATABASE_URL=sqlite:///gateway.db uvicorn examples.fastapi_gateway:app
+From the repository root (the package is installed from the clone):
 
-Endpoints:
-  POST /v1/keys                create an API key for a user (402 until paid)
-  POST /v1/webhooks/payments   the payment processor's webhook (idempotent)
+    python3 -m venv .venv && .venv/bin/pip install '.[fastapi]'
+    export DATABASE_URL=sqlite:///gateway.db
+    export WEBHOOK_SECRET=...        # shared with the payment processor
+    export GATEWAY_ADMIN_TOKEN=...   # for POST /v1/keys
+    .venv/bin/uvicorn examples.fastapi_gateway:app
+
+Endpoints, and who may call them:
+  POST /v1/keys                create an API key for a user (402 until paid).
+                               HOST AUTHENTICATION NEEDED: it issues keys for any
+                               user_id. Here guarded by `X-Admin-Token:
+                               $GATEWAY_ADMIN_TOKEN`; in your app, by your
+                               dashboard's login (the user_id is the session's).
+  POST /v1/webhooks/payments   the payment processor's webhook (idempotent).
+                               HOST AUTHENTICATION NEEDED: it credits accounts.
+                               Here guarded by `X-Webhook-Secret: $WEBHOOK_SECRET`;
+                               in your app, by the processor's signature check.
   POST /v1/chat/completions    OpenAI chat completions, bearer key, metered
-  GET  /v1/credits             the caller's credits, OpenRouter's shape
-  GET  /metrics                Prometheus text
+  GET  /v1/credits             the caller's credits (bearer key)
+  GET  /metrics                Prometheus text: expose it to your scraper only
+
+Fails closed: without WEBHOOK_SECRET the webhook answers 503 and credits
+nothing; without GATEWAY_ADMIN_TOKEN `/v1/keys` answers 503. A wrong or
+missing secret or token is 401. Both are compared in constant time.
 
 Built on creditgate's FastAPI glue (creditgate.fastapi, docs/fastapi.md):
 bearer-key dependencies, errors in OpenAI's shape with creditgate's codes, the
@@ -41,6 +57,8 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+WEBHOOK_SECRET_ENV = "WEBHOOK_SECRET"  # the payment webhook's shared secret
+ADMIN_TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"  # the token POST /v1/keys requires
 MAX_COMPLETION_TOKENS = 4096  # the cap on any request's output, and so on its hold
 HOLD_TTL_SECONDS = 300  # a hold abandoned by a crashed worker frees itself
 
@@ -138,7 +156,32 @@ KeyOwner = Annotated[Verification, Depends(gate.authenticated())]
 # ----- keys, payments, credits, metrics -----------------------------------------
 
 
-@app.post("/v1/keys", status_code=201)
+def require_secret(env_name: str, given: Optional[str], what: str) -> None:
+    """Fails closed: 503 when the secret is not configured, 401 when the
+    request's does not match (compared in constant time)."""
+    expected = os.environ.get(env_name)
+    if not expected:
+        raise APIError(503, "not_configured", f"{what} is disabled: set {env_name} on the server")
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    if not hmac.compare_digest(expected.encode(), (given or "").encode()):
+        raise APIError(401, "invalid_api_key", f"bad or missing {what} credentials")
+
+
+def admin(x_admin_token: Annotated[Optional[str], Header()] = None) -> None:
+    """The host's own authentication for POST /v1/keys (checked before the body)."""
+    require_secret(ADMIN_TOKEN_ENV, x_admin_token, "key creation")
+
+
+def payment_processor(x_webhook_secret: Annotated[Optional[str], Header()] = None) -> None:
+    """The host's own authentication for the payment webhook (checked before the body)."""
+    # In a real app: verify the processor's signature (e.g. stripe.Webhook.construct_event).
+    require_secret(WEBHOOK_SECRET_ENV, x_webhook_secret, "the payment webhook")
+
+
+# Issues a key for any user_id: only the host's own authentication may call
+# it. Here an admin token; in a real app, the dashboard's login, with the
+# user_id taken from the session rather than the body.
+@app.post("/v1/keys", status_code=201, dependencies=[Depends(admin)])
 async def create_key(body: NewKeyRequest, m: Ledger) -> Response:
     # 402 until the user has paid; the rule is checked in the same
     # transaction as the insert, so two racing requests cannot both pass.
@@ -147,18 +190,10 @@ async def create_key(body: NewKeyRequest, m: Ledger) -> Response:
     return DecimalJSONResponse({**fields, "created_at": key.created_at}, status_code=201)
 
 
-@app.post("/v1/webhooks/payments")
-async def payment_webhook(
-    body: Payment,
-    m: Ledger,
-    x_webhook_secret: Annotated[Optional[str], Header()] = None,
-) -> Response:
-    # Verify the processor's signature here (e.g. stripe.Webhook.construct_event);
-    # this example accepts a shared secret when WEBHOOK_SECRET is set.
-    expected = os.environ.get("WEBHOOK_SECRET")
-    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-    if expected and not hmac.compare_digest(expected.encode(), (x_webhook_secret or "").encode()):
-        raise APIError(401, "invalid_api_key", "bad webhook secret")
+# Credits accounts: only the payment processor may call it. This example
+# requires a shared secret and credits nothing while WEBHOOK_SECRET is unset.
+@app.post("/v1/webhooks/payments", dependencies=[Depends(payment_processor)])
+async def payment_webhook(body: Payment, m: Ledger) -> Response:
     # Idempotent on payment_id: a webhook delivered twice credits once.
     entry = await m.record_payment(body.user_id, body.payment_id, body.amount_minor, body.currency)
     return DecimalJSONResponse(

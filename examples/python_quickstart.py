@@ -1,6 +1,6 @@
 """creditgate as a drop-in for a gateway's hand-written `billing/credit_manager.py`.
 
-    pip install .
+    pip install .                        # from the repository root
     python examples/python_quickstart.py
 
 In the gateway itself, the one change is the import:

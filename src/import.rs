@@ -109,6 +109,23 @@ fn reading(what: &str, e: Error) -> Error {
     }
 }
 
+/// An import key already used with another amount or kind: the host's
+/// balance changed since the last import (or the kind did). Says so, and
+/// what to do, instead of the generic idempotency message.
+fn changed_since_import(e: Error, user: &str, amount: Credits) -> Error {
+    match e {
+        Error::IdempotencyConflict(_) => Error::IdempotencyConflict(format!(
+            "user {:?} was already imported with another balance or kind, and the host table now says {amount}: \
+             import-users carries each balance over once and does not sync later changes. Users listed before \
+             this one were imported (a re-run skips them). The ledger is the source of truth since the first \
+             import: move the difference with add_credits/deduct_credits (creditgate grant --kind adjustment), \
+             or, for a rehearsal, import into a fresh ledger",
+            truncate(user)
+        )),
+        other => other,
+    }
+}
+
 impl CreditManager {
     /// Imports the host's balances (and, with `spec.keys`, its API keys as
     /// legacy keys) from tables in the ledger's own database. Idempotent.
@@ -185,7 +202,8 @@ impl CreditManager {
         }
 
         for (user, amount) in balances {
-            let e = self.import_balance(&user, amount, spec.kind)?;
+            let e =
+                self.import_balance(&user, amount, spec.kind).map_err(|e| changed_since_import(e, &user, amount))?;
             if e.replayed {
                 summary.balances_already_imported += 1;
             } else {

@@ -332,7 +332,13 @@ impl CreditManager {
     }
 
     pub fn migrate(&self) -> Result<()> {
-        self.track(self.inner.store.migrate())
+        self.track(self.inner.store.migrate().map(|_| ()))
+    }
+
+    /// The schema version this manager found when it opened the ledger (0:
+    /// the open created the schema) and the version now, after migrating.
+    pub fn schema_versions(&self) -> Result<(i64, i64)> {
+        self.track(self.inner.store.migrate().map(|(_, now)| (self.inner.store.opened_from(), now)))
     }
 
     /// For front doors (the Python and C bindings), before converting a

@@ -17,7 +17,7 @@ reopens its own connections on first use (not for ``sqlite:///:memory:``).
 In asyncio code use ``AsyncLocalCreditManager`` (``creditgate.aio``): the same
 methods as coroutines that never block the event loop. FastAPI glue (bearer
 key dependencies, OpenAI-shaped errors, metered streaming) is in
-``creditgate.fastapi`` (``pip install 'creditgate[fastapi]'``).
+``creditgate.fastapi`` (``pip install '.[fastapi]'``).
 """
 
 from ._creditgate import (

@@ -483,6 +483,8 @@ class LocalCreditManager:
     def pool_size(self) -> int:
         """How many database connections the manager may open at once (1 for an in-memory database)."""
     def migrate(self) -> None: ...
+    def schema_versions(self) -> tuple[int, int]:
+        """(version found when this manager opened the ledger, 0 if it created the schema; version now)."""
     def backup(self, dest: str | os.PathLike[str]) -> int:
         """Copy an SQLite ledger into the new file `dest` (online backup API); its size in bytes."""
     def get_balance(self, user_id: _UserId) -> Decimal: ...

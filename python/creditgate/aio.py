@@ -267,6 +267,9 @@ class AsyncLocalCreditManager:
     async def migrate(self) -> None:
         return await self._run(self._sync.migrate)
 
+    async def schema_versions(self) -> tuple[int, int]:
+        return await self._run(self._sync.schema_versions)
+
     async def backup(self, dest: str | os.PathLike[str]) -> int:
         """Copies an SQLite ledger into the new file ``dest``; its size in bytes."""
         return await self._run(self._sync.backup, dest)

@@ -1,9 +1,12 @@
 """The `creditgate` operator command line (SPEC §6), also `python -m creditgate`.
 
 Every command opens the ledger named by `--database-url` (before the command),
-else `DATABASE_URL`, else `sqlite:///creditgate.db`. Failures print
-`error: <code>: <message>` on standard error and exit 1; usage errors exit 2;
-`audit` exits 3 when the ledger does not balance.
+else `DATABASE_URL`, else `sqlite:///creditgate.db`. Only `migrate` (and
+`demo`, on its own temporary file) may create a ledger: every other command
+pointed at an SQLite file that does not exist fails with `error: not_found`
+instead of creating an empty one. Failures print `error: <code>: <message>` on
+standard error and exit 1; usage errors exit 2; `audit` exits 3 when the
+ledger does not balance.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from importlib import metadata
 from typing import Any, NoReturn
 
 from creditgate import CreditError, InsufficientCredits, LocalCreditManager
@@ -299,6 +303,7 @@ def build_parser() -> Parser:
         metavar="URL",
         help="ledger database (default: $DATABASE_URL, else sqlite:///creditgate.db)",
     )
+    p.add_argument("--version", action="version", version=f"creditgate {package_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Parser:
@@ -306,7 +311,11 @@ def build_parser() -> Parser:
         cmd.set_defaults(func=func)
         return cmd
 
-    command("migrate", cmd_migrate, "create or upgrade the ledger schema")
+    command(
+        "migrate",
+        cmd_migrate,
+        "create the ledger or upgrade its schema (the only command that creates a ledger)",
+    )
 
     c = command(
         "backup",
@@ -419,8 +428,49 @@ def build_parser() -> Parser:
 # ----- commands ---------------------------------------------------------------
 
 
-def open_manager(args: argparse.Namespace) -> LocalCreditManager:
-    return LocalCreditManager(args.database_url)
+def package_version() -> str:
+    try:
+        return metadata.version("creditgate")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+def database_url(args: argparse.Namespace) -> str:
+    """The URL the core will open: --database-url, else DATABASE_URL, else the default."""
+    url: str | None = args.database_url
+    return url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of an `sqlite:///path` URL (as the core reads it); None for
+    `:memory:` and other backends."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    return None if path in ("", ":memory:") else path
+
+
+def open_manager(args: argparse.Namespace, create: bool = False) -> LocalCreditManager:
+    """Opens the ledger; refuses to create an SQLite file unless `create`.
+
+    A nightly `creditgate backup` or `audit` run from the wrong directory must
+    fail, not back up and audit an empty ledger it just created.
+    """
+    url = database_url(args)
+    path = sqlite_file(url)
+    if not create and path is not None and not os.path.exists(path):
+        where = (
+            "--database-url"
+            if args.database_url
+            else ("DATABASE_URL" if os.environ.get("DATABASE_URL") else "the default")
+        )
+        raise CliError(
+            "not_found",
+            f"no ledger at {os.path.abspath(path)} ({url} from {where}); this command does not create one: "
+            "check --database-url / DATABASE_URL and the working directory, or run `creditgate migrate` "
+            "to create a new ledger",
+        )
+    return LocalCreditManager(url)
 
 
 def cmd_help(args: argparse.Namespace) -> int:
@@ -429,9 +479,14 @@ def cmd_help(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    m = open_manager(args)
-    m.migrate()
-    print(f"schema up to date: {m.database_url}")
+    m = open_manager(args, create=True)
+    before, now = m.schema_versions()
+    if before == 0:
+        print(f"created at version {now}: {m.database_url}")
+    elif before < now:
+        print(f"upgraded {before}\u2192{now}: {m.database_url}")
+    else:
+        print(f"already at version {now}: {m.database_url}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """FastAPI glue: bearer-key dependencies, OpenAI-shaped errors, the
 ``X-Credits-Remaining`` header and metered streaming.
 
-Needs the ``fastapi`` extra (``pip install 'creditgate[fastapi]'``)::
+Needs the ``fastapi`` extra (``pip install '.[fastapi]'``)::
 
     from contextlib import asynccontextmanager
     from typing import Annotated

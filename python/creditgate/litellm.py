@@ -56,7 +56,7 @@ try:
     from litellm.integrations.custom_logger import CustomLogger
     from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 except ImportError as exc:  # pragma: no cover - depends on the extra
-    raise ImportError("creditgate.litellm needs LiteLLM's proxy: pip install 'creditgate[litellm]'") from exc
+    raise ImportError("creditgate.litellm needs LiteLLM's proxy: pip install '.[litellm]'") from exc
 
 __all__ = ["CreditgateCallback", "CreditgateError", "callback", "manager", "user_api_key_auth"]
 

@@ -1,6 +1,6 @@
 """creditgate metrics for a ``prometheus_client`` registry (SPEC §6).
 
-``pip install 'creditgate[prometheus]'``. Two ways in:
+``pip install '.[prometheus]'``. Two ways in:
 
 One process (uvicorn with one worker, a script, a thread-pooled server)::
 

@@ -361,11 +361,21 @@ impl Store {
         }
     }
 
-    pub(crate) fn migrate(&self) -> Result<()> {
+    /// The schema version before and after (0 before: no schema).
+    pub(crate) fn migrate(&self) -> Result<(i64, i64)> {
         match self {
             Store::Sqlite(s) => s.migrate(),
             #[cfg(feature = "postgres")]
             Store::Postgres(s) => s.migrate(),
+        }
+    }
+
+    /// The schema version found when the store was opened (0: it created it).
+    pub(crate) fn opened_from(&self) -> i64 {
+        match self {
+            Store::Sqlite(s) => s.opened_from(),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.opened_from(),
         }
     }
 

@@ -392,6 +392,8 @@ pub(crate) struct PostgresStore {
     secrets: Arc<Vec<String>>,
     group: GroupCommit,
     clock: TestClock,
+    /// The schema version the open found (0: the open created the schema).
+    opened_from: i64,
 }
 
 /// How one attempt of a transaction ended.
@@ -477,7 +479,7 @@ impl PostgresStore {
         let mut first = manager.connect().map_err(|e| {
             Error::Storage(scrub(&secrets, format!("cannot connect to PostgreSQL {}: {}", p.location, storage_text(e))))
         })?;
-        migrate_on(&mut first, &secrets)?;
+        let (opened_from, _) = migrate_on(&mut first, &secrets)?;
         let wait =
             connect_timeout.max(Duration::from_millis(u64::from(config.busy_timeout_ms))) + Duration::from_secs(5);
         let pool = Pool::new(manager, config.pool_size, wait);
@@ -488,6 +490,7 @@ impl PostgresStore {
             secrets,
             group: GroupCommit::new(MAX_BATCH_JOBS),
             clock: config.clock.clone(),
+            opened_from,
         })
     }
 
@@ -731,13 +734,18 @@ impl PostgresStore {
 
     /// Applies pending migrations under an advisory lock, so concurrent
     /// openers (on any host) apply each exactly once.
-    pub(crate) fn migrate(&self) -> Result<()> {
+    pub(crate) fn migrate(&self) -> Result<(i64, i64)> {
         let mut conn = self.conn()?;
         migrate_on(&mut conn, &self.secrets)
     }
+
+    pub(crate) fn opened_from(&self) -> i64 {
+        self.opened_from
+    }
 }
 
-fn migrate_on(conn: &mut PgConn, secrets: &[String]) -> Result<()> {
+/// Returns the schema version before and after (0 before: no schema).
+fn migrate_on(conn: &mut PgConn, secrets: &[String]) -> Result<(i64, i64)> {
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);
     let err = |e: postgres::Error| Error::Storage(scrub(secrets, format!("migration: {}", describe(&e))));
     let too_new = |current: i64| {
@@ -755,7 +763,7 @@ fn migrate_on(conn: &mut PgConn, secrets: &[String]) -> Result<()> {
             .map_err(err)?;
         let (current, count): (i64, i64) = (row.get(0), row.get(1));
         if current == latest && count == MIGRATIONS.len() as i64 {
-            return Ok(());
+            return Ok((current, current));
         }
         if current > latest {
             return Err(too_new(current));
@@ -790,7 +798,7 @@ fn migrate_on(conn: &mut PgConn, secrets: &[String]) -> Result<()> {
         .map_err(err)?;
     }
     t.commit().map_err(err)?;
-    Ok(())
+    Ok((current, latest.max(current)))
 }
 
 const NOW_SQL_EXPR: &str = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";

@@ -47,6 +47,8 @@ pub(crate) struct SqliteStore {
     location: String,
     group: GroupCommit,
     clock: TestClock,
+    /// The schema version the open found (0: the open created the schema).
+    opened_from: i64,
 }
 
 enum Target {
@@ -242,9 +244,14 @@ impl SqliteStore {
         let pool = Pool::new(connector, size, Duration::from_millis(u64::from(busy_ms).max(1000) + 5_000));
         // Kept: for a memory database it is the database.
         drop(pool.adopt(first));
-        let store =
-            SqliteStore { pool, location, group: GroupCommit::new(MAX_BATCH_JOBS), clock: config.clock.clone() };
-        store.migrate()?;
+        let mut store = SqliteStore {
+            pool,
+            location,
+            group: GroupCommit::new(MAX_BATCH_JOBS),
+            clock: config.clock.clone(),
+            opened_from: 0,
+        };
+        store.opened_from = store.migrate()?.0;
         Ok(store)
     }
 
@@ -336,8 +343,9 @@ impl SqliteStore {
     }
 
     /// Applies pending migrations under the write lock, so concurrent
-    /// openers apply each exactly once.
-    pub(crate) fn migrate(&self) -> Result<()> {
+    /// openers apply each exactly once. Returns the schema version before
+    /// and after (0 before: there was no schema).
+    pub(crate) fn migrate(&self) -> Result<(i64, i64)> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(
@@ -364,7 +372,11 @@ impl SqliteStore {
             )?;
         }
         tx.commit()?;
-        Ok(())
+        Ok((current, latest.max(current)))
+    }
+
+    pub(crate) fn opened_from(&self) -> i64 {
+        self.opened_from
     }
 }
 

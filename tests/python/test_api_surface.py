@@ -55,6 +55,7 @@ SIGNATURES = {
     "metrics_prometheus": "()",
     "report": "()",
     "migrate": "()",
+    "schema_versions": "()",
     "import_users": (
         "(*, table='users', id_column='id', balance_column='credit_balance', kind='adjustment', keys_table=None, "
         "key_user_column='user_id', key_column='key', key_format='plain')"

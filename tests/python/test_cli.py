@@ -63,8 +63,16 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
+def new_cli(tmp_path: Path) -> Cli:
+    """No ledger yet: `ledger.db` does not exist."""
     return Cli(tmp_path)
+
+
+@pytest.fixture
+def cli(new_cli: Cli) -> Cli:
+    """A ledger created by `creditgate migrate`, as an operator does first."""
+    new_cli.ok("migrate")
+    return new_cli
 
 
 def test_json_writes_decimals_exactly() -> None:
@@ -88,11 +96,67 @@ def test_json_writes_decimals_exactly() -> None:
         to_json({"amount": 1.5})
 
 
-def test_migrate_creates_the_database(cli: Cli) -> None:
+def test_migrate_creates_the_database(new_cli: Cli) -> None:
+    cli = new_cli
     out = cli.ok("migrate")
     assert cli.db.exists()
     assert "ledger.db" in out
-    cli.ok("migrate")  # twice is fine
+    latest = LocalCreditManager(cli.url).schema_versions()[1]
+    assert latest >= 1
+    assert out.startswith(f"created at version {latest}:"), out
+    out = cli.ok("migrate")  # twice is fine, and says so
+    assert out.startswith(f"already at version {latest}:"), out
+
+
+def test_migrate_says_it_upgraded(new_cli: Cli) -> None:
+    cli = new_cli
+    cli.ok("migrate")
+    # A ledger of the previous release: without the last migration's version
+    # row (that migration is re-runnable DDL: CREATE TABLE IF NOT EXISTS).
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
+        latest = conn.execute("SELECT MAX(version) FROM creditgate_schema_version").fetchone()[0]
+        conn.execute("DELETE FROM creditgate_schema_version WHERE version = ?", (latest,))
+    out = cli.ok("migrate")
+    assert out.startswith(f"upgraded {latest - 1}\u2192{latest}:"), out
+    assert cli.ok("migrate").startswith(f"already at version {latest}:")
+
+
+OPERATOR_COMMANDS = [
+    ("backup", "copy.db"),
+    ("audit",),
+    ("balance", "--user", "u"),
+    ("report",),
+    ("transactions", "--user", "u"),
+    ("grant", "--user", "u", "--amount", "1"),
+    ("keys", "list", "--user", "u"),
+    ("prices", "list"),
+    ("expire",),
+    ("metrics",),
+    ("import-users",),
+]
+
+
+@pytest.mark.parametrize("args", OPERATOR_COMMANDS, ids=[" ".join(a[:2]) for a in OPERATOR_COMMANDS])
+def test_operator_commands_never_create_a_ledger(new_cli: Cli, args: tuple[str, ...]) -> None:
+    cli = new_cli
+    err = cli.fails(*args, code="not_found")
+    assert str(cli.db) in err and "creditgate migrate" in err, err
+    assert not cli.db.exists()
+    assert sorted(p.name for p in cli.cwd.iterdir()) == []
+    # The default URL too: run from another working directory, nothing is created there.
+    r = cli.run(*args, url=None)
+    assert r.returncode == 1 and "error: not_found:" in r.stderr, r.stderr
+    assert "creditgate.db" in r.stderr and "the default" in r.stderr
+    assert sorted(p.name for p in cli.cwd.iterdir()) == []
+
+
+def test_version(new_cli: Cli) -> None:
+    from importlib import metadata
+
+    r = new_cli.run("--version", url=None)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"creditgate {metadata.version('creditgate')}"
+    assert not (new_cli.cwd / "creditgate.db").exists()
 
 
 def test_grant_and_balance(cli: Cli) -> None:
@@ -383,8 +447,13 @@ def test_metrics_prometheus_text(cli: Cli) -> None:
     assert "creditgate_verify_seconds" in out
 
 
-def test_database_url_from_environment(cli: Cli, tmp_path: Path) -> None:
+def test_database_url_from_environment(new_cli: Cli, tmp_path: Path) -> None:
+    cli = new_cli
     cli.env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'env.db'}"
+    r = cli.run("grant", "--user", "u", "--amount", "1", url=None)
+    assert r.returncode == 1 and "env.db" in r.stderr and "DATABASE_URL" in r.stderr, r.stderr
+    r = cli.run("migrate", url=None)
+    assert r.returncode == 0, r.stderr
     r = cli.run("grant", "--user", "u", "--amount", "1", url=None)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "env.db").exists() and not cli.db.exists()
@@ -455,11 +524,26 @@ def test_import_users_on_the_test_backend(cli: Cli, host_sql: Callable[[str], No
     assert r.returncode == 1 and "error: storage:" in r.stderr, r.stderr
 
 
+def test_import_users_says_what_changed_since_the_last_run(cli: Cli) -> None:
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, credit_balance INTEGER)")
+        conn.executemany("INSERT INTO users VALUES (?, ?)", [(1, 100), (2, 200)])
+    assert "2 imported" in cli.ok("import-users")
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
+        conn.execute("UPDATE users SET credit_balance = 250 WHERE id = 2")  # the host kept writing
+    err = cli.fails("import-users", code="idempotency_conflict")
+    assert 'user "2" was already imported' in err and "now says 250" in err, err
+    assert "does not sync" in err and "creditgate grant --kind adjustment" in err, err
+    assert "other parameters" not in err
+    assert cli.json("balance", "--user", "2", "--json")["balance"] == 200  # nothing imported twice
+
+
 def test_import_users_rejects_bad_identifiers(cli: Cli) -> None:
     cli.fails("import-users", "--table", "users; DROP TABLE x", code="usage", exit_code=2)
 
 
-def test_demo_runs_the_four_scenarios_and_leaves_nothing(cli: Cli, tmp_path: Path) -> None:
+def test_demo_runs_the_four_scenarios_and_leaves_nothing(new_cli: Cli, tmp_path: Path) -> None:
+    cli = new_cli
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     cli.env["TMPDIR"] = str(scratch)

@@ -50,6 +50,15 @@ Rules, by language:
     the page is included as a doctest in src/lib.rs
     (``#[doc = include_str!("../<page>")]`` under ``#[cfg(doctest)]``).
 
+Every ``python``, ``sh`` and ``c`` block of the pages in ``RUN_TWICE``
+(the quickstarts, the migration guide) runs **twice** in the same
+directory: a reader who repeats a step (or runs a quickstart again in the
+same folder) must not get an error.
+
+attribute ``continued`` (e.g. ``sh continued``)
+    Runs in the directory of the page's previous runnable block, after it,
+    so a later step checks what an earlier step made (the same database).
+
 attribute ``postgres`` (e.g. a ``python postgres`` block)
     Needs a PostgreSQL server: run only when ``CREDITGATE_TEST_BACKEND`` is
     ``postgres`` (the PostgreSQL pass of scripts/test-python.sh, with
@@ -180,6 +189,32 @@ def blocks_of(path: Path) -> Iterator[Block]:
 
 
 ALL_BLOCKS = [b for p in pages() for b in blocks_of(p)]
+# Pages whose blocks run twice in their directory: a reader who repeats a
+# step, or runs a quickstart again in the same folder, gets no error. The
+# other pages run once (not yet all rerunnable: operations.md, metrics.md,
+# fastapi.md and policy-grants.md have blocks that assume an empty folder).
+RUN_TWICE = {"docs/quickstart-python.md", "docs/quickstart-c.md", "docs/migration.md"}
+
+
+def runs(block: Block) -> int:
+    return 2 if block.page in RUN_TWICE else 1
+
+
+# A block whose next runnable block on its page is `continued` keeps its
+# directory for it (id -> directory, filled as the blocks run).
+RUNNABLE_LANGS = {"python", "py", "sh", "bash", "shell", "console", "c"}
+
+
+def _kept_for_next() -> set[str]:
+    kept = set()
+    for page in {b.page for b in ALL_BLOCKS}:
+        runnable = [b for b in ALL_BLOCKS if b.page == page and b.lang in RUNNABLE_LANGS]
+        kept |= {prev.id for prev, nxt in zip(runnable, runnable[1:]) if "continued" in nxt.attrs}
+    return kept
+
+
+KEEP_FOR_NEXT = _kept_for_next()
+KEPT_DIRS: dict[str, Path] = {}
 RAN: Counter[str] = Counter()
 NOT_CODE: list[Block] = []
 COVERED_BLOCKS: list[Block] = []
@@ -252,7 +287,9 @@ def run_shell(block: Block, tmp: Path, env: dict[str, str]) -> str:
         )
     path = tmp / "block.sh"
     path.write_text(script)
-    run(["bash", "-euo", "pipefail", str(path)], cwd, env, block, timeout)
+    # Repository builds run once; everything else twice, as a reader repeating it.
+    for _ in range(1 if cwd == ROOT else runs(block)):
+        run(["bash", "-euo", "pipefail", str(path)], cwd, env, block, timeout)
     return counted
 
 
@@ -271,7 +308,8 @@ def run_c(block: Block, tmp: Path, env: dict[str, str]) -> None:
     cc = os.environ.get("CC", "cc")
     compile_cmd = [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'include'}", "block.c", str(LIB)]
     run([*compile_cmd, *C_LIBS, "-o", "block"], tmp, env, block)
-    run([str(tmp / "block")], tmp, env, block)
+    for _ in range(runs(block)):
+        run([str(tmp / "block")], tmp, env, block)
 
 
 DOCTEST_INCLUDE = re.compile(r'#\[cfg\(doctest\)\]\s*#\[doc\s*=\s*include_str!\("\.\./([^"]+)"\)\]')
@@ -326,7 +364,14 @@ def test_doc_block(block: Block) -> None:
     needs_postgres = "postgres" in block.attrs
     if needs_postgres != IS_POSTGRES:
         pytest.skip("needs PostgreSQL: runs in the PostgreSQL pass" if needs_postgres else "runs in the SQLite pass")
-    tmp = Path(tempfile.mkdtemp(prefix="cg-doc-"))
+    if "continued" in block.attrs:
+        previous = [d for page_block, d in KEPT_DIRS.items() if page_block.startswith(block.page + ":")]
+        if not previous:
+            pytest.fail(f"{block.id}: continues the page's previous block, which has not run (run the whole page)")
+        tmp = previous[-1]
+        KEPT_DIRS.clear()
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="cg-doc-"))
     try:
         env = child_env(tmp)
         database = None
@@ -337,7 +382,8 @@ def test_doc_block(block: Block) -> None:
         try:
             if block.lang in PYTHON_LANGS:
                 (tmp / "block.py").write_text(block.text)
-                run([sys.executable, str(tmp / "block.py")], tmp, env, block)
+                for _ in range(runs(block)):
+                    run([sys.executable, str(tmp / "block.py")], tmp, env, block)
                 counted = "python"
             elif block.lang in SHELL_LANGS:
                 counted = run_shell(block, tmp, env)
@@ -350,7 +396,10 @@ def test_doc_block(block: Block) -> None:
         if counted != "covered":
             RAN[counted] += 1
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if block.id in KEEP_FOR_NEXT:
+            KEPT_DIRS[block.id] = tmp
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_pages_are_collected() -> None:
@@ -358,3 +407,70 @@ def test_pages_are_collected() -> None:
     names = {b.page for b in ALL_BLOCKS}
     assert "README.md" in names
     assert any(n.startswith("docs/") for n in names)
+
+
+# ----- one story across the pages --------------------------------------------------------
+
+INSTALL = re.compile(r"pip install\s+(\S+)")
+
+
+def install_spellings() -> dict[str, list[str]]:
+    """Every `pip install X` of the docs, the examples and the package's messages."""
+    files = [*pages(), *(ROOT / "examples").glob("*.py"), *(ROOT / "python" / "creditgate").glob("*.py")]
+    return {str(f.relative_to(ROOT)): INSTALL.findall(f.read_text(encoding="utf-8")) for f in files}
+
+
+def test_one_install_spelling_that_works_from_a_clone() -> None:
+    """The package is not on a package index: it is installed from the
+    repository root, as `.` or `'.[extra,...]'` with extras pyproject.toml has."""
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    extras_block = pyproject.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    extras = set(re.findall(r"^(\w+) = \[", extras_block, re.M))
+    assert {"fastapi", "prometheus", "litellm"} <= extras
+    problems = []
+    seen = set()
+    for page, spellings in install_spellings().items():
+        for target in spellings:
+            target = target.rstrip('`.,;:)"')
+            if target == "":  # `pip install .`
+                continue
+            m = re.fullmatch(r"'\.\[([\w,]+)\]'", target)
+            if m is None:
+                problems.append(f"{page}: pip install {target} (write '.[extra]' from the repository root)")
+                continue
+            unknown = set(m.group(1).split(",")) - extras
+            if unknown:
+                problems.append(f"{page}: unknown extras {sorted(unknown)}")
+            seen.add(page)
+    assert not problems, "\n".join(problems)
+    for page in ("docs/fastapi.md", "docs/quickstart-python.md", "examples/fastapi_gateway.py"):
+        assert page in seen, f"{page} does not say how to install the FastAPI extra"
+
+
+def credits_keys(source: str) -> set[str]:
+    """The string keys of the dicts built by the `GET /v1/credits` handler in `source`."""
+    import ast
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.AsyncFunctionDef) and any(
+            isinstance(d, ast.Call)
+            and d.args
+            and isinstance(d.args[0], ast.Constant)
+            and d.args[0].value == "/v1/credits"
+            for d in node.decorator_list
+        ):
+            return {
+                k.value
+                for n in ast.walk(node)
+                if isinstance(n, ast.Dict)
+                for k in n.keys
+                if isinstance(k, ast.Constant) and isinstance(k.value, str)
+            }
+    raise AssertionError("no GET /v1/credits handler")
+
+
+def test_fastapi_page_and_example_answer_the_same_credits_shape() -> None:
+    example = credits_keys((ROOT / "examples" / "fastapi_gateway.py").read_text(encoding="utf-8"))
+    page = next(b for b in ALL_BLOCKS if b.page == "docs/fastapi.md" and "/v1/credits" in b.text and b.lang == "python")
+    assert example == {"data", "total_credits", "total_usage", "available"}, example
+    assert credits_keys(page.text) == example

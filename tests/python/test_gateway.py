@@ -37,11 +37,19 @@ sys.modules["fastapi_gateway"] = gateway  # pydantic resolves the models' annota
 _spec.loader.exec_module(gateway)
 
 
+WEBHOOK_SECRET = "whsec-test-0123456789"
+ADMIN_TOKEN = "admin-test-0123456789"
+# What the payment processor and the host's dashboard send (every request of
+# these tests carries both; the fail-closed tests below send other values).
+HOST_HEADERS = {"X-Webhook-Secret": WEBHOOK_SECRET, "X-Admin-Token": ADMIN_TOKEN}
+
+
 @pytest.fixture
 def database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The gateway reads its ledger from the environment, as in production."""
+    """The gateway reads its ledger and its secrets from the environment, as in production."""
     # conftest's autouse fixture already removed the creditgate settings.
-    monkeypatch.delenv("WEBHOOK_SECRET", raising=False)
+    monkeypatch.setenv("WEBHOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
     url = f"sqlite:///{tmp_path / 'gateway.db'}"
     monkeypatch.setenv("DATABASE_URL", url)
     return url
@@ -49,7 +57,8 @@ def database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
-    with TestClient(gateway.app) as c:  # `with` runs the lifespan: the manager opens
+    # `with` runs the lifespan: the manager opens.
+    with TestClient(gateway.app, headers=HOST_HEADERS) as c:
         yield c
 
 
@@ -264,6 +273,36 @@ def test_webhook_secret(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> 
     assert r.status_code == 200 and ledger(client).get_balance("dave") == 1000
 
 
+def test_webhook_fails_closed_without_a_secret(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WEBHOOK_SECRET")
+    payment = {"payment_id": "pay_9", "user_id": "dave", "amount_minor": 100}
+    for headers in ({}, {"X-Webhook-Secret": ""}, {"X-Webhook-Secret": WEBHOOK_SECRET}):
+        r = client.post("/v1/webhooks/payments", json=payment, headers=headers)
+        assert_error(r, 503, "not_configured")
+        assert "WEBHOOK_SECRET" in r.json()["error"]["message"]
+    monkeypatch.setenv("WEBHOOK_SECRET", "")  # set but empty: still not configured
+    assert_error(client.post("/v1/webhooks/payments", json=payment), 503, "not_configured")
+    # Checked before the body: a malformed body is refused the same way.
+    assert_error(client.post("/v1/webhooks/payments", json={}), 503, "not_configured")
+    m = ledger(client)
+    assert m.get_balance("dave") == 0 and m.transactions("dave") == []
+
+
+def test_key_creation_needs_the_admin_token(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    client.post("/v1/webhooks/payments", json={"payment_id": "pay_e", "user_id": "eve", "amount_minor": 500})
+    for token in ("", "wrong", ADMIN_TOKEN + "x"):
+        r = client.post("/v1/keys", json={"user_id": "eve"}, headers={"X-Admin-Token": token})
+        assert_error(r, 401, "invalid_api_key")
+    r = client.post("/v1/keys", json={"user_id": "eve"}, headers={"X-Admin-Token": ADMIN_TOKEN})
+    assert r.status_code == 201, r.text
+    monkeypatch.delenv("GATEWAY_ADMIN_TOKEN")
+    for headers in ({}, {"X-Admin-Token": ADMIN_TOKEN}):
+        r = client.post("/v1/keys", json={"user_id": "eve"}, headers=headers)
+        assert_error(r, 503, "not_configured")
+        assert "GATEWAY_ADMIN_TOKEN" in r.json()["error"]["message"]
+    assert len(ledger(client).list_api_keys("eve")) == 1
+
+
 def test_max_tokens_caps_the_answer_and_the_hold(client: TestClient) -> None:
     key = pay_and_create_key(client)
     r = client.post("/v1/chat/completions", json=chat(words(20), max_tokens=5), headers=auth(key))
@@ -379,7 +418,7 @@ def server_ledger() -> LocalCreditManager:
 
 
 def server_key(base: str, user: str = "alice", cents: int = 500) -> str:
-    with httpx.Client(base_url=base, timeout=30) as c:
+    with httpx.Client(base_url=base, timeout=30, headers=HOST_HEADERS) as c:
         r = c.post(
             "/v1/webhooks/payments",
             json={"payment_id": f"pay_{user}", "user_id": user, "amount_minor": cents},

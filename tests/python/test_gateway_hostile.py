@@ -34,6 +34,7 @@ MIB = 1 << 20
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'gateway.db'}")
     monkeypatch.setenv("WEBHOOK_SECRET", "whsec-0123456789")
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "admin-0123456789")
     # Server errors become responses (as in production), so a 500 is seen, not raised.
     with TestClient(gateway.app, raise_server_exceptions=False) as c:
         yield c
@@ -50,7 +51,7 @@ def paid_key(client: TestClient) -> str:
         "/v1/webhooks/payments", json={"payment_id": "pay_1", "user_id": "alice", "amount_minor": 500}, headers=headers
     )
     assert r.status_code == 200, r.text
-    r = client.post("/v1/keys", json={"user_id": "alice"})
+    r = client.post("/v1/keys", json={"user_id": "alice"}, headers={"X-Admin-Token": "admin-0123456789"})
     assert r.status_code == 201, r.text
     key: str = r.json()["key"]
     return key

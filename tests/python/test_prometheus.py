@@ -244,6 +244,7 @@ def test_own_parser_agrees_with_prometheus_client(manager: LocalCreditManager) -
 
 
 def test_cli_metrics_is_valid_exposition(db_url: str, tmp_path: Path) -> None:
+    LocalCreditManager(db_url)  # the ledger exists (the CLI's metrics does not create one)
     r = subprocess.run(
         [sys.executable, "-m", "creditgate", "--database-url", db_url, "metrics"],
         capture_output=True,

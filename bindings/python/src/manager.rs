@@ -267,6 +267,12 @@ impl LocalCreditManager {
         self.counted(py, || self.run(py, |m| m.migrate()))
     }
 
+    /// (the schema version this manager found when it opened the ledger, 0
+    /// when the open created the schema; the version now, after migrating).
+    fn schema_versions(&self, py: Python<'_>) -> PyResult<(i64, i64)> {
+        self.run(py, |m| m.schema_versions())
+    }
+
     /// Copies an SQLite ledger into the new file `dest` (never overwritten)
     /// with SQLite's online backup API; returns the copy's size in bytes.
     fn backup(&self, py: Python<'_>, dest: &Bound<'_, PyAny>) -> PyResult<u64> {
