@@ -158,13 +158,17 @@ static void test_open_env(void) {
     CHECK_OK(cg_add_credits(m, "env-user", CREDITS(7), NULL, NULL, NULL, NULL, &e));
     cg_close(m);
 
-    /* cg_open(NULL) reads the environment too: the same database. */
+    /* cg_open_env again: the same database. cg_open(NULL) is an error, never
+       a ledger opened (or created) from somewhere else. */
     m = NULL;
-    CHECK_OK(cg_open(NULL, &m));
+    CHECK_OK(cg_open_env(&m));
     int64_t balance = 0;
     CHECK_OK(cg_balance(m, "env-user", &balance));
     CHECK_EQ_I64(balance, CREDITS(7));
     cg_close(m);
+    m = (cg_manager *)1;
+    CHECK_ERR(cg_open(NULL, &m), CG_INVALID_ARGUMENT, "database_url is NULL");
+    CHECK(m == NULL);
 
     CHECK_ERR(cg_open_env(NULL), CG_INVALID_ARGUMENT, "manager_out is NULL");
     setenv("CREDITS_PER_USD", "abc", 1);
@@ -827,6 +831,54 @@ static void test_record_usage(void) {
     cg_close(m);
 }
 
+/* A call's worst case: input tokens at the input rate, output tokens at the
+   output rate, exactly as the charge will price them. */
+static void test_usage_holds(void) {
+    cg_manager *m = open_temp();
+    cg_api_key key;
+    char *secret = paid_key(m, "una", "pi_u", &key);
+    CHECK_OK(cg_set_model_price(m, "dear", CREDITS(1), CREDITS(20)));
+    cg_hold h;
+    CHECK_OK(cg_reserve_usage(m, secret, 1500, 101, "dear", 0, "call-1", &h));
+    CHECK_EQ_I64(h.amount_micros, 3520000); /* 1.5 + 2.02 credits */
+    CHECK(h.status == CG_HOLD_ACTIVE && !h.replayed);
+    cg_usage_charge c;
+    CHECK_OK(cg_settle(m, h.hold_id, 0, 1500, 101, NULL, &c));
+    CHECK_EQ_I64(c.charged_micros, h.amount_micros);
+    CHECK_OK(cg_reserve_usage(m, secret, 1500, 101, "dear", 0, "call-1", &h));
+    CHECK(h.replayed && h.status == CG_HOLD_SETTLED);
+    /* The input-priced quote would fit in what is left; the real one does not. */
+    CHECK_OK(cg_deduct_credits(m, "una", CREDITS(5000) - 3520000 - CREDITS(4), NULL, NULL, NULL, &(cg_entry){0}));
+    CHECK_OK(cg_reserve(m, secret, 0, 1100, "dear", 0, NULL, &h));
+    CHECK_OK(cg_release(m, h.hold_id));
+    CHECK_ERR(cg_reserve_usage(m, secret, 100, 1000, "dear", 0, NULL, &h), CG_INSUFFICIENT_CREDITS, "required");
+    CHECK_ERR(cg_reserve_usage(m, secret, 1, -1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "output_tokens");
+    CHECK_ERR(cg_reserve_usage(m, NULL, 1, 1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "api_key is NULL");
+    CHECK_ERR(cg_reserve_usage(m, secret, 1, 1, NULL, 0, NULL, NULL), CG_INVALID_ARGUMENT, "hold_out is NULL");
+    CHECK_ERR(cg_reserve_usage(NULL, secret, 1, 1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "manager is NULL");
+    cg_string_free(secret);
+    cg_close(m);
+}
+
+/* errors_total counts every error a C caller gets once, by code: also the
+   ones the boundary itself finds (a NULL or non-UTF-8 argument). */
+static void test_boundary_errors_are_counted(void) {
+    cg_manager *m = open_temp();
+    cg_entry e;
+    CHECK_ERR(cg_add_credits(m, NULL, CREDITS(1), NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "user_id");
+    CHECK_ERR(cg_add_credits(m, BAD_UTF8, CREDITS(1), NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "UTF-8");
+    CHECK_ERR(cg_add_credits(m, "u", CREDITS(1), NULL, NULL, NULL, NULL, NULL), CG_INVALID_ARGUMENT, "entry_out");
+    CHECK_ERR(cg_add_credits(m, "u", -1, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_deduct_credits(m, "u", CREDITS(1), NULL, NULL, NULL, &e), CG_INSUFFICIENT_CREDITS, "available");
+    CHECK_OK(cg_add_credits(m, "u", CREDITS(1), NULL, NULL, NULL, NULL, &e));
+    char *text = NULL;
+    CHECK_OK(cg_metrics_prometheus(m, &text));
+    CHECK_CONTAINS(text, "creditgate_errors_total{code=\"invalid_argument\"} 4");
+    CHECK_CONTAINS(text, "creditgate_errors_total{code=\"insufficient_credits\"} 1");
+    cg_string_free(text);
+    cg_close(m);
+}
+
 static void test_holds(void) {
     setenv("MAX_ACTIVE_HOLDS_PER_USER", "3", 1);
     cg_manager *m = open_temp();
@@ -901,6 +953,15 @@ static void test_holds(void) {
     CHECK_ERR(cg_reserve(m, secret, 5, 0, NULL, 0, BAD_UTF8, &h), CG_INVALID_ARGUMENT,
               "request_id is not valid UTF-8");
     CHECK_ERR(cg_reserve(m, secret, 5, 0, NULL, 0, NULL, NULL), CG_INVALID_ARGUMENT, "hold_out is NULL");
+
+    /* A replay reports where the first hold stands. */
+    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), 0, NULL, 30, "stream-1", &h));
+    CHECK(h.replayed && h.status == CG_HOLD_SETTLED);
+    CHECK_OK(cg_reserve(m, secret, 0, 2000, NULL, 30, "retry-me", &h));
+    CHECK(!h.replayed && h.status == CG_HOLD_ACTIVE);
+    CHECK_OK(cg_release(m, h.hold_id));
+    CHECK_OK(cg_reserve(m, secret, 0, 2000, NULL, 30, "retry-me", &h));
+    CHECK(h.replayed && h.status == CG_HOLD_RELEASED);
 
     const char *unknown = "01890000-0000-7000-8000-000000000000";
     CHECK_ERR(cg_settle(m, unknown, 0, 1, 0, NULL, &c), CG_NOT_FOUND, "no hold");
@@ -1055,6 +1116,8 @@ int main(void) {
     RUN(test_import);
     RUN(test_record_usage);
     RUN(test_holds);
+    RUN(test_usage_holds);
+    RUN(test_boundary_errors_are_counted);
     RUN(test_model_prices);
     RUN(test_audit_report_metrics);
     RUN(test_seed_scenarios);
