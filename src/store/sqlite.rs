@@ -13,6 +13,7 @@ use crate::types::{
     Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// Most writes in one SQLite transaction (group commit).
@@ -673,9 +674,11 @@ impl Tx for SqliteTx<'_> {
         only: Option<HashKind>,
     ) -> Result<Option<(KeyRow, Credits, Option<Credits>)>> {
         // One statement: the key (not disabled, not expired), its account's
-        // available credits and what its cap leaves.
-        let sql = format!(
-            "SELECT {KEY_COLS}, \
+        // available credits and what its cap leaves. Built once: formatting
+        // it per call showed in the verify profile.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {KEY_COLS}, \
              COALESCE(a.balance - a.min_balance, 0) - (SELECT COALESCE(SUM(h.amount), 0) FROM creditgate_holds h \
              WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > ?2) \
              - (SELECT COALESCE(SUM(g.remaining), 0) FROM creditgate_grants g \
@@ -683,10 +686,11 @@ impl Tx for SqliteTx<'_> {
              FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
              WHERE k.key_hash = ?1 AND (?3 IS NULL OR k.hash_kind = ?3) \
              AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?2)"
-        );
+            )
+        });
         let row = self
             .c
-            .prepare_cached(&sql)?
+            .prepare_cached(&SQL)?
             .query_row(params![hash, self.now()?.0, only.map(HashKind::as_str)], |r| {
                 Ok((
                     key_from_row(r)?,
