@@ -51,7 +51,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -1243,20 +1243,23 @@ impl Tx for PgTx<'_> {
         // the key (not disabled, not expired), its account's available
         // credits and what its cap leaves. Outside a transaction the
         // statement's own start is the clock.
-        let now = "(COALESCE($3::bigint, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint) + $4::bigint)";
-        let sql = format!(
-            "SELECT {KEY_COLS}, (COALESCE(a.balance::numeric - a.min_balance, 0) - COALESCE((SELECT SUM(h.amount) \
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            let now =
+                "(COALESCE($3::bigint, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint) + $4::bigint)";
+            format!(
+                "SELECT {KEY_COLS}, (COALESCE(a.balance::numeric - a.min_balance, 0) - COALESCE((SELECT SUM(h.amount) \
              FROM creditgate_holds h WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > {now}), 0) \
              - COALESCE((SELECT SUM(g.remaining) FROM creditgate_grants g WHERE g.user_id = k.user_id \
              AND g.remaining > 0 AND g.expires_at <= {now}), 0))::bigint, \
              {} FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
              WHERE k.key_hash = $1 AND ($2::text IS NULL OR k.hash_kind = $2::text) \
              AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > {now})",
-            key_remaining_sql(now)
-        );
+                key_remaining_sql(now)
+            )
+        });
         let now = self.now.map(|t| t.0);
         let offset = self.store.clock.offset_micros();
-        let row = self.opt(&sql, &[&hash, &only.map(HashKind::as_str), &now, &offset])?;
+        let row = self.opt(&SQL, &[&hash, &only.map(HashKind::as_str), &now, &offset])?;
         row.map(|r| {
             Ok((
                 key_from_row(&r)?,
