@@ -341,6 +341,32 @@ def test_a_call_id_already_charged_is_refused_with_409(proxy: Proxy) -> None:
     assert proxy.ledger.account(user).held == 0
 
 
+def test_concurrent_calls_under_one_call_id_are_served_once(proxy: Proxy) -> None:
+    # Ten at once under one call id: each settle would hit the same hold, so
+    # serving more than one would give calls away. One is served and charged;
+    # the others find its hold active (or settled) and get 409.
+    user, key = legacy_user(proxy, "5")
+    headers = {"x-litellm-call-id": str(uuid.uuid4())}
+
+    def call(i: int) -> int:
+        try:
+            client(proxy, key).chat.completions.create(
+                model="fake", messages=PROMPT, max_tokens=50, extra_headers=headers
+            )
+            return 200
+        except openai.APIStatusError as exc:
+            return exc.status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(call, range(10)))
+    assert sorted(statuses) == [200] + [409] * 9, statuses
+    (e,) = settled(proxy, user, 1)
+    time.sleep(1)  # a second charge would arrive by now
+    assert len(usage_entries(proxy, user)) == 1
+    assert proxy.ledger.get_balance(user) == Decimal(5) + e.amount
+    assert proxy.ledger.account(user).held == 0
+
+
 def test_an_unknown_key_gets_401(proxy: Proxy) -> None:
     for key in ("sk_unknown", "not-a-key-at-all", "x" * 600):
         with pytest.raises(openai.APIStatusError) as exc:
