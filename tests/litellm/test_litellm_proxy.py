@@ -1,7 +1,9 @@
 """creditgate.litellm against a real LiteLLM proxy (issue 9).
 
-The proxy runs on loopback with 2 workers and two mocked models: ``fake``
-answers without any network, and ``broken`` fails as an upstream 500 would.
+The proxy runs on loopback with 2 workers and mocked models: ``fake``,
+``pricey`` and ``dear`` answer without any network (LiteLLM's mock reports 10
+prompt and 20 completion tokens), and ``broken`` fails as an upstream 500
+would.
 It is driven with the official ``openai`` client. The ledger is a SQLite
 file, or a fresh PostgreSQL database with ``CREDITGATE_TEST_BACKEND=postgres``.
 The test process opens the same ledger to set up accounts and check every
@@ -75,6 +77,10 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     for url in ledger_url(tmp):
         ledger = LocalCreditManager(url)
         ledger.set_model_price("pricey", 10, 10)  # credits per 1,000 tokens
+        ledger.set_model_price("dear", 1, 60)  # output 60 times dearer than input
+        # Priced as "dear": a retry on "dear" of a call that failed on "broken"
+        # quotes the same hold, as a retry of the same request would.
+        ledger.set_model_price("broken", 1, 60)
         (tmp / "config.yaml").write_text(
             textwrap.dedent(
                 """\
@@ -83,6 +89,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
                     litellm_params: {model: openai/fake, api_key: unused, mock_response: "hello there"}
                   - model_name: pricey
                     litellm_params: {model: openai/pricey, api_key: unused, mock_response: "hello there"}
+                  - model_name: dear
+                    litellm_params: {model: openai/dear, api_key: unused, mock_response: "hello there"}
                   - model_name: broken
                     litellm_params:
                       {model: openai/broken, api_key: unused, mock_response: "litellm.InternalServerError"}
@@ -207,6 +215,156 @@ def test_a_call_whose_worst_case_is_not_covered_gets_402(proxy: Proxy) -> None:
     # huge max_tokens: on "fake", 5 credits cover it.
     client(proxy, key).chat.completions.create(model="fake", messages=PROMPT, max_tokens=50_000)
     assert len(settled(proxy, user, 1)) == 1
+
+
+def legacy_user(p: Proxy, credits: str) -> tuple[str, str]:
+    """A user with exactly `credits` and an imported key (no first-key minimum)."""
+    user = f"l-{uuid.uuid4().hex[:8]}"
+    p.ledger.add_credits(user, Decimal(credits))
+    key = f"legacy-{uuid.uuid4().hex}"
+    p.ledger.import_api_key(user, secret=key)
+    return user, key
+
+
+def never_negative(p: Proxy, user: str) -> None:
+    assert p.ledger.get_balance(user) >= 0
+    assert all(e.balance_after >= 0 for e in p.ledger.transactions(user, limit=1000))
+
+
+def test_the_hold_prices_max_tokens_at_the_output_rate(proxy: Proxy) -> None:
+    # "dear": 1 credit per 1k input tokens, 60 per 1k output. With
+    # max_tokens=100 the worst case is ~8 prompt tokens at 1 plus 100 at 60 =
+    # ~6.008 credits; priced all at the input rate it would be ~0.108, which
+    # 1.1 credits cover. LiteLLM's mock really uses 10 + 20 tokens = 1.21
+    # credits: a hold at the input rate would let this call overdraw to -0.11.
+    user, key = legacy_user(proxy, "1.1")
+    with pytest.raises(openai.APIStatusError) as exc:
+        client(proxy, key).chat.completions.create(model="dear", messages=PROMPT, max_tokens=100)
+    assert exc.value.status_code == 402
+    assert isinstance(exc.value.body, dict) and exc.value.body["code"] == "insufficient_credits"
+    assert usage_entries(proxy, user) == [] and proxy.ledger.account(user).held == 0
+    assert proxy.ledger.get_balance(user) == Decimal("1.1")
+    # With 2.1 credits, max_tokens=25 (worst case ~1.508) is covered: served
+    # and charged once, at each rate.
+    proxy.ledger.add_credits(user, Decimal(1))
+    r = client(proxy, key).chat.completions.create(model="dear", messages=PROMPT, max_tokens=25)
+    assert r.usage is not None
+    (e,) = settled(proxy, user, 1)
+    time.sleep(1)  # a duplicate charge would arrive by now
+    assert len(usage_entries(proxy, user)) == 1
+    assert (e.input_tokens, e.output_tokens, e.model) == (r.usage.prompt_tokens, r.usage.completion_tokens, "dear")
+    assert e.amount == -(Decimal(r.usage.prompt_tokens) * 1 + Decimal(r.usage.completion_tokens) * 60) / 1000
+    assert proxy.ledger.get_balance(user) == Decimal("2.1") + e.amount
+    assert proxy.ledger.account(user).held == 0
+    never_negative(proxy, user)
+
+
+def fail_upstream(p: Proxy, user: str, key: str, call_id: str) -> None:
+    """A call to ``broken`` under `call_id` (max_tokens=20: ~1.208 credits
+    held), failed upstream and released, nothing charged."""
+    before = p.ledger.get_balance(user)
+    with pytest.raises(openai.APIStatusError) as exc:
+        client(p, key).chat.completions.create(
+            model="broken", messages=PROMPT, max_tokens=20, extra_headers={"x-litellm-call-id": call_id}
+        )
+    assert exc.value.status_code >= 500
+    deadline = time.monotonic() + 30
+    while p.ledger.account(user).held != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert p.ledger.account(user).held == 0, "the failed call's hold was released"
+    assert p.ledger.get_balance(user) == before and usage_entries(p, user) == []
+
+
+def test_a_retried_call_id_after_a_failure_holds_anew(proxy: Proxy) -> None:
+    # The proxy takes the caller's call id from the x-litellm-call-id header
+    # (LiteLLM's resolve_litellm_call_id). The first attempt holds ~1.208
+    # credits, fails upstream and releases them; then the account spends 1
+    # credit elsewhere. The retry, same call id and same quote, must not run
+    # on the released hold (it would cost 1.21 of the 1.2 left: overdrawn to
+    # -0.01): it holds anew, which 1.2 credits do not cover, so 402.
+    user, key = legacy_user(proxy, "2.2")
+    call_id = str(uuid.uuid4())
+    fail_upstream(proxy, user, key, call_id)
+    proxy.ledger.deduct_credits(user, Decimal(1))
+    headers = {"x-litellm-call-id": call_id}
+    with pytest.raises(openai.APIStatusError) as exc:
+        client(proxy, key).chat.completions.create(model="dear", messages=PROMPT, max_tokens=20, extra_headers=headers)
+    assert exc.value.status_code == 402
+    assert isinstance(exc.value.body, dict) and exc.value.body["code"] == "insufficient_credits"
+    # A retry whose quote differs from the first attempt's (here another
+    # model) is an idempotency conflict in the core: refused with 409, even
+    # though the first hold was released. Never served on the released hold.
+    with pytest.raises(openai.APIStatusError) as exc:
+        client(proxy, key).chat.completions.create(model="fake", messages=PROMPT, max_tokens=20, extra_headers=headers)
+    assert exc.value.status_code == 409
+    assert isinstance(exc.value.body, dict) and exc.value.body["code"] == "idempotency_conflict"
+    time.sleep(1)  # a charge after the response would arrive by now
+    assert usage_entries(proxy, user) == [] and proxy.ledger.account(user).held == 0
+    assert proxy.ledger.get_balance(user) == Decimal("1.2")
+    never_negative(proxy, user)
+
+
+def test_a_retried_call_id_that_is_covered_is_served_and_charged_once(proxy: Proxy) -> None:
+    user, key = legacy_user(proxy, "5")
+    call_id = str(uuid.uuid4())
+    fail_upstream(proxy, user, key, call_id)
+    r = client(proxy, key).chat.completions.create(
+        model="dear", messages=PROMPT, max_tokens=20, extra_headers={"x-litellm-call-id": call_id}
+    )
+    assert r.usage is not None
+    (e,) = settled(proxy, user, 1)
+    time.sleep(1)  # a duplicate charge would arrive by now
+    assert len(usage_entries(proxy, user)) == 1
+    # Charged on the retry's own hold (the second attempt id), not the released one.
+    assert e.idempotency_key == f"usage:litellm:{call_id}~2"
+    assert e.amount == -(Decimal(r.usage.prompt_tokens) * 1 + Decimal(r.usage.completion_tokens) * 60) / 1000
+    assert proxy.ledger.get_balance(user) == Decimal(5) + e.amount
+    assert proxy.ledger.account(user).held == 0
+    never_negative(proxy, user)
+    assert proxy.ledger.audit().ok
+
+
+def test_a_call_id_already_charged_is_refused_with_409(proxy: Proxy) -> None:
+    user, key = legacy_user(proxy, "5")
+    headers = {"x-litellm-call-id": str(uuid.uuid4())}
+    client(proxy, key).chat.completions.create(model="fake", messages=PROMPT, max_tokens=50, extra_headers=headers)
+    (e,) = settled(proxy, user, 1)
+    balance = proxy.ledger.get_balance(user)
+    # The same call id again, once charged: served, it would be free.
+    with pytest.raises(openai.APIStatusError) as exc:
+        client(proxy, key).chat.completions.create(model="fake", messages=PROMPT, max_tokens=50, extra_headers=headers)
+    assert exc.value.status_code == 409
+    assert isinstance(exc.value.body, dict) and exc.value.body["code"] == "idempotency_conflict"
+    time.sleep(1)  # a second charge would arrive by now
+    assert [x.id for x in usage_entries(proxy, user)] == [e.id]
+    assert proxy.ledger.get_balance(user) == balance
+    assert proxy.ledger.account(user).held == 0
+
+
+def test_concurrent_calls_under_one_call_id_are_served_once(proxy: Proxy) -> None:
+    # Ten at once under one call id: each settle would hit the same hold, so
+    # serving more than one would give calls away. One is served and charged;
+    # the others find its hold active (or settled) and get 409.
+    user, key = legacy_user(proxy, "5")
+    headers = {"x-litellm-call-id": str(uuid.uuid4())}
+
+    def call(i: int) -> int:
+        try:
+            client(proxy, key).chat.completions.create(
+                model="fake", messages=PROMPT, max_tokens=50, extra_headers=headers
+            )
+            return 200
+        except openai.APIStatusError as exc:
+            return exc.status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(call, range(10)))
+    assert sorted(statuses) == [200] + [409] * 9, statuses
+    (e,) = settled(proxy, user, 1)
+    time.sleep(1)  # a second charge would arrive by now
+    assert len(usage_entries(proxy, user)) == 1
+    assert proxy.ledger.get_balance(user) == Decimal(5) + e.amount
+    assert proxy.ledger.account(user).held == 0
 
 
 def test_an_unknown_key_gets_401(proxy: Proxy) -> None:
