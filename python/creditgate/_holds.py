@@ -2,12 +2,16 @@
 id the caller chose (``creditgate.litellm``, ``creditgate.fastapi``).
 
 A replayed ``reserve`` returns the first hold under that id, whatever became
-of it. Only an *active* hold covers a call. A released or expired one means
-an earlier attempt of this call ended without a charge, so the retry holds
-anew under the next attempt's id (``<id>~2``, ``<id>~3``, ...), and its
-settle charges the call once. A settled one means the call was already
-charged: a retry would be served for free, so it is refused
-(``IdempotencyConflict``, 409).
+of it, and never covers a second call:
+- *active*: another request under this id is in flight (or its process died
+  before settling): serving this one too would run the call twice for one
+  charge, so it is refused (``IdempotencyConflict``, 409) until that hold
+  ends;
+- *released* or *expired*: an earlier attempt of this call ended without a
+  charge, so the retry holds anew under the next attempt's id (``<id>~2``,
+  ``<id>~3``, ...), and its settle charges the call once;
+- *settled*: the call was already charged; a retry would be served for
+  free, so it is refused (409).
 """
 
 from __future__ import annotations
@@ -31,11 +35,15 @@ def attempt_ids(request_id: str) -> Iterator[str]:
 
 def covers(hold: Hold, request_id: str) -> bool:
     """Whether ``hold`` (just returned by ``reserve`` under ``request_id``)
-    covers the call: a new or still active hold. False for a released or
-    expired replay (hold anew under the next id); ``IdempotencyConflict``
-    for a settled one."""
-    if not hold.replayed or hold.status == "active":
+    covers the call: only a new hold does. False for a released or expired
+    replay (hold anew under the next id); ``IdempotencyConflict`` for an
+    active or settled one."""
+    if not hold.replayed:
         return True
+    if hold.status == "active":
+        raise IdempotencyConflict(
+            f"request {request_id!r} is already in progress: retry once it has ended, or use a new request id"
+        )
     if hold.status == "settled":
         raise IdempotencyConflict(f"request {request_id!r} was already settled and charged: use a new request id")
     return False

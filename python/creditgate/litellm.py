@@ -49,7 +49,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from creditgate import CreditError, IdempotencyConflict, InsufficientCredits, InvalidApiKey, LocalCreditManager
+from creditgate import CreditError, InsufficientCredits, InvalidApiKey, LocalCreditManager
 from creditgate import _holds as _holds_rule
 
 try:
@@ -187,13 +187,6 @@ class CreditgateCallback(CustomLogger):  # type: ignore[misc]  # LiteLLM is unty
                 request_id=request_id,
             )
             if _holds_rule.covers(hold, request_id):
-                if hold.replayed:
-                    # Still active: another request under this call id is in
-                    # flight (or its worker died before settling). Serving
-                    # this one too would run the call twice for one charge.
-                    raise IdempotencyConflict(
-                        f"call {call_id!r} is already in progress: retry once it has ended, or use a new call id"
-                    )
                 return hold.hold_id
         raise _holds_rule.exhausted(base)
 

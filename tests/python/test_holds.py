@@ -71,6 +71,9 @@ def test_the_fastapi_meter_never_runs_on_a_finished_hold(db_url: str, flavour: s
 
     async def scenario() -> None:
         first = await gate.meter(_request(), key, input_tokens=100, max_output_tokens=100, request_id="req-1")
+        with pytest.raises(IdempotencyConflict, match="in progress"):
+            # A duplicate while the first is in flight would run the call twice for one charge.
+            await gate.meter(_request(), key, input_tokens=100, max_output_tokens=100, request_id="req-1")
         await first.release()  # the upstream failed: nothing charged
         retry = await gate.meter(_request(), key, input_tokens=100, max_output_tokens=100, request_id="req-1")
         assert retry.hold_id != first.hold_id and retry.hold.status == "active"
