@@ -1,14 +1,24 @@
-//! Side-by-side benchmarks of the Rust core against raw rusqlite (issue 6).
+//! Side-by-side benchmarks of the Rust core against raw rusqlite (issues 6
+//! and 16).
 //!
-//! `cargo bench --bench ledger` prints a Markdown table for BENCHMARKS.md;
+//! `cargo bench --bench ledger` prints Markdown tables for BENCHMARKS.md: the
+//! rows, then the issue 16 comparison (creditgate against each hand-written
+//! baseline of the same run, the ratio, the target and whether it is met);
 //! `CREDITGATE_BENCH_QUICK=1` runs a short smoke version (no timing claims).
 //! Criterion measures the verify pair; the concurrent write rows are timed
 //! directly because they need many threads sharing one manager. Last, the
 //! ledger is filled to 1,000,000 entries for the memory figures: database
 //! bytes per entry, and the resident set of a fresh process holding a
 //! manager on it (the bench binary re-run as a child).
+//!
+//! Every write row ends with a correctness check: creditgate's audit holds
+//! and its balance fell by exactly the charges it returned (no lost update);
+//! each raw ceiling's balance equals the sum of its entries. A failed check
+//! panics, so the smoke run in the test command fails too.
 
-use creditgate::{Config, CreditManager, Credits, KeyRef, Usage};
+use creditgate::{
+    Config, CreditManager, Credits, EntryKind, EntryOptions, GrantOptions, KeyRef, SpendWindow, Timestamp, Usage,
+};
 use criterion::Criterion;
 use rusqlite::{Connection, params};
 use sha2::{Digest, Sha256};
@@ -53,6 +63,111 @@ fn timed(name: &str, threads: usize, n: usize, op: &(dyn Fn(usize, usize) + Sync
         p50_us: percentile(&lat, 0.5),
         p99_us: percentile(&lat, 0.99),
     }
+}
+
+/// The raw write ceiling: the charge's two statements (conditional balance
+/// update, entry insert) with `per_commit` charges in each durable commit, on
+/// a scratch account of the same file. Checks that the account's balance
+/// equals the sum of its entries, then removes the raw rows (they bypass the
+/// ledger's rules, so the audit would flag them).
+fn raw_ceiling(path: &std::path::Path, per_commit: usize, total: usize) -> Row {
+    let mut raw_w = Connection::open(path).expect("raw open");
+    raw_w.pragma_update(None, "synchronous", "FULL").expect("pragma");
+    raw_w.busy_timeout(Duration::from_secs(30)).expect("busy timeout");
+    let user = format!("raw-{per_commit}");
+    let start_balance: i64 = 1_000_000_000_000;
+    raw_w
+        .execute(
+            "INSERT INTO creditgate_accounts (user_id, balance, created_at) VALUES (?1, ?2, 0)",
+            params![user, start_balance],
+        )
+        .expect("raw account");
+    let batches = total.div_ceil(per_commit);
+    let mut lat = Vec::with_capacity(batches);
+    let start = Instant::now();
+    for b in 0..batches {
+        let t0 = Instant::now();
+        let tx = raw_w.transaction().expect("begin");
+        for i in 0..per_commit {
+            let bal: i64 = tx
+                .query_row(
+                    "UPDATE creditgate_accounts SET balance = balance - 1000000, last_seq = last_seq + 1 \
+                     WHERE user_id = ?1 AND balance >= 1000000 RETURNING balance",
+                    [&user],
+                    |r| r.get(0),
+                )
+                .expect("update");
+            tx.execute(
+                "INSERT INTO creditgate_entries (id, user_id, seq, kind, amount, balance_after, created_at) \
+                 VALUES (?1, ?2, ?3, 'usage', -1000000, ?4, 0)",
+                params![uuid::Uuid::now_v7().to_string(), user, (b * per_commit + i + 1) as i64, bal],
+            )
+            .expect("insert");
+        }
+        tx.commit().expect("commit");
+        lat.push(t0.elapsed());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (balance, sum, count): (i64, i64, i64) = raw_w
+        .query_row(
+            "SELECT (SELECT balance FROM creditgate_accounts WHERE user_id = ?1), \
+             (SELECT COALESCE(SUM(amount), 0) FROM creditgate_entries WHERE user_id = ?1), \
+             (SELECT COUNT(*) FROM creditgate_entries WHERE user_id = ?1)",
+            [&user],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("raw check");
+    assert_eq!(balance, start_balance + sum, "raw ceiling: balance is not the sum of its entries");
+    assert_eq!(count as usize, batches * per_commit, "raw ceiling: entries lost");
+    raw_w
+        .execute("DELETE FROM creditgate_entries WHERE user_id = ?1", [&user])
+        .and_then(|_| raw_w.execute("DELETE FROM creditgate_accounts WHERE user_id = ?1", [&user]))
+        .expect("remove the raw rows");
+    lat.sort();
+    // Latency per commit of `per_commit` charges.
+    Row {
+        name: format!("record_usage, raw rusqlite ceiling ({per_commit} per commit)"),
+        ops_per_s: (batches * per_commit) as f64 / secs,
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+    }
+}
+
+/// Charges `threads` × `per` usages on `secret` and checks the result: the
+/// balance fell by exactly the returned charges, and the audit holds.
+fn usage_row(m: &CreditManager, name: &str, secret: &str, user: &str, threads: usize, per: usize, tag: &str) -> Row {
+    let before = m.get_balance(user).expect("balance").micros();
+    let charged = std::sync::atomic::AtomicI64::new(0);
+    let row = timed(name, threads, per, &|t, i| {
+        let usage = Usage { input_tokens: 1_000, output_tokens: 0, model: None };
+        let c = m.record_usage(KeyRef::Secret(secret), usage, Some(&format!("{tag}-{t}-{i}"))).expect("usage");
+        assert!(!c.replayed);
+        charged.fetch_add(c.charged.micros(), std::sync::atomic::Ordering::Relaxed);
+    });
+    let after = m.get_balance(user).expect("balance").micros();
+    assert_eq!(before - after, charged.into_inner(), "{name}: the balance is not the sum of the charges (lost update)");
+    assert!(m.audit().expect("audit").ok, "{name}: audit failed");
+    row
+}
+
+/// One line of the issue 16 table: creditgate against its baseline.
+fn compare(name: &str, cg: &Row, base: &Row, target: f64, target_text: &str) -> String {
+    let ratio = cg.ops_per_s / base.ops_per_s;
+    format!(
+        "| {name} | {:.0} | {:.0} | {ratio:.2}× | {target_text} | {} | {:.1} / {:.1} | {} |",
+        cg.ops_per_s,
+        base.ops_per_s,
+        if target_text == "–" {
+            "–"
+        } else if ratio >= target {
+            "yes"
+        } else {
+            "no"
+        },
+        cg.p50_us,
+        cg.p99_us,
+        if base.p50_us.is_nan() { "–".to_string() } else { format!("{:.1} / {:.1}", base.p50_us, base.p99_us) },
+    )
 }
 
 /// Resident set and its peak (VmRSS, VmHWM) of this process, in KiB.
@@ -146,57 +261,41 @@ fn main() {
     let raw_conn = parking_lot::Mutex::new(Connection::open(&path).expect("raw open"));
     rows.push(timed("verify, raw rusqlite floor (1 thread)", 1, n, &|_, _| raw_verify(&raw_conn.lock())));
 
-    // 2. durable record_usage with 1, 8 and 32 callers.
+    // 2. durable record_usage with 1, 8 and 32 callers, each checked.
     let total = if quick { 256 } else { 8_192 };
     for threads in [1, 8, 32] {
-        let per = total / threads;
-        rows.push(timed(&format!("record_usage, creditgate ({threads} callers)"), threads, per, &|t, i| {
-            let usage = Usage { input_tokens: 1_000, output_tokens: 0, model: None };
-            m.record_usage(KeyRef::Secret(&secret), usage, Some(&format!("{threads}-{t}-{i}"))).expect("usage");
-        }));
+        let name = format!("record_usage, creditgate ({threads} callers)");
+        rows.push(usage_row(&m, &name, &secret, "bench", threads, total / threads, &threads.to_string()));
     }
-    // The ceiling: the same two statements, 100 per durable commit.
-    let mut raw_w = Connection::open(&path).expect("raw open");
-    raw_w.pragma_update(None, "synchronous", "FULL").expect("pragma");
-    let batches = total / 100;
-    let start = Instant::now();
-    for b in 0..batches {
-        let tx = raw_w.transaction().expect("begin");
-        for i in 0..100 {
-            let bal: i64 = tx
-                .query_row(
-                    "UPDATE creditgate_accounts SET balance = balance - 1000000, last_seq = last_seq + 1 \
-                     WHERE user_id = 'raw' RETURNING balance",
-                    [],
-                    |r| r.get(0),
-                )
-                .or_else(|_| {
-                    tx.execute("INSERT INTO creditgate_accounts (user_id, created_at) VALUES ('raw', 0)", [])?;
-                    Ok::<i64, rusqlite::Error>(0)
-                })
-                .expect("update");
-            tx.execute(
-                "INSERT INTO creditgate_entries (id, user_id, seq, kind, amount, balance_after, created_at) \
-                 VALUES (?1, 'raw', ?2, 'usage', -1000000, ?3, 0)",
-                params![uuid::Uuid::now_v7().to_string(), (b * 100 + i + 1_000_000) as i64, bal],
-            )
-            .expect("insert");
-        }
-        tx.commit().expect("commit");
-    }
-    let secs = start.elapsed().as_secs_f64();
-    // The raw rows bypass the ledger's rules: remove them so the audit holds.
-    raw_w
-        .execute_batch(
-            "DELETE FROM creditgate_entries WHERE user_id = 'raw'; DELETE FROM creditgate_accounts WHERE user_id = 'raw';",
-        )
-        .expect("remove the raw rows");
-    rows.push(Row {
-        name: "record_usage, raw rusqlite ceiling (100 per commit)".into(),
-        ops_per_s: (batches * 100) as f64 / secs,
-        p50_us: f64::NAN,
-        p99_us: f64::NAN,
-    });
+    // The ceilings: the raw statements, 8 per durable commit (the batch a
+    // group commit of 8 callers can reach) and 100 per commit.
+    rows.push(raw_ceiling(&path, 8, total));
+    rows.push(raw_ceiling(&path, 100, total.max(800)));
+
+    // 3. the policy rows: an account with an expiring grant, a key cap and a
+    // rate limit (high enough never to refuse). Set after the plain rows: a
+    // rate limit on any key turns rate counting on for the whole ledger.
+    m.record_payment("policy", "pay-policy", 100_000_000, "USD").expect("payment");
+    let pkey = m.create_api_key("policy", None).expect("key");
+    let psecret = pkey.secret.expose().to_string();
+    let in_30_days = Timestamp(Timestamp::now().0 + 30 * 86_400 * 1_000_000);
+    let grant = GrantOptions { expires_at: Some(in_30_days), ..GrantOptions::default() };
+    let amount = Credits::from_credits(1_000_000).expect("amount");
+    m.add_credits_with("policy", amount, EntryKind::Grant, &EntryOptions::default(), &grant).expect("grant");
+    m.set_key_limit(pkey.key_id, Some(amount), SpendWindow::Daily, None).expect("key cap");
+    m.set_rate_limit(pkey.key_id, Some(1_000_000_000), Some(creditgate::MAX_TOKENS_PER_MINUTE)).expect("rate limit");
+    rows.push(timed("verify, creditgate, policy account (1 thread)", 1, n, &|_, _| {
+        m.verify_api_key_credits(&psecret, one).expect("verify");
+    }));
+    rows.push(usage_row(
+        &m,
+        "record_usage, creditgate, policy account (8 callers)",
+        &psecret,
+        "policy",
+        8,
+        total / 8,
+        "p",
+    ));
 
     // 4. memory: fill the ledger to the target entry count, then measure.
     let target: u64 = if quick { 20_000 } else { 1_000_000 };
@@ -234,6 +333,42 @@ fn main() {
         println!("| {} | {:.0} | {:.1} | {:.1} |", r.name, r.ops_per_s, r.p50_us, r.p99_us);
     }
     println!("\n({keys} keys in the table{})", if quick { "; quick smoke run, numbers not meaningful" } else { "" });
+    let row = |name: &str| rows.iter().find(|r| r.name == name).expect("row");
+    println!(
+        "\n### Issue 16, Rust side: creditgate against the hand-written baseline, same run\n\n\
+         | path | creditgate ops/s | baseline ops/s | ratio (creditgate/baseline) | target | met? | \
+         creditgate p50 / p99 µs | baseline p50 / p99 µs |\n|---|---:|---:|---:|---|---|---:|---:|"
+    );
+    let (cg_verify, raw_verify) = (row("verify, creditgate (1 thread)"), row("verify, raw rusqlite floor (1 thread)"));
+    println!(
+        "{}",
+        compare("verify vs the raw rusqlite lookup", cg_verify, raw_verify, 1.0 / 1.5, "≥ 0.67× (≤ 1.5× the time)")
+    );
+    let cg8 = row("record_usage, creditgate (8 callers)");
+    let raw8 = row("record_usage, raw rusqlite ceiling (8 per commit)");
+    println!("{}", compare("record_usage, 8 callers, vs the raw ceiling at 8 per commit", cg8, raw8, 0.6, "≥ 0.60×"));
+    let raw100 = row("record_usage, raw rusqlite ceiling (100 per commit)");
+    println!("{}", compare("record_usage, 8 callers, vs the raw ceiling at 100 per commit", cg8, raw100, 0.0, "–"));
+    let pv = row("verify, creditgate, policy account (1 thread)");
+    println!(
+        "{}",
+        compare("verify, policy account vs plain (baseline: creditgate plain)", pv, cg_verify, 1.0 / 1.5, "≥ 0.67×")
+    );
+    let pu = row("record_usage, creditgate, policy account (8 callers)");
+    println!(
+        "{}",
+        compare(
+            "record_usage 8 callers, policy account vs plain (baseline: creditgate plain)",
+            pu,
+            cg8,
+            1.0 / 1.5,
+            "≥ 0.67×"
+        )
+    );
+    println!(
+        "\n(checked at the end of each write row: creditgate's audit ok and its balance fell by exactly the charges \
+         returned; each raw ceiling's balance equals the sum of its entries. Raw ceiling latencies are per commit.)"
+    );
     println!("\n| memory, {entries} ledger entries and {keys} keys | value |\n|---|---:|");
     println!("| database bytes per ledger entry (usage entries, checkpointed file) | {bytes_per_entry:.0} |");
     println!(

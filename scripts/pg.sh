@@ -19,6 +19,9 @@
 #   CREDITGATE_TEST_POSTGRES_CA   the test CA certificate (PEM), when TLS is on
 #   CREDITGATE_TEST_POSTGRES_TLS_URL  postgresql://creditgate_tls:<password>@localhost:<port>/postgres,
 #                                 a superuser that pg_hba.conf admits only over TLS (when TLS is on)
+# The server runs with fsync, synchronous_commit and full_page_writes off (fast,
+# disposable) unless CREDITGATE_PG_DURABLE=1 (PostgreSQL's durable defaults,
+# for the benchmark runs of BENCHMARKS.md).
 # Everything else goes to stderr. `stop` stops the server and deletes the directory.
 # `restart` stops the server with a fast shutdown (open sessions are
 # terminated, as in a crash of the database host's service) and starts it
@@ -127,14 +130,19 @@ start() {
             as_user sh -c "{ printf 'hostnossl all creditgate_tls all reject\nhostssl all creditgate_tls all scram-sha-256\n'; cat '$dir/data/pg_hba.conf'; } >'$dir/data/pg_hba.new' && mv '$dir/data/pg_hba.new' '$dir/data/pg_hba.conf'"
         } || log "openssl failed: running without TLS ($(tail -1 "$dir/openssl.log"))"
     fi
+    # Fast and disposable: nothing here must survive a crash. CREDITGATE_PG_DURABLE=1
+    # keeps PostgreSQL's durable defaults (fsync, synchronous_commit, full page
+    # writes) instead: the benchmark runs of BENCHMARKS.md.
+    local speed="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    if [ "${CREDITGATE_PG_DURABLE:-}" = 1 ]; then
+        speed=""
+    fi
     local tries=0
     while :; do
         port=$(free_port)
-        # Fast and disposable: nothing here must survive a crash.
         if as_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o \
             "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=300 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=128MB \
-             -c max_locks_per_transaction=256 $ssl_opts" >&2; then
+             $speed -c shared_buffers=128MB -c max_locks_per_transaction=256 $ssl_opts" >&2; then
             break
         fi
         tries=$((tries + 1))
