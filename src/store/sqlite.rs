@@ -47,6 +47,9 @@ pub(crate) struct SqliteStore {
     pool: Pool<SqliteConnector>,
     location: String,
     group: GroupCommit,
+    /// The writers' turn between processes (see [`WriterTurn`]); `None` for
+    /// a memory database, or when the lock file cannot be made.
+    turn: Option<WriterTurn>,
     clock: TestClock,
     /// The schema version the open found (0: the open created the schema).
     opened_from: i64,
@@ -78,6 +81,46 @@ fn shown(path: &str) -> String {
     match path.char_indices().nth(512) {
         Some((i, _)) => format!("{:?}… ({} bytes)", &path[..i], path.len()),
         None => format!("{path:?}"),
+    }
+}
+
+/// Hands the write lock from one process to the next without sleeping.
+///
+/// Writers of one file in several processes (a pre-fork server's workers)
+/// otherwise meet on SQLite's lock through the busy handler, which polls
+/// with sleeps: while a waiter sleeps the lock lies idle, and every idle
+/// moment is a commit lost. A leader first takes an exclusive `flock` on
+/// `<database>-writer`, in which the kernel queues the waiting processes and
+/// wakes the next one the moment the lock is released; only then does it
+/// begin its transaction. Within a process the group commit already lets one
+/// leader at a time through. Correctness never rests on this file: SQLite's
+/// own lock still serializes writers (and a writer that is not creditgate
+/// simply meets the busy handler), so a lock file that cannot be made, or is
+/// removed, only costs speed.
+struct WriterTurn(std::fs::File);
+
+impl WriterTurn {
+    fn open(db_path: &str) -> Option<WriterTurn> {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(format!("{db_path}-writer")).ok().map(WriterTurn)
+    }
+
+    /// Waits for this process's turn; the turn ends when the guard drops.
+    /// A lock that cannot be taken is skipped (SQLite's lock still holds).
+    fn take(&self) -> Option<TurnGuard<'_>> {
+        self.0.lock().ok().map(|()| TurnGuard(&self.0))
+    }
+}
+
+struct TurnGuard<'a>(&'a std::fs::File);
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        // An explicit unlock: closing is not enough when a forked child holds a copy of the descriptor.
+        let _ = self.0.unlock();
     }
 }
 
@@ -237,6 +280,7 @@ impl SqliteStore {
                 (Some(path), config.pool_size, shown)
             }
         };
+        let turn = file.as_deref().and_then(WriterTurn::open);
         let connector = SqliteConnector { file, busy_ms, sync };
         // Fail at once on a bad file, with the reason.
         let first = connector
@@ -249,6 +293,7 @@ impl SqliteStore {
             pool,
             location,
             group: GroupCommit::new(MAX_BATCH_JOBS),
+            turn,
             clock: config.clock.clone(),
             opened_from: 0,
         };
@@ -271,6 +316,7 @@ impl SqliteStore {
     /// failing job rolls back only its own writes.
     fn run_batch(&self, slots: &mut [&mut Slot]) -> Result<()> {
         let mut conn = self.pool.get()?;
+        let _turn = self.turn.as_ref().and_then(WriterTurn::take);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let [only] = slots {
             // A lone job needs no savepoint: if it fails, dropping `tx` rolls back.
