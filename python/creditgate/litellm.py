@@ -72,6 +72,10 @@ _manager: LocalCreditManager | None = None
 _secrets: OrderedDict[str, str] = OrderedDict()  # key id -> secret
 # Module-level, not per callback object: LiteLLM may build more than one.
 _holds: OrderedDict[str, str] = OrderedDict()  # litellm_call_id -> hold id
+# Requests refused by the pre-call hook while their call id has an open hold
+# in this process: LiteLLM reports each refusal as a failure event under the
+# same call id, which must not release the hold of the request in flight.
+_refused: OrderedDict[str, int] = OrderedDict()  # litellm_call_id -> refusals not yet reported
 
 
 def _env_int(name: str, default: int) -> int:
@@ -203,6 +207,11 @@ class CreditgateCallback(CustomLogger):  # type: ignore[misc]  # LiteLLM is unty
         try:
             hold_id = await asyncio.to_thread(self._hold, secret, call_id, data)
         except CreditError as exc:
+            with _lock:
+                if call_id in _holds:
+                    _refused[call_id] = _refused.get(call_id, 0) + 1
+                    while len(_refused) > _MAX_OPEN_CALLS:
+                        _refused.popitem(last=False)
             raise _error(exc.status_code, exc.code, str(exc)) from None
         with _lock:
             _holds[call_id] = hold_id
@@ -230,6 +239,14 @@ class CreditgateCallback(CustomLogger):  # type: ignore[misc]  # LiteLLM is unty
         )
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        call_id = kwargs.get("litellm_call_id")
+        with _lock:
+            if isinstance(call_id, str) and _refused.get(call_id, 0) > 0:
+                # A refused duplicate's failure, not the holder's: keep its hold.
+                _refused[call_id] -= 1
+                if _refused[call_id] == 0:
+                    del _refused[call_id]
+                return
         hold_id, _ = self._hold_of(kwargs)
         if hold_id is not None:
             await asyncio.to_thread(manager().release, hold_id)

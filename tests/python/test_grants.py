@@ -163,6 +163,7 @@ def cli(tmp_path: Path, *args: str) -> str:
 
 @pytest.mark.sqlite_only("the CLI runs on its own SQLite file")
 def test_cli_grant_options_balance_and_expire(tmp_path: Path) -> None:
+    cli(tmp_path, "migrate")  # only migrate creates a ledger
     expires = datetime.now(timezone.utc) + timedelta(seconds=3)  # each CLI call starts a Python process
     soon = expires.isoformat().replace("+00:00", "Z")
     cli(tmp_path, "grant", "--user", "u", "--amount", "7", "--expires-at", soon, "--priority", "3")
