@@ -81,7 +81,7 @@
 /**
  * The result of every fallible function. `CG_OK` (0) is success; any other
  * value is a failure whose message `cg_last_error()` returns. The values
- * are fixed by SPEC section 5 and never change.
+ * are fixed by docs/reference.md and never change.
  */
 enum cg_status
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -216,7 +216,7 @@ typedef struct cg_entry {
 } cg_entry;
 
 /**
- * Whether a user may create an API key now (SPEC section 3 `can_generate_api_key`).
+ * Whether a user may create an API key now (docs/reference.md `can_generate_api_key`).
  */
 typedef struct cg_key_eligibility {
   bool allowed;
@@ -255,7 +255,7 @@ typedef struct cg_api_key {
 } cg_api_key;
 
 /**
- * A verified key (SPEC section 3 `verify_api_key_credits`).
+ * A verified key (docs/reference.md `verify_api_key_credits`).
  */
 typedef struct cg_verification {
   char user_id[CG_USER_ID_SIZE];
@@ -343,7 +343,7 @@ cg_status cg_open(const char *database_url, struct cg_manager **manager_out);
 
 /**
  * Opens the ledger named by the environment (`DATABASE_URL`, default
- * `sqlite:///creditgate.db`, and the other settings of SPEC section 7).
+ * `sqlite:///creditgate.db`, and the other settings of docs/reference.md, "Environment variables").
  *
  * `manager_out`: required; receives a new handle owned by the caller, to be
  * released with `cg_close`. Set to NULL on failure.
@@ -381,13 +381,13 @@ uint32_t cg_last_error_retry_after(void);
 const char *cg_last_error_limit_source(void);
 
 /**
- * The HTTP status of a status (SPEC section 5): 200 for `CG_OK`, 402, 401, 403,
+ * The HTTP status of a status (docs/reference.md): 200 for `CG_OK`, 402, 401, 403,
  * 404, 409, 400, 503, 500, 429; 500 for `CG_PANIC` and for unknown values.
  */
 uint16_t cg_status_http(uint32_t status);
 
 /**
- * The SPEC section 5 code of a status: "ok", "insufficient_credits",
+ * The error code (docs/reference.md) of a status: "ok", "insufficient_credits",
  * "invalid_api_key", "limit_reached", "not_found", "idempotency_conflict",
  * "invalid_argument", "storage", "internal", "panic", "rate_limited"; "unknown" for other
  * values. Static: never free it.
@@ -876,7 +876,7 @@ cg_status cg_list_model_prices_json(const struct cg_manager *manager, char **jso
 cg_status cg_audit_json(const struct cg_manager *manager, char **json_out);
 
 /**
- * Business figures from the database (SPEC section 6) as a JSON object: `users`,
+ * Business figures from the database (docs/reference.md) as a JSON object: `users`,
  * `paying_users`, `users_attempted_key`, `key_generation_attempts`,
  * `key_generation_successes`, `purchase_conversion_rate` (an exact decimal
  * string such as "0.5"), `credits_purchased_micros`, `revenue_usd_minor`,
@@ -889,7 +889,7 @@ cg_status cg_audit_json(const struct cg_manager *manager, char **json_out);
 cg_status cg_report_json(const struct cg_manager *manager, char **json_out);
 
 /**
- * This process's counters (SPEC section 6) as a JSON object: counter name ->
+ * This process's counters (docs/reference.md) as a JSON object: counter name ->
  * integer (`verify_ok_total`, `credits_charged_micros_total`, ...,
  * `errors_total`).
  *

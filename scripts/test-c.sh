@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# C ABI (SPEC section 8): builds libcreditgate (cargo build -p creditgate-c
+# C ABI (docs/reference.md): builds libcreditgate (cargo build -p creditgate-c
 # --release) and runs its Rust unit tests, regenerates include/creditgate.h
 # with the pinned cbindgen and fails when the checked-in copy differs, builds
 # and runs the C quickstart, then the C tests: plain (-Wall -Wextra

@@ -1,4 +1,4 @@
-//! The one error table of SPEC §5: every failure has a stable code and an
+//! The one error table of docs/reference.md: every failure has a stable code and an
 //! HTTP status; the C and Python front doors derive theirs from here.
 
 use crate::money::Credits;
@@ -71,7 +71,7 @@ impl std::fmt::Display for LimitSource {
     }
 }
 
-/// Stable codes (SPEC §5). The numeric values are the C status values.
+/// Stable codes (docs/reference.md). The numeric values are the C status values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum ErrorCode {

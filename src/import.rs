@@ -1,4 +1,4 @@
-//! Moving an existing deployment over (SPEC §7 `import-users`): balances from
+//! Moving an existing deployment over (docs/reference.md `import-users`): balances from
 //! the host's own users table and its existing API keys, read from the same
 //! database as the ledger (SQLite or PostgreSQL).
 //!

@@ -1,4 +1,4 @@
-//! API key secrets. Format (SPEC §4): `<prefix><body><checksum>` where body is
+//! API key secrets. Format (docs/reference.md): `<prefix><body><checksum>` where body is
 //! 43 base62 characters drawn from the OS CSPRNG by rejection sampling (256
 //! bits of entropy, the same as 32 random bytes) and checksum is 6 base62
 //! characters encoding the first 4 bytes of SHA-256(prefix + body). With the
@@ -18,7 +18,7 @@ pub const CHECKSUM_LEN: usize = 6;
 pub const MIN_KEY_LEN: usize = 8;
 pub const MAX_KEY_LEN: usize = 512;
 pub const MAX_PREFIX_LEN: usize = 32;
-/// Display prefix length of our own keys (SPEC §3 `list_api_keys`).
+/// Display prefix length of our own keys (docs/reference.md `list_api_keys`).
 const DISPLAY_PREFIX_LEN: usize = 8;
 
 /// A plaintext API key. Shown once; `Debug` and `Display` never print it.

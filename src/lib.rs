@@ -3,7 +3,7 @@
 //! Gate API-key creation on payment, verify a key and its balance, charge
 //! usage in real time, and keep an audit trail that always adds up — all
 //! in-process and transactional, on SQLite (default) or PostgreSQL.
-//! See `SPEC.md` for the contract; [`CreditManager`] is the facade.
+//! The contract is `docs/reference.md`; [`CreditManager`] is the facade.
 
 mod config;
 mod error;

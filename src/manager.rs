@@ -1,4 +1,4 @@
-//! `CreditManager`: the operations of SPEC §3. Each operation validates its
+//! `CreditManager`: the operations of docs/reference.md. Each operation validates its
 //! input, then plans and applies its change against [`Tx`] inside one
 //! transaction. Balances move only through `Tx::apply` (a conditional update).
 
@@ -772,7 +772,7 @@ impl CreditManager {
         r
     }
 
-    /// Carries a balance over from the host's own users table (SPEC §7
+    /// Carries a balance over from the host's own users table (docs/reference.md
     /// `import-users`): an `adjustment` (or `purchase`) entry keyed
     /// `import:<user_id>`, so importing twice changes nothing. Not strict: a
     /// negative balance is carried over as it was.

@@ -1,4 +1,4 @@
-//! Process counters and latency histograms (SPEC §6): relaxed atomics, so
+//! Process counters and latency histograms (docs/reference.md): relaxed atomics, so
 //! the hot path pays a few uncontended adds.
 
 use crate::error::ErrorCode;

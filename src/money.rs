@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub const MICROS_PER_CREDIT: i64 = 1_000_000;
-/// Largest size of any single amount: 10^12 credits (SPEC §1).
+/// Largest size of any single amount: 10^12 credits (docs/reference.md).
 pub const MAX_AMOUNT_CREDITS: i64 = 1_000_000_000_000;
 pub const MAX_AMOUNT_MICROS: i64 = MAX_AMOUNT_CREDITS * MICROS_PER_CREDIT;
 

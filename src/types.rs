@@ -21,7 +21,7 @@ macro_rules! uuid_id {
             /// Parses a UUID string; anything else is `InvalidArgument`. The
             /// message quotes at most the first 4 characters: a host that
             /// mixes up a key id and an API key must not see the secret in
-            /// its logs (SPEC §4).
+            /// its logs (docs/reference.md).
             pub fn parse(s: &str) -> Result<$name> {
                 let bad = || {
                     let start: String = s.chars().take(4).collect();
@@ -514,7 +514,7 @@ pub struct AuditReport {
     pub mismatches: Vec<AuditMismatch>,
 }
 
-/// Business figures from the database (SPEC §6).
+/// Business figures from the database (docs/reference.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
     pub users: u64,

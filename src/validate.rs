@@ -1,4 +1,4 @@
-//! Input checks shared by every operation (SPEC §1–§3). Each rejects with
+//! Input checks shared by every operation (docs/reference.md). Each rejects with
 //! `InvalidArgument` naming the field and the offending value (truncated).
 
 use crate::error::{Error, Result};

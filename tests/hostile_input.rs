@@ -4,7 +4,7 @@
 //!    (`CREDITGATE_FUZZ_CASES=100000` for a long run; the default is small
 //!    enough for CI);
 //! 2. a bad-input matrix over every public `CreditManager` method: each bad
-//!    input is rejected with the SPEC §5 code and leaves the ledger as it was;
+//!    input is rejected with the docs/reference.md code and leaves the ledger as it was;
 //! 3. every limit at its boundary (the ones `operations.rs` does not cover);
 //! 4. secret hygiene: no secret in the database files, errors, `Debug`
 //!    output or metrics, and verification finds keys by hash.

@@ -1,4 +1,4 @@
-//! `import_users` (SPEC §7): the seed's deployment moved over from its own
+//! `import_users` (docs/reference.md): the seed's deployment moved over from its own
 //! `users(id, credit_balance)` and API-key tables in the same database, on
 //! either backend; running it twice changes nothing.
 

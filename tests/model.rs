@@ -1,5 +1,5 @@
 //! Model-based property test: random sequences of operations run against the
-//! ledger and against a small in-memory model of SPEC §1–§3. After every step
+//! ledger and against a small in-memory model of docs/reference.md. After every step
 //! the result (ok, or which error code), the returned figures, every
 //! account's balance, held and available credits, key state, the number of
 //! ledger entries and the audit must agree with the model.

@@ -1,4 +1,4 @@
-//! Every operation of SPEC §3, its success path and its error paths (§5).
+//! Every operation of docs/reference.md, its success path and its error paths (§5).
 //! Each test gets a fresh, empty ledger from `common` (backend-neutral);
 //! the few SQLite-specific checks say so and skip on other backends.
 

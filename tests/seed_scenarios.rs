@@ -1,4 +1,4 @@
-//! The seed's four acceptance scenarios (SPEC §9), as one readable story,
+//! The seed's four acceptance scenarios (docs/reference.md), as one readable story,
 //! plus the extras the seed promises: later keys need only 1 credit, a legacy
 //! key keeps working and is charged, a duplicated payment webhook credits
 //! once, and a refunded payment takes its credits back. The audit must

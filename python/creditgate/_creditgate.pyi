@@ -1,4 +1,4 @@
-"""Type stubs for the native module ``creditgate._creditgate`` (SPEC §8.1).
+"""Type stubs for the native module ``creditgate._creditgate`` (docs/reference.md).
 
 Written by hand and checked against the built module by
 ``python -m mypy.stubtest creditgate._creditgate`` (scripts/test-python.sh).
@@ -47,7 +47,7 @@ _Amount: TypeAlias = int | Decimal | str
 # A user id: str, or an int converted with str().
 _UserId: TypeAlias = str | int
 
-# ----- errors (SPEC §5) --------------------------------------------------------
+# ----- errors (docs/reference.md) --------------------------------------------------------
 
 class CreditError(Exception):
     """Base class of every creditgate error; raised itself for internal errors (500)."""
@@ -403,7 +403,7 @@ class AuditReport:
 
 @final
 class Report:
-    """Business figures from the database (SPEC §6)."""
+    """Business figures from the database (docs/reference.md)."""
 
     @property
     def users(self) -> int: ...

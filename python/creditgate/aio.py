@@ -262,7 +262,7 @@ class AsyncLocalCreditManager:
     ) -> None:
         await self.aclose()
 
-    # ----- SPEC §8.1, as coroutines -----------------------------------------------
+    # ----- the calls of docs/reference.md, as coroutines-------------------------------------------
 
     async def migrate(self) -> None:
         return await self._run(self._sync.migrate)

@@ -1,4 +1,4 @@
-"""The `creditgate` operator command line (SPEC §6), also `python -m creditgate`.
+"""The `creditgate` operator command line (docs/reference.md), also `python -m creditgate`.
 
 Every command opens the ledger named by `--database-url` (before the command),
 else `DATABASE_URL`, else `sqlite:///creditgate.db`. Only `migrate` (and
@@ -33,7 +33,7 @@ EXIT_USAGE = 2
 EXIT_UNBALANCED = 3
 DEFAULT_DATABASE_URL = "sqlite:///creditgate.db"
 
-# Field order of each result type (SPEC §8.1), so JSON, CSV and tables list
+# Field order of each result type (docs/reference.md), so JSON, CSV and tables list
 # fields as the spec does rather than alphabetically.
 FIELDS: dict[str, tuple[str, ...]] = {
     "Account": (

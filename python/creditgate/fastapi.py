@@ -25,7 +25,7 @@ Needs the ``fastapi`` extra (``pip install '.[fastapi]'``)::
         return {"user": caller.user_id}
 
 Errors are answered in OpenAI's shape, ``{"error": {"message", "type",
-"code"}}``, with creditgate's codes and HTTP statuses (SPEC §5): 401
+"code"}}``, with creditgate's codes and HTTP statuses (docs/reference.md): 401
 ``invalid_api_key``, 402 ``insufficient_credits``, 503 ``storage``, and so on.
 
 Both managers work: an :class:`~creditgate.AsyncLocalCreditManager` is
@@ -92,7 +92,7 @@ _Amount = Union[int, Decimal, str]
 class APIError(Exception):
     """An error found by the application itself (an unknown model, a bad
     parameter), answered like a :class:`~creditgate.CreditError`: use
-    creditgate's codes (SPEC §5) so clients see one vocabulary."""
+    creditgate's codes (docs/reference.md) so clients see one vocabulary."""
 
     def __init__(self, status_code: int, code: str, message: str) -> None:
         super().__init__(message)

@@ -10,7 +10,7 @@
 - ``user_api_key_auth`` checks the bearer key against the ledger:
   an unknown, malformed or revoked key gets 401, and a key whose account has
   no credits left gets 402. Both come in the OpenAI error shape, with the codes
-  of SPEC §5 (``invalid_api_key``, ``insufficient_credits``).
+  of docs/reference.md (``invalid_api_key``, ``insufficient_credits``).
 - ``callback`` does the metering. Before the call, it holds the call's
   worst-case price: the prompt tokens at the model's input rate plus
   ``max_tokens`` (capped) at its output rate, quoted by creditgate exactly as
@@ -103,7 +103,7 @@ def manager() -> LocalCreditManager:
 
 class CreditgateError(ProxyException):  # type: ignore[misc]  # LiteLLM is untyped
     """A ledger refusal as LiteLLM's proxy renders it: the HTTP status from
-    ``code``, and here the body's ``code`` is creditgate's (SPEC §5), as in
+    ``code``, and here the body's ``code`` is creditgate's (docs/reference.md), as in
     OpenAI's errors (``insufficient_credits``), not the status repeated."""
 
     def __init__(self, status_code: int, code: str, message: str) -> None:

@@ -1,4 +1,4 @@
-"""creditgate metrics for a ``prometheus_client`` registry (SPEC §6).
+"""creditgate metrics for a ``prometheus_client`` registry (docs/reference.md).
 
 ``pip install '.[prometheus]'``. Two ways in:
 

@@ -1,7 +1,7 @@
 /*
  * Every function of include/creditgate.h: its success path and its error
  * paths (NULL pointers, invalid UTF-8, out-of-range values -> 
- * CG_INVALID_ARGUMENT with a message, and the domain errors of SPEC 3/5).
+ * CG_INVALID_ARGUMENT with a message, and the domain errors of docs/reference.md).
  */
 #include "harness.h"
 
@@ -1066,7 +1066,7 @@ static void test_audit_report_metrics(void) {
     cg_close(m);
 }
 
-/* The seed's four scenarios, end to end (SPEC section 9). */
+/* The seed's four scenarios, end to end (docs/reference.md). */
 static void test_seed_scenarios(void) {
     cg_manager *m = open_temp();
     char *secret = NULL;

@@ -3,7 +3,7 @@
  * include/creditgate.h fed NULL for each pointer, invalid UTF-8, empty,
  * 256-byte and 1 MiB strings, out-of-range int64 amounts, token counts,
  * ttls and page limits, malformed and unknown ids, bad metadata JSON. Each
- * call returns its documented status (SPEC 5), zeroes its out-pointer
+ * call returns its documented status (docs/reference.md), zeroes its out-pointer
  * (NULL strings, zeroed structs, 0 balances), and the ledger is unchanged
  * afterwards (balances, accounts, entries, keys, prices, audit and report
  * JSON compared before and after). NUL inside a C string cannot be passed
@@ -518,7 +518,7 @@ static void test_unknown_ids(void) {
 }
 
 /* A secret passed where an id belongs, near misses of it, a revoked key:
- * no message quotes it (SPEC 4). */
+ * no message quotes it. */
 static void test_secret_never_in_errors(void) {
     cg_usage_charge c;
     cg_verification ver;

@@ -1,5 +1,5 @@
 /*
- * One handle, many threads (SPEC section 3: concurrent callers can never
+ * One handle, many threads (docs/reference.md: concurrent callers can never
  * overdraw a strict operation or lose an update).
  *
  * - strict: 12 threads share one account and race strict deducts and

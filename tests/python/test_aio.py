@@ -56,7 +56,7 @@ def test_same_methods_and_signatures_as_the_sync_manager() -> None:
     sync = LocalCreditManager("sqlite:///:memory:")
     am = AsyncLocalCreditManager.from_manager(sync)
     methods = [n for n in dir(sync) if not n.startswith("_") and callable(getattr(sync, n))]
-    # SPEC §8.1 and backup, at least.
+    # docs/reference.md and backup, at least.
     assert {"verify_api_key_credits", "record_usage", "reserve", "settle", "report", "backup"} <= set(methods)
     for name in methods:
         method = getattr(am, name)

@@ -1,4 +1,4 @@
-"""The seed's four scenarios (SPEC §9) and the ledger stories around them,
+"""The seed's four scenarios (docs/reference.md) and the ledger stories around them,
 through the Python API."""
 
 from __future__ import annotations

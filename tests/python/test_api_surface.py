@@ -1,4 +1,4 @@
-"""The Python names of SPEC §8.1 are a contract: method signatures (parameter
+"""The Python names of docs/reference.md are a contract: method signatures (parameter
 names, kinds and defaults) and result fields, checked on the built module."""
 
 from __future__ import annotations

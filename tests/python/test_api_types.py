@@ -1,4 +1,4 @@
-"""Type conversion and error mapping of the Python API (SPEC §1, §5, §8.1)."""
+"""Type conversion and error mapping of the Python API (docs/reference.md, §5, §8.1)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Hostile input loses nothing (issue 7): every public method of
-``LocalCreditManager`` (SPEC §8.1) is fed hostile arguments, one at a time,
+``LocalCreditManager`` (docs/reference.md) is fed hostile arguments, one at a time,
 beside otherwise valid ones. Each call must raise the documented class
-(SPEC §1, §2, §5: ``TypeError`` for a wrong Python type, ``InvalidArgument``
+(docs/reference.md, §2, §5: ``TypeError`` for a wrong Python type, ``InvalidArgument``
 for a bad value, ``InvalidApiKey`` for a malformed key, ``NotFound`` for an
 unknown id), with a message naming the argument, never crash, never raise
 PyO3's ``PanicException`` or a ``SystemError``, and leave the ledger exactly

@@ -349,7 +349,7 @@ def test_report(cli: Cli) -> None:
     assert "paying_users" in cli.ok("report")
 
 
-# Every field of `report()` (SPEC §6), in the spec's order.
+# Every field of `report()` (docs/reference.md), in the spec's order.
 REPORT_FIELDS = (
     "users",
     "paying_users",

@@ -1,7 +1,7 @@
 """creditgate.fastapi through a real HTTP server: a small app built on the
 glue runs under uvicorn on a free loopback port and is driven with httpx and
 the official `openai` client, once with an AsyncLocalCreditManager and once
-with a LocalCreditManager. Covers the OpenAI error shape with SPEC §5 codes
+with a LocalCreditManager. Covers the OpenAI error shape with docs/reference.md codes
 (401, 402, 503), an exact X-Credits-Remaining, the authenticate-only path
 (200 for an overdrawn key), and a stream the client abandons: charged for
 what was sent, the rest of the hold freed.

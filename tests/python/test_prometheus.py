@@ -1,4 +1,4 @@
-"""Metrics exposition (SPEC §6) against prometheus_client's own parser, the
+"""Metrics exposition (docs/reference.md) against prometheus_client's own parser, the
 collector of creditgate.prometheus, and the multiprocess recipe with real
 worker processes."""
 
@@ -41,7 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# SPEC §6, in its order.
+# docs/reference.md, in its order.
 SPEC_COUNTERS = (
     "key_eligibility_checks_total",
     "key_generation_attempts_total",
@@ -146,7 +146,7 @@ def value(family: Metric, sample: str, **labels: str) -> float:
 
 
 def check_exposition(text: str) -> dict[str, Metric]:
-    """Everything SPEC §6 promises of the text, whatever the values."""
+    """Everything docs/reference.md promises of the text, whatever the values."""
     fams = families(text)
     for name in SPEC_COUNTERS:
         family = fams[f"creditgate_{name[: -len('_total')]}"]  # the parser drops _total

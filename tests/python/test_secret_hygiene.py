@@ -1,4 +1,4 @@
-"""No secret leaks (SPEC §4, issue 7): API keys issued or imported, their
+"""No secret leaks (docs/reference.md, issue 7): API keys issued or imported, their
 bodies without the prefix, the pepper and a database password appear nowhere
 a secret could escape: the database (SQLite file, -wal and -shm, before and
 after a checkpoint; on PostgreSQL every creditgate table), exception messages
@@ -356,7 +356,7 @@ def test_database_url_property_redacts_the_password(db_url: str) -> None:
 
 
 def test_open_logs_the_resolved_location_without_the_password(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    """SPEC §7: the resolved location is logged on open, password redacted."""
+    """docs/reference.md: the resolved location is logged on open, password redacted."""
     with caplog.at_level(logging.INFO, logger="creditgate"):
         m = LocalCreditManager(db_url)
     (record,) = [r for r in caplog.records if r.name == "creditgate"]

@@ -1,4 +1,4 @@
-//! JSON shapes of the C ABI (SPEC §8): the Python field names, amounts as
+//! JSON shapes of the C ABI (docs/reference.md): the Python field names, amounts as
 //! integer micro-credits named `<field>_micros`, counts and `*_usd_minor`
 //! under their own names, RFC 3339 UTC timestamps, lowercase UUID strings.
 

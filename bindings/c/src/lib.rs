@@ -1,5 +1,5 @@
 //! C ABI for creditgate: `include/creditgate.h`, generated from this crate
-//! by cbindgen. SPEC §5 and §8 are the contract; docs/c-api.md is the guide.
+//! by cbindgen. docs/reference.md is the contract; docs/c-api.md is the guide.
 //!
 //! Layout: `lib.rs` the exported functions (one per operation), `ffi.rs`
 //! every raw-pointer access, `panic.rs` the panic boundary and the
@@ -114,7 +114,7 @@ pub unsafe extern "C" fn cg_open(database_url: *const c_char, manager_out: *mut 
 }
 
 /// Opens the ledger named by the environment (`DATABASE_URL`, default
-/// `sqlite:///creditgate.db`, and the other settings of SPEC section 7).
+/// `sqlite:///creditgate.db`, and the other settings of docs/reference.md, "Environment variables").
 ///
 /// `manager_out`: required; receives a new handle owned by the caller, to be
 /// released with `cg_close`. Set to NULL on failure.
@@ -161,14 +161,14 @@ pub extern "C" fn cg_last_error_limit_source() -> *const c_char {
     value_boundary(c"".as_ptr(), panic::last_limit_source_ptr)
 }
 
-/// The HTTP status of a status (SPEC section 5): 200 for `CG_OK`, 402, 401, 403,
+/// The HTTP status of a status (docs/reference.md): 200 for `CG_OK`, 402, 401, 403,
 /// 404, 409, 400, 503, 500, 429; 500 for `CG_PANIC` and for unknown values.
 #[unsafe(no_mangle)]
 pub extern "C" fn cg_status_http(status: u32) -> u16 {
     value_boundary(500, || cg_status::from_u32(status).map_or(500, cg_status::http_status))
 }
 
-/// The SPEC section 5 code of a status: "ok", "insufficient_credits",
+/// The error code (docs/reference.md) of a status: "ok", "insufficient_credits",
 /// "invalid_api_key", "limit_reached", "not_found", "idempotency_conflict",
 /// "invalid_argument", "storage", "internal", "panic", "rate_limited"; "unknown" for other
 /// values. Static: never free it.
@@ -1134,7 +1134,7 @@ pub unsafe extern "C" fn cg_audit_json(manager: *const cg_manager, json_out: *mu
     })
 }
 
-/// Business figures from the database (SPEC section 6) as a JSON object: `users`,
+/// Business figures from the database (docs/reference.md) as a JSON object: `users`,
 /// `paying_users`, `users_attempted_key`, `key_generation_attempts`,
 /// `key_generation_successes`, `purchase_conversion_rate` (an exact decimal
 /// string such as "0.5"), `credits_purchased_micros`, `revenue_usd_minor`,
@@ -1154,7 +1154,7 @@ pub unsafe extern "C" fn cg_report_json(manager: *const cg_manager, json_out: *m
     })
 }
 
-/// This process's counters (SPEC section 6) as a JSON object: counter name ->
+/// This process's counters (docs/reference.md) as a JSON object: counter name ->
 /// integer (`verify_ok_total`, `credits_charged_micros_total`, ...,
 /// `errors_total`).
 ///

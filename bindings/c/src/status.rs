@@ -1,4 +1,4 @@
-//! `cg_status`: the C face of `creditgate::ErrorCode` (SPEC §5). The numbers
+//! `cg_status`: the C face of `creditgate::ErrorCode` (docs/reference.md). The numbers
 //! are part of the ABI and never change.
 
 use creditgate_core::{Error, ErrorCode};
@@ -6,7 +6,7 @@ use std::ffi::{CStr, c_char};
 
 /// The result of every fallible function. `CG_OK` (0) is success; any other
 /// value is a failure whose message `cg_last_error()` returns. The values
-/// are fixed by SPEC section 5 and never change.
+/// are fixed by docs/reference.md and never change.
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -94,7 +94,7 @@ impl cg_status {
         }
     }
 
-    /// The SPEC section 5 code (`insufficient_credits`, ...), `ok` or `panic`, as a
+    /// The error code (docs/reference.md) (`insufficient_credits`, ...), `ok` or `panic`, as a
     /// static NUL-terminated string.
     pub fn name(self) -> &'static CStr {
         match self {

@@ -33,7 +33,7 @@ pub struct cg_entry {
     pub replayed: bool,
 }
 
-/// Whether a user may create an API key now (SPEC section 3 `can_generate_api_key`).
+/// Whether a user may create an API key now (docs/reference.md `can_generate_api_key`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct cg_key_eligibility {
@@ -60,7 +60,7 @@ pub struct cg_api_key {
     pub legacy: bool,
 }
 
-/// A verified key (SPEC section 3 `verify_api_key_credits`).
+/// A verified key (docs/reference.md `verify_api_key_credits`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct cg_verification {

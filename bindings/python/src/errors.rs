@@ -1,4 +1,4 @@
-//! The exception classes of SPEC §5, derived from `creditgate::ErrorCode`,
+//! The exception classes of docs/reference.md, derived from `creditgate::ErrorCode`,
 //! and the one place where a core `Error` becomes a Python exception.
 //!
 //! Classes are made at import with `type(name, bases, namespace)` because

@@ -1,12 +1,12 @@
 //! Python bindings for creditgate: the native module `creditgate._creditgate`,
-//! re-exported by the `creditgate` package (SPEC §8.1).
+//! re-exported by the `creditgate` package (docs/reference.md).
 //!
 //! A thin layer, one file per concept: `manager.rs` (the
 //! `LocalCreditManager` facade), `types.rs` (frozen result objects),
-//! `errors.rs` (the exception classes of SPEC §5) and `convert.rs` (value
+//! `errors.rs` (the exception classes of docs/reference.md) and `convert.rs` (value
 //! conversion). The core crate knows nothing of Python.
 
-// The Python signatures are fixed by SPEC §8.1: one Rust parameter per keyword.
+// The Python signatures are fixed by docs/reference.md: one Rust parameter per keyword.
 #![allow(clippy::too_many_arguments)]
 
 mod convert;

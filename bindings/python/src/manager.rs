@@ -1,4 +1,4 @@
-//! `LocalCreditManager`: the SPEC §8.1 facade over `creditgate::CreditManager`.
+//! `LocalCreditManager`: the facade (docs/reference.md) over `creditgate::CreditManager`.
 //!
 //! Each method converts its arguments (with the GIL), runs the core operation
 //! with the GIL released (`py.detach`), then converts the result. No business
@@ -237,7 +237,7 @@ impl LocalCreditManager {
         )?;
         let opened = config.clone();
         let manager = py.detach(move || CreditManager::open(opened)).map_err(|e| to_py(py, e))?;
-        // SPEC §7: the resolved location is logged on open (password redacted).
+        // docs/reference.md: the resolved location is logged on open (password redacted).
         py.import("logging")?
             .call_method1("getLogger", ("creditgate",))?
             .call_method1("info", ("opened ledger %s", manager.database_url()))?;
@@ -353,7 +353,7 @@ impl LocalCreditManager {
         })
     }
 
-    /// `creditgate import-users` (SPEC §7): a balance from the host's own
+    /// `creditgate import-users` (docs/reference.md): a balance from the host's own
     /// table as an `adjustment` (or `purchase`) entry keyed `import:<user_id>`;
     /// importing again replays it.
     #[pyo3(
@@ -376,7 +376,7 @@ impl LocalCreditManager {
         })
     }
 
-    /// `creditgate import-users` (SPEC §7): every balance of the host's own
+    /// `creditgate import-users` (docs/reference.md): every balance of the host's own
     /// users table (in the ledger's database) as an entry keyed
     /// `import:<user_id>`, and with `keys_table` its API keys as legacy keys.
     /// Everything is read and checked before the first write; running it
@@ -491,7 +491,7 @@ impl LocalCreditManager {
         })
     }
 
-    /// Applies every due grant expiry of up to `limit` accounts (SPEC: the
+    /// Applies every due grant expiry of up to `limit` accounts (the
     /// `creditgate expire` sweep); call again while `accounts == limit`.
     #[pyo3(signature = (limit=None), text_signature = "($self, limit=1000)")]
     fn expire_grants(&self, py: Python<'_>, limit: Option<&Bound<'_, PyAny>>) -> PyResult<ExpirySweep> {
@@ -938,7 +938,7 @@ impl LocalCreditManager {
     }
 }
 
-/// SPEC §8.1 defaults, applied when an argument is omitted or `None`.
+/// docs/reference.md defaults, applied when an argument is omitted or `None`.
 const DEFAULT_PAGE_LIMIT: u32 = 50;
 const DEFAULT_EVENTS_LIMIT: u32 = 100;
 const DEFAULT_TTL_SECONDS: i64 = 600;

@@ -1,4 +1,4 @@
-//! The result objects of SPEC §8.1: small frozen classes whose attributes are
+//! The result objects of docs/reference.md: small frozen classes whose attributes are
 //! plain Python values (`str`, `int`, `bool`, `Decimal`, `datetime`, `None`),
 //! converted once when the object is made. `repr` shows every field that is
 //! not `None`, except a secret; `to_dict()` gives the fields as a `dict`.
@@ -354,7 +354,7 @@ impl AuditReport {
 }
 
 record!(
-    /// Business figures from the database (SPEC §6).
+    /// Business figures from the database (docs/reference.md).
     Report {
         users, paying_users, users_attempted_key, key_generation_attempts, key_generation_successes,
         purchase_conversion_rate, credits_purchased, revenue_usd_minor, revenue_per_paying_user_usd_minor,
