@@ -676,3 +676,44 @@ fn tally_lines_round_trip() {
     assert_eq!(Tally::parse("CHILD-RESULT deducts=x"), None);
     assert_eq!(err_code(creditgate::EntryId::parse("nope")), ErrorCode::InvalidArgument);
 }
+
+/// The writers' turn between processes (`<database>-writer`) is only a
+/// scheduling aid: a process that holds it and stalls must not hang the
+/// others. Their wait ends at the busy timeout and they write anyway.
+#[test]
+fn a_stalled_holder_of_the_writer_turn_never_hangs_a_write() {
+    let (url, db) = common::shared_url();
+    let Some(path) = db.sqlite_path() else {
+        println!("a_stalled_holder_of_the_writer_turn_never_hangs_a_write: SQLite only, skipped");
+        return;
+    };
+    let m = common::open(&url, Config::new().busy_timeout_ms(300).unwrap());
+    let turn = format!("{}-writer", path.display());
+    assert!(std::path::Path::new(&turn).exists(), "the turn file is made beside the database");
+    // Another process takes the turn (a POSIX record lock, as creditgate does) and keeps it.
+    let mut holder = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, sys, time\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)",
+            &turn,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    let start = std::time::Instant::now();
+    let written = m.add_credits("u", credits(1), EntryKind::Grant, &NO_OPTS);
+    let took = start.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(written.is_ok(), "{written:?}");
+    assert!(took >= std::time::Duration::from_millis(250), "it waited for the turn first: {took:?}");
+    assert!(took < std::time::Duration::from_secs(5), "then wrote without it: {took:?}");
+    // The holder is gone: the kernel dropped its lock, and writes take the turn at once.
+    let start = std::time::Instant::now();
+    m.add_credits("u", credits(1), EntryKind::Grant, &NO_OPTS).unwrap();
+    assert!(start.elapsed() < std::time::Duration::from_millis(250), "{:?}", start.elapsed());
+    assert_audit_ok(&m);
+}

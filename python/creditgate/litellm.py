@@ -71,11 +71,14 @@ _lock = threading.Lock()
 _manager: LocalCreditManager | None = None
 _secrets: OrderedDict[str, str] = OrderedDict()  # key id -> secret
 # Module-level, not per callback object: LiteLLM may build more than one.
+# Only a fallback for settling: each request carries its own hold id in its
+# metadata (`_HOLD_KEY`), which is what the events act on.
 _holds: OrderedDict[str, str] = OrderedDict()  # litellm_call_id -> hold id
-# Requests refused by the pre-call hook while their call id has an open hold
-# in this process: LiteLLM reports each refusal as a failure event under the
-# same call id, which must not release the hold of the request in flight.
-_refused: OrderedDict[str, int] = OrderedDict()  # litellm_call_id -> refusals not yet reported
+# The request's own hold, in the request's metadata. A request refused by the
+# pre-call hook (a duplicate of a call id in flight) has none, and LiteLLM
+# reports that refusal as a failure event under the same call id: keyed by
+# call id alone, it would release the hold of the request in flight.
+_HOLD_KEY = "creditgate_hold_id"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -207,20 +210,35 @@ class CreditgateCallback(CustomLogger):  # type: ignore[misc]  # LiteLLM is unty
         try:
             hold_id = await asyncio.to_thread(self._hold, secret, call_id, data)
         except CreditError as exc:
-            with _lock:
-                if call_id in _holds:
-                    _refused[call_id] = _refused.get(call_id, 0) + 1
-                    while len(_refused) > _MAX_OPEN_CALLS:
-                        _refused.popitem(last=False)
             raise _error(exc.status_code, exc.code, str(exc)) from None
+        for key in ("metadata", "litellm_metadata"):
+            metadata = data.get(key)
+            if isinstance(metadata, dict):
+                metadata[_HOLD_KEY] = hold_id
+                break
         with _lock:
             _holds[call_id] = hold_id
             while len(_holds) > _MAX_OPEN_CALLS:
                 _holds.popitem(last=False)
         return data
 
+    @staticmethod
+    def _own_hold(kwargs: dict[str, Any]) -> str | None:
+        """The hold this event's own request placed, from its metadata."""
+        params = kwargs.get("litellm_params") or {}
+        for key in ("metadata", "litellm_metadata"):
+            metadata = params.get(key) if isinstance(params, dict) else None
+            if isinstance(metadata, dict) and isinstance(metadata.get(_HOLD_KEY), str):
+                return str(metadata[_HOLD_KEY])
+        return None
+
     def _hold_of(self, kwargs: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """The hold to settle: the request's own, else (a LiteLLM path that
+        drops metadata) the one this process placed for the call id."""
         slo = kwargs.get("standard_logging_object") or {}
+        own = self._own_hold(kwargs)
+        if own is not None:
+            return own, slo
         # Not slo["id"]: that is the response's id (chatcmpl-...).
         call_id = kwargs.get("litellm_call_id")
         with _lock:
@@ -239,15 +257,10 @@ class CreditgateCallback(CustomLogger):  # type: ignore[misc]  # LiteLLM is unty
         )
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        call_id = kwargs.get("litellm_call_id")
-        with _lock:
-            if isinstance(call_id, str) and _refused.get(call_id, 0) > 0:
-                # A refused duplicate's failure, not the holder's: keep its hold.
-                _refused[call_id] -= 1
-                if _refused[call_id] == 0:
-                    del _refused[call_id]
-                return
-        hold_id, _ = self._hold_of(kwargs)
+        # Only the request's own hold: a refused duplicate placed none, and
+        # must not release the hold of the call in flight. A hold no event
+        # releases expires after CREDITGATE_LITELLM_HOLD_TTL.
+        hold_id = self._own_hold(kwargs)
         if hold_id is not None:
             await asyncio.to_thread(manager().release, hold_id)
 

@@ -236,10 +236,12 @@ impl cg_hold {
         out.expires_at_unix_micros = h.expires_at.micros();
         out.replayed = h.replayed;
         out.status = match h.status {
+            HoldStatus::Active => cg_hold_status::CG_HOLD_ACTIVE,
             HoldStatus::Settled => cg_hold_status::CG_HOLD_SETTLED,
-            HoldStatus::Released => cg_hold_status::CG_HOLD_RELEASED,
             HoldStatus::Expired => cg_hold_status::CG_HOLD_EXPIRED,
-            _ => cg_hold_status::CG_HOLD_ACTIVE,
+            // Released, and any state this binding does not know: never
+            // "active", which would tell a host the hold covers its call.
+            _ => cg_hold_status::CG_HOLD_RELEASED,
         };
         Ok(out)
     }

@@ -71,11 +71,19 @@ impl LocalCreditManager {
         let r = f();
         if let Err(e) = &r
             && let Some(code) = crate::errors::code_of(py, e)
-            && let Ok(m) = self.manager()
+            && let Some(m) = self.opened_here()
         {
             m.count_front_door_error(code);
         }
         r
+    }
+
+    /// This process's manager if it has one already: never opens one (a
+    /// forked child's first call may be a bad argument, which must not
+    /// reopen the ledger with the GIL held just to count it).
+    fn opened_here(&self) -> Option<CreditManager> {
+        let handle = self.handle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (handle.pid == std::process::id()).then(|| handle.manager.clone())
     }
 
     /// Runs `f` on the manager with the GIL released.
