@@ -106,7 +106,7 @@ def test_reserve_answers_402_before_429(manager: LocalCreditManager, paid_key: s
     manager.set_key_limit(key_id, 2, "daily")
     with pytest.raises(InsufficientCredits) as cap:
         manager.reserve(paid_key, credits=3)
-    assert cap.value.limit_source == "key"  # type: ignore[attr-defined]
+    assert cap.value.limit_source == "key"
     with pytest.raises(RateLimited):
         manager.reserve(paid_key, credits=1)
 
