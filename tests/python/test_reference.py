@@ -384,4 +384,6 @@ def test_licenses_match_the_metadata() -> None:
     assert "Apache License" in (ROOT / "LICENSE-APACHE").read_text(encoding="utf-8")
     assert "MIT License" in (ROOT / "LICENSE-MIT").read_text(encoding="utf-8")
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
-    assert "## Unreleased" in changelog
+    version = re.search(r'^version = "([^"]+)"', cargo, re.M)
+    assert version, "Cargo.toml has a version"
+    assert f"## {version.group(1)} " in changelog, "the CHANGELOG has a section for the current version"
