@@ -124,7 +124,8 @@ fn a_refused_key_purchase_rolls_back_the_due_expiry_and_its_event() {
     let (m, _db) = common::manager_with(Config::new().test_clock(clock.clone()));
     // 100 credits that expire in an hour, and no key yet: the first key needs 5,000.
     let now = m.add_credits("probe", micros(1), EntryKind::Grant, &common::NO_OPTS).unwrap().created_at;
-    let expiring = GrantOptions { expires_at: Some(creditgate::Timestamp(now.0 + 3_600_000_000)), ..Default::default() };
+    let expiring =
+        GrantOptions { expires_at: Some(creditgate::Timestamp(now.0 + 3_600_000_000)), ..Default::default() };
     m.add_credits_with("u", credits(100), EntryKind::Grant, &common::NO_OPTS, &expiring).unwrap();
     clock.advance(2 * 3_600_000_000);
     let before = common::all_entries(&m, "u").len();

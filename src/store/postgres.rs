@@ -8,9 +8,12 @@
 //!   verifying the certificate (`require` with `sslrootcert` verifies the
 //!   chain); `verify-ca` verifies the chain; `verify-full` also the host
 //!   name. Roots: the PEM file `sslrootcert`, else the Mozilla roots.
-//! - Writes are group-committed (see `group.rs`): concurrent writers of one
-//!   process share a READ COMMITTED transaction, each in its own savepoint,
-//!   so one WAL flush serves them all. Every write locks its account row first
+//! - Writes run in READ COMMITTED transactions, up to one per pooled
+//!   connection at once (see `group.rs`): a writer that finds a connection
+//!   free runs its own transaction at once; the writers that find them all
+//!   busy are group-committed, sharing one transaction, each in its own
+//!   savepoint, so one WAL flush serves them all. Only one such shared
+//!   batch runs at a time, so batching adds no lock cycle. Every write locks its account row first
 //!   (`ensure_account`: `SELECT … FOR NO KEY UPDATE`, inserting the row when
 //!   absent), so strict checks, hold inserts and the key-creation rules are
 //!   serialized per account across hosts; balances move only by the
@@ -488,7 +491,7 @@ impl PostgresStore {
             pool,
             location: p.location,
             secrets,
-            group: GroupCommit::new(MAX_BATCH_JOBS),
+            group: GroupCommit::with_lanes(MAX_BATCH_JOBS, config.pool_size as usize),
             clock: config.clock.clone(),
             opened_from,
         })
@@ -510,8 +513,19 @@ impl PostgresStore {
     /// writers (group commit), its writes kept only when `f` returns Ok;
     /// reruns the batch on serialization failures, deadlocks and idempotency
     /// races; returns once the transaction committed.
+    #[cfg(test)]
     pub(crate) fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
-        self.group.write(f, &|slots| self.run_batch(slots))
+        self.write_on(None, f)
+    }
+
+    /// `write` of an `f` that locks only the account named by `account` (a
+    /// hash of it), when Some: see `group.rs`.
+    pub(crate) fn write_on<R: Send>(
+        &self,
+        account: Option<u64>,
+        f: impl FnMut(&mut dyn Tx) -> Result<R> + Send,
+    ) -> Result<R> {
+        self.group.write_on(account, f, &|slots| self.run_batch(slots))
     }
 
     fn run_batch(&self, slots: &mut [&mut Slot]) -> Result<()> {
@@ -1822,6 +1836,10 @@ mod tests {
     /// A store on a fresh database of the test server, when the PostgreSQL
     /// tests run (scripts/test-postgres.sh); None otherwise.
     fn live_store() -> Option<(PostgresStore, String, String)> {
+        live_store_with(&Config::new())
+    }
+
+    fn live_store_with(config: &Config) -> Option<(PostgresStore, String, String)> {
         if !std::env::var("CREDITGATE_TEST_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("postgres")) {
             eprintln!("SKIPPED: needs CREDITGATE_TEST_BACKEND=postgres (scripts/test-postgres.sh)");
             return None;
@@ -1833,7 +1851,7 @@ mod tests {
         let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
         let base = &base[..base.rfind('/').expect("a database in the URL")];
         let url = format!("{base}/{db}?{query}");
-        let store = PostgresStore::open(&url, &Config::new()).expect("open");
+        let store = PostgresStore::open(&url, config).expect("open");
         Some((store, admin_url, db))
     }
 
@@ -1851,9 +1869,17 @@ mod tests {
     /// Concurrent writers share transactions; each job's failure stays its
     /// own: a job's error or failed statement rolls back only that job, and
     /// a retryable failure reruns the batch without applying anything twice.
+    /// Both ways writes share one: named by their account (batches of one
+    /// account, side by side), and not named, with more writers than
+    /// connections (batches of whatever is queued).
     #[test]
     fn batched_writes_fail_alone_and_rerun_whole() {
-        let Some((store, admin_url, db)) = live_store() else { return };
+        batched_writes(&Config::new(), Some(7));
+        batched_writes(&Config::new().pool_size(2).unwrap(), None);
+    }
+
+    fn batched_writes(config: &Config, account: Option<u64>) {
+        let Some((store, admin_url, db)) = live_store_with(config) else { return };
         const THREADS: u64 = 8;
         const PER: u64 = 30;
         let outcomes: Vec<(u64, Result<String>)> = std::thread::scope(|s| {
@@ -1865,7 +1891,7 @@ mod tests {
                             .map(|i| {
                                 let k = t * PER + i;
                                 let mut attempts = 0;
-                                let r = store.write(|tx| {
+                                let r = store.write_on(account, |tx| {
                                     attempts += 1;
                                     let now = tx.now()?;
                                     tx.ensure_account("u", now)?;
