@@ -1053,15 +1053,6 @@ impl PgTx<'_> {
         self.locked.iter().any(|u| u == user)
     }
 
-    /// In a write, locks the account row when it exists, so that what is
-    /// read next is not changed by another host before this one commits.
-    fn lock_if_exists(&mut self, user: &str) -> Result<()> {
-        if self.write && !self.is_locked(user) && self.opt(LOCK_ACCOUNT, &[&user])?.is_some() {
-            self.locked.push(user.to_string());
-        }
-        Ok(())
-    }
-
     fn one_entry(&mut self, sql_where: &str, params: Params) -> Result<Option<Entry>> {
         let sql = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE {sql_where}");
         self.opt(&sql, params)?.map(|r| entry_from_row(&r)).transpose()
@@ -1186,7 +1177,35 @@ impl Tx for PgTx<'_> {
     fn entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>> {
         // Locked first, so a same-key write racing from another host is
         // seen here (and replayed) rather than refused by a strict check.
-        self.lock_if_exists(user)?;
+        if self.write && !self.is_locked(user) {
+            // The lock and the look-up in one round trip. The look-up reads
+            // the statement's snapshot, taken before any wait for the lock;
+            // every entry comes with its account's `last_seq` + 1 (in
+            // `apply`, under the lock), so when the locked row's `last_seq`
+            // is the snapshot's, no entry of the account committed in
+            // between and the look-up stands. Else (or without the row) it
+            // is read again, after the lock, as before.
+            static SQL: LazyLock<String> = LazyLock::new(|| {
+                let cols: Vec<String> = ENTRY_COLS.split(", ").map(|c| format!("e.{c}")).collect();
+                format!(
+                    "WITH l AS (SELECT last_seq FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE) \
+                     SELECT {}, (SELECT last_seq FROM l), \
+                     (SELECT last_seq FROM creditgate_accounts WHERE user_id = $1) \
+                     FROM (SELECT 1) AS one LEFT JOIN creditgate_entries e \
+                     ON e.user_id = $1 AND e.idempotency_key = $2",
+                    cols.join(", ")
+                )
+            });
+            let row = self.one(&SQL, &[&user, &key])?;
+            let locked: Option<i64> = col(&row, 16)?;
+            if locked.is_some() {
+                self.locked.push(user.to_string());
+                if locked == col::<Option<i64>>(&row, 17)? {
+                    let found: Option<uuid::Uuid> = col(&row, 0)?;
+                    return found.map(|_| entry_from_row(&row)).transpose();
+                }
+            }
+        }
         self.one_entry("user_id = $1 AND idempotency_key = $2", &[&user, &key])
     }
 
