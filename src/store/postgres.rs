@@ -573,7 +573,8 @@ impl PostgresStore {
         for (i, slot) in slots.iter_mut().enumerate() {
             slot.set_failure(None);
             let before = locked.len();
-            let mut tx = PgTx { c: &mut conn, store: self, now: Some(now), write: true, failed: None, locked };
+            let mut tx =
+                PgTx { c: &mut conn, store: self, now: Some(now), write: true, failed: None, locked, grants: None };
             let ok = slot.run(&mut tx);
             let failed = tx.failed.take();
             locked = tx.locked;
@@ -618,7 +619,15 @@ impl PostgresStore {
         let mut attempt = 1;
         loop {
             let mut conn = self.conn()?;
-            let mut tx = PgTx { c: &mut conn, store: self, now: None, write: false, failed: None, locked: Vec::new() };
+            let mut tx = PgTx {
+                c: &mut conn,
+                store: self,
+                now: None,
+                write: false,
+                failed: None,
+                locked: Vec::new(),
+                grants: None,
+            };
             let out = f(&mut tx);
             let failed = tx.failed.take();
             let retry = match &failed {
@@ -659,7 +668,15 @@ impl PostgresStore {
             Ok(now) => now,
             Err(e) => return self.begin_failed(&mut conn, &e),
         };
-        let mut tx = PgTx { c: &mut conn, store: self, now: Some(now), write: false, failed: None, locked: Vec::new() };
+        let mut tx = PgTx {
+            c: &mut conn,
+            store: self,
+            now: Some(now),
+            write: false,
+            failed: None,
+            locked: Vec::new(),
+            grants: None,
+        };
         let out = f(&mut tx);
         match (out, tx.failed.take()) {
             (Ok(v), None) => self.commit(&mut conn, false, v),
@@ -835,6 +852,10 @@ struct PgTx<'c> {
     failed: Option<Failure>,
     /// Accounts whose row this transaction holds locked.
     locked: Vec<String>,
+    /// (user, now, grants): what `live_grants(user, now, true,
+    /// PREFETCHED_GRANTS)` returns, read ahead with the account's lock;
+    /// dropped by the next statement.
+    grants: Option<(String, Timestamp, Vec<Grant>)>,
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -938,6 +959,44 @@ fn hold_from_row(r: &Row) -> Result<HoldRow> {
 const GRANT_COLS: &str =
     "id, user_id, entry_id, category, priority, amount, remaining, expires_at, created_at, payment_id";
 
+/// The order of `live_grants` with the due ones first, at `now` (an SQL
+/// expression): due by expiry, then the draw-down order.
+fn grant_order(now: &str) -> String {
+    format!(
+        "CASE WHEN expires_at <= {now} THEN 0 ELSE 1 END, \
+         CASE WHEN expires_at <= {now} THEN expires_at END, CASE WHEN expires_at <= {now} THEN id END, \
+         CASE category WHEN 'promotional' THEN 0 ELSE 1 END, priority, \
+         COALESCE(expires_at, 9223372036854775807), id"
+    )
+}
+
+/// How many grants a write's idempotency look-up reads ahead: the batch a
+/// charge's `live_grants` asks for next (the manager's `GRANT_FETCH`; any
+/// other limit is read by its own statement).
+const PREFETCHED_GRANTS: u32 = 8;
+
+/// A grant of `live_grants` from the JSON array of its `GRANT_COLS`.
+fn grant_from_json(v: &serde_json::Value) -> Result<Grant> {
+    let bad = || Error::Storage(format!("bad prefetched grant in PostgreSQL row: {v}"));
+    let a = v.as_array().filter(|a| a.len() == 10).ok_or_else(bad)?;
+    let int = |i: usize| a[i].as_i64().ok_or_else(bad);
+    let opt_int = |i: usize| if a[i].is_null() { Ok(None) } else { int(i).map(Some) };
+    let text = |i: usize| a[i].as_str().ok_or_else(bad);
+    let opt_text = |i: usize| if a[i].is_null() { Ok(None) } else { text(i).map(Some) };
+    Ok(Grant {
+        grant_id: GrantId(int(0)?),
+        user_id: text(1)?.to_string(),
+        source_entry_id: opt_text(2)?.map(|u| uuid::Uuid::parse_str(u).map(EntryId).map_err(|_| bad())).transpose()?,
+        category: GrantCategory::parse(text(3)?).map_err(|e| corrupt("grant category", e))?,
+        priority: i32::try_from(int(4)?).map_err(|_| bad())?,
+        amount: Credits::from_micros(int(5)?),
+        remaining: Credits::from_micros(int(6)?),
+        expires_at: opt_int(7)?.map(Timestamp),
+        created_at: Timestamp(int(8)?),
+        payment_id: opt_text(9)?.map(str::to_string),
+    })
+}
+
 fn grant_from_row(r: &Row) -> Result<Grant> {
     let category: String = col(r, 3)?;
     Ok(Grant {
@@ -972,6 +1031,7 @@ impl PgTx<'_> {
     }
 
     fn stmt(&mut self, sql: &str) -> Result<Statement> {
+        self.grants = None;
         if let Some(s) = self.c.stmts.get(sql) {
             return Ok(s.clone());
         }
@@ -1184,25 +1244,45 @@ impl Tx for PgTx<'_> {
             // `apply`, under the lock), so when the locked row's `last_seq`
             // is the snapshot's, no entry of the account committed in
             // between and the look-up stands. Else (or without the row) it
-            // is read again, after the lock, as before.
+            // is read again, after the lock, as before. The same holds for
+            // the account's grants (they move only with an entry): the
+            // first batch of `live_grants` at the transaction's clock, which
+            // a charge asks for next, comes along.
             static SQL: LazyLock<String> = LazyLock::new(|| {
                 let cols: Vec<String> = ENTRY_COLS.split(", ").map(|c| format!("e.{c}")).collect();
                 format!(
                     "WITH l AS (SELECT last_seq FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE) \
                      SELECT {}, (SELECT last_seq FROM l), \
-                     (SELECT last_seq FROM creditgate_accounts WHERE user_id = $1) \
+                     (SELECT last_seq FROM creditgate_accounts WHERE user_id = $1), \
+                     (SELECT json_agg(g.j ORDER BY g.n)::text FROM (SELECT json_build_array({GRANT_COLS}) AS j, \
+                      row_number() OVER (ORDER BY {order}) AS n FROM creditgate_grants \
+                      WHERE user_id = $1 AND remaining > 0 ORDER BY {order} LIMIT {PREFETCHED_GRANTS}) g) \
                      FROM (SELECT 1) AS one LEFT JOIN creditgate_entries e \
                      ON e.user_id = $1 AND e.idempotency_key = $2",
-                    cols.join(", ")
+                    cols.join(", "),
+                    order = grant_order("$3::bigint"),
                 )
             });
-            let row = self.one(&SQL, &[&user, &key])?;
+            let now = self.now()?;
+            let row = self.one(&SQL, &[&user, &key, &now.0])?;
             let locked: Option<i64> = col(&row, 16)?;
             if locked.is_some() {
                 self.locked.push(user.to_string());
                 if locked == col::<Option<i64>>(&row, 17)? {
                     let found: Option<uuid::Uuid> = col(&row, 0)?;
-                    return found.map(|_| entry_from_row(&row)).transpose();
+                    if found.is_some() {
+                        return entry_from_row(&row).map(Some);
+                    }
+                    let grants = match col::<Option<String>>(&row, 18)? {
+                        None => Vec::new(),
+                        Some(json) => serde_json::from_str::<Vec<serde_json::Value>>(&json)
+                            .map_err(|e| corrupt("prefetched grants", e))?
+                            .iter()
+                            .map(grant_from_json)
+                            .collect::<Result<_>>()?,
+                    };
+                    self.grants = Some((user.to_string(), now, grants));
+                    return Ok(None);
                 }
             }
         }
@@ -1690,13 +1770,19 @@ impl Tx for PgTx<'_> {
     }
 
     fn live_grants(&mut self, user: &str, now: Timestamp, include_due: bool, limit: u32) -> Result<Vec<Grant>> {
+        if include_due
+            && limit == PREFETCHED_GRANTS
+            && let Some((u, at, grants)) = self.grants.take()
+            && u == user
+            && at == now
+        {
+            return Ok(grants);
+        }
         let sql = format!(
             "SELECT {GRANT_COLS} FROM creditgate_grants WHERE user_id = $1 AND remaining > 0 \
              AND ($3::boolean OR expires_at IS NULL OR expires_at > $2::bigint) \
-             ORDER BY CASE WHEN expires_at <= $2::bigint THEN 0 ELSE 1 END, \
-             CASE WHEN expires_at <= $2::bigint THEN expires_at END, CASE WHEN expires_at <= $2::bigint THEN id END, \
-             CASE category WHEN 'promotional' THEN 0 ELSE 1 END, priority, \
-             COALESCE(expires_at, 9223372036854775807), id LIMIT $4::bigint"
+             ORDER BY {} LIMIT $4::bigint",
+            grant_order("$2::bigint")
         );
         let rows = self.query(&sql, &[&user, &now.0, &include_due, &i64::from(limit)])?;
         rows.iter().map(grant_from_row).collect()
