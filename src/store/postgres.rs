@@ -2037,6 +2037,55 @@ mod tests {
         drop_database(&admin_url, &db);
     }
 
+    /// Batches run side by side and never wait on each other in a cycle:
+    /// writers on a few accounts, in every order, more writers than
+    /// connections, named by their account or not; no write is ever rerun
+    /// (a deadlock would rerun it, after a `deadlock_timeout` wait).
+    #[test]
+    fn concurrent_batches_do_not_deadlock() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        const THREADS: usize = 8;
+        const PER: usize = 40;
+        const ACCOUNTS: usize = 4;
+        for (pool, named) in [(3, false), (3, true), (8, false), (8, true)] {
+            let Some((store, admin_url, db)) = live_store_with(&Config::new().pool_size(pool).unwrap()) else {
+                return;
+            };
+            let reruns = AtomicU32::new(0);
+            std::thread::scope(|s| {
+                for t in 0..THREADS {
+                    let (store, reruns) = (&store, &reruns);
+                    s.spawn(move || {
+                        for i in 0..PER {
+                            let a = (t * 7 + i * 3) % ACCOUNTS;
+                            let user = format!("a{a}");
+                            let mut attempts = 0;
+                            store
+                                .write_on(named.then_some(a as u64), |tx| {
+                                    attempts += 1;
+                                    let now = tx.now()?;
+                                    tx.ensure_account(&user, now)?;
+                                    tx.apply(&user, Credits::from_micros(1), false, now)
+                                })
+                                .unwrap();
+                            reruns.fetch_add(attempts - 1, Ordering::Relaxed);
+                        }
+                    });
+                }
+            });
+            assert_eq!(reruns.into_inner(), 0, "pool {pool}, named {named}: writes were rerun");
+            let total = store
+                .read(|tx| {
+                    (0..ACCOUNTS)
+                        .try_fold(0, |sum, a| Ok(sum + tx.account(&format!("a{a}"))?.map_or(0, |r| r.balance.micros())))
+                })
+                .unwrap();
+            assert_eq!(total, (THREADS * PER) as i64, "each write applied once");
+            drop(store);
+            drop_database(&admin_url, &db);
+        }
+    }
+
     #[test]
     fn transactions_are_retried_on_serialization_failures_deadlocks_and_races() {
         let Some((store, admin_url, db)) = live_store() else { return };
