@@ -178,6 +178,9 @@ impl GroupCommit {
                 self.wake.wait(&mut q);
                 continue;
             }
+            // The leader's place is taken before gathering (which releases
+            // the lock), so one lane never has two leaders.
+            q.leaders += 1;
             if self.lanes == 1 && q.waiting.len() < q.expected {
                 let deadline = Instant::now() + (q.last_batch / 2).min(MAX_GATHER);
                 q.gathering = true;
@@ -185,11 +188,16 @@ impl GroupCommit {
                 q.gathering = false;
             }
             let Some((batch, mixed)) = self.take(&mut q) else {
-                // Every queued job waits for a running batch on its account.
-                self.wake.wait(&mut q);
+                // Every queued job (ours among them: the lock was held since
+                // we saw it untaken, unless we gathered) waits for a running
+                // batch on its account: wait for one to end, then look again.
+                q.leaders -= 1;
+                // SAFETY: `taken` is written only under the lock we hold.
+                if !unsafe { (*me).taken } {
+                    self.wake.wait(&mut q);
+                }
                 continue;
             };
-            q.leaders += 1;
             q.batching |= mixed;
             let accounts: Vec<u64> = batch
                 .iter()
@@ -271,5 +279,68 @@ impl GroupCommit {
             a.is_none() && picked.len() > 1 || picked.iter().any(|p| account(p) != a)
         };
         Some((picked, mixed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Many writers, with and without accounts, on one lane and on several:
+    /// every write returns; one lane runs one batch at a time; with lanes, two
+    /// running batches never share an account and at most one mixes them.
+    #[test]
+    fn batches_respect_lanes_and_accounts() {
+        for lanes in [1, 2, 4] {
+            let group = GroupCommit::with_lanes(8, lanes);
+            let running = Mutex::new((0usize, 0usize, Vec::<u64>::new())); // (batches, mixed, accounts)
+            let (most, batched) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            let run_batch = |slots: &mut [&mut Slot]| -> Result<()> {
+                let accounts: Vec<Option<u64>> = slots.iter().map(|s| s.account).collect();
+                let first = accounts[0];
+                let mixed = accounts.iter().any(|a| *a != first) || (first.is_none() && accounts.len() > 1);
+                {
+                    let mut r = running.lock();
+                    r.0 += 1;
+                    r.1 += usize::from(mixed);
+                    most.fetch_max(r.0, Ordering::Relaxed);
+                    assert!(r.0 <= lanes, "{} batches on {lanes} lanes", r.0);
+                    assert!(r.1 <= 1, "two mixed batches at once");
+                    for a in accounts.iter().flatten() {
+                        assert!(!r.2.contains(a), "account {a} in two batches at once");
+                    }
+                    r.2.extend(accounts.iter().flatten());
+                }
+                if slots.len() > 1 {
+                    batched.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_micros(300));
+                let mut r = running.lock();
+                r.0 -= 1;
+                r.1 -= usize::from(mixed);
+                r.2.retain(|a| !accounts.contains(&Some(*a)));
+                Ok(())
+            };
+            std::thread::scope(|s| {
+                for t in 0..12u64 {
+                    let (group, run_batch) = (&group, &run_batch);
+                    s.spawn(move || {
+                        for i in 0..40u64 {
+                            let account = match t % 3 {
+                                0 => None,
+                                1 => Some(t),     // its own account
+                                _ => Some(i % 2), // two shared accounts
+                            };
+                            group.submit(account, &mut |_| true, run_batch).unwrap();
+                        }
+                    });
+                }
+            });
+            assert!(batched.load(Ordering::Relaxed) > 0, "{lanes} lanes: writes were batched");
+            if lanes > 1 {
+                assert!(most.load(Ordering::Relaxed) > 1, "{lanes} lanes: batches ran side by side");
+            }
+        }
     }
 }
