@@ -247,7 +247,8 @@ impl GroupCommit {
     /// The next batch to run, and whether it mixes accounts; None when every
     /// queued job's account has a batch running. With one lane: the queue's
     /// first jobs. Else, the first job that may run now, with the queued
-    /// jobs of its account; or, on the last free lane when no mixed batch
+    /// jobs of its account; or, on the last lane (the caller counted itself
+    /// among `leaders`) when no mixed batch
     /// runs, every job that may run now.
     fn take(&self, q: &mut Queue) -> Option<(Vec<SlotPtr>, bool)> {
         if self.lanes == 1 {
@@ -258,7 +259,7 @@ impl GroupCommit {
         let account = |p: &SlotPtr| unsafe { (*p.0).account };
         let free = |p: &SlotPtr, running: &[u64]| account(p).is_none_or(|a| !running.contains(&a));
         let first = q.waiting.iter().position(|p| free(p, &q.running))?;
-        let mix = !q.batching && q.leaders + 1 == self.lanes;
+        let mix = !q.batching && q.leaders == self.lanes;
         let want = account(&q.waiting[first]);
         let mut picked = Vec::new();
         let mut kept = Vec::with_capacity(q.waiting.len());
