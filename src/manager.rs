@@ -370,12 +370,18 @@ impl CreditManager {
     }
 
     /// One write transaction; also flushes pending `last_used_at` updates.
-    fn write<R: Send>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+    fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        self.write_on(None, f)
+    }
+
+    /// `write` of an `f` that locks only one account, named by `account`
+    /// (see `Store::write_on`); the flush of `last_used_at` never blocks.
+    fn write_on<R: Send>(&self, account: Option<u64>, mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
         let touched: Vec<(KeyId, Timestamp)> = {
             let mut t = self.inner.touched.lock();
             if t.is_empty() { Vec::new() } else { t.drain().collect() }
         };
-        let r = self.inner.store.write(|tx| {
+        let r = self.inner.store.write_on(account, |tx| {
             if !touched.is_empty() {
                 tx.touch_keys(&touched)?;
             }
@@ -1508,7 +1514,13 @@ impl CreditManager {
             Self::check_usage(&usage)?;
             let request_id = validate::opt_text("request_id", request_id)?;
             let rate = self.rate_limits_apply()?;
-            self.write(|tx| {
+            // A charge locks only its key's account.
+            let mut h = std::hash::DefaultHasher::new();
+            match key {
+                KeyRef::Secret(s) => std::hash::Hash::hash(s, &mut h),
+                KeyRef::Id(id) => std::hash::Hash::hash(&id.0, &mut h),
+            }
+            self.write_on(Some(std::hash::Hasher::finish(&h)), |tx| {
                 let now = tx.now()?;
                 let k = self.key_ref(tx, key)?;
                 let price = self.price_of(tx, usage.model)?;

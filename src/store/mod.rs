@@ -334,11 +334,23 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction, committed when `f` returns Ok.
-    pub(crate) fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+    /// With `account`: `f` locks (at most) one account, named by `account`
+    /// (any hash that is the same for every write on that account; e.g. of
+    /// the API key charged): a backend that runs writes side by side may
+    /// queue the writes on one account behind each other instead of letting
+    /// them wait on its lock, and batch them.
+    pub(crate) fn write_on<R: Send>(
+        &self,
+        account: Option<u64>,
+        f: impl FnMut(&mut dyn Tx) -> Result<R> + Send,
+    ) -> Result<R> {
         match self {
-            Store::Sqlite(s) => s.write(f),
+            Store::Sqlite(s) => {
+                let _ = account;
+                s.write(f)
+            }
             #[cfg(feature = "postgres")]
-            Store::Postgres(s) => s.write(f),
+            Store::Postgres(s) => s.write_on(account, f),
         }
     }
 

@@ -8,9 +8,12 @@
 //!   verifying the certificate (`require` with `sslrootcert` verifies the
 //!   chain); `verify-ca` verifies the chain; `verify-full` also the host
 //!   name. Roots: the PEM file `sslrootcert`, else the Mozilla roots.
-//! - Writes are group-committed (see `group.rs`): concurrent writers of one
-//!   process share a READ COMMITTED transaction, each in its own savepoint,
-//!   so one WAL flush serves them all. Every write locks its account row first
+//! - Writes run in READ COMMITTED transactions, up to one per pooled
+//!   connection at once (see `group.rs`): a writer that finds a connection
+//!   free runs its own transaction at once; the writers that find them all
+//!   busy are group-committed, sharing one transaction, each in its own
+//!   savepoint, so one WAL flush serves them all. Only one such shared
+//!   batch runs at a time, so batching adds no lock cycle. Every write locks its account row first
 //!   (`ensure_account`: `SELECT … FOR NO KEY UPDATE`, inserting the row when
 //!   absent), so strict checks, hold inserts and the key-creation rules are
 //!   serialized per account across hosts; balances move only by the
@@ -488,7 +491,7 @@ impl PostgresStore {
             pool,
             location: p.location,
             secrets,
-            group: GroupCommit::new(MAX_BATCH_JOBS),
+            group: GroupCommit::with_lanes(MAX_BATCH_JOBS, config.pool_size as usize),
             clock: config.clock.clone(),
             opened_from,
         })
@@ -510,8 +513,19 @@ impl PostgresStore {
     /// writers (group commit), its writes kept only when `f` returns Ok;
     /// reruns the batch on serialization failures, deadlocks and idempotency
     /// races; returns once the transaction committed.
+    #[cfg(test)]
     pub(crate) fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
-        self.group.write(f, &|slots| self.run_batch(slots))
+        self.write_on(None, f)
+    }
+
+    /// `write` of an `f` that locks only the account named by `account` (a
+    /// hash of it), when Some: see `group.rs`.
+    pub(crate) fn write_on<R: Send>(
+        &self,
+        account: Option<u64>,
+        f: impl FnMut(&mut dyn Tx) -> Result<R> + Send,
+    ) -> Result<R> {
+        self.group.write_on(account, f, &|slots| self.run_batch(slots))
     }
 
     fn run_batch(&self, slots: &mut [&mut Slot]) -> Result<()> {
@@ -559,7 +573,8 @@ impl PostgresStore {
         for (i, slot) in slots.iter_mut().enumerate() {
             slot.set_failure(None);
             let before = locked.len();
-            let mut tx = PgTx { c: &mut conn, store: self, now: Some(now), write: true, failed: None, locked };
+            let mut tx =
+                PgTx { c: &mut conn, store: self, now: Some(now), write: true, failed: None, locked, grants: None };
             let ok = slot.run(&mut tx);
             let failed = tx.failed.take();
             locked = tx.locked;
@@ -604,7 +619,15 @@ impl PostgresStore {
         let mut attempt = 1;
         loop {
             let mut conn = self.conn()?;
-            let mut tx = PgTx { c: &mut conn, store: self, now: None, write: false, failed: None, locked: Vec::new() };
+            let mut tx = PgTx {
+                c: &mut conn,
+                store: self,
+                now: None,
+                write: false,
+                failed: None,
+                locked: Vec::new(),
+                grants: None,
+            };
             let out = f(&mut tx);
             let failed = tx.failed.take();
             let retry = match &failed {
@@ -645,7 +668,15 @@ impl PostgresStore {
             Ok(now) => now,
             Err(e) => return self.begin_failed(&mut conn, &e),
         };
-        let mut tx = PgTx { c: &mut conn, store: self, now: Some(now), write: false, failed: None, locked: Vec::new() };
+        let mut tx = PgTx {
+            c: &mut conn,
+            store: self,
+            now: Some(now),
+            write: false,
+            failed: None,
+            locked: Vec::new(),
+            grants: None,
+        };
         let out = f(&mut tx);
         match (out, tx.failed.take()) {
             (Ok(v), None) => self.commit(&mut conn, false, v),
@@ -821,6 +852,10 @@ struct PgTx<'c> {
     failed: Option<Failure>,
     /// Accounts whose row this transaction holds locked.
     locked: Vec<String>,
+    /// (user, now, grants): what `live_grants(user, now, true,
+    /// PREFETCHED_GRANTS)` returns, read ahead with the account's lock;
+    /// dropped by the next statement.
+    grants: Option<(String, Timestamp, Vec<Grant>)>,
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -924,6 +959,44 @@ fn hold_from_row(r: &Row) -> Result<HoldRow> {
 const GRANT_COLS: &str =
     "id, user_id, entry_id, category, priority, amount, remaining, expires_at, created_at, payment_id";
 
+/// The order of `live_grants` with the due ones first, at `now` (an SQL
+/// expression): due by expiry, then the draw-down order.
+fn grant_order(now: &str) -> String {
+    format!(
+        "CASE WHEN expires_at <= {now} THEN 0 ELSE 1 END, \
+         CASE WHEN expires_at <= {now} THEN expires_at END, CASE WHEN expires_at <= {now} THEN id END, \
+         CASE category WHEN 'promotional' THEN 0 ELSE 1 END, priority, \
+         COALESCE(expires_at, 9223372036854775807), id"
+    )
+}
+
+/// How many grants a write's idempotency look-up reads ahead: the batch a
+/// charge's `live_grants` asks for next (the manager's `GRANT_FETCH`; any
+/// other limit is read by its own statement).
+const PREFETCHED_GRANTS: u32 = 8;
+
+/// A grant of `live_grants` from the JSON array of its `GRANT_COLS`.
+fn grant_from_json(v: &serde_json::Value) -> Result<Grant> {
+    let bad = || Error::Storage(format!("bad prefetched grant in PostgreSQL row: {v}"));
+    let a = v.as_array().filter(|a| a.len() == 10).ok_or_else(bad)?;
+    let int = |i: usize| a[i].as_i64().ok_or_else(bad);
+    let opt_int = |i: usize| if a[i].is_null() { Ok(None) } else { int(i).map(Some) };
+    let text = |i: usize| a[i].as_str().ok_or_else(bad);
+    let opt_text = |i: usize| if a[i].is_null() { Ok(None) } else { text(i).map(Some) };
+    Ok(Grant {
+        grant_id: GrantId(int(0)?),
+        user_id: text(1)?.to_string(),
+        source_entry_id: opt_text(2)?.map(|u| uuid::Uuid::parse_str(u).map(EntryId).map_err(|_| bad())).transpose()?,
+        category: GrantCategory::parse(text(3)?).map_err(|e| corrupt("grant category", e))?,
+        priority: i32::try_from(int(4)?).map_err(|_| bad())?,
+        amount: Credits::from_micros(int(5)?),
+        remaining: Credits::from_micros(int(6)?),
+        expires_at: opt_int(7)?.map(Timestamp),
+        created_at: Timestamp(int(8)?),
+        payment_id: opt_text(9)?.map(str::to_string),
+    })
+}
+
 fn grant_from_row(r: &Row) -> Result<Grant> {
     let category: String = col(r, 3)?;
     Ok(Grant {
@@ -958,6 +1031,7 @@ impl PgTx<'_> {
     }
 
     fn stmt(&mut self, sql: &str) -> Result<Statement> {
+        self.grants = None;
         if let Some(s) = self.c.stmts.get(sql) {
             return Ok(s.clone());
         }
@@ -1037,15 +1111,6 @@ impl PgTx<'_> {
 
     fn is_locked(&self, user: &str) -> bool {
         self.locked.iter().any(|u| u == user)
-    }
-
-    /// In a write, locks the account row when it exists, so that what is
-    /// read next is not changed by another host before this one commits.
-    fn lock_if_exists(&mut self, user: &str) -> Result<()> {
-        if self.write && !self.is_locked(user) && self.opt(LOCK_ACCOUNT, &[&user])?.is_some() {
-            self.locked.push(user.to_string());
-        }
-        Ok(())
     }
 
     fn one_entry(&mut self, sql_where: &str, params: Params) -> Result<Option<Entry>> {
@@ -1172,7 +1237,55 @@ impl Tx for PgTx<'_> {
     fn entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>> {
         // Locked first, so a same-key write racing from another host is
         // seen here (and replayed) rather than refused by a strict check.
-        self.lock_if_exists(user)?;
+        if self.write && !self.is_locked(user) {
+            // The lock and the look-up in one round trip. The look-up reads
+            // the statement's snapshot, taken before any wait for the lock;
+            // every entry comes with its account's `last_seq` + 1 (in
+            // `apply`, under the lock), so when the locked row's `last_seq`
+            // is the snapshot's, no entry of the account committed in
+            // between and the look-up stands. Else (or without the row) it
+            // is read again, after the lock, as before. The same holds for
+            // the account's grants (they move only with an entry): the
+            // first batch of `live_grants` at the transaction's clock, which
+            // a charge asks for next, comes along.
+            static SQL: LazyLock<String> = LazyLock::new(|| {
+                let cols: Vec<String> = ENTRY_COLS.split(", ").map(|c| format!("e.{c}")).collect();
+                format!(
+                    "WITH l AS (SELECT last_seq FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE) \
+                     SELECT {}, (SELECT last_seq FROM l), \
+                     (SELECT last_seq FROM creditgate_accounts WHERE user_id = $1), \
+                     (SELECT json_agg(g.j ORDER BY g.n)::text FROM (SELECT json_build_array({GRANT_COLS}) AS j, \
+                      row_number() OVER (ORDER BY {order}) AS n FROM creditgate_grants \
+                      WHERE user_id = $1 AND remaining > 0 ORDER BY {order} LIMIT {PREFETCHED_GRANTS}) g) \
+                     FROM (SELECT 1) AS one LEFT JOIN creditgate_entries e \
+                     ON e.user_id = $1 AND e.idempotency_key = $2",
+                    cols.join(", "),
+                    order = grant_order("$3::bigint"),
+                )
+            });
+            let now = self.now()?;
+            let row = self.one(&SQL, &[&user, &key, &now.0])?;
+            let locked: Option<i64> = col(&row, 16)?;
+            if locked.is_some() {
+                self.locked.push(user.to_string());
+                if locked == col::<Option<i64>>(&row, 17)? {
+                    let found: Option<uuid::Uuid> = col(&row, 0)?;
+                    if found.is_some() {
+                        return entry_from_row(&row).map(Some);
+                    }
+                    let grants = match col::<Option<String>>(&row, 18)? {
+                        None => Vec::new(),
+                        Some(json) => serde_json::from_str::<Vec<serde_json::Value>>(&json)
+                            .map_err(|e| corrupt("prefetched grants", e))?
+                            .iter()
+                            .map(grant_from_json)
+                            .collect::<Result<_>>()?,
+                    };
+                    self.grants = Some((user.to_string(), now, grants));
+                    return Ok(None);
+                }
+            }
+        }
         self.one_entry("user_id = $1 AND idempotency_key = $2", &[&user, &key])
     }
 
@@ -1657,13 +1770,19 @@ impl Tx for PgTx<'_> {
     }
 
     fn live_grants(&mut self, user: &str, now: Timestamp, include_due: bool, limit: u32) -> Result<Vec<Grant>> {
+        if include_due
+            && limit == PREFETCHED_GRANTS
+            && let Some((u, at, grants)) = self.grants.take()
+            && u == user
+            && at == now
+        {
+            return Ok(grants);
+        }
         let sql = format!(
             "SELECT {GRANT_COLS} FROM creditgate_grants WHERE user_id = $1 AND remaining > 0 \
              AND ($3::boolean OR expires_at IS NULL OR expires_at > $2::bigint) \
-             ORDER BY CASE WHEN expires_at <= $2::bigint THEN 0 ELSE 1 END, \
-             CASE WHEN expires_at <= $2::bigint THEN expires_at END, CASE WHEN expires_at <= $2::bigint THEN id END, \
-             CASE category WHEN 'promotional' THEN 0 ELSE 1 END, priority, \
-             COALESCE(expires_at, 9223372036854775807), id LIMIT $4::bigint"
+             ORDER BY {} LIMIT $4::bigint",
+            grant_order("$2::bigint")
         );
         let rows = self.query(&sql, &[&user, &now.0, &include_due, &i64::from(limit)])?;
         rows.iter().map(grant_from_row).collect()
@@ -1822,6 +1941,10 @@ mod tests {
     /// A store on a fresh database of the test server, when the PostgreSQL
     /// tests run (scripts/test-postgres.sh); None otherwise.
     fn live_store() -> Option<(PostgresStore, String, String)> {
+        live_store_with(&Config::new())
+    }
+
+    fn live_store_with(config: &Config) -> Option<(PostgresStore, String, String)> {
         if !std::env::var("CREDITGATE_TEST_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("postgres")) {
             eprintln!("SKIPPED: needs CREDITGATE_TEST_BACKEND=postgres (scripts/test-postgres.sh)");
             return None;
@@ -1833,7 +1956,7 @@ mod tests {
         let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
         let base = &base[..base.rfind('/').expect("a database in the URL")];
         let url = format!("{base}/{db}?{query}");
-        let store = PostgresStore::open(&url, &Config::new()).expect("open");
+        let store = PostgresStore::open(&url, config).expect("open");
         Some((store, admin_url, db))
     }
 
@@ -1851,9 +1974,17 @@ mod tests {
     /// Concurrent writers share transactions; each job's failure stays its
     /// own: a job's error or failed statement rolls back only that job, and
     /// a retryable failure reruns the batch without applying anything twice.
+    /// Both ways writes share one: named by their account (batches of one
+    /// account, side by side), and not named, with more writers than
+    /// connections (batches of whatever is queued).
     #[test]
     fn batched_writes_fail_alone_and_rerun_whole() {
-        let Some((store, admin_url, db)) = live_store() else { return };
+        batched_writes(&Config::new(), Some(7));
+        batched_writes(&Config::new().pool_size(2).unwrap(), None);
+    }
+
+    fn batched_writes(config: &Config, account: Option<u64>) {
+        let Some((store, admin_url, db)) = live_store_with(config) else { return };
         const THREADS: u64 = 8;
         const PER: u64 = 30;
         let outcomes: Vec<(u64, Result<String>)> = std::thread::scope(|s| {
@@ -1865,7 +1996,7 @@ mod tests {
                             .map(|i| {
                                 let k = t * PER + i;
                                 let mut attempts = 0;
-                                let r = store.write(|tx| {
+                                let r = store.write_on(account, |tx| {
                                     attempts += 1;
                                     let now = tx.now()?;
                                     tx.ensure_account("u", now)?;
@@ -1904,6 +2035,55 @@ mod tests {
         assert!(txids.values().any(|&n| n > 1), "some writes shared a transaction: {txids:?}");
         drop(store);
         drop_database(&admin_url, &db);
+    }
+
+    /// Batches run side by side and never wait on each other in a cycle:
+    /// writers on a few accounts, in every order, more writers than
+    /// connections, named by their account or not; no write is ever rerun
+    /// (a deadlock would rerun it, after a `deadlock_timeout` wait).
+    #[test]
+    fn concurrent_batches_do_not_deadlock() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        const THREADS: usize = 8;
+        const PER: usize = 40;
+        const ACCOUNTS: usize = 4;
+        for (pool, named) in [(3, false), (3, true), (8, false), (8, true)] {
+            let Some((store, admin_url, db)) = live_store_with(&Config::new().pool_size(pool).unwrap()) else {
+                return;
+            };
+            let reruns = AtomicU32::new(0);
+            std::thread::scope(|s| {
+                for t in 0..THREADS {
+                    let (store, reruns) = (&store, &reruns);
+                    s.spawn(move || {
+                        for i in 0..PER {
+                            let a = (t * 7 + i * 3) % ACCOUNTS;
+                            let user = format!("a{a}");
+                            let mut attempts = 0;
+                            store
+                                .write_on(named.then_some(a as u64), |tx| {
+                                    attempts += 1;
+                                    let now = tx.now()?;
+                                    tx.ensure_account(&user, now)?;
+                                    tx.apply(&user, Credits::from_micros(1), false, now)
+                                })
+                                .unwrap();
+                            reruns.fetch_add(attempts - 1, Ordering::Relaxed);
+                        }
+                    });
+                }
+            });
+            assert_eq!(reruns.into_inner(), 0, "pool {pool}, named {named}: writes were rerun");
+            let total = store
+                .read(|tx| {
+                    (0..ACCOUNTS)
+                        .try_fold(0, |sum, a| Ok(sum + tx.account(&format!("a{a}"))?.map_or(0, |r| r.balance.micros())))
+                })
+                .unwrap();
+            assert_eq!(total, (THREADS * PER) as i64, "each write applied once");
+            drop(store);
+            drop_database(&admin_url, &db);
+        }
     }
 
     #[test]
