@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from creditgate import LocalCreditManager
 
@@ -448,7 +448,7 @@ class PsycopgCreditManager:
         with self.conn(-1).transaction():
             self.conn(-1).execute("INSERT INTO users (id, credit_balance) VALUES (%s, %s)", (user_id, amount))
 
-    def deduct_credits(self, t: int, user_id: str, amount: int) -> bool:
+    def charge(self, t: int, user_id: str, amount: int) -> bool:
         c = self.conn(t)
         with c.transaction():
             row = c.execute("SELECT credit_balance FROM users WHERE id = %s FOR UPDATE", (user_id,)).fetchone()
@@ -479,15 +479,27 @@ class PsycopgCreditManager:
             c.close()
 
 
-def psycopg_row(pg: PsycopgCreditManager, users: list[str], threads: int, writes: int) -> Stat:
+class Baseline(Protocol):
+    """A hand-written charge (HandCharge, PsycopgCreditManager): one
+    connection per thread, checked against its own entries at the end."""
+
+    def conn(self, t: int) -> Any: ...
+    def open_account(self, user: str, balance: int) -> None: ...
+    def charge(self, t: int, user: str, amount: int) -> bool: ...
+    def check(self, start: int, counts: dict[str, int]) -> None: ...
+
+
+def baseline_row(manager: Baseline, users: list[str], threads: int, writes: int) -> Stat:
+    """`threads` threads charging 1 credit each from `users` (thread t uses
+    users[t % len(users)]), then the baseline's own check of its balances."""
     for u in users:
-        pg.open_account(u, TOTAL_CREDITS)
+        manager.open_account(u, TOTAL_CREDITS)
     for t in range(threads):
-        pg.conn(t)
+        manager.conn(t)
     ok = [0] * threads
 
     def op(t: int, i: int) -> None:
-        if not pg.deduct_credits(t, users[t % len(users)], 1):
+        if not manager.charge(t, users[t % len(users)], 1):
             raise RuntimeError("refused")
         ok[t] += 1
 
@@ -495,7 +507,7 @@ def psycopg_row(pg: PsycopgCreditManager, users: list[str], threads: int, writes
     counts = dict.fromkeys(users, 0)
     for t in range(threads):
         counts[users[t % len(users)]] += ok[t]
-    pg.check(TOTAL_CREDITS, counts)
+    manager.check(TOTAL_CREDITS, counts)
     return s
 
 
@@ -594,17 +606,17 @@ def postgres_lines(server_url: str, writes: int, quick: bool, with_credit_ledger
         pg = PsycopgCreditManager(urls[1])
         one = writes // 2
         c1 = cg.usage(["pg-1"], 1, one, "pg1")
-        b1 = psycopg_row(pg, ["b-1"], 1, one)
+        b1 = baseline_row(pg, ["b-1"], 1, one)
         lines.append(Line("record_usage, 1 caller", c1, b1, 1.5, "≥ 1.5×"))
         per8 = [f"pg8-{t}" for t in range(8)]
         c8 = cg.usage(per8, 8, writes, "pg8")
-        b8 = psycopg_row(pg, [f"b8-{t}" for t in range(8)], 8, writes)
+        b8 = baseline_row(pg, [f"b8-{t}" for t in range(8)], 8, writes)
         lines.append(Line("record_usage, 8 threads, one account per thread", c8, b8, 3.0, "≥ 3×"))
         c32 = cg.usage([f"pg32-{t}" for t in range(32)], 32, writes, "pg32")
-        b32 = psycopg_row(pg, [f"b32-{t}" for t in range(32)], 32, writes)
+        b32 = baseline_row(pg, [f"b32-{t}" for t in range(32)], 32, writes)
         lines.append(Line("record_usage, 32 threads, one account per thread", c32, b32, 5.0, "≥ 5×"))
         cs = cg.usage(["pg-shared"], 8, writes, "pgs")
-        bs = psycopg_row(pg, ["b-shared"], 8, writes)
+        bs = baseline_row(pg, ["b-shared"], 8, writes)
         lines.append(Line("record_usage, 8 threads, one shared account", cs, bs, 1.0, "≥ 1.0× (no worse)"))
         if with_credit_ledger:
             cl = credit_ledger_row(urls[2], 8, writes)
@@ -647,23 +659,7 @@ def sqlite_lines(tmp: str, keys: int, verifies: int, writes: int, mp_per_thread:
     hand = HandCharge(f"{tmp}/hand.db", create=True)
 
     def hand_row(users: list[str], threads: int) -> Stat:
-        for u in users:
-            hand.open_account(u, TOTAL_CREDITS)
-        for t in range(threads):
-            hand.conn(t)
-        ok = [0] * threads
-
-        def op(t: int, i: int) -> None:
-            if not hand.charge(t, users[t % len(users)], 1):
-                raise RuntimeError("refused")
-            ok[t] += 1
-
-        s = timed(threads, max(1, writes // threads), op)
-        counts = dict.fromkeys(users, 0)
-        for t in range(threads):
-            counts[users[t % len(users)]] += ok[t]
-        hand.check(TOTAL_CREDITS, counts)
-        return s
+        return baseline_row(hand, users, threads, writes)
 
     one = writes // 2
     c1 = cg.usage(["sq-1"], 1, one, "sq1")
