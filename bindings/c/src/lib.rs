@@ -965,28 +965,9 @@ pub unsafe extern "C" fn cg_reserve(
     request_id: *const c_char,
     hold_out: *mut cg_hold,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(hold_out, "hold_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let api_key = unsafe { ffi::text(api_key, "api_key") }?;
-        let model = unsafe { ffi::opt_text(model, "model") }?;
-        let request_id = unsafe { ffi::opt_text(request_id, "request_id") }?;
-        let amount = match (credits_micros, tokens, model) {
-            (0, tokens, model) => HoldAmount::Tokens { tokens, model },
-            (c, 0, None) => HoldAmount::Credits(Credits::from_micros(c)),
-            (c, ..) => {
-                return Err(invalid(format!(
-                    "reserve takes either credits_micros or tokens and model, got credits_micros {c} with tokens {tokens}"
-                )));
-            }
-        };
-        let ttl_seconds = if ttl_seconds == 0 { CG_DEFAULT_TTL_SECONDS } else { ttl_seconds };
-        let h = m.reserve(api_key, amount, ttl_seconds, request_id)?;
-        out.write(cg_hold::of(&h)?);
-        Ok(())
-    })
+    let asked = Asked::CreditsOrTokens { credits_micros, tokens };
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { reserve_into(manager, api_key, asked, model, ttl_seconds, request_id, hold_out) }
 }
 
 /// Holds a call's worst case, quoted by the formula of its charge:
@@ -1009,15 +990,61 @@ pub unsafe extern "C" fn cg_reserve_usage(
     request_id: *const c_char,
     hold_out: *mut cg_hold,
 ) -> cg_status {
+    let asked = Asked::Usage { input_tokens, output_tokens };
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { reserve_into(manager, api_key, asked, model, ttl_seconds, request_id, hold_out) }
+}
+
+/// What a reserve call asked to hold, before its model is read.
+enum Asked {
+    /// `cg_reserve`: credits, or input tokens.
+    CreditsOrTokens { credits_micros: i64, tokens: i64 },
+    /// `cg_reserve_usage`: input and output tokens.
+    Usage { input_tokens: i64, output_tokens: i64 },
+}
+
+impl Asked {
+    fn amount(self, model: Option<&str>) -> Result<HoldAmount<'_>> {
+        match self {
+            Asked::Usage { input_tokens, output_tokens } => {
+                Ok(HoldAmount::Usage(Usage { input_tokens, output_tokens, model }))
+            }
+            Asked::CreditsOrTokens { credits_micros, tokens } => match (credits_micros, tokens, model) {
+                (0, tokens, model) => Ok(HoldAmount::Tokens { tokens, model }),
+                (c, 0, None) => Ok(HoldAmount::Credits(Credits::from_micros(c))),
+                (c, ..) => Err(invalid(format!(
+                    "reserve takes either credits_micros or tokens and model, got credits_micros {c} with tokens {tokens}"
+                ))),
+            },
+        }
+    }
+}
+
+/// The body both reserve calls share: their arguments but the amount, the
+/// TTL default, the hold and its result.
+///
+/// # Safety
+/// The exports' contract: `manager` NULL or a live handle, the strings NULL
+/// or NUL-terminated, `hold_out` NULL or writable.
+unsafe fn reserve_into(
+    manager: *const cg_manager,
+    api_key: *const c_char,
+    asked: Asked,
+    model: *const c_char,
+    ttl_seconds: i64,
+    request_id: *const c_char,
+    hold_out: *mut cg_hold,
+) -> cg_status {
     // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
     let counted = unsafe { ffi::manager(manager) }.ok();
     manager_boundary(counted, || {
+        // SAFETY (each pointer below): the caller's contract above.
         let out = unsafe { ffi::out(hold_out, "hold_out") }?;
         let m = unsafe { ffi::manager(manager) }?;
         let api_key = unsafe { ffi::text(api_key, "api_key") }?;
         let model = unsafe { ffi::opt_text(model, "model") }?;
         let request_id = unsafe { ffi::opt_text(request_id, "request_id") }?;
-        let amount = HoldAmount::Usage(Usage { input_tokens, output_tokens, model });
+        let amount = asked.amount(model)?;
         let ttl_seconds = if ttl_seconds == 0 { CG_DEFAULT_TTL_SECONDS } else { ttl_seconds };
         out.write(cg_hold::of(&m.reserve(api_key, amount, ttl_seconds, request_id)?)?);
         Ok(())
