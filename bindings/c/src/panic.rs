@@ -3,7 +3,7 @@
 //! so no panic unwinds into C.
 
 use crate::status::cg_status;
-use creditgate_core::{CreditManager, Error, ErrorCode, LimitSource};
+use creditgate_core::{CreditManager, Error, LimitSource};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ffi::{CString, c_char};
@@ -58,12 +58,13 @@ pub(crate) fn status_boundary(body: impl FnOnce() -> Result<(), Error>) -> cg_st
 /// counted once, by code. `manager` is `None` for a NULL handle.
 pub(crate) fn manager_boundary(manager: Option<&CreditManager>, body: impl FnOnce() -> Result<(), Error>) -> cg_status {
     CreditManager::begin_front_door_call();
-    let status = status_boundary(body);
-    let code = ErrorCode::ALL.into_iter().find(|&c| status != cg_status::CG_OK && cg_status::from(c) == status);
-    if let (Some(code), Some(m)) = (code, manager) {
-        m.count_front_door_error(code);
-    }
-    status
+    status_boundary(|| {
+        body().inspect_err(|e| {
+            if let Some(m) = manager {
+                m.count_front_door_error(e.code());
+            }
+        })
+    })
 }
 
 /// Runs an infallible body; a caught panic yields `fallback`.
