@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::keys::Pepper;
 use crate::money::Credits;
+use crate::types::Timestamp;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -68,6 +69,11 @@ impl TestClock {
     /// The current shift in microseconds.
     pub fn offset_micros(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// The ledger's time: the wall clock moved by the shift.
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp(Timestamp::now().0.saturating_add(self.offset_micros()))
     }
 }
 

@@ -151,8 +151,8 @@ fn hex32(digest: &[u8; 32]) -> String {
     let mut out = [0u8; 64];
     // Cannot fail: the buffer is exactly twice the input.
     let _ = hex::encode_to_slice(digest, &mut out);
-    // ASCII, so never lossy.
-    String::from_utf8_lossy(&out).into_owned()
+    // ASCII: never fails.
+    std::str::from_utf8(&out).map(str::to_owned).unwrap_or_default()
 }
 
 /// The stored lookup hash: HMAC-SHA-256 with the pepper, else SHA-256.

@@ -1394,10 +1394,8 @@ impl CreditManager {
             if let Some(min) = min_credits {
                 min.validate_threshold("min_credits")?;
             }
-            let (k, available, key_remaining) = self
-                .inner
-                .store
-                .peek(|tx| self.lookup_secret(api_key, |hash, only| tx.key_with_available(hash, only)))?;
+            let (k, available, key_remaining) =
+                self.lookup_secret(api_key, |hash, only| self.inner.store.key_with_available(hash, only))?;
             if k.revoked_at.is_some() {
                 return Err(Error::InvalidApiKey(format!("API key {} is revoked", k.id)));
             }

@@ -9,6 +9,7 @@ mod pool;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
+mod verify_cache;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -363,13 +364,17 @@ impl Store {
         }
     }
 
-    /// Runs `f`, whose reads are one statement each, without a transaction
-    /// where the backend allows it (the verify hot path).
-    pub(crate) fn peek<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    /// The verify lookup: [`Tx::key_with_available`], answered from
+    /// SQLite's verify cache while nothing can have changed the answer.
+    pub(crate) fn key_with_available(
+        &self,
+        hash: &str,
+        only: Option<HashKind>,
+    ) -> Result<Option<(KeyRow, Credits, Option<Credits>)>> {
         match self {
-            Store::Sqlite(s) => s.peek(f),
+            Store::Sqlite(s) => s.key_with_available(hash, only),
             #[cfg(feature = "postgres")]
-            Store::Postgres(s) => s.peek(f),
+            Store::Postgres(s) => s.peek(|tx| tx.key_with_available(hash, only)),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool};
+use super::verify_cache::{Standing, VerifyCache};
 use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, RateCheck, Tx, exhausted_limit};
 use crate::config::{Config, Synchronous, TestClock};
 use crate::error::{Error, Result};
@@ -53,6 +54,9 @@ pub(crate) struct SqliteStore {
     clock: TestClock,
     /// The schema version the open found (0: the open created the schema).
     opened_from: i64,
+    /// Verify answers kept until a commit or the clock changes them; `None`
+    /// for a memory database (one connection: nothing to watch it with).
+    verify: Option<VerifyCache>,
 }
 
 enum Target {
@@ -344,6 +348,10 @@ impl SqliteStore {
         let first = connector
             .connect()
             .map_err(|e| Error::Storage(format!("cannot open SQLite database {}: {e}", shown(&location))))?;
+        let verify = match connector.file {
+            Some(_) => Some(VerifyCache::new(connector.connect()?)),
+            None => None,
+        };
         let pool = Pool::new(connector, size, Duration::from_millis(u64::from(busy_ms).max(1000) + 5_000));
         // Kept: for a memory database it is the database.
         drop(pool.adopt(first));
@@ -354,6 +362,7 @@ impl SqliteStore {
             turn,
             clock: config.clock.clone(),
             opened_from: 0,
+            verify,
         };
         store.opened_from = store.migrate()?.0;
         Ok(store)
@@ -445,6 +454,27 @@ impl SqliteStore {
     pub(crate) fn peek<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         let conn = self.pool.get()?;
         f(&mut SqliteTx { c: &conn, clock: &self.clock })
+    }
+
+    /// The verify lookup ([`Tx::key_with_available`]): a kept answer while
+    /// nothing can have changed it (see [`VerifyCache`]), else one statement.
+    pub(crate) fn key_with_available(&self, hash: &str, only: Option<HashKind>) -> Result<Option<Standing>> {
+        let Some(cache) = &self.verify else {
+            return self.peek(|tx| tx.key_with_available(hash, only));
+        };
+        let now = self.clock.now();
+        let (version, kept) = cache.get(hash, only, now)?;
+        if kept.is_some() {
+            return Ok(kept);
+        }
+        let conn = self.pool.get()?;
+        let mut tx = SqliteTx { c: &conn, clock: &self.clock };
+        let found = tx.key_with_available(hash, only)?;
+        if let Some(standing) = &found {
+            let until = tx.fresh_until(&standing.0, now)?;
+            cache.put(version, hash, only, standing.clone(), until);
+        }
+        Ok(found)
     }
 
     /// Applies pending migrations under the write lock, so concurrent
@@ -631,11 +661,29 @@ impl SqliteTx<'_> {
     fn count(&self, sql: &str, p: impl rusqlite::Params) -> Result<i64> {
         Ok(self.c.prepare_cached(sql)?.query_row(p, |r| r.get(0))?)
     }
+
+    /// The first instant after `now` at which time alone changes `k`'s
+    /// verify answer: the key expires, its cap's window ends, or a hold or a
+    /// grant of its account (or a hold of the key) expires. For [`VerifyCache`].
+    fn fresh_until(&self, k: &KeyRow, now: Timestamp) -> Result<Timestamp> {
+        let next_expiry = self.count(
+            "SELECT MIN(\
+             COALESCE((SELECT MIN(expires_at) FROM creditgate_holds \
+               WHERE user_id = ?1 AND status = 'active' AND expires_at > ?3), ?4), \
+             COALESCE((SELECT MIN(expires_at) FROM creditgate_holds \
+               WHERE api_key_id = ?2 AND status = 'active' AND expires_at > ?3), ?4), \
+             COALESCE((SELECT MIN(expires_at) FROM creditgate_grants \
+               WHERE user_id = ?1 AND remaining > 0 AND expires_at > ?3), ?4))",
+            params![k.user_id, k.id.to_string(), now.0, i64::MAX],
+        )?;
+        let window_end = k.spend_limit.and(k.spend.map(|(end, _)| end));
+        Ok([k.expires_at, window_end].into_iter().flatten().filter(|t| *t > now).fold(Timestamp(next_expiry), Ord::min))
+    }
 }
 
 impl Tx for SqliteTx<'_> {
     fn now(&mut self) -> Result<Timestamp> {
-        Ok(Timestamp(Timestamp::now().0.saturating_add(self.clock.offset_micros())))
+        Ok(self.clock.now())
     }
 
     fn ensure_account(&mut self, user: &str, now: Timestamp) -> Result<()> {

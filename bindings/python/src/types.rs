@@ -1,6 +1,7 @@
 //! The result objects of docs/reference.md: small frozen classes whose attributes are
 //! plain Python values (`str`, `int`, `bool`, `Decimal`, `datetime`, `None`),
-//! converted once when the object is made. `repr` shows every field that is
+//! converted once when the object is made (`Verification`, the hot path's,
+//! converts each when read). `repr` shows every field that is
 //! not `None`, except a secret; `to_dict()` gives the fields as a `dict`.
 
 use crate::convert::{datetime, dec, dec_str, json_dict, obj, opt_datetime};
@@ -263,23 +264,59 @@ impl ApiKeyInfo {
     }
 }
 
-record!(
-    /// A verified key: whose it is, what its account has available and
-    /// what its spend cap leaves (`key_remaining`, None without a cap).
-    Verification { user_id, key_id, available, key_remaining }
-);
+/// A verified key: whose it is, what its account has available and what
+/// its spend cap leaves (`key_remaining`, None without a cap). Verify is the
+/// hot path, and most callers read one attribute or none: each attribute is
+/// converted when read, not when the object is made.
+#[pyclass(module = "creditgate", frozen)]
+pub struct Verification(cg::Verification);
 
 impl Verification {
-    pub fn new(py: Python<'_>, v: cg::Verification) -> PyResult<Verification> {
-        Ok(Verification {
-            user_id: obj(py, v.user_id)?,
-            key_id: obj(py, v.key_id.to_string())?,
-            available: dec(py, v.available)?,
-            key_remaining: match v.key_remaining {
-                Some(r) => dec(py, r)?,
-                None => py.None(),
-            },
-        })
+    pub fn new(v: cg::Verification) -> Verification {
+        Verification(v)
+    }
+
+    fn fields(&self, py: Python<'_>) -> PyResult<Vec<(&'static str, Py<PyAny>)>> {
+        Ok(vec![
+            ("user_id", obj(py, self.user_id())?),
+            ("key_id", obj(py, self.key_id())?),
+            ("available", self.available(py)?),
+            ("key_remaining", self.key_remaining(py)?),
+        ])
+    }
+}
+
+#[pymethods]
+impl Verification {
+    #[getter]
+    fn user_id(&self) -> &str {
+        &self.0.user_id
+    }
+
+    #[getter]
+    fn key_id(&self) -> String {
+        self.0.key_id.to_string()
+    }
+
+    #[getter]
+    fn available(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        dec(py, self.0.available)
+    }
+
+    #[getter]
+    fn key_remaining(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.0.key_remaining.map_or_else(|| Ok(py.None()), |r| dec(py, r))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let fields = self.fields(py)?;
+        repr(py, "Verification", &fields.iter().map(|(n, v)| (*n, v)).collect::<Vec<_>>())
+    }
+
+    /// The fields as a new `dict` (for JSON output and logging).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = self.fields(py)?;
+        to_dict(py, &fields.iter().map(|(n, v)| (*n, v)).collect::<Vec<_>>())
     }
 }
 
