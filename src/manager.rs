@@ -8,7 +8,7 @@ use crate::events::{Event, EventKind, MAX_EVENTS_PER_PAGE, NewEvent};
 use crate::keys;
 use crate::metrics::{Counter, Metrics};
 use crate::money::{Credits, MAX_AMOUNT_MICROS};
-use crate::store::{HashKind, HoldRow, HoldStatus, KeyRow, RateCheck, Store, Tx};
+use crate::store::{HashKind, HoldRow, HoldStatus, KeyRow, RateCheck, RateCounts, Store, Tx};
 use crate::types::*;
 use crate::validate;
 use parking_lot::Mutex;
@@ -180,7 +180,25 @@ struct Inner {
     rate_limits_on: AtomicBool,
     /// When that was read (µs since the epoch; 0: never).
     rate_limits_read_at: AtomicI64,
+    /// Requests this process counted in the database ahead of use (see
+    /// `take_request`), per key.
+    request_leases: Mutex<HashMap<KeyId, RequestLease>>,
 }
+
+/// Requests of one key counted in the database for the minute starting at
+/// `window` under the limit `requests_per_minute`, `left` of them unused.
+#[derive(Clone, Copy)]
+struct RequestLease {
+    window: i64,
+    requests_per_minute: i64,
+    left: i64,
+}
+
+/// The most requests a process counts ahead of use per key.
+const MAX_REQUEST_LEASE: i64 = 256;
+/// Keys with leased requests kept per process; past it, the leases are
+/// dropped (their requests stay counted: only this process loses them).
+const MAX_REQUEST_LEASES: usize = 4_096;
 
 /// How long a process trusts its last reading of "does any key have rate
 /// limits": a limit set by another process applies here within this time.
@@ -292,6 +310,7 @@ impl CreditManager {
                 touched: Mutex::new(HashMap::new()),
                 rate_limits_on: AtomicBool::new(false),
                 rate_limits_read_at: AtomicI64::new(0),
+                request_leases: Mutex::new(HashMap::new()),
             }),
         };
         log::info!(target: "creditgate", "opened ledger {}", m.database_url());
@@ -1394,18 +1413,25 @@ impl CreditManager {
             if let Some(min) = min_credits {
                 min.validate_threshold("min_credits")?;
             }
-            let (k, available, key_remaining) =
-                self.lookup_secret(api_key, |hash, only| self.inner.store.key_with_available(hash, only))?;
+            let found = self.lookup_secret(api_key, |hash, only| self.inner.store.key_with_available(hash, only))?;
+            let k = found.key;
             if k.revoked_at.is_some() {
                 return Err(Error::InvalidApiKey(format!("API key {} is revoked", k.id)));
             }
-            Ok((Verification { user_id: k.user_id, key_id: k.id, available, key_remaining }, Timestamp::now()))
+            let v = Verification {
+                user_id: k.user_id,
+                key_id: k.id,
+                available: found.available,
+                key_remaining: found.key_remaining,
+            };
+            Ok((v, found.rate, Timestamp::now()))
         })();
         self.inner.metrics.verify_seconds.observe(start.elapsed());
         match r {
-            Ok((v, now)) if min_credits.is_none_or(|min| v.spendable() >= min) => {
+            Ok((v, rate, now)) if min_credits.is_none_or(|min| v.spendable() >= min) => {
                 if min_credits.is_some()
-                    && let Err(e) = self.take_request(v.key_id)
+                    && let Some(rate) = rate
+                    && let Err(e) = self.take_request(v.key_id, rate)
                 {
                     return self.track(Err(e));
                 }
@@ -1416,7 +1442,7 @@ impl CreditManager {
                 }
                 Ok(v)
             }
-            Ok((v, _)) => {
+            Ok((v, _, _)) => {
                 self.count(Counter::verify_insufficient_credits_total);
                 let required = min_credits.unwrap_or(Credits::ZERO);
                 self.track(Err(short(required, v.available, v.key_remaining)))
@@ -1484,14 +1510,62 @@ impl CreditManager {
         Ok(on)
     }
 
-    /// Counts a verified request against the key's rate limits.
-    fn take_request(&self, key: KeyId) -> Result<()> {
-        if !self.rate_limits_apply()? {
-            return Ok(());
+    /// Counts a verified request against the key's rate limits, `rate` as
+    /// verify read them (fresh, see `Store::key_with_available`).
+    ///
+    /// Where the ledger's clock is this machine's (SQLite), a process takes
+    /// requests from the database in blocks (a lease of up to 1/16 of the
+    /// limit, at most [`MAX_REQUEST_LEASE`], for the current minute) and
+    /// counts them down in memory, so a verify rarely writes. Never more than
+    /// the limit pass: every leased request is counted in the database when
+    /// leased. Near the limit a process may be refused while another holds
+    /// leased requests it has not used yet. The tokens limit is checked on
+    /// verify's fresh counts at every request.
+    fn take_request(&self, key: KeyId, rate: RateCounts) -> Result<()> {
+        let Some(now) = self.inner.store.local_now() else {
+            return self.take_requests(key, 1).map(|_| ());
+        };
+        let window = rate_window(now);
+        if rate.tokens_used_up(window) {
+            return counted_request(RateCheck::Limited("tokens_per_minute"), now);
         }
+        let Some(rpm) = rate.requests_per_minute else { return Ok(()) };
+        let lease = RequestLease { window, requests_per_minute: rpm, left: 0 };
+        {
+            let mut leases = self.inner.request_leases.lock();
+            if let Some(l) = leases.get_mut(&key)
+                && l.window == lease.window
+                && l.requests_per_minute == rpm
+                && l.left > 0
+            {
+                l.left -= 1;
+                return Ok(());
+            }
+        }
+        let block = (rpm / 16).clamp(1, MAX_REQUEST_LEASE);
+        let (window, taken) = self.take_requests(key, block)?;
+        if taken > 1 {
+            let mut leases = self.inner.request_leases.lock();
+            if leases.len() >= MAX_REQUEST_LEASES {
+                leases.clear();
+            }
+            leases.insert(key, RequestLease { window, left: taken - 1, ..lease });
+        }
+        Ok(())
+    }
+
+    /// Counts `block` requests of `key` in the current minute, or one when
+    /// the block does not fit under the limit: (the minute, how many were
+    /// counted). `RateLimited` when not even one fits.
+    fn take_requests(&self, key: KeyId, block: i64) -> Result<(i64, i64)> {
         self.write(|tx| {
             let now = tx.now()?;
-            counted_request(tx.take_request(key, rate_window(now))?, now)
+            let window = rate_window(now);
+            if block > 1 && tx.take_requests(key, window, block)? == RateCheck::Allowed {
+                return Ok((window, block));
+            }
+            counted_request(tx.take_requests(key, window, 1)?, now)?;
+            Ok((window, 1))
         })
     }
 
@@ -1688,7 +1762,7 @@ impl CreditManager {
                 // after the replay check (a replay is not a new request). A
                 // refusal rolls the hold back with the rest.
                 if rate {
-                    counted_request(tx.take_request(k.id, rate_window(now))?, now)?;
+                    counted_request(tx.take_requests(k.id, rate_window(now), 1)?, now)?;
                 }
                 Ok((hold_of(row, false), expired))
             })

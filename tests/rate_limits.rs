@@ -105,17 +105,15 @@ fn bad_limits_are_refused() {
 const CHILD_ENV: &str = "CREDITGATE_TEST_RATE_CHILD";
 const PROCESSES: usize = 3;
 const THREADS: usize = 2;
-const TRIES: usize = 20;
-const LIMIT: u32 = 25;
 
-/// Tries `TRIES` verifies on each of `THREADS` threads; returns (ok, limited).
-fn hammer(m: &CreditManager, key: &str) -> (u32, u32) {
+/// Tries `tries` verifies on each of `THREADS` threads; returns (ok, limited).
+fn hammer(m: &CreditManager, key: &str, tries: usize) -> (u32, u32) {
     let hs: Vec<_> = (0..THREADS)
         .map(|_| {
             let (m, key) = (m.clone(), key.to_string());
             std::thread::spawn(move || {
                 let (mut ok, mut limited) = (0, 0);
-                for _ in 0..TRIES {
+                for _ in 0..tries {
                     match m.verify_api_key_credits(&key, credits(1)) {
                         Ok(_) => ok += 1,
                         Err(Error::RateLimited { .. }) => limited += 1,
@@ -133,22 +131,24 @@ fn hammer(m: &CreditManager, key: &str) -> (u32, u32) {
 #[ignore = "a child process of the rate limit is shared by processes"]
 fn rate_child() {
     let Ok(spec) = std::env::var(CHILD_ENV) else { return };
-    let (url, key) = spec.split_once('\t').unwrap();
-    let m = common::open(url, Config::new());
-    let (ok, limited) = hammer(&m, key);
+    let parts: Vec<&str> = spec.split('\t').collect();
+    let m = common::open(parts[0], Config::new());
+    let (ok, limited) = hammer(&m, parts[1], parts[2].parse().unwrap());
     println!("RATE-CHILD ok={ok} limited={limited}");
 }
 
-#[test]
-fn the_rate_limit_is_shared_by_processes() {
+/// `PROCESSES` processes × `THREADS` threads try `tries` verifies each on
+/// one key limited to `limit` requests a minute; returns (ok, limited).
+fn shared_by_processes(limit: u32, tries: usize) -> (u32, u32) {
     let (url, _db) = common::shared_url();
     let m = common::open(&url, Config::new());
     let (key, id) = paid(&m, "shared");
-    m.set_rate_limit(id, Some(LIMIT), None).unwrap();
+    m.set_rate_limit(id, Some(limit), None).unwrap();
     fresh_minute();
+    let spec = format!("{url}\t{key}\t{tries}");
     let children: Vec<_> =
-        (1..PROCESSES).map(|_| common::spawn_child_test("rate_child", CHILD_ENV, format!("{url}\t{key}"))).collect();
-    let (mut ok, mut limited) = hammer(&m, &key);
+        (1..PROCESSES).map(|_| common::spawn_child_test("rate_child", CHILD_ENV, spec.clone())).collect();
+    let (mut ok, mut limited) = hammer(&m, &key, tries);
     for child in children {
         let stdout = common::child_output(child);
         let line = stdout.lines().find_map(|l| l.find("RATE-CHILD ").map(|i| &l[i..])).expect("a result line");
@@ -156,9 +156,48 @@ fn the_rate_limit_is_shared_by_processes() {
         ok += nums[0];
         limited += nums[1];
     }
-    let tries = (PROCESSES * THREADS * TRIES) as u32;
-    assert_eq!(ok + limited, tries);
-    // fresh_minute left 20 s: every try fell in one window.
-    assert_eq!(ok, LIMIT, "requests that got through a limit of {LIMIT}");
-    println!("rate limit {LIMIT}/min shared by {PROCESSES} processes x {THREADS} threads: {ok} ok, {limited} refused");
+    assert_eq!(ok + limited, (PROCESSES * THREADS * tries) as u32);
+    println!("rate limit {limit}/min shared by {PROCESSES} processes x {THREADS} threads: {ok} ok, {limited} refused");
+    (ok, limited)
+}
+
+#[test]
+fn the_rate_limit_is_shared_by_processes() {
+    // A small limit is counted one request at a time: exactly the limit
+    // passes (fresh_minute left 20 s: every try fell in one window).
+    let (ok, _) = shared_by_processes(25, 20);
+    assert_eq!(ok, 25, "requests that got through a limit of 25");
+}
+
+#[test]
+fn a_large_rate_limit_is_leased_in_blocks_and_never_exceeded() {
+    // 1,600 a minute: SQLite processes lease blocks of 100 requests. Never
+    // more than the limit pass; fewer only by what other processes leased
+    // and had not used when their tries ran out (at most a block each).
+    let (ok, limited) = shared_by_processes(1_600, 400);
+    assert!(ok <= 1_600, "{ok} requests got through a limit of 1600");
+    assert!(ok >= 1_600 - (PROCESSES as u32) * 100, "only {ok} of 1600 got through");
+    assert!(limited >= 2_400 - 1_600);
+}
+
+#[test]
+fn leased_requests_stop_at_once_when_another_manager_uses_up_the_tokens_or_lowers_the_limit() {
+    let (url, _db) = common::shared_url();
+    let (a, b) = (common::open(&url, Config::new()), common::open(&url, Config::new()));
+    let (key, id) = paid(&a, "lease");
+    a.set_rate_limit(id, Some(1_600), Some(10_000)).unwrap();
+    fresh_minute();
+    // `a` leases a block (on SQLite) with its first request.
+    a.verify_api_key_credits(&key, credits(1)).unwrap();
+    a.verify_api_key_credits(&key, credits(1)).unwrap();
+    // `b` uses up the minute's tokens: `a`'s next request is refused.
+    b.record_usage(KeyRef::Secret(&key), tokens(10_000), Some("all-the-tokens")).unwrap();
+    assert_eq!(rate_limited(a.verify_api_key_credits(&key, credits(1))).0, "tokens_per_minute");
+    // `b` lifts the tokens limit and lowers the requests limit below what
+    // was counted: `a`'s unused leased requests no longer pass.
+    b.set_rate_limit(id, Some(1), None).unwrap();
+    assert_eq!(rate_limited(a.verify_api_key_credits(&key, credits(1))).0, "requests_per_minute");
+    b.set_rate_limit(id, None, None).unwrap();
+    a.verify_api_key_credits(&key, credits(1)).unwrap();
+    assert_audit_ok(&a);
 }

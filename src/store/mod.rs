@@ -112,7 +112,34 @@ pub(crate) struct AccountRow {
     pub min_balance: Credits,
 }
 
-/// The outcome of `Tx::take_request`.
+/// What verify reads of a key: the key, its account's available credits,
+/// what its cap leaves (None without a cap), and its rate limits' counts
+/// (None without rate limits).
+#[derive(Clone, Debug)]
+pub(crate) struct KeyStanding {
+    pub key: KeyRow,
+    pub available: Credits,
+    pub key_remaining: Option<Credits>,
+    pub rate: Option<RateCounts>,
+}
+
+/// A key's rate limits and its counts in the window starting at `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RateCounts {
+    pub requests_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
+    pub window: i64,
+    pub tokens: i64,
+}
+
+impl RateCounts {
+    /// Whether the tokens-per-minute limit is used up in `window`.
+    pub(crate) fn tokens_used_up(&self, window: i64) -> bool {
+        self.tokens_per_minute.is_some_and(|tpm| self.window == window && self.tokens >= tpm)
+    }
+}
+
+/// The outcome of `Tx::take_requests`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RateCheck {
     /// The key has no rate limits.
@@ -170,25 +197,10 @@ pub(crate) trait Tx {
 
     /// The key with this hash; with `only`, only a key stored with that kind.
     fn key_by_hash(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyRow>>;
-    /// The key with this hash and its account's available credits now; the
-    /// verify hot path, which a backend may answer with one statement.
-    /// Disabled and expired keys are not found. Returns the key, its
-    /// account's available credits and what the key's cap leaves (None
-    /// without a cap).
-    fn key_with_available(
-        &mut self,
-        hash: &str,
-        only: Option<HashKind>,
-    ) -> Result<Option<(KeyRow, Credits, Option<Credits>)>> {
-        let Some(k) = self.key_by_hash(hash, only)? else { return Ok(None) };
-        let now = self.now()?;
-        if k.disabled_at.is_some() || k.expires_at.is_some_and(|t| t <= now) {
-            return Ok(None);
-        }
-        let available = self.available(&k.user_id, now)?;
-        let remaining = self.key_remaining(&k, now)?;
-        Ok(Some((k, available, remaining)))
-    }
+    /// The key with this hash, its account's available credits now, what its
+    /// cap leaves and its rate limits' counts: the verify hot path, one
+    /// statement. Disabled and expired keys are not found.
+    fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyStanding>>;
     /// What `k`'s spend cap still allows now: limit − spent in the current
     /// window − the key's active holds; None without a cap.
     fn key_remaining(&mut self, k: &KeyRow, now: Timestamp) -> Result<Option<Credits>> {
@@ -282,9 +294,9 @@ pub(crate) trait Tx {
     /// Sets a key's rate limits (None: no limit of that kind; both None:
     /// none at all), keeping its current window's counts.
     fn set_rate_limit(&mut self, key: KeyId, rpm: Option<i64>, tpm: Option<i64>) -> Result<()>;
-    /// Counts one request of `key` in the minute starting at `window` when
-    /// its limits allow it.
-    fn take_request(&mut self, key: KeyId, window: i64) -> Result<RateCheck>;
+    /// Counts `n` requests of `key` in the minute starting at `window` when
+    /// its limits allow all `n`; counts none otherwise.
+    fn take_requests(&mut self, key: KeyId, window: i64, n: i64) -> Result<RateCheck>;
     /// Adds tokens used by `key` to the minute starting at `window` (a no-op
     /// for a key without rate limits).
     fn add_rate_tokens(&mut self, key: KeyId, window: i64, tokens: i64) -> Result<()>;
@@ -366,11 +378,7 @@ impl Store {
 
     /// The verify lookup: [`Tx::key_with_available`], answered from
     /// SQLite's verify cache while nothing can have changed the answer.
-    pub(crate) fn key_with_available(
-        &self,
-        hash: &str,
-        only: Option<HashKind>,
-    ) -> Result<Option<(KeyRow, Credits, Option<Credits>)>> {
+    pub(crate) fn key_with_available(&self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyStanding>> {
         match self {
             Store::Sqlite(s) => s.key_with_available(hash, only),
             #[cfg(feature = "postgres")]
@@ -384,6 +392,17 @@ impl Store {
             Store::Sqlite(s) => s.migrate(),
             #[cfg(feature = "postgres")]
             Store::Postgres(s) => s.migrate(),
+        }
+    }
+
+    /// The ledger's time when this process's clock is the ledger's (SQLite:
+    /// every process on the file shares this machine's clock); None when
+    /// the database server's clock is (PostgreSQL).
+    pub(crate) fn local_now(&self) -> Option<Timestamp> {
+        match self {
+            Store::Sqlite(s) => Some(s.now()),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(_) => None,
         }
     }
 

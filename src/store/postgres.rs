@@ -35,7 +35,10 @@
 
 use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool, Pooled};
-use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, RateCheck, Tx, exhausted_limit};
+use super::{
+    AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RateCheck, RateCounts, Tx,
+    exhausted_limit,
+};
 use crate::config::{Config, TestClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
@@ -1347,15 +1350,11 @@ impl Tx for PgTx<'_> {
         }
     }
 
-    fn key_with_available(
-        &mut self,
-        hash: &str,
-        only: Option<HashKind>,
-    ) -> Result<Option<(KeyRow, Credits, Option<Credits>)>> {
+    fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyStanding>> {
         // The verify hot path in one statement (one round trip in `peek`):
         // the key (not disabled, not expired), its account's available
-        // credits and what its cap leaves. Outside a transaction the
-        // statement's own start is the clock.
+        // credits, what its cap leaves and its rate counts. Outside a
+        // transaction the statement's own start is the clock.
         static SQL: LazyLock<String> = LazyLock::new(|| {
             let now =
                 "(COALESCE($3::bigint, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint) + $4::bigint)";
@@ -1364,7 +1363,9 @@ impl Tx for PgTx<'_> {
              FROM creditgate_holds h WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > {now}), 0) \
              - COALESCE((SELECT SUM(g.remaining) FROM creditgate_grants g WHERE g.user_id = k.user_id \
              AND g.remaining > 0 AND g.expires_at <= {now}), 0))::bigint, \
-             {} FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
+             {}, r.api_key_id IS NOT NULL, r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens \
+             FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
+             LEFT JOIN creditgate_key_rate_limits r ON r.api_key_id = k.id \
              WHERE k.key_hash = $1 AND ($2::text IS NULL OR k.hash_kind = $2::text) \
              AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > {now})",
                 key_remaining_sql(now)
@@ -1374,11 +1375,21 @@ impl Tx for PgTx<'_> {
         let offset = self.store.clock.offset_micros();
         let row = self.opt(&SQL, &[&hash, &only.map(HashKind::as_str), &now, &offset])?;
         row.map(|r| {
-            Ok((
-                key_from_row(&r)?,
-                Credits::from_micros(col(&r, 15)?),
-                col::<Option<i64>>(&r, 16)?.map(Credits::from_micros),
-            ))
+            Ok(KeyStanding {
+                key: key_from_row(&r)?,
+                available: Credits::from_micros(col(&r, 15)?),
+                key_remaining: col::<Option<i64>>(&r, 16)?.map(Credits::from_micros),
+                rate: if col(&r, 17)? {
+                    Some(RateCounts {
+                        requests_per_minute: col(&r, 18)?,
+                        tokens_per_minute: col(&r, 19)?,
+                        window: col(&r, 20)?,
+                        tokens: col(&r, 21)?,
+                    })
+                } else {
+                    None
+                },
+            })
         })
         .transpose()
     }
@@ -1708,17 +1719,18 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
-    fn take_request(&mut self, key: KeyId, window: i64) -> Result<RateCheck> {
+    fn take_requests(&mut self, key: KeyId, window: i64, n: i64) -> Result<RateCheck> {
         // Under READ COMMITTED a concurrent update makes PostgreSQL recheck
         // the WHERE clause on the new row version: the count stays exact.
         let counted = self.exec(
             "UPDATE creditgate_key_rate_limits SET \
-             requests = CASE WHEN window_start = $2 THEN requests + 1 ELSE 1 END, \
+             requests = CASE WHEN window_start = $2 THEN requests + $3 ELSE $3 END, \
              tokens = CASE WHEN window_start = $2 THEN tokens ELSE 0 END, window_start = $2 \
              WHERE api_key_id = $1 \
-             AND (requests_per_minute IS NULL OR CASE WHEN window_start = $2 THEN requests ELSE 0 END < requests_per_minute) \
+             AND (requests_per_minute IS NULL \
+               OR CASE WHEN window_start = $2 THEN requests ELSE 0 END + $3 <= requests_per_minute) \
              AND (tokens_per_minute IS NULL OR CASE WHEN window_start = $2 THEN tokens ELSE 0 END < tokens_per_minute)",
-            &[&key.0, &window],
+            &[&key.0, &window, &n],
         )?;
         if counted == 1 {
             return Ok(RateCheck::Allowed);

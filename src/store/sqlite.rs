@@ -4,8 +4,11 @@
 
 use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool};
-use super::verify_cache::{Standing, VerifyCache};
-use super::{AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, LedgerFigures, RateCheck, Tx, exhausted_limit};
+use super::verify_cache::VerifyCache;
+use super::{
+    AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RateCheck, RateCounts, Tx,
+    exhausted_limit,
+};
 use crate::config::{Config, Synchronous, TestClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
@@ -32,11 +35,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// Counts a request in the key's current window (`?2`) when neither limit is
 /// used up there; a new window starts from zero. One statement: atomic.
-const TAKE_REQUEST_SQL: &str = "UPDATE creditgate_key_rate_limits SET \
-     requests = CASE WHEN window_start = ?2 THEN requests + 1 ELSE 1 END, \
+const TAKE_REQUESTS_SQL: &str = "UPDATE creditgate_key_rate_limits SET \
+     requests = CASE WHEN window_start = ?2 THEN requests + ?3 ELSE ?3 END, \
      tokens = CASE WHEN window_start = ?2 THEN tokens ELSE 0 END, window_start = ?2 \
      WHERE api_key_id = ?1 \
-     AND (requests_per_minute IS NULL OR CASE WHEN window_start = ?2 THEN requests ELSE 0 END < requests_per_minute) \
+     AND (requests_per_minute IS NULL \
+       OR CASE WHEN window_start = ?2 THEN requests ELSE 0 END + ?3 <= requests_per_minute) \
      AND (tokens_per_minute IS NULL OR CASE WHEN window_start = ?2 THEN tokens ELSE 0 END < tokens_per_minute)";
 
 const ADD_RATE_TOKENS_SQL: &str = "UPDATE creditgate_key_rate_limits SET \
@@ -456,9 +460,13 @@ impl SqliteStore {
         f(&mut SqliteTx { c: &conn, clock: &self.clock })
     }
 
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// The verify lookup ([`Tx::key_with_available`]): a kept answer while
     /// nothing can have changed it (see [`VerifyCache`]), else one statement.
-    pub(crate) fn key_with_available(&self, hash: &str, only: Option<HashKind>) -> Result<Option<Standing>> {
+    pub(crate) fn key_with_available(&self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyStanding>> {
         let Some(cache) = &self.verify else {
             return self.peek(|tx| tx.key_with_available(hash, only));
         };
@@ -471,7 +479,7 @@ impl SqliteStore {
         let mut tx = SqliteTx { c: &conn, clock: &self.clock };
         let found = tx.key_with_available(hash, only)?;
         if let Some(standing) = &found {
-            let until = tx.fresh_until(&standing.0, now)?;
+            let until = tx.fresh_until(&standing.key, now)?;
             cache.put(version, hash, only, standing.clone(), until);
         }
         Ok(found)
@@ -820,22 +828,20 @@ impl Tx for SqliteTx<'_> {
         }
     }
 
-    fn key_with_available(
-        &mut self,
-        hash: &str,
-        only: Option<HashKind>,
-    ) -> Result<Option<(KeyRow, Credits, Option<Credits>)>> {
+    fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyStanding>> {
         // One statement: the key (not disabled, not expired), its account's
-        // available credits and what its cap leaves. Built once: formatting
-        // it per call showed in the verify profile.
+        // available credits, what its cap leaves and its rate counts. Built
+        // once: formatting it per call showed in the verify profile.
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "SELECT {KEY_COLS}, \
              COALESCE(a.balance - a.min_balance, 0) - (SELECT COALESCE(SUM(h.amount), 0) FROM creditgate_holds h \
              WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > ?2) \
              - (SELECT COALESCE(SUM(g.remaining), 0) FROM creditgate_grants g \
-             WHERE g.user_id = k.user_id AND g.remaining > 0 AND g.expires_at <= ?2), {KEY_REMAINING_SQL} \
+             WHERE g.user_id = k.user_id AND g.remaining > 0 AND g.expires_at <= ?2), {KEY_REMAINING_SQL}, \
+             r.api_key_id IS NOT NULL, r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens \
              FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
+             LEFT JOIN creditgate_key_rate_limits r ON r.api_key_id = k.id \
              WHERE k.key_hash = ?1 AND (?3 IS NULL OR k.hash_kind = ?3) \
              AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?2)"
             )
@@ -844,11 +850,21 @@ impl Tx for SqliteTx<'_> {
             .c
             .prepare_cached(&SQL)?
             .query_row(params![hash, self.now()?.0, only.map(HashKind::as_str)], |r| {
-                Ok((
-                    key_from_row(r)?,
-                    Credits::from_micros(r.get(15)?),
-                    r.get::<_, Option<i64>>(16)?.map(Credits::from_micros),
-                ))
+                Ok(KeyStanding {
+                    key: key_from_row(r)?,
+                    available: Credits::from_micros(r.get(15)?),
+                    key_remaining: r.get::<_, Option<i64>>(16)?.map(Credits::from_micros),
+                    rate: if r.get(17)? {
+                        Some(RateCounts {
+                            requests_per_minute: r.get(18)?,
+                            tokens_per_minute: r.get(19)?,
+                            window: r.get(20)?,
+                            tokens: r.get(21)?,
+                        })
+                    } else {
+                        None
+                    },
+                })
             })
             .optional()?;
         Ok(row)
@@ -1206,9 +1222,9 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn take_request(&mut self, key: KeyId, window: i64) -> Result<RateCheck> {
+    fn take_requests(&mut self, key: KeyId, window: i64, n: i64) -> Result<RateCheck> {
         let id = key.to_string();
-        let counted = self.c.prepare_cached(TAKE_REQUEST_SQL)?.execute(params![id, window])?;
+        let counted = self.c.prepare_cached(TAKE_REQUESTS_SQL)?.execute(params![id, window, n])?;
         if counted == 1 {
             return Ok(RateCheck::Allowed);
         }

@@ -18,9 +18,8 @@
 //! Only answers for keys that exist are kept (an unknown key never fills the
 //! cache), at most [`MAX_ENTRIES`] of them.
 
-use super::{HashKind, KeyRow};
+use super::{HashKind, KeyStanding};
 use crate::error::Result;
-use crate::money::Credits;
 use crate::types::Timestamp;
 use rusqlite::Connection;
 use std::collections::HashMap;
@@ -30,13 +29,9 @@ use std::sync::{Mutex, MutexGuard};
 /// keep up on the hot path).
 pub(crate) const MAX_ENTRIES: usize = 16_384;
 
-/// A verify answer: the key, its account's available credits, its cap's
-/// remainder.
-pub(crate) type Standing = (KeyRow, Credits, Option<Credits>);
-
 struct Cached {
     only: Option<HashKind>,
-    standing: Standing,
+    standing: KeyStanding,
     fresh_until: Timestamp,
 }
 
@@ -70,7 +65,7 @@ impl VerifyCache {
     /// The database's data version now, and the answer for `hash` if one is
     /// kept that no commit and no clock change has made stale. Pass the
     /// version to [`put`](Self::put) with an answer read after this call.
-    pub(crate) fn get(&self, hash: &str, only: Option<HashKind>, now: Timestamp) -> Result<(i64, Option<Standing>)> {
+    pub(crate) fn get(&self, hash: &str, only: Option<HashKind>, now: Timestamp) -> Result<(i64, Option<KeyStanding>)> {
         let mut s = self.lock();
         let version: i64 = s.watcher.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
         if version != s.version {
@@ -89,7 +84,7 @@ impl VerifyCache {
         version: i64,
         hash: &str,
         only: Option<HashKind>,
-        standing: Standing,
+        standing: KeyStanding,
         fresh_until: Timestamp,
     ) {
         let mut s = self.lock();
