@@ -1,13 +1,13 @@
 //! Upgrades (docs/upgrading.md), on both backends: a ledger created at
 //! every earlier schema version, with data written as that version wrote it,
 //! is upgraded by opening it with this library and audits clean with its
-//! balances, idempotency keys and legacy keys intact; a ledger migrated by a
+//! balances, idempotency keys, legacy keys and prices intact; a ledger migrated by a
 //! newer creditgate opens and reads, but refuses every write with a
 //! `StorageError` naming both versions.
 
 mod common;
 
-use common::{NO_OPTS, assert_audit_ok, credits, err_code, tokens};
+use common::{NO_OPTS, assert_audit_ok, credits, err_code, io_tokens};
 use creditgate::{Config, CreditManager, EntryKind, ErrorCode, KeyRef};
 use sha2::{Digest, Sha256};
 
@@ -33,7 +33,8 @@ fn sql(url: &str, statements: &str) {
 
 /// What a creditgate at schema `version` wrote for a purchase of 5,000
 /// credits (payment `pay_1`) and a usage charge of 10 by alice, a
-/// promotional grant of 700 to bob and a legacy key of alice's. The columns
+/// promotional grant of 700 to bob, a legacy key of alice's and the price
+/// of `old-model` (2 and 4 credits per 1,000 input and output tokens). The columns
 /// are those of schema 1, which every later version keeps; plain literals
 /// only, so one text runs on SQLite and PostgreSQL.
 fn old_writes(version: i64) -> String {
@@ -51,7 +52,9 @@ fn old_writes(version: i64) -> String {
          INSERT INTO creditgate_entries (id, user_id, seq, kind, amount, balance_after, idempotency_key, created_at)
            VALUES ('{BOB_GRANT}', 'bob', 1, 'grant', 700000000, 700000000, 'welcome', {T});
          INSERT INTO creditgate_api_keys (id, user_id, name, key_hash, hash_kind, legacy, created_at) VALUES
-           ('{LEGACY_KEY_ID}', 'alice', 'old', '{hash}', 'sha256', TRUE, {T});"
+           ('{LEGACY_KEY_ID}', 'alice', 'old', '{hash}', 'sha256', TRUE, {T});
+         INSERT INTO creditgate_model_prices (model, input_per_1k, output_per_1k, updated_at) VALUES
+           ('old-model', 2000000, 4000000, {T});"
     );
     if version >= 6 {
         // From schema 6 on, every credit also wrote its grant (lot).
@@ -78,12 +81,14 @@ fn check_upgraded(m: &CreditManager) {
     // The payment's idempotency survived: a redelivery credits nothing.
     let again = m.record_payment("alice", "pay_1", 500, "USD").unwrap();
     assert!(again.replayed, "pay_1 was credited twice after the upgrade");
-    // The legacy key still verifies and charges.
+    // The legacy key still verifies, and charges at the old model price.
     let v = m.verify_api_key_credits(LEGACY_SECRET, credits(1)).unwrap();
     assert_eq!(v.user_id, "alice");
-    m.record_usage(KeyRef::Secret(LEGACY_SECRET), tokens(5_000), Some("after-upgrade")).unwrap();
+    let usage = io_tokens(1_000, 1_000, Some("old-model"));
+    let charge = m.record_usage(KeyRef::Secret(LEGACY_SECRET), usage, Some("after-upgrade")).unwrap();
+    assert_eq!(charge.charged, credits(6));
     m.deduct_credits("bob", credits(100), &NO_OPTS).unwrap();
-    assert_eq!(m.get_balance("alice").unwrap(), credits(4985));
+    assert_eq!(m.get_balance("alice").unwrap(), credits(4984));
     assert_eq!(m.get_balance("bob").unwrap(), credits(600));
     assert_audit_ok(m);
 }
