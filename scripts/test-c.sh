@@ -4,7 +4,9 @@
 # with the pinned cbindgen and fails when the checked-in copy differs, builds
 # and runs the C quickstart, then the C tests: plain (-Wall -Wextra
 # -Werror), under AddressSanitizer (with LeakSanitizer) and under valgrind
-# (leaks are errors).
+# (leaks are errors); last, the release archive (scripts/release-c.sh):
+# unpacked in a temporary directory, the C quickstart compiled against the
+# unpacked files only (static and shared) and run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,7 +61,33 @@ else
   echo "valgrind not installed: skipped (AddressSanitizer ran above)"
 fi
 
-# One closing line for the C suites: the quickstart and each test function
-# of the plain run (the sanitizer and valgrind runs repeat the same tests).
-passed=$(awk '/^[0-9]+ passed, [0-9]+ failed$/ { n += $1 } END { print n + 1 }' "$plain_log")
+step "release archive: scripts/release-c.sh, the quickstart built against the unpacked files only"
+archive=$(bash scripts/release-c.sh | tail -n 1)
+unpacked=$(mktemp -d)
+trap 'rm -f "$plain_log"; rm -rf "$unpacked"' EXIT
+tar -C "$unpacked" -xzf "$archive"
+dir="$unpacked/$(basename "$archive" .tar.gz)"
+for f in include/creditgate.h lib/libcreditgate.so lib/libcreditgate.a lib/pkgconfig/creditgate.pc \
+         LICENSE-APACHE LICENSE-MIT README; do
+  [ -f "$dir/$f" ] || { echo "release archive $archive lacks $f" >&2; exit 1; }
+done
+cc -std=c11 -Wall -Wextra -Werror -I"$dir/include" examples/c/quickstart.c "$dir/lib/libcreditgate.a" \
+  -lgcc_s -lutil -lrt -lpthread -lm -ldl -o "$unpacked/quickstart-static"
+cc -std=c11 -Wall -Wextra -Werror -I"$dir/include" examples/c/quickstart.c -L"$dir/lib" -lcreditgate \
+  -o "$unpacked/quickstart-shared"
+"$unpacked/quickstart-static" >/dev/null
+LD_LIBRARY_PATH="$dir/lib" "$unpacked/quickstart-shared" >/dev/null
+# The shared build loaded the archive's library, not one from the build tree.
+LD_LIBRARY_PATH="$dir/lib" ldd "$unpacked/quickstart-shared" | grep -F "$dir/lib/libcreditgate.so" >/dev/null
+if command -v pkg-config >/dev/null; then
+  read -r cflags <<<"$(PKG_CONFIG_PATH="$dir/lib/pkgconfig" pkg-config --cflags creditgate)"
+  [ "$(realpath -m "${cflags#-I}")" = "$(realpath "$dir/include")" ] || {
+    echo "creditgate.pc: wrong Cflags: $cflags" >&2; exit 1; }
+fi
+echo "release archive ok: $(basename "$archive") (quickstart static and shared, from the unpacked files only)"
+
+# One closing line for the C suites: the quickstart, the release archive and
+# each test function of the plain run (the sanitizer and valgrind runs repeat
+# the same tests).
+passed=$(awk '/^[0-9]+ passed, [0-9]+ failed$/ { n += $1 } END { print n + 2 }' "$plain_log")
 echo "c: $passed passed, 0 failed"

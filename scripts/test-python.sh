@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Python front door: builds and installs the wheel into .venv the way a user
-# does (`pip install .`), then lints, checks the stubs against the built
-# module, type-checks the examples, runs the Python suite against a throwaway
+# Python front door: builds the wheel the way `pip install .` does (`pip
+# wheel .`, into dist/), installs that file into .venv and into a fresh venv
+# without a Rust toolchain (scripts/check-wheel.sh), then lints, checks the
+# stubs against the built module, type-checks the examples, runs the Python suite against a throwaway
 # PostgreSQL server (scripts/pg.sh; installed from Debian packages when absent,
 # stopped on exit, also when tests fail; the run fails, never skips, when it
 # cannot start), and runs pytest on SQLite last, so the run ends with pytest's
@@ -17,9 +18,19 @@ fi
 py="$PWD/$venv/bin/python"
 
 "$py" -m pip install --quiet --upgrade-strategy only-if-needed -r tests/python/requirements.txt
-# Build the abi3 wheel in release mode and install it (reinstalled even when
-# the version did not change).
-"$py" -m pip install --quiet --no-deps --force-reinstall .
+# Build the abi3 wheel once, in release mode, into dist/ (the file
+# docs/deploying.md copies to servers), install that file (reinstalled even
+# when the version did not change), and install it again as a server would:
+# in a fresh venv without a Rust toolchain (scripts/check-wheel.sh).
+rm -f dist/creditgate-*.whl
+"$py" -m pip wheel --quiet --no-deps --wheel-dir dist .
+wheels=(dist/creditgate-*.whl)
+if [ "${#wheels[@]}" -ne 1 ] || [ ! -f "${wheels[0]}" ]; then
+    echo "test-python.sh: expected one wheel in dist/, found: ${wheels[*]}" >&2
+    exit 1
+fi
+"$py" -m pip install --quiet --no-deps --force-reinstall "${wheels[0]}"
+bash scripts/check-wheel.sh "${wheels[0]}"
 
 "$py" -m ruff check python tests/python examples scripts
 "$py" -m ruff format --check python tests/python examples scripts

@@ -30,8 +30,8 @@ pub use metrics::Counter;
 pub use money::{Credits, MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS, MICROS_PER_CREDIT};
 pub use types::{
     Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, ExpirySweep, Grant, GrantCategory,
-    GrantId, GrantOptions, Hold, HoldId, HoldStatus, KeyEligibility, KeyId, ModelPrice, NewApiKey, Report, SpendWindow,
-    Timestamp, UsageCharge, Verification,
+    GrantId, GrantOptions, Hold, HoldId, HoldStatus, KeyEligibility, KeyId, ModelPrice, NewApiKey, Report,
+    SchemaStatus, SpendWindow, Timestamp, UsageCharge, Verification,
 };
 pub use validate::{MAX_METADATA_BYTES, MAX_PAGE_LIMIT, MAX_TEXT_BYTES, MAX_TOKENS_PER_CALL, MAX_TTL_SECONDS};
 

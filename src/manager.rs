@@ -350,14 +350,39 @@ impl CreditManager {
         self.track(self.inner.store.backup(dest))
     }
 
+    /// Applies the pending migrations (opening already does). A ledger whose
+    /// schema is newer than this library: `Storage`, naming both versions,
+    /// and nothing changes.
     pub fn migrate(&self) -> Result<()> {
         self.track(self.inner.store.migrate().map(|_| ()))
     }
 
     /// The schema version this manager found when it opened the ledger (0:
-    /// the open created the schema) and the version now, after migrating.
+    /// the open created the schema) and the version recorded now; a read.
     pub fn schema_versions(&self) -> Result<(i64, i64)> {
-        self.track(self.inner.store.migrate().map(|(_, now)| (self.inner.store.opened_from(), now)))
+        let now = self.inner.store.applied_versions().map(|v| v.last().copied().unwrap_or(0));
+        self.track(now.map(|now| (self.inner.store.opened_from(), now)))
+    }
+
+    /// The schema version of the ledger named by `config` against this
+    /// library's, without migrating or creating anything (an SQLite file
+    /// that does not exist: `NotFound`). For `creditgate migrate --status`
+    /// and deploy scripts: a read, so safe while the fleet runs.
+    pub fn schema_status(config: Config) -> Result<SchemaStatus> {
+        let store = Store::open_at(&config, None)?;
+        let applied = store.applied_versions()?;
+        let library_version = store.latest_version();
+        let pending = (1..=library_version).filter(|v| !applied.contains(v)).collect();
+        Ok(SchemaStatus { database_version: applied.last().copied().unwrap_or(0), library_version, pending })
+    }
+
+    /// For upgrade tests only: creates the ledger named by `config`, or
+    /// migrates it, up to schema version `version` and no further, as an
+    /// older creditgate left it. The current library's writes need the
+    /// current schema: fill such a ledger with SQL of its own version.
+    #[doc(hidden)]
+    pub fn migrate_to_version(config: Config, version: i64) -> Result<()> {
+        Store::open_at(&config, Some(version)).map(|_| ())
     }
 
     /// For front doors (the Python and C bindings), before converting a
@@ -1993,6 +2018,7 @@ impl CreditManager {
             outstanding -= i128::from(tx.due_grants_total(now)?.micros());
             Ok((tx.figures()?, outstanding, receivable))
         });
+        let schema_version = self.inner.store.applied_versions().map(|v| v.last().copied().unwrap_or(0));
         self.track(figures.and_then(|(f, outstanding, receivable)| {
             let credits = |v: i128, what: &str| {
                 i64::try_from(v)
@@ -2018,6 +2044,8 @@ impl CreditManager {
                 credits_used: credits(f.credits_used_micros, "credits_used")?,
                 outstanding_balance: credits(outstanding, "outstanding_balance")?,
                 overdraft_receivable: credits(receivable, "overdraft_receivable")?,
+                schema_version: schema_version?,
+                library_schema_version: self.inner.store.latest_version(),
             })
         }))
     }

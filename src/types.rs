@@ -531,6 +531,10 @@ pub struct Report {
     pub credits_used: Credits,
     pub outstanding_balance: Credits,
     pub overdraft_receivable: Credits,
+    /// The ledger's schema version (the highest migration recorded in it).
+    pub schema_version: i64,
+    /// The newest schema version this library knows; above it, writes are refused.
+    pub library_schema_version: i64,
 }
 
 impl Report {
@@ -543,6 +547,28 @@ impl Report {
         }
         let scaled = (n as u128 * 1_000_000 * 2 + d as u128) / (2 * d as u128);
         Credits::from_micros(i64::try_from(scaled).unwrap_or(i64::MAX)).to_string()
+    }
+}
+
+/// The schema version of a ledger against this library's
+/// (`CreditManager::schema_status`; `creditgate migrate --status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SchemaStatus {
+    /// The highest migration recorded in the database (0: no schema yet).
+    pub database_version: i64,
+    /// The newest migration this library knows.
+    pub library_version: i64,
+    /// This library's migrations not recorded in the database, ascending:
+    /// `CreditManager::open` or `migrate` applies them.
+    pub pending: Vec<i64>,
+}
+
+impl SchemaStatus {
+    /// The database was migrated by a newer creditgate: this library
+    /// refuses to write to it.
+    pub fn newer_than_library(&self) -> bool {
+        self.database_version > self.library_version
     }
 }
 
@@ -614,6 +640,8 @@ mod tests {
             credits_used: Credits::ZERO,
             outstanding_balance: Credits::ZERO,
             overdraft_receivable: Credits::ZERO,
+            schema_version: 1,
+            library_schema_version: 1,
         };
         assert_eq!(r.purchase_conversion_rate(), "0.333333");
         r.purchase_conversion = (1, 2);

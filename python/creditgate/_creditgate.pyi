@@ -29,6 +29,7 @@ __all__ = [
     "AuditReport",
     "Report",
     "ImportSummary",
+    "SchemaStatus",
     "CreditError",
     "InsufficientCredits",
     "InvalidApiKey",
@@ -429,6 +430,24 @@ class Report:
     def outstanding_balance(self) -> Decimal: ...
     @property
     def overdraft_receivable(self) -> Decimal: ...
+    @property
+    def schema_version(self) -> int: ...
+    @property
+    def library_schema_version(self) -> int: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class SchemaStatus:
+    """A ledger's schema version against this library's (``LocalCreditManager.schema_status``)."""
+
+    @property
+    def database_version(self) -> int: ...
+    @property
+    def library_version(self) -> int: ...
+    @property
+    def pending(self) -> list[int]: ...
+    @property
+    def newer_than_library(self) -> bool: ...
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -484,7 +503,10 @@ class LocalCreditManager:
         """How many database connections the manager may open at once (1 for an in-memory database)."""
     def migrate(self) -> None: ...
     def schema_versions(self) -> tuple[int, int]:
-        """(version found when this manager opened the ledger, 0 if it created the schema; version now)."""
+        """(version found when this manager opened the ledger, 0 if it created the schema; version now): a read."""
+    @staticmethod
+    def schema_status(database_url: str | None = None) -> SchemaStatus:
+        """The ledger's schema version against this library's, without migrating or creating anything."""
     def backup(self, dest: str | os.PathLike[str]) -> int:
         """Copy an SQLite ledger into the new file `dest` (online backup API); its size in bytes."""
     def get_balance(self, user_id: _UserId) -> Decimal: ...

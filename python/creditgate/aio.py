@@ -70,6 +70,7 @@ from ._creditgate import (
     LocalCreditManager,
     NewApiKey,
     Report,
+    SchemaStatus,
     UsageCharge,
     Verification,
 )
@@ -269,6 +270,13 @@ class AsyncLocalCreditManager:
 
     async def schema_versions(self) -> tuple[int, int]:
         return await self._run(self._sync.schema_versions)
+
+    @staticmethod
+    async def schema_status(database_url: str | None = None) -> SchemaStatus:
+        """``LocalCreditManager.schema_status`` on a one-off thread (no manager is opened)."""
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="creditgate-schema") as reader:
+            return await loop.run_in_executor(reader, LocalCreditManager.schema_status, database_url)
 
     async def backup(self, dest: str | os.PathLike[str]) -> int:
         """Copies an SQLite ledger into the new file ``dest``; its size in bytes."""

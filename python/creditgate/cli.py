@@ -105,7 +105,10 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "credits_used",
         "outstanding_balance",
         "overdraft_receivable",
+        "schema_version",
+        "library_schema_version",
     ),
+    "SchemaStatus": ("database_version", "library_version", "pending", "newer_than_library"),
 }
 
 
@@ -311,11 +314,17 @@ def build_parser() -> Parser:
         cmd.set_defaults(func=func)
         return cmd
 
-    command(
+    c = command(
         "migrate",
         cmd_migrate,
         "create the ledger or upgrade its schema (the only command that creates a ledger)",
     )
+    c.add_argument(
+        "--status",
+        action="store_true",
+        help="only show the schema versions (this library's, the database's) and what is pending; changes nothing",
+    )
+    c.add_argument("--json", action="store_true", help="with --status: print one JSON object")
 
     c = command(
         "backup",
@@ -457,8 +466,15 @@ def open_manager(args: argparse.Namespace, create: bool = False) -> LocalCreditM
     fail, not back up and audit an empty ledger it just created.
     """
     url = database_url(args)
+    if not create:
+        require_ledger(args, url)
+    return LocalCreditManager(url)
+
+
+def require_ledger(args: argparse.Namespace, url: str) -> None:
+    """Fails with `not_found` when `url` names an SQLite file that does not exist."""
     path = sqlite_file(url)
-    if not create and path is not None and not os.path.exists(path):
+    if path is not None and not os.path.exists(path):
         where = (
             "--database-url"
             if args.database_url
@@ -470,7 +486,6 @@ def open_manager(args: argparse.Namespace, create: bool = False) -> LocalCreditM
             "check --database-url / DATABASE_URL and the working directory, or run `creditgate migrate` "
             "to create a new ledger",
         )
-    return LocalCreditManager(url)
 
 
 def cmd_help(args: argparse.Namespace) -> int:
@@ -479,7 +494,14 @@ def cmd_help(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    if args.status:
+        return migrate_status(args)
+    if args.json:
+        raise UsageError("--json goes with --status")
     m = open_manager(args, create=True)
+    # The open migrated; migrate() again refuses a schema newer than this
+    # library (the open only marks such a ledger read-only).
+    m.migrate()
     before, now = m.schema_versions()
     if before == 0:
         print(f"created at version {now}: {m.database_url}")
@@ -487,6 +509,27 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"upgraded {before}\u2192{now}: {m.database_url}")
     else:
         print(f"already at version {now}: {m.database_url}")
+    return 0
+
+
+def migrate_status(args: argparse.Namespace) -> int:
+    """The schema versions, read without migrating or creating anything."""
+    url = database_url(args)
+    require_ledger(args, url)
+    status = LocalCreditManager.schema_status(url)
+    if args.json:
+        print(to_json(status, indent=2))
+        return 0
+    print(f"library schema version   {status.library_version} (creditgate {package_version()})")
+    print(f"database schema version  {status.database_version}")
+    if status.newer_than_library:
+        print("pending migrations       none: the database is newer than this library, which refuses to write to it")
+        print("upgrade creditgate (docs/upgrading.md)")
+    elif status.pending:
+        print(f"pending migrations       {', '.join(str(v) for v in status.pending)}")
+        print("run `creditgate migrate` (back up first: docs/upgrading.md)")
+    else:
+        print("pending migrations       none: up to date")
     return 0
 
 

@@ -326,15 +326,33 @@ pub(crate) enum Store {
     Postgres(postgres::PostgresStore),
 }
 
+/// The refusal of every write by a library older than the ledger's schema:
+/// its statements were written for the schema it knows, and writing with
+/// them could corrupt what a newer version keeps (docs/upgrading.md).
+fn newer_schema(found: i64, known: i64) -> Error {
+    Error::Storage(format!(
+        "database schema is version {found}, this creditgate ({}) knows up to {known}: upgrade creditgate \
+         (writes are refused, reads still work; see docs/upgrading.md)",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
 impl Store {
+    /// Opens the ledger and applies every pending migration.
     pub(crate) fn open(config: &Config) -> Result<Store> {
+        Store::open_at(config, Some(i64::MAX))
+    }
+
+    /// Opens the ledger and applies the migrations up to version `up_to`;
+    /// `None` only reads the schema version (nothing is created or changed).
+    pub(crate) fn open_at(config: &Config, up_to: Option<i64>) -> Result<Store> {
         let url = config.database_url.as_str();
         if url.starts_with("sqlite:") {
-            return Ok(Store::Sqlite(sqlite::SqliteStore::open(url, config)?));
+            return Ok(Store::Sqlite(sqlite::SqliteStore::open(url, config, up_to)?));
         }
         if url.starts_with("postgresql://") || url.starts_with("postgres://") {
             #[cfg(feature = "postgres")]
-            return Ok(Store::Postgres(postgres::PostgresStore::open(url, config)?));
+            return Ok(Store::Postgres(postgres::PostgresStore::open(url, config, up_to)?));
             #[cfg(not(feature = "postgres"))]
             return Err(Error::invalid(
                 "this build of creditgate has no PostgreSQL support (cargo feature `postgres`)",
@@ -357,6 +375,7 @@ impl Store {
         account: Option<u64>,
         f: impl FnMut(&mut dyn Tx) -> Result<R> + Send,
     ) -> Result<R> {
+        self.refuse_newer_schema()?;
         match self {
             Store::Sqlite(s) => {
                 let _ = account;
@@ -386,13 +405,46 @@ impl Store {
         }
     }
 
-    /// The schema version before and after (0 before: no schema).
+    /// Applies every pending migration; the schema version before and after
+    /// (0 before: no schema). Refuses a schema newer than this library.
     pub(crate) fn migrate(&self) -> Result<(i64, i64)> {
-        match self {
-            Store::Sqlite(s) => s.migrate(),
+        let (before, after) = match self {
+            Store::Sqlite(s) => s.migrate(i64::MAX)?,
             #[cfg(feature = "postgres")]
-            Store::Postgres(s) => s.migrate(),
+            Store::Postgres(s) => s.migrate(i64::MAX)?,
+        };
+        if after > self.latest_version() {
+            return Err(newer_schema(after, self.latest_version()));
         }
+        Ok((before, after))
+    }
+
+    /// The newest schema version this library knows for this backend.
+    pub(crate) fn latest_version(&self) -> i64 {
+        match self {
+            Store::Sqlite(_) => sqlite::LATEST_VERSION,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(_) => postgres::LATEST_VERSION,
+        }
+    }
+
+    /// The schema versions recorded as applied, ascending; a read.
+    pub(crate) fn applied_versions(&self) -> Result<Vec<i64>> {
+        match self {
+            Store::Sqlite(s) => s.applied_versions(),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.applied_versions(),
+        }
+    }
+
+    /// Every write's guard: a schema found newer than this library at open
+    /// refuses it. Decided once at open (no query per write), so a process
+    /// opened before a newer version migrated is not stopped by it: its
+    /// statements still run, as migrations only add (docs/upgrading.md says
+    /// when rolling that way is safe).
+    fn refuse_newer_schema(&self) -> Result<()> {
+        let (found, known) = (self.opened_from(), self.latest_version());
+        if found > known { Err(newer_schema(found, known)) } else { Ok(()) }
     }
 
     /// The ledger's time when this process's clock is the ledger's (SQLite:

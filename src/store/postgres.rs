@@ -71,6 +71,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/postgres/007_rate_limits.sql")),
 ];
 
+/// The newest schema version this library knows.
+pub(crate) const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
 /// `pg_advisory_xact_lock` key that serializes migrations ("creditgt").
 const MIGRATION_LOCK: i64 = 0x6372_6564_6974_6774;
 
@@ -468,7 +471,9 @@ fn begin(client: &mut Client, write: bool) -> std::result::Result<Timestamp, pos
 }
 
 impl PostgresStore {
-    pub(crate) fn open(url: &str, config: &Config) -> Result<PostgresStore> {
+    /// Connects and applies the migrations up to version `up_to`; `None`
+    /// only reads the schema version (nothing is created or changed).
+    pub(crate) fn open(url: &str, config: &Config, up_to: Option<i64>) -> Result<PostgresStore> {
         let p = parse_url(url)?;
         let secrets = Arc::new(p.secrets);
         let tls = tls_connector(p.ssl_mode, p.root_cert.as_deref())?;
@@ -481,11 +486,14 @@ impl PostgresStore {
         let manager = PgManager { config: p.config, tls, setup };
         // One connection first, so that a wrong password or an unreachable
         // server fails at once with the server's message; it also runs the
-        // migrations, and then joins the pool.
+        // migrations (or reads the version), and then joins the pool.
         let mut first = manager.connect().map_err(|e| {
             Error::Storage(scrub(&secrets, format!("cannot connect to PostgreSQL {}: {}", p.location, storage_text(e))))
         })?;
-        let (opened_from, _) = migrate_on(&mut first, &secrets)?;
+        let opened_from = match up_to {
+            Some(version) => migrate_on(&mut first, &secrets, version)?.0,
+            None => applied_on(&mut first, &secrets)?.last().copied().unwrap_or(0),
+        };
         let wait =
             connect_timeout.max(Duration::from_millis(u64::from(config.busy_timeout_ms))) + Duration::from_secs(5);
         let pool = Pool::new(manager, config.pool_size, wait);
@@ -766,11 +774,18 @@ impl PostgresStore {
         }
     }
 
-    /// Applies pending migrations under an advisory lock, so concurrent
-    /// openers (on any host) apply each exactly once.
-    pub(crate) fn migrate(&self) -> Result<(i64, i64)> {
+    /// Applies the pending migrations up to version `up_to` under an
+    /// advisory lock, so concurrent openers (on any host) apply each
+    /// exactly once.
+    pub(crate) fn migrate(&self, up_to: i64) -> Result<(i64, i64)> {
         let mut conn = self.conn()?;
-        migrate_on(&mut conn, &self.secrets)
+        migrate_on(&mut conn, &self.secrets, up_to)
+    }
+
+    /// The schema versions recorded as applied, ascending; a read.
+    pub(crate) fn applied_versions(&self) -> Result<Vec<i64>> {
+        let mut conn = self.conn()?;
+        applied_on(&mut conn, &self.secrets)
     }
 
     pub(crate) fn opened_from(&self) -> i64 {
@@ -778,30 +793,33 @@ impl PostgresStore {
     }
 }
 
-/// Returns the schema version before and after (0 before: no schema).
-fn migrate_on(conn: &mut PgConn, secrets: &[String]) -> Result<(i64, i64)> {
-    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-    let err = |e: postgres::Error| Error::Storage(scrub(secrets, format!("migration: {}", describe(&e))));
-    let too_new = |current: i64| {
-        Error::Storage(format!(
-            "database schema version {current} is newer than this library's {latest}; upgrade creditgate"
-        ))
-    };
-    // Fast path, without the lock (nor CREATE privileges): up to date.
+/// The versions in `creditgate_schema_version`, ascending (none without the
+/// table); needs no lock nor CREATE privileges.
+fn applied_on(conn: &mut PgConn, secrets: &[String]) -> Result<Vec<i64>> {
+    let err = |e: postgres::Error| Error::Storage(scrub(secrets, format!("schema version: {}", describe(&e))));
     let exists: bool =
         conn.client.query_one("SELECT to_regclass('creditgate_schema_version') IS NOT NULL", &[]).map_err(err)?.get(0);
-    if exists {
-        let row = conn
-            .client
-            .query_one("SELECT COALESCE(MAX(version), 0)::bigint, COUNT(*) FROM creditgate_schema_version", &[])
-            .map_err(err)?;
-        let (current, count): (i64, i64) = (row.get(0), row.get(1));
-        if current == latest && count == MIGRATIONS.len() as i64 {
-            return Ok((current, current));
-        }
-        if current > latest {
-            return Err(too_new(current));
-        }
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = conn
+        .client
+        .query("SELECT version::bigint FROM creditgate_schema_version ORDER BY version", &[])
+        .map_err(err)?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Applies the migrations up to `up_to` not yet recorded. Returns the schema
+/// version before and after (0 before: no schema). A schema newer than this
+/// library is left alone: the caller refuses it.
+fn migrate_on(conn: &mut PgConn, secrets: &[String], up_to: i64) -> Result<(i64, i64)> {
+    let err = |e: postgres::Error| Error::Storage(scrub(secrets, format!("migration: {}", describe(&e))));
+    // Fast path, without the lock (nor CREATE privileges): nothing to do.
+    let applied = applied_on(conn, secrets)?;
+    let current = applied.last().copied().unwrap_or(0);
+    let pending = MIGRATIONS.iter().any(|m| m.0 <= up_to && !applied.contains(&m.0));
+    if current > LATEST_VERSION || !pending {
+        return Ok((current, current));
     }
     conn.stmts.clear();
     let client = &mut conn.client;
@@ -811,6 +829,7 @@ fn migrate_on(conn: &mut PgConn, secrets: &[String]) -> Result<(i64, i64)> {
         "CREATE TABLE IF NOT EXISTS creditgate_schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )
     .map_err(err)?;
+    // Read again under the lock: another host may have migrated meanwhile.
     let applied: Vec<i64> = t
         .query("SELECT version::bigint FROM creditgate_schema_version", &[])
         .map_err(err)?
@@ -818,21 +837,23 @@ fn migrate_on(conn: &mut PgConn, secrets: &[String]) -> Result<(i64, i64)> {
         .map(|r| r.get(0))
         .collect();
     let current = applied.iter().copied().max().unwrap_or(0);
-    if current > latest {
-        return Err(too_new(current));
+    if current > LATEST_VERSION {
+        return Ok((current, current));
     }
     // Every migration not recorded, in order (not only those above the
     // highest recorded one).
-    for (version, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
+    let mut after = current;
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 <= up_to && !applied.contains(&m.0)) {
         t.batch_execute(sql).map_err(err)?;
         t.execute(
             &format!("INSERT INTO creditgate_schema_version (version, applied_at) VALUES ($1, {NOW_SQL_EXPR})"),
             &[&(*version as i32)],
         )
         .map_err(err)?;
+        after = after.max(*version);
     }
     t.commit().map_err(err)?;
-    Ok((current, latest.max(current)))
+    Ok((current, after))
 }
 
 const NOW_SQL_EXPR: &str = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
@@ -1968,7 +1989,7 @@ mod tests {
         let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
         let base = &base[..base.rfind('/').expect("a database in the URL")];
         let url = format!("{base}/{db}?{query}");
-        let store = PostgresStore::open(&url, config).expect("open");
+        let store = PostgresStore::open(&url, config, Some(LATEST_VERSION)).expect("open");
         Some((store, admin_url, db))
     }
 

@@ -33,6 +33,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/sqlite/007_rate_limits.sql")),
 ];
 
+/// The newest schema version this library knows.
+pub(crate) const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
 /// Counts a request in the key's current window (`?2`) when neither limit is
 /// used up there; a new window starts from zero. One statement: atomic.
 const TAKE_REQUESTS_SQL: &str = "UPDATE creditgate_key_rate_limits SET \
@@ -331,7 +334,10 @@ impl Connector for SqliteConnector {
 }
 
 impl SqliteStore {
-    pub(crate) fn open(url: &str, config: &Config) -> Result<SqliteStore> {
+    /// Opens the ledger and applies the migrations up to version `up_to`;
+    /// `None` only reads the schema version: nothing is created or changed
+    /// (a missing file is `NotFound`).
+    pub(crate) fn open(url: &str, config: &Config, up_to: Option<i64>) -> Result<SqliteStore> {
         let busy_ms = config.busy_timeout_ms;
         let sync = match config.synchronous {
             Synchronous::Full => "FULL",
@@ -341,7 +347,11 @@ impl SqliteStore {
             // A memory database lives only as long as its one connection.
             Target::Memory => (None, 1, ":memory:".to_string()),
             Target::File(path) => {
-                create_private_file(&path)?;
+                if up_to.is_some() {
+                    create_private_file(&path)?;
+                } else if !std::path::Path::new(&path).exists() {
+                    return Err(Error::NotFound(format!("no SQLite ledger at {}", shown(&path))));
+                }
                 let shown = std::fs::canonicalize(&path).map(|p| p.display().to_string()).unwrap_or(path.clone());
                 (Some(path), config.pool_size, shown)
             }
@@ -368,7 +378,10 @@ impl SqliteStore {
             opened_from: 0,
             verify,
         };
-        store.opened_from = store.migrate()?.0;
+        store.opened_from = match up_to {
+            Some(version) => store.migrate(version)?.0,
+            None => store.applied_versions()?.last().copied().unwrap_or(0),
+        };
         Ok(store)
     }
 
@@ -485,42 +498,63 @@ impl SqliteStore {
         Ok(found)
     }
 
-    /// Applies pending migrations under the write lock, so concurrent
-    /// openers apply each exactly once. Returns the schema version before
-    /// and after (0 before: there was no schema).
-    pub(crate) fn migrate(&self) -> Result<(i64, i64)> {
+    /// Applies the pending migrations up to version `up_to` under the write
+    /// lock, so concurrent openers apply each exactly once. Returns the
+    /// schema version before and after (0 before: there was no schema). A
+    /// schema newer than this library is left alone: the caller refuses it.
+    pub(crate) fn migrate(&self, up_to: i64) -> Result<(i64, i64)> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS creditgate_schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
         )?;
-        let applied: Vec<i64> = tx
-            .prepare("SELECT version FROM creditgate_schema_version")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let current = applied.iter().copied().max().unwrap_or(0);
-        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-        if current > latest {
-            return Err(Error::Storage(format!(
-                "database schema version {current} is newer than this library's {latest}; upgrade creditgate"
-            )));
+        let applied = recorded_versions(&tx)?;
+        let current = applied.last().copied().unwrap_or(0);
+        if current > LATEST_VERSION {
+            return Ok((current, current));
         }
         // Every migration not recorded, in order (not only those above the
         // highest recorded one).
-        for (version, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
+        let mut after = current;
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 <= up_to && !applied.contains(&m.0)) {
             tx.execute_batch(sql)?;
             tx.execute(
                 "INSERT INTO creditgate_schema_version (version, applied_at) VALUES (?1, ?2)",
                 params![version, Timestamp::now().0],
             )?;
+            after = after.max(*version);
         }
         tx.commit()?;
-        Ok((current, latest.max(current)))
+        Ok((current, after))
+    }
+
+    /// The schema versions recorded as applied, ascending; a read (empty
+    /// when there is no schema yet).
+    pub(crate) fn applied_versions(&self) -> Result<Vec<i64>> {
+        let conn = self.pool.get()?;
+        recorded_versions(&conn)
     }
 
     pub(crate) fn opened_from(&self) -> i64 {
         self.opened_from
     }
+}
+
+/// The versions in `creditgate_schema_version`, ascending (none without the table).
+fn recorded_versions(c: &Connection) -> Result<Vec<i64>> {
+    let exists: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'creditgate_schema_version')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let versions = c
+        .prepare("SELECT version FROM creditgate_schema_version ORDER BY version")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(versions)
 }
 
 struct SqliteTx<'c> {

@@ -238,6 +238,14 @@ def test_backup(db_url: str, tmp_path: Path) -> None:
     assert LocalCreditManager(f"sqlite:///{tmp_path / 'copy.db'}").get_balance("u") == 5
 
 
+def test_schema_status_matches_the_sync_one(db_url: str) -> None:
+    LocalCreditManager(db_url).add_credits("u", 5)
+    status = run(AsyncLocalCreditManager.schema_status(db_url))
+    assert status.to_dict() == LocalCreditManager.schema_status(db_url).to_dict()
+    assert status.database_version == status.library_version >= 1 and status.pending == []
+    assert not status.newer_than_library
+
+
 def test_backup_on_postgres_is_the_sync_error(db_url: str, tmp_path: Path) -> None:
     if not IS_POSTGRES:
         pytest.skip("PostgreSQL only")

@@ -56,6 +56,7 @@ SIGNATURES = {
     "report": "()",
     "migrate": "()",
     "schema_versions": "()",
+    "schema_status": "(database_url=None)",
     "import_users": (
         "(*, table='users', id_column='id', balance_column='credit_balance', kind='adjustment', keys_table=None, "
         "key_user_column='user_id', key_column='key', key_format='plain')"

@@ -121,6 +121,60 @@ def test_migrate_says_it_upgraded(new_cli: Cli) -> None:
     assert cli.ok("migrate").startswith(f"already at version {latest}:")
 
 
+def schema_rows(cli: Cli) -> list[int]:
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn:
+        return [v for (v,) in conn.execute("SELECT version FROM creditgate_schema_version ORDER BY version")]
+
+
+def test_migrate_status_reads_the_versions_and_changes_nothing(new_cli: Cli) -> None:
+    cli = new_cli
+    cli.fails("migrate", "--status", code="not_found")
+    assert not cli.db.exists(), "migrate --status created a ledger"
+    cli.ok("migrate")
+    latest = max(schema_rows(cli))
+    version = cli.ok("--version").split()[1]
+    out = cli.ok("migrate", "--status")
+    assert out.splitlines() == [
+        f"library schema version   {latest} (creditgate {version})",
+        f"database schema version  {latest}",
+        "pending migrations       none: up to date",
+    ]
+    status = {"database_version": latest, "library_version": latest, "pending": [], "newer_than_library": False}
+    assert cli.json("migrate", "--status", "--json") == status
+    cli.fails("migrate", "--json", code="usage", exit_code=2)
+
+    # A ledger of the previous release: --status shows the pending migration
+    # and applies nothing; `migrate` does.
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
+        conn.execute("DELETE FROM creditgate_schema_version WHERE version = ?", (latest,))
+    out = cli.ok("migrate", "--status")
+    assert f"database schema version  {latest - 1}\n" in out
+    assert f"pending migrations       {latest}\nrun `creditgate migrate`" in out
+    assert cli.json("migrate", "--status", "--json")["pending"] == [latest]
+    assert max(schema_rows(cli)) == latest - 1, "migrate --status migrated"
+    cli.ok("migrate")
+    assert max(schema_rows(cli)) == latest
+
+
+def test_a_ledger_newer_than_the_library_reads_but_refuses_writes(cli: Cli) -> None:
+    cli.ok("grant", "--user", "u", "--amount", "5")
+    latest = max(schema_rows(cli))
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
+        conn.execute("INSERT INTO creditgate_schema_version (version, applied_at) VALUES (?, 0)", (latest + 1,))
+    out = cli.ok("migrate", "--status")
+    assert f"database schema version  {latest + 1}\n" in out
+    assert "newer than this library, which refuses to write to it" in out
+    assert cli.json("migrate", "--status", "--json")["newer_than_library"] is True
+    version = cli.ok("--version").split()[1]
+    refusal = f"database schema is version {latest + 1}, this creditgate ({version}) knows up to {latest}"
+    assert refusal in cli.fails("migrate", code="storage")
+    assert refusal in cli.fails("grant", "--user", "u", "--amount", "1", code="storage")
+    assert cli.json("balance", "--user", "u", "--json")["balance"] == 5  # reads work
+    report = cli.json("report", "--json")
+    assert (report["schema_version"], report["library_schema_version"]) == (latest + 1, latest)
+    assert schema_rows(cli)[-1] == latest + 1
+
+
 OPERATOR_COMMANDS = [
     ("backup", "copy.db"),
     ("audit",),
@@ -363,6 +417,8 @@ REPORT_FIELDS = (
     "credits_used",
     "outstanding_balance",
     "overdraft_receivable",
+    "schema_version",
+    "library_schema_version",
 )
 
 
@@ -392,6 +448,8 @@ def test_report_json_has_every_spec_field_exactly(cli: Cli) -> None:
         "credits_used": Decimal("10001"),
         "outstanding_balance": Decimal("7500.000001"),
         "overdraft_receivable": Decimal("5001"),
+        "schema_version": max(schema_rows(cli)),
+        "library_schema_version": max(schema_rows(cli)),
     }
     # The same figures as the API, written exactly (no float, no exponent).
     assert report == json.loads(to_json(m.report()), parse_float=Decimal)

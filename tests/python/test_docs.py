@@ -25,8 +25,11 @@ Rules, by language:
     - a block that is exactly a command listed in ``COVERED`` is not run
       again; the test checks that the test command really runs it
       (``.ci/run`` runs ``bash scripts/test.sh``, which runs every
-      ``scripts/test-*.sh``, and ``scripts/test-python.sh`` creates ``.venv``
-      and runs ``pip install .``) and runs the part that is cheap (for the
+      ``scripts/test-*.sh``, and ``scripts/test-python.sh`` creates ``.venv``,
+      builds the wheel of ``pip install .`` with ``pip wheel`` and installs
+      that file, also into a fresh venv without a Rust toolchain through
+      ``scripts/check-wheel.sh``; ``scripts/test-c.sh`` runs
+      ``scripts/release-c.sh``) and runs the part that is cheap (for the
       README's install line: ``creditgate demo`` with the installed package);
     - a block whose text is in ``IN_REPOSITORY`` (``cargo build -p
       creditgate-c --release``, ``cargo run --release --example ...``: cheap
@@ -104,11 +107,33 @@ C_PRELUDE = '#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#incl
 # Blocks the test command itself runs (text -> what covers it, and the part
 # of the block that this test runs, if any).
 README_INSTALL = "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/creditgate demo"
+# docs/deploying.md: the wheel built once, then installed on a server.
+WHEEL_BUILD = "python3 -m pip wheel --no-deps --wheel-dir dist ."
+WHEEL_INSTALL = """python3 -m venv /opt/creditgate
+/opt/creditgate/bin/pip install --no-index ./creditgate-*.whl
+/opt/creditgate/bin/creditgate --version"""
+RELEASE_C = "bash scripts/release-c.sh"
+# Lines a script must contain for a recipe block to count as covered by it.
+RECIPE_LINES: dict[str, dict[str, list[str]]] = {
+    WHEEL_BUILD: {"scripts/test-python.sh": ['"$py" -m pip wheel --quiet --no-deps --wheel-dir dist .']},
+    WHEEL_INSTALL: {
+        "scripts/test-python.sh": ['bash scripts/check-wheel.sh "${wheels[0]}"'],
+        "scripts/check-wheel.sh": [
+            'run "$python" -m venv "$tmp/server"',
+            'run "$tmp/server/bin/pip" install --quiet --no-index "$wheel"',
+            'version=$(run "${cg[@]}" --version)',
+        ],
+    },
+    RELEASE_C: {"scripts/test-c.sh": ["archive=$(bash scripts/release-c.sh | tail -n 1)"]},
+}
 COVERED: dict[str, tuple[str, str | None]] = {
     README_INSTALL: (
-        "scripts/test-python.sh creates .venv and runs `pip install .`; `creditgate demo` runs here",
+        "scripts/test-python.sh creates .venv and installs the wheel of `pip install .`; `creditgate demo` runs here",
         "creditgate demo",
     ),
+    WHEEL_BUILD: ("scripts/test-python.sh builds the wheel this way", None),
+    WHEEL_INSTALL: ("scripts/check-wheel.sh installs the wheel in a fresh venv without cargo, offline", None),
+    RELEASE_C: ("scripts/test-c.sh builds the archive and a C program against its unpacked files", None),
     "bash scripts/test.sh": ("the test command itself (.ci/run)", None),
     "bash scripts/test-rust.sh": ("run by scripts/test.sh", None),
     "bash scripts/test-c.sh": ("run by scripts/test.sh", None),
@@ -261,7 +286,13 @@ def check_covered(text: str) -> str | None:
     elif text == README_INSTALL:
         script = (ROOT / "scripts" / "test-python.sh").read_text()
         assert 'python3 -m venv "$venv"' in script and "venv=.venv" in script
-        assert re.search(r"pip install .*--no-deps --force-reinstall \.$", script, re.M), script
+        assert '"$py" -m pip wheel --quiet --no-deps --wheel-dir dist .' in script, script
+        assert re.search(r'pip install .*--no-deps --force-reinstall "\$\{wheels\[0\]\}"$', script, re.M), script
+    elif text in RECIPE_LINES:
+        for script_path, lines in RECIPE_LINES[text].items():
+            script_lines = {ln.strip() for ln in (ROOT / script_path).read_text().splitlines()}
+            missing = [ln for ln in lines if ln not in script_lines]
+            assert not missing, f"{script_path} no longer runs the recipe: {missing}"
     del why
     return part
 
@@ -422,7 +453,8 @@ def install_spellings() -> dict[str, list[str]]:
 
 def test_one_install_spelling_that_works_from_a_clone() -> None:
     """The package is not on a package index: it is installed from the
-    repository root, as `.` or `'.[extra,...]'` with extras pyproject.toml has."""
+    repository root, as `.` or `'.[extra,...]'` with extras pyproject.toml has
+    (docs/deploying.md also installs the wheel built from it, `--no-index`)."""
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     extras_block = pyproject.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
     extras = set(re.findall(r"^(\w+) = \[", extras_block, re.M))
@@ -433,6 +465,8 @@ def test_one_install_spelling_that_works_from_a_clone() -> None:
         for target in spellings:
             target = target.rstrip('`.,;:)"')
             if target == "":  # `pip install .`
+                continue
+            if target == "--no-index" and page == "docs/deploying.md":  # the built wheel, on a server
                 continue
             m = re.fullmatch(r"'\.\[([\w,]+)\]'", target)
             if m is None:

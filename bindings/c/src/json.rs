@@ -146,6 +146,8 @@ pub(crate) fn report(r: &Report) -> Value {
         "credits_used_micros": r.credits_used.micros(),
         "outstanding_balance_micros": r.outstanding_balance.micros(),
         "overdraft_receivable_micros": r.overdraft_receivable.micros(),
+        "schema_version": r.schema_version,
+        "library_schema_version": r.library_schema_version,
     })
 }
 

@@ -1166,7 +1166,9 @@ pub unsafe extern "C" fn cg_audit_json(manager: *const cg_manager, json_out: *mu
 /// `key_generation_successes`, `purchase_conversion_rate` (an exact decimal
 /// string such as "0.5"), `credits_purchased_micros`, `revenue_usd_minor`,
 /// `revenue_per_paying_user_usd_minor`, `credits_used_micros`,
-/// `outstanding_balance_micros`, `overdraft_receivable_micros`.
+/// `outstanding_balance_micros`, `overdraft_receivable_micros`,
+/// `schema_version` (the ledger's) and `library_schema_version` (the newest
+/// this library knows; above it, writes fail with `CG_STORAGE_ERROR`).
 ///
 /// `json_out`: required; receives a string owned by the caller (free it
 /// with `cg_string_free`); NULL on failure.

@@ -16,7 +16,7 @@ use crate::convert::{self, Text, dec};
 use crate::errors::{invalid, to_py};
 use crate::types::{
     Account, ApiKeyInfo, AuditReport, Entry, Event, ExpirySweep, Hold, ImportSummary, KeyEligibility, NewApiKey,
-    Report, UsageCharge, Verification,
+    Report, SchemaStatus, UsageCharge, Verification,
 };
 use creditgate::{self as cg, Config, CreditManager, Credits, EntryKind, EntryOptions, Error};
 use creditgate::{EntryId, GrantCategory, GrantOptions, HoldAmount, HoldId, KeyId, KeyRef, Settlement, Usage};
@@ -284,9 +284,20 @@ impl LocalCreditManager {
     }
 
     /// (the schema version this manager found when it opened the ledger, 0
-    /// when the open created the schema; the version now, after migrating).
+    /// when the open created the schema; the version recorded now): a read.
     fn schema_versions(&self, py: Python<'_>) -> PyResult<(i64, i64)> {
         self.run(py, |m| m.schema_versions())
+    }
+
+    /// The schema version of the ledger at `database_url` (else
+    /// `DATABASE_URL`) against this library's, without opening a manager:
+    /// nothing is migrated or created (a missing SQLite file: `NotFound`).
+    #[staticmethod]
+    #[pyo3(signature = (database_url=None))]
+    fn schema_status(py: Python<'_>, database_url: Option<Text>) -> PyResult<SchemaStatus> {
+        let config = config(py, database_url, None, None, None, None, None, None, None)?;
+        let status = py.detach(move || CreditManager::schema_status(config)).map_err(|e| to_py(py, e))?;
+        SchemaStatus::new(py, status)
     }
 
     /// Copies an SQLite ledger into the new file `dest` (never overwritten)

@@ -395,7 +395,7 @@ record!(
     Report {
         users, paying_users, users_attempted_key, key_generation_attempts, key_generation_successes,
         purchase_conversion_rate, credits_purchased, revenue_usd_minor, revenue_per_paying_user_usd_minor,
-        credits_used, outstanding_balance, overdraft_receivable,
+        credits_used, outstanding_balance, overdraft_receivable, schema_version, library_schema_version,
     }
 );
 
@@ -414,6 +414,26 @@ impl Report {
             credits_used: dec(py, r.credits_used)?,
             outstanding_balance: dec(py, r.outstanding_balance)?,
             overdraft_receivable: dec(py, r.overdraft_receivable)?,
+            schema_version: obj(py, r.schema_version)?,
+            library_schema_version: obj(py, r.library_schema_version)?,
+        })
+    }
+}
+
+record!(
+    /// A ledger's schema version against this library's
+    /// (`LocalCreditManager.schema_status`): `pending` lists the migrations
+    /// `migrate()` would apply.
+    SchemaStatus { database_version, library_version, pending, newer_than_library }
+);
+
+impl SchemaStatus {
+    pub fn new(py: Python<'_>, s: cg::SchemaStatus) -> PyResult<SchemaStatus> {
+        Ok(SchemaStatus {
+            database_version: obj(py, s.database_version)?,
+            library_version: obj(py, s.library_version)?,
+            newer_than_library: obj(py, s.newer_than_library())?,
+            pending: obj(py, s.pending)?,
         })
     }
 }
@@ -478,6 +498,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AuditReport>()?;
     m.add_class::<Report>()?;
     m.add_class::<ImportSummary>()?;
+    m.add_class::<SchemaStatus>()?;
     m.add_class::<Event>()?;
     Ok(())
 }
