@@ -137,8 +137,8 @@ pub(crate) struct LedgerFigures {
     pub key_generation_attempts: u64,
     pub key_generation_successes: u64,
     pub credits_purchased_micros: i128,
-    pub purchases_minor: i128,
-    pub reversals_minor: i128,
+    /// Per currency: purchases − reversals + reinstatements, in minor units.
+    pub revenue_minor: std::collections::BTreeMap<String, i128>,
     pub credits_used_micros: i128,
 }
 
@@ -161,7 +161,8 @@ pub(crate) trait Tx {
     fn entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>>;
     fn entry_by_global_key(&mut self, key: &str) -> Result<Option<Entry>>;
     fn entry_by_id(&mut self, id: EntryId) -> Result<Option<Entry>>;
-    /// (minor units, micro-credits) already reversed for a payment id.
+    /// (minor units, micro-credits) already reversed for a payment id, not
+    /// counting reversals since reinstated.
     fn reversed_total(&mut self, payment_id: &str) -> Result<(i64, Credits)>;
     fn entries(&mut self, user: &str, before_seq: Option<i64>, limit: u32) -> Result<Vec<Entry>>;
     /// (lifetime purchased, lifetime used) in micro-credits.
