@@ -1895,8 +1895,9 @@ impl CreditManager {
     // ----- audit, metrics, report ----------------------------------------
 
     /// Checks `balance == sum(amount)`, gap-free seqs and the
-    /// `balance_after` chain for every account on one snapshot. Never
-    /// modifies data.
+    /// `balance_after` chain for every account, the grants, and that each
+    /// payment's reversals net of reinstatements stay within what it paid,
+    /// on one snapshot. Never modifies data.
     pub fn audit(&self) -> Result<AuditReport> {
         self.track(self.read(|tx| {
             let mut accounts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
@@ -1964,6 +1965,11 @@ impl CreditManager {
             }
             for u in lots.keys() {
                 mismatches.push(mismatch(u, "grant_mismatch", "grants without an account row".into()));
+            }
+            // Payments: reversals net of reinstatements within 0..=paid; each
+            // reinstatement restores exactly its reversal.
+            for (u, problem, detail) in tx.payment_problems()? {
+                mismatches.push(AuditMismatch { user_id: u, problem, detail });
             }
             Ok(AuditReport { ok: mismatches.is_empty(), accounts_checked, entries_checked, mismatches })
         }))

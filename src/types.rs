@@ -507,7 +507,9 @@ pub struct Hold {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditMismatch {
     pub user_id: String,
-    /// `balance_mismatch`, `balance_after_chain` or `seq_gap`.
+    /// `balance_mismatch`, `balance_after_chain`, `seq_gap`,
+    /// `missing_account`, `grant_mismatch`, `grant_out_of_range`,
+    /// `payment_over_reversed` or `reinstatement_mismatch`.
     pub problem: String,
     pub detail: String,
 }

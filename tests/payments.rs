@@ -170,3 +170,20 @@ fn record_event_takes_only_host_kinds() {
     data.insert("big".into(), "x".repeat(100_000).into());
     assert_eq!(err_code(m.record_event(EventKind::PaymentUnmapped, &data)), ErrorCode::InvalidArgument);
 }
+
+#[test]
+fn the_audit_checks_reinstatements_against_their_reversals() {
+    let (m, db) = common::manager();
+    m.record_payment("u", "pi_1", 1000, "USD").unwrap();
+    m.reverse_payment("pi_1", Some(400), None, Some("dp_1")).unwrap();
+    m.reinstate_reversal("dp_1", None).unwrap();
+    m.reverse_payment("pi_1", None, None, Some("re_1")).unwrap();
+    assert_audit_ok(&m);
+    // SQLite only: tamper with the money of the reinstatement (not the balance).
+    let Some(path) = db.sqlite_path() else { return };
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute("UPDATE creditgate_entries SET amount_minor = 300 WHERE kind = 'reinstatement'", []).unwrap();
+    let mut problems: Vec<String> = m.audit().unwrap().mismatches.into_iter().map(|x| x.problem).collect();
+    problems.sort();
+    assert_eq!(problems, ["payment_over_reversed", "reinstatement_mismatch"]);
+}

@@ -383,7 +383,8 @@ class AuditMismatch:
     def user_id(self) -> str: ...
     @property
     def problem(self) -> str:
-        """balance_mismatch, balance_after_chain, seq_gap, missing_account, grant_mismatch or grant_out_of_range."""
+        """balance_mismatch, balance_after_chain, seq_gap, missing_account, grant_mismatch, grant_out_of_range,
+        payment_over_reversed or reinstatement_mismatch."""
     @property
     def detail(self) -> str: ...
     def to_dict(self) -> dict[str, Any]: ...

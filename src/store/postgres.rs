@@ -1700,6 +1700,11 @@ impl Tx for PgTx<'_> {
         Ok(fig)
     }
 
+    fn payment_problems(&mut self) -> Result<Vec<(String, String, String)>> {
+        let rows = self.query(super::PAYMENT_PROBLEMS_SQL, &[])?;
+        rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?))).collect()
+    }
+
     fn set_rate_limit(&mut self, key: KeyId, rpm: Option<i64>, tpm: Option<i64>) -> Result<()> {
         if rpm.is_none() && tpm.is_none() {
             self.exec("DELETE FROM creditgate_key_rate_limits WHERE api_key_id = $1", &[&key.0])?;

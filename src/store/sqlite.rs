@@ -1148,6 +1148,12 @@ impl Tx for SqliteTx<'_> {
         Ok(fig)
     }
 
+    fn payment_problems(&mut self) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.c.prepare_cached(super::PAYMENT_PROBLEMS_SQL)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     fn set_rate_limit(&mut self, key: KeyId, rpm: Option<i64>, tpm: Option<i64>) -> Result<()> {
         let id = key.to_string();
         if rpm.is_none() && tpm.is_none() {
