@@ -102,7 +102,8 @@ class StripeResult:
     ``unmapped`` (recorded for an operator), ``ignored``, ``retry`` (the
     payment is not in the ledger yet: Stripe delivers it again), ``refused``
     (the ledger refused the change; recorded for an operator), ``rejected``
-    (bad signature or payload) or ``unavailable`` (storage down: retried).
+    (bad signature or payload), ``unavailable`` (storage down: 503, retried)
+    or ``error`` (an internal error: 500, retried).
     """
 
     status_code: int
@@ -198,7 +199,7 @@ def _paid_for(obj: Mapping[str, Any]) -> str | None:
     return _text(_metadata(obj), TOPUP_KEY) or _text(obj, "payment_intent")
 
 
-def _refund(event: Mapping[str, Any], refund: Mapping[str, Any], payment_id: str | None) -> _Step:
+def _refund(refund: Mapping[str, Any], payment_id: str | None) -> _Step:
     refund_id, status, amount = _text(refund, "id"), refund.get("status"), _amount(refund, "amount")
     if payment_id is None or refund_id is None or amount is None or amount <= 0:
         return _Step("ignore", reason="a refund without a PaymentIntent, id or amount")
@@ -209,17 +210,17 @@ def _refund(event: Mapping[str, Any], refund: Mapping[str, Any], payment_id: str
     return _Step("ignore", reason=f"refund status {status!r}")
 
 
-def _dispute(event: Mapping[str, Any], dispute: Mapping[str, Any], closed: bool) -> _Step:
+def _dispute(dispute: Mapping[str, Any], closed: bool) -> _Step:
     payment_id, dispute_id, amount = _paid_for(dispute), _text(dispute, "id"), _amount(dispute, "amount")
     if payment_id is None or dispute_id is None or amount is None or amount <= 0:
         return _Step("ignore", reason="a dispute without a PaymentIntent, id or amount")
-    step = _Step("reverse", payment_id, amount_minor=amount, reversal_id=dispute_id, reason="dispute")
     status = dispute.get("status")
     if closed and status in _DISPUTE_RESTORED:
         return _Step("restore", payment_id, amount_minor=amount, reversal_id=dispute_id, reason=f"dispute {status}")
     if closed and status != "lost":
         return _Step("ignore", reason=f"dispute closed as {status!r}")
-    return step
+    # Opened, or lost: the reversal stands (made now if the opening was missed).
+    return _Step("reverse", payment_id, amount_minor=amount, reversal_id=dispute_id, reason="dispute")
 
 
 def _plan(event: Mapping[str, Any]) -> list[_Step]:
@@ -235,15 +236,15 @@ def _plan(event: Mapping[str, Any]) -> list[_Step]:
     if kind == "payment_intent.succeeded":
         return [_payment(event, obj, from_session=False)]
     if kind in _REFUND_EVENTS:
-        return [_refund(event, obj, _paid_for(obj))]
+        return [_refund(obj, _paid_for(obj))]
     if kind == "charge.refunded":
         refunds = obj.get("refunds")
         listed = refunds.get("data") if isinstance(refunds, Mapping) else None
         if not isinstance(listed, list):
             return [_Step("ignore", reason="no refunds list on the charge (refund.created carries each refund)")]
-        return [_refund(event, r, _paid_for(obj)) for r in listed if isinstance(r, Mapping)]
+        return [_refund(r, _paid_for(obj)) for r in listed if isinstance(r, Mapping)]
     if kind in ("charge.dispute.created", "charge.dispute.closed"):
-        return [_dispute(event, obj, closed=kind == "charge.dispute.closed")]
+        return [_dispute(obj, closed=kind == "charge.dispute.closed")]
     return [_Step("ignore", reason="an event type creditgate does not handle")]
 
 
