@@ -42,7 +42,8 @@ typed=(examples/*.py tests/python/conftest.py tests/python/test_api*.py tests/py
        tests/python/test_fastapi_glue.py tests/python/test_grants.py python/creditgate/aio.py
        python/creditgate/fastapi.py python/creditgate/prometheus.py tests/python/test_prometheus.py
        tests/python/test_docs.py tests/python/test_events.py tests/python/test_key_policy.py
-       tests/python/test_rate_limits.py tests/python/test_holds.py tests/python/test_reference.py)
+       tests/python/test_rate_limits.py tests/python/test_holds.py tests/python/test_reference.py
+       python/creditgate/stripe.py tests/python/test_stripe.py)
 "$py" -m mypy --strict "${typed[@]}"
 
 # Benchmark smoke runs (no timing claims; full numbers in BENCHMARKS.md):

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::keys::Pepper;
 use crate::money::Credits;
 use crate::types::Timestamp;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -21,6 +22,35 @@ pub const DEFAULT_POOL_SIZE: u32 = 8;
 pub const MAX_CREDITS_PER_USD: i64 = 1_000_000;
 pub const MAX_KEYS_OR_HOLDS_LIMIT: u32 = 100_000;
 pub const MAX_POOL_SIZE: u32 = 256;
+/// The largest minor-unit exponent of a currency (ISO 4217 uses 0 to 4).
+pub const MAX_CURRENCY_EXPONENT: u8 = 4;
+/// The most currencies one ledger may configure.
+pub const MAX_CURRENCIES: usize = 64;
+
+/// What one unit of a currency buys: `credits_per_unit` credits per major
+/// unit (an exact decimal, e.g. `7.5`), with `exponent` minor units per
+/// major unit as a power of ten (JPY 0, USD 2, KWD 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CurrencyRate {
+    pub credits_per_unit: Credits,
+    pub exponent: u8,
+}
+
+impl CurrencyRate {
+    /// The credits `amount_minor` minor units buy: amount × rate / 10^exponent,
+    /// rounded down to the micro-credit. `InvalidArgument` past the largest amount.
+    pub fn credits_for(self, amount_minor: i64) -> Result<Credits> {
+        let scale = 10i128.pow(u32::from(self.exponent));
+        let micros = i128::from(amount_minor)
+            .checked_mul(i128::from(self.credits_per_unit.micros()))
+            .map(|v| v.div_euclid(scale))
+            .filter(|v| *v <= i128::from(crate::money::MAX_AMOUNT_MICROS))
+            .ok_or_else(|| {
+                Error::invalid(format!("payment of {amount_minor} minor units buys more than the largest amount"))
+            })?;
+        i64::try_from(micros).map(Credits::from_micros).map_err(|_| Error::invalid("payment amount is out of range"))
+    }
+}
 
 /// How SQLite syncs on commit. `Full` (default) is durable on return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +63,8 @@ pub enum Synchronous {
 pub struct Config {
     pub(crate) database_url: String,
     pub(crate) min_credits_api_key: Credits,
-    pub(crate) credits_per_usd: i64,
+    /// Rates by upper-case ISO 4217 code; USD is always present (`credits_per_usd`).
+    pub(crate) currency_rates: BTreeMap<String, CurrencyRate>,
     pub(crate) credits_per_1k_tokens: Credits,
     pub(crate) api_key_prefix: String,
     pub(crate) api_key_pepper: Option<Pepper>,
@@ -82,7 +113,7 @@ impl Default for Config {
         Config {
             database_url: DEFAULT_DATABASE_URL.to_string(),
             min_credits_api_key: Credits::from_micros(DEFAULT_MIN_CREDITS_API_KEY * 1_000_000),
-            credits_per_usd: DEFAULT_CREDITS_PER_USD,
+            currency_rates: BTreeMap::from([("USD".to_string(), usd_rate(DEFAULT_CREDITS_PER_USD))]),
             credits_per_1k_tokens: Credits::from_micros(DEFAULT_CREDITS_PER_1K_TOKENS * 1_000_000),
             api_key_prefix: DEFAULT_API_KEY_PREFIX.to_string(),
             api_key_pepper: None,
@@ -103,7 +134,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("database_url", &redact_url(&self.database_url))
             .field("min_credits_api_key", &self.min_credits_api_key)
-            .field("credits_per_usd", &self.credits_per_usd)
+            .field("currency_rates", &self.currency_rates)
             .field("credits_per_1k_tokens", &self.credits_per_1k_tokens)
             .field("api_key_prefix", &self.api_key_prefix)
             .field("api_key_pepper", &self.api_key_pepper.as_ref().map(|_| "<redacted>"))
@@ -128,7 +159,8 @@ impl Config {
     /// `CREDITGATE_BUSY_TIMEOUT_MS`, `CREDITGATE_POOL_SIZE` and
     /// `CREDITGATE_SQLITE_SYNCHRONOUS` (`FULL` or `NORMAL`) and
     /// `CREDITGATE_LOW_BALANCE_THRESHOLDS` (comma-separated credits, e.g.
-    /// `100,10,0`); unset means default.
+    /// `100,10,0`) and `CREDITGATE_CURRENCY_RATES` (see
+    /// [`currency_rates_from_str`](Self::currency_rates_from_str)); unset means default.
     pub fn from_env() -> Result<Config> {
         let mut c = Config::default();
         if let Some(v) = env("DATABASE_URL")? {
@@ -179,6 +211,9 @@ impl Config {
                 .collect::<Result<Vec<Credits>>>()?;
             c = c.low_balance_thresholds(parsed)?;
         }
+        if let Some(v) = env("CREDITGATE_CURRENCY_RATES")? {
+            c = c.currency_rates_from_str(&v)?;
+        }
         Ok(c)
     }
 
@@ -196,8 +231,57 @@ impl Config {
         if !(1..=MAX_CREDITS_PER_USD).contains(&v) {
             return Err(Error::invalid(format!("credits_per_usd must be in 1..={MAX_CREDITS_PER_USD}, got {v}")));
         }
-        self.credits_per_usd = v;
+        self.currency_rates.insert("USD".to_string(), usd_rate(v));
         Ok(self)
+    }
+
+    /// Lets `record_payment` take `currency`: `credits_per_unit` credits per
+    /// major unit, an exact decimal string with at most 6 decimals (`"1100"`,
+    /// `"7.5"`, `"0.0065"`), in (0, 1,000,000]; `exponent` is the currency's
+    /// minor-unit exponent (0..=4: JPY 0, USD 2, KWD 3). USD's exponent is 2,
+    /// and its rate replaces `credits_per_usd`.
+    pub fn currency_rate(mut self, currency: &str, credits_per_unit: &str, exponent: u8) -> Result<Config> {
+        let code = currency_code(currency)?;
+        let rate = parse_rate(&code, credits_per_unit)?;
+        if exponent > MAX_CURRENCY_EXPONENT || (code == "USD" && exponent != 2) {
+            return Err(Error::invalid(format!(
+                "{code}: the minor-unit exponent must be in 0..={MAX_CURRENCY_EXPONENT} (USD: 2), got {exponent}"
+            )));
+        }
+        if !self.currency_rates.contains_key(&code) && self.currency_rates.len() >= MAX_CURRENCIES {
+            return Err(Error::invalid(format!("at most {MAX_CURRENCIES} currencies may be configured")));
+        }
+        self.currency_rates.insert(code, CurrencyRate { credits_per_unit: rate, exponent });
+        Ok(self)
+    }
+
+    /// Rates in the `CREDITGATE_CURRENCY_RATES` form: comma-separated
+    /// `CODE=CREDITS_PER_UNIT:EXPONENT`, e.g. `EUR=1100:2,JPY=7.5:0`.
+    pub fn currency_rates_from_str(mut self, spec: &str) -> Result<Config> {
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let bad = || {
+                Error::invalid(format!(
+                    "CREDITGATE_CURRENCY_RATES items are CODE=CREDITS_PER_UNIT:EXPONENT (e.g. EUR=1100:2), got {:?}",
+                    crate::types::truncate(item)
+                ))
+            };
+            let (code, rest) = item.split_once('=').ok_or_else(bad)?;
+            let (rate, exponent) = rest.split_once(':').ok_or_else(bad)?;
+            let exponent: u8 = exponent.trim().parse().map_err(|_| bad())?;
+            self = self.currency_rate(code.trim(), rate.trim(), exponent)?;
+        }
+        Ok(self)
+    }
+
+    /// The rate of `currency` (any case), if configured.
+    pub fn rate_of(&self, currency: &str) -> Option<(&str, CurrencyRate)> {
+        let code = currency.to_ascii_uppercase();
+        self.currency_rates.get_key_value(code.as_str()).map(|(k, r)| (k.as_str(), *r))
+    }
+
+    /// Every configured currency and its rate (USD included).
+    pub fn currency_rates(&self) -> &BTreeMap<String, CurrencyRate> {
+        &self.currency_rates
     }
 
     pub fn credits_per_1k_tokens(mut self, v: Credits) -> Result<Config> {
@@ -280,6 +364,37 @@ impl Config {
     pub fn get_database_url(&self) -> &str {
         &self.database_url
     }
+}
+
+fn usd_rate(credits_per_usd: i64) -> CurrencyRate {
+    CurrencyRate { credits_per_unit: Credits::from_micros(credits_per_usd * 1_000_000), exponent: 2 }
+}
+
+/// Three ASCII letters, upper-cased.
+fn currency_code(c: &str) -> Result<String> {
+    if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(Error::invalid(format!(
+            "a currency is a 3-letter ISO 4217 code, got {:?}",
+            crate::types::truncate(c)
+        )));
+    }
+    Ok(c.to_ascii_uppercase())
+}
+
+/// An exact decimal in (0, MAX_CREDITS_PER_USD] with at most 6 decimals.
+fn parse_rate(code: &str, v: &str) -> Result<Credits> {
+    let rate: Credits = v.trim().parse().map_err(|_| {
+        Error::invalid(format!(
+            "{code}: credits per unit must be a decimal string with at most 6 decimals, got {:?}",
+            crate::types::truncate(v)
+        ))
+    })?;
+    if rate <= Credits::ZERO || rate.micros() > MAX_CREDITS_PER_USD * 1_000_000 {
+        return Err(Error::invalid(format!(
+            "{code}: credits per unit must be in (0, {MAX_CREDITS_PER_USD}], got {rate}"
+        )));
+    }
+    Ok(rate)
 }
 
 fn check_limit(name: &str, v: u32) -> Result<u32> {
@@ -367,5 +482,23 @@ mod tests {
         assert!(Config::new().min_credits_api_key(Credits::from_micros(-1)).is_err());
         assert!(Config::new().min_credits_api_key(Credits::ZERO).is_ok());
         assert!(Config::new().api_key_prefix("").is_err());
+    }
+
+    #[test]
+    fn currency_rates_parse_exactly() {
+        let c = Config::new().currency_rates_from_str("eur=1100:2, JPY=7.5:0,KWD=0.0065:3").unwrap();
+        let (code, eur) = c.rate_of("Eur").unwrap();
+        assert_eq!((code, eur.exponent), ("EUR", 2));
+        assert_eq!(eur.credits_for(1999).unwrap(), "21989".parse().unwrap());
+        assert_eq!(c.rate_of("JPY").unwrap().1.credits_for(3).unwrap(), "22.5".parse().unwrap());
+        // 1 fils (0.001 KWD) at 0.0065 credits per dinar: 0.0000065 → 0.000006 (down).
+        assert_eq!(c.rate_of("KWD").unwrap().1.credits_for(1).unwrap(), Credits::from_micros(6));
+        assert_eq!(c.rate_of("USD").unwrap().1.credits_for(500).unwrap(), Credits::from_credits(5000).unwrap());
+        for bad in ["EUR=1100", "EUR=1.5e3:2", "EUR=0:2", "EURO=1:2", "EUR=1:5", "USD=1000:0", "EUR=0.0000001:2"] {
+            assert!(Config::new().currency_rates_from_str(bad).is_err(), "{bad}");
+        }
+        assert!(c.rate_of("GBP").is_none());
+        let over = Config::new().currency_rate("JPY", "1000000", 0).unwrap();
+        assert!(over.rate_of("JPY").unwrap().1.credits_for(i64::MAX).is_err());
     }
 }

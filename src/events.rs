@@ -39,6 +39,11 @@ pub enum EventKind {
     /// entry removed. Data: `grant_id`, `amount` (credits expired),
     /// `category`, `entry_id`.
     GrantExpired,
+    /// A payment the host could not map to an account (a paid Stripe event
+    /// without one), recorded by `record_event` for an operator; the user id
+    /// is empty. Data: what the host recorded (e.g. `provider`, `event_id`,
+    /// `payment_id`, `amount_minor`, `currency`, `reason`).
+    PaymentUnmapped,
 }
 
 impl EventKind {
@@ -55,6 +60,7 @@ impl EventKind {
             EventKind::KeyLimitSet => "key.limit_set",
             EventKind::KeyExpirySet => "key.expiry_set",
             EventKind::GrantExpired => "grant.expired",
+            EventKind::PaymentUnmapped => "payment.unmapped",
         }
     }
 
@@ -75,7 +81,12 @@ const ALL: &[EventKind] = &[
     EventKind::KeyLimitSet,
     EventKind::KeyExpirySet,
     EventKind::GrantExpired,
+    EventKind::PaymentUnmapped,
 ];
+
+/// The kinds a host may record itself with `record_event`; every other
+/// kind is written only by the ledger, with the change it describes.
+pub const HOST_EVENT_KINDS: &[EventKind] = &[EventKind::PaymentUnmapped];
 
 /// One outbox event.
 #[derive(Clone, Debug, PartialEq)]

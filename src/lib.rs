@@ -17,9 +17,9 @@ mod store;
 mod types;
 mod validate;
 
-pub use config::{Config, Synchronous, TestClock, redact_url};
+pub use config::{Config, CurrencyRate, MAX_CURRENCIES, MAX_CURRENCY_EXPONENT, Synchronous, TestClock, redact_url};
 pub use error::{Error, ErrorCode, LimitSource, Result};
-pub use events::{Event, EventKind, MAX_EVENTS_PER_PAGE, MAX_LOW_BALANCE_THRESHOLDS};
+pub use events::{Event, EventKind, HOST_EVENT_KINDS, MAX_EVENTS_PER_PAGE, MAX_LOW_BALANCE_THRESHOLDS};
 pub use import::{ImportKeys, ImportSummary, ImportUsers, KeyFormat};
 pub use keys::ApiKeySecret;
 pub use manager::{

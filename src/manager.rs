@@ -2,7 +2,7 @@
 //! input, then plans and applies its change against [`Tx`] inside one
 //! transaction. Balances move only through `Tx::apply` (a conditional update).
 
-use crate::config::{Config, redact_url};
+use crate::config::{Config, CurrencyRate, redact_url};
 use crate::error::{Error, ErrorCode, LimitSource, Result};
 use crate::events::{Event, EventKind, MAX_EVENTS_PER_PAGE, NewEvent};
 use crate::keys;
@@ -883,7 +883,9 @@ impl CreditManager {
         })
     }
 
-    /// The payment webhook path: `amount_minor` cents of `currency` (USD).
+    /// The payment webhook path: `amount_minor` minor units of `currency`
+    /// (any configured ISO 4217 code, any case; USD by default), credited at
+    /// the currency's rate, rounded down to the micro-credit.
     pub fn record_payment(&self, user: &str, payment_id: &str, amount_minor: i64, currency: &str) -> Result<Entry> {
         self.record_payment_with(user, payment_id, amount_minor, currency, &GrantOptions::default())
     }
@@ -901,32 +903,32 @@ impl CreditManager {
         let r = (|| {
             let user = validate::text("user_id", user)?;
             let payment_id = validate::text("payment_id", payment_id)?;
-            let currency = self.currency(currency)?;
+            let (currency, rate) = self.currency(currency)?;
             if amount_minor <= 0 {
                 return Err(Error::invalid(format!("amount_minor must be positive, got {amount_minor}")));
             }
-            let micros = i128::from(amount_minor) * i128::from(self.inner.config.credits_per_usd) * 10_000;
-            if micros > i128::from(MAX_AMOUNT_MICROS) {
+            let credits = rate.credits_for(amount_minor)?;
+            if credits <= Credits::ZERO {
                 return Err(Error::invalid(format!(
-                    "payment of {amount_minor} minor units buys more than the largest amount"
+                    "{amount_minor} minor units of {currency} buy less than one micro-credit"
                 )));
             }
             let key = format!("payment:{payment_id}");
-            let spec = GrantSpec::of(EntryKind::Purchase, Credits::from_micros(micros as i64), grant)?;
+            let spec = GrantSpec::of(EntryKind::Purchase, credits, grant)?;
             self.write(|tx| {
                 let now = tx.now()?;
                 if let Some(e) = tx.entry_by_global_key(&key)? {
                     let same = e.user_id == user
                         && e.amount_minor == Some(amount_minor)
-                        && e.currency.as_deref() == Some(currency);
+                        && e.currency.as_deref() == Some(currency.as_str());
                     return if same { Ok(replayed(e)) } else { Err(global_conflict(&key)) };
                 }
-                let mut d = Draft::new(user, EntryKind::Purchase, Credits::from_micros(micros as i64));
+                let mut d = Draft::new(user, EntryKind::Purchase, credits);
                 d.key = Some(key.clone());
                 d.global_key = true;
                 d.reference = Some(payment_id.to_string());
                 d.amount_minor = Some(amount_minor);
-                d.currency = Some(currency.to_string());
+                d.currency = Some(currency.clone());
                 d.grant = spec.clone().map(|g| GrantSpec { payment_id: Some(payment_id.to_string()), ..g });
                 self.append(tx, now, d)
             })
@@ -938,11 +940,18 @@ impl CreditManager {
         r
     }
 
-    fn currency(&self, c: &str) -> Result<&'static str> {
-        if c.eq_ignore_ascii_case("usd") {
-            Ok("USD")
-        } else {
-            Err(Error::invalid(format!("currency must be USD, got {:?}", truncate(c))))
+    /// The upper-case code and rate of a configured currency.
+    fn currency(&self, c: &str) -> Result<(String, CurrencyRate)> {
+        match self.inner.config.rate_of(c) {
+            Some((code, rate)) => Ok((code.to_string(), rate)),
+            None => {
+                let known: Vec<&str> = self.inner.config.currency_rates().keys().map(String::as_str).collect();
+                Err(Error::invalid(format!(
+                    "currency {:?} has no configured rate (configured: {})",
+                    truncate(c),
+                    known.join(", ")
+                )))
+            }
         }
     }
 
@@ -1026,6 +1035,67 @@ impl CreditManager {
             })
         })();
         self.track(r)
+    }
+
+    /// Restores exactly what the reversal `reversal_id` removed (the id given
+    /// to `reverse_payment`, or its payment id when it had none): a dispute
+    /// won, a refund that failed. A `reinstatement` entry credits the user
+    /// the reversal's credits and minor units back, once per reversal (a
+    /// replay returns the same entry). It is not a purchase: purchases, the
+    /// first-purchase event and lifetime purchased do not count it, while
+    /// revenue does (the money came back). The payment may be reversed again
+    /// afterwards, up to what it paid.
+    pub fn reinstate_reversal(&self, reversal_id: &str, reason: Option<&str>) -> Result<Entry> {
+        let r = (|| {
+            let reversal_id = validate::text("reversal_id", reversal_id)?;
+            let reason = validate::opt_text("reason", reason)?;
+            let key = format!("reinstatement:{reversal_id}");
+            self.write(|tx| {
+                let now = tx.now()?;
+                if let Some(e) = tx.entry_by_global_key(&key)? {
+                    return Ok(replayed(e));
+                }
+                let reversal = tx
+                    .entry_by_global_key(&format!("reversal:{reversal_id}"))?
+                    .ok_or_else(|| Error::NotFound(format!("no reversal with id {:?}", truncate(reversal_id))))?;
+                let mut d = Draft::new(&reversal.user_id, EntryKind::Reinstatement, reversal.amount.checked_neg()?);
+                d.key = Some(key.clone());
+                d.global_key = true;
+                d.reference = reversal.reference.clone();
+                d.amount_minor = reversal.amount_minor;
+                d.currency = reversal.currency.clone();
+                let mut m = serde_json::Map::new();
+                m.insert("reversal_entry_id".into(), serde_json::Value::String(reversal.id.to_string()));
+                if let Some(r) = reason {
+                    m.insert("reason".into(), serde_json::Value::String(r.to_string()));
+                }
+                d.metadata = Some(m);
+                self.append(tx, now, d)
+            })
+        })();
+        self.track(r)
+    }
+
+    /// Records an outbox event the host observed itself; only the kinds of
+    /// [`HOST_EVENT_KINDS`](crate::events::HOST_EVENT_KINDS) (today
+    /// `payment.unmapped`, with an empty user id). `data` is a JSON object of
+    /// at most `MAX_METADATA_BYTES`. Returns the event's id. Not idempotent:
+    /// each call records one event.
+    pub fn record_event(&self, kind: EventKind, data: &serde_json::Map<String, serde_json::Value>) -> Result<i64> {
+        self.track((|| {
+            if !crate::events::HOST_EVENT_KINDS.contains(&kind) {
+                return Err(Error::invalid(format!(
+                    "record_event takes payment.unmapped; {} is written by the ledger itself",
+                    kind.as_str()
+                )));
+            }
+            let data = validate::metadata(Some(data))?.unwrap_or_default();
+            self.write(|tx| {
+                let now = tx.now()?;
+                let e = NewEvent { kind, user_id: "", api_key_id: None, data: data.clone().into(), created_at: now };
+                tx.insert_event(&e)
+            })
+        })())
     }
 
     /// Newest first; `before` is an entry id cursor.
@@ -1922,8 +1992,9 @@ impl CreditManager {
     // ----- audit, metrics, report ----------------------------------------
 
     /// Checks `balance == sum(amount)`, gap-free seqs and the
-    /// `balance_after` chain for every account on one snapshot. Never
-    /// modifies data.
+    /// `balance_after` chain for every account, the grants, and that each
+    /// payment's reversals net of reinstatements stay within what it paid,
+    /// on one snapshot. Never modifies data.
     pub fn audit(&self) -> Result<AuditReport> {
         self.track(self.read(|tx| {
             let mut accounts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
@@ -1992,6 +2063,11 @@ impl CreditManager {
             for u in lots.keys() {
                 mismatches.push(mismatch(u, "grant_mismatch", "grants without an account row".into()));
             }
+            // Payments: reversals net of reinstatements within 0..=paid; each
+            // reinstatement restores exactly its reversal.
+            for (u, problem, detail) in tx.payment_problems()? {
+                mismatches.push(AuditMismatch { user_id: u, problem, detail });
+            }
             Ok(AuditReport { ok: mismatches.is_empty(), accounts_checked, entries_checked, mismatches })
         }))
     }
@@ -2025,8 +2101,13 @@ impl CreditManager {
                     .map(Credits::from_micros)
                     .map_err(|_| Error::Internal(format!("{what} exceeds the 64-bit range")))
             };
-            let revenue = i64::try_from(f.purchases_minor - f.reversals_minor)
-                .map_err(|_| Error::Internal("revenue exceeds the 64-bit range".into()))?;
+            let mut by_currency = BTreeMap::new();
+            for (currency, minor) in f.revenue_minor {
+                let minor = i64::try_from(minor)
+                    .map_err(|_| Error::Internal(format!("{currency} revenue exceeds the 64-bit range")))?;
+                by_currency.insert(currency, minor);
+            }
+            let revenue = by_currency.get("USD").copied().unwrap_or(0);
             Ok(Report {
                 users: f.users,
                 paying_users: f.paying_users,
@@ -2041,6 +2122,7 @@ impl CreditManager {
                 } else {
                     revenue / f.paying_users as i64
                 },
+                revenue_minor_by_currency: by_currency,
                 credits_used: credits(f.credits_used_micros, "credits_used")?,
                 outstanding_balance: credits(outstanding, "outstanding_balance")?,
                 overdraft_receivable: credits(receivable, "overdraft_receivable")?,

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::keys::ApiKeySecret;
 use crate::money::Credits;
+use std::collections::BTreeMap;
 use std::fmt;
 use uuid::Uuid;
 
@@ -130,6 +131,9 @@ pub enum EntryKind {
     Deduct,
     Refund,
     Reversal,
+    /// Restores what one reversal removed (a dispute won, a refund that
+    /// failed): not a purchase.
+    Reinstatement,
     Adjustment,
     /// The unspent remainder of a grant (lot) that passed its `expires_at`.
     Expiry,
@@ -144,6 +148,7 @@ impl EntryKind {
             EntryKind::Deduct => "deduct",
             EntryKind::Refund => "refund",
             EntryKind::Reversal => "reversal",
+            EntryKind::Reinstatement => "reinstatement",
             EntryKind::Adjustment => "adjustment",
             EntryKind::Expiry => "expiry",
         }
@@ -157,6 +162,7 @@ impl EntryKind {
             "deduct" => EntryKind::Deduct,
             "refund" => EntryKind::Refund,
             "reversal" => EntryKind::Reversal,
+            "reinstatement" => EntryKind::Reinstatement,
             "adjustment" => EntryKind::Adjustment,
             "expiry" => EntryKind::Expiry,
             _ => return Err(Error::invalid(format!("unknown entry kind {:?}", truncate(s)))),
@@ -501,7 +507,9 @@ pub struct Hold {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditMismatch {
     pub user_id: String,
-    /// `balance_mismatch`, `balance_after_chain` or `seq_gap`.
+    /// `balance_mismatch`, `balance_after_chain`, `seq_gap`,
+    /// `missing_account`, `grant_mismatch`, `grant_out_of_range`,
+    /// `payment_over_reversed` or `reinstatement_mismatch`.
     pub problem: String,
     pub detail: String,
 }
@@ -526,8 +534,12 @@ pub struct Report {
     /// (numerator, denominator); 0/1 when none attempted.
     pub purchase_conversion: (u64, u64),
     pub credits_purchased: Credits,
+    /// USD purchases minus reversals plus reinstatements, in cents.
     pub revenue_usd_minor: i64,
     pub revenue_per_paying_user_usd_minor: i64,
+    /// The same per currency (upper-case ISO 4217 code → minor units), for
+    /// every currency ever paid in.
+    pub revenue_minor_by_currency: BTreeMap<String, i64>,
     pub credits_used: Credits,
     pub outstanding_balance: Credits,
     pub overdraft_receivable: Credits,
@@ -637,6 +649,7 @@ mod tests {
             credits_purchased: Credits::ZERO,
             revenue_usd_minor: 0,
             revenue_per_paying_user_usd_minor: 0,
+            revenue_minor_by_currency: BTreeMap::new(),
             credits_used: Credits::ZERO,
             outstanding_balance: Credits::ZERO,
             overdraft_receivable: Credits::ZERO,

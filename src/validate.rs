@@ -15,7 +15,7 @@ pub const MAX_ROTATION_GRACE_SECONDS: i64 = 30 * 86_400;
 /// Latest key expiry accepted: 9999-12-31T23:59:59.999999Z.
 pub const MAX_KEY_EXPIRY_MICROS: i64 = 253_402_300_799_999_999;
 /// Prefixes the library uses for its own idempotency keys.
-pub const RESERVED_KEY_PREFIXES: [&str; 4] = ["payment:", "reversal:", "usage:", "import:"];
+pub const RESERVED_KEY_PREFIXES: [&str; 5] = ["payment:", "reversal:", "reinstatement:", "usage:", "import:"];
 
 /// A 1..=255-byte string without NUL: user ids, keys, references, models.
 pub fn text<'a>(field: &str, v: &'a str) -> Result<&'a str> {

@@ -197,7 +197,7 @@ fn idempotency_replays_the_original_and_conflicts_on_other_parameters() {
 fn reserved_key_prefixes_are_rejected() {
     let (m, _db) = common::manager();
     grant(&m, "u", credits(100));
-    for prefix in ["payment:", "reversal:", "usage:", "import:"] {
+    for prefix in ["payment:", "reversal:", "reinstatement:", "usage:", "import:"] {
         let key = format!("{prefix}x");
         assert_eq!(
             err_code(m.add_credits("u", credits(1), EntryKind::Grant, &with_key(&key))),

@@ -5,6 +5,7 @@ Written by hand and checked against the built module by
 """
 
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Literal, final
@@ -106,7 +107,7 @@ class Entry:
     def user_id(self) -> str: ...
     @property
     def kind(self) -> str:
-        """purchase, grant, usage, deduct, refund, reversal, adjustment or expiry."""
+        """purchase, grant, usage, deduct, refund, reversal, reinstatement, adjustment or expiry."""
     @property
     def amount(self) -> Decimal:
         """Signed: negative for usage, deduct and reversal."""
@@ -126,7 +127,7 @@ class Entry:
     def model(self) -> str | None: ...
     @property
     def amount_minor(self) -> int | None:
-        """Money of a purchase or reversal, in minor units (cents)."""
+        """Money of a purchase, reversal or reinstatement, in the currency's minor units."""
     @property
     def currency(self) -> str | None: ...
     @property
@@ -383,7 +384,8 @@ class AuditMismatch:
     def user_id(self) -> str: ...
     @property
     def problem(self) -> str:
-        """balance_mismatch, balance_after_chain, seq_gap, missing_account, grant_mismatch or grant_out_of_range."""
+        """balance_mismatch, balance_after_chain, seq_gap, missing_account, grant_mismatch, grant_out_of_range,
+        payment_over_reversed or reinstatement_mismatch."""
     @property
     def detail(self) -> str: ...
     def to_dict(self) -> dict[str, Any]: ...
@@ -424,6 +426,9 @@ class Report:
     def revenue_usd_minor(self) -> int: ...
     @property
     def revenue_per_paying_user_usd_minor(self) -> int: ...
+    @property
+    def revenue_minor_by_currency(self) -> dict[str, int]:
+        """Purchases minus reversals plus reinstatements, per currency code, in minor units."""
     @property
     def credits_used(self) -> Decimal: ...
     @property
@@ -475,8 +480,11 @@ class LocalCreditManager:
     Each setting is the argument when given, else the environment
     (``DATABASE_URL``, ``MIN_CREDITS_API_KEY``, ``CREDITS_PER_USD``,
     ``CREDITS_PER_1K_TOKENS``, ``API_KEY_PREFIX``, ``API_KEY_PEPPER``,
-    ``MAX_ACTIVE_KEYS_PER_USER``, ``MAX_ACTIVE_HOLDS_PER_USER``), else the
-    default. Opening creates or migrates the schema.
+    ``MAX_ACTIVE_KEYS_PER_USER``, ``MAX_ACTIVE_HOLDS_PER_USER``,
+    ``CREDITGATE_CURRENCY_RATES``), else the default. ``currency_rates`` adds
+    currencies to the environment's: code -> (credits per major unit as an
+    int, Decimal or decimal str, minor-unit exponent). Opening creates or
+    migrates the schema.
 
     Thread-safe; the GIL is released during storage work. After ``os.fork()``
     the child reopens its own connections on first use (an in-memory
@@ -494,6 +502,7 @@ class LocalCreditManager:
         api_key_pepper: str | None = None,
         max_active_keys_per_user: int | None = None,
         max_active_holds_per_user: int | None = None,
+        currency_rates: Mapping[str, tuple[_Amount, int]] | None = None,
     ) -> LocalCreditManager: ...
     @property
     def database_url(self) -> str:
@@ -574,6 +583,10 @@ class LocalCreditManager:
         *,
         reversal_id: str | None = None,
     ) -> Entry: ...
+    def reinstate_reversal(self, reversal_id: str, reason: str | None = None) -> Entry:
+        """Restore what the reversal ``reversal_id`` removed (a dispute won), once; not a purchase."""
+    def record_event(self, kind: str, data: dict[str, Any]) -> int:
+        """Record an outbox event the host observed (only ``payment.unmapped``); its id."""
     def transactions(self, user_id: _UserId, *, limit: int = 50, before: str | None = None) -> list[Entry]: ...
     def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         """Outbox events committed after event ``after`` (0: the first), in commit order."""

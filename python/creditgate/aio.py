@@ -50,7 +50,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
@@ -118,6 +118,7 @@ class AsyncLocalCreditManager:
         api_key_pepper: str | None = None,
         max_active_keys_per_user: int | None = None,
         max_active_holds_per_user: int | None = None,
+        currency_rates: Mapping[str, tuple[_Amount, int]] | None = None,
         max_workers: int | None = None,
     ) -> None:
         sync = LocalCreditManager(
@@ -129,6 +130,7 @@ class AsyncLocalCreditManager:
             api_key_pepper=api_key_pepper,
             max_active_keys_per_user=max_active_keys_per_user,
             max_active_holds_per_user=max_active_holds_per_user,
+            currency_rates=currency_rates,
         )
         self._setup(sync, max_workers)
 
@@ -166,6 +168,7 @@ class AsyncLocalCreditManager:
         api_key_pepper: str | None = None,
         max_active_keys_per_user: int | None = None,
         max_active_holds_per_user: int | None = None,
+        currency_rates: Mapping[str, tuple[_Amount, int]] | None = None,
         max_workers: int | None = None,
     ) -> Self:
         """The constructor, with the database opened (and migrated) on a thread
@@ -181,6 +184,7 @@ class AsyncLocalCreditManager:
             api_key_pepper=api_key_pepper,
             max_active_keys_per_user=max_active_keys_per_user,
             max_active_holds_per_user=max_active_holds_per_user,
+            currency_rates=currency_rates,
         )
         # A one-off thread: this manager's executor does not exist yet.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="creditgate-open") as opener:
@@ -397,6 +401,12 @@ class AsyncLocalCreditManager:
         reversal_id: str | None = None,
     ) -> Entry:
         return await self._run(self._sync.reverse_payment, payment_id, amount_minor, reason, reversal_id=reversal_id)
+
+    async def reinstate_reversal(self, reversal_id: str, reason: str | None = None) -> Entry:
+        return await self._run(self._sync.reinstate_reversal, reversal_id, reason)
+
+    async def record_event(self, kind: str, data: dict[str, Any]) -> int:
+        return await self._run(self._sync.record_event, kind, data)
 
     async def transactions(self, user_id: _UserId, *, limit: int = 50, before: str | None = None) -> list[Entry]:
         return await self._run(self._sync.transactions, user_id, limit=limit, before=before)

@@ -102,6 +102,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "credits_purchased",
         "revenue_usd_minor",
         "revenue_per_paying_user_usd_minor",
+        "revenue_minor_by_currency",
         "credits_used",
         "outstanding_balance",
         "overdraft_receivable",

@@ -165,10 +165,29 @@ pub(crate) struct LedgerFigures {
     pub key_generation_attempts: u64,
     pub key_generation_successes: u64,
     pub credits_purchased_micros: i128,
-    pub purchases_minor: i128,
-    pub reversals_minor: i128,
+    /// Per currency: purchases − reversals + reinstatements, in minor units.
+    pub revenue_minor: std::collections::BTreeMap<String, i128>,
     pub credits_used_micros: i128,
 }
+
+/// The audit's payment checks, the same SQL on both backends: each row is
+/// (user_id, problem, detail). `'reinstatement:'` is 14 characters, so a
+/// reinstatement's reversal has the global key `'reversal:' ||
+/// substr(global_key, 15)`.
+pub(crate) const PAYMENT_PROBLEMS_SQL: &str = "\
+    SELECT p.user_id, 'payment_over_reversed', 'payment ' || r.reference || ' paid ' || \
+           CAST(p.amount_minor AS TEXT) || ' minor units, reversed net of reinstatements ' || \
+           CAST(SUM(CASE WHEN r.kind = 'reversal' THEN r.amount_minor ELSE -r.amount_minor END) AS TEXT) \
+    FROM creditgate_entries r JOIN creditgate_entries p ON p.global_key = 'payment:' || r.reference \
+    WHERE r.kind IN ('reversal', 'reinstatement') \
+    GROUP BY p.user_id, r.reference, p.amount_minor \
+    HAVING SUM(CASE WHEN r.kind = 'reversal' THEN r.amount_minor ELSE -r.amount_minor END) < 0 \
+        OR SUM(CASE WHEN r.kind = 'reversal' THEN r.amount_minor ELSE -r.amount_minor END) > p.amount_minor \
+    UNION ALL \
+    SELECT i.user_id, 'reinstatement_mismatch', 'reinstatement ' || i.global_key || ' does not restore its reversal' \
+    FROM creditgate_entries i LEFT JOIN creditgate_entries r ON r.global_key = 'reversal:' || substr(i.global_key, 15) \
+    WHERE i.kind = 'reinstatement' AND (r.user_id IS NULL OR r.user_id <> i.user_id OR r.amount <> -i.amount \
+          OR COALESCE(r.amount_minor, -1) <> COALESCE(i.amount_minor, -1))";
 
 /// Domain-level storage operations inside one transaction. Balance changes
 /// happen only in [`Tx::apply`], a conditional update in the database.
@@ -189,7 +208,8 @@ pub(crate) trait Tx {
     fn entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>>;
     fn entry_by_global_key(&mut self, key: &str) -> Result<Option<Entry>>;
     fn entry_by_id(&mut self, id: EntryId) -> Result<Option<Entry>>;
-    /// (minor units, micro-credits) already reversed for a payment id.
+    /// (minor units, micro-credits) already reversed for a payment id, not
+    /// counting reversals since reinstated.
     fn reversed_total(&mut self, payment_id: &str) -> Result<(i64, Credits)>;
     fn entries(&mut self, user: &str, before_seq: Option<i64>, limit: u32) -> Result<Vec<Entry>>;
     /// (lifetime purchased, lifetime used) in micro-credits.
@@ -290,6 +310,10 @@ pub(crate) trait Tx {
     /// Every entry as (user, seq, amount, balance_after), ordered by user, seq.
     fn scan_entries(&mut self, f: &mut dyn FnMut(&str, i64, i64, i64)) -> Result<()>;
     fn figures(&mut self) -> Result<LedgerFigures>;
+    /// Payments whose reversals net of reinstatements fall outside 0..=paid,
+    /// and reinstatements that do not restore exactly their reversal, as
+    /// (user, problem, detail) (`PAYMENT_PROBLEMS_SQL`).
+    fn payment_problems(&mut self) -> Result<Vec<(String, String, String)>>;
 
     /// Sets a key's rate limits (None: no limit of that kind; both None:
     /// none at all), keeping its current window's counts.

@@ -1339,8 +1339,9 @@ impl Tx for PgTx<'_> {
             }
         }
         let r = self.one(
-            "SELECT COALESCE(SUM(amount_minor), 0)::bigint, COALESCE(SUM(-amount), 0)::bigint \
-             FROM creditgate_entries WHERE reference = $1 AND kind = 'reversal'",
+            "SELECT COALESCE(SUM(r.amount_minor), 0)::bigint, COALESCE(SUM(-r.amount), 0)::bigint \
+             FROM creditgate_entries r WHERE r.reference = $1 AND r.kind = 'reversal' AND NOT EXISTS \
+             (SELECT 1 FROM creditgate_entries i WHERE i.global_key = 'reinstatement:' || substr(r.global_key, 10))",
             &[&payment_id],
         )?;
         Ok((col(&r, 0)?, Credits::from_micros(col(&r, 1)?)))
@@ -1707,10 +1708,13 @@ impl Tx for PgTx<'_> {
         // NUMERIC sums read as text into i128: gross flows may exceed BIGINT.
         let rows = self.query(
             "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0)::text, \
-                    COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount_minor ELSE 0 END), 0)::text, \
-                    COALESCE(SUM(CASE WHEN kind = 'reversal' THEN amount_minor ELSE 0 END), 0)::text, \
-                    COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0)::text \
-             FROM creditgate_entries",
+                    COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0)::text, \
+                    COALESCE(SUM(CASE WHEN kind IN ('purchase', 'reinstatement') THEN amount_minor \
+                                      WHEN kind = 'reversal' THEN -amount_minor ELSE 0 END), 0)::text, \
+                    COALESCE(currency, 'USD'), \
+                    COUNT(*) FILTER (WHERE kind IN ('purchase', 'reversal', 'reinstatement')) \
+             FROM creditgate_entries WHERE kind IN ('purchase', 'reversal', 'reinstatement', 'usage', 'deduct') \
+             GROUP BY COALESCE(currency, 'USD')",
             &[],
         )?;
         let sum = |r: &postgres::Row, i: usize| -> Result<i128> {
@@ -1719,11 +1723,18 @@ impl Tx for PgTx<'_> {
         };
         for r in &rows {
             fig.credits_purchased_micros += sum(r, 0)?;
-            fig.purchases_minor += sum(r, 1)?;
-            fig.reversals_minor += sum(r, 2)?;
-            fig.credits_used_micros += sum(r, 3)?;
+            fig.credits_used_micros += sum(r, 1)?;
+            // Usage has no currency: its group counts no payment entries.
+            if col::<i64>(r, 4)? > 0 {
+                *fig.revenue_minor.entry(col(r, 3)?).or_insert(0) += sum(r, 2)?;
+            }
         }
         Ok(fig)
+    }
+
+    fn payment_problems(&mut self) -> Result<Vec<(String, String, String)>> {
+        let rows = self.query(super::PAYMENT_PROBLEMS_SQL, &[])?;
+        rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?))).collect()
     }
 
     fn set_rate_limit(&mut self, key: KeyId, rpm: Option<i64>, tpm: Option<i64>) -> Result<()> {

@@ -820,8 +820,9 @@ impl Tx for SqliteTx<'_> {
         let (minor, micros): (i64, i64) = self
             .c
             .prepare_cached(
-                "SELECT COALESCE(SUM(amount_minor), 0), COALESCE(SUM(-amount), 0) FROM creditgate_entries \
-                 WHERE reference = ?1 AND kind = 'reversal'",
+                "SELECT COALESCE(SUM(r.amount_minor), 0), COALESCE(SUM(-r.amount), 0) FROM creditgate_entries r \
+                 WHERE r.reference = ?1 AND r.kind = 'reversal' AND NOT EXISTS (SELECT 1 FROM creditgate_entries i \
+                 WHERE i.global_key = 'reinstatement:' || substr(r.global_key, 10))",
             )?
             .query_row([payment_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok((minor, Credits::from_micros(micros)))
@@ -1221,23 +1222,34 @@ impl Tx for SqliteTx<'_> {
         fig.key_generation_successes = q(c, "SELECT COALESCE(SUM(successes), 0) FROM creditgate_key_attempts")? as u64;
         // Summed in i128 here: SQLite's SUM fails on i64 overflow of gross flows.
         let mut stmt = c.prepare_cached(
-            "SELECT kind, amount, COALESCE(amount_minor, 0) FROM creditgate_entries \
-             WHERE kind IN ('purchase', 'reversal', 'usage', 'deduct')",
+            "SELECT kind, amount, COALESCE(amount_minor, 0), COALESCE(currency, 'USD') FROM creditgate_entries \
+             WHERE kind IN ('purchase', 'reversal', 'reinstatement', 'usage', 'deduct')",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let amount = i128::from(r.get::<_, i64>(1)?);
             let minor = i128::from(r.get::<_, i64>(2)?);
-            match r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? {
+            let sign = match r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? {
                 "purchase" => {
                     fig.credits_purchased_micros += amount;
-                    fig.purchases_minor += minor;
+                    1
                 }
-                "reversal" => fig.reversals_minor += minor,
-                _ => fig.credits_used_micros -= amount,
-            }
+                "reversal" => -1,
+                "reinstatement" => 1,
+                _ => {
+                    fig.credits_used_micros -= amount;
+                    continue;
+                }
+            };
+            *fig.revenue_minor.entry(r.get(3)?).or_insert(0) += sign * minor;
         }
         Ok(fig)
+    }
+
+    fn payment_problems(&mut self) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.c.prepare_cached(super::PAYMENT_PROBLEMS_SQL)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn set_rate_limit(&mut self, key: KeyId, rpm: Option<i64>, tpm: Option<i64>) -> Result<()> {

@@ -334,6 +334,46 @@ static void test_payments(void) {
     cg_close(m);
 }
 
+/* Currencies come from CREDITGATE_CURRENCY_RATES (C has no config struct);
+   a won dispute reinstates its reversal once. */
+static void test_currencies_and_reinstatement(void) {
+    char url[128];
+    temp_url(url, sizeof url);
+    setenv("CREDITGATE_CURRENCY_RATES", "EUR=1100:2,JPY=7.5:0", 1);
+    cg_manager *m = NULL;
+    CHECK_OK(cg_open(url, &m));
+    unsetenv("CREDITGATE_CURRENCY_RATES");
+    cg_entry e;
+    CHECK_OK(cg_record_payment(m, "erin", "pi_eur", 1999, "eur", &e));
+    CHECK_EQ_I64(e.amount_micros, CREDITS(21989));
+    CHECK_OK(cg_record_payment(m, "erin", "pi_jpy", 3, "JPY", &e));
+    CHECK_EQ_I64(e.amount_micros, 22500000); /* 22.5 credits */
+    CHECK_ERR(cg_record_payment(m, "erin", "pi_gbp", 100, "GBP", &e), CG_INVALID_ARGUMENT, "GBP");
+
+    CHECK_OK(cg_reverse_payment(m, "pi_eur", 999, "dispute", "dp_1", &e));
+    CHECK_EQ_I64(e.amount_micros, -CREDITS(10989));
+    CHECK_OK(cg_reinstate_reversal(m, "dp_1", "won", &e));
+    CHECK_EQ_I64(e.amount_micros, CREDITS(10989));
+    CHECK(!e.replayed);
+    CHECK_OK(cg_reinstate_reversal(m, "dp_1", NULL, &e));
+    CHECK(e.replayed);
+    int64_t balance = 0;
+    CHECK_OK(cg_balance(m, "erin", &balance));
+    CHECK_EQ_I64(balance, CREDITS(21989) + 22500000);
+    CHECK_ERR(cg_reinstate_reversal(m, "dp_none", NULL, &e), CG_NOT_FOUND, "dp_none");
+    CHECK_ERR(cg_reinstate_reversal(m, NULL, NULL, &e), CG_INVALID_ARGUMENT, "reversal_id is NULL");
+    CHECK_ERR(cg_reinstate_reversal(m, BAD_UTF8, NULL, &e), CG_INVALID_ARGUMENT, "reversal_id is not valid UTF-8");
+    CHECK_ERR(cg_reinstate_reversal(m, "dp_1", NULL, NULL), CG_INVALID_ARGUMENT, "entry_out is NULL");
+    CHECK_ERR(cg_reinstate_reversal(NULL, "dp_1", NULL, &e), CG_INVALID_ARGUMENT, "manager is NULL");
+
+    char *json = NULL;
+    CHECK_OK(cg_report_json(m, &json));
+    CHECK_CONTAINS(json, "\"revenue_minor_by_currency\":{\"EUR\":1999,\"JPY\":3}");
+    CHECK_CONTAINS(json, "\"revenue_usd_minor\":0");
+    cg_string_free(json);
+    cg_close(m);
+}
+
 static void test_grants(void) {
     cg_manager *m = open_temp();
     cg_entry e;
@@ -1106,6 +1146,7 @@ int main(void) {
     RUN(test_grants);
     RUN(test_add_credits);
     RUN(test_payments);
+    RUN(test_currencies_and_reinstatement);
     RUN(test_deduct);
     RUN(test_transactions);
     RUN(test_rate_limits);

@@ -67,7 +67,8 @@ SIGNATURES = {
 def test_constructor_signature() -> None:
     assert str(inspect.signature(LocalCreditManager)) == (
         "(database_url=None, *, min_credits_api_key=None, credits_per_usd=None, credits_per_1k_tokens=None, "
-        "api_key_prefix=None, api_key_pepper=None, max_active_keys_per_user=None, max_active_holds_per_user=None)"
+        "api_key_prefix=None, api_key_pepper=None, max_active_keys_per_user=None, max_active_holds_per_user=None, "
+        "currency_rates=None)"
     )
 
 
@@ -101,8 +102,8 @@ FIELDS = {
     "Hold": "hold_id user_id amount expires_at",
     "AuditReport": "ok accounts_checked entries_checked mismatches",
     "Report": "users paying_users users_attempted_key key_generation_attempts key_generation_successes "
-    "purchase_conversion_rate credits_purchased revenue_usd_minor revenue_per_paying_user_usd_minor credits_used "
-    "outstanding_balance overdraft_receivable",
+    "purchase_conversion_rate credits_purchased revenue_usd_minor revenue_per_paying_user_usd_minor "
+    "revenue_minor_by_currency credits_used outstanding_balance overdraft_receivable",
     "ImportSummary": "users balances_imported balances_already_imported balances_skipped keys",
 }
 

@@ -143,6 +143,7 @@ pub(crate) fn report(r: &Report) -> Value {
         "credits_purchased_micros": r.credits_purchased.micros(),
         "revenue_usd_minor": r.revenue_usd_minor,
         "revenue_per_paying_user_usd_minor": r.revenue_per_paying_user_usd_minor,
+        "revenue_minor_by_currency": r.revenue_minor_by_currency,
         "credits_used_micros": r.credits_used.micros(),
         "outstanding_balance_micros": r.outstanding_balance.micros(),
         "overdraft_receivable_micros": r.overdraft_receivable.micros(),

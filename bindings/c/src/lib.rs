@@ -518,6 +518,34 @@ pub unsafe extern "C" fn cg_reverse_payment(
     })
 }
 
+/// Restores exactly what the reversal `reversal_id` removed (the
+/// `reversal_id` given to `cg_reverse_payment`, or its payment id when it had
+/// none): a dispute won, a refund that failed. Appends a `reinstatement`
+/// entry once; a replay returns the same entry with `replayed` set. Not a
+/// purchase (purchases and lifetime purchased do not count it; revenue
+/// does). `reason`: optional (NULL). Unknown reversal: `CG_NOT_FOUND`.
+///
+/// `entry_out`: required; receives the entry (zeroed on failure).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_reinstate_reversal(
+    manager: *const cg_manager,
+    reversal_id: *const c_char,
+    reason: *const c_char,
+    entry_out: *mut cg_entry,
+) -> cg_status {
+    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
+    let counted = unsafe { ffi::manager(manager) }.ok();
+    manager_boundary(counted, || {
+        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
+        let m = unsafe { ffi::manager(manager) }?;
+        let reversal_id = unsafe { ffi::text(reversal_id, "reversal_id") }?;
+        let reason = unsafe { ffi::opt_text(reason, "reason") }?;
+        let e = m.reinstate_reversal(reversal_id, reason)?;
+        out.write(cg_entry::of(&e)?);
+        Ok(())
+    })
+}
+
 /// Strict debit of `amount_micros` (> 0) as a `deduct` entry:
 /// `CG_INSUFFICIENT_CREDITS` when available < amount; never below zero.
 /// Optional arguments as in `cg_add_credits`.
@@ -1165,10 +1193,12 @@ pub unsafe extern "C" fn cg_audit_json(manager: *const cg_manager, json_out: *mu
 /// `paying_users`, `users_attempted_key`, `key_generation_attempts`,
 /// `key_generation_successes`, `purchase_conversion_rate` (an exact decimal
 /// string such as "0.5"), `credits_purchased_micros`, `revenue_usd_minor`,
-/// `revenue_per_paying_user_usd_minor`, `credits_used_micros`,
-/// `outstanding_balance_micros`, `overdraft_receivable_micros`,
-/// `schema_version` (the ledger's) and `library_schema_version` (the newest
-/// this library knows; above it, writes fail with `CG_STORAGE_ERROR`).
+/// `revenue_per_paying_user_usd_minor`, `revenue_minor_by_currency` (an
+/// object: currency code → minor units, e.g. `{"EUR":750,"USD":500}`),
+/// `credits_used_micros`, `outstanding_balance_micros`,
+/// `overdraft_receivable_micros`, `schema_version` (the ledger's) and
+/// `library_schema_version` (the newest this library knows; above it,
+/// writes fail with `CG_STORAGE_ERROR`).
 ///
 /// `json_out`: required; receives a string owned by the caller (free it
 /// with `cg_string_free`); NULL on failure.

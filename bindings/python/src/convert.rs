@@ -392,3 +392,31 @@ fn from_json(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
         Value::Object(map) => json_dict(py, map),
     }
 }
+
+/// `currency_rates`: a mapping of ISO 4217 code → (credits per major unit as
+/// an int, Decimal or decimal str, minor-unit exponent as an int).
+pub fn currency_rates(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<(String, String, u8)>>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(None) };
+    let py = obj.py();
+    let shape = || {
+        PyTypeError::new_err(format!(
+            "currency_rates must map a currency code to (credits_per_unit, exponent), e.g. {{\"EUR\": (\"1100\", 2)}}, \
+             not {}",
+            type_name(obj)
+        ))
+    };
+    let items = obj.call_method0("items").map_err(|_| shape())?;
+    let mut out = Vec::new();
+    for item in items.try_iter()? {
+        let (code, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract().map_err(|_| shape())?;
+        let Ok(code) = code.cast::<PyString>() else { return Err(shape()) };
+        let code = utf8("currency_rates", code)?;
+        let (rate, exponent): (Bound<'_, PyAny>, Bound<'_, PyAny>) = value.extract().map_err(|_| shape())?;
+        let rate = amount(&format!("currency_rates[{code:?}] credits_per_unit"), &rate)?.to_string();
+        let exponent = int("currency_rates exponent", &exponent)?;
+        let exponent =
+            u8::try_from(exponent).map_err(|_| invalid(py, format!("{code}: exponent is out of range: {exponent}")))?;
+        out.push((code, rate, exponent));
+    }
+    Ok(Some(out))
+}

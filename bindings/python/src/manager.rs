@@ -181,6 +181,7 @@ fn config(
     api_key_pepper: Option<Text>,
     max_active_keys_per_user: Option<&Bound<'_, PyAny>>,
     max_active_holds_per_user: Option<&Bound<'_, PyAny>>,
+    currency_rates: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Config> {
     // The URL may hold a password and the pepper is a secret: errors never show them.
     let database_url = convert::opt_secret(py, "database_url", database_url)?;
@@ -191,6 +192,7 @@ fn config(
     let per_1k = convert::opt_amount("credits_per_1k_tokens", credits_per_1k_tokens)?;
     let max_keys = convert::opt_u32("max_active_keys_per_user", max_active_keys_per_user)?;
     let max_holds = convert::opt_u32("max_active_holds_per_user", max_active_holds_per_user)?;
+    let rates = convert::currency_rates(currency_rates)?;
     let build = || -> cg::Result<Config> {
         let mut c = Config::from_env()?;
         if let Some(v) = database_url {
@@ -217,6 +219,9 @@ fn config(
         if let Some(v) = max_holds {
             c = c.max_active_holds_per_user(v)?;
         }
+        for (code, rate, exponent) in rates.iter().flatten() {
+            c = c.currency_rate(code, rate, *exponent)?;
+        }
         Ok(c)
     };
     build().map_err(|e| to_py(py, e))
@@ -228,6 +233,7 @@ impl LocalCreditManager {
     #[pyo3(signature = (
         database_url=None, *, min_credits_api_key=None, credits_per_usd=None, credits_per_1k_tokens=None,
         api_key_prefix=None, api_key_pepper=None, max_active_keys_per_user=None, max_active_holds_per_user=None,
+        currency_rates=None,
     ))]
     fn new(
         py: Python<'_>,
@@ -239,6 +245,7 @@ impl LocalCreditManager {
         api_key_pepper: Option<Text>,
         max_active_keys_per_user: Option<&Bound<'_, PyAny>>,
         max_active_holds_per_user: Option<&Bound<'_, PyAny>>,
+        currency_rates: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let config = config(
             py,
@@ -250,6 +257,7 @@ impl LocalCreditManager {
             api_key_pepper,
             max_active_keys_per_user,
             max_active_holds_per_user,
+            currency_rates,
         )?;
         let opened = config.clone();
         let manager = py.detach(move || CreditManager::open(opened)).map_err(|e| to_py(py, e))?;
@@ -295,7 +303,7 @@ impl LocalCreditManager {
     #[staticmethod]
     #[pyo3(signature = (database_url=None))]
     fn schema_status(py: Python<'_>, database_url: Option<Text>) -> PyResult<SchemaStatus> {
-        let config = config(py, database_url, None, None, None, None, None, None, None)?;
+        let config = config(py, database_url, None, None, None, None, None, None, None, None)?;
         let status = py.detach(move || CreditManager::schema_status(config)).map_err(|e| to_py(py, e))?;
         SchemaStatus::new(py, status)
     }
@@ -548,6 +556,32 @@ impl LocalCreditManager {
                 m.reverse_payment(&payment_id, amount_minor, reason.as_deref(), reversal_id.as_deref())
             })?;
             Entry::new(py, entry)
+        })
+    }
+
+    /// Restores what the reversal `reversal_id` removed (a dispute won, a
+    /// refund that failed), once; not a purchase.
+    #[pyo3(signature = (reversal_id, reason=None))]
+    fn reinstate_reversal(&self, py: Python<'_>, reversal_id: Text, reason: Option<Text>) -> PyResult<Entry> {
+        self.counted(py, || {
+            let reversal_id = reversal_id.get(py, "reversal_id")?;
+            let reason = convert::opt_text(py, "reason", reason)?;
+            let entry = self.run(py, move |m| m.reinstate_reversal(&reversal_id, reason.as_deref()))?;
+            Entry::new(py, entry)
+        })
+    }
+
+    /// Records an outbox event the host observed (only `payment.unmapped`);
+    /// returns its id.
+    #[pyo3(signature = (kind, data))]
+    fn record_event(&self, py: Python<'_>, kind: Text, data: &Bound<'_, PyAny>) -> PyResult<i64> {
+        self.counted(py, || {
+            let name = kind.get(py, "kind")?;
+            let Some(kind) = cg::HOST_EVENT_KINDS.iter().copied().find(|k| k.as_str() == name) else {
+                return Err(invalid(py, format!("record_event takes kind \"payment.unmapped\", got {name:?}")));
+            };
+            let data = convert::metadata(Some(data))?.unwrap_or_default();
+            self.run(py, move |m| m.record_event(kind, &data))
         })
     }
 

@@ -395,7 +395,8 @@ record!(
     Report {
         users, paying_users, users_attempted_key, key_generation_attempts, key_generation_successes,
         purchase_conversion_rate, credits_purchased, revenue_usd_minor, revenue_per_paying_user_usd_minor,
-        credits_used, outstanding_balance, overdraft_receivable, schema_version, library_schema_version,
+        revenue_minor_by_currency, credits_used, outstanding_balance, overdraft_receivable, schema_version,
+        library_schema_version,
     }
 );
 
@@ -411,6 +412,7 @@ impl Report {
             credits_purchased: dec(py, r.credits_purchased)?,
             revenue_usd_minor: obj(py, r.revenue_usd_minor)?,
             revenue_per_paying_user_usd_minor: obj(py, r.revenue_per_paying_user_usd_minor)?,
+            revenue_minor_by_currency: obj(py, r.revenue_minor_by_currency)?,
             credits_used: dec(py, r.credits_used)?,
             outstanding_balance: dec(py, r.outstanding_balance)?,
             overdraft_receivable: dec(py, r.overdraft_receivable)?,
