@@ -194,6 +194,15 @@ struct RequestLease {
     left: i64,
 }
 
+impl RequestLease {
+    /// Whether the leased requests may be used now: same minute, and the
+    /// limit verify read is the one they were counted under (a minute's
+    /// counts are never reset, see `store::RATE_ROW_HAS_LIMITS`).
+    fn holds_for(&self, rate: &RateCounts, window: i64) -> bool {
+        self.window == window && rate.requests_per_minute == Some(self.requests_per_minute)
+    }
+}
+
 /// The most requests a process counts ahead of use per key.
 const MAX_REQUEST_LEASE: i64 = 256;
 /// Keys with leased requests kept per process; past it, the leases are
@@ -1625,13 +1634,11 @@ impl CreditManager {
             return counted_request(RateCheck::Limited("tokens_per_minute"), now);
         }
         let Some(rpm) = rate.requests_per_minute else { return Ok(()) };
-        let lease = RequestLease { window, requests_per_minute: rpm, left: 0 };
         {
             let mut leases = self.inner.request_leases.lock();
             if let Some(l) = leases.get_mut(&key)
-                && l.window == lease.window
-                && l.requests_per_minute == rpm
                 && l.left > 0
+                && l.holds_for(&rate, window)
             {
                 l.left -= 1;
                 return Ok(());
@@ -1644,7 +1651,13 @@ impl CreditManager {
             if leases.len() >= MAX_REQUEST_LEASES {
                 leases.clear();
             }
-            leases.insert(key, RequestLease { window, left: taken - 1, ..lease });
+            let fresh = RequestLease { window, requests_per_minute: rpm, left: 0 };
+            let lease = leases.entry(key).or_insert(fresh);
+            if !(lease.window == window && lease.requests_per_minute == rpm) {
+                *lease = fresh;
+            }
+            // Another thread may have leased a block meanwhile: keep both.
+            lease.left += taken - 1;
         }
         Ok(())
     }

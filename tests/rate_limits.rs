@@ -201,3 +201,26 @@ fn leased_requests_stop_at_once_when_another_manager_uses_up_the_tokens_or_lower
     a.verify_api_key_credits(&key, credits(1)).unwrap();
     assert_audit_ok(&a);
 }
+
+#[test]
+fn lifting_and_setting_a_limit_again_in_one_minute_lets_no_leased_request_over_it() {
+    // 32 a minute: blocks of 2. `a` leases a block and uses one request.
+    let (url, _db) = common::shared_url();
+    let (a, b) = (common::open(&url, Config::new()), common::open(&url, Config::new()));
+    let (key, id) = paid(&a, "relimit");
+    a.set_rate_limit(id, Some(32), None).unwrap();
+    fresh_minute();
+    a.verify_api_key_credits(&key, credits(1)).unwrap();
+    // Lifted and set again within the minute: the minute's count stands, so
+    // `b` gets what is left, and `a`'s leased request is one of the 32.
+    b.set_rate_limit(id, None, None).unwrap();
+    b.set_rate_limit(id, Some(32), None).unwrap();
+    let mut ok = 1;
+    for m in [&b, &a] {
+        while m.verify_api_key_credits(&key, credits(1)).is_ok() {
+            ok += 1;
+        }
+    }
+    assert!(ok <= 32, "{ok} requests got through a limit of 32");
+    assert!(ok >= 31, "only {ok} of 32 got through");
+}

@@ -32,7 +32,10 @@ Checkout Session and its PaymentIntent credit once; an auto top-up's
   the dispute id); ``charge.dispute.closed`` ``won`` (or ``warning_closed``)
   reinstates it, ``lost`` keeps it.
 - A refund or dispute whose payment is not in the ledger yet: 409, so Stripe
-  delivers it again later. Unknown event types: 200, ignored.
+  delivers it again later, for a day (``unknown_payment_retry_seconds``);
+  then 200 and a ``payment.unmapped`` event. A refund or dispute larger
+  than what remains of its payment reverses what remains. Unknown event
+  types: 200, ignored.
 
 The endpoint secret is never logged or echoed; without one nothing is
 constructed (``ValueError``), so unsigned events are never accepted.
@@ -43,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -67,6 +71,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACCOUNT_KEY",
     "DEFAULT_TOLERANCE_SECONDS",
+    "DEFAULT_UNKNOWN_PAYMENT_RETRY_SECONDS",
     "TOPUP_KEY",
     "StripeResult",
     "handle_event",
@@ -82,6 +87,12 @@ ACCOUNT_KEY = "creditgate_user"
 TOPUP_KEY = "creditgate_topup_id"
 #: Oldest signature timestamp accepted, in seconds (Stripe's own default).
 DEFAULT_TOLERANCE_SECONDS = 300
+#: How long a refund or dispute whose payment is not in the ledger is
+#: answered 409 (Stripe delivers it again): its payment's own event may still
+#: be on its way. Older, it is acknowledged and recorded as a
+#: ``payment.unmapped`` event for an operator (e.g. a refund of a payment that
+#: was never creditgate's), so Stripe does not retry it for days.
+DEFAULT_UNKNOWN_PAYMENT_RETRY_SECONDS = 86_400
 
 Ledger = Union[LocalCreditManager, AsyncLocalCreditManager]
 
@@ -257,22 +268,41 @@ def _check_secret(secret: object) -> str:
     return secret
 
 
+def _check_seconds(name: str, value: object) -> int:
+    # Zero would turn the timestamp check (or the retry window) off.
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return value
+
+
 def _verify(payload: bytes, sig_header: str | None, secret: str, tolerance: int) -> dict[str, Any] | str:
     """The event as plain JSON values, or why it is refused (never naming the secret)."""
     try:
-        _stripe.WebhookSignature.verify_header(payload, sig_header, secret, tolerance)
-    except _stripe.SignatureVerificationError:
-        return "the Stripe-Signature header does not verify (wrong secret, tampered body or stale timestamp)"
+        # Text, not bytes: older stripe releases format bytes as "b'...'"
+        # into the signed string, so no signature would ever match.
+        text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else str(payload)
     except UnicodeDecodeError:
         return "the body is not UTF-8"
     try:
+        _stripe.WebhookSignature.verify_header(text, sig_header, secret, tolerance)
+    except _stripe.SignatureVerificationError:
+        return "the Stripe-Signature header does not verify (wrong secret, tampered body or stale timestamp)"
+    try:
         # Decimal, not float: nothing in the ledger's path is ever a float.
-        event = json.loads(payload, parse_float=Decimal)
+        event = json.loads(text, parse_float=Decimal)
     except ValueError:
         return "the body is not JSON"
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         return "the body is not a Stripe event"
     return event
+
+
+def _young(event: Mapping[str, Any], retry_for: int) -> bool:
+    """Whether the event was created less than ``retry_for`` seconds ago."""
+    created = event.get("created")
+    if not isinstance(created, int) or isinstance(created, bool):
+        return True
+    return time.time() - created < retry_for
 
 
 def _rejected(why: str) -> StripeResult:
@@ -345,12 +375,21 @@ def _apply_sync(m: LocalCreditManager, step: _Step, out: _Outcome) -> None:
         e = m.record_payment(step.user_id, step.payment_id, step.amount_minor, step.currency)
         out.add("replayed" if e.replayed else "credited", e)
     elif step.op == "reverse":
-        e = m.reverse_payment(step.payment_id, step.amount_minor, step.reason, reversal_id=step.reversal_id)
+        e = _reverse_sync(m, step)
         out.add("replayed" if e.replayed else "reversed", e)
     else:  # restore: reversed first (a no-op replay when it was), so a late reversal replays
-        m.reverse_payment(step.payment_id, step.amount_minor, step.reason, reversal_id=step.reversal_id)
+        _reverse_sync(m, step)
         e = m.reinstate_reversal(step.reversal_id, step.reason)
         out.add("replayed" if e.replayed else "reinstated", e)
+
+
+def _reverse_sync(m: LocalCreditManager, step: _Step) -> Entry:
+    try:
+        return m.reverse_payment(step.payment_id, step.amount_minor, step.reason, reversal_id=step.reversal_id)
+    except (InvalidArgument, IdempotencyConflict):
+        # More than remains (a dispute after a partial refund), or the replay
+        # of such a reversal: what remains (a replay when it was taken).
+        return m.reverse_payment(step.payment_id, None, step.reason, reversal_id=step.reversal_id)
 
 
 async def _apply_async(m: AsyncLocalCreditManager, step: _Step, out: _Outcome) -> None:
@@ -363,16 +402,26 @@ async def _apply_async(m: AsyncLocalCreditManager, step: _Step, out: _Outcome) -
         e = await m.record_payment(step.user_id, step.payment_id, step.amount_minor, step.currency)
         out.add("replayed" if e.replayed else "credited", e)
     elif step.op == "reverse":
-        e = await m.reverse_payment(step.payment_id, step.amount_minor, step.reason, reversal_id=step.reversal_id)
+        e = await _reverse_async(m, step)
         out.add("replayed" if e.replayed else "reversed", e)
     else:
-        await m.reverse_payment(step.payment_id, step.amount_minor, step.reason, reversal_id=step.reversal_id)
+        await _reverse_async(m, step)
         e = await m.reinstate_reversal(step.reversal_id, step.reason)
         out.add("replayed" if e.replayed else "reinstated", e)
 
 
-def _permanent(e: CreditError) -> bool:
-    """Refusals a retry cannot change (bad currency, amounts, reused ids)."""
+async def _reverse_async(m: AsyncLocalCreditManager, step: _Step) -> Entry:
+    try:
+        return await m.reverse_payment(step.payment_id, step.amount_minor, step.reason, reversal_id=step.reversal_id)
+    except (InvalidArgument, IdempotencyConflict):
+        return await m.reverse_payment(step.payment_id, None, step.reason, reversal_id=step.reversal_id)
+
+
+def _permanent(e: CreditError, event: Mapping[str, Any], retry_for: int) -> bool:
+    """Refusals a retry cannot change (bad currency, amounts, reused ids), and
+    a payment still unknown once the event is older than ``retry_for``."""
+    if isinstance(e, NotFound):
+        return not _young(event, retry_for)
     return isinstance(e, (InvalidArgument, IdempotencyConflict))
 
 
@@ -383,6 +432,7 @@ def handle_event(
     secret: str,
     *,
     tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+    retry_for: int = DEFAULT_UNKNOWN_PAYMENT_RETRY_SECONDS,
 ) -> StripeResult:
     """Verifies one webhook delivery (the raw body and its ``Stripe-Signature``
     header) with the endpoint ``secret`` and applies it to the ledger.
@@ -391,8 +441,11 @@ def handle_event(
     event is handled (or ignored), 400 for a bad signature or body, 409 when
     its payment is not in the ledger yet and 503 when the ledger is down (both
     retried by Stripe). Safe to call again with the same delivery.
+    ``retry_for``: see :data:`DEFAULT_UNKNOWN_PAYMENT_RETRY_SECONDS`.
     """
     secret = _check_secret(secret)
+    tolerance = _check_seconds("tolerance", tolerance)
+    retry_for = _check_seconds("retry_for", retry_for)
     event = _verify(payload, sig_header, secret, tolerance)
     if isinstance(event, str):
         return _rejected(event)
@@ -401,7 +454,7 @@ def handle_event(
         try:
             _apply_sync(manager, step, out)
         except CreditError as e:
-            if not (_permanent(e) and step.op != "unmapped"):
+            if not (_permanent(e, event, retry_for) and step.op != "unmapped"):
                 return _error_result(out, e)
             try:
                 _apply_sync(manager, _refusal(step, e), out)
@@ -418,12 +471,17 @@ async def handle_event_async(
     secret: str,
     *,
     tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+    retry_for: int = DEFAULT_UNKNOWN_PAYMENT_RETRY_SECONDS,
 ) -> StripeResult:
     """:func:`handle_event` for a coroutine: ledger calls run on the async
     manager's own threads (a ``LocalCreditManager``'s on ``asyncio.to_thread``)."""
     secret = _check_secret(secret)
+    tolerance = _check_seconds("tolerance", tolerance)
+    retry_for = _check_seconds("retry_for", retry_for)
     if isinstance(manager, LocalCreditManager):
-        return await asyncio.to_thread(handle_event, manager, payload, sig_header, secret, tolerance=tolerance)
+        return await asyncio.to_thread(
+            handle_event, manager, payload, sig_header, secret, tolerance=tolerance, retry_for=retry_for
+        )
     event = _verify(payload, sig_header, secret, tolerance)
     if isinstance(event, str):
         return _rejected(event)
@@ -432,7 +490,7 @@ async def handle_event_async(
         try:
             await _apply_async(manager, step, out)
         except CreditError as e:
-            if not (_permanent(e) and step.op != "unmapped"):
+            if not (_permanent(e, event, retry_for) and step.op != "unmapped"):
                 return _error_result(out, e)
             try:
                 await _apply_async(manager, _refusal(step, e), out)
@@ -448,6 +506,7 @@ def stripe_router(
     secret: str,
     path: str = "/webhooks/stripe",
     tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+    retry_for: int = DEFAULT_UNKNOWN_PAYMENT_RETRY_SECONDS,
 ) -> APIRouter:
     """A FastAPI router with ``POST {path}``: mount it with
     ``app.include_router(...)``. Raises ``ValueError`` without a secret."""
@@ -455,12 +514,14 @@ def stripe_router(
     from fastapi.responses import JSONResponse
 
     secret = _check_secret(secret)
+    tolerance = _check_seconds("tolerance", tolerance)
+    retry_for = _check_seconds("retry_for", retry_for)
     router = APIRouter()
 
     async def stripe_webhook(request: Request) -> JSONResponse:
         body = await request.body()
         result = await handle_event_async(
-            manager, body, request.headers.get("stripe-signature"), secret, tolerance=tolerance
+            manager, body, request.headers.get("stripe-signature"), secret, tolerance=tolerance, retry_for=retry_for
         )
         return JSONResponse(result.body, status_code=result.status_code)
 

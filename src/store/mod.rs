@@ -139,6 +139,12 @@ impl RateCounts {
     }
 }
 
+/// Whether a key's rate-limits row `r` holds a limit. Lifting a key's
+/// limits sets both to NULL and keeps the row, so a minute's counts are never
+/// reset by lifting and setting limits again: requests a process leased stay
+/// counted (`CreditManager::take_request`).
+pub(crate) const RATE_ROW_HAS_LIMITS: &str = "(r.requests_per_minute IS NOT NULL OR r.tokens_per_minute IS NOT NULL)";
+
 /// The outcome of `Tx::take_requests`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RateCheck {

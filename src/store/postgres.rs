@@ -36,8 +36,8 @@
 use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool, Pooled};
 use super::{
-    AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RateCheck, RateCounts, Tx,
-    exhausted_limit,
+    AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RATE_ROW_HAS_LIMITS, RateCheck,
+    RateCounts, Tx, exhausted_limit,
 };
 use crate::config::{Config, TestClock};
 use crate::error::{Error, Result};
@@ -1385,7 +1385,7 @@ impl Tx for PgTx<'_> {
              FROM creditgate_holds h WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > {now}), 0) \
              - COALESCE((SELECT SUM(g.remaining) FROM creditgate_grants g WHERE g.user_id = k.user_id \
              AND g.remaining > 0 AND g.expires_at <= {now}), 0))::bigint, \
-             {}, r.api_key_id IS NOT NULL, r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens \
+             {}, COALESCE({RATE_ROW_HAS_LIMITS}, FALSE), r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens \
              FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
              LEFT JOIN creditgate_key_rate_limits r ON r.api_key_id = k.id \
              WHERE k.key_hash = $1 AND ($2::text IS NULL OR k.hash_kind = $2::text) \
@@ -1738,10 +1738,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn set_rate_limit(&mut self, key: KeyId, rpm: Option<i64>, tpm: Option<i64>) -> Result<()> {
-        if rpm.is_none() && tpm.is_none() {
-            self.exec("DELETE FROM creditgate_key_rate_limits WHERE api_key_id = $1", &[&key.0])?;
-            return Ok(());
-        }
+        // Lifting both limits keeps the row and its counts (see RATE_ROW_HAS_LIMITS).
         self.exec(
             "INSERT INTO creditgate_key_rate_limits (api_key_id, requests_per_minute, tokens_per_minute) \
              VALUES ($1, $2, $3) ON CONFLICT (api_key_id) DO UPDATE SET \
@@ -1790,7 +1787,10 @@ impl Tx for PgTx<'_> {
     }
 
     fn has_rate_limits(&mut self) -> Result<bool> {
-        let r = self.one("SELECT EXISTS (SELECT 1 FROM creditgate_key_rate_limits)", &[])?;
+        let r = self.one(
+            &format!("SELECT EXISTS (SELECT 1 FROM creditgate_key_rate_limits r WHERE {RATE_ROW_HAS_LIMITS})"),
+            &[],
+        )?;
         col(&r, 0)
     }
 

@@ -6,8 +6,8 @@ use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool};
 use super::verify_cache::VerifyCache;
 use super::{
-    AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RateCheck, RateCounts, Tx,
-    exhausted_limit,
+    AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RATE_ROW_HAS_LIMITS, RateCheck,
+    RateCounts, Tx, exhausted_limit,
 };
 use crate::config::{Config, Synchronous, TestClock};
 use crate::error::{Error, Result};
@@ -874,7 +874,7 @@ impl Tx for SqliteTx<'_> {
              WHERE h.user_id = k.user_id AND h.status = 'active' AND h.expires_at > ?2) \
              - (SELECT COALESCE(SUM(g.remaining), 0) FROM creditgate_grants g \
              WHERE g.user_id = k.user_id AND g.remaining > 0 AND g.expires_at <= ?2), {KEY_REMAINING_SQL}, \
-             r.api_key_id IS NOT NULL, r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens \
+             COALESCE({RATE_ROW_HAS_LIMITS}, FALSE), r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens \
              FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
              LEFT JOIN creditgate_key_rate_limits r ON r.api_key_id = k.id \
              WHERE k.key_hash = ?1 AND (?3 IS NULL OR k.hash_kind = ?3) \
@@ -1253,11 +1253,8 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn set_rate_limit(&mut self, key: KeyId, rpm: Option<i64>, tpm: Option<i64>) -> Result<()> {
+        // Lifting both limits keeps the row and its counts (see RATE_ROW_HAS_LIMITS).
         let id = key.to_string();
-        if rpm.is_none() && tpm.is_none() {
-            self.c.prepare_cached("DELETE FROM creditgate_key_rate_limits WHERE api_key_id = ?1")?.execute([id])?;
-            return Ok(());
-        }
         self.c
             .prepare_cached(
                 "INSERT INTO creditgate_key_rate_limits (api_key_id, requests_per_minute, tokens_per_minute) \
@@ -1293,7 +1290,9 @@ impl Tx for SqliteTx<'_> {
     fn has_rate_limits(&mut self) -> Result<bool> {
         Ok(self
             .c
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM creditgate_key_rate_limits)")?
+            .prepare_cached(&format!(
+                "SELECT EXISTS (SELECT 1 FROM creditgate_key_rate_limits r WHERE {RATE_ROW_HAS_LIMITS})"
+            ))?
             .query_row([], |r| r.get(0))?)
     }
 

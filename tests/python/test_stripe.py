@@ -293,6 +293,43 @@ def test_a_dispute_lost_keeps_the_reversal(manager: LocalCreditManager) -> None:
     assert manager.report().revenue_usd_minor == 200
 
 
+def test_a_dispute_larger_than_what_remains_reverses_the_rest(manager: LocalCreditManager) -> None:
+    # $5 paid, $2 refunded, then a dispute of the full $5: the $3 left go.
+    deliver(manager, event("checkout.session.completed", session()))
+    deliver(manager, event("refund.created", refund("re_part", amount=200)))
+    disputed = event("charge.dispute.created", dispute("dp_big", amount=500))
+    r = deliver(manager, disputed)
+    assert (r.action, r.entries[0].amount_minor, r.entries[0].amount) == ("reversed", 300, Decimal(-3000))
+    assert manager.get_balance("alice") == Decimal(0)
+    # Stripe's redelivery replays it; nothing is recorded for an operator.
+    assert deliver(manager, disputed).action == "replayed"
+    assert not [e for e in settled_events(manager) if e.kind == "payment.unmapped"]
+    assert manager.audit().ok
+
+
+def test_an_unknown_payment_is_retried_for_a_day_then_left_to_an_operator(manager: LocalCreditManager) -> None:
+    body = json.loads(event("refund.created", refund("re_other", "pi_not_ours")))
+    assert deliver(manager, json.dumps(body).encode()).action == "retry"
+    # Two days later (a refund of a payment that was never creditgate's):
+    # acknowledged, so Stripe stops, and recorded for an operator.
+    body["created"] -= 2 * 86_400
+    r = deliver(manager, json.dumps(body).encode())
+    assert (r.status_code, r.action) == (200, "refused")
+    unmapped = [e for e in settled_events(manager) if e.kind == "payment.unmapped"]
+    assert [e.data["payment_id"] for e in unmapped] == ["pi_not_ours"]
+    # A shorter window, chosen by the host.
+    young = event("refund.created", refund("re_other2", "pi_not_ours"))
+    time.sleep(1.1)
+    assert handle_event(manager, young, sign(young), SECRET, retry_for=1).action == "refused"
+
+
+def test_windows_of_zero_seconds_are_refused(manager: LocalCreditManager) -> None:
+    body = event("refund.created", refund("re_z"))
+    for bad in ({"tolerance": 0}, {"retry_for": 0}, {"tolerance": -5}):
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            handle_event(manager, body, sign(body), SECRET, **bad)
+
+
 # ----- signatures ---------------------------------------------------------------------------
 
 

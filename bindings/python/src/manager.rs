@@ -86,14 +86,6 @@ impl LocalCreditManager {
         (handle.pid == std::process::id()).then(|| handle.manager.clone())
     }
 
-    /// Runs `f` on the manager with the GIL held: for the verify path, a
-    /// read of a few microseconds (most often answered from the verify
-    /// cache), where releasing and taking back the GIL would cost more than
-    /// the read, and would hand the GIL to another thread at every call.
-    fn run_held<T>(&self, py: Python<'_>, f: impl FnOnce(&CreditManager) -> cg::Result<T>) -> PyResult<T> {
-        self.manager().and_then(|m| f(&m)).map_err(|e| to_py(py, e))
-    }
-
     /// Runs `f` on the manager with the GIL released.
     fn run<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
     where
@@ -790,7 +782,7 @@ impl LocalCreditManager {
         self.counted(py, || {
             let api_key = api_key.api_key(py, "api_key")?;
             let min_credits = convert::opt_amount("min_credits", min_credits)?.unwrap_or(ONE_CREDIT);
-            let v = self.run_held(py, move |m| m.verify_api_key_credits(&api_key, min_credits))?;
+            let v = self.run(py, move |m| m.verify_api_key_credits(&api_key, min_credits))?;
             Ok(Verification::new(v))
         })
     }
@@ -800,7 +792,7 @@ impl LocalCreditManager {
     fn authenticate_api_key(&self, py: Python<'_>, api_key: Text) -> PyResult<Verification> {
         self.counted(py, || {
             let api_key = api_key.api_key(py, "api_key")?;
-            let v = self.run_held(py, move |m| m.authenticate_api_key(&api_key))?;
+            let v = self.run(py, move |m| m.authenticate_api_key(&api_key))?;
             Ok(Verification::new(v))
         })
     }
