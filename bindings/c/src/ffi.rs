@@ -8,7 +8,8 @@ use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-fn null(name: &str) -> Error {
+/// The error of a NULL required pointer.
+pub(crate) fn null(name: &str) -> Error {
     Error::InvalidArgument(format!("{name} is NULL"))
 }
 
@@ -17,13 +18,13 @@ pub(crate) fn manager_into_raw(m: CreditManager) -> *mut cg_manager {
     Box::into_raw(Box::new(m)).cast()
 }
 
-/// Borrows the manager behind a handle.
+/// Borrows the manager behind a handle; `None` for NULL.
 ///
 /// # Safety
 /// `p` is NULL or a handle from `cg_open*` that was not closed.
-pub(crate) unsafe fn manager<'a>(p: *const cg_manager) -> Result<&'a CreditManager> {
+pub(crate) unsafe fn manager<'a>(p: *const cg_manager) -> Option<&'a CreditManager> {
     // SAFETY: non-NULL handles come from `manager_into_raw` (caller's contract).
-    unsafe { p.cast::<CreditManager>().as_ref() }.ok_or_else(|| null("manager"))
+    unsafe { p.cast::<CreditManager>().as_ref() }
 }
 
 /// Takes back and drops the manager behind a handle; NULL is a no-op.
@@ -100,6 +101,19 @@ pub(crate) unsafe fn out<'a, T: OutValue>(p: *mut T, name: &str) -> Result<Out<'
     Ok(Out { ptr, _borrow: PhantomData })
 }
 
+/// An optional out-pointer: NULL is `None`, anything else is checked and
+/// emptied as by [`out`].
+///
+/// # Safety
+/// As [`out`].
+pub(crate) unsafe fn opt_out<'a, T: OutValue>(p: *mut T, name: &str) -> Result<Option<Out<'a, T>>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { out(p, name) }.map(Some)
+}
+
 /// Hands a string to C; it is freed with `cg_string_free` ([`string_free`]).
 pub(crate) fn string_into_raw(s: String) -> Result<*mut c_char> {
     CString::new(s).map(CString::into_raw).map_err(|_| Error::Internal("a returned string contains a NUL byte".into()))
@@ -141,11 +155,16 @@ mod tests {
 
     #[test]
     fn strings_and_nulls() {
-        assert!(unsafe { text(std::ptr::null(), "user_id") }.unwrap_err().to_string().contains("user_id is NULL"));
+        // SAFETY: NULL (never read).
+        let e = unsafe { text(std::ptr::null(), "user_id") }.unwrap_err().to_string();
+        assert!(e.contains("user_id is NULL"), "{e}");
+        // SAFETY: NULL (never read).
         assert_eq!(unsafe { opt_text(std::ptr::null(), "x") }.unwrap(), None);
         let bad = c"ab\xffc";
+        // SAFETY: a NUL-terminated literal.
         let e = unsafe { text(bad.as_ptr(), "user_id") }.unwrap_err().to_string();
         assert!(e.contains("user_id is not valid UTF-8") && e.contains("offset 2"), "{e}");
+        // SAFETY: a NUL-terminated literal.
         assert_eq!(unsafe { text(c"alice".as_ptr(), "user_id") }.unwrap(), "alice");
     }
 
@@ -160,16 +179,21 @@ mod tests {
     #[test]
     fn out_pointers_are_checked_and_emptied() {
         let mut v: i64 = 42;
+        // SAFETY: a local, writable.
         let o = unsafe { out(&mut v as *mut i64, "balance_out") }.unwrap();
         o.write(7);
         assert_eq!(v, 7);
+        // SAFETY: NULL is checked before any write.
         let e = unsafe { out(std::ptr::null_mut::<i64>(), "balance_out") }.err().unwrap().to_string();
         assert!(e.contains("balance_out is NULL"));
         let mut s: *mut c_char = std::ptr::dangling_mut(); // garbage the call must reset
+        // SAFETY: a local, writable.
         let o = unsafe { out(&mut s as *mut *mut c_char, "json_out") }.unwrap();
         assert!(s.is_null());
         o.write(string_into_raw("x".into()).unwrap());
+        // SAFETY: from `string_into_raw`, freed once.
         unsafe { string_free(s) };
+        // SAFETY: NULL is a no-op.
         unsafe { string_free(std::ptr::null_mut()) };
     }
 }
