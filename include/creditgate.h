@@ -18,6 +18,9 @@
  *   NUL-terminated UTF-8. A NULL or non-UTF-8 required string is
  *   CG_INVALID_ARGUMENT; optional strings (documented per function) may be
  *   NULL, meaning "not given".
+ * - const cg_entry_options * and const cg_grant_options * arguments:
+ *   optional (NULL: every default), borrowed for the call only. A zeroed
+ *   struct ({0}) is the default; set only the fields you need.
  * - Out-pointers are required: NULL is CG_INVALID_ARGUMENT. Each is checked
  *   and reset before the call does anything (char ** to NULL, integers to 0,
  *   structs to all zeroes), so after a failure it holds no garbage.
@@ -184,6 +187,29 @@ typedef uint32_t cg_hold_status;
 typedef struct cg_manager cg_manager;
 
 /**
+ * The optional parts of a ledger entry (`cg_add_credits`,
+ * `cg_add_credits_grant`, `cg_deduct_credits`). Every field is optional
+ * and 0/NULL means "not given", so a zero-initialised struct
+ * (`cg_entry_options options = {0};`), like a NULL `options` pointer, gives
+ * none of them. Borrowed for the call only.
+ */
+typedef struct cg_entry_options {
+  /**
+   * At most 255 bytes; the same key writes once (`replayed`), with other
+   * parameters it is `CG_IDEMPOTENCY_CONFLICT`. NULL: none.
+   */
+  const char *idempotency_key;
+  /**
+   * Free text for the host, at most 255 bytes. NULL: none.
+   */
+  const char *reference;
+  /**
+   * A JSON object's text, at most 4 KiB once parsed. NULL: none.
+   */
+  const char *metadata_json;
+} cg_entry_options;
+
+/**
  * A ledger entry just written (or replayed). The full entry, with every
  * field, is in `cg_transactions_json`.
  */
@@ -214,6 +240,31 @@ typedef struct cg_entry {
    */
   bool replayed;
 } cg_entry;
+
+/**
+ * The options of the grant an entry creates (`cg_add_credits_grant`,
+ * `cg_record_payment_grant`). Every field is optional and 0/NULL means
+ * "not given", so a zero-initialised struct
+ * (`cg_grant_options grant = {0};`), like a NULL `grant` pointer, is the
+ * default grant: the kind's category, priority 0, never expiring.
+ * Borrowed for the call only.
+ */
+typedef struct cg_grant_options {
+  /**
+   * "paid" or "promotional". NULL: promotional for kind "grant", paid
+   * otherwise (a payment: paid).
+   */
+  const char *category;
+  /**
+   * Draw-down order, -1000..=1000, lower is drawn first. 0: the default.
+   */
+  int32_t priority;
+  /**
+   * When the grant expires: microseconds since the Unix epoch (UTC),
+   * later than now. 0: never.
+   */
+  int64_t expires_at_micros;
+} cg_grant_options;
 
 /**
  * Whether a user may create an API key now (docs/reference.md `can_generate_api_key`).
@@ -466,8 +517,8 @@ cg_status cg_account_json(const struct cg_manager *manager, const char *user_id,
 /**
  * Credits `user_id` with `amount_micros`. `kind`: "grant" (NULL),
  * "purchase", "refund" or "adjustment" (which may be negative, and then is
- * strict). `idempotency_key`, `reference`: optional (NULL), at most 255
- * bytes; `metadata_json`: optional JSON object text, at most 4 KiB.
+ * strict). `options`: optional (NULL: none), the entry's idempotency key,
+ * reference and metadata (`cg_entry_options`).
  *
  * `entry_out`: required; receives the entry (zeroed on failure).
  */
@@ -475,17 +526,13 @@ cg_status cg_add_credits(const struct cg_manager *manager,
                          const char *user_id,
                          int64_t amount_micros,
                          const char *kind,
-                         const char *idempotency_key,
-                         const char *reference,
-                         const char *metadata_json,
+                         const struct cg_entry_options *options,
                          struct cg_entry *entry_out);
 
 /**
- * `cg_add_credits` with the grant's options: `category` "paid" or
- * "promotional" (NULL: promotional for kind "grant", paid otherwise),
- * `priority` (-1000..=1000, lower is drawn first; 0 by default) and
- * `expires_at_micros` (microseconds since the Unix epoch, UTC, later than
- * now; 0 = never expires). A negative adjustment takes NULL, 0, 0.
+ * `cg_add_credits` with the options of the grant the credits form:
+ * `grant` optional (NULL: the default grant, as `cg_add_credits`), see
+ * `cg_grant_options`. A negative adjustment takes the default grant.
  *
  * `entry_out`: required; receives the entry (zeroed on failure).
  */
@@ -493,17 +540,13 @@ cg_status cg_add_credits_grant(const struct cg_manager *manager,
                                const char *user_id,
                                int64_t amount_micros,
                                const char *kind,
-                               const char *category,
-                               int32_t priority,
-                               int64_t expires_at_micros,
-                               const char *idempotency_key,
-                               const char *reference,
-                               const char *metadata_json,
+                               const struct cg_entry_options *options,
+                               const struct cg_grant_options *grant,
                                struct cg_entry *entry_out);
 
 /**
- * `cg_record_payment` with the grant's options, as in
- * `cg_add_credits_grant` (`category` NULL: paid).
+ * `cg_record_payment` with the options of the grant the payment buys, as
+ * in `cg_add_credits_grant` (`grant` NULL, or its `category` NULL: paid).
  *
  * `entry_out`: required; receives the entry (zeroed on failure).
  */
@@ -512,9 +555,7 @@ cg_status cg_record_payment_grant(const struct cg_manager *manager,
                                   const char *payment_id,
                                   int64_t amount_minor,
                                   const char *currency,
-                                  const char *category,
-                                  int32_t priority,
-                                  int64_t expires_at_micros,
+                                  const struct cg_grant_options *grant,
                                   struct cg_entry *entry_out);
 
 /**
@@ -568,16 +609,14 @@ cg_status cg_reverse_payment(const struct cg_manager *manager,
 /**
  * Strict debit of `amount_micros` (> 0) as a `deduct` entry:
  * `CG_INSUFFICIENT_CREDITS` when available < amount; never below zero.
- * Optional arguments as in `cg_add_credits`.
+ * `options`: optional (NULL: none), as in `cg_add_credits`.
  *
  * `entry_out`: required; receives the entry (zeroed on failure).
  */
 cg_status cg_deduct_credits(const struct cg_manager *manager,
                             const char *user_id,
                             int64_t amount_micros,
-                            const char *idempotency_key,
-                            const char *reference,
-                            const char *metadata_json,
+                            const struct cg_entry_options *options,
                             struct cg_entry *entry_out);
 
 /**

@@ -106,7 +106,7 @@ static void test_backup(void) {
     cg_manager *m = NULL;
     CHECK_OK(cg_open(url, &m));
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "backup-user", CREDITS(42), NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "backup-user", CREDITS(42), NULL, NULL, &e));
     snprintf(dest, sizeof dest, "%s.copy", url + strlen("sqlite:///"));
     int64_t size = -1;
     CHECK_OK(cg_backup(m, dest, &size));
@@ -132,16 +132,16 @@ static void test_min_balance(void) {
     cg_manager *m = NULL;
     CHECK_OK(cg_open(url, &m));
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "trusted", CREDITS(10), NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "trusted", CREDITS(10), NULL, NULL, &e));
     CHECK_OK(cg_set_min_balance(m, "trusted", -CREDITS(5)));
     char *json = NULL;
     CHECK_OK(cg_account_json(m, "trusted", &json));
     CHECK_CONTAINS(json, "\"min_balance_micros\":-5000000");
     CHECK_CONTAINS(json, "\"available_micros\":15000000");
     cg_string_free(json);
-    CHECK_OK(cg_deduct_credits(m, "trusted", CREDITS(15), NULL, NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "trusted", CREDITS(15), NULL, &e));
     CHECK(e.balance_after_micros == -CREDITS(5));
-    CHECK_ERR(cg_deduct_credits(m, "trusted", 1, NULL, NULL, NULL, &e), CG_INSUFFICIENT_CREDITS, "");
+    CHECK_ERR(cg_deduct_credits(m, "trusted", 1, NULL, &e), CG_INSUFFICIENT_CREDITS, "");
     CHECK_ERR(cg_set_min_balance(m, "trusted", 1), CG_INVALID_ARGUMENT, "min_balance");
     CHECK_ERR(cg_set_min_balance(m, NULL, 0), CG_INVALID_ARGUMENT, "user_id is NULL");
     CHECK_ERR(cg_set_min_balance(NULL, "trusted", 0), CG_INVALID_ARGUMENT, "manager is NULL");
@@ -155,7 +155,7 @@ static void test_open_env(void) {
     cg_manager *m = NULL;
     CHECK_OK(cg_open_env(&m));
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "env-user", CREDITS(7), NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "env-user", CREDITS(7), NULL, NULL, &e));
     cg_close(m);
 
     /* cg_open_env again: the same database. cg_open(NULL) is an error, never
@@ -195,7 +195,7 @@ static void test_balance_and_account(void) {
     cg_string_free(json);
 
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "bob", 1500000, NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "bob", 1500000, NULL, NULL, &e));
     CHECK_OK(cg_balance(m, "bob", &balance));
     CHECK_EQ_I64(balance, 1500000);
     CHECK_OK(cg_account_json(m, "bob", &json));
@@ -226,7 +226,8 @@ static void test_balance_and_account(void) {
 static void test_add_credits(void) {
     cg_manager *m = open_temp();
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "carol", CREDITS(10), NULL, "grant-1", "welcome", "{\"campaign\":\"spring\"}", &e));
+    CHECK_OK(cg_add_credits(m, "carol", CREDITS(10), NULL, &(cg_entry_options){.idempotency_key = "grant-1",
+             .reference = "welcome", .metadata_json = "{\"campaign\":\"spring\"}"}, &e));
     CHECK_EQ_I64(e.seq, 1);
     CHECK_EQ_I64(e.amount_micros, CREDITS(10));
     CHECK_EQ_I64(e.balance_after_micros, CREDITS(10));
@@ -236,50 +237,70 @@ static void test_add_credits(void) {
     memcpy(first_id, e.id, sizeof first_id);
 
     /* Idempotent replay: same key, same amount; other reference is fine. */
-    CHECK_OK(cg_add_credits(m, "carol", CREDITS(10), "grant", "grant-1", "other", NULL, &e));
+    CHECK_OK(cg_add_credits(m, "carol", CREDITS(10), "grant", &(cg_entry_options){.idempotency_key = "grant-1",
+             .reference = "other"}, &e));
     CHECK(e.replayed && strcmp(e.id, first_id) == 0);
     CHECK_EQ_I64(e.balance_after_micros, CREDITS(10));
-    CHECK_ERR(cg_add_credits(m, "carol", CREDITS(11), NULL, "grant-1", NULL, NULL, &e), CG_IDEMPOTENCY_CONFLICT,
+    CHECK_ERR(cg_add_credits(m, "carol", CREDITS(11), NULL, &(cg_entry_options){.idempotency_key = "grant-1"}, &e),
+              CG_IDEMPOTENCY_CONFLICT,
               "grant-1");
     CHECK(e.seq == 0 && e.id[0] == '\0'); /* zeroed on failure */
 
-    CHECK_OK(cg_add_credits(m, "carol", CREDITS(2), "purchase", NULL, NULL, NULL, &e));
-    CHECK_OK(cg_add_credits(m, "carol", 1, "refund", NULL, NULL, NULL, &e));
-    CHECK_OK(cg_add_credits(m, "carol", -CREDITS(3), "adjustment", NULL, NULL, NULL, &e));
+    /* Options: a zeroed struct is the same as NULL (none); set only what you need. */
+    cg_entry_options options = {0};
+    CHECK_OK(cg_add_credits(m, "carol", 1, NULL, &options, &e));
+    CHECK(!e.replayed && e.seq == 2);
+    options.idempotency_key = "grant-2";
+    options.metadata_json = "{\"n\":2}";
+    CHECK_OK(cg_add_credits(m, "carol", 1, NULL, &options, &e));
+    CHECK_OK(cg_add_credits(m, "carol", 1, NULL, &options, &e));
+    CHECK(e.replayed && e.seq == 3);
+    CHECK_OK(cg_add_credits(m, "carol", -2, "adjustment", NULL, &e));
+
+    CHECK_OK(cg_add_credits(m, "carol", CREDITS(2), "purchase", NULL, &e));
+    CHECK_OK(cg_add_credits(m, "carol", 1, "refund", NULL, &e));
+    CHECK_OK(cg_add_credits(m, "carol", -CREDITS(3), "adjustment", NULL, &e));
     CHECK_EQ_I64(e.balance_after_micros, CREDITS(9) + 1);
     /* A negative adjustment is strict. */
-    CHECK_ERR(cg_add_credits(m, "carol", -CREDITS(100), "adjustment", NULL, NULL, NULL, &e), CG_INSUFFICIENT_CREDITS,
+    CHECK_ERR(cg_add_credits(m, "carol", -CREDITS(100), "adjustment", NULL, &e), CG_INSUFFICIENT_CREDITS,
               "insufficient credits");
 
-    CHECK_ERR(cg_add_credits(m, "carol", 0, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_add_credits(m, "carol", -1, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_add_credits(m, "carol", INT64_MAX, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_add_credits(m, "carol", INT64_MIN, "adjustment", NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 0, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_add_credits(m, "carol", -1, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_add_credits(m, "carol", INT64_MAX, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_add_credits(m, "carol", INT64_MIN, "adjustment", NULL, &e), CG_INVALID_ARGUMENT,
               "adjustment");
-    CHECK_ERR(cg_add_credits(m, "carol", 1000000000000000001, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1000000000000000001, NULL, NULL, &e), CG_INVALID_ARGUMENT,
               "1000000000000");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, "usage", NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "usage");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, "bonus", NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "bonus");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, BAD_UTF8, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, "usage", NULL, &e), CG_INVALID_ARGUMENT, "usage");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, "bonus", NULL, &e), CG_INVALID_ARGUMENT, "bonus");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, BAD_UTF8, NULL, &e), CG_INVALID_ARGUMENT,
               "kind is not valid UTF-8");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, "payment:x", NULL, NULL, &e), CG_INVALID_ARGUMENT, "reserved");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, BAD_UTF8, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.idempotency_key = "payment:x"}, &e),
+              CG_INVALID_ARGUMENT, "reserved");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.idempotency_key = BAD_UTF8}, &e),
+              CG_INVALID_ARGUMENT,
               "idempotency_key is not valid UTF-8");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, LONG_TEXT, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.idempotency_key = LONG_TEXT}, &e),
+              CG_INVALID_ARGUMENT,
               "idempotency_key");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, BAD_UTF8, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.reference = BAD_UTF8}, &e), CG_INVALID_ARGUMENT,
               "reference is not valid UTF-8");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL, "{nope", &e), CG_INVALID_ARGUMENT, "not valid JSON");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL, "[1,2]", &e), CG_INVALID_ARGUMENT, "JSON object");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL, BAD_UTF8, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.metadata_json = "{nope"}, &e),
+              CG_INVALID_ARGUMENT, "not valid JSON");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.metadata_json = "[1,2]"}, &e),
+              CG_INVALID_ARGUMENT, "JSON object");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.metadata_json = BAD_UTF8}, &e),
+              CG_INVALID_ARGUMENT,
               "metadata_json is not valid UTF-8");
     char big[6000];
     snprintf(big, sizeof big, "{\"k\":\"%5000d\"}", 1);
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL, big, &e), CG_INVALID_ARGUMENT, "4096");
-    CHECK_ERR(cg_add_credits(m, NULL, 1, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "user_id is NULL");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL, NULL, NULL), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.metadata_json = big}, &e), CG_INVALID_ARGUMENT,
+              "4096");
+    CHECK_ERR(cg_add_credits(m, NULL, 1, NULL, NULL, &e), CG_INVALID_ARGUMENT, "user_id is NULL");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL), CG_INVALID_ARGUMENT,
               "entry_out is NULL");
-    CHECK_ERR(cg_add_credits(NULL, "carol", 1, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(NULL, "carol", 1, NULL, NULL, &e), CG_INVALID_ARGUMENT,
               "manager is NULL");
 
     /* Failed calls changed nothing. */
@@ -339,9 +360,11 @@ static void test_grants(void) {
     cg_entry e;
     /* Far in the future: 2100-01-01T00:00:00Z. */
     const int64_t later = INT64_C(4102444800000000);
-    CHECK_OK(cg_record_payment_grant(m, "gina", "pi_g", 100, NULL, NULL, 0, 0, &e)); /* paid */
-    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(20), NULL, NULL, 5, later, NULL, NULL, NULL, &e));
-    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(30), "refund", "promotional", -2, 0, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_record_payment_grant(m, "gina", "pi_g", 100, NULL, NULL, &e)); /* paid */
+    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(20), NULL, NULL, &(cg_grant_options){.priority = 5,
+             .expires_at_micros = later}, &e));
+    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(30), "refund", NULL,
+             &(cg_grant_options){.category = "promotional", .priority = -2}, &e));
     char *json = NULL;
     CHECK_OK(cg_account_json(m, "gina", &json));
     /* Draw-down order: promotional (priority -2, then 5), then paid. */
@@ -354,7 +377,7 @@ static void test_grants(void) {
     CHECK_CONTAINS(json, "\"category\":\"paid\"");
     cg_string_free(json);
 
-    CHECK_OK(cg_deduct_credits(m, "gina", CREDITS(40), NULL, NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "gina", CREDITS(40), NULL, &e));
     CHECK_OK(cg_account_json(m, "gina", &json));
     CHECK(strstr(json, "\"remaining_micros\":30000000,") == NULL);
     CHECK_CONTAINS(json, "\"remaining_micros\":10000000,");
@@ -373,15 +396,31 @@ static void test_grants(void) {
     CHECK_CONTAINS(json, "\"credits_micros\":0");
     cg_string_free(json);
 
-    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, "free", 0, 0, NULL, NULL, NULL, &e),
+    /* A zeroed grant is the default grant (as NULL): kind "grant" is promotional, priority 0, no expiry. */
+    cg_grant_options grant = {0};
+    cg_entry_options options = {.idempotency_key = "gina-bonus"};
+    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(3), NULL, &options, &grant, &e));
+    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(3), NULL, &options, NULL, &e));
+    CHECK(e.replayed);
+    CHECK_OK(cg_transactions_json(m, "gina", 1, NULL, &json));
+    CHECK_CONTAINS(json, "\"idempotency_key\":\"gina-bonus\"");
+    cg_string_free(json);
+    CHECK_OK(cg_account_json(m, "gina", &json));
+    CHECK_CONTAINS(json, "\"amount_micros\":3000000,\"category\":\"promotional\"");
+    cg_string_free(json);
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, &(cg_entry_options){.reference = BAD_UTF8}, NULL, &e),
+              CG_INVALID_ARGUMENT, "reference is not valid UTF-8");
+
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, &(cg_grant_options){.category = "free"}, &e),
               CG_INVALID_ARGUMENT, "free");
-    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, 1001, 0, NULL, NULL, NULL, &e),
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, &(cg_grant_options){.priority = 1001}, &e),
               CG_INVALID_ARGUMENT, "priority");
-    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, 0, 1, NULL, NULL, NULL, &e),
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, &(cg_grant_options){.expires_at_micros = 1}, &e),
               CG_INVALID_ARGUMENT, "expires_at");
-    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, BAD_UTF8, 0, 0, NULL, NULL, NULL, &e),
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, &(cg_grant_options){.category = BAD_UTF8}, &e),
               CG_INVALID_ARGUMENT, "category is not valid UTF-8");
-    CHECK_ERR(cg_record_payment_grant(m, "gina", "pi_h", 100, NULL, "paid", -1001, 0, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_record_payment_grant(m, "gina", "pi_h", 100, NULL, &(cg_grant_options){.category = "paid",
+              .priority = -1001}, &e), CG_INVALID_ARGUMENT,
               "priority");
     CHECK_ERR(cg_expire_grants(m, 0, &json), CG_INVALID_ARGUMENT, "limit");
     CHECK(json == NULL);
@@ -396,21 +435,24 @@ static void test_grants(void) {
 static void test_deduct(void) {
     cg_manager *m = open_temp();
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "frank", CREDITS(3), NULL, NULL, NULL, NULL, &e));
-    CHECK_OK(cg_deduct_credits(m, "frank", CREDITS(2), "d-1", "job 7", "{\"job\":7}", &e));
+    CHECK_OK(cg_add_credits(m, "frank", CREDITS(3), NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "frank", CREDITS(2), &(cg_entry_options){.idempotency_key = "d-1",
+             .reference = "job 7", .metadata_json = "{\"job\":7}"}, &e));
     CHECK_EQ_I64(e.amount_micros, -CREDITS(2));
     CHECK_EQ_I64(e.balance_after_micros, CREDITS(1));
-    CHECK_OK(cg_deduct_credits(m, "frank", CREDITS(2), "d-1", NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "frank", CREDITS(2), &(cg_entry_options){.idempotency_key = "d-1"}, &e));
     CHECK(e.replayed);
-    CHECK_ERR(cg_deduct_credits(m, "frank", CREDITS(2), NULL, NULL, NULL, &e), CG_INSUFFICIENT_CREDITS,
+    CHECK_ERR(cg_deduct_credits(m, "frank", CREDITS(2), NULL, &e), CG_INSUFFICIENT_CREDITS,
               "2 required, 1 available");
     CHECK(cg_status_http(CG_INSUFFICIENT_CREDITS) == 402);
-    CHECK_ERR(cg_deduct_credits(m, "frank", 0, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_deduct_credits(m, "frank", -1, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_deduct_credits(m, "frank", 1, "usage:x", NULL, NULL, &e), CG_INVALID_ARGUMENT, "reserved");
-    CHECK_ERR(cg_deduct_credits(m, BAD_UTF8, 1, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "not valid UTF-8");
-    CHECK_ERR(cg_deduct_credits(m, "frank", 1, NULL, NULL, "7", &e), CG_INVALID_ARGUMENT, "JSON object");
-    CHECK_ERR(cg_deduct_credits(m, "frank", 1, NULL, NULL, NULL, NULL), CG_INVALID_ARGUMENT, "entry_out is NULL");
+    CHECK_ERR(cg_deduct_credits(m, "frank", 0, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_deduct_credits(m, "frank", -1, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_deduct_credits(m, "frank", 1, &(cg_entry_options){.idempotency_key = "usage:x"}, &e),
+              CG_INVALID_ARGUMENT, "reserved");
+    CHECK_ERR(cg_deduct_credits(m, BAD_UTF8, 1, NULL, &e), CG_INVALID_ARGUMENT, "not valid UTF-8");
+    CHECK_ERR(cg_deduct_credits(m, "frank", 1, &(cg_entry_options){.metadata_json = "7"}, &e), CG_INVALID_ARGUMENT,
+              "JSON object");
+    CHECK_ERR(cg_deduct_credits(m, "frank", 1, NULL, NULL), CG_INVALID_ARGUMENT, "entry_out is NULL");
     int64_t balance = 0;
     CHECK_OK(cg_balance(m, "frank", &balance));
     CHECK_EQ_I64(balance, CREDITS(1));
@@ -491,7 +533,7 @@ static void test_transactions(void) {
     cg_manager *m = open_temp();
     cg_entry e, first;
     CHECK_OK(cg_record_payment(m, "gina", "pi_g", 250, "USD", &first));
-    for (int i = 0; i < 4; i++) CHECK_OK(cg_deduct_credits(m, "gina", CREDITS(1), NULL, NULL, NULL, &e));
+    for (int i = 0; i < 4; i++) CHECK_OK(cg_deduct_credits(m, "gina", CREDITS(1), NULL, &e));
 
     char *json = NULL;
     CHECK_OK(cg_transactions_json(m, "gina", 0, NULL, &json)); /* 0 = default limit 50 */
@@ -737,7 +779,7 @@ static void test_import(void) {
     cg_manager *m = open_temp();
     cg_api_key key;
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "kate", CREDITS(10), NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "kate", CREDITS(10), NULL, NULL, &e));
     CHECK_OK(cg_import_api_key(m, "kate", "legacy-secret-0001", NULL, "old", &key));
     CHECK(key.legacy && strlen(key.key_id) == 36 && strcmp(key.prefix, "lega") == 0);
 
@@ -848,7 +890,7 @@ static void test_usage_holds(void) {
     CHECK_OK(cg_reserve_usage(m, secret, 1500, 101, "dear", 0, "call-1", &h));
     CHECK(h.replayed && h.status == CG_HOLD_SETTLED);
     /* The input-priced quote would fit in what is left; the real one does not. */
-    CHECK_OK(cg_deduct_credits(m, "una", CREDITS(5000) - 3520000 - CREDITS(4), NULL, NULL, NULL, &(cg_entry){0}));
+    CHECK_OK(cg_deduct_credits(m, "una", CREDITS(5000) - 3520000 - CREDITS(4), NULL, &(cg_entry){0}));
     CHECK_OK(cg_reserve(m, secret, 0, 1100, "dear", 0, NULL, &h));
     CHECK_OK(cg_release(m, h.hold_id));
     CHECK_ERR(cg_reserve_usage(m, secret, 100, 1000, "dear", 0, NULL, &h), CG_INSUFFICIENT_CREDITS, "required");
@@ -865,12 +907,12 @@ static void test_usage_holds(void) {
 static void test_boundary_errors_are_counted(void) {
     cg_manager *m = open_temp();
     cg_entry e;
-    CHECK_ERR(cg_add_credits(m, NULL, CREDITS(1), NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "user_id");
-    CHECK_ERR(cg_add_credits(m, BAD_UTF8, CREDITS(1), NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "UTF-8");
-    CHECK_ERR(cg_add_credits(m, "u", CREDITS(1), NULL, NULL, NULL, NULL, NULL), CG_INVALID_ARGUMENT, "entry_out");
-    CHECK_ERR(cg_add_credits(m, "u", -1, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_deduct_credits(m, "u", CREDITS(1), NULL, NULL, NULL, &e), CG_INSUFFICIENT_CREDITS, "available");
-    CHECK_OK(cg_add_credits(m, "u", CREDITS(1), NULL, NULL, NULL, NULL, &e));
+    CHECK_ERR(cg_add_credits(m, NULL, CREDITS(1), NULL, NULL, &e), CG_INVALID_ARGUMENT, "user_id");
+    CHECK_ERR(cg_add_credits(m, BAD_UTF8, CREDITS(1), NULL, NULL, &e), CG_INVALID_ARGUMENT, "UTF-8");
+    CHECK_ERR(cg_add_credits(m, "u", CREDITS(1), NULL, NULL, NULL), CG_INVALID_ARGUMENT, "entry_out");
+    CHECK_ERR(cg_add_credits(m, "u", -1, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_deduct_credits(m, "u", CREDITS(1), NULL, &e), CG_INSUFFICIENT_CREDITS, "available");
+    CHECK_OK(cg_add_credits(m, "u", CREDITS(1), NULL, NULL, &e));
     char *text = NULL;
     CHECK_OK(cg_metrics_prometheus(m, &text));
     CHECK_CONTAINS(text, "creditgate_errors_total{code=\"invalid_argument\"} 4");
@@ -907,7 +949,7 @@ static void test_holds(void) {
     cg_string_free(json);
     CHECK_ERR(cg_reserve(m, secret, CREDITS(4001), 0, NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS,
               "4001 required, 4000 available");
-    CHECK_ERR(cg_deduct_credits(m, "mia", CREDITS(4001), NULL, NULL, NULL, &(cg_entry){0}), CG_INSUFFICIENT_CREDITS,
+    CHECK_ERR(cg_deduct_credits(m, "mia", CREDITS(4001), NULL, &(cg_entry){0}), CG_INSUFFICIENT_CREDITS,
               "4000 available");
 
     /* Tokens hold: the price of 2,000 tokens at the default 1 credit / 1k. */
@@ -1011,7 +1053,7 @@ static void test_audit_report_metrics(void) {
     cg_usage_charge c;
     CHECK_OK(cg_record_usage(m, secret, NULL, 1000, 1000, NULL, NULL, &c));
     cg_entry e;
-    CHECK_OK(cg_deduct_credits(m, "noah", CREDITS(3), NULL, NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "noah", CREDITS(3), NULL, &e));
     CHECK_OK(cg_reverse_payment(m, "pi_n", 100, NULL, "re_n", &e));
     cg_key_eligibility el;
     CHECK_OK(cg_can_generate_api_key(m, "olga", &el));

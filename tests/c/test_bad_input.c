@@ -143,7 +143,7 @@ static void setup(void) {
     CHECK_OK(cg_reserve(m, secret, CREDITS(5), 0, NULL, 600, "h1", &h));
     memcpy(hold_id, h.hold_id, CG_ID_SIZE);
     CHECK_OK(cg_record_usage(m, secret, NULL, 1000, 0, NULL, "r1", &c));
-    CHECK_OK(cg_deduct_credits(m, "alice", CREDITS(1), "d1", NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "alice", CREDITS(1), &(cg_entry_options){.idempotency_key = "d1"}, &e));
     memcpy(entry_id, e.id, CG_ID_SIZE);
     /* Well-formed UUIDs the ledger never issued. */
     srand((unsigned)getpid());
@@ -189,17 +189,17 @@ static void test_null_pointers(void) {
     CHECK(s == NULL);
     BAD(cg_account_json(m, "alice", NULL), inv);
     GARBAGE(e);
-    BAD(cg_add_credits(NULL, "alice", CREDITS(1), NULL, NULL, NULL, NULL, &e), inv);
+    BAD(cg_add_credits(NULL, "alice", CREDITS(1), NULL, NULL, &e), inv);
     CHECK_ZEROED(e);
-    BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, NULL, NULL, NULL, NULL), inv);
+    BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, NULL, NULL), inv);
     GARBAGE(e);
     BAD(cg_record_payment(NULL, "alice", "pi_2", 100, NULL, &e), inv);
     CHECK_ZEROED(e);
     BAD(cg_record_payment(m, "alice", "pi_2", 100, NULL, NULL), inv);
     BAD(cg_reverse_payment(NULL, "pi_1", 0, NULL, NULL, &e), inv);
     BAD(cg_reverse_payment(m, "pi_1", 0, NULL, NULL, NULL), inv);
-    BAD(cg_deduct_credits(NULL, "alice", 1, NULL, NULL, NULL, &e), inv);
-    BAD(cg_deduct_credits(m, "alice", 1, NULL, NULL, NULL, NULL), inv);
+    BAD(cg_deduct_credits(NULL, "alice", 1, NULL, &e), inv);
+    BAD(cg_deduct_credits(m, "alice", 1, NULL, NULL), inv);
     s = (char *)&bal;
     BAD(cg_transactions_json(NULL, "alice", 10, NULL, &s), inv);
     CHECK(s == NULL);
@@ -277,22 +277,22 @@ static void test_bad_strings(void) {
         BAD(cg_account_json(m, x, &s), inv);
         CHECK(s == NULL);
         GARBAGE(e);
-        BAD(cg_add_credits(m, x, CREDITS(1), NULL, NULL, NULL, NULL, &e), inv);
+        BAD(cg_add_credits(m, x, CREDITS(1), NULL, NULL, &e), inv);
         CHECK_ZEROED(e);
         if (opt) {
-            BAD(cg_add_credits(m, "alice", CREDITS(1), x, NULL, NULL, NULL, &e), inv);
-            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, x, NULL, NULL, &e), inv);
-            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, NULL, x, NULL, &e), inv);
-            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, NULL, NULL, x, &e), inv);
-            BAD(cg_deduct_credits(m, "alice", 1, x, NULL, NULL, &e), inv);
-            BAD(cg_deduct_credits(m, "alice", 1, NULL, x, NULL, &e), inv);
-            BAD(cg_deduct_credits(m, "alice", 1, NULL, NULL, x, &e), inv);
+            BAD(cg_add_credits(m, "alice", CREDITS(1), x, NULL, &e), inv);
+            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, &(cg_entry_options){.idempotency_key = x}, &e), inv);
+            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, &(cg_entry_options){.reference = x}, &e), inv);
+            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, &(cg_entry_options){.metadata_json = x}, &e), inv);
+            BAD(cg_deduct_credits(m, "alice", 1, &(cg_entry_options){.idempotency_key = x}, &e), inv);
+            BAD(cg_deduct_credits(m, "alice", 1, &(cg_entry_options){.reference = x}, &e), inv);
+            BAD(cg_deduct_credits(m, "alice", 1, &(cg_entry_options){.metadata_json = x}, &e), inv);
             BAD(cg_record_payment(m, "alice", "pi_2", 100, x, &e), inv);
             BAD(cg_reverse_payment(m, "pi_1", 0, x, NULL, &e), inv);
             BAD(cg_reverse_payment(m, "pi_1", 0, NULL, x, &e), inv);
             CHECK_ZEROED(e);
         }
-        BAD(cg_deduct_credits(m, x, 1, NULL, NULL, NULL, &e), inv);
+        BAD(cg_deduct_credits(m, x, 1, NULL, &e), inv);
         BAD(cg_record_payment(m, x, "pi_2", 100, NULL, &e), inv);
         BAD(cg_record_payment(m, "alice", x, 100, NULL, &e), inv);
         BAD(cg_reverse_payment(m, x, 0, NULL, NULL, &e), inv);
@@ -357,8 +357,8 @@ static void test_bad_formats(void) {
     const char *metas[] = {"", "{", "[1]", "1", "null", "\"x\"", "{\"a\":1}x", "{\"a\":NaN}", "{\"a\":Infinity}",
                            META_4097, META_70K, BIG_JSON};
     for (size_t i = 0; i < sizeof metas / sizeof *metas; i++) {
-        BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, NULL, NULL, metas[i], &e), inv);
-        BAD(cg_deduct_credits(m, "alice", CREDITS(1), NULL, NULL, metas[i], &e), inv);
+        BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, &(cg_entry_options){.metadata_json = metas[i]}, &e), inv);
+        BAD(cg_deduct_credits(m, "alice", CREDITS(1), &(cg_entry_options){.metadata_json = metas[i]}, &e), inv);
     }
     const char *ids[] = {"not-a-uuid", "sk_live_secret", "0190a0a0-0000-7000-8000-00000000000", " 0190a0a0-0000-7000-8000-000000000001",
                          "0190a0a0-0000-7000-8000-0000000000011", "{0190a0a0-0000-7000-8000-000000000001"};
@@ -372,14 +372,14 @@ static void test_bad_formats(void) {
     }
     const char *kinds[] = {"usage", "deduct", "reversal", "GRANT", "grant ", "bonus"};
     for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
-        BAD(cg_add_credits(m, "alice", CREDITS(1), kinds[i], NULL, NULL, NULL, &e), inv);
+        BAD(cg_add_credits(m, "alice", CREDITS(1), kinds[i], NULL, &e), inv);
     const char *currencies[] = {"eur", "US", "usd ", "\xef\xbc\xb5SD"};
     for (size_t i = 0; i < sizeof currencies / sizeof *currencies; i++)
         BAD(cg_record_payment(m, "alice", "pi_2", 100, currencies[i], &e), inv);
     const char *reserved[] = {"payment:x", "reversal:x", "usage:x", "import:x"};
     for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++) {
-        BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, reserved[i], NULL, NULL, &e), inv);
-        BAD(cg_deduct_credits(m, "alice", CREDITS(1), reserved[i], NULL, NULL, &e), inv);
+        BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, &(cg_entry_options){.idempotency_key = reserved[i]}, &e), inv);
+        BAD(cg_deduct_credits(m, "alice", CREDITS(1), &(cg_entry_options){.idempotency_key = reserved[i]}, &e), inv);
     }
     char hex63[64], upper[65], nothex[65];
     memset(hex63, 'a', 63), hex63[63] = '\0';
@@ -437,17 +437,17 @@ static void test_bad_numbers(void) {
     for (size_t i = 0; i < sizeof amounts / sizeof *amounts; i++) {
         int64_t a = amounts[i];
         GARBAGE(e);
-        BAD(cg_add_credits(m, "alice", a, NULL, NULL, NULL, NULL, &e), inv);
+        BAD(cg_add_credits(m, "alice", a, NULL, NULL, &e), inv);
         CHECK_ZEROED(e);
-        BAD(cg_add_credits(m, "alice", a, "purchase", NULL, NULL, NULL, &e), inv);
-        BAD(cg_add_credits(m, "alice", a, "refund", NULL, NULL, NULL, &e), inv);
-        BAD(cg_deduct_credits(m, "alice", a, NULL, NULL, NULL, &e), inv);
+        BAD(cg_add_credits(m, "alice", a, "purchase", NULL, &e), inv);
+        BAD(cg_add_credits(m, "alice", a, "refund", NULL, &e), inv);
+        BAD(cg_deduct_credits(m, "alice", a, NULL, &e), inv);
         if (a != 0) { /* 0 means "by tokens" */
             GARBAGE(h);
             BAD(cg_reserve(m, secret, a, 0, NULL, 60, NULL, &h), inv);
             CHECK_ZEROED(h);
         }
-        if (a != -1) BAD(cg_add_credits(m, "alice", a, "adjustment", NULL, NULL, NULL, &e), inv); /* -1 is a fine adjustment */
+        if (a != -1) BAD(cg_add_credits(m, "alice", a, "adjustment", NULL, &e), inv); /* -1 is a fine adjustment */
     }
     const int64_t thresholds[] = {INT64_MIN, -MAX_AMOUNT_MICROS, -1, MAX_AMOUNT_MICROS + 1, INT64_MAX};
     for (size_t i = 0; i < sizeof thresholds / sizeof *thresholds; i++) {

@@ -39,7 +39,7 @@ static void *strict_worker(void *arg) {
     pthread_barrier_wait(&s->start);
     for (int i = 0; i < STRICT_ROUNDS; i++) {
         cg_entry e;
-        cg_status st = cg_deduct_credits(s->m, "shared", CREDITS(1), NULL, NULL, NULL, &e);
+        cg_status st = cg_deduct_credits(s->m, "shared", CREDITS(1), NULL, &e);
         if (st == CG_OK) {
             r->deducts_ok++;
             r->deducted_micros += CREDITS(1);
@@ -84,9 +84,9 @@ static void test_strict_operations_never_overdraw(void) {
     char *secret = NULL;
     /* The first key needs 5,000 credits; then the account is adjusted down
      * to 500, while the threads want 12 * 30 * (1 + 1.5) = 900. */
-    CHECK_OK(cg_add_credits(m, "shared", CREDITS(5000), "grant", NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "shared", CREDITS(5000), "grant", NULL, &e));
     CHECK_OK(cg_create_api_key(m, "shared", NULL, &secret, &key));
-    CHECK_OK(cg_add_credits(m, "shared", -CREDITS(4500), "adjustment", NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "shared", -CREDITS(4500), "adjustment", NULL, &e));
     const int64_t initial = CREDITS(500);
     CHECK_EQ_I64(e.balance_after_micros, initial);
 

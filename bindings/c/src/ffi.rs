@@ -2,7 +2,7 @@
 //! out-pointer writes, handle casts and fixed-size string buffers. Nothing
 //! else in this crate dereferences a raw pointer.
 
-use crate::cg_manager;
+use crate::{cg_entry_options, cg_grant_options, cg_manager};
 use creditgate_core::{CreditManager, Error, Result};
 use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
@@ -60,6 +60,51 @@ pub(crate) unsafe fn opt_text<'a>(p: *const c_char, name: &str) -> Result<Option
     s.to_str().map(Some).map_err(|e| {
         Error::InvalidArgument(format!("{name} is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))
     })
+}
+
+/// The safe view of a `cg_entry_options`.
+#[derive(Default)]
+pub(crate) struct EntryArgs<'a> {
+    pub(crate) idempotency_key: Option<&'a str>,
+    pub(crate) reference: Option<&'a str>,
+    pub(crate) metadata_json: Option<&'a str>,
+}
+
+/// An optional `cg_entry_options` argument: NULL gives none of its fields.
+///
+/// # Safety
+/// `p` is NULL or points to a readable `cg_entry_options` whose strings are
+/// NULL or NUL-terminated, all outliving `'a`.
+pub(crate) unsafe fn entry_options<'a>(p: *const cg_entry_options, _name: &str) -> Result<EntryArgs<'a>> {
+    // SAFETY: NULL or readable (caller's contract).
+    let Some(o) = (unsafe { p.as_ref() }) else { return Ok(EntryArgs::default()) };
+    // SAFETY: each string field is NULL or NUL-terminated (caller's contract).
+    let idempotency_key = unsafe { opt_text(o.idempotency_key, "idempotency_key") }?;
+    // SAFETY: as above.
+    let reference = unsafe { opt_text(o.reference, "reference") }?;
+    // SAFETY: as above.
+    let metadata_json = unsafe { opt_text(o.metadata_json, "metadata_json") }?;
+    Ok(EntryArgs { idempotency_key, reference, metadata_json })
+}
+
+/// The safe view of a `cg_grant_options`.
+#[derive(Default)]
+pub(crate) struct GrantArgs<'a> {
+    pub(crate) category: Option<&'a str>,
+    pub(crate) priority: i32,
+    pub(crate) expires_at_micros: i64,
+}
+
+/// An optional `cg_grant_options` argument: NULL is the default grant.
+///
+/// # Safety
+/// As [`entry_options`], for a `cg_grant_options`.
+pub(crate) unsafe fn grant_options<'a>(p: *const cg_grant_options, _name: &str) -> Result<GrantArgs<'a>> {
+    // SAFETY: NULL or readable (caller's contract).
+    let Some(o) = (unsafe { p.as_ref() }) else { return Ok(GrantArgs::default()) };
+    // SAFETY: NULL or NUL-terminated (caller's contract).
+    let category = unsafe { opt_text(o.category, "category") }?;
+    Ok(GrantArgs { category, priority: o.priority, expires_at_micros: o.expires_at_micros })
 }
 
 /// Values an out-pointer is set to before the call does anything, so that

@@ -38,8 +38,8 @@ use std::ffi::c_char;
 
 pub use status::cg_status;
 pub use types::{
-    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_api_key, cg_entry, cg_hold, cg_hold_status, cg_key_eligibility,
-    cg_usage_charge, cg_verification,
+    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_api_key, cg_entry, cg_entry_options, cg_grant_options, cg_hold,
+    cg_hold_status, cg_key_eligibility, cg_usage_charge, cg_verification,
 };
 
 /// Micro-credits per credit: amounts in this API are `int64_t` micro-credits.
@@ -291,8 +291,8 @@ pub unsafe extern "C" fn cg_account_json(
 
 /// Credits `user_id` with `amount_micros`. `kind`: "grant" (NULL),
 /// "purchase", "refund" or "adjustment" (which may be negative, and then is
-/// strict). `idempotency_key`, `reference`: optional (NULL), at most 255
-/// bytes; `metadata_json`: optional JSON object text, at most 4 KiB.
+/// strict). `options`: optional (NULL: none), the entry's idempotency key,
+/// reference and metadata (`cg_entry_options`).
 ///
 /// `entry_out`: required; receives the entry (zeroed on failure).
 #[unsafe(no_mangle)]
@@ -301,38 +301,37 @@ pub unsafe extern "C" fn cg_add_credits(
     user_id: *const c_char,
     amount_micros: i64,
     kind: *const c_char,
-    idempotency_key: *const c_char,
-    reference: *const c_char,
-    metadata_json: *const c_char,
+    options: *const cg_entry_options,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    ffi_fn!(handle manager => m; out [entry_out];
-        args [text user_id, opt_text kind, opt_text idempotency_key, opt_text reference, opt_text metadata_json]; {
+    ffi_fn!(handle manager => m; out [entry_out]; args [text user_id, opt_text kind, entry_options options]; {
         let kind = kind.map_or(Ok(EntryKind::Grant), EntryKind::parse)?;
-        let metadata = metadata(metadata_json)?;
-        let opts = EntryOptions { idempotency_key, reference, metadata: metadata.as_ref() };
-        let e = m.add_credits(user_id, Credits::from_micros(amount_micros), kind, &opts)?;
+        let metadata = metadata(options.metadata_json)?;
+        let e = m.add_credits(user_id, Credits::from_micros(amount_micros), kind, &entry(&options, &metadata))?;
         entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
 }
 
-/// The grant options of the `*_grant` calls: `category` "paid",
-/// "promotional" or NULL (the kind's default), `priority` in -1000..=1000,
-/// `expires_at_micros` microseconds since the Unix epoch (UTC), 0 = never.
-fn grant_options(category: Option<&str>, priority: i32, expires_at_micros: i64) -> Result<GrantOptions> {
+/// The core's entry options from a `cg_entry_options` and its parsed
+/// metadata.
+fn entry<'a>(options: &ffi::EntryArgs<'a>, metadata: &'a Option<Map<String, Value>>) -> EntryOptions<'a> {
+    EntryOptions { idempotency_key: options.idempotency_key, reference: options.reference, metadata: metadata.as_ref() }
+}
+
+/// The core's grant options from a `cg_grant_options` (0 and NULL: not
+/// given).
+fn grant(options: &ffi::GrantArgs) -> Result<GrantOptions> {
     Ok(GrantOptions {
-        expires_at: (expires_at_micros != 0).then_some(Timestamp(expires_at_micros)),
-        category: category.map(GrantCategory::parse).transpose()?,
-        priority,
+        expires_at: (options.expires_at_micros != 0).then_some(Timestamp(options.expires_at_micros)),
+        category: options.category.map(GrantCategory::parse).transpose()?,
+        priority: options.priority,
     })
 }
 
-/// `cg_add_credits` with the grant's options: `category` "paid" or
-/// "promotional" (NULL: promotional for kind "grant", paid otherwise),
-/// `priority` (-1000..=1000, lower is drawn first; 0 by default) and
-/// `expires_at_micros` (microseconds since the Unix epoch, UTC, later than
-/// now; 0 = never expires). A negative adjustment takes NULL, 0, 0.
+/// `cg_add_credits` with the options of the grant the credits form:
+/// `grant` optional (NULL: the default grant, as `cg_add_credits`), see
+/// `cg_grant_options`. A negative adjustment takes the default grant.
 ///
 /// `entry_out`: required; receives the entry (zeroed on failure).
 #[unsafe(no_mangle)]
@@ -341,28 +340,24 @@ pub unsafe extern "C" fn cg_add_credits_grant(
     user_id: *const c_char,
     amount_micros: i64,
     kind: *const c_char,
-    category: *const c_char,
-    priority: i32,
-    expires_at_micros: i64,
-    idempotency_key: *const c_char,
-    reference: *const c_char,
-    metadata_json: *const c_char,
+    options: *const cg_entry_options,
+    grant: *const cg_grant_options,
     entry_out: *mut cg_entry,
 ) -> cg_status {
     ffi_fn!(handle manager => m; out [entry_out];
-        args [text user_id, opt_text kind, opt_text category, opt_text idempotency_key, opt_text reference, opt_text metadata_json]; {
+        args [text user_id, opt_text kind, entry_options options, grant_options grant]; {
         let kind = kind.map_or(Ok(EntryKind::Grant), EntryKind::parse)?;
-        let grant = grant_options(category, priority, expires_at_micros)?;
-        let metadata = metadata(metadata_json)?;
-        let opts = EntryOptions { idempotency_key, reference, metadata: metadata.as_ref() };
-        let e = m.add_credits_with(user_id, Credits::from_micros(amount_micros), kind, &opts, &grant)?;
+        let grant = self::grant(&grant)?;
+        let metadata = metadata(options.metadata_json)?;
+        let amount = Credits::from_micros(amount_micros);
+        let e = m.add_credits_with(user_id, amount, kind, &entry(&options, &metadata), &grant)?;
         entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
 }
 
-/// `cg_record_payment` with the grant's options, as in
-/// `cg_add_credits_grant` (`category` NULL: paid).
+/// `cg_record_payment` with the options of the grant the payment buys, as
+/// in `cg_add_credits_grant` (`grant` NULL, or its `category` NULL: paid).
 ///
 /// `entry_out`: required; receives the entry (zeroed on failure).
 #[unsafe(no_mangle)]
@@ -372,16 +367,13 @@ pub unsafe extern "C" fn cg_record_payment_grant(
     payment_id: *const c_char,
     amount_minor: i64,
     currency: *const c_char,
-    category: *const c_char,
-    priority: i32,
-    expires_at_micros: i64,
+    grant: *const cg_grant_options,
     entry_out: *mut cg_entry,
 ) -> cg_status {
     ffi_fn!(handle manager => m; out [entry_out];
-        args [text user_id, text payment_id, opt_text currency, opt_text category]; {
+        args [text user_id, text payment_id, opt_text currency, grant_options grant]; {
         let currency = currency.unwrap_or("USD");
-        let grant = grant_options(category, priority, expires_at_micros)?;
-        let e = m.record_payment_with(user_id, payment_id, amount_minor, currency, &grant)?;
+        let e = m.record_payment_with(user_id, payment_id, amount_minor, currency, &self::grant(&grant)?)?;
         entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
@@ -464,7 +456,7 @@ pub unsafe extern "C" fn cg_reverse_payment(
 
 /// Strict debit of `amount_micros` (> 0) as a `deduct` entry:
 /// `CG_INSUFFICIENT_CREDITS` when available < amount; never below zero.
-/// Optional arguments as in `cg_add_credits`.
+/// `options`: optional (NULL: none), as in `cg_add_credits`.
 ///
 /// `entry_out`: required; receives the entry (zeroed on failure).
 #[unsafe(no_mangle)]
@@ -472,16 +464,12 @@ pub unsafe extern "C" fn cg_deduct_credits(
     manager: *const cg_manager,
     user_id: *const c_char,
     amount_micros: i64,
-    idempotency_key: *const c_char,
-    reference: *const c_char,
-    metadata_json: *const c_char,
+    options: *const cg_entry_options,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    ffi_fn!(handle manager => m; out [entry_out];
-        args [text user_id, opt_text idempotency_key, opt_text reference, opt_text metadata_json]; {
-        let metadata = metadata(metadata_json)?;
-        let opts = EntryOptions { idempotency_key, reference, metadata: metadata.as_ref() };
-        let e = m.deduct_credits(user_id, Credits::from_micros(amount_micros), &opts)?;
+    ffi_fn!(handle manager => m; out [entry_out]; args [text user_id, entry_options options]; {
+        let metadata = metadata(options.metadata_json)?;
+        let e = m.deduct_credits(user_id, Credits::from_micros(amount_micros), &entry(&options, &metadata))?;
         entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
