@@ -8,6 +8,15 @@
  * - Amounts are int64_t micro-credits (1 credit = CG_MICROS_PER_CREDIT).
  *   Payments are integer minor units (cents). Tokens are int64_t.
  * - Results come through out-pointers (the last parameters, named *_out).
+ * - "Not given" is 0 for a number and NULL for a pointer, everywhere: an
+ *   optional number passed as 0 takes its documented default (ttl_seconds
+ *   0 = CG_DEFAULT_TTL_SECONDS, a limit 0 = its CG_DEFAULT_*_LIMIT,
+ *   expires_at_micros 0 = never, amount_minor 0 = all, a rate limit 0 =
+ *   none), so a zeroed options struct is every default. No function takes
+ *   -1 or another magic number. A number that is never optional (an
+ *   amount, tokens, min_credits_micros, floor_micros, grace_seconds,
+ *   limit_micros) means its value, 0 included. Numbers a failed call
+ *   returns are 0.
  *
  * Pointers and ownership
  * - cg_manager *: created by cg_open / cg_open_env, owned by the caller,
@@ -64,6 +73,11 @@
  * `limit` of `cg_events_json` when 0 is passed.
  */
 #define CG_DEFAULT_EVENTS_LIMIT 100
+
+/**
+ * `limit` of `cg_expire_grants` when 0 is passed.
+ */
+#define CG_DEFAULT_EXPIRE_LIMIT 1000
 
 /**
  * Size of an id buffer: a lowercase hyphenated UUID (36 bytes) and its NUL.
@@ -559,10 +573,10 @@ cg_status cg_record_payment_grant(const struct cg_manager *manager,
                                   struct cg_entry *entry_out);
 
 /**
- * Applies every due grant expiry of up to `limit` accounts (1..=10000),
- * one `expiry` entry per expired grant. Reads never count expired credits
- * anyway; this brings the entries up to date. Call again while
- * `accounts == limit`.
+ * Applies every due grant expiry of up to `limit` accounts (1..=10000,
+ * or 0 for 1000), one `expiry` entry per expired grant. Reads never count
+ * expired credits anyway; this brings the entries up to date. Call again
+ * while `accounts == limit`.
  *
  * `json_out`: required; receives `{"accounts", "entries",
  * "credits_micros"}` owned by the caller (free it with `cg_string_free`);
@@ -761,8 +775,9 @@ cg_status cg_rotate_api_key(const struct cg_manager *manager,
 /**
  * Caps what a key may spend per `window`: "daily", "weekly", "monthly"
  * (UTC calendar periods: from 00:00, Monday 00:00, the 1st 00:00) or
- * "lifetime". `limit_micros` >= 0 sets the cap; -1 removes it (then
- * `window` is still required but unused). Verification and holds through
+ * "lifetime". `limit_micros` >= 0 sets the cap (0: nothing may be spent
+ * through the key); `window` NULL removes the cap (then `limit_micros`
+ * must be 0, as there is no cap to give). Verification and holds through
  * the key then fail with `CG_INSUFFICIENT_CREDITS` and
  * `cg_last_error_limit_source()` "key" when the cap is short. `user_id`:
  * as `cg_revoke_api_key`.

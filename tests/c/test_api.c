@@ -422,7 +422,10 @@ static void test_grants(void) {
     CHECK_ERR(cg_record_payment_grant(m, "gina", "pi_h", 100, NULL, &(cg_grant_options){.category = "paid",
               .priority = -1001}, &e), CG_INVALID_ARGUMENT,
               "priority");
-    CHECK_ERR(cg_expire_grants(m, 0, &json), CG_INVALID_ARGUMENT, "limit");
+    CHECK_OK(cg_expire_grants(m, 0, &json)); /* 0: the default, 1000 */
+    CHECK_CONTAINS(json, "\"accounts\":0");
+    cg_string_free(json);
+    CHECK_ERR(cg_expire_grants(m, 10001, &json), CG_INVALID_ARGUMENT, "limit");
     CHECK(json == NULL);
     CHECK_ERR(cg_expire_grants(m, 10, NULL), CG_INVALID_ARGUMENT, "json_out is NULL");
     CHECK_ERR(cg_expire_grants(NULL, 10, &json), CG_INVALID_ARGUMENT, "manager is NULL");
@@ -746,14 +749,19 @@ static void test_key_policy(void) {
     CHECK_CONTAINS(json, "\"window_resets_at\":\"20");
     CHECK_CONTAINS(json, "\"disabled\":false");
     cg_string_free(json);
-    CHECK_OK(cg_set_key_limit(m, key.key_id, -1, "daily", NULL));
+    CHECK_OK(cg_set_key_limit(m, key.key_id, 0, "lifetime", NULL)); /* a cap of zero is a cap */
+    CHECK_ERR(cg_verify_api_key_credits(m, secret, 1, &v), CG_INSUFFICIENT_CREDITS, "");
+    CHECK(strcmp(cg_last_error_limit_source(), "key") == 0);
+    CHECK_ERR(cg_set_key_limit(m, key.key_id, -1, "daily", NULL), CG_INVALID_ARGUMENT, "limit"); /* no magic -1 */
+    CHECK_ERR(cg_set_key_limit(m, key.key_id, 5, NULL, NULL), CG_INVALID_ARGUMENT, "window is NULL");
+    CHECK_OK(cg_set_key_limit(m, key.key_id, 0, NULL, NULL)); /* removes the cap */
     CHECK_ERR(cg_verify_api_key_credits(m, secret, CREDITS(100000), &v), CG_INSUFFICIENT_CREDITS, "available");
     CHECK(strcmp(cg_last_error_limit_source(), "account") == 0);
     CHECK_OK(cg_verify_api_key_credits(m, secret, 0, &v));
     CHECK(strcmp(cg_last_error_limit_source(), "") == 0);
     CHECK_ERR(cg_set_key_limit(m, key.key_id, 1, "hourly", NULL), CG_INVALID_ARGUMENT, "window");
     CHECK_ERR(cg_set_key_limit(m, key.key_id, -2, "daily", NULL), CG_INVALID_ARGUMENT, "limit");
-    CHECK_ERR(cg_set_key_limit(m, key.key_id, 1, NULL, NULL), CG_INVALID_ARGUMENT, "window is NULL");
+    CHECK_ERR(cg_set_key_limit(m, key.key_id, 1, BAD_UTF8, NULL), CG_INVALID_ARGUMENT, "window is not valid UTF-8");
 
     /* Rotation: grace 0 ends the old key now; the new secret works. */
     char *fresh = NULL;

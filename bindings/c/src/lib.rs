@@ -50,6 +50,8 @@ pub const CG_DEFAULT_TTL_SECONDS: i64 = 600;
 pub const CG_DEFAULT_PAGE_LIMIT: i64 = 50;
 /// `limit` of `cg_events_json` when 0 is passed.
 pub const CG_DEFAULT_EVENTS_LIMIT: i64 = 100;
+/// `limit` of `cg_expire_grants` when 0 is passed.
+pub const CG_DEFAULT_EXPIRE_LIMIT: u32 = 1000;
 /// Longest `metadata_json` text accepted before parsing (the parsed object
 /// must then serialize to at most 4 KiB).
 const MAX_METADATA_JSON_BYTES: usize = 64 * 1024;
@@ -379,10 +381,10 @@ pub unsafe extern "C" fn cg_record_payment_grant(
     })
 }
 
-/// Applies every due grant expiry of up to `limit` accounts (1..=10000),
-/// one `expiry` entry per expired grant. Reads never count expired credits
-/// anyway; this brings the entries up to date. Call again while
-/// `accounts == limit`.
+/// Applies every due grant expiry of up to `limit` accounts (1..=10000,
+/// or 0 for 1000), one `expiry` entry per expired grant. Reads never count
+/// expired credits anyway; this brings the entries up to date. Call again
+/// while `accounts == limit`.
 ///
 /// `json_out`: required; receives `{"accounts", "entries",
 /// "credits_micros"}` owned by the caller (free it with `cg_string_free`);
@@ -394,6 +396,7 @@ pub unsafe extern "C" fn cg_expire_grants(
     json_out: *mut *mut c_char,
 ) -> cg_status {
     ffi_fn!(handle manager => m; out [json_out]; {
+        let limit = if limit == 0 { CG_DEFAULT_EXPIRE_LIMIT } else { limit };
         write_json(json_out, json::expiry_sweep(&m.expire_grants(limit)?))
     })
 }
@@ -699,8 +702,9 @@ pub unsafe extern "C" fn cg_rotate_api_key(
 
 /// Caps what a key may spend per `window`: "daily", "weekly", "monthly"
 /// (UTC calendar periods: from 00:00, Monday 00:00, the 1st 00:00) or
-/// "lifetime". `limit_micros` >= 0 sets the cap; -1 removes it (then
-/// `window` is still required but unused). Verification and holds through
+/// "lifetime". `limit_micros` >= 0 sets the cap (0: nothing may be spent
+/// through the key); `window` NULL removes the cap (then `limit_micros`
+/// must be 0, as there is no cap to give). Verification and holds through
 /// the key then fail with `CG_INSUFFICIENT_CREDITS` and
 /// `cg_last_error_limit_source()` "key" when the cap is short. `user_id`:
 /// as `cg_revoke_api_key`.
@@ -712,14 +716,18 @@ pub unsafe extern "C" fn cg_set_key_limit(
     window: *const c_char,
     user_id: *const c_char,
 ) -> cg_status {
-    ffi_fn!(handle manager => m; args [text key_id, text window, opt_text user_id]; {
+    ffi_fn!(handle manager => m; args [text key_id, opt_text window, opt_text user_id]; {
         let key_id = KeyId::parse(key_id)?;
-        let window = SpendWindow::parse(window)?;
-        let limit = match limit_micros {
-            -1 => None,
-            l => Some(Credits::from_micros(l)),
-        };
-        m.set_key_limit(key_id, limit, window, user_id)
+        match window {
+            Some(window) => {
+                m.set_key_limit(key_id, Some(Credits::from_micros(limit_micros)), SpendWindow::parse(window)?, user_id)
+            }
+            // Removing: the core ignores the window of a cap it removes.
+            None if limit_micros == 0 => m.set_key_limit(key_id, None, SpendWindow::Lifetime, user_id),
+            None => Err(invalid(format!(
+                "window is NULL, which removes the cap, but limit_micros is {limit_micros}: pass 0, or a window"
+            ))),
+        }
     })
 }
 
