@@ -29,7 +29,9 @@
  *   NULL, meaning "not given".
  * - const cg_entry_options * and const cg_grant_options * arguments:
  *   optional (NULL: every default), borrowed for the call only. A zeroed
- *   struct ({0}) is the default; set only the fields you need.
+ *   struct ({0}) is the default; set only the fields you need. A const
+ *   cg_usage * is borrowed likewise; where it is optional, NULL means "no
+ *   usage" (credits instead).
  * - Out-pointers are required: NULL is CG_INVALID_ARGUMENT. Each is checked
  *   and reset before the call does anything (char ** to NULL, integers to 0,
  *   structs to all zeroes), so after a failure it holds no garbage.
@@ -330,6 +332,29 @@ typedef struct cg_verification {
    */
   int64_t available_micros;
 } cg_verification;
+
+/**
+ * A call's usage (`cg_record_usage`, `cg_reserve`, `cg_reserve_usage`,
+ * `cg_settle`): the tokens to charge, or to hold the price of. A
+ * zero-initialised struct (`cg_usage usage = {0};`) is no tokens at the
+ * default price. Borrowed for the call only.
+ */
+typedef struct cg_usage {
+  /**
+   * Input (prompt) tokens, 0..=10^9, at the model's input rate.
+   */
+  int64_t input_tokens;
+  /**
+   * Output (completion) tokens, 0..=10^9, at the model's output rate;
+   * for a hold, e.g. the request's `max_tokens`.
+   */
+  int64_t output_tokens;
+  /**
+   * The model whose price applies. NULL: the default price (in
+   * `cg_settle`: the hold's model).
+   */
+  const char *model;
+} cg_usage;
 
 /**
  * A usage charge (`cg_record_usage`, `cg_settle`).
@@ -819,79 +844,67 @@ cg_status cg_verify_api_key_credits(const struct cg_manager *manager,
 /**
  * Charges a call's usage as a `usage` entry, never refused for balance
  * (the balance may go negative: `overdraft`). Name the key by exactly one
- * of `api_key` (the secret) and `key_id`. Tokens: 0..=10^9 each
- * (`tokens` alone = `input_tokens`, with 0 output tokens). `model`:
- * optional (NULL = default price). `request_id`: optional; the same id
- * charges once (`replayed`), with other tokens or model it is
- * `CG_IDEMPOTENCY_CONFLICT`.
+ * of `api_key` (the secret) and `key_id`. `usage`: required (NULL is
+ * `CG_INVALID_ARGUMENT`; a zeroed `cg_usage` charges no tokens at the
+ * default price). `request_id`: optional; the same id charges once
+ * (`replayed`), with another usage it is `CG_IDEMPOTENCY_CONFLICT`.
  *
  * `charge_out`: required; zeroed on failure.
  */
 cg_status cg_record_usage(const struct cg_manager *manager,
                           const char *api_key,
                           const char *key_id,
-                          int64_t input_tokens,
-                          int64_t output_tokens,
-                          const char *model,
+                          const struct cg_usage *usage,
                           const char *request_id,
                           struct cg_usage_charge *charge_out);
 
 /**
  * Holds credits against available (strict), for streaming or bounding
- * concurrent spend. Either `credits_micros` > 0 (then `tokens` 0 and
- * `model` NULL), or `credits_micros` 0 and the price of `tokens` input
- * tokens of `model` (NULL = default price; at least 1 micro-credit).
- * `ttl_seconds`: 1..=86400, or 0 for 600. `request_id`: optional; the same
- * id holds once (`replayed`).
+ * concurrent spend: either `credits_micros` > 0 with `usage` NULL, or
+ * `credits_micros` 0 and the price of `usage` (its input tokens at the
+ * model's input rate plus its output tokens, e.g. the request's
+ * `max_tokens`, at the output rate, rounded up once, at least 1
+ * micro-credit: the formula of its charge). `ttl_seconds`: 1..=86400, or 0
+ * for 600. `request_id`: optional; the same id holds once (`replayed`,
+ * with the first hold's `status`).
  *
  * `hold_out`: required; zeroed on failure.
  */
 cg_status cg_reserve(const struct cg_manager *manager,
                      const char *api_key,
                      int64_t credits_micros,
-                     int64_t tokens,
-                     const char *model,
+                     const struct cg_usage *usage,
                      int64_t ttl_seconds,
                      const char *request_id,
                      struct cg_hold *hold_out);
 
 /**
- * Holds a call's worst case, quoted by the formula of its charge:
- * `input_tokens` at `model`'s input rate plus `output_tokens` (e.g. the
- * request's `max_tokens`) at its output rate, rounded up once (NULL
- * `model` = default price; at least 1 micro-credit). Otherwise as
- * `cg_reserve`: `ttl_seconds` 1..=86400 or 0 for 600; `request_id`
- * optional, the same id holds once (`replayed`, with the first hold's
- * `status`).
+ * `cg_reserve` of a `usage` (required: NULL is `CG_INVALID_ARGUMENT`):
+ * holds a call's worst case, quoted by the formula of its charge.
  *
  * `hold_out`: required; zeroed on failure.
  */
 cg_status cg_reserve_usage(const struct cg_manager *manager,
                            const char *api_key,
-                           int64_t input_tokens,
-                           int64_t output_tokens,
-                           const char *model,
+                           const struct cg_usage *usage,
                            int64_t ttl_seconds,
                            const char *request_id,
                            struct cg_hold *hold_out);
 
 /**
  * Charges a hold's actual usage exactly once and frees it (also after it
- * expired or was released; the charge may exceed the hold). Either
- * `credits_micros` > 0 (then tokens 0 and `model` NULL), or
- * `credits_micros` 0 and the tokens at `model`'s price (NULL = the hold's
- * model). Settling again with the same usage replays the first result;
- * with other usage it is `CG_IDEMPOTENCY_CONFLICT`. Unknown hold:
- * `CG_NOT_FOUND`.
+ * expired or was released; the charge may exceed the hold): either
+ * `credits_micros` > 0 with `usage` NULL, or `credits_micros` 0 and
+ * `usage` (its `model` NULL: the hold's model). Settling again with the
+ * same usage replays the first result; with another it is
+ * `CG_IDEMPOTENCY_CONFLICT`. Unknown hold: `CG_NOT_FOUND`.
  *
  * `charge_out`: required; zeroed on failure.
  */
 cg_status cg_settle(const struct cg_manager *manager,
                     const char *hold_id,
                     int64_t credits_micros,
-                    int64_t input_tokens,
-                    int64_t output_tokens,
-                    const char *model,
+                    const struct cg_usage *usage,
                     struct cg_usage_charge *charge_out);
 
 /**

@@ -717,8 +717,8 @@ static void test_key_policy(void) {
     CHECK_OK(cg_disable_api_key(m, key.key_id, "kate"));
     CHECK_OK(cg_disable_api_key(m, key.key_id, NULL));
     CHECK_ERR(cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v), CG_INVALID_API_KEY, "unknown API key");
-    CHECK_ERR(cg_reserve(m, secret, CREDITS(1), 0, NULL, 0, NULL, &h), CG_INVALID_API_KEY, "unknown API key");
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1000, 0, NULL, NULL, &c));
+    CHECK_ERR(cg_reserve(m, secret, CREDITS(1), NULL, 0, NULL, &h), CG_INVALID_API_KEY, "unknown API key");
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1000}, NULL, &c));
     CHECK_EQ_I64(c.charged_micros, CREDITS(1));
     CHECK_ERR(cg_disable_api_key(m, key.key_id, "someone-else"), CG_NOT_FOUND, key.key_id);
     CHECK_OK(cg_enable_api_key(m, key.key_id, NULL));
@@ -738,9 +738,9 @@ static void test_key_policy(void) {
     CHECK(strcmp(cg_last_error_limit_source(), "") == 0);
     CHECK_ERR(cg_verify_api_key_credits(m, secret, CREDITS(10), &v), CG_INSUFFICIENT_CREDITS, "9 available under");
     CHECK(strcmp(cg_last_error_limit_source(), "key") == 0);
-    CHECK_ERR(cg_reserve(m, secret, CREDITS(11), 0, NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS, "11 required");
+    CHECK_ERR(cg_reserve(m, secret, CREDITS(11), NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS, "11 required");
     CHECK(strcmp(cg_last_error_limit_source(), "key") == 0);
-    CHECK_OK(cg_record_usage(m, secret, NULL, 4000, 0, NULL, NULL, &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 4000}, NULL, &c));
     char *json = NULL;
     CHECK_OK(cg_list_api_keys_json(m, "kate", &json));
     CHECK_CONTAINS(json, "\"spend_limit_micros\":10000000");
@@ -796,7 +796,7 @@ static void test_import(void) {
     CHECK_OK(cg_verify_api_key_credits(m, "legacy-secret-0001", CG_MICROS_PER_CREDIT, &v));
     CHECK(strcmp(v.key_id, key.key_id) == 0);
     cg_usage_charge c;
-    CHECK_OK(cg_record_usage(m, "legacy-secret-0001", NULL, 2000, 0, NULL, NULL, &c));
+    CHECK_OK(cg_record_usage(m, "legacy-secret-0001", NULL, &(cg_usage){.input_tokens = 2000}, NULL, &c));
     CHECK_EQ_I64(c.charged_micros, CREDITS(2));
 
     /* By SHA-256 of "hashed-legacy-key". */
@@ -835,48 +835,63 @@ static void test_record_usage(void) {
     char *secret = paid_key(m, "liam", "pi_l", &key);
 
     cg_usage_charge c;
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1500, 0, NULL, "req-1", &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1500}, "req-1", &c));
     CHECK_EQ_I64(c.tokens, 1500);
     CHECK_EQ_I64(c.charged_micros, 1500000);
     CHECK_EQ_I64(c.balance_micros, CREDITS(5000) - 1500000);
     CHECK(!c.overdraft && !c.replayed && strlen(c.entry_id) == 36 && strcmp(c.user_id, "liam") == 0);
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1500, 0, NULL, "req-1", &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1500}, "req-1", &c));
     CHECK(c.replayed);
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1501, 0, NULL, "req-1", &c), CG_IDEMPOTENCY_CONFLICT, "usage:req-1");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1501}, "req-1", &c),
+              CG_IDEMPOTENCY_CONFLICT, "usage:req-1");
     CHECK(cg_status_http(CG_IDEMPOTENCY_CONFLICT) == 409);
 
     /* By key id, with a model price: ceil((1 * 1500 + 1 * 3000) / 1000) = 5 micros. */
     CHECK_OK(cg_set_model_price(m, "tiny", 1500, 3000));
-    CHECK_OK(cg_record_usage(m, NULL, key.key_id, 1, 1, "tiny", NULL, &c));
+    CHECK_OK(cg_record_usage(m, NULL, key.key_id, &(cg_usage){.input_tokens = 1, .output_tokens = 1, .model = "tiny"},
+             NULL, &c));
     CHECK_EQ_I64(c.charged_micros, 5);
-    CHECK_OK(cg_record_usage(m, secret, NULL, 0, 0, NULL, "req-zero", &c)); /* zero tokens is valid */
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){0}, "req-zero", &c)); /* zero tokens is valid */
     CHECK_EQ_I64(c.charged_micros, 0);
 
     /* Usage is never refused for balance: it overdraws, then verify is 402. */
-    CHECK_OK(cg_record_usage(m, secret, NULL, 6000000, 0, NULL, NULL, &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 6000000}, NULL, &c));
     CHECK(c.overdraft && c.balance_micros < 0);
     cg_verification v;
     CHECK_STATUS(cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v), CG_INSUFFICIENT_CREDITS);
 
-    CHECK_ERR(cg_record_usage(m, secret, key.key_id, 1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "exactly one");
-    CHECK_ERR(cg_record_usage(m, NULL, NULL, 1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "exactly one");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, -1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "input_tokens");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 0, -1, NULL, NULL, &c), CG_INVALID_ARGUMENT, "output_tokens");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1000000001, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "1000000001");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, INT64_MAX, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "input_tokens");
-    CHECK_ERR(cg_record_usage(m, "sk_unknown_but_long_enough", NULL, 1, 0, NULL, NULL, &c), CG_INVALID_API_KEY,
+    CHECK_ERR(cg_record_usage(m, secret, key.key_id, &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_ARGUMENT,
+              "exactly one");
+    CHECK_ERR(cg_record_usage(m, NULL, NULL, &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_ARGUMENT,
+              "exactly one");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, NULL, NULL, &c), CG_INVALID_ARGUMENT, "usage is NULL");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = -1}, NULL, &c), CG_INVALID_ARGUMENT,
+              "input_tokens");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.output_tokens = -1}, NULL, &c), CG_INVALID_ARGUMENT,
+              "output_tokens");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1000000001}, NULL, &c),
+              CG_INVALID_ARGUMENT, "1000000001");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = INT64_MAX}, NULL, &c), CG_INVALID_ARGUMENT,
+              "input_tokens");
+    CHECK_ERR(cg_record_usage(m, "sk_unknown_but_long_enough", NULL, &(cg_usage){.input_tokens = 1}, NULL, &c),
+              CG_INVALID_API_KEY,
               "API key");
-    CHECK_ERR(cg_record_usage(m, NULL, "01890000-0000-7000-8000-000000000000", 1, 0, NULL, NULL, &c),
+    CHECK_ERR(cg_record_usage(m, NULL, "01890000-0000-7000-8000-000000000000", &(cg_usage){.input_tokens = 1}, NULL,
+              &c),
               CG_INVALID_API_KEY, "no API key");
-    CHECK_ERR(cg_record_usage(m, NULL, "bad-id", 1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "not a UUID");
-    CHECK_ERR(cg_record_usage(m, BAD_UTF8, NULL, 1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_record_usage(m, NULL, "bad-id", &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_ARGUMENT,
+              "not a UUID");
+    CHECK_ERR(cg_record_usage(m, BAD_UTF8, NULL, &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_ARGUMENT,
               "api_key is not valid UTF-8");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1, 0, BAD_UTF8, NULL, &c), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1, .model = BAD_UTF8}, NULL, &c),
+              CG_INVALID_ARGUMENT,
               "model is not valid UTF-8");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1, 0, NULL, BAD_UTF8, &c), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1}, BAD_UTF8, &c), CG_INVALID_ARGUMENT,
               "request_id is not valid UTF-8");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1, 0, NULL, LONG_TEXT, &c), CG_INVALID_ARGUMENT, "request_id");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1, 0, NULL, NULL, NULL), CG_INVALID_ARGUMENT, "charge_out is NULL");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1}, LONG_TEXT, &c), CG_INVALID_ARGUMENT,
+              "request_id");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1}, NULL, NULL), CG_INVALID_ARGUMENT,
+              "charge_out is NULL");
     cg_string_free(secret);
     cg_close(m);
 }
@@ -889,23 +904,30 @@ static void test_usage_holds(void) {
     char *secret = paid_key(m, "una", "pi_u", &key);
     CHECK_OK(cg_set_model_price(m, "dear", CREDITS(1), CREDITS(20)));
     cg_hold h;
-    CHECK_OK(cg_reserve_usage(m, secret, 1500, 101, "dear", 0, "call-1", &h));
+    CHECK_OK(cg_reserve_usage(m, secret, &(cg_usage){.input_tokens = 1500, .output_tokens = 101, .model = "dear"}, 0,
+             "call-1", &h));
     CHECK_EQ_I64(h.amount_micros, 3520000); /* 1.5 + 2.02 credits */
     CHECK(h.status == CG_HOLD_ACTIVE && !h.replayed);
     cg_usage_charge c;
-    CHECK_OK(cg_settle(m, h.hold_id, 0, 1500, 101, NULL, &c));
+    CHECK_OK(cg_settle(m, h.hold_id, 0, &(cg_usage){.input_tokens = 1500, .output_tokens = 101}, &c));
     CHECK_EQ_I64(c.charged_micros, h.amount_micros);
-    CHECK_OK(cg_reserve_usage(m, secret, 1500, 101, "dear", 0, "call-1", &h));
+    CHECK_OK(cg_reserve_usage(m, secret, &(cg_usage){.input_tokens = 1500, .output_tokens = 101, .model = "dear"}, 0,
+             "call-1", &h));
     CHECK(h.replayed && h.status == CG_HOLD_SETTLED);
     /* The input-priced quote would fit in what is left; the real one does not. */
     CHECK_OK(cg_deduct_credits(m, "una", CREDITS(5000) - 3520000 - CREDITS(4), NULL, &(cg_entry){0}));
-    CHECK_OK(cg_reserve(m, secret, 0, 1100, "dear", 0, NULL, &h));
+    CHECK_OK(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 1100, .model = "dear"}, 0, NULL, &h));
     CHECK_OK(cg_release(m, h.hold_id));
-    CHECK_ERR(cg_reserve_usage(m, secret, 100, 1000, "dear", 0, NULL, &h), CG_INSUFFICIENT_CREDITS, "required");
-    CHECK_ERR(cg_reserve_usage(m, secret, 1, -1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "output_tokens");
-    CHECK_ERR(cg_reserve_usage(m, NULL, 1, 1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "api_key is NULL");
-    CHECK_ERR(cg_reserve_usage(m, secret, 1, 1, NULL, 0, NULL, NULL), CG_INVALID_ARGUMENT, "hold_out is NULL");
-    CHECK_ERR(cg_reserve_usage(NULL, secret, 1, 1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "manager is NULL");
+    CHECK_ERR(cg_reserve_usage(m, secret, &(cg_usage){.input_tokens = 100, .output_tokens = 1000, .model = "dear"}, 0,
+              NULL, &h), CG_INSUFFICIENT_CREDITS, "required");
+    CHECK_ERR(cg_reserve_usage(m, secret, &(cg_usage){.input_tokens = 1, .output_tokens = -1}, 0, NULL, &h),
+              CG_INVALID_ARGUMENT, "output_tokens");
+    CHECK_ERR(cg_reserve_usage(m, NULL, &(cg_usage){.input_tokens = 1, .output_tokens = 1}, 0, NULL, &h),
+              CG_INVALID_ARGUMENT, "api_key is NULL");
+    CHECK_ERR(cg_reserve_usage(m, secret, &(cg_usage){.input_tokens = 1, .output_tokens = 1}, 0, NULL, NULL),
+              CG_INVALID_ARGUMENT, "hold_out is NULL");
+    CHECK_ERR(cg_reserve_usage(NULL, secret, &(cg_usage){.input_tokens = 1, .output_tokens = 1}, 0, NULL, &h),
+              CG_INVALID_ARGUMENT, "manager is NULL");
     cg_string_free(secret);
     cg_close(m);
 }
@@ -937,15 +959,15 @@ static void test_holds(void) {
     char *secret = paid_key(m, "mia", "pi_m", &key);
 
     cg_hold h;
-    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), 0, NULL, 0, "stream-1", &h));
+    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), NULL, 0, "stream-1", &h));
     CHECK_EQ_I64(h.amount_micros, CREDITS(1000));
     CHECK(strlen(h.hold_id) == 36 && strcmp(h.user_id, "mia") == 0 && !h.replayed);
     CHECK(h.expires_at_unix_micros > 1700000000LL * 1000000);
     char hold_id[CG_ID_SIZE];
     memcpy(hold_id, h.hold_id, sizeof hold_id);
-    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), 0, NULL, 60, "stream-1", &h));
+    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), NULL, 60, "stream-1", &h));
     CHECK(h.replayed && strcmp(h.hold_id, hold_id) == 0);
-    CHECK_ERR(cg_reserve(m, secret, CREDITS(999), 0, NULL, 60, "stream-1", &h), CG_IDEMPOTENCY_CONFLICT,
+    CHECK_ERR(cg_reserve(m, secret, CREDITS(999), NULL, 60, "stream-1", &h), CG_IDEMPOTENCY_CONFLICT,
               "stream-1");
 
     /* Holds lower available, not balance. */
@@ -955,73 +977,83 @@ static void test_holds(void) {
     CHECK_CONTAINS(json, "\"available_micros\":4000000000");
     CHECK_CONTAINS(json, "\"balance_micros\":5000000000");
     cg_string_free(json);
-    CHECK_ERR(cg_reserve(m, secret, CREDITS(4001), 0, NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS,
+    CHECK_ERR(cg_reserve(m, secret, CREDITS(4001), NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS,
               "4001 required, 4000 available");
     CHECK_ERR(cg_deduct_credits(m, "mia", CREDITS(4001), NULL, &(cg_entry){0}), CG_INSUFFICIENT_CREDITS,
               "4000 available");
 
     /* Tokens hold: the price of 2,000 tokens at the default 1 credit / 1k. */
     cg_hold th;
-    CHECK_OK(cg_reserve(m, secret, 0, 2000, NULL, 30, NULL, &th));
+    CHECK_OK(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 2000}, 30, NULL, &th));
     CHECK_EQ_I64(th.amount_micros, CREDITS(2));
     cg_hold third;
-    CHECK_OK(cg_reserve(m, secret, 0, 0, NULL, 30, NULL, &third)); /* at least 1 micro-credit */
+    CHECK_OK(cg_reserve(m, secret, 0, &(cg_usage){0}, 30, NULL, &third)); /* at least 1 micro-credit */
     CHECK_EQ_I64(third.amount_micros, 1);
-    CHECK_ERR(cg_reserve(m, secret, 1, 0, NULL, 30, NULL, &h), CG_LIMIT_REACHED, "max_active_holds_per_user");
+    CHECK_ERR(cg_reserve(m, secret, 1, NULL, 30, NULL, &h), CG_LIMIT_REACHED, "max_active_holds_per_user");
     CHECK_OK(cg_release(m, third.hold_id));
     CHECK_OK(cg_release(m, third.hold_id)); /* a no-op */
 
     /* Settle by tokens, exactly once. */
     cg_usage_charge c;
-    CHECK_OK(cg_settle(m, hold_id, 0, 1200, 300, NULL, &c));
+    CHECK_OK(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1200, .output_tokens = 300}, &c));
     CHECK_EQ_I64(c.charged_micros, 1500000);
     CHECK(!c.replayed && strcmp(c.user_id, "mia") == 0);
-    CHECK_OK(cg_settle(m, hold_id, 0, 1200, 300, NULL, &c));
+    CHECK_OK(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1200, .output_tokens = 300}, &c));
     CHECK(c.replayed);
-    CHECK_ERR(cg_settle(m, hold_id, 0, 1200, 301, NULL, &c), CG_IDEMPOTENCY_CONFLICT, "usage:stream-1");
+    CHECK_ERR(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1200, .output_tokens = 301}, &c),
+              CG_IDEMPOTENCY_CONFLICT, "usage:stream-1");
     /* A fallback record_usage with the hold's request id cannot charge twice. */
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1200, 300, NULL, "stream-1", &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1200, .output_tokens = 300}, "stream-1", &c));
     CHECK(c.replayed);
     /* Settle by credits, also after release. */
     CHECK_OK(cg_release(m, th.hold_id));
-    CHECK_OK(cg_settle(m, th.hold_id, 2500000, 0, 0, NULL, &c));
+    CHECK_OK(cg_settle(m, th.hold_id, 2500000, NULL, &c));
     CHECK_EQ_I64(c.charged_micros, 2500000);
 
     int64_t balance = 0;
     CHECK_OK(cg_balance(m, "mia", &balance));
     CHECK_EQ_I64(balance, CREDITS(5000) - 1500000 - 2500000);
 
-    CHECK_ERR(cg_reserve(m, secret, -5, 0, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "credits");
-    CHECK_ERR(cg_reserve(m, secret, 5, 10, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "either credits_micros");
-    CHECK_ERR(cg_reserve(m, secret, 5, 0, "gpt", 0, NULL, &h), CG_INVALID_ARGUMENT, "either credits_micros");
-    CHECK_ERR(cg_reserve(m, secret, 0, -1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "tokens");
-    CHECK_ERR(cg_reserve(m, secret, 5, 0, NULL, -1, NULL, &h), CG_INVALID_ARGUMENT, "ttl_seconds");
-    CHECK_ERR(cg_reserve(m, secret, 5, 0, NULL, 86401, NULL, &h), CG_INVALID_ARGUMENT, "86401");
-    CHECK_ERR(cg_reserve(m, "not-a-key-at-all", 5, 0, NULL, 0, NULL, &h), CG_INVALID_API_KEY, "unknown");
-    CHECK_ERR(cg_reserve(m, NULL, 5, 0, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "api_key is NULL");
-    CHECK_ERR(cg_reserve(m, secret, 0, 5, BAD_UTF8, 0, NULL, &h), CG_INVALID_ARGUMENT, "model is not valid UTF-8");
-    CHECK_ERR(cg_reserve(m, secret, 5, 0, NULL, 0, BAD_UTF8, &h), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_reserve(m, secret, -5, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "credits");
+    CHECK_ERR(cg_reserve(m, secret, 5, &(cg_usage){.input_tokens = 10}, 0, NULL, &h), CG_INVALID_ARGUMENT,
+              "either credits_micros");
+    CHECK_ERR(cg_reserve(m, secret, 5, &(cg_usage){.model = "gpt"}, 0, NULL, &h), CG_INVALID_ARGUMENT,
+              "either credits_micros");
+    CHECK_ERR(cg_reserve(m, secret, 0, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "needs credits_micros or a usage");
+    CHECK_ERR(cg_reserve_usage(m, secret, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "usage is NULL");
+    CHECK_ERR(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = -1}, 0, NULL, &h), CG_INVALID_ARGUMENT, "tokens");
+    CHECK_ERR(cg_reserve(m, secret, 5, NULL, -1, NULL, &h), CG_INVALID_ARGUMENT, "ttl_seconds");
+    CHECK_ERR(cg_reserve(m, secret, 5, NULL, 86401, NULL, &h), CG_INVALID_ARGUMENT, "86401");
+    CHECK_ERR(cg_reserve(m, "not-a-key-at-all", 5, NULL, 0, NULL, &h), CG_INVALID_API_KEY, "unknown");
+    CHECK_ERR(cg_reserve(m, NULL, 5, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "api_key is NULL");
+    CHECK_ERR(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 5, .model = BAD_UTF8}, 0, NULL, &h),
+              CG_INVALID_ARGUMENT, "model is not valid UTF-8");
+    CHECK_ERR(cg_reserve(m, secret, 5, NULL, 0, BAD_UTF8, &h), CG_INVALID_ARGUMENT,
               "request_id is not valid UTF-8");
-    CHECK_ERR(cg_reserve(m, secret, 5, 0, NULL, 0, NULL, NULL), CG_INVALID_ARGUMENT, "hold_out is NULL");
+    CHECK_ERR(cg_reserve(m, secret, 5, NULL, 0, NULL, NULL), CG_INVALID_ARGUMENT, "hold_out is NULL");
 
     /* A replay reports where the first hold stands. */
-    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), 0, NULL, 30, "stream-1", &h));
+    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), NULL, 30, "stream-1", &h));
     CHECK(h.replayed && h.status == CG_HOLD_SETTLED);
-    CHECK_OK(cg_reserve(m, secret, 0, 2000, NULL, 30, "retry-me", &h));
+    CHECK_OK(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 2000}, 30, "retry-me", &h));
     CHECK(!h.replayed && h.status == CG_HOLD_ACTIVE);
     CHECK_OK(cg_release(m, h.hold_id));
-    CHECK_OK(cg_reserve(m, secret, 0, 2000, NULL, 30, "retry-me", &h));
+    CHECK_OK(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 2000}, 30, "retry-me", &h));
     CHECK(h.replayed && h.status == CG_HOLD_RELEASED);
 
     const char *unknown = "01890000-0000-7000-8000-000000000000";
-    CHECK_ERR(cg_settle(m, unknown, 0, 1, 0, NULL, &c), CG_NOT_FOUND, "no hold");
-    CHECK_ERR(cg_settle(m, "zzz", 0, 1, 0, NULL, &c), CG_INVALID_ARGUMENT, "not a UUID");
-    CHECK_ERR(cg_settle(m, hold_id, 5, 1, 0, NULL, &c), CG_INVALID_ARGUMENT, "either credits_micros");
-    CHECK_ERR(cg_settle(m, hold_id, -5, 0, 0, NULL, &c), CG_INVALID_ARGUMENT, "credits");
-    CHECK_ERR(cg_settle(m, hold_id, 0, -1, 0, NULL, &c), CG_INVALID_ARGUMENT, "input_tokens");
-    CHECK_ERR(cg_settle(m, NULL, 0, 1, 0, NULL, &c), CG_INVALID_ARGUMENT, "hold_id is NULL");
-    CHECK_ERR(cg_settle(m, hold_id, 0, 1, 0, BAD_UTF8, &c), CG_INVALID_ARGUMENT, "model is not valid UTF-8");
-    CHECK_ERR(cg_settle(m, hold_id, 0, 1, 0, NULL, NULL), CG_INVALID_ARGUMENT, "charge_out is NULL");
+    CHECK_ERR(cg_settle(m, unknown, 0, &(cg_usage){.input_tokens = 1}, &c), CG_NOT_FOUND, "no hold");
+    CHECK_ERR(cg_settle(m, "zzz", 0, &(cg_usage){.input_tokens = 1}, &c), CG_INVALID_ARGUMENT, "not a UUID");
+    CHECK_ERR(cg_settle(m, hold_id, 5, &(cg_usage){.input_tokens = 1}, &c), CG_INVALID_ARGUMENT,
+              "either credits_micros");
+    CHECK_ERR(cg_settle(m, hold_id, 0, NULL, &c), CG_INVALID_ARGUMENT, "needs credits_micros or a usage");
+    CHECK_ERR(cg_settle(m, hold_id, -5, NULL, &c), CG_INVALID_ARGUMENT, "credits");
+    CHECK_ERR(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = -1}, &c), CG_INVALID_ARGUMENT, "input_tokens");
+    CHECK_ERR(cg_settle(m, NULL, 0, &(cg_usage){.input_tokens = 1}, &c), CG_INVALID_ARGUMENT, "hold_id is NULL");
+    CHECK_ERR(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1, .model = BAD_UTF8}, &c), CG_INVALID_ARGUMENT,
+              "model is not valid UTF-8");
+    CHECK_ERR(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1}, NULL), CG_INVALID_ARGUMENT,
+              "charge_out is NULL");
     CHECK_ERR(cg_release(m, unknown), CG_NOT_FOUND, "no hold");
     CHECK_ERR(cg_release(m, BAD_UTF8), CG_INVALID_ARGUMENT, "hold_id is not valid UTF-8");
     CHECK_ERR(cg_release(m, NULL), CG_INVALID_ARGUMENT, "hold_id is NULL");
@@ -1059,7 +1091,7 @@ static void test_audit_report_metrics(void) {
     cg_api_key key;
     char *secret = paid_key(m, "noah", "pi_n", &key);
     cg_usage_charge c;
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1000, 1000, NULL, NULL, &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1000, .output_tokens = 1000}, NULL, &c));
     cg_entry e;
     CHECK_OK(cg_deduct_credits(m, "noah", CREDITS(3), NULL, &e));
     CHECK_OK(cg_reverse_payment(m, "pi_n", 100, NULL, "re_n", &e));
@@ -1130,7 +1162,8 @@ static void test_seed_scenarios(void) {
     cg_usage_charge c;
     int calls = 0;
     while (cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v) == CG_OK) {
-        CHECK_OK(cg_record_usage(m, secret, NULL, 700000, 300000, NULL, NULL, &c));
+        CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 700000, .output_tokens = 300000}, NULL,
+                 &c));
         CHECK_EQ_I64(c.balance_micros, before - CREDITS(1000));
         before = c.balance_micros;
         if (++calls > 10) break;

@@ -53,7 +53,7 @@ static void *strict_worker(void *arg) {
 
         /* Streaming-style usage: hold 2 credits, settle 1.5 (within the hold). */
         cg_hold h;
-        st = cg_reserve(s->m, s->secret, CREDITS(2), 0, NULL, 0, NULL, &h);
+        st = cg_reserve(s->m, s->secret, CREDITS(2), NULL, 0, NULL, &h);
         if (st == CG_INSUFFICIENT_CREDITS) {
             r->denied++;
             continue;
@@ -64,7 +64,7 @@ static void *strict_worker(void *arg) {
             continue;
         }
         cg_usage_charge c;
-        st = cg_settle(s->m, h.hold_id, 0, 1000, 500, NULL, &c);
+        st = cg_settle(s->m, h.hold_id, 0, &(cg_usage){.input_tokens = 1000, .output_tokens = 500}, &c);
         if (st == CG_OK && !c.overdraft) {
             r->settles_ok++;
             r->settled_micros += c.charged_micros;
@@ -154,7 +154,8 @@ static void *usage_worker(void *arg) {
         char request_id[32];
         snprintf(request_id, sizeof request_id, "req-%d", i);
         cg_usage_charge c;
-        cg_status st = cg_record_usage(s->m, s->secret, NULL, 1000, 1000, NULL, request_id, &c);
+        cg_status st = cg_record_usage(s->m, s->secret, NULL, &(cg_usage){.input_tokens = 1000,
+                                       .output_tokens = 1000}, request_id, &c);
         if (st != CG_OK) {
             r->unexpected++;
             fprintf(stderr, "record_usage: %s: %s\n", cg_status_name(st), cg_last_error());

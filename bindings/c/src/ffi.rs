@@ -2,8 +2,8 @@
 //! out-pointer writes, handle casts and fixed-size string buffers. Nothing
 //! else in this crate dereferences a raw pointer.
 
-use crate::{cg_entry_options, cg_grant_options, cg_manager};
-use creditgate_core::{CreditManager, Error, Result};
+use crate::{cg_entry_options, cg_grant_options, cg_manager, cg_usage};
+use creditgate_core::{CreditManager, Error, Result, Usage};
 use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -105,6 +105,28 @@ pub(crate) unsafe fn grant_options<'a>(p: *const cg_grant_options, _name: &str) 
     // SAFETY: NULL or NUL-terminated (caller's contract).
     let category = unsafe { opt_text(o.category, "category") }?;
     Ok(GrantArgs { category, priority: o.priority, expires_at_micros: o.expires_at_micros })
+}
+
+/// A required `cg_usage` argument, as the core's `Usage`.
+///
+/// # Safety
+/// `p` is NULL or points to a readable `cg_usage` whose `model` is NULL or
+/// NUL-terminated, all outliving `'a`.
+pub(crate) unsafe fn usage<'a>(p: *const cg_usage, name: &str) -> Result<Usage<'a>> {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { opt_usage(p, name) }?.ok_or_else(|| null(name))
+}
+
+/// An optional `cg_usage` argument: NULL is `None`.
+///
+/// # Safety
+/// As [`usage`].
+pub(crate) unsafe fn opt_usage<'a>(p: *const cg_usage, _name: &str) -> Result<Option<Usage<'a>>> {
+    // SAFETY: NULL or readable (caller's contract).
+    let Some(u) = (unsafe { p.as_ref() }) else { return Ok(None) };
+    // SAFETY: NULL or NUL-terminated (caller's contract).
+    let model = unsafe { opt_text(u.model, "model") }?;
+    Ok(Some(Usage { input_tokens: u.input_tokens, output_tokens: u.output_tokens, model }))
 }
 
 /// Values an out-pointer is set to before the call does anything, so that

@@ -39,7 +39,7 @@ use std::ffi::c_char;
 pub use status::cg_status;
 pub use types::{
     CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_api_key, cg_entry, cg_entry_options, cg_grant_options, cg_hold,
-    cg_hold_status, cg_key_eligibility, cg_usage_charge, cg_verification,
+    cg_hold_status, cg_key_eligibility, cg_usage, cg_usage_charge, cg_verification,
 };
 
 /// Micro-credits per credit: amounts in this API are `int64_t` micro-credits.
@@ -775,11 +775,10 @@ pub unsafe extern "C" fn cg_verify_api_key_credits(
 
 /// Charges a call's usage as a `usage` entry, never refused for balance
 /// (the balance may go negative: `overdraft`). Name the key by exactly one
-/// of `api_key` (the secret) and `key_id`. Tokens: 0..=10^9 each
-/// (`tokens` alone = `input_tokens`, with 0 output tokens). `model`:
-/// optional (NULL = default price). `request_id`: optional; the same id
-/// charges once (`replayed`), with other tokens or model it is
-/// `CG_IDEMPOTENCY_CONFLICT`.
+/// of `api_key` (the secret) and `key_id`. `usage`: required (NULL is
+/// `CG_INVALID_ARGUMENT`; a zeroed `cg_usage` charges no tokens at the
+/// default price). `request_id`: optional; the same id charges once
+/// (`replayed`), with another usage it is `CG_IDEMPOTENCY_CONFLICT`.
 ///
 /// `charge_out`: required; zeroed on failure.
 #[unsafe(no_mangle)]
@@ -787,31 +786,30 @@ pub unsafe extern "C" fn cg_record_usage(
     manager: *const cg_manager,
     api_key: *const c_char,
     key_id: *const c_char,
-    input_tokens: i64,
-    output_tokens: i64,
-    model: *const c_char,
+    usage: *const cg_usage,
     request_id: *const c_char,
     charge_out: *mut cg_usage_charge,
 ) -> cg_status {
     ffi_fn!(handle manager => m; out [charge_out];
-        args [opt_text api_key, opt_text key_id, opt_text model, opt_text request_id]; {
+        args [opt_text api_key, opt_text key_id, usage usage, opt_text request_id]; {
         let key = match (api_key, key_id) {
             (Some(secret), None) => KeyRef::Secret(secret),
             (None, Some(id)) => KeyRef::Id(KeyId::parse(id)?),
             _ => return Err(invalid("record_usage needs exactly one of api_key and key_id")),
         };
-        let c = m.record_usage(key, Usage { input_tokens, output_tokens, model }, request_id)?;
-        charge_out.write(cg_usage_charge::of(&c)?);
+        charge_out.write(cg_usage_charge::of(&m.record_usage(key, usage, request_id)?)?);
         Ok(())
     })
 }
 
 /// Holds credits against available (strict), for streaming or bounding
-/// concurrent spend. Either `credits_micros` > 0 (then `tokens` 0 and
-/// `model` NULL), or `credits_micros` 0 and the price of `tokens` input
-/// tokens of `model` (NULL = default price; at least 1 micro-credit).
-/// `ttl_seconds`: 1..=86400, or 0 for 600. `request_id`: optional; the same
-/// id holds once (`replayed`).
+/// concurrent spend: either `credits_micros` > 0 with `usage` NULL, or
+/// `credits_micros` 0 and the price of `usage` (its input tokens at the
+/// model's input rate plus its output tokens, e.g. the request's
+/// `max_tokens`, at the output rate, rounded up once, at least 1
+/// micro-credit: the formula of its charge). `ttl_seconds`: 1..=86400, or 0
+/// for 600. `request_id`: optional; the same id holds once (`replayed`,
+/// with the first hold's `status`).
 ///
 /// `hold_out`: required; zeroed on failure.
 #[unsafe(no_mangle)]
@@ -819,67 +817,55 @@ pub unsafe extern "C" fn cg_reserve(
     manager: *const cg_manager,
     api_key: *const c_char,
     credits_micros: i64,
-    tokens: i64,
-    model: *const c_char,
+    usage: *const cg_usage,
     ttl_seconds: i64,
     request_id: *const c_char,
     hold_out: *mut cg_hold,
 ) -> cg_status {
-    ffi_fn!(handle manager => m; out [hold_out]; args [text api_key, opt_text model, opt_text request_id]; {
-        let amount = Asked::CreditsOrTokens { credits_micros, tokens }.amount(model)?;
+    ffi_fn!(handle manager => m; out [hold_out]; args [text api_key, opt_usage usage, opt_text request_id]; {
+        let amount = match credits_or_usage("reserve", credits_micros, usage)? {
+            Amount::Credits(credits) => HoldAmount::Credits(credits),
+            Amount::Usage(usage) => HoldAmount::Usage(usage),
+        };
         hold_out.write(reserve(m, api_key, amount, ttl_seconds, request_id)?);
         Ok(())
     })
 }
 
-/// Holds a call's worst case, quoted by the formula of its charge:
-/// `input_tokens` at `model`'s input rate plus `output_tokens` (e.g. the
-/// request's `max_tokens`) at its output rate, rounded up once (NULL
-/// `model` = default price; at least 1 micro-credit). Otherwise as
-/// `cg_reserve`: `ttl_seconds` 1..=86400 or 0 for 600; `request_id`
-/// optional, the same id holds once (`replayed`, with the first hold's
-/// `status`).
+/// `cg_reserve` of a `usage` (required: NULL is `CG_INVALID_ARGUMENT`):
+/// holds a call's worst case, quoted by the formula of its charge.
 ///
 /// `hold_out`: required; zeroed on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_reserve_usage(
     manager: *const cg_manager,
     api_key: *const c_char,
-    input_tokens: i64,
-    output_tokens: i64,
-    model: *const c_char,
+    usage: *const cg_usage,
     ttl_seconds: i64,
     request_id: *const c_char,
     hold_out: *mut cg_hold,
 ) -> cg_status {
-    ffi_fn!(handle manager => m; out [hold_out]; args [text api_key, opt_text model, opt_text request_id]; {
-        let amount = Asked::Usage { input_tokens, output_tokens }.amount(model)?;
-        hold_out.write(reserve(m, api_key, amount, ttl_seconds, request_id)?);
+    ffi_fn!(handle manager => m; out [hold_out]; args [text api_key, usage usage, opt_text request_id]; {
+        hold_out.write(reserve(m, api_key, HoldAmount::Usage(usage), ttl_seconds, request_id)?);
         Ok(())
     })
 }
 
-/// What a reserve call asked to hold, before its model is read.
-enum Asked {
-    /// `cg_reserve`: credits, or input tokens.
-    CreditsOrTokens { credits_micros: i64, tokens: i64 },
-    /// `cg_reserve_usage`: input and output tokens.
-    Usage { input_tokens: i64, output_tokens: i64 },
+/// What `cg_reserve` and `cg_settle` were given: credits or a usage.
+enum Amount<'a> {
+    Credits(Credits),
+    Usage(Usage<'a>),
 }
 
-impl Asked {
-    fn amount(self, model: Option<&str>) -> Result<HoldAmount<'_>> {
-        match self {
-            Asked::Usage { input_tokens, output_tokens } => {
-                Ok(HoldAmount::Usage(Usage { input_tokens, output_tokens, model }))
-            }
-            Asked::CreditsOrTokens { credits_micros, tokens } => match (credits_micros, tokens, model) {
-                (0, tokens, model) => Ok(HoldAmount::Tokens { tokens, model }),
-                (c, 0, None) => Ok(HoldAmount::Credits(Credits::from_micros(c))),
-                (c, ..) => Err(invalid(format!(
-                    "reserve takes either credits_micros or tokens and model, got credits_micros {c} with tokens {tokens}"
-                ))),
-            },
+/// The either/or of `cg_reserve` and `cg_settle`: credits (> 0, with no
+/// usage) or a usage (with `credits_micros` 0).
+fn credits_or_usage<'a>(call: &str, credits_micros: i64, usage: Option<Usage<'a>>) -> Result<Amount<'a>> {
+    match (credits_micros, usage) {
+        (0, Some(usage)) => Ok(Amount::Usage(usage)),
+        (0, None) => Err(invalid(format!("{call} needs credits_micros or a usage, got neither"))),
+        (c, None) => Ok(Amount::Credits(Credits::from_micros(c))),
+        (c, Some(_)) => {
+            Err(invalid(format!("{call} takes either credits_micros or a usage, got credits_micros {c} and a usage")))
         }
     }
 }
@@ -898,12 +884,11 @@ fn reserve(
 }
 
 /// Charges a hold's actual usage exactly once and frees it (also after it
-/// expired or was released; the charge may exceed the hold). Either
-/// `credits_micros` > 0 (then tokens 0 and `model` NULL), or
-/// `credits_micros` 0 and the tokens at `model`'s price (NULL = the hold's
-/// model). Settling again with the same usage replays the first result;
-/// with other usage it is `CG_IDEMPOTENCY_CONFLICT`. Unknown hold:
-/// `CG_NOT_FOUND`.
+/// expired or was released; the charge may exceed the hold): either
+/// `credits_micros` > 0 with `usage` NULL, or `credits_micros` 0 and
+/// `usage` (its `model` NULL: the hold's model). Settling again with the
+/// same usage replays the first result; with another it is
+/// `CG_IDEMPOTENCY_CONFLICT`. Unknown hold: `CG_NOT_FOUND`.
 ///
 /// `charge_out`: required; zeroed on failure.
 #[unsafe(no_mangle)]
@@ -911,22 +896,14 @@ pub unsafe extern "C" fn cg_settle(
     manager: *const cg_manager,
     hold_id: *const c_char,
     credits_micros: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    model: *const c_char,
+    usage: *const cg_usage,
     charge_out: *mut cg_usage_charge,
 ) -> cg_status {
-    ffi_fn!(handle manager => m; out [charge_out]; args [text hold_id, opt_text model]; {
+    ffi_fn!(handle manager => m; out [charge_out]; args [text hold_id, opt_usage usage]; {
         let hold_id = HoldId::parse(hold_id)?;
-        let settlement = match (credits_micros, input_tokens, output_tokens, model) {
-            (0, input_tokens, output_tokens, model) => Settlement::Tokens(Usage { input_tokens, output_tokens, model }),
-            (c, 0, 0, None) => Settlement::Credits(Credits::from_micros(c)),
-            (c, ..) => {
-                return Err(invalid(format!(
-                    "settle takes either credits_micros or tokens and model, got credits_micros {c} with \
-                 {input_tokens} input and {output_tokens} output tokens"
-                )));
-            }
+        let settlement = match credits_or_usage("settle", credits_micros, usage)? {
+            Amount::Credits(credits) => Settlement::Credits(credits),
+            Amount::Usage(usage) => Settlement::Tokens(usage),
         };
         charge_out.write(cg_usage_charge::of(&m.settle(hold_id, settlement)?)?);
         Ok(())

@@ -159,6 +159,23 @@ pub struct cg_grant_options {
     pub expires_at_micros: i64,
 }
 
+/// A call's usage (`cg_record_usage`, `cg_reserve`, `cg_reserve_usage`,
+/// `cg_settle`): the tokens to charge, or to hold the price of. A
+/// zero-initialised struct (`cg_usage usage = {0};`) is no tokens at the
+/// default price. Borrowed for the call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_usage {
+    /// Input (prompt) tokens, 0..=10^9, at the model's input rate.
+    pub input_tokens: i64,
+    /// Output (completion) tokens, 0..=10^9, at the model's output rate;
+    /// for a hold, e.g. the request's `max_tokens`.
+    pub output_tokens: i64,
+    /// The model whose price applies. NULL: the default price (in
+    /// `cg_settle`: the hold's model).
+    pub model: *const c_char,
+}
+
 impl OutValue for cg_entry {
     const EMPTY: cg_entry = cg_entry {
         id: [0; CG_ID_SIZE],
