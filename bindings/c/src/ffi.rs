@@ -1,6 +1,8 @@
 //! All pointer plumbing of the C ABI: NULL checks, C strings to `&str`,
-//! out-pointer writes, handle casts and fixed-size string buffers. Nothing
-//! else in this crate dereferences a raw pointer.
+//! out-pointer writes, handle casts, the input structs (`cg_usage`, the
+//! options) read into safe values, and fixed-size string buffers. Nothing
+//! else in this crate dereferences a raw pointer; the exports reach these
+//! functions only through `ffi_fn!` (panic.rs).
 
 use crate::{cg_entry_options, cg_grant_options, cg_manager, cg_usage};
 use creditgate_core::{CreditManager, Error, Result, Usage};

@@ -20,9 +20,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 ///    so a failed call leaves no garbage behind;
 /// 2. the handle: NULL is `CG_INVALID_ARGUMENT`, else `m: &CreditManager`;
 /// 3. each argument `name` is rebound to its safe value
-///    `ffi::kind(name, "name")?` (`text` a `&str`, `opt_text` an
-///    `Option<&str>`, `opt_out` an optional out-pointer, `entry_options`,
-///    `grant_options` a struct's safe view), in the order listed;
+///    `ffi::kind(name, "name")?`, in the order listed: `text` a `&str`,
+///    `opt_text` an `Option<&str>`, `opt_out` an optional out-pointer,
+///    `usage` / `opt_usage` a core `Usage`, `entry_options` /
+///    `grant_options` an options struct's safe view (NULL: the defaults);
 /// 4. the body, a block of `Result<()>`, runs with those safe values only;
 ///    errors are counted once in the handle's `errors_total`.
 ///
@@ -225,6 +226,33 @@ mod tests {
         assert_eq!(status_boundary(|| Ok(())), cg_status::CG_OK);
         assert_eq!(last_error(), "");
         assert_eq!(value_boundary(7u16, || panic!("x")), 7);
+    }
+
+    /// An export as the crate writes them, on a NULL handle.
+    fn on_null_handle(value_out: *mut i64, name: *const c_char) -> cg_status {
+        let manager: *const crate::cg_manager = std::ptr::null();
+        ffi_fn!(handle manager => m; out [value_out]; args [text name]; {
+            value_out.write(m.get_balance(name)?.micros());
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn ffi_fn_resets_out_pointers_before_it_checks_the_handle() {
+        let mut value: i64 = 42;
+        assert_eq!(on_null_handle(&mut value, std::ptr::null()), cg_status::CG_INVALID_ARGUMENT);
+        assert_eq!(value, 0, "reset first, even though the handle is NULL");
+        assert_eq!(last_error(), "invalid argument: manager is NULL");
+        assert_eq!(on_null_handle(std::ptr::null_mut(), std::ptr::null()), cg_status::CG_INVALID_ARGUMENT);
+        assert_eq!(last_error(), "invalid argument: value_out is NULL");
+    }
+
+    #[test]
+    fn ffi_fn_catches_panics_in_every_form() {
+        let text: *const c_char = c"x".as_ptr();
+        assert_eq!(ffi_fn!(status; args [text text]; { panic!("boom in {text}") }), cg_status::CG_PANIC);
+        assert_eq!(last_error(), "panic in creditgate: boom in x");
+        assert_eq!(ffi_fn!(value 7u16; { panic!("x") }), 7);
     }
 
     #[test]
