@@ -8,6 +8,15 @@
  * - Amounts are int64_t micro-credits (1 credit = CG_MICROS_PER_CREDIT).
  *   Payments are integer minor units (cents). Tokens are int64_t.
  * - Results come through out-pointers (the last parameters, named *_out).
+ * - "Not given" is 0 for a number and NULL for a pointer, everywhere: an
+ *   optional number passed as 0 takes its documented default (ttl_seconds
+ *   0 = CG_DEFAULT_TTL_SECONDS, a limit 0 = its CG_DEFAULT_*_LIMIT,
+ *   expires_at_micros 0 = never, amount_minor 0 = all, a rate limit 0 =
+ *   none), so a zeroed options struct is every default. No function takes
+ *   -1 or another magic number. A number that is never optional (an
+ *   amount, tokens, min_credits_micros, floor_micros, grace_seconds,
+ *   limit_micros) means its value, 0 included. Numbers a failed call
+ *   returns are 0.
  *
  * Pointers and ownership
  * - cg_manager *: created by cg_open / cg_open_env, owned by the caller,
@@ -18,6 +27,11 @@
  *   NUL-terminated UTF-8. A NULL or non-UTF-8 required string is
  *   CG_INVALID_ARGUMENT; optional strings (documented per function) may be
  *   NULL, meaning "not given".
+ * - const cg_entry_options * and const cg_grant_options * arguments:
+ *   optional (NULL: every default), borrowed for the call only. A zeroed
+ *   struct ({0}) is the default; set only the fields you need. A const
+ *   cg_usage * is borrowed likewise; where it is optional, NULL means "no
+ *   usage" (credits instead).
  * - Out-pointers are required: NULL is CG_INVALID_ARGUMENT. Each is checked
  *   and reset before the call does anything (char ** to NULL, integers to 0,
  *   structs to all zeroes), so after a failure it holds no garbage.
@@ -61,6 +75,11 @@
  * `limit` of `cg_events_json` when 0 is passed.
  */
 #define CG_DEFAULT_EVENTS_LIMIT 100
+
+/**
+ * `limit` of `cg_expire_grants` when 0 is passed.
+ */
+#define CG_DEFAULT_EXPIRE_LIMIT 1000
 
 /**
  * Size of an id buffer: a lowercase hyphenated UUID (36 bytes) and its NUL.
@@ -184,6 +203,29 @@ typedef uint32_t cg_hold_status;
 typedef struct cg_manager cg_manager;
 
 /**
+ * The optional parts of a ledger entry (`cg_add_credits`,
+ * `cg_add_credits_grant`, `cg_deduct_credits`). Every field is optional
+ * and 0/NULL means "not given", so a zero-initialised struct
+ * (`cg_entry_options options = {0};`), like a NULL `options` pointer, gives
+ * none of them. Borrowed for the call only.
+ */
+typedef struct cg_entry_options {
+  /**
+   * At most 255 bytes; the same key writes once (`replayed`), with other
+   * parameters it is `CG_IDEMPOTENCY_CONFLICT`. NULL: none.
+   */
+  const char *idempotency_key;
+  /**
+   * Free text for the host, at most 255 bytes. NULL: none.
+   */
+  const char *reference;
+  /**
+   * A JSON object's text, at most 4 KiB once parsed. NULL: none.
+   */
+  const char *metadata_json;
+} cg_entry_options;
+
+/**
  * A ledger entry just written (or replayed). The full entry, with every
  * field, is in `cg_transactions_json`.
  */
@@ -214,6 +256,31 @@ typedef struct cg_entry {
    */
   bool replayed;
 } cg_entry;
+
+/**
+ * The options of the grant an entry creates (`cg_add_credits_grant`,
+ * `cg_record_payment_grant`). Every field is optional and 0/NULL means
+ * "not given", so a zero-initialised struct
+ * (`cg_grant_options grant = {0};`), like a NULL `grant` pointer, is the
+ * default grant: the kind's category, priority 0, never expiring.
+ * Borrowed for the call only.
+ */
+typedef struct cg_grant_options {
+  /**
+   * "paid" or "promotional". NULL: promotional for kind "grant", paid
+   * otherwise (a payment: paid).
+   */
+  const char *category;
+  /**
+   * Draw-down order, -1000..=1000, lower is drawn first. 0: the default.
+   */
+  int32_t priority;
+  /**
+   * When the grant expires: microseconds since the Unix epoch (UTC),
+   * later than now. 0: never.
+   */
+  int64_t expires_at_micros;
+} cg_grant_options;
 
 /**
  * Whether a user may create an API key now (docs/reference.md `can_generate_api_key`).
@@ -265,6 +332,29 @@ typedef struct cg_verification {
    */
   int64_t available_micros;
 } cg_verification;
+
+/**
+ * A call's usage (`cg_record_usage`, `cg_reserve`, `cg_reserve_usage`,
+ * `cg_settle`): the tokens to charge, or to hold the price of. A
+ * zero-initialised struct (`cg_usage usage = {0};`) is no tokens at the
+ * default price. Borrowed for the call only.
+ */
+typedef struct cg_usage {
+  /**
+   * Input (prompt) tokens, 0..=10^9, at the model's input rate.
+   */
+  int64_t input_tokens;
+  /**
+   * Output (completion) tokens, 0..=10^9, at the model's output rate;
+   * for a hold, e.g. the request's `max_tokens`.
+   */
+  int64_t output_tokens;
+  /**
+   * The model whose price applies. NULL: the default price (in
+   * `cg_settle`: the hold's model).
+   */
+  const char *model;
+} cg_usage;
 
 /**
  * A usage charge (`cg_record_usage`, `cg_settle`).
@@ -466,8 +556,8 @@ cg_status cg_account_json(const struct cg_manager *manager, const char *user_id,
 /**
  * Credits `user_id` with `amount_micros`. `kind`: "grant" (NULL),
  * "purchase", "refund" or "adjustment" (which may be negative, and then is
- * strict). `idempotency_key`, `reference`: optional (NULL), at most 255
- * bytes; `metadata_json`: optional JSON object text, at most 4 KiB.
+ * strict). `options`: optional (NULL: none), the entry's idempotency key,
+ * reference and metadata (`cg_entry_options`).
  *
  * `entry_out`: required; receives the entry (zeroed on failure).
  */
@@ -475,17 +565,13 @@ cg_status cg_add_credits(const struct cg_manager *manager,
                          const char *user_id,
                          int64_t amount_micros,
                          const char *kind,
-                         const char *idempotency_key,
-                         const char *reference,
-                         const char *metadata_json,
+                         const struct cg_entry_options *options,
                          struct cg_entry *entry_out);
 
 /**
- * `cg_add_credits` with the grant's options: `category` "paid" or
- * "promotional" (NULL: promotional for kind "grant", paid otherwise),
- * `priority` (-1000..=1000, lower is drawn first; 0 by default) and
- * `expires_at_micros` (microseconds since the Unix epoch, UTC, later than
- * now; 0 = never expires). A negative adjustment takes NULL, 0, 0.
+ * `cg_add_credits` with the options of the grant the credits form:
+ * `grant` optional (NULL: the default grant, as `cg_add_credits`), see
+ * `cg_grant_options`. A negative adjustment takes the default grant.
  *
  * `entry_out`: required; receives the entry (zeroed on failure).
  */
@@ -493,17 +579,13 @@ cg_status cg_add_credits_grant(const struct cg_manager *manager,
                                const char *user_id,
                                int64_t amount_micros,
                                const char *kind,
-                               const char *category,
-                               int32_t priority,
-                               int64_t expires_at_micros,
-                               const char *idempotency_key,
-                               const char *reference,
-                               const char *metadata_json,
+                               const struct cg_entry_options *options,
+                               const struct cg_grant_options *grant,
                                struct cg_entry *entry_out);
 
 /**
- * `cg_record_payment` with the grant's options, as in
- * `cg_add_credits_grant` (`category` NULL: paid).
+ * `cg_record_payment` with the options of the grant the payment buys, as
+ * in `cg_add_credits_grant` (`grant` NULL, or its `category` NULL: paid).
  *
  * `entry_out`: required; receives the entry (zeroed on failure).
  */
@@ -512,16 +594,14 @@ cg_status cg_record_payment_grant(const struct cg_manager *manager,
                                   const char *payment_id,
                                   int64_t amount_minor,
                                   const char *currency,
-                                  const char *category,
-                                  int32_t priority,
-                                  int64_t expires_at_micros,
+                                  const struct cg_grant_options *grant,
                                   struct cg_entry *entry_out);
 
 /**
- * Applies every due grant expiry of up to `limit` accounts (1..=10000),
- * one `expiry` entry per expired grant. Reads never count expired credits
- * anyway; this brings the entries up to date. Call again while
- * `accounts == limit`.
+ * Applies every due grant expiry of up to `limit` accounts (1..=10000,
+ * or 0 for 1000), one `expiry` entry per expired grant. Reads never count
+ * expired credits anyway; this brings the entries up to date. Call again
+ * while `accounts == limit`.
  *
  * `json_out`: required; receives `{"accounts", "entries",
  * "credits_micros"}` owned by the caller (free it with `cg_string_free`);
@@ -583,16 +663,14 @@ cg_status cg_reinstate_reversal(const struct cg_manager *manager,
 /**
  * Strict debit of `amount_micros` (> 0) as a `deduct` entry:
  * `CG_INSUFFICIENT_CREDITS` when available < amount; never below zero.
- * Optional arguments as in `cg_add_credits`.
+ * `options`: optional (NULL: none), as in `cg_add_credits`.
  *
  * `entry_out`: required; receives the entry (zeroed on failure).
  */
 cg_status cg_deduct_credits(const struct cg_manager *manager,
                             const char *user_id,
                             int64_t amount_micros,
-                            const char *idempotency_key,
-                            const char *reference,
-                            const char *metadata_json,
+                            const struct cg_entry_options *options,
                             struct cg_entry *entry_out);
 
 /**
@@ -737,8 +815,9 @@ cg_status cg_rotate_api_key(const struct cg_manager *manager,
 /**
  * Caps what a key may spend per `window`: "daily", "weekly", "monthly"
  * (UTC calendar periods: from 00:00, Monday 00:00, the 1st 00:00) or
- * "lifetime". `limit_micros` >= 0 sets the cap; -1 removes it (then
- * `window` is still required but unused). Verification and holds through
+ * "lifetime". `limit_micros` >= 0 sets the cap (0: nothing may be spent
+ * through the key); `window` NULL removes the cap (then `limit_micros`
+ * must be 0, as there is no cap to give). Verification and holds through
  * the key then fail with `CG_INSUFFICIENT_CREDITS` and
  * `cg_last_error_limit_source()` "key" when the cap is short. `user_id`:
  * as `cg_revoke_api_key`.
@@ -780,79 +859,67 @@ cg_status cg_verify_api_key_credits(const struct cg_manager *manager,
 /**
  * Charges a call's usage as a `usage` entry, never refused for balance
  * (the balance may go negative: `overdraft`). Name the key by exactly one
- * of `api_key` (the secret) and `key_id`. Tokens: 0..=10^9 each
- * (`tokens` alone = `input_tokens`, with 0 output tokens). `model`:
- * optional (NULL = default price). `request_id`: optional; the same id
- * charges once (`replayed`), with other tokens or model it is
- * `CG_IDEMPOTENCY_CONFLICT`.
+ * of `api_key` (the secret) and `key_id`. `usage`: required (NULL is
+ * `CG_INVALID_ARGUMENT`; a zeroed `cg_usage` charges no tokens at the
+ * default price). `request_id`: optional; the same id charges once
+ * (`replayed`), with another usage it is `CG_IDEMPOTENCY_CONFLICT`.
  *
  * `charge_out`: required; zeroed on failure.
  */
 cg_status cg_record_usage(const struct cg_manager *manager,
                           const char *api_key,
                           const char *key_id,
-                          int64_t input_tokens,
-                          int64_t output_tokens,
-                          const char *model,
+                          const struct cg_usage *usage,
                           const char *request_id,
                           struct cg_usage_charge *charge_out);
 
 /**
  * Holds credits against available (strict), for streaming or bounding
- * concurrent spend. Either `credits_micros` > 0 (then `tokens` 0 and
- * `model` NULL), or `credits_micros` 0 and the price of `tokens` input
- * tokens of `model` (NULL = default price; at least 1 micro-credit).
- * `ttl_seconds`: 1..=86400, or 0 for 600. `request_id`: optional; the same
- * id holds once (`replayed`).
+ * concurrent spend: either `credits_micros` > 0 with `usage` NULL, or
+ * `credits_micros` 0 and the price of `usage` (its input tokens at the
+ * model's input rate plus its output tokens, e.g. the request's
+ * `max_tokens`, at the output rate, rounded up once, at least 1
+ * micro-credit: the formula of its charge). `ttl_seconds`: 1..=86400, or 0
+ * for 600. `request_id`: optional; the same id holds once (`replayed`,
+ * with the first hold's `status`).
  *
  * `hold_out`: required; zeroed on failure.
  */
 cg_status cg_reserve(const struct cg_manager *manager,
                      const char *api_key,
                      int64_t credits_micros,
-                     int64_t tokens,
-                     const char *model,
+                     const struct cg_usage *usage,
                      int64_t ttl_seconds,
                      const char *request_id,
                      struct cg_hold *hold_out);
 
 /**
- * Holds a call's worst case, quoted by the formula of its charge:
- * `input_tokens` at `model`'s input rate plus `output_tokens` (e.g. the
- * request's `max_tokens`) at its output rate, rounded up once (NULL
- * `model` = default price; at least 1 micro-credit). Otherwise as
- * `cg_reserve`: `ttl_seconds` 1..=86400 or 0 for 600; `request_id`
- * optional, the same id holds once (`replayed`, with the first hold's
- * `status`).
+ * `cg_reserve` of a `usage` (required: NULL is `CG_INVALID_ARGUMENT`):
+ * holds a call's worst case, quoted by the formula of its charge.
  *
  * `hold_out`: required; zeroed on failure.
  */
 cg_status cg_reserve_usage(const struct cg_manager *manager,
                            const char *api_key,
-                           int64_t input_tokens,
-                           int64_t output_tokens,
-                           const char *model,
+                           const struct cg_usage *usage,
                            int64_t ttl_seconds,
                            const char *request_id,
                            struct cg_hold *hold_out);
 
 /**
  * Charges a hold's actual usage exactly once and frees it (also after it
- * expired or was released; the charge may exceed the hold). Either
- * `credits_micros` > 0 (then tokens 0 and `model` NULL), or
- * `credits_micros` 0 and the tokens at `model`'s price (NULL = the hold's
- * model). Settling again with the same usage replays the first result;
- * with other usage it is `CG_IDEMPOTENCY_CONFLICT`. Unknown hold:
- * `CG_NOT_FOUND`.
+ * expired or was released; the charge may exceed the hold): either
+ * `credits_micros` > 0 with `usage` NULL, or `credits_micros` 0 and
+ * `usage` (its `model` NULL: the hold's model). Settling again with the
+ * same usage replays the first result; with another it is
+ * `CG_IDEMPOTENCY_CONFLICT`. Unknown hold: `CG_NOT_FOUND`.
  *
  * `charge_out`: required; zeroed on failure.
  */
 cg_status cg_settle(const struct cg_manager *manager,
                     const char *hold_id,
                     int64_t credits_micros,
-                    int64_t input_tokens,
-                    int64_t output_tokens,
-                    const char *model,
+                    const struct cg_usage *usage,
                     struct cg_usage_charge *charge_out);
 
 /**

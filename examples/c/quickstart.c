@@ -83,8 +83,8 @@ int main(void) {
         cg_usage_charge charge;
         char request_id[32];
         snprintf(request_id, sizeof request_id, "req-%d", ++call);
-        expect(cg_record_usage(m, secret, NULL, 600000, 400000, "demo-model", request_id, &charge), CG_OK,
-               "record_usage");
+        cg_usage usage = {.input_tokens = 600000, .output_tokens = 400000, .model = "demo-model"};
+        expect(cg_record_usage(m, secret, NULL, &usage, request_id, &charge), CG_OK, "record_usage");
         char charged[32];
         printf("3. call %d: %" PRId64 " tokens, charged %s, balance %s\n", call, charge.tokens,
                credits(charge.charged_micros, charged, sizeof charged),

@@ -106,7 +106,7 @@ static void test_backup(void) {
     cg_manager *m = NULL;
     CHECK_OK(cg_open(url, &m));
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "backup-user", CREDITS(42), NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "backup-user", CREDITS(42), NULL, NULL, &e));
     snprintf(dest, sizeof dest, "%s.copy", url + strlen("sqlite:///"));
     int64_t size = -1;
     CHECK_OK(cg_backup(m, dest, &size));
@@ -132,16 +132,16 @@ static void test_min_balance(void) {
     cg_manager *m = NULL;
     CHECK_OK(cg_open(url, &m));
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "trusted", CREDITS(10), NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "trusted", CREDITS(10), NULL, NULL, &e));
     CHECK_OK(cg_set_min_balance(m, "trusted", -CREDITS(5)));
     char *json = NULL;
     CHECK_OK(cg_account_json(m, "trusted", &json));
     CHECK_CONTAINS(json, "\"min_balance_micros\":-5000000");
     CHECK_CONTAINS(json, "\"available_micros\":15000000");
     cg_string_free(json);
-    CHECK_OK(cg_deduct_credits(m, "trusted", CREDITS(15), NULL, NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "trusted", CREDITS(15), NULL, &e));
     CHECK(e.balance_after_micros == -CREDITS(5));
-    CHECK_ERR(cg_deduct_credits(m, "trusted", 1, NULL, NULL, NULL, &e), CG_INSUFFICIENT_CREDITS, "");
+    CHECK_ERR(cg_deduct_credits(m, "trusted", 1, NULL, &e), CG_INSUFFICIENT_CREDITS, "");
     CHECK_ERR(cg_set_min_balance(m, "trusted", 1), CG_INVALID_ARGUMENT, "min_balance");
     CHECK_ERR(cg_set_min_balance(m, NULL, 0), CG_INVALID_ARGUMENT, "user_id is NULL");
     CHECK_ERR(cg_set_min_balance(NULL, "trusted", 0), CG_INVALID_ARGUMENT, "manager is NULL");
@@ -155,7 +155,7 @@ static void test_open_env(void) {
     cg_manager *m = NULL;
     CHECK_OK(cg_open_env(&m));
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "env-user", CREDITS(7), NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "env-user", CREDITS(7), NULL, NULL, &e));
     cg_close(m);
 
     /* cg_open_env again: the same database. cg_open(NULL) is an error, never
@@ -195,7 +195,7 @@ static void test_balance_and_account(void) {
     cg_string_free(json);
 
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "bob", 1500000, NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "bob", 1500000, NULL, NULL, &e));
     CHECK_OK(cg_balance(m, "bob", &balance));
     CHECK_EQ_I64(balance, 1500000);
     CHECK_OK(cg_account_json(m, "bob", &json));
@@ -226,7 +226,8 @@ static void test_balance_and_account(void) {
 static void test_add_credits(void) {
     cg_manager *m = open_temp();
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "carol", CREDITS(10), NULL, "grant-1", "welcome", "{\"campaign\":\"spring\"}", &e));
+    CHECK_OK(cg_add_credits(m, "carol", CREDITS(10), NULL, &(cg_entry_options){.idempotency_key = "grant-1",
+             .reference = "welcome", .metadata_json = "{\"campaign\":\"spring\"}"}, &e));
     CHECK_EQ_I64(e.seq, 1);
     CHECK_EQ_I64(e.amount_micros, CREDITS(10));
     CHECK_EQ_I64(e.balance_after_micros, CREDITS(10));
@@ -236,50 +237,70 @@ static void test_add_credits(void) {
     memcpy(first_id, e.id, sizeof first_id);
 
     /* Idempotent replay: same key, same amount; other reference is fine. */
-    CHECK_OK(cg_add_credits(m, "carol", CREDITS(10), "grant", "grant-1", "other", NULL, &e));
+    CHECK_OK(cg_add_credits(m, "carol", CREDITS(10), "grant", &(cg_entry_options){.idempotency_key = "grant-1",
+             .reference = "other"}, &e));
     CHECK(e.replayed && strcmp(e.id, first_id) == 0);
     CHECK_EQ_I64(e.balance_after_micros, CREDITS(10));
-    CHECK_ERR(cg_add_credits(m, "carol", CREDITS(11), NULL, "grant-1", NULL, NULL, &e), CG_IDEMPOTENCY_CONFLICT,
+    CHECK_ERR(cg_add_credits(m, "carol", CREDITS(11), NULL, &(cg_entry_options){.idempotency_key = "grant-1"}, &e),
+              CG_IDEMPOTENCY_CONFLICT,
               "grant-1");
     CHECK(e.seq == 0 && e.id[0] == '\0'); /* zeroed on failure */
 
-    CHECK_OK(cg_add_credits(m, "carol", CREDITS(2), "purchase", NULL, NULL, NULL, &e));
-    CHECK_OK(cg_add_credits(m, "carol", 1, "refund", NULL, NULL, NULL, &e));
-    CHECK_OK(cg_add_credits(m, "carol", -CREDITS(3), "adjustment", NULL, NULL, NULL, &e));
+    /* Options: a zeroed struct is the same as NULL (none); set only what you need. */
+    cg_entry_options options = {0};
+    CHECK_OK(cg_add_credits(m, "carol", 1, NULL, &options, &e));
+    CHECK(!e.replayed && e.seq == 2);
+    options.idempotency_key = "grant-2";
+    options.metadata_json = "{\"n\":2}";
+    CHECK_OK(cg_add_credits(m, "carol", 1, NULL, &options, &e));
+    CHECK_OK(cg_add_credits(m, "carol", 1, NULL, &options, &e));
+    CHECK(e.replayed && e.seq == 3);
+    CHECK_OK(cg_add_credits(m, "carol", -2, "adjustment", NULL, &e));
+
+    CHECK_OK(cg_add_credits(m, "carol", CREDITS(2), "purchase", NULL, &e));
+    CHECK_OK(cg_add_credits(m, "carol", 1, "refund", NULL, &e));
+    CHECK_OK(cg_add_credits(m, "carol", -CREDITS(3), "adjustment", NULL, &e));
     CHECK_EQ_I64(e.balance_after_micros, CREDITS(9) + 1);
     /* A negative adjustment is strict. */
-    CHECK_ERR(cg_add_credits(m, "carol", -CREDITS(100), "adjustment", NULL, NULL, NULL, &e), CG_INSUFFICIENT_CREDITS,
+    CHECK_ERR(cg_add_credits(m, "carol", -CREDITS(100), "adjustment", NULL, &e), CG_INSUFFICIENT_CREDITS,
               "insufficient credits");
 
-    CHECK_ERR(cg_add_credits(m, "carol", 0, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_add_credits(m, "carol", -1, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_add_credits(m, "carol", INT64_MAX, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_add_credits(m, "carol", INT64_MIN, "adjustment", NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 0, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_add_credits(m, "carol", -1, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_add_credits(m, "carol", INT64_MAX, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_add_credits(m, "carol", INT64_MIN, "adjustment", NULL, &e), CG_INVALID_ARGUMENT,
               "adjustment");
-    CHECK_ERR(cg_add_credits(m, "carol", 1000000000000000001, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1000000000000000001, NULL, NULL, &e), CG_INVALID_ARGUMENT,
               "1000000000000");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, "usage", NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "usage");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, "bonus", NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "bonus");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, BAD_UTF8, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, "usage", NULL, &e), CG_INVALID_ARGUMENT, "usage");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, "bonus", NULL, &e), CG_INVALID_ARGUMENT, "bonus");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, BAD_UTF8, NULL, &e), CG_INVALID_ARGUMENT,
               "kind is not valid UTF-8");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, "payment:x", NULL, NULL, &e), CG_INVALID_ARGUMENT, "reserved");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, BAD_UTF8, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.idempotency_key = "payment:x"}, &e),
+              CG_INVALID_ARGUMENT, "reserved");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.idempotency_key = BAD_UTF8}, &e),
+              CG_INVALID_ARGUMENT,
               "idempotency_key is not valid UTF-8");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, LONG_TEXT, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.idempotency_key = LONG_TEXT}, &e),
+              CG_INVALID_ARGUMENT,
               "idempotency_key");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, BAD_UTF8, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.reference = BAD_UTF8}, &e), CG_INVALID_ARGUMENT,
               "reference is not valid UTF-8");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL, "{nope", &e), CG_INVALID_ARGUMENT, "not valid JSON");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL, "[1,2]", &e), CG_INVALID_ARGUMENT, "JSON object");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL, BAD_UTF8, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.metadata_json = "{nope"}, &e),
+              CG_INVALID_ARGUMENT, "not valid JSON");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.metadata_json = "[1,2]"}, &e),
+              CG_INVALID_ARGUMENT, "JSON object");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.metadata_json = BAD_UTF8}, &e),
+              CG_INVALID_ARGUMENT,
               "metadata_json is not valid UTF-8");
     char big[6000];
     snprintf(big, sizeof big, "{\"k\":\"%5000d\"}", 1);
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL, big, &e), CG_INVALID_ARGUMENT, "4096");
-    CHECK_ERR(cg_add_credits(m, NULL, 1, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "user_id is NULL");
-    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL, NULL, NULL), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, &(cg_entry_options){.metadata_json = big}, &e), CG_INVALID_ARGUMENT,
+              "4096");
+    CHECK_ERR(cg_add_credits(m, NULL, 1, NULL, NULL, &e), CG_INVALID_ARGUMENT, "user_id is NULL");
+    CHECK_ERR(cg_add_credits(m, "carol", 1, NULL, NULL, NULL), CG_INVALID_ARGUMENT,
               "entry_out is NULL");
-    CHECK_ERR(cg_add_credits(NULL, "carol", 1, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_add_credits(NULL, "carol", 1, NULL, NULL, &e), CG_INVALID_ARGUMENT,
               "manager is NULL");
 
     /* Failed calls changed nothing. */
@@ -379,9 +400,11 @@ static void test_grants(void) {
     cg_entry e;
     /* Far in the future: 2100-01-01T00:00:00Z. */
     const int64_t later = INT64_C(4102444800000000);
-    CHECK_OK(cg_record_payment_grant(m, "gina", "pi_g", 100, NULL, NULL, 0, 0, &e)); /* paid */
-    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(20), NULL, NULL, 5, later, NULL, NULL, NULL, &e));
-    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(30), "refund", "promotional", -2, 0, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_record_payment_grant(m, "gina", "pi_g", 100, NULL, NULL, &e)); /* paid */
+    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(20), NULL, NULL, &(cg_grant_options){.priority = 5,
+             .expires_at_micros = later}, &e));
+    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(30), "refund", NULL,
+             &(cg_grant_options){.category = "promotional", .priority = -2}, &e));
     char *json = NULL;
     CHECK_OK(cg_account_json(m, "gina", &json));
     /* Draw-down order: promotional (priority -2, then 5), then paid. */
@@ -394,7 +417,7 @@ static void test_grants(void) {
     CHECK_CONTAINS(json, "\"category\":\"paid\"");
     cg_string_free(json);
 
-    CHECK_OK(cg_deduct_credits(m, "gina", CREDITS(40), NULL, NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "gina", CREDITS(40), NULL, &e));
     CHECK_OK(cg_account_json(m, "gina", &json));
     CHECK(strstr(json, "\"remaining_micros\":30000000,") == NULL);
     CHECK_CONTAINS(json, "\"remaining_micros\":10000000,");
@@ -413,17 +436,36 @@ static void test_grants(void) {
     CHECK_CONTAINS(json, "\"credits_micros\":0");
     cg_string_free(json);
 
-    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, "free", 0, 0, NULL, NULL, NULL, &e),
+    /* A zeroed grant is the default grant (as NULL): kind "grant" is promotional, priority 0, no expiry. */
+    cg_grant_options grant = {0};
+    cg_entry_options options = {.idempotency_key = "gina-bonus"};
+    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(3), NULL, &options, &grant, &e));
+    CHECK_OK(cg_add_credits_grant(m, "gina", CREDITS(3), NULL, &options, NULL, &e));
+    CHECK(e.replayed);
+    CHECK_OK(cg_transactions_json(m, "gina", 1, NULL, &json));
+    CHECK_CONTAINS(json, "\"idempotency_key\":\"gina-bonus\"");
+    cg_string_free(json);
+    CHECK_OK(cg_account_json(m, "gina", &json));
+    CHECK_CONTAINS(json, "\"amount_micros\":3000000,\"category\":\"promotional\"");
+    cg_string_free(json);
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, &(cg_entry_options){.reference = BAD_UTF8}, NULL, &e),
+              CG_INVALID_ARGUMENT, "reference is not valid UTF-8");
+
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, &(cg_grant_options){.category = "free"}, &e),
               CG_INVALID_ARGUMENT, "free");
-    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, 1001, 0, NULL, NULL, NULL, &e),
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, &(cg_grant_options){.priority = 1001}, &e),
               CG_INVALID_ARGUMENT, "priority");
-    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, 0, 1, NULL, NULL, NULL, &e),
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, &(cg_grant_options){.expires_at_micros = 1}, &e),
               CG_INVALID_ARGUMENT, "expires_at");
-    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, BAD_UTF8, 0, 0, NULL, NULL, NULL, &e),
+    CHECK_ERR(cg_add_credits_grant(m, "gina", CREDITS(1), NULL, NULL, &(cg_grant_options){.category = BAD_UTF8}, &e),
               CG_INVALID_ARGUMENT, "category is not valid UTF-8");
-    CHECK_ERR(cg_record_payment_grant(m, "gina", "pi_h", 100, NULL, "paid", -1001, 0, &e), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_record_payment_grant(m, "gina", "pi_h", 100, NULL, &(cg_grant_options){.category = "paid",
+              .priority = -1001}, &e), CG_INVALID_ARGUMENT,
               "priority");
-    CHECK_ERR(cg_expire_grants(m, 0, &json), CG_INVALID_ARGUMENT, "limit");
+    CHECK_OK(cg_expire_grants(m, 0, &json)); /* 0: the default, 1000 */
+    CHECK_CONTAINS(json, "\"accounts\":0");
+    cg_string_free(json);
+    CHECK_ERR(cg_expire_grants(m, 10001, &json), CG_INVALID_ARGUMENT, "limit");
     CHECK(json == NULL);
     CHECK_ERR(cg_expire_grants(m, 10, NULL), CG_INVALID_ARGUMENT, "json_out is NULL");
     CHECK_ERR(cg_expire_grants(NULL, 10, &json), CG_INVALID_ARGUMENT, "manager is NULL");
@@ -436,21 +478,24 @@ static void test_grants(void) {
 static void test_deduct(void) {
     cg_manager *m = open_temp();
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "frank", CREDITS(3), NULL, NULL, NULL, NULL, &e));
-    CHECK_OK(cg_deduct_credits(m, "frank", CREDITS(2), "d-1", "job 7", "{\"job\":7}", &e));
+    CHECK_OK(cg_add_credits(m, "frank", CREDITS(3), NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "frank", CREDITS(2), &(cg_entry_options){.idempotency_key = "d-1",
+             .reference = "job 7", .metadata_json = "{\"job\":7}"}, &e));
     CHECK_EQ_I64(e.amount_micros, -CREDITS(2));
     CHECK_EQ_I64(e.balance_after_micros, CREDITS(1));
-    CHECK_OK(cg_deduct_credits(m, "frank", CREDITS(2), "d-1", NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "frank", CREDITS(2), &(cg_entry_options){.idempotency_key = "d-1"}, &e));
     CHECK(e.replayed);
-    CHECK_ERR(cg_deduct_credits(m, "frank", CREDITS(2), NULL, NULL, NULL, &e), CG_INSUFFICIENT_CREDITS,
+    CHECK_ERR(cg_deduct_credits(m, "frank", CREDITS(2), NULL, &e), CG_INSUFFICIENT_CREDITS,
               "2 required, 1 available");
     CHECK(cg_status_http(CG_INSUFFICIENT_CREDITS) == 402);
-    CHECK_ERR(cg_deduct_credits(m, "frank", 0, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_deduct_credits(m, "frank", -1, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_deduct_credits(m, "frank", 1, "usage:x", NULL, NULL, &e), CG_INVALID_ARGUMENT, "reserved");
-    CHECK_ERR(cg_deduct_credits(m, BAD_UTF8, 1, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "not valid UTF-8");
-    CHECK_ERR(cg_deduct_credits(m, "frank", 1, NULL, NULL, "7", &e), CG_INVALID_ARGUMENT, "JSON object");
-    CHECK_ERR(cg_deduct_credits(m, "frank", 1, NULL, NULL, NULL, NULL), CG_INVALID_ARGUMENT, "entry_out is NULL");
+    CHECK_ERR(cg_deduct_credits(m, "frank", 0, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_deduct_credits(m, "frank", -1, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_deduct_credits(m, "frank", 1, &(cg_entry_options){.idempotency_key = "usage:x"}, &e),
+              CG_INVALID_ARGUMENT, "reserved");
+    CHECK_ERR(cg_deduct_credits(m, BAD_UTF8, 1, NULL, &e), CG_INVALID_ARGUMENT, "not valid UTF-8");
+    CHECK_ERR(cg_deduct_credits(m, "frank", 1, &(cg_entry_options){.metadata_json = "7"}, &e), CG_INVALID_ARGUMENT,
+              "JSON object");
+    CHECK_ERR(cg_deduct_credits(m, "frank", 1, NULL, NULL), CG_INVALID_ARGUMENT, "entry_out is NULL");
     int64_t balance = 0;
     CHECK_OK(cg_balance(m, "frank", &balance));
     CHECK_EQ_I64(balance, CREDITS(1));
@@ -531,7 +576,7 @@ static void test_transactions(void) {
     cg_manager *m = open_temp();
     cg_entry e, first;
     CHECK_OK(cg_record_payment(m, "gina", "pi_g", 250, "USD", &first));
-    for (int i = 0; i < 4; i++) CHECK_OK(cg_deduct_credits(m, "gina", CREDITS(1), NULL, NULL, NULL, &e));
+    for (int i = 0; i < 4; i++) CHECK_OK(cg_deduct_credits(m, "gina", CREDITS(1), NULL, &e));
 
     char *json = NULL;
     CHECK_OK(cg_transactions_json(m, "gina", 0, NULL, &json)); /* 0 = default limit 50 */
@@ -712,8 +757,8 @@ static void test_key_policy(void) {
     CHECK_OK(cg_disable_api_key(m, key.key_id, "kate"));
     CHECK_OK(cg_disable_api_key(m, key.key_id, NULL));
     CHECK_ERR(cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v), CG_INVALID_API_KEY, "unknown API key");
-    CHECK_ERR(cg_reserve(m, secret, CREDITS(1), 0, NULL, 0, NULL, &h), CG_INVALID_API_KEY, "unknown API key");
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1000, 0, NULL, NULL, &c));
+    CHECK_ERR(cg_reserve(m, secret, CREDITS(1), NULL, 0, NULL, &h), CG_INVALID_API_KEY, "unknown API key");
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1000}, NULL, &c));
     CHECK_EQ_I64(c.charged_micros, CREDITS(1));
     CHECK_ERR(cg_disable_api_key(m, key.key_id, "someone-else"), CG_NOT_FOUND, key.key_id);
     CHECK_OK(cg_enable_api_key(m, key.key_id, NULL));
@@ -733,9 +778,9 @@ static void test_key_policy(void) {
     CHECK(strcmp(cg_last_error_limit_source(), "") == 0);
     CHECK_ERR(cg_verify_api_key_credits(m, secret, CREDITS(10), &v), CG_INSUFFICIENT_CREDITS, "9 available under");
     CHECK(strcmp(cg_last_error_limit_source(), "key") == 0);
-    CHECK_ERR(cg_reserve(m, secret, CREDITS(11), 0, NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS, "11 required");
+    CHECK_ERR(cg_reserve(m, secret, CREDITS(11), NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS, "11 required");
     CHECK(strcmp(cg_last_error_limit_source(), "key") == 0);
-    CHECK_OK(cg_record_usage(m, secret, NULL, 4000, 0, NULL, NULL, &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 4000}, NULL, &c));
     char *json = NULL;
     CHECK_OK(cg_list_api_keys_json(m, "kate", &json));
     CHECK_CONTAINS(json, "\"spend_limit_micros\":10000000");
@@ -744,14 +789,19 @@ static void test_key_policy(void) {
     CHECK_CONTAINS(json, "\"window_resets_at\":\"20");
     CHECK_CONTAINS(json, "\"disabled\":false");
     cg_string_free(json);
-    CHECK_OK(cg_set_key_limit(m, key.key_id, -1, "daily", NULL));
+    CHECK_OK(cg_set_key_limit(m, key.key_id, 0, "lifetime", NULL)); /* a cap of zero is a cap */
+    CHECK_ERR(cg_verify_api_key_credits(m, secret, 1, &v), CG_INSUFFICIENT_CREDITS, "");
+    CHECK(strcmp(cg_last_error_limit_source(), "key") == 0);
+    CHECK_ERR(cg_set_key_limit(m, key.key_id, -1, "daily", NULL), CG_INVALID_ARGUMENT, "limit"); /* no magic -1 */
+    CHECK_ERR(cg_set_key_limit(m, key.key_id, 5, NULL, NULL), CG_INVALID_ARGUMENT, "window is NULL");
+    CHECK_OK(cg_set_key_limit(m, key.key_id, 0, NULL, NULL)); /* removes the cap */
     CHECK_ERR(cg_verify_api_key_credits(m, secret, CREDITS(100000), &v), CG_INSUFFICIENT_CREDITS, "available");
     CHECK(strcmp(cg_last_error_limit_source(), "account") == 0);
     CHECK_OK(cg_verify_api_key_credits(m, secret, 0, &v));
     CHECK(strcmp(cg_last_error_limit_source(), "") == 0);
     CHECK_ERR(cg_set_key_limit(m, key.key_id, 1, "hourly", NULL), CG_INVALID_ARGUMENT, "window");
     CHECK_ERR(cg_set_key_limit(m, key.key_id, -2, "daily", NULL), CG_INVALID_ARGUMENT, "limit");
-    CHECK_ERR(cg_set_key_limit(m, key.key_id, 1, NULL, NULL), CG_INVALID_ARGUMENT, "window is NULL");
+    CHECK_ERR(cg_set_key_limit(m, key.key_id, 1, BAD_UTF8, NULL), CG_INVALID_ARGUMENT, "window is not valid UTF-8");
 
     /* Rotation: grace 0 ends the old key now; the new secret works. */
     char *fresh = NULL;
@@ -777,7 +827,7 @@ static void test_import(void) {
     cg_manager *m = open_temp();
     cg_api_key key;
     cg_entry e;
-    CHECK_OK(cg_add_credits(m, "kate", CREDITS(10), NULL, NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "kate", CREDITS(10), NULL, NULL, &e));
     CHECK_OK(cg_import_api_key(m, "kate", "legacy-secret-0001", NULL, "old", &key));
     CHECK(key.legacy && strlen(key.key_id) == 36 && strcmp(key.prefix, "lega") == 0);
 
@@ -786,7 +836,7 @@ static void test_import(void) {
     CHECK_OK(cg_verify_api_key_credits(m, "legacy-secret-0001", CG_MICROS_PER_CREDIT, &v));
     CHECK(strcmp(v.key_id, key.key_id) == 0);
     cg_usage_charge c;
-    CHECK_OK(cg_record_usage(m, "legacy-secret-0001", NULL, 2000, 0, NULL, NULL, &c));
+    CHECK_OK(cg_record_usage(m, "legacy-secret-0001", NULL, &(cg_usage){.input_tokens = 2000}, NULL, &c));
     CHECK_EQ_I64(c.charged_micros, CREDITS(2));
 
     /* By SHA-256 of "hashed-legacy-key". */
@@ -825,48 +875,63 @@ static void test_record_usage(void) {
     char *secret = paid_key(m, "liam", "pi_l", &key);
 
     cg_usage_charge c;
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1500, 0, NULL, "req-1", &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1500}, "req-1", &c));
     CHECK_EQ_I64(c.tokens, 1500);
     CHECK_EQ_I64(c.charged_micros, 1500000);
     CHECK_EQ_I64(c.balance_micros, CREDITS(5000) - 1500000);
     CHECK(!c.overdraft && !c.replayed && strlen(c.entry_id) == 36 && strcmp(c.user_id, "liam") == 0);
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1500, 0, NULL, "req-1", &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1500}, "req-1", &c));
     CHECK(c.replayed);
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1501, 0, NULL, "req-1", &c), CG_IDEMPOTENCY_CONFLICT, "usage:req-1");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1501}, "req-1", &c),
+              CG_IDEMPOTENCY_CONFLICT, "usage:req-1");
     CHECK(cg_status_http(CG_IDEMPOTENCY_CONFLICT) == 409);
 
     /* By key id, with a model price: ceil((1 * 1500 + 1 * 3000) / 1000) = 5 micros. */
     CHECK_OK(cg_set_model_price(m, "tiny", 1500, 3000));
-    CHECK_OK(cg_record_usage(m, NULL, key.key_id, 1, 1, "tiny", NULL, &c));
+    CHECK_OK(cg_record_usage(m, NULL, key.key_id, &(cg_usage){.input_tokens = 1, .output_tokens = 1, .model = "tiny"},
+             NULL, &c));
     CHECK_EQ_I64(c.charged_micros, 5);
-    CHECK_OK(cg_record_usage(m, secret, NULL, 0, 0, NULL, "req-zero", &c)); /* zero tokens is valid */
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){0}, "req-zero", &c)); /* zero tokens is valid */
     CHECK_EQ_I64(c.charged_micros, 0);
 
     /* Usage is never refused for balance: it overdraws, then verify is 402. */
-    CHECK_OK(cg_record_usage(m, secret, NULL, 6000000, 0, NULL, NULL, &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 6000000}, NULL, &c));
     CHECK(c.overdraft && c.balance_micros < 0);
     cg_verification v;
     CHECK_STATUS(cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v), CG_INSUFFICIENT_CREDITS);
 
-    CHECK_ERR(cg_record_usage(m, secret, key.key_id, 1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "exactly one");
-    CHECK_ERR(cg_record_usage(m, NULL, NULL, 1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "exactly one");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, -1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "input_tokens");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 0, -1, NULL, NULL, &c), CG_INVALID_ARGUMENT, "output_tokens");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1000000001, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "1000000001");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, INT64_MAX, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "input_tokens");
-    CHECK_ERR(cg_record_usage(m, "sk_unknown_but_long_enough", NULL, 1, 0, NULL, NULL, &c), CG_INVALID_API_KEY,
+    CHECK_ERR(cg_record_usage(m, secret, key.key_id, &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_ARGUMENT,
+              "exactly one");
+    CHECK_ERR(cg_record_usage(m, NULL, NULL, &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_ARGUMENT,
+              "exactly one");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, NULL, NULL, &c), CG_INVALID_ARGUMENT, "usage is NULL");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = -1}, NULL, &c), CG_INVALID_ARGUMENT,
+              "input_tokens");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.output_tokens = -1}, NULL, &c), CG_INVALID_ARGUMENT,
+              "output_tokens");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1000000001}, NULL, &c),
+              CG_INVALID_ARGUMENT, "1000000001");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = INT64_MAX}, NULL, &c), CG_INVALID_ARGUMENT,
+              "input_tokens");
+    CHECK_ERR(cg_record_usage(m, "sk_unknown_but_long_enough", NULL, &(cg_usage){.input_tokens = 1}, NULL, &c),
+              CG_INVALID_API_KEY,
               "API key");
-    CHECK_ERR(cg_record_usage(m, NULL, "01890000-0000-7000-8000-000000000000", 1, 0, NULL, NULL, &c),
+    CHECK_ERR(cg_record_usage(m, NULL, "01890000-0000-7000-8000-000000000000", &(cg_usage){.input_tokens = 1}, NULL,
+              &c),
               CG_INVALID_API_KEY, "no API key");
-    CHECK_ERR(cg_record_usage(m, NULL, "bad-id", 1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT, "not a UUID");
-    CHECK_ERR(cg_record_usage(m, BAD_UTF8, NULL, 1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_record_usage(m, NULL, "bad-id", &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_ARGUMENT,
+              "not a UUID");
+    CHECK_ERR(cg_record_usage(m, BAD_UTF8, NULL, &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_ARGUMENT,
               "api_key is not valid UTF-8");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1, 0, BAD_UTF8, NULL, &c), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1, .model = BAD_UTF8}, NULL, &c),
+              CG_INVALID_ARGUMENT,
               "model is not valid UTF-8");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1, 0, NULL, BAD_UTF8, &c), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1}, BAD_UTF8, &c), CG_INVALID_ARGUMENT,
               "request_id is not valid UTF-8");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1, 0, NULL, LONG_TEXT, &c), CG_INVALID_ARGUMENT, "request_id");
-    CHECK_ERR(cg_record_usage(m, secret, NULL, 1, 0, NULL, NULL, NULL), CG_INVALID_ARGUMENT, "charge_out is NULL");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1}, LONG_TEXT, &c), CG_INVALID_ARGUMENT,
+              "request_id");
+    CHECK_ERR(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1}, NULL, NULL), CG_INVALID_ARGUMENT,
+              "charge_out is NULL");
     cg_string_free(secret);
     cg_close(m);
 }
@@ -879,23 +944,30 @@ static void test_usage_holds(void) {
     char *secret = paid_key(m, "una", "pi_u", &key);
     CHECK_OK(cg_set_model_price(m, "dear", CREDITS(1), CREDITS(20)));
     cg_hold h;
-    CHECK_OK(cg_reserve_usage(m, secret, 1500, 101, "dear", 0, "call-1", &h));
+    CHECK_OK(cg_reserve_usage(m, secret, &(cg_usage){.input_tokens = 1500, .output_tokens = 101, .model = "dear"}, 0,
+             "call-1", &h));
     CHECK_EQ_I64(h.amount_micros, 3520000); /* 1.5 + 2.02 credits */
     CHECK(h.status == CG_HOLD_ACTIVE && !h.replayed);
     cg_usage_charge c;
-    CHECK_OK(cg_settle(m, h.hold_id, 0, 1500, 101, NULL, &c));
+    CHECK_OK(cg_settle(m, h.hold_id, 0, &(cg_usage){.input_tokens = 1500, .output_tokens = 101}, &c));
     CHECK_EQ_I64(c.charged_micros, h.amount_micros);
-    CHECK_OK(cg_reserve_usage(m, secret, 1500, 101, "dear", 0, "call-1", &h));
+    CHECK_OK(cg_reserve_usage(m, secret, &(cg_usage){.input_tokens = 1500, .output_tokens = 101, .model = "dear"}, 0,
+             "call-1", &h));
     CHECK(h.replayed && h.status == CG_HOLD_SETTLED);
     /* The input-priced quote would fit in what is left; the real one does not. */
-    CHECK_OK(cg_deduct_credits(m, "una", CREDITS(5000) - 3520000 - CREDITS(4), NULL, NULL, NULL, &(cg_entry){0}));
-    CHECK_OK(cg_reserve(m, secret, 0, 1100, "dear", 0, NULL, &h));
+    CHECK_OK(cg_deduct_credits(m, "una", CREDITS(5000) - 3520000 - CREDITS(4), NULL, &(cg_entry){0}));
+    CHECK_OK(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 1100, .model = "dear"}, 0, NULL, &h));
     CHECK_OK(cg_release(m, h.hold_id));
-    CHECK_ERR(cg_reserve_usage(m, secret, 100, 1000, "dear", 0, NULL, &h), CG_INSUFFICIENT_CREDITS, "required");
-    CHECK_ERR(cg_reserve_usage(m, secret, 1, -1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "output_tokens");
-    CHECK_ERR(cg_reserve_usage(m, NULL, 1, 1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "api_key is NULL");
-    CHECK_ERR(cg_reserve_usage(m, secret, 1, 1, NULL, 0, NULL, NULL), CG_INVALID_ARGUMENT, "hold_out is NULL");
-    CHECK_ERR(cg_reserve_usage(NULL, secret, 1, 1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "manager is NULL");
+    CHECK_ERR(cg_reserve_usage(m, secret, &(cg_usage){.input_tokens = 100, .output_tokens = 1000, .model = "dear"}, 0,
+              NULL, &h), CG_INSUFFICIENT_CREDITS, "required");
+    CHECK_ERR(cg_reserve_usage(m, secret, &(cg_usage){.input_tokens = 1, .output_tokens = -1}, 0, NULL, &h),
+              CG_INVALID_ARGUMENT, "output_tokens");
+    CHECK_ERR(cg_reserve_usage(m, NULL, &(cg_usage){.input_tokens = 1, .output_tokens = 1}, 0, NULL, &h),
+              CG_INVALID_ARGUMENT, "api_key is NULL");
+    CHECK_ERR(cg_reserve_usage(m, secret, &(cg_usage){.input_tokens = 1, .output_tokens = 1}, 0, NULL, NULL),
+              CG_INVALID_ARGUMENT, "hold_out is NULL");
+    CHECK_ERR(cg_reserve_usage(NULL, secret, &(cg_usage){.input_tokens = 1, .output_tokens = 1}, 0, NULL, &h),
+              CG_INVALID_ARGUMENT, "manager is NULL");
     cg_string_free(secret);
     cg_close(m);
 }
@@ -905,12 +977,12 @@ static void test_usage_holds(void) {
 static void test_boundary_errors_are_counted(void) {
     cg_manager *m = open_temp();
     cg_entry e;
-    CHECK_ERR(cg_add_credits(m, NULL, CREDITS(1), NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "user_id");
-    CHECK_ERR(cg_add_credits(m, BAD_UTF8, CREDITS(1), NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "UTF-8");
-    CHECK_ERR(cg_add_credits(m, "u", CREDITS(1), NULL, NULL, NULL, NULL, NULL), CG_INVALID_ARGUMENT, "entry_out");
-    CHECK_ERR(cg_add_credits(m, "u", -1, NULL, NULL, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
-    CHECK_ERR(cg_deduct_credits(m, "u", CREDITS(1), NULL, NULL, NULL, &e), CG_INSUFFICIENT_CREDITS, "available");
-    CHECK_OK(cg_add_credits(m, "u", CREDITS(1), NULL, NULL, NULL, NULL, &e));
+    CHECK_ERR(cg_add_credits(m, NULL, CREDITS(1), NULL, NULL, &e), CG_INVALID_ARGUMENT, "user_id");
+    CHECK_ERR(cg_add_credits(m, BAD_UTF8, CREDITS(1), NULL, NULL, &e), CG_INVALID_ARGUMENT, "UTF-8");
+    CHECK_ERR(cg_add_credits(m, "u", CREDITS(1), NULL, NULL, NULL), CG_INVALID_ARGUMENT, "entry_out");
+    CHECK_ERR(cg_add_credits(m, "u", -1, NULL, NULL, &e), CG_INVALID_ARGUMENT, "amount");
+    CHECK_ERR(cg_deduct_credits(m, "u", CREDITS(1), NULL, &e), CG_INSUFFICIENT_CREDITS, "available");
+    CHECK_OK(cg_add_credits(m, "u", CREDITS(1), NULL, NULL, &e));
     char *text = NULL;
     CHECK_OK(cg_metrics_prometheus(m, &text));
     CHECK_CONTAINS(text, "creditgate_errors_total{code=\"invalid_argument\"} 4");
@@ -927,15 +999,15 @@ static void test_holds(void) {
     char *secret = paid_key(m, "mia", "pi_m", &key);
 
     cg_hold h;
-    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), 0, NULL, 0, "stream-1", &h));
+    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), NULL, 0, "stream-1", &h));
     CHECK_EQ_I64(h.amount_micros, CREDITS(1000));
     CHECK(strlen(h.hold_id) == 36 && strcmp(h.user_id, "mia") == 0 && !h.replayed);
     CHECK(h.expires_at_unix_micros > 1700000000LL * 1000000);
     char hold_id[CG_ID_SIZE];
     memcpy(hold_id, h.hold_id, sizeof hold_id);
-    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), 0, NULL, 60, "stream-1", &h));
+    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), NULL, 60, "stream-1", &h));
     CHECK(h.replayed && strcmp(h.hold_id, hold_id) == 0);
-    CHECK_ERR(cg_reserve(m, secret, CREDITS(999), 0, NULL, 60, "stream-1", &h), CG_IDEMPOTENCY_CONFLICT,
+    CHECK_ERR(cg_reserve(m, secret, CREDITS(999), NULL, 60, "stream-1", &h), CG_IDEMPOTENCY_CONFLICT,
               "stream-1");
 
     /* Holds lower available, not balance. */
@@ -945,73 +1017,83 @@ static void test_holds(void) {
     CHECK_CONTAINS(json, "\"available_micros\":4000000000");
     CHECK_CONTAINS(json, "\"balance_micros\":5000000000");
     cg_string_free(json);
-    CHECK_ERR(cg_reserve(m, secret, CREDITS(4001), 0, NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS,
+    CHECK_ERR(cg_reserve(m, secret, CREDITS(4001), NULL, 0, NULL, &h), CG_INSUFFICIENT_CREDITS,
               "4001 required, 4000 available");
-    CHECK_ERR(cg_deduct_credits(m, "mia", CREDITS(4001), NULL, NULL, NULL, &(cg_entry){0}), CG_INSUFFICIENT_CREDITS,
+    CHECK_ERR(cg_deduct_credits(m, "mia", CREDITS(4001), NULL, &(cg_entry){0}), CG_INSUFFICIENT_CREDITS,
               "4000 available");
 
     /* Tokens hold: the price of 2,000 tokens at the default 1 credit / 1k. */
     cg_hold th;
-    CHECK_OK(cg_reserve(m, secret, 0, 2000, NULL, 30, NULL, &th));
+    CHECK_OK(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 2000}, 30, NULL, &th));
     CHECK_EQ_I64(th.amount_micros, CREDITS(2));
     cg_hold third;
-    CHECK_OK(cg_reserve(m, secret, 0, 0, NULL, 30, NULL, &third)); /* at least 1 micro-credit */
+    CHECK_OK(cg_reserve(m, secret, 0, &(cg_usage){0}, 30, NULL, &third)); /* at least 1 micro-credit */
     CHECK_EQ_I64(third.amount_micros, 1);
-    CHECK_ERR(cg_reserve(m, secret, 1, 0, NULL, 30, NULL, &h), CG_LIMIT_REACHED, "max_active_holds_per_user");
+    CHECK_ERR(cg_reserve(m, secret, 1, NULL, 30, NULL, &h), CG_LIMIT_REACHED, "max_active_holds_per_user");
     CHECK_OK(cg_release(m, third.hold_id));
     CHECK_OK(cg_release(m, third.hold_id)); /* a no-op */
 
     /* Settle by tokens, exactly once. */
     cg_usage_charge c;
-    CHECK_OK(cg_settle(m, hold_id, 0, 1200, 300, NULL, &c));
+    CHECK_OK(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1200, .output_tokens = 300}, &c));
     CHECK_EQ_I64(c.charged_micros, 1500000);
     CHECK(!c.replayed && strcmp(c.user_id, "mia") == 0);
-    CHECK_OK(cg_settle(m, hold_id, 0, 1200, 300, NULL, &c));
+    CHECK_OK(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1200, .output_tokens = 300}, &c));
     CHECK(c.replayed);
-    CHECK_ERR(cg_settle(m, hold_id, 0, 1200, 301, NULL, &c), CG_IDEMPOTENCY_CONFLICT, "usage:stream-1");
+    CHECK_ERR(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1200, .output_tokens = 301}, &c),
+              CG_IDEMPOTENCY_CONFLICT, "usage:stream-1");
     /* A fallback record_usage with the hold's request id cannot charge twice. */
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1200, 300, NULL, "stream-1", &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1200, .output_tokens = 300}, "stream-1", &c));
     CHECK(c.replayed);
     /* Settle by credits, also after release. */
     CHECK_OK(cg_release(m, th.hold_id));
-    CHECK_OK(cg_settle(m, th.hold_id, 2500000, 0, 0, NULL, &c));
+    CHECK_OK(cg_settle(m, th.hold_id, 2500000, NULL, &c));
     CHECK_EQ_I64(c.charged_micros, 2500000);
 
     int64_t balance = 0;
     CHECK_OK(cg_balance(m, "mia", &balance));
     CHECK_EQ_I64(balance, CREDITS(5000) - 1500000 - 2500000);
 
-    CHECK_ERR(cg_reserve(m, secret, -5, 0, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "credits");
-    CHECK_ERR(cg_reserve(m, secret, 5, 10, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "either credits_micros");
-    CHECK_ERR(cg_reserve(m, secret, 5, 0, "gpt", 0, NULL, &h), CG_INVALID_ARGUMENT, "either credits_micros");
-    CHECK_ERR(cg_reserve(m, secret, 0, -1, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "tokens");
-    CHECK_ERR(cg_reserve(m, secret, 5, 0, NULL, -1, NULL, &h), CG_INVALID_ARGUMENT, "ttl_seconds");
-    CHECK_ERR(cg_reserve(m, secret, 5, 0, NULL, 86401, NULL, &h), CG_INVALID_ARGUMENT, "86401");
-    CHECK_ERR(cg_reserve(m, "not-a-key-at-all", 5, 0, NULL, 0, NULL, &h), CG_INVALID_API_KEY, "unknown");
-    CHECK_ERR(cg_reserve(m, NULL, 5, 0, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "api_key is NULL");
-    CHECK_ERR(cg_reserve(m, secret, 0, 5, BAD_UTF8, 0, NULL, &h), CG_INVALID_ARGUMENT, "model is not valid UTF-8");
-    CHECK_ERR(cg_reserve(m, secret, 5, 0, NULL, 0, BAD_UTF8, &h), CG_INVALID_ARGUMENT,
+    CHECK_ERR(cg_reserve(m, secret, -5, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "credits");
+    CHECK_ERR(cg_reserve(m, secret, 5, &(cg_usage){.input_tokens = 10}, 0, NULL, &h), CG_INVALID_ARGUMENT,
+              "either credits_micros");
+    CHECK_ERR(cg_reserve(m, secret, 5, &(cg_usage){.model = "gpt"}, 0, NULL, &h), CG_INVALID_ARGUMENT,
+              "either credits_micros");
+    CHECK_ERR(cg_reserve(m, secret, 0, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "needs credits_micros or a usage");
+    CHECK_ERR(cg_reserve_usage(m, secret, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "usage is NULL");
+    CHECK_ERR(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = -1}, 0, NULL, &h), CG_INVALID_ARGUMENT, "tokens");
+    CHECK_ERR(cg_reserve(m, secret, 5, NULL, -1, NULL, &h), CG_INVALID_ARGUMENT, "ttl_seconds");
+    CHECK_ERR(cg_reserve(m, secret, 5, NULL, 86401, NULL, &h), CG_INVALID_ARGUMENT, "86401");
+    CHECK_ERR(cg_reserve(m, "not-a-key-at-all", 5, NULL, 0, NULL, &h), CG_INVALID_API_KEY, "unknown");
+    CHECK_ERR(cg_reserve(m, NULL, 5, NULL, 0, NULL, &h), CG_INVALID_ARGUMENT, "api_key is NULL");
+    CHECK_ERR(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 5, .model = BAD_UTF8}, 0, NULL, &h),
+              CG_INVALID_ARGUMENT, "model is not valid UTF-8");
+    CHECK_ERR(cg_reserve(m, secret, 5, NULL, 0, BAD_UTF8, &h), CG_INVALID_ARGUMENT,
               "request_id is not valid UTF-8");
-    CHECK_ERR(cg_reserve(m, secret, 5, 0, NULL, 0, NULL, NULL), CG_INVALID_ARGUMENT, "hold_out is NULL");
+    CHECK_ERR(cg_reserve(m, secret, 5, NULL, 0, NULL, NULL), CG_INVALID_ARGUMENT, "hold_out is NULL");
 
     /* A replay reports where the first hold stands. */
-    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), 0, NULL, 30, "stream-1", &h));
+    CHECK_OK(cg_reserve(m, secret, CREDITS(1000), NULL, 30, "stream-1", &h));
     CHECK(h.replayed && h.status == CG_HOLD_SETTLED);
-    CHECK_OK(cg_reserve(m, secret, 0, 2000, NULL, 30, "retry-me", &h));
+    CHECK_OK(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 2000}, 30, "retry-me", &h));
     CHECK(!h.replayed && h.status == CG_HOLD_ACTIVE);
     CHECK_OK(cg_release(m, h.hold_id));
-    CHECK_OK(cg_reserve(m, secret, 0, 2000, NULL, 30, "retry-me", &h));
+    CHECK_OK(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 2000}, 30, "retry-me", &h));
     CHECK(h.replayed && h.status == CG_HOLD_RELEASED);
 
     const char *unknown = "01890000-0000-7000-8000-000000000000";
-    CHECK_ERR(cg_settle(m, unknown, 0, 1, 0, NULL, &c), CG_NOT_FOUND, "no hold");
-    CHECK_ERR(cg_settle(m, "zzz", 0, 1, 0, NULL, &c), CG_INVALID_ARGUMENT, "not a UUID");
-    CHECK_ERR(cg_settle(m, hold_id, 5, 1, 0, NULL, &c), CG_INVALID_ARGUMENT, "either credits_micros");
-    CHECK_ERR(cg_settle(m, hold_id, -5, 0, 0, NULL, &c), CG_INVALID_ARGUMENT, "credits");
-    CHECK_ERR(cg_settle(m, hold_id, 0, -1, 0, NULL, &c), CG_INVALID_ARGUMENT, "input_tokens");
-    CHECK_ERR(cg_settle(m, NULL, 0, 1, 0, NULL, &c), CG_INVALID_ARGUMENT, "hold_id is NULL");
-    CHECK_ERR(cg_settle(m, hold_id, 0, 1, 0, BAD_UTF8, &c), CG_INVALID_ARGUMENT, "model is not valid UTF-8");
-    CHECK_ERR(cg_settle(m, hold_id, 0, 1, 0, NULL, NULL), CG_INVALID_ARGUMENT, "charge_out is NULL");
+    CHECK_ERR(cg_settle(m, unknown, 0, &(cg_usage){.input_tokens = 1}, &c), CG_NOT_FOUND, "no hold");
+    CHECK_ERR(cg_settle(m, "zzz", 0, &(cg_usage){.input_tokens = 1}, &c), CG_INVALID_ARGUMENT, "not a UUID");
+    CHECK_ERR(cg_settle(m, hold_id, 5, &(cg_usage){.input_tokens = 1}, &c), CG_INVALID_ARGUMENT,
+              "either credits_micros");
+    CHECK_ERR(cg_settle(m, hold_id, 0, NULL, &c), CG_INVALID_ARGUMENT, "needs credits_micros or a usage");
+    CHECK_ERR(cg_settle(m, hold_id, -5, NULL, &c), CG_INVALID_ARGUMENT, "credits");
+    CHECK_ERR(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = -1}, &c), CG_INVALID_ARGUMENT, "input_tokens");
+    CHECK_ERR(cg_settle(m, NULL, 0, &(cg_usage){.input_tokens = 1}, &c), CG_INVALID_ARGUMENT, "hold_id is NULL");
+    CHECK_ERR(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1, .model = BAD_UTF8}, &c), CG_INVALID_ARGUMENT,
+              "model is not valid UTF-8");
+    CHECK_ERR(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1}, NULL), CG_INVALID_ARGUMENT,
+              "charge_out is NULL");
     CHECK_ERR(cg_release(m, unknown), CG_NOT_FOUND, "no hold");
     CHECK_ERR(cg_release(m, BAD_UTF8), CG_INVALID_ARGUMENT, "hold_id is not valid UTF-8");
     CHECK_ERR(cg_release(m, NULL), CG_INVALID_ARGUMENT, "hold_id is NULL");
@@ -1049,9 +1131,9 @@ static void test_audit_report_metrics(void) {
     cg_api_key key;
     char *secret = paid_key(m, "noah", "pi_n", &key);
     cg_usage_charge c;
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1000, 1000, NULL, NULL, &c));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1000, .output_tokens = 1000}, NULL, &c));
     cg_entry e;
-    CHECK_OK(cg_deduct_credits(m, "noah", CREDITS(3), NULL, NULL, NULL, &e));
+    CHECK_OK(cg_deduct_credits(m, "noah", CREDITS(3), NULL, &e));
     CHECK_OK(cg_reverse_payment(m, "pi_n", 100, NULL, "re_n", &e));
     cg_key_eligibility el;
     CHECK_OK(cg_can_generate_api_key(m, "olga", &el));
@@ -1121,7 +1203,8 @@ static void test_seed_scenarios(void) {
     cg_usage_charge c;
     int calls = 0;
     while (cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v) == CG_OK) {
-        CHECK_OK(cg_record_usage(m, secret, NULL, 700000, 300000, NULL, NULL, &c));
+        CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 700000, .output_tokens = 300000}, NULL,
+                 &c));
         CHECK_EQ_I64(c.balance_micros, before - CREDITS(1000));
         before = c.balance_micros;
         if (++calls > 10) break;

@@ -140,10 +140,10 @@ static void setup(void) {
     CHECK_OK(cg_import_api_key(m, "bob", "legacy-key-of-bob-0001", NULL, NULL, &k));
     CHECK_OK(cg_set_model_price(m, "gpt", CREDITS(2), CREDITS(4)));
     CHECK_OK(cg_set_model_price(m, "max", MAX_AMOUNT_MICROS, MAX_AMOUNT_MICROS));
-    CHECK_OK(cg_reserve(m, secret, CREDITS(5), 0, NULL, 600, "h1", &h));
+    CHECK_OK(cg_reserve(m, secret, CREDITS(5), NULL, 600, "h1", &h));
     memcpy(hold_id, h.hold_id, CG_ID_SIZE);
-    CHECK_OK(cg_record_usage(m, secret, NULL, 1000, 0, NULL, "r1", &c));
-    CHECK_OK(cg_deduct_credits(m, "alice", CREDITS(1), "d1", NULL, NULL, &e));
+    CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1000}, "r1", &c));
+    CHECK_OK(cg_deduct_credits(m, "alice", CREDITS(1), &(cg_entry_options){.idempotency_key = "d1"}, &e));
     memcpy(entry_id, e.id, CG_ID_SIZE);
     /* Well-formed UUIDs the ledger never issued. */
     srand((unsigned)getpid());
@@ -189,17 +189,17 @@ static void test_null_pointers(void) {
     CHECK(s == NULL);
     BAD(cg_account_json(m, "alice", NULL), inv);
     GARBAGE(e);
-    BAD(cg_add_credits(NULL, "alice", CREDITS(1), NULL, NULL, NULL, NULL, &e), inv);
+    BAD(cg_add_credits(NULL, "alice", CREDITS(1), NULL, NULL, &e), inv);
     CHECK_ZEROED(e);
-    BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, NULL, NULL, NULL, NULL), inv);
+    BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, NULL, NULL), inv);
     GARBAGE(e);
     BAD(cg_record_payment(NULL, "alice", "pi_2", 100, NULL, &e), inv);
     CHECK_ZEROED(e);
     BAD(cg_record_payment(m, "alice", "pi_2", 100, NULL, NULL), inv);
     BAD(cg_reverse_payment(NULL, "pi_1", 0, NULL, NULL, &e), inv);
     BAD(cg_reverse_payment(m, "pi_1", 0, NULL, NULL, NULL), inv);
-    BAD(cg_deduct_credits(NULL, "alice", 1, NULL, NULL, NULL, &e), inv);
-    BAD(cg_deduct_credits(m, "alice", 1, NULL, NULL, NULL, NULL), inv);
+    BAD(cg_deduct_credits(NULL, "alice", 1, NULL, &e), inv);
+    BAD(cg_deduct_credits(m, "alice", 1, NULL, NULL), inv);
     s = (char *)&bal;
     BAD(cg_transactions_json(NULL, "alice", 10, NULL, &s), inv);
     CHECK(s == NULL);
@@ -227,15 +227,23 @@ static void test_null_pointers(void) {
     CHECK_ZEROED(v);
     BAD(cg_verify_api_key_credits(m, secret, 0, NULL), inv);
     GARBAGE(c);
-    BAD(cg_record_usage(NULL, secret, NULL, 1, 0, NULL, NULL, &c), inv);
+    BAD(cg_record_usage(NULL, secret, NULL, &(cg_usage){.input_tokens = 1}, NULL, &c), inv);
     CHECK_ZEROED(c);
-    BAD(cg_record_usage(m, secret, NULL, 1, 0, NULL, NULL, NULL), inv);
+    BAD(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1}, NULL, NULL), inv);
+    GARBAGE(c);
+    BAD(cg_record_usage(m, secret, NULL, NULL, NULL, &c), inv); /* the usage is required */
+    CHECK_ZEROED(c);
     GARBAGE(h);
-    BAD(cg_reserve(NULL, secret, CREDITS(1), 0, NULL, 60, NULL, &h), inv);
+    BAD(cg_reserve_usage(m, secret, NULL, 60, NULL, &h), inv);
     CHECK_ZEROED(h);
-    BAD(cg_reserve(m, secret, CREDITS(1), 0, NULL, 60, NULL, NULL), inv);
-    BAD(cg_settle(NULL, hold_id, CREDITS(1), 0, 0, NULL, &c), inv);
-    BAD(cg_settle(m, hold_id, CREDITS(1), 0, 0, NULL, NULL), inv);
+    BAD(cg_reserve(m, secret, 0, NULL, 60, NULL, &h), inv); /* neither credits nor a usage */
+    BAD(cg_settle(m, hold_id, 0, NULL, &c), inv);
+    GARBAGE(h);
+    BAD(cg_reserve(NULL, secret, CREDITS(1), NULL, 60, NULL, &h), inv);
+    CHECK_ZEROED(h);
+    BAD(cg_reserve(m, secret, CREDITS(1), NULL, 60, NULL, NULL), inv);
+    BAD(cg_settle(NULL, hold_id, CREDITS(1), NULL, &c), inv);
+    BAD(cg_settle(m, hold_id, CREDITS(1), NULL, NULL), inv);
     BAD(cg_release(NULL, hold_id), inv);
     BAD(cg_set_model_price(NULL, "gpt", 1, 1), inv);
     s = (char *)&bal;
@@ -277,22 +285,22 @@ static void test_bad_strings(void) {
         BAD(cg_account_json(m, x, &s), inv);
         CHECK(s == NULL);
         GARBAGE(e);
-        BAD(cg_add_credits(m, x, CREDITS(1), NULL, NULL, NULL, NULL, &e), inv);
+        BAD(cg_add_credits(m, x, CREDITS(1), NULL, NULL, &e), inv);
         CHECK_ZEROED(e);
         if (opt) {
-            BAD(cg_add_credits(m, "alice", CREDITS(1), x, NULL, NULL, NULL, &e), inv);
-            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, x, NULL, NULL, &e), inv);
-            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, NULL, x, NULL, &e), inv);
-            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, NULL, NULL, x, &e), inv);
-            BAD(cg_deduct_credits(m, "alice", 1, x, NULL, NULL, &e), inv);
-            BAD(cg_deduct_credits(m, "alice", 1, NULL, x, NULL, &e), inv);
-            BAD(cg_deduct_credits(m, "alice", 1, NULL, NULL, x, &e), inv);
+            BAD(cg_add_credits(m, "alice", CREDITS(1), x, NULL, &e), inv);
+            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, &(cg_entry_options){.idempotency_key = x}, &e), inv);
+            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, &(cg_entry_options){.reference = x}, &e), inv);
+            BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, &(cg_entry_options){.metadata_json = x}, &e), inv);
+            BAD(cg_deduct_credits(m, "alice", 1, &(cg_entry_options){.idempotency_key = x}, &e), inv);
+            BAD(cg_deduct_credits(m, "alice", 1, &(cg_entry_options){.reference = x}, &e), inv);
+            BAD(cg_deduct_credits(m, "alice", 1, &(cg_entry_options){.metadata_json = x}, &e), inv);
             BAD(cg_record_payment(m, "alice", "pi_2", 100, x, &e), inv);
             BAD(cg_reverse_payment(m, "pi_1", 0, x, NULL, &e), inv);
             BAD(cg_reverse_payment(m, "pi_1", 0, NULL, x, &e), inv);
             CHECK_ZEROED(e);
         }
-        BAD(cg_deduct_credits(m, x, 1, NULL, NULL, NULL, &e), inv);
+        BAD(cg_deduct_credits(m, x, 1, NULL, &e), inv);
         BAD(cg_record_payment(m, x, "pi_2", 100, NULL, &e), inv);
         BAD(cg_record_payment(m, "alice", x, 100, NULL, &e), inv);
         BAD(cg_reverse_payment(m, x, 0, NULL, NULL, &e), inv);
@@ -314,7 +322,8 @@ static void test_bad_strings(void) {
         if (opt) {
             BAD(cg_import_api_key(m, "alice", NULL, x, NULL, &k), inv);
             BAD(cg_import_api_key(m, "alice", "legacy-key-new-0001", NULL, x, &k), inv);
-            if (v != V_256) BAD(cg_import_api_key(m, "alice", x, NULL, NULL, &k), inv); /* 256 bytes is a fine legacy key */
+            if (v != V_256) BAD(cg_import_api_key(m, "alice", x, NULL, NULL, &k),
+                inv); /* 256 bytes is a fine legacy key */
             BAD(cg_revoke_api_key(m, key_id, x), inv);
         }
         CHECK_ZEROED(k);
@@ -327,19 +336,19 @@ static void test_bad_strings(void) {
         CHECK_ZEROED(ver);
         GARBAGE(c);
         if (opt) {
-            BAD(cg_record_usage(m, x, NULL, 1, 0, NULL, NULL, &c), want_key(v));
-            BAD(cg_record_usage(m, NULL, x, 1, 0, NULL, NULL, &c), inv); /* a key id, not a UUID */
-            BAD(cg_record_usage(m, secret, NULL, 1, 0, x, NULL, &c), inv);
-            BAD(cg_record_usage(m, secret, NULL, 1, 0, NULL, x, &c), inv);
-            BAD(cg_settle(m, hold_id, 0, 1, 0, x, &c), inv);
+            BAD(cg_record_usage(m, x, NULL, &(cg_usage){.input_tokens = 1}, NULL, &c), want_key(v));
+            BAD(cg_record_usage(m, NULL, x, &(cg_usage){.input_tokens = 1}, NULL, &c), inv); /* a key id, not a UUID */
+            BAD(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1, .model = x}, NULL, &c), inv);
+            BAD(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 1}, x, &c), inv);
+            BAD(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = 1, .model = x}, &c), inv);
         }
-        BAD(cg_settle(m, x, CREDITS(1), 0, 0, NULL, &c), inv);
+        BAD(cg_settle(m, x, CREDITS(1), NULL, &c), inv);
         CHECK_ZEROED(c);
         GARBAGE(h);
-        BAD(cg_reserve(m, x, CREDITS(1), 0, NULL, 60, NULL, &h), want_key(v));
+        BAD(cg_reserve(m, x, CREDITS(1), NULL, 60, NULL, &h), want_key(v));
         if (opt) {
-            BAD(cg_reserve(m, secret, 0, 1, x, 60, NULL, &h), inv);
-            BAD(cg_reserve(m, secret, CREDITS(1), 0, NULL, 60, x, &h), inv);
+            BAD(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = 1, .model = x}, 60, NULL, &h), inv);
+            BAD(cg_reserve(m, secret, CREDITS(1), NULL, 60, x, &h), inv);
         }
         CHECK_ZEROED(h);
         BAD(cg_release(m, x), inv);
@@ -357,29 +366,29 @@ static void test_bad_formats(void) {
     const char *metas[] = {"", "{", "[1]", "1", "null", "\"x\"", "{\"a\":1}x", "{\"a\":NaN}", "{\"a\":Infinity}",
                            META_4097, META_70K, BIG_JSON};
     for (size_t i = 0; i < sizeof metas / sizeof *metas; i++) {
-        BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, NULL, NULL, metas[i], &e), inv);
-        BAD(cg_deduct_credits(m, "alice", CREDITS(1), NULL, NULL, metas[i], &e), inv);
+        BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, &(cg_entry_options){.metadata_json = metas[i]}, &e), inv);
+        BAD(cg_deduct_credits(m, "alice", CREDITS(1), &(cg_entry_options){.metadata_json = metas[i]}, &e), inv);
     }
     const char *ids[] = {"not-a-uuid", "sk_live_secret", "0190a0a0-0000-7000-8000-00000000000", " 0190a0a0-0000-7000-8000-000000000001",
                          "0190a0a0-0000-7000-8000-0000000000011", "{0190a0a0-0000-7000-8000-000000000001"};
     for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
         cg_usage_charge c;
         BAD(cg_revoke_api_key(m, ids[i], NULL), inv);
-        BAD(cg_settle(m, ids[i], CREDITS(1), 0, 0, NULL, &c), inv);
+        BAD(cg_settle(m, ids[i], CREDITS(1), NULL, &c), inv);
         BAD(cg_release(m, ids[i]), inv);
         BAD(cg_transactions_json(m, "alice", 10, ids[i], &s), inv);
-        BAD(cg_record_usage(m, NULL, ids[i], 1, 0, NULL, NULL, &c), inv);
+        BAD(cg_record_usage(m, NULL, ids[i], &(cg_usage){.input_tokens = 1}, NULL, &c), inv);
     }
     const char *kinds[] = {"usage", "deduct", "reversal", "GRANT", "grant ", "bonus"};
     for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
-        BAD(cg_add_credits(m, "alice", CREDITS(1), kinds[i], NULL, NULL, NULL, &e), inv);
+        BAD(cg_add_credits(m, "alice", CREDITS(1), kinds[i], NULL, &e), inv);
     const char *currencies[] = {"eur", "US", "usd ", "\xef\xbc\xb5SD"};
     for (size_t i = 0; i < sizeof currencies / sizeof *currencies; i++)
         BAD(cg_record_payment(m, "alice", "pi_2", 100, currencies[i], &e), inv);
     const char *reserved[] = {"payment:x", "reversal:x", "usage:x", "import:x"};
     for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++) {
-        BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, reserved[i], NULL, NULL, &e), inv);
-        BAD(cg_deduct_credits(m, "alice", CREDITS(1), reserved[i], NULL, NULL, &e), inv);
+        BAD(cg_add_credits(m, "alice", CREDITS(1), NULL, &(cg_entry_options){.idempotency_key = reserved[i]}, &e), inv);
+        BAD(cg_deduct_credits(m, "alice", CREDITS(1), &(cg_entry_options){.idempotency_key = reserved[i]}, &e), inv);
     }
     char hex63[64], upper[65], nothex[65];
     memset(hex63, 'a', 63), hex63[63] = '\0';
@@ -411,17 +420,17 @@ static void test_bad_formats(void) {
     const char *keys[] = {"sk_1234", l513, tampered, upper_secret, "legacy-but-unknown-0001"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
         BAD(cg_verify_api_key_credits(m, keys[i], 0, &ver), CG_INVALID_API_KEY);
-        BAD(cg_reserve(m, keys[i], CREDITS(1), 0, NULL, 60, NULL, &h), CG_INVALID_API_KEY);
-        BAD(cg_record_usage(m, keys[i], NULL, 1, 0, NULL, NULL, &c), CG_INVALID_API_KEY);
+        BAD(cg_reserve(m, keys[i], CREDITS(1), NULL, 60, NULL, &h), CG_INVALID_API_KEY);
+        BAD(cg_record_usage(m, keys[i], NULL, &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_API_KEY);
     }
     /* Either/or violations. */
-    BAD(cg_record_usage(m, NULL, NULL, 1, 0, NULL, NULL, &c), inv);
-    BAD(cg_record_usage(m, secret, key_id, 1, 0, NULL, NULL, &c), inv);
-    BAD(cg_reserve(m, secret, CREDITS(1), 5, NULL, 60, NULL, &h), inv);
-    BAD(cg_reserve(m, secret, CREDITS(1), 0, "gpt", 60, NULL, &h), inv);
-    BAD(cg_settle(m, hold_id, CREDITS(1), 5, 0, NULL, &c), inv);
-    BAD(cg_settle(m, hold_id, CREDITS(1), 0, 5, NULL, &c), inv);
-    BAD(cg_settle(m, hold_id, CREDITS(1), 0, 0, "gpt", &c), inv);
+    BAD(cg_record_usage(m, NULL, NULL, &(cg_usage){.input_tokens = 1}, NULL, &c), inv);
+    BAD(cg_record_usage(m, secret, key_id, &(cg_usage){.input_tokens = 1}, NULL, &c), inv);
+    BAD(cg_reserve(m, secret, CREDITS(1), &(cg_usage){.input_tokens = 5}, 60, NULL, &h), inv);
+    BAD(cg_reserve(m, secret, CREDITS(1), &(cg_usage){.model = "gpt"}, 60, NULL, &h), inv);
+    BAD(cg_settle(m, hold_id, CREDITS(1), &(cg_usage){.input_tokens = 5}, &c), inv);
+    BAD(cg_settle(m, hold_id, CREDITS(1), &(cg_usage){.output_tokens = 5}, &c), inv);
+    BAD(cg_settle(m, hold_id, CREDITS(1), &(cg_usage){.model = "gpt"}, &c), inv);
     CHECK(s == NULL);
 }
 
@@ -437,17 +446,17 @@ static void test_bad_numbers(void) {
     for (size_t i = 0; i < sizeof amounts / sizeof *amounts; i++) {
         int64_t a = amounts[i];
         GARBAGE(e);
-        BAD(cg_add_credits(m, "alice", a, NULL, NULL, NULL, NULL, &e), inv);
+        BAD(cg_add_credits(m, "alice", a, NULL, NULL, &e), inv);
         CHECK_ZEROED(e);
-        BAD(cg_add_credits(m, "alice", a, "purchase", NULL, NULL, NULL, &e), inv);
-        BAD(cg_add_credits(m, "alice", a, "refund", NULL, NULL, NULL, &e), inv);
-        BAD(cg_deduct_credits(m, "alice", a, NULL, NULL, NULL, &e), inv);
+        BAD(cg_add_credits(m, "alice", a, "purchase", NULL, &e), inv);
+        BAD(cg_add_credits(m, "alice", a, "refund", NULL, &e), inv);
+        BAD(cg_deduct_credits(m, "alice", a, NULL, &e), inv);
         if (a != 0) { /* 0 means "by tokens" */
             GARBAGE(h);
-            BAD(cg_reserve(m, secret, a, 0, NULL, 60, NULL, &h), inv);
+            BAD(cg_reserve(m, secret, a, NULL, 60, NULL, &h), inv);
             CHECK_ZEROED(h);
         }
-        if (a != -1) BAD(cg_add_credits(m, "alice", a, "adjustment", NULL, NULL, NULL, &e), inv); /* -1 is a fine adjustment */
+        if (a != -1) BAD(cg_add_credits(m, "alice", a, "adjustment", NULL, &e), inv); /* -1 is a fine adjustment */
     }
     const int64_t thresholds[] = {INT64_MIN, -MAX_AMOUNT_MICROS, -1, MAX_AMOUNT_MICROS + 1, INT64_MAX};
     for (size_t i = 0; i < sizeof thresholds / sizeof *thresholds; i++) {
@@ -458,7 +467,7 @@ static void test_bad_numbers(void) {
         BAD(cg_set_model_price(m, "gpt", t, 1), inv);
         BAD(cg_set_model_price(m, "gpt", 1, t), inv);
         GARBAGE(c);
-        BAD(cg_settle(m, hold_id, t, 0, 0, NULL, &c), inv);
+        BAD(cg_settle(m, hold_id, t, NULL, &c), inv);
         CHECK_ZEROED(c);
     }
     const int64_t minors[] = {INT64_MIN, -1, 0, 100000000001LL, INT64_MAX};
@@ -470,19 +479,19 @@ static void test_bad_numbers(void) {
     const int64_t tokens[] = {INT64_MIN, -1, MAX_TOKENS + 1, INT64_MAX};
     for (size_t i = 0; i < sizeof tokens / sizeof *tokens; i++) {
         int64_t t = tokens[i];
-        BAD(cg_record_usage(m, secret, NULL, t, 0, NULL, NULL, &c), inv);
-        BAD(cg_record_usage(m, secret, NULL, 0, t, NULL, NULL, &c), inv);
-        BAD(cg_record_usage(m, NULL, key_id, t, 0, NULL, NULL, &c), inv);
-        BAD(cg_reserve(m, secret, 0, t, NULL, 60, NULL, &h), inv);
-        BAD(cg_settle(m, hold_id, 0, t, 0, NULL, &c), inv);
-        BAD(cg_settle(m, hold_id, 0, 0, t, NULL, &c), inv);
+        BAD(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = t}, NULL, &c), inv);
+        BAD(cg_record_usage(m, secret, NULL, &(cg_usage){.output_tokens = t}, NULL, &c), inv);
+        BAD(cg_record_usage(m, NULL, key_id, &(cg_usage){.input_tokens = t}, NULL, &c), inv);
+        BAD(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = t}, 60, NULL, &h), inv);
+        BAD(cg_settle(m, hold_id, 0, &(cg_usage){.input_tokens = t}, &c), inv);
+        BAD(cg_settle(m, hold_id, 0, &(cg_usage){.output_tokens = t}, &c), inv);
     }
     /* A usage whose price is beyond the largest amount: refused, not wrapped. */
-    BAD(cg_record_usage(m, secret, NULL, MAX_TOKENS, 0, "max", NULL, &c), inv);
-    BAD(cg_reserve(m, secret, 0, MAX_TOKENS, "max", 60, NULL, &h), inv);
+    BAD(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = MAX_TOKENS, .model = "max"}, NULL, &c), inv);
+    BAD(cg_reserve(m, secret, 0, &(cg_usage){.input_tokens = MAX_TOKENS, .model = "max"}, 60, NULL, &h), inv);
     const int64_t ttls[] = {INT64_MIN, -1, 86401, INT64_MAX}; /* 0 = 600: valid */
     for (size_t i = 0; i < sizeof ttls / sizeof *ttls; i++)
-        BAD(cg_reserve(m, secret, CREDITS(1), 0, NULL, ttls[i], NULL, &h), inv);
+        BAD(cg_reserve(m, secret, CREDITS(1), NULL, ttls[i], NULL, &h), inv);
     const int64_t limits[] = {INT64_MIN, -1, 1001, 4294967296LL, INT64_MAX}; /* 0 = 50: valid */
     for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) {
         s = (char *)&c;
@@ -500,12 +509,12 @@ static void test_unknown_ids(void) {
         BAD(cg_revoke_api_key(m, id, NULL), CG_NOT_FOUND);
         BAD(cg_revoke_api_key(m, id, "alice"), CG_NOT_FOUND);
         GARBAGE(c);
-        BAD(cg_settle(m, id, CREDITS(1), 0, 0, NULL, &c), CG_NOT_FOUND);
+        BAD(cg_settle(m, id, CREDITS(1), NULL, &c), CG_NOT_FOUND);
         CHECK_ZEROED(c);
         BAD(cg_release(m, id), CG_NOT_FOUND);
         BAD(cg_transactions_json(m, "alice", 10, id, &s), CG_NOT_FOUND);
         CHECK(s == NULL);
-        BAD(cg_record_usage(m, NULL, id, 1, 0, NULL, NULL, &c), CG_INVALID_API_KEY);
+        BAD(cg_record_usage(m, NULL, id, &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_API_KEY);
     }
     cg_entry e;
     BAD(cg_transactions_json(m, "bob", 10, entry_id, &s), CG_NOT_FOUND); /* alice's entry */
@@ -532,10 +541,10 @@ static void test_secret_never_in_errors(void) {
         CHECK(strstr(cg_last_error(), body) == NULL);                                                    \
         CHECK(strstr(cg_last_error(), secret + 10) == NULL);                                             \
     } while (0)
-    NO_SECRET(cg_record_usage(m, NULL, secret, 1, 0, NULL, NULL, &c), CG_INVALID_ARGUMENT);
+    NO_SECRET(cg_record_usage(m, NULL, secret, &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_ARGUMENT);
     NO_SECRET(cg_revoke_api_key(m, secret, NULL), CG_INVALID_ARGUMENT);
     NO_SECRET(cg_release(m, secret), CG_INVALID_ARGUMENT);
-    NO_SECRET(cg_settle(m, secret, CREDITS(1), 0, 0, NULL, &c), CG_INVALID_ARGUMENT);
+    NO_SECRET(cg_settle(m, secret, CREDITS(1), NULL, &c), CG_INVALID_ARGUMENT);
     NO_SECRET(cg_transactions_json(m, "alice", 10, secret, &(char *){NULL}), CG_INVALID_ARGUMENT);
     NO_SECRET(cg_verify_api_key_credits(m, secret, MAX_AMOUNT_MICROS, &ver), CG_INSUFFICIENT_CREDITS);
     NO_SECRET(cg_import_api_key(m, "bob", secret, NULL, NULL, &k), CG_IDEMPOTENCY_CONFLICT);
@@ -545,8 +554,8 @@ static void test_secret_never_in_errors(void) {
         snprintf(near, sizeof near, "%s", secret);
         near[positions[i]] = near[positions[i]] == 'Q' ? 'R' : 'Q';
         NO_SECRET(cg_verify_api_key_credits(m, near, 0, &ver), CG_INVALID_API_KEY);
-        NO_SECRET(cg_reserve(m, near, CREDITS(1), 0, NULL, 60, NULL, &h), CG_INVALID_API_KEY);
-        NO_SECRET(cg_record_usage(m, near, NULL, 1, 0, NULL, NULL, &c), CG_INVALID_API_KEY);
+        NO_SECRET(cg_reserve(m, near, CREDITS(1), NULL, 60, NULL, &h), CG_INVALID_API_KEY);
+        NO_SECRET(cg_record_usage(m, near, NULL, &(cg_usage){.input_tokens = 1}, NULL, &c), CG_INVALID_API_KEY);
         CHECK(strstr(cg_last_error(), near + 3) == NULL);
     }
 #undef NO_SECRET

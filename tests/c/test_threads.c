@@ -39,7 +39,7 @@ static void *strict_worker(void *arg) {
     pthread_barrier_wait(&s->start);
     for (int i = 0; i < STRICT_ROUNDS; i++) {
         cg_entry e;
-        cg_status st = cg_deduct_credits(s->m, "shared", CREDITS(1), NULL, NULL, NULL, &e);
+        cg_status st = cg_deduct_credits(s->m, "shared", CREDITS(1), NULL, &e);
         if (st == CG_OK) {
             r->deducts_ok++;
             r->deducted_micros += CREDITS(1);
@@ -53,7 +53,7 @@ static void *strict_worker(void *arg) {
 
         /* Streaming-style usage: hold 2 credits, settle 1.5 (within the hold). */
         cg_hold h;
-        st = cg_reserve(s->m, s->secret, CREDITS(2), 0, NULL, 0, NULL, &h);
+        st = cg_reserve(s->m, s->secret, CREDITS(2), NULL, 0, NULL, &h);
         if (st == CG_INSUFFICIENT_CREDITS) {
             r->denied++;
             continue;
@@ -64,7 +64,7 @@ static void *strict_worker(void *arg) {
             continue;
         }
         cg_usage_charge c;
-        st = cg_settle(s->m, h.hold_id, 0, 1000, 500, NULL, &c);
+        st = cg_settle(s->m, h.hold_id, 0, &(cg_usage){.input_tokens = 1000, .output_tokens = 500}, &c);
         if (st == CG_OK && !c.overdraft) {
             r->settles_ok++;
             r->settled_micros += c.charged_micros;
@@ -84,9 +84,9 @@ static void test_strict_operations_never_overdraw(void) {
     char *secret = NULL;
     /* The first key needs 5,000 credits; then the account is adjusted down
      * to 500, while the threads want 12 * 30 * (1 + 1.5) = 900. */
-    CHECK_OK(cg_add_credits(m, "shared", CREDITS(5000), "grant", NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "shared", CREDITS(5000), "grant", NULL, &e));
     CHECK_OK(cg_create_api_key(m, "shared", NULL, &secret, &key));
-    CHECK_OK(cg_add_credits(m, "shared", -CREDITS(4500), "adjustment", NULL, NULL, NULL, &e));
+    CHECK_OK(cg_add_credits(m, "shared", -CREDITS(4500), "adjustment", NULL, &e));
     const int64_t initial = CREDITS(500);
     CHECK_EQ_I64(e.balance_after_micros, initial);
 
@@ -154,7 +154,8 @@ static void *usage_worker(void *arg) {
         char request_id[32];
         snprintf(request_id, sizeof request_id, "req-%d", i);
         cg_usage_charge c;
-        cg_status st = cg_record_usage(s->m, s->secret, NULL, 1000, 1000, NULL, request_id, &c);
+        cg_status st = cg_record_usage(s->m, s->secret, NULL, &(cg_usage){.input_tokens = 1000,
+                                       .output_tokens = 1000}, request_id, &c);
         if (st != CG_OK) {
             r->unexpected++;
             fprintf(stderr, "record_usage: %s: %s\n", cg_status_name(st), cg_last_error());

@@ -1,14 +1,17 @@
 //! All pointer plumbing of the C ABI: NULL checks, C strings to `&str`,
-//! out-pointer writes, handle casts and fixed-size string buffers. Nothing
-//! else in this crate dereferences a raw pointer.
+//! out-pointer writes, handle casts, the input structs (`cg_usage`, the
+//! options) read into safe values, and fixed-size string buffers. Nothing
+//! else in this crate dereferences a raw pointer; the exports reach these
+//! functions only through `ffi_fn!` (panic.rs).
 
-use crate::cg_manager;
-use creditgate_core::{CreditManager, Error, Result};
+use crate::{cg_entry_options, cg_grant_options, cg_manager, cg_usage};
+use creditgate_core::{CreditManager, Error, Result, Usage};
 use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-fn null(name: &str) -> Error {
+/// The error of a NULL required pointer.
+pub(crate) fn null(name: &str) -> Error {
     Error::InvalidArgument(format!("{name} is NULL"))
 }
 
@@ -17,13 +20,13 @@ pub(crate) fn manager_into_raw(m: CreditManager) -> *mut cg_manager {
     Box::into_raw(Box::new(m)).cast()
 }
 
-/// Borrows the manager behind a handle.
+/// Borrows the manager behind a handle; `None` for NULL.
 ///
 /// # Safety
 /// `p` is NULL or a handle from `cg_open*` that was not closed.
-pub(crate) unsafe fn manager<'a>(p: *const cg_manager) -> Result<&'a CreditManager> {
+pub(crate) unsafe fn manager<'a>(p: *const cg_manager) -> Option<&'a CreditManager> {
     // SAFETY: non-NULL handles come from `manager_into_raw` (caller's contract).
-    unsafe { p.cast::<CreditManager>().as_ref() }.ok_or_else(|| null("manager"))
+    unsafe { p.cast::<CreditManager>().as_ref() }
 }
 
 /// Takes back and drops the manager behind a handle; NULL is a no-op.
@@ -59,6 +62,73 @@ pub(crate) unsafe fn opt_text<'a>(p: *const c_char, name: &str) -> Result<Option
     s.to_str().map(Some).map_err(|e| {
         Error::InvalidArgument(format!("{name} is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))
     })
+}
+
+/// The safe view of a `cg_entry_options`.
+#[derive(Default)]
+pub(crate) struct EntryArgs<'a> {
+    pub(crate) idempotency_key: Option<&'a str>,
+    pub(crate) reference: Option<&'a str>,
+    pub(crate) metadata_json: Option<&'a str>,
+}
+
+/// An optional `cg_entry_options` argument: NULL gives none of its fields.
+///
+/// # Safety
+/// `p` is NULL or points to a readable `cg_entry_options` whose strings are
+/// NULL or NUL-terminated, all outliving `'a`.
+pub(crate) unsafe fn entry_options<'a>(p: *const cg_entry_options, _name: &str) -> Result<EntryArgs<'a>> {
+    // SAFETY: NULL or readable (caller's contract).
+    let Some(o) = (unsafe { p.as_ref() }) else { return Ok(EntryArgs::default()) };
+    // SAFETY: each string field is NULL or NUL-terminated (caller's contract).
+    let idempotency_key = unsafe { opt_text(o.idempotency_key, "idempotency_key") }?;
+    // SAFETY: as above.
+    let reference = unsafe { opt_text(o.reference, "reference") }?;
+    // SAFETY: as above.
+    let metadata_json = unsafe { opt_text(o.metadata_json, "metadata_json") }?;
+    Ok(EntryArgs { idempotency_key, reference, metadata_json })
+}
+
+/// The safe view of a `cg_grant_options`.
+#[derive(Default)]
+pub(crate) struct GrantArgs<'a> {
+    pub(crate) category: Option<&'a str>,
+    pub(crate) priority: i32,
+    pub(crate) expires_at_micros: i64,
+}
+
+/// An optional `cg_grant_options` argument: NULL is the default grant.
+///
+/// # Safety
+/// As [`entry_options`], for a `cg_grant_options`.
+pub(crate) unsafe fn grant_options<'a>(p: *const cg_grant_options, _name: &str) -> Result<GrantArgs<'a>> {
+    // SAFETY: NULL or readable (caller's contract).
+    let Some(o) = (unsafe { p.as_ref() }) else { return Ok(GrantArgs::default()) };
+    // SAFETY: NULL or NUL-terminated (caller's contract).
+    let category = unsafe { opt_text(o.category, "category") }?;
+    Ok(GrantArgs { category, priority: o.priority, expires_at_micros: o.expires_at_micros })
+}
+
+/// A required `cg_usage` argument, as the core's `Usage`.
+///
+/// # Safety
+/// `p` is NULL or points to a readable `cg_usage` whose `model` is NULL or
+/// NUL-terminated, all outliving `'a`.
+pub(crate) unsafe fn usage<'a>(p: *const cg_usage, name: &str) -> Result<Usage<'a>> {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { opt_usage(p, name) }?.ok_or_else(|| null(name))
+}
+
+/// An optional `cg_usage` argument: NULL is `None`.
+///
+/// # Safety
+/// As [`usage`].
+pub(crate) unsafe fn opt_usage<'a>(p: *const cg_usage, _name: &str) -> Result<Option<Usage<'a>>> {
+    // SAFETY: NULL or readable (caller's contract).
+    let Some(u) = (unsafe { p.as_ref() }) else { return Ok(None) };
+    // SAFETY: NULL or NUL-terminated (caller's contract).
+    let model = unsafe { opt_text(u.model, "model") }?;
+    Ok(Some(Usage { input_tokens: u.input_tokens, output_tokens: u.output_tokens, model }))
 }
 
 /// Values an out-pointer is set to before the call does anything, so that
@@ -98,6 +168,19 @@ pub(crate) unsafe fn out<'a, T: OutValue>(p: *mut T, name: &str) -> Result<Out<'
     // SAFETY: writable (caller's contract).
     unsafe { ptr.as_ptr().write(T::EMPTY) };
     Ok(Out { ptr, _borrow: PhantomData })
+}
+
+/// An optional out-pointer: NULL is `None`, anything else is checked and
+/// emptied as by [`out`].
+///
+/// # Safety
+/// As [`out`].
+pub(crate) unsafe fn opt_out<'a, T: OutValue>(p: *mut T, name: &str) -> Result<Option<Out<'a, T>>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { out(p, name) }.map(Some)
 }
 
 /// Hands a string to C; it is freed with `cg_string_free` ([`string_free`]).
@@ -141,11 +224,16 @@ mod tests {
 
     #[test]
     fn strings_and_nulls() {
-        assert!(unsafe { text(std::ptr::null(), "user_id") }.unwrap_err().to_string().contains("user_id is NULL"));
+        // SAFETY: NULL (never read).
+        let e = unsafe { text(std::ptr::null(), "user_id") }.unwrap_err().to_string();
+        assert!(e.contains("user_id is NULL"), "{e}");
+        // SAFETY: NULL (never read).
         assert_eq!(unsafe { opt_text(std::ptr::null(), "x") }.unwrap(), None);
         let bad = c"ab\xffc";
+        // SAFETY: a NUL-terminated literal.
         let e = unsafe { text(bad.as_ptr(), "user_id") }.unwrap_err().to_string();
         assert!(e.contains("user_id is not valid UTF-8") && e.contains("offset 2"), "{e}");
+        // SAFETY: a NUL-terminated literal.
         assert_eq!(unsafe { text(c"alice".as_ptr(), "user_id") }.unwrap(), "alice");
     }
 
@@ -160,16 +248,21 @@ mod tests {
     #[test]
     fn out_pointers_are_checked_and_emptied() {
         let mut v: i64 = 42;
+        // SAFETY: a local, writable.
         let o = unsafe { out(&mut v as *mut i64, "balance_out") }.unwrap();
         o.write(7);
         assert_eq!(v, 7);
+        // SAFETY: NULL is checked before any write.
         let e = unsafe { out(std::ptr::null_mut::<i64>(), "balance_out") }.err().unwrap().to_string();
         assert!(e.contains("balance_out is NULL"));
         let mut s: *mut c_char = std::ptr::dangling_mut(); // garbage the call must reset
+        // SAFETY: a local, writable.
         let o = unsafe { out(&mut s as *mut *mut c_char, "json_out") }.unwrap();
         assert!(s.is_null());
         o.write(string_into_raw("x".into()).unwrap());
+        // SAFETY: from `string_into_raw`, freed once.
         unsafe { string_free(s) };
+        // SAFETY: NULL is a no-op.
         unsafe { string_free(std::ptr::null_mut()) };
     }
 }

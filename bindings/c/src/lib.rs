@@ -1,15 +1,20 @@
 //! C ABI for creditgate: `include/creditgate.h`, generated from this crate
 //! by cbindgen. docs/reference.md is the contract; docs/c-api.md is the guide.
 //!
-//! Layout: `lib.rs` the exported functions (one per operation), `ffi.rs`
-//! every raw-pointer access, `panic.rs` the panic boundary and the
-//! thread-local last error, `status.rs` the status enum, `types.rs` the
+//! Layout: `lib.rs` the exported functions (one per operation, each body
+//! one `ffi_fn!` call and free of `unsafe`), `ffi.rs` every raw-pointer
+//! access, `panic.rs` the boundary macro `ffi_fn!` (panics, out-pointer
+//! resets, the handle check, arguments to safe values) and the thread-local
+//! last error, `status.rs` the status enum, `types.rs` the
 //! result structs, `json.rs` the JSON shapes.
 #![allow(non_camel_case_types)]
 // The safety contract is the same for every function and is stated once, in
 // the header's preamble ("Pointers"): a live handle, NUL-terminated strings,
 // writable out-pointers. Repeating it per function would bury the rest.
 #![allow(clippy::missing_safety_doc)]
+// Every `unsafe` block says why it is sound: the exports have none of their
+// own (they run in `ffi_fn!`), ffi.rs and the macro document each one.
+#![deny(clippy::undocumented_unsafe_blocks, clippy::multiple_unsafe_ops_per_block)]
 
 // The panic boundary needs unwinding: with panic=abort a panic would kill
 // the host process instead of becoming CG_PANIC.
@@ -27,14 +32,14 @@ use creditgate_core::{
     HoldId, KeyId, KeyRef, Result, Settlement, SpendWindow, Timestamp, Usage,
 };
 use ffi::Out;
-use panic::{manager_boundary, status_boundary, value_boundary};
+use panic::ffi_fn;
 use serde_json::{Map, Value};
 use std::ffi::c_char;
 
 pub use status::cg_status;
 pub use types::{
-    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_api_key, cg_entry, cg_hold, cg_hold_status, cg_key_eligibility,
-    cg_usage_charge, cg_verification,
+    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_api_key, cg_entry, cg_entry_options, cg_grant_options, cg_hold,
+    cg_hold_status, cg_key_eligibility, cg_usage, cg_usage_charge, cg_verification,
 };
 
 /// Micro-credits per credit: amounts in this API are `int64_t` micro-credits.
@@ -45,6 +50,8 @@ pub const CG_DEFAULT_TTL_SECONDS: i64 = 600;
 pub const CG_DEFAULT_PAGE_LIMIT: i64 = 50;
 /// `limit` of `cg_events_json` when 0 is passed.
 pub const CG_DEFAULT_EVENTS_LIMIT: i64 = 100;
+/// `limit` of `cg_expire_grants` when 0 is passed.
+pub const CG_DEFAULT_EXPIRE_LIMIT: u32 = 1000;
 /// Longest `metadata_json` text accepted before parsing (the parsed object
 /// must then serialize to at most 4 KiB).
 const MAX_METADATA_JSON_BYTES: usize = 64 * 1024;
@@ -105,10 +112,8 @@ fn open(url: Option<&str>) -> Result<CreditManager> {
 /// released with `cg_close`. Set to NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_open(database_url: *const c_char, manager_out: *mut *mut cg_manager) -> cg_status {
-    status_boundary(|| {
-        let out = unsafe { ffi::out(manager_out, "manager_out") }?;
-        let url = unsafe { ffi::text(database_url, "database_url") }?;
-        out.write(ffi::manager_into_raw(open(Some(url))?));
+    ffi_fn!(status; out [manager_out]; args [text database_url]; {
+        manager_out.write(ffi::manager_into_raw(open(Some(database_url))?));
         Ok(())
     })
 }
@@ -120,9 +125,8 @@ pub unsafe extern "C" fn cg_open(database_url: *const c_char, manager_out: *mut 
 /// released with `cg_close`. Set to NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_open_env(manager_out: *mut *mut cg_manager) -> cg_status {
-    status_boundary(|| {
-        let out = unsafe { ffi::out(manager_out, "manager_out") }?;
-        out.write(ffi::manager_into_raw(open(None)?));
+    ffi_fn!(status; out [manager_out]; {
+        manager_out.write(ffi::manager_into_raw(open(None)?));
         Ok(())
     })
 }
@@ -131,7 +135,7 @@ pub unsafe extern "C" fn cg_open_env(manager_out: *mut *mut cg_manager) -> cg_st
 /// while another thread still uses it, is undefined behaviour.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_close(manager: *mut cg_manager) {
-    value_boundary((), || unsafe { ffi::manager_drop(manager) })
+    ffi_fn!(free manager_drop(manager))
 }
 
 /// The message of the last failed call on this thread ("" when the last
@@ -140,7 +144,7 @@ pub unsafe extern "C" fn cg_close(manager: *mut cg_manager) {
 /// Messages say what was wrong and with which value, never a secret.
 #[unsafe(no_mangle)]
 pub extern "C" fn cg_last_error() -> *const c_char {
-    value_boundary(c"".as_ptr(), panic::last_error_ptr)
+    ffi_fn!(value c"".as_ptr(); { panic::last_error_ptr() })
 }
 
 /// After `CG_RATE_LIMITED` on this thread: the whole seconds (1..=60) until
@@ -148,7 +152,7 @@ pub extern "C" fn cg_last_error() -> *const c_char {
 /// other result.
 #[unsafe(no_mangle)]
 pub extern "C" fn cg_last_error_retry_after() -> u32 {
-    value_boundary(0, panic::last_retry_after)
+    ffi_fn!(value 0; { panic::last_retry_after() })
 }
 
 /// Which limit the last `CG_INSUFFICIENT_CREDITS` on this thread hit:
@@ -158,14 +162,14 @@ pub extern "C" fn cg_last_error_retry_after() -> u32 {
 /// `cg_last_error`, it describes the last status-returning call.
 #[unsafe(no_mangle)]
 pub extern "C" fn cg_last_error_limit_source() -> *const c_char {
-    value_boundary(c"".as_ptr(), panic::last_limit_source_ptr)
+    ffi_fn!(value c"".as_ptr(); { panic::last_limit_source_ptr() })
 }
 
 /// The HTTP status of a status (docs/reference.md): 200 for `CG_OK`, 402, 401, 403,
 /// 404, 409, 400, 503, 500, 429; 500 for `CG_PANIC` and for unknown values.
 #[unsafe(no_mangle)]
 pub extern "C" fn cg_status_http(status: u32) -> u16 {
-    value_boundary(500, || cg_status::from_u32(status).map_or(500, cg_status::http_status))
+    ffi_fn!(value 500; { cg_status::from_u32(status).map_or(500, cg_status::http_status) })
 }
 
 /// The error code (docs/reference.md) of a status: "ok", "insufficient_credits",
@@ -174,7 +178,7 @@ pub extern "C" fn cg_status_http(status: u32) -> u16 {
 /// values. Static: never free it.
 #[unsafe(no_mangle)]
 pub extern "C" fn cg_status_name(status: u32) -> *const c_char {
-    value_boundary(c"unknown".as_ptr(), || cg_status::from_u32(status).map_or(c"unknown".as_ptr(), cg_status::name_ptr))
+    ffi_fn!(value c"unknown".as_ptr(); { cg_status::from_u32(status).map_or(c"unknown".as_ptr(), cg_status::name_ptr) })
 }
 
 /// The library version, e.g. "0.1.0". Static: never free it.
@@ -185,7 +189,7 @@ pub extern "C" fn cg_version() -> *const c_char {
             Ok(v) => v,
             Err(_) => c"unknown",
         };
-    value_boundary(c"unknown".as_ptr(), || VERSION.as_ptr())
+    ffi_fn!(value c"unknown".as_ptr(); { VERSION.as_ptr() })
 }
 
 /// Frees a string this library returned through a `char **` out-pointer
@@ -193,7 +197,7 @@ pub extern "C" fn cg_version() -> *const c_char {
 /// API key secret. NULL is a no-op; freeing twice is undefined behaviour.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_string_free(s: *mut c_char) {
-    value_boundary((), || unsafe { ffi::string_free(s) })
+    ffi_fn!(free string_free(s))
 }
 
 /// The resolved database URL, password redacted.
@@ -202,12 +206,8 @@ pub unsafe extern "C" fn cg_string_free(s: *mut c_char) {
 /// `cg_string_free`); NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_database_url(manager: *const cg_manager, url_out: *mut *mut c_char) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(url_out, "url_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        out.write(ffi::string_into_raw(m.database_url())?);
+    ffi_fn!(handle manager => m; out [url_out]; {
+        url_out.write(ffi::string_into_raw(m.database_url())?);
         Ok(())
     })
 }
@@ -215,7 +215,7 @@ pub unsafe extern "C" fn cg_database_url(manager: *const cg_manager, url_out: *m
 /// Runs pending schema migrations (also done by `cg_open`); safe to repeat.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_migrate(manager: *const cg_manager) -> cg_status {
-    status_boundary(|| unsafe { ffi::manager(manager) }?.migrate())
+    ffi_fn!(handle manager => m; { m.migrate() })
 }
 
 /// Copies an SQLite ledger into the new file `dest_path` (never
@@ -230,15 +230,9 @@ pub unsafe extern "C" fn cg_backup(
     dest_path: *const c_char,
     size_bytes_out: *mut i64,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out =
-            if size_bytes_out.is_null() { None } else { Some(unsafe { ffi::out(size_bytes_out, "size_bytes_out") }?) };
-        let m = unsafe { ffi::manager(manager) }?;
-        let dest = unsafe { ffi::text(dest_path, "dest_path") }?;
-        let size = m.backup(dest)?;
-        if let Some(out) = out {
+    ffi_fn!(handle manager => m; args [opt_out size_bytes_out, text dest_path]; {
+        let size = m.backup(dest_path)?;
+        if let Some(out) = size_bytes_out {
             out.write(i64::try_from(size).unwrap_or(i64::MAX));
         }
         Ok(())
@@ -256,13 +250,8 @@ pub unsafe extern "C" fn cg_balance(
     user_id: *const c_char,
     balance_micros_out: *mut i64,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(balance_micros_out, "balance_micros_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        out.write(m.get_balance(user)?.micros());
+    ffi_fn!(handle manager => m; out [balance_micros_out]; args [text user_id]; {
+        balance_micros_out.write(m.get_balance(user_id)?.micros());
         Ok(())
     })
 }
@@ -276,12 +265,8 @@ pub unsafe extern "C" fn cg_set_min_balance(
     user_id: *const c_char,
     floor_micros: i64,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        m.set_min_balance(user, Credits::from_micros(floor_micros))
+    ffi_fn!(handle manager => m; args [text user_id]; {
+        m.set_min_balance(user_id, Credits::from_micros(floor_micros))
     })
 }
 
@@ -301,20 +286,15 @@ pub unsafe extern "C" fn cg_account_json(
     user_id: *const c_char,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(json_out, "json_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        write_json(out, json::account(&m.account(user)?))
+    ffi_fn!(handle manager => m; out [json_out]; args [text user_id]; {
+        write_json(json_out, json::account(&m.account(user_id)?))
     })
 }
 
 /// Credits `user_id` with `amount_micros`. `kind`: "grant" (NULL),
 /// "purchase", "refund" or "adjustment" (which may be negative, and then is
-/// strict). `idempotency_key`, `reference`: optional (NULL), at most 255
-/// bytes; `metadata_json`: optional JSON object text, at most 4 KiB.
+/// strict). `options`: optional (NULL: none), the entry's idempotency key,
+/// reference and metadata (`cg_entry_options`).
 ///
 /// `entry_out`: required; receives the entry (zeroed on failure).
 #[unsafe(no_mangle)]
@@ -323,44 +303,37 @@ pub unsafe extern "C" fn cg_add_credits(
     user_id: *const c_char,
     amount_micros: i64,
     kind: *const c_char,
-    idempotency_key: *const c_char,
-    reference: *const c_char,
-    metadata_json: *const c_char,
+    options: *const cg_entry_options,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        let kind = unsafe { ffi::opt_text(kind, "kind") }?.map_or(Ok(EntryKind::Grant), EntryKind::parse)?;
-        let idempotency_key = unsafe { ffi::opt_text(idempotency_key, "idempotency_key") }?;
-        let reference = unsafe { ffi::opt_text(reference, "reference") }?;
-        let metadata = metadata(unsafe { ffi::opt_text(metadata_json, "metadata_json") }?)?;
-        let opts = EntryOptions { idempotency_key, reference, metadata: metadata.as_ref() };
-        let e = m.add_credits(user, Credits::from_micros(amount_micros), kind, &opts)?;
-        out.write(cg_entry::of(&e)?);
+    ffi_fn!(handle manager => m; out [entry_out]; args [text user_id, opt_text kind, entry_options options]; {
+        let kind = kind.map_or(Ok(EntryKind::Grant), EntryKind::parse)?;
+        let metadata = metadata(options.metadata_json)?;
+        let e = m.add_credits(user_id, Credits::from_micros(amount_micros), kind, &entry(&options, &metadata))?;
+        entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
 }
 
-/// The grant options of the `*_grant` calls: `category` "paid",
-/// "promotional" or NULL (the kind's default), `priority` in -1000..=1000,
-/// `expires_at_micros` microseconds since the Unix epoch (UTC), 0 = never.
-fn grant_options(category: Option<&str>, priority: i32, expires_at_micros: i64) -> Result<GrantOptions> {
+/// The core's entry options from a `cg_entry_options` and its parsed
+/// metadata.
+fn entry<'a>(options: &ffi::EntryArgs<'a>, metadata: &'a Option<Map<String, Value>>) -> EntryOptions<'a> {
+    EntryOptions { idempotency_key: options.idempotency_key, reference: options.reference, metadata: metadata.as_ref() }
+}
+
+/// The core's grant options from a `cg_grant_options` (0 and NULL: not
+/// given).
+fn grant(options: &ffi::GrantArgs) -> Result<GrantOptions> {
     Ok(GrantOptions {
-        expires_at: (expires_at_micros != 0).then_some(Timestamp(expires_at_micros)),
-        category: category.map(GrantCategory::parse).transpose()?,
-        priority,
+        expires_at: (options.expires_at_micros != 0).then_some(Timestamp(options.expires_at_micros)),
+        category: options.category.map(GrantCategory::parse).transpose()?,
+        priority: options.priority,
     })
 }
 
-/// `cg_add_credits` with the grant's options: `category` "paid" or
-/// "promotional" (NULL: promotional for kind "grant", paid otherwise),
-/// `priority` (-1000..=1000, lower is drawn first; 0 by default) and
-/// `expires_at_micros` (microseconds since the Unix epoch, UTC, later than
-/// now; 0 = never expires). A negative adjustment takes NULL, 0, 0.
+/// `cg_add_credits` with the options of the grant the credits form:
+/// `grant` optional (NULL: the default grant, as `cg_add_credits`), see
+/// `cg_grant_options`. A negative adjustment takes the default grant.
 ///
 /// `entry_out`: required; receives the entry (zeroed on failure).
 #[unsafe(no_mangle)]
@@ -369,34 +342,24 @@ pub unsafe extern "C" fn cg_add_credits_grant(
     user_id: *const c_char,
     amount_micros: i64,
     kind: *const c_char,
-    category: *const c_char,
-    priority: i32,
-    expires_at_micros: i64,
-    idempotency_key: *const c_char,
-    reference: *const c_char,
-    metadata_json: *const c_char,
+    options: *const cg_entry_options,
+    grant: *const cg_grant_options,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        let kind = unsafe { ffi::opt_text(kind, "kind") }?.map_or(Ok(EntryKind::Grant), EntryKind::parse)?;
-        let grant = grant_options(unsafe { ffi::opt_text(category, "category") }?, priority, expires_at_micros)?;
-        let idempotency_key = unsafe { ffi::opt_text(idempotency_key, "idempotency_key") }?;
-        let reference = unsafe { ffi::opt_text(reference, "reference") }?;
-        let metadata = metadata(unsafe { ffi::opt_text(metadata_json, "metadata_json") }?)?;
-        let opts = EntryOptions { idempotency_key, reference, metadata: metadata.as_ref() };
-        let e = m.add_credits_with(user, Credits::from_micros(amount_micros), kind, &opts, &grant)?;
-        out.write(cg_entry::of(&e)?);
+    ffi_fn!(handle manager => m; out [entry_out];
+        args [text user_id, opt_text kind, entry_options options, grant_options grant]; {
+        let kind = kind.map_or(Ok(EntryKind::Grant), EntryKind::parse)?;
+        let grant = self::grant(&grant)?;
+        let metadata = metadata(options.metadata_json)?;
+        let amount = Credits::from_micros(amount_micros);
+        let e = m.add_credits_with(user_id, amount, kind, &entry(&options, &metadata), &grant)?;
+        entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
 }
 
-/// `cg_record_payment` with the grant's options, as in
-/// `cg_add_credits_grant` (`category` NULL: paid).
+/// `cg_record_payment` with the options of the grant the payment buys, as
+/// in `cg_add_credits_grant` (`grant` NULL, or its `category` NULL: paid).
 ///
 /// `entry_out`: required; receives the entry (zeroed on failure).
 #[unsafe(no_mangle)]
@@ -406,30 +369,22 @@ pub unsafe extern "C" fn cg_record_payment_grant(
     payment_id: *const c_char,
     amount_minor: i64,
     currency: *const c_char,
-    category: *const c_char,
-    priority: i32,
-    expires_at_micros: i64,
+    grant: *const cg_grant_options,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        let payment_id = unsafe { ffi::text(payment_id, "payment_id") }?;
-        let currency = unsafe { ffi::opt_text(currency, "currency") }?.unwrap_or("USD");
-        let grant = grant_options(unsafe { ffi::opt_text(category, "category") }?, priority, expires_at_micros)?;
-        let e = m.record_payment_with(user, payment_id, amount_minor, currency, &grant)?;
-        out.write(cg_entry::of(&e)?);
+    ffi_fn!(handle manager => m; out [entry_out];
+        args [text user_id, text payment_id, opt_text currency, grant_options grant]; {
+        let currency = currency.unwrap_or("USD");
+        let e = m.record_payment_with(user_id, payment_id, amount_minor, currency, &self::grant(&grant)?)?;
+        entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
 }
 
-/// Applies every due grant expiry of up to `limit` accounts (1..=10000),
-/// one `expiry` entry per expired grant. Reads never count expired credits
-/// anyway; this brings the entries up to date. Call again while
-/// `accounts == limit`.
+/// Applies every due grant expiry of up to `limit` accounts (1..=10000,
+/// or 0 for 1000), one `expiry` entry per expired grant. Reads never count
+/// expired credits anyway; this brings the entries up to date. Call again
+/// while `accounts == limit`.
 ///
 /// `json_out`: required; receives `{"accounts", "entries",
 /// "credits_micros"}` owned by the caller (free it with `cg_string_free`);
@@ -440,12 +395,9 @@ pub unsafe extern "C" fn cg_expire_grants(
     limit: u32,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(json_out, "json_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        write_json(out, json::expiry_sweep(&m.expire_grants(limit)?))
+    ffi_fn!(handle manager => m; out [json_out]; {
+        let limit = if limit == 0 { CG_DEFAULT_EXPIRE_LIMIT } else { limit };
+        write_json(json_out, json::expiry_sweep(&m.expire_grants(limit)?))
     })
 }
 
@@ -465,16 +417,10 @@ pub unsafe extern "C" fn cg_record_payment(
     currency: *const c_char,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        let payment_id = unsafe { ffi::text(payment_id, "payment_id") }?;
-        let currency = unsafe { ffi::opt_text(currency, "currency") }?.unwrap_or("USD");
-        let e = m.record_payment(user, payment_id, amount_minor, currency)?;
-        out.write(cg_entry::of(&e)?);
+    ffi_fn!(handle manager => m; out [entry_out]; args [text user_id, text payment_id, opt_text currency]; {
+        let currency = currency.unwrap_or("USD");
+        let e = m.record_payment(user_id, payment_id, amount_minor, currency)?;
+        entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
 }
@@ -499,21 +445,14 @@ pub unsafe extern "C" fn cg_reverse_payment(
     reversal_id: *const c_char,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let payment_id = unsafe { ffi::text(payment_id, "payment_id") }?;
-        let reason = unsafe { ffi::opt_text(reason, "reason") }?;
-        let reversal_id = unsafe { ffi::opt_text(reversal_id, "reversal_id") }?;
+    ffi_fn!(handle manager => m; out [entry_out]; args [text payment_id, opt_text reason, opt_text reversal_id]; {
         let amount_minor = match amount_minor {
             0 => None,
             a if a < 0 => return Err(invalid(format!("amount_minor must be 0 (all) or positive, got {a}"))),
             a => Some(a),
         };
         let e = m.reverse_payment(payment_id, amount_minor, reason, reversal_id)?;
-        out.write(cg_entry::of(&e)?);
+        entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
 }
@@ -533,22 +472,16 @@ pub unsafe extern "C" fn cg_reinstate_reversal(
     reason: *const c_char,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let reversal_id = unsafe { ffi::text(reversal_id, "reversal_id") }?;
-        let reason = unsafe { ffi::opt_text(reason, "reason") }?;
+    ffi_fn!(handle manager => m; out [entry_out]; args [text reversal_id, opt_text reason]; {
         let e = m.reinstate_reversal(reversal_id, reason)?;
-        out.write(cg_entry::of(&e)?);
+        entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
 }
 
 /// Strict debit of `amount_micros` (> 0) as a `deduct` entry:
 /// `CG_INSUFFICIENT_CREDITS` when available < amount; never below zero.
-/// Optional arguments as in `cg_add_credits`.
+/// `options`: optional (NULL: none), as in `cg_add_credits`.
 ///
 /// `entry_out`: required; receives the entry (zeroed on failure).
 #[unsafe(no_mangle)]
@@ -556,23 +489,13 @@ pub unsafe extern "C" fn cg_deduct_credits(
     manager: *const cg_manager,
     user_id: *const c_char,
     amount_micros: i64,
-    idempotency_key: *const c_char,
-    reference: *const c_char,
-    metadata_json: *const c_char,
+    options: *const cg_entry_options,
     entry_out: *mut cg_entry,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(entry_out, "entry_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        let idempotency_key = unsafe { ffi::opt_text(idempotency_key, "idempotency_key") }?;
-        let reference = unsafe { ffi::opt_text(reference, "reference") }?;
-        let metadata = metadata(unsafe { ffi::opt_text(metadata_json, "metadata_json") }?)?;
-        let opts = EntryOptions { idempotency_key, reference, metadata: metadata.as_ref() };
-        let e = m.deduct_credits(user, Credits::from_micros(amount_micros), &opts)?;
-        out.write(cg_entry::of(&e)?);
+    ffi_fn!(handle manager => m; out [entry_out]; args [text user_id, entry_options options]; {
+        let metadata = metadata(options.metadata_json)?;
+        let e = m.deduct_credits(user_id, Credits::from_micros(amount_micros), &entry(&options, &metadata))?;
+        entry_out.write(cg_entry::of(&e)?);
         Ok(())
     })
 }
@@ -595,16 +518,11 @@ pub unsafe extern "C" fn cg_transactions_json(
     before: *const c_char,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(json_out, "json_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        let before = unsafe { ffi::opt_text(before, "before") }?.map(EntryId::parse).transpose()?;
+    ffi_fn!(handle manager => m; out [json_out]; args [text user_id, opt_text before]; {
+        let before = before.map(EntryId::parse).transpose()?;
         let limit = if limit == 0 { CG_DEFAULT_PAGE_LIMIT } else { limit };
         let limit = u32::try_from(limit).map_err(|_| invalid(format!("limit must be in 1..=1000, got {limit}")))?;
-        write_json(out, json::entries(&m.transactions(user, limit, before)?))
+        write_json(json_out, json::entries(&m.transactions(user_id, limit, before)?))
     })
 }
 
@@ -626,14 +544,10 @@ pub unsafe extern "C" fn cg_events_json(
     limit: i64,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(json_out, "json_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
+    ffi_fn!(handle manager => m; out [json_out]; {
         let limit = if limit == 0 { CG_DEFAULT_EVENTS_LIMIT } else { limit };
         let limit = u32::try_from(limit).map_err(|_| invalid(format!("limit must be in 1..=1000, got {limit}")))?;
-        write_json(out, json::events(&m.events(after, limit)?))
+        write_json(json_out, json::events(&m.events(after, limit)?))
     })
 }
 
@@ -649,11 +563,8 @@ pub unsafe extern "C" fn cg_set_rate_limit(
     requests_per_minute: u32,
     tokens_per_minute: u64,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let m = unsafe { ffi::manager(manager) }?;
-        let key = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
+    ffi_fn!(handle manager => m; args [text key_id]; {
+        let key = KeyId::parse(key_id)?;
         let rpm = (requests_per_minute != 0).then_some(requests_per_minute);
         let tpm = (tokens_per_minute != 0).then_some(tokens_per_minute);
         m.set_rate_limit(key, rpm, tpm)
@@ -671,13 +582,8 @@ pub unsafe extern "C" fn cg_can_generate_api_key(
     user_id: *const c_char,
     eligibility_out: *mut cg_key_eligibility,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(eligibility_out, "eligibility_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        out.write(cg_key_eligibility::of(&m.can_generate_api_key(user)?));
+    ffi_fn!(handle manager => m; out [eligibility_out]; args [text user_id]; {
+        eligibility_out.write(cg_key_eligibility::of(&m.can_generate_api_key(user_id)?));
         Ok(())
     })
 }
@@ -697,15 +603,8 @@ pub unsafe extern "C" fn cg_create_api_key(
     secret_out: *mut *mut c_char,
     key_out: *mut cg_api_key,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let secret_out = unsafe { ffi::out(secret_out, "secret_out") }?;
-        let key_out = unsafe { ffi::out(key_out, "key_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        let name = unsafe { ffi::opt_text(name, "name") }?;
-        let k = m.create_api_key(user, name)?;
+    ffi_fn!(handle manager => m; out [secret_out, key_out]; args [text user_id, opt_text name]; {
+        let k = m.create_api_key(user_id, name)?;
         let info = cg_api_key::of(&k.key_id.to_string(), Some(&k.prefix), false)?;
         secret_out.write(ffi::string_into_raw(k.secret.expose().to_string())?);
         key_out.write(info);
@@ -727,17 +626,10 @@ pub unsafe extern "C" fn cg_import_api_key(
     name: *const c_char,
     key_out: *mut cg_api_key,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(key_out, "key_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        let secret = unsafe { ffi::opt_text(secret, "secret") }?;
-        let secret_sha256 = unsafe { ffi::opt_text(secret_sha256, "secret_sha256") }?;
-        let name = unsafe { ffi::opt_text(name, "name") }?;
-        let k = m.import_api_key(user, secret, secret_sha256, name)?;
-        out.write(cg_api_key::of(&k.key_id.to_string(), k.prefix.as_deref(), k.legacy)?);
+    ffi_fn!(handle manager => m; out [key_out];
+        args [text user_id, opt_text secret, opt_text secret_sha256, opt_text name]; {
+        let k = m.import_api_key(user_id, secret, secret_sha256, name)?;
+        key_out.write(cg_api_key::of(&k.key_id.to_string(), k.prefix.as_deref(), k.legacy)?);
         Ok(())
     })
 }
@@ -750,13 +642,9 @@ pub unsafe extern "C" fn cg_revoke_api_key(
     key_id: *const c_char,
     user_id: *const c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let m = unsafe { ffi::manager(manager) }?;
-        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
-        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
-        m.revoke_api_key(key_id, user)
+    ffi_fn!(handle manager => m; args [text key_id, opt_text user_id]; {
+        let key_id = KeyId::parse(key_id)?;
+        m.revoke_api_key(key_id, user_id)
     })
 }
 
@@ -771,14 +659,10 @@ pub unsafe extern "C" fn cg_set_api_key_expiry(
     expires_at_micros: i64,
     user_id: *const c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let m = unsafe { ffi::manager(manager) }?;
-        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
-        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
+    ffi_fn!(handle manager => m; args [text key_id, opt_text user_id]; {
+        let key_id = KeyId::parse(key_id)?;
         let at = if expires_at_micros == 0 { None } else { Some(Timestamp(expires_at_micros)) };
-        m.set_api_key_expiry(key_id, at, user)
+        m.set_api_key_expiry(key_id, at, user_id)
     })
 }
 
@@ -792,13 +676,9 @@ pub unsafe extern "C" fn cg_disable_api_key(
     key_id: *const c_char,
     user_id: *const c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let m = unsafe { ffi::manager(manager) }?;
-        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
-        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
-        m.disable_api_key(key_id, user)
+    ffi_fn!(handle manager => m; args [text key_id, opt_text user_id]; {
+        let key_id = KeyId::parse(key_id)?;
+        m.disable_api_key(key_id, user_id)
     })
 }
 
@@ -810,13 +690,9 @@ pub unsafe extern "C" fn cg_enable_api_key(
     key_id: *const c_char,
     user_id: *const c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let m = unsafe { ffi::manager(manager) }?;
-        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
-        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
-        m.enable_api_key(key_id, user)
+    ffi_fn!(handle manager => m; args [text key_id, opt_text user_id]; {
+        let key_id = KeyId::parse(key_id)?;
+        m.enable_api_key(key_id, user_id)
     })
 }
 
@@ -836,15 +712,9 @@ pub unsafe extern "C" fn cg_rotate_api_key(
     secret_out: *mut *mut c_char,
     key_out: *mut cg_api_key,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let secret_out = unsafe { ffi::out(secret_out, "secret_out") }?;
-        let key_out = unsafe { ffi::out(key_out, "key_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
-        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
-        let k = m.rotate_api_key(key_id, grace_seconds, user)?;
+    ffi_fn!(handle manager => m; out [secret_out, key_out]; args [text key_id, opt_text user_id]; {
+        let key_id = KeyId::parse(key_id)?;
+        let k = m.rotate_api_key(key_id, grace_seconds, user_id)?;
         let info = cg_api_key::of(&k.key_id.to_string(), Some(&k.prefix), false)?;
         secret_out.write(ffi::string_into_raw(k.secret.expose().to_string())?);
         key_out.write(info);
@@ -854,8 +724,9 @@ pub unsafe extern "C" fn cg_rotate_api_key(
 
 /// Caps what a key may spend per `window`: "daily", "weekly", "monthly"
 /// (UTC calendar periods: from 00:00, Monday 00:00, the 1st 00:00) or
-/// "lifetime". `limit_micros` >= 0 sets the cap; -1 removes it (then
-/// `window` is still required but unused). Verification and holds through
+/// "lifetime". `limit_micros` >= 0 sets the cap (0: nothing may be spent
+/// through the key); `window` NULL removes the cap (then `limit_micros`
+/// must be 0, as there is no cap to give). Verification and holds through
 /// the key then fail with `CG_INSUFFICIENT_CREDITS` and
 /// `cg_last_error_limit_source()` "key" when the cap is short. `user_id`:
 /// as `cg_revoke_api_key`.
@@ -867,18 +738,18 @@ pub unsafe extern "C" fn cg_set_key_limit(
     window: *const c_char,
     user_id: *const c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let m = unsafe { ffi::manager(manager) }?;
-        let key_id = KeyId::parse(unsafe { ffi::text(key_id, "key_id") }?)?;
-        let window = SpendWindow::parse(unsafe { ffi::text(window, "window") }?)?;
-        let user = unsafe { ffi::opt_text(user_id, "user_id") }?;
-        let limit = match limit_micros {
-            -1 => None,
-            l => Some(Credits::from_micros(l)),
-        };
-        m.set_key_limit(key_id, limit, window, user)
+    ffi_fn!(handle manager => m; args [text key_id, opt_text window, opt_text user_id]; {
+        let key_id = KeyId::parse(key_id)?;
+        match window {
+            Some(window) => {
+                m.set_key_limit(key_id, Some(Credits::from_micros(limit_micros)), SpendWindow::parse(window)?, user_id)
+            }
+            // Removing: the core ignores the window of a cap it removes.
+            None if limit_micros == 0 => m.set_key_limit(key_id, None, SpendWindow::Lifetime, user_id),
+            None => Err(invalid(format!(
+                "window is NULL, which removes the cap, but limit_micros is {limit_micros}: pass 0, or a window"
+            ))),
+        }
     })
 }
 
@@ -896,13 +767,8 @@ pub unsafe extern "C" fn cg_list_api_keys_json(
     user_id: *const c_char,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(json_out, "json_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let user = unsafe { ffi::text(user_id, "user_id") }?;
-        write_json(out, json::api_keys(&m.list_api_keys(user)?))
+    ffi_fn!(handle manager => m; out [json_out]; args [text user_id]; {
+        write_json(json_out, json::api_keys(&m.list_api_keys(user_id)?))
     })
 }
 
@@ -920,14 +786,9 @@ pub unsafe extern "C" fn cg_verify_api_key_credits(
     min_credits_micros: i64,
     verification_out: *mut cg_verification,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(verification_out, "verification_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let api_key = unsafe { ffi::text(api_key, "api_key") }?;
+    ffi_fn!(handle manager => m; out [verification_out]; args [text api_key]; {
         let v = m.verify_api_key_credits(api_key, Credits::from_micros(min_credits_micros))?;
-        out.write(cg_verification::of(&v)?);
+        verification_out.write(cg_verification::of(&v)?);
         Ok(())
     })
 }
@@ -936,11 +797,10 @@ pub unsafe extern "C" fn cg_verify_api_key_credits(
 
 /// Charges a call's usage as a `usage` entry, never refused for balance
 /// (the balance may go negative: `overdraft`). Name the key by exactly one
-/// of `api_key` (the secret) and `key_id`. Tokens: 0..=10^9 each
-/// (`tokens` alone = `input_tokens`, with 0 output tokens). `model`:
-/// optional (NULL = default price). `request_id`: optional; the same id
-/// charges once (`replayed`), with other tokens or model it is
-/// `CG_IDEMPOTENCY_CONFLICT`.
+/// of `api_key` (the secret) and `key_id`. `usage`: required (NULL is
+/// `CG_INVALID_ARGUMENT`; a zeroed `cg_usage` charges no tokens at the
+/// default price). `request_id`: optional; the same id charges once
+/// (`replayed`), with another usage it is `CG_IDEMPOTENCY_CONFLICT`.
 ///
 /// `charge_out`: required; zeroed on failure.
 #[unsafe(no_mangle)]
@@ -948,38 +808,30 @@ pub unsafe extern "C" fn cg_record_usage(
     manager: *const cg_manager,
     api_key: *const c_char,
     key_id: *const c_char,
-    input_tokens: i64,
-    output_tokens: i64,
-    model: *const c_char,
+    usage: *const cg_usage,
     request_id: *const c_char,
     charge_out: *mut cg_usage_charge,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(charge_out, "charge_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let api_key = unsafe { ffi::opt_text(api_key, "api_key") }?;
-        let key_id = unsafe { ffi::opt_text(key_id, "key_id") }?;
-        let model = unsafe { ffi::opt_text(model, "model") }?;
-        let request_id = unsafe { ffi::opt_text(request_id, "request_id") }?;
+    ffi_fn!(handle manager => m; out [charge_out];
+        args [opt_text api_key, opt_text key_id, usage usage, opt_text request_id]; {
         let key = match (api_key, key_id) {
             (Some(secret), None) => KeyRef::Secret(secret),
             (None, Some(id)) => KeyRef::Id(KeyId::parse(id)?),
             _ => return Err(invalid("record_usage needs exactly one of api_key and key_id")),
         };
-        let c = m.record_usage(key, Usage { input_tokens, output_tokens, model }, request_id)?;
-        out.write(cg_usage_charge::of(&c)?);
+        charge_out.write(cg_usage_charge::of(&m.record_usage(key, usage, request_id)?)?);
         Ok(())
     })
 }
 
 /// Holds credits against available (strict), for streaming or bounding
-/// concurrent spend. Either `credits_micros` > 0 (then `tokens` 0 and
-/// `model` NULL), or `credits_micros` 0 and the price of `tokens` input
-/// tokens of `model` (NULL = default price; at least 1 micro-credit).
-/// `ttl_seconds`: 1..=86400, or 0 for 600. `request_id`: optional; the same
-/// id holds once (`replayed`).
+/// concurrent spend: either `credits_micros` > 0 with `usage` NULL, or
+/// `credits_micros` 0 and the price of `usage` (its input tokens at the
+/// model's input rate plus its output tokens, e.g. the request's
+/// `max_tokens`, at the output rate, rounded up once, at least 1
+/// micro-credit: the formula of its charge). `ttl_seconds`: 1..=86400, or 0
+/// for 600. `request_id`: optional; the same id holds once (`replayed`,
+/// with the first hold's `status`).
 ///
 /// `hold_out`: required; zeroed on failure.
 #[unsafe(no_mangle)]
@@ -987,105 +839,78 @@ pub unsafe extern "C" fn cg_reserve(
     manager: *const cg_manager,
     api_key: *const c_char,
     credits_micros: i64,
-    tokens: i64,
-    model: *const c_char,
+    usage: *const cg_usage,
     ttl_seconds: i64,
     request_id: *const c_char,
     hold_out: *mut cg_hold,
 ) -> cg_status {
-    let asked = Asked::CreditsOrTokens { credits_micros, tokens };
-    // SAFETY: the caller's contract, passed on unchanged.
-    unsafe { reserve_into(manager, api_key, asked, model, ttl_seconds, request_id, hold_out) }
+    ffi_fn!(handle manager => m; out [hold_out]; args [text api_key, opt_usage usage, opt_text request_id]; {
+        let amount = match credits_or_usage("reserve", credits_micros, usage)? {
+            Amount::Credits(credits) => HoldAmount::Credits(credits),
+            Amount::Usage(usage) => HoldAmount::Usage(usage),
+        };
+        hold_out.write(reserve(m, api_key, amount, ttl_seconds, request_id)?);
+        Ok(())
+    })
 }
 
-/// Holds a call's worst case, quoted by the formula of its charge:
-/// `input_tokens` at `model`'s input rate plus `output_tokens` (e.g. the
-/// request's `max_tokens`) at its output rate, rounded up once (NULL
-/// `model` = default price; at least 1 micro-credit). Otherwise as
-/// `cg_reserve`: `ttl_seconds` 1..=86400 or 0 for 600; `request_id`
-/// optional, the same id holds once (`replayed`, with the first hold's
-/// `status`).
+/// `cg_reserve` of a `usage` (required: NULL is `CG_INVALID_ARGUMENT`):
+/// holds a call's worst case, quoted by the formula of its charge.
 ///
 /// `hold_out`: required; zeroed on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_reserve_usage(
     manager: *const cg_manager,
     api_key: *const c_char,
-    input_tokens: i64,
-    output_tokens: i64,
-    model: *const c_char,
+    usage: *const cg_usage,
     ttl_seconds: i64,
     request_id: *const c_char,
     hold_out: *mut cg_hold,
 ) -> cg_status {
-    let asked = Asked::Usage { input_tokens, output_tokens };
-    // SAFETY: the caller's contract, passed on unchanged.
-    unsafe { reserve_into(manager, api_key, asked, model, ttl_seconds, request_id, hold_out) }
-}
-
-/// What a reserve call asked to hold, before its model is read.
-enum Asked {
-    /// `cg_reserve`: credits, or input tokens.
-    CreditsOrTokens { credits_micros: i64, tokens: i64 },
-    /// `cg_reserve_usage`: input and output tokens.
-    Usage { input_tokens: i64, output_tokens: i64 },
-}
-
-impl Asked {
-    fn amount(self, model: Option<&str>) -> Result<HoldAmount<'_>> {
-        match self {
-            Asked::Usage { input_tokens, output_tokens } => {
-                Ok(HoldAmount::Usage(Usage { input_tokens, output_tokens, model }))
-            }
-            Asked::CreditsOrTokens { credits_micros, tokens } => match (credits_micros, tokens, model) {
-                (0, tokens, model) => Ok(HoldAmount::Tokens { tokens, model }),
-                (c, 0, None) => Ok(HoldAmount::Credits(Credits::from_micros(c))),
-                (c, ..) => Err(invalid(format!(
-                    "reserve takes either credits_micros or tokens and model, got credits_micros {c} with tokens {tokens}"
-                ))),
-            },
-        }
-    }
-}
-
-/// The body both reserve calls share: their arguments but the amount, the
-/// TTL default, the hold and its result.
-///
-/// # Safety
-/// The exports' contract: `manager` NULL or a live handle, the strings NULL
-/// or NUL-terminated, `hold_out` NULL or writable.
-unsafe fn reserve_into(
-    manager: *const cg_manager,
-    api_key: *const c_char,
-    asked: Asked,
-    model: *const c_char,
-    ttl_seconds: i64,
-    request_id: *const c_char,
-    hold_out: *mut cg_hold,
-) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        // SAFETY (each pointer below): the caller's contract above.
-        let out = unsafe { ffi::out(hold_out, "hold_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let api_key = unsafe { ffi::text(api_key, "api_key") }?;
-        let model = unsafe { ffi::opt_text(model, "model") }?;
-        let request_id = unsafe { ffi::opt_text(request_id, "request_id") }?;
-        let amount = asked.amount(model)?;
-        let ttl_seconds = if ttl_seconds == 0 { CG_DEFAULT_TTL_SECONDS } else { ttl_seconds };
-        out.write(cg_hold::of(&m.reserve(api_key, amount, ttl_seconds, request_id)?)?);
+    ffi_fn!(handle manager => m; out [hold_out]; args [text api_key, usage usage, opt_text request_id]; {
+        hold_out.write(reserve(m, api_key, HoldAmount::Usage(usage), ttl_seconds, request_id)?);
         Ok(())
     })
 }
 
+/// What `cg_reserve` and `cg_settle` were given: credits or a usage.
+enum Amount<'a> {
+    Credits(Credits),
+    Usage(Usage<'a>),
+}
+
+/// The either/or of `cg_reserve` and `cg_settle`: credits (> 0, with no
+/// usage) or a usage (with `credits_micros` 0).
+fn credits_or_usage<'a>(call: &str, credits_micros: i64, usage: Option<Usage<'a>>) -> Result<Amount<'a>> {
+    match (credits_micros, usage) {
+        (0, Some(usage)) => Ok(Amount::Usage(usage)),
+        (0, None) => Err(invalid(format!("{call} needs credits_micros or a usage, got neither"))),
+        (c, None) => Ok(Amount::Credits(Credits::from_micros(c))),
+        (c, Some(_)) => {
+            Err(invalid(format!("{call} takes either credits_micros or a usage, got credits_micros {c} and a usage")))
+        }
+    }
+}
+
+/// What both reserve calls share once their amount is known: the TTL
+/// default, the hold and its C result.
+fn reserve(
+    m: &CreditManager,
+    api_key: &str,
+    amount: HoldAmount,
+    ttl_seconds: i64,
+    request_id: Option<&str>,
+) -> Result<cg_hold> {
+    let ttl_seconds = if ttl_seconds == 0 { CG_DEFAULT_TTL_SECONDS } else { ttl_seconds };
+    cg_hold::of(&m.reserve(api_key, amount, ttl_seconds, request_id)?)
+}
+
 /// Charges a hold's actual usage exactly once and frees it (also after it
-/// expired or was released; the charge may exceed the hold). Either
-/// `credits_micros` > 0 (then tokens 0 and `model` NULL), or
-/// `credits_micros` 0 and the tokens at `model`'s price (NULL = the hold's
-/// model). Settling again with the same usage replays the first result;
-/// with other usage it is `CG_IDEMPOTENCY_CONFLICT`. Unknown hold:
-/// `CG_NOT_FOUND`.
+/// expired or was released; the charge may exceed the hold): either
+/// `credits_micros` > 0 with `usage` NULL, or `credits_micros` 0 and
+/// `usage` (its `model` NULL: the hold's model). Settling again with the
+/// same usage replays the first result; with another it is
+/// `CG_IDEMPOTENCY_CONFLICT`. Unknown hold: `CG_NOT_FOUND`.
 ///
 /// `charge_out`: required; zeroed on failure.
 #[unsafe(no_mangle)]
@@ -1093,29 +918,16 @@ pub unsafe extern "C" fn cg_settle(
     manager: *const cg_manager,
     hold_id: *const c_char,
     credits_micros: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    model: *const c_char,
+    usage: *const cg_usage,
     charge_out: *mut cg_usage_charge,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(charge_out, "charge_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        let hold_id = HoldId::parse(unsafe { ffi::text(hold_id, "hold_id") }?)?;
-        let model = unsafe { ffi::opt_text(model, "model") }?;
-        let settlement = match (credits_micros, input_tokens, output_tokens, model) {
-            (0, input_tokens, output_tokens, model) => Settlement::Tokens(Usage { input_tokens, output_tokens, model }),
-            (c, 0, 0, None) => Settlement::Credits(Credits::from_micros(c)),
-            (c, ..) => {
-                return Err(invalid(format!(
-                    "settle takes either credits_micros or tokens and model, got credits_micros {c} with \
-                 {input_tokens} input and {output_tokens} output tokens"
-                )));
-            }
+    ffi_fn!(handle manager => m; out [charge_out]; args [text hold_id, opt_usage usage]; {
+        let hold_id = HoldId::parse(hold_id)?;
+        let settlement = match credits_or_usage("settle", credits_micros, usage)? {
+            Amount::Credits(credits) => Settlement::Credits(credits),
+            Amount::Usage(usage) => Settlement::Tokens(usage),
         };
-        out.write(cg_usage_charge::of(&m.settle(hold_id, settlement)?)?);
+        charge_out.write(cg_usage_charge::of(&m.settle(hold_id, settlement)?)?);
         Ok(())
     })
 }
@@ -1124,11 +936,8 @@ pub unsafe extern "C" fn cg_settle(
 /// released, settled or expired. Unknown hold: `CG_NOT_FOUND`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_release(manager: *const cg_manager, hold_id: *const c_char) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let m = unsafe { ffi::manager(manager) }?;
-        m.release(HoldId::parse(unsafe { ffi::text(hold_id, "hold_id") }?)?)
+    ffi_fn!(handle manager => m; args [text hold_id]; {
+        m.release(HoldId::parse(hold_id)?)
     })
 }
 
@@ -1141,11 +950,7 @@ pub unsafe extern "C" fn cg_set_model_price(
     input_per_1k_micros: i64,
     output_per_1k_micros: i64,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let m = unsafe { ffi::manager(manager) }?;
-        let model = unsafe { ffi::text(model, "model") }?;
+    ffi_fn!(handle manager => m; args [text model]; {
         m.set_model_price(model, Credits::from_micros(input_per_1k_micros), Credits::from_micros(output_per_1k_micros))
     })
 }
@@ -1160,12 +965,8 @@ pub unsafe extern "C" fn cg_list_model_prices_json(
     manager: *const cg_manager,
     json_out: *mut *mut c_char,
 ) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(json_out, "json_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        write_json(out, json::model_prices(&m.list_model_prices()?))
+    ffi_fn!(handle manager => m; out [json_out]; {
+        write_json(json_out, json::model_prices(&m.list_model_prices()?))
     })
 }
 
@@ -1180,12 +981,8 @@ pub unsafe extern "C" fn cg_list_model_prices_json(
 /// with `cg_string_free`); NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_audit_json(manager: *const cg_manager, json_out: *mut *mut c_char) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(json_out, "json_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        write_json(out, json::audit(&m.audit()?))
+    ffi_fn!(handle manager => m; out [json_out]; {
+        write_json(json_out, json::audit(&m.audit()?))
     })
 }
 
@@ -1204,12 +1001,8 @@ pub unsafe extern "C" fn cg_audit_json(manager: *const cg_manager, json_out: *mu
 /// with `cg_string_free`); NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_report_json(manager: *const cg_manager, json_out: *mut *mut c_char) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(json_out, "json_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        write_json(out, json::report(&m.report()?))
+    ffi_fn!(handle manager => m; out [json_out]; {
+        write_json(json_out, json::report(&m.report()?))
     })
 }
 
@@ -1221,12 +1014,8 @@ pub unsafe extern "C" fn cg_report_json(manager: *const cg_manager, json_out: *m
 /// with `cg_string_free`); NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_metrics_json(manager: *const cg_manager, json_out: *mut *mut c_char) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(json_out, "json_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        write_json(out, json::metrics(&m.metrics()))
+    ffi_fn!(handle manager => m; out [json_out]; {
+        write_json(json_out, json::metrics(&m.metrics()))
     })
 }
 
@@ -1237,12 +1026,8 @@ pub unsafe extern "C" fn cg_metrics_json(manager: *const cg_manager, json_out: *
 /// with `cg_string_free`); NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_metrics_prometheus(manager: *const cg_manager, text_out: *mut *mut c_char) -> cg_status {
-    // SAFETY: NULL or a live handle (the caller's contract); only counts errors.
-    let counted = unsafe { ffi::manager(manager) }.ok();
-    manager_boundary(counted, || {
-        let out = unsafe { ffi::out(text_out, "text_out") }?;
-        let m = unsafe { ffi::manager(manager) }?;
-        out.write(ffi::string_into_raw(m.metrics_prometheus())?);
+    ffi_fn!(handle manager => m; out [text_out]; {
+        text_out.write(ffi::string_into_raw(m.metrics_prometheus())?);
         Ok(())
     })
 }

@@ -1,6 +1,6 @@
-//! The one panic boundary and the thread-local last error. Every exported
-//! function runs its body through [`status_boundary`] or [`value_boundary`],
-//! so no panic unwinds into C.
+//! The C boundary and the thread-local last error. Every exported function
+//! is one [`ffi_fn!`] call, which runs its body through [`manager_boundary`],
+//! [`status_boundary`] or [`value_boundary`], so no panic unwinds into C.
 
 use crate::status::cg_status;
 use creditgate_core::{CreditManager, Error, LimitSource};
@@ -8,6 +8,87 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// The body of every exported function: the one place the C boundary is
+/// written. Each form catches panics (`CG_PANIC`, or the fallback value)
+/// and turns errors into a status and this thread's last error.
+///
+/// `handle manager => m; out [a_out, ...]; args [kind name, ...]; { body }`,
+/// a call on a handle, in this order:
+/// 1. every out-pointer is checked (NULL: `CG_INVALID_ARGUMENT`) and reset
+///    to its empty value (NULL, 0, a zeroed struct), before anything else,
+///    so a failed call leaves no garbage behind;
+/// 2. the handle: NULL is `CG_INVALID_ARGUMENT`, else `m: &CreditManager`;
+/// 3. each argument `name` is rebound to its safe value
+///    `ffi::kind(name, "name")?`, in the order listed: `text` a `&str`,
+///    `opt_text` an `Option<&str>`, `opt_out` an optional out-pointer,
+///    `usage` / `opt_usage` a core `Usage`, `entry_options` /
+///    `grant_options` an options struct's safe view (NULL: the defaults);
+/// 4. the body, a block of `Result<()>`, runs with those safe values only;
+///    errors are counted once in the handle's `errors_total`.
+///
+/// `status; out [...]; args [...]; { body }` is the same without a handle
+/// (`cg_open`); `value fallback; { body }` runs an infallible body (a panic
+/// gives `fallback`); `free ffi_fn(ptr)` releases what C hands back.
+///
+/// The `unsafe` blocks below are the only ones of the exports. Each calls
+/// one `ffi` function whose contract is the exports' contract, stated once
+/// in the header's preamble ("Pointers and ownership"): a handle is NULL or
+/// live, a string NULL or NUL-terminated, an out-pointer NULL or writable,
+/// an options pointer NULL or readable, a freed pointer NULL or ours.
+macro_rules! ffi_fn {
+    (
+        handle $manager:ident => $m:ident;
+        $(out [$($out:ident),* $(,)?];)?
+        $(args [$($kind:ident $arg:ident),* $(,)?];)?
+        $body:block
+    ) => {{
+        // SAFETY: the exports' contract: `$manager` is NULL or a live handle.
+        let counted = unsafe { $crate::ffi::manager($manager) };
+        $crate::panic::manager_boundary(counted, || {
+            $crate::panic::ffi_fn!(@outs $($($out),*)?);
+            let $m = counted.ok_or_else(|| $crate::ffi::null(stringify!($manager)))?;
+            $crate::panic::ffi_fn!(@args $($($kind $arg),*)?);
+            $body
+        })
+    }};
+    (
+        status;
+        $(out [$($out:ident),* $(,)?];)?
+        $(args [$($kind:ident $arg:ident),* $(,)?];)?
+        $body:block
+    ) => {{
+        $crate::panic::status_boundary(|| {
+            $crate::panic::ffi_fn!(@outs $($($out),*)?);
+            $crate::panic::ffi_fn!(@args $($($kind $arg),*)?);
+            $body
+        })
+    }};
+    (value $fallback:expr; $body:block) => {
+        $crate::panic::value_boundary($fallback, || $body)
+    };
+    (free $free:ident($ptr:ident)) => {
+        $crate::panic::value_boundary((), || {
+            // SAFETY: the exports' contract: `$ptr` is NULL or came from this
+            // library and was not released yet.
+            unsafe { $crate::ffi::$free($ptr) }
+        })
+    };
+    (@outs $($out:ident),*) => {
+        $(
+            // SAFETY: the exports' contract: `$out` is NULL or writable.
+            let $out = unsafe { $crate::ffi::out($out, stringify!($out)) }?;
+        )*
+    };
+    (@args $($kind:ident $arg:ident),*) => {
+        $(
+            // SAFETY: the exports' contract: `$arg` is NULL or valid for
+            // reading what `ffi::$kind` reads, for the whole call.
+            let $arg = unsafe { $crate::ffi::$kind($arg, stringify!($arg)) }?;
+        )*
+    };
+}
+pub(crate) use ffi_fn;
 
 thread_local! {
     /// The message of this thread's last failed call; `None` after a success.
@@ -133,6 +214,7 @@ mod tests {
     use std::ffi::CStr;
 
     fn last_error() -> String {
+        // SAFETY: never NULL, NUL-terminated, valid until the next call.
         unsafe { CStr::from_ptr(last_error_ptr()) }.to_str().unwrap().to_string()
     }
 
@@ -144,6 +226,33 @@ mod tests {
         assert_eq!(status_boundary(|| Ok(())), cg_status::CG_OK);
         assert_eq!(last_error(), "");
         assert_eq!(value_boundary(7u16, || panic!("x")), 7);
+    }
+
+    /// An export as the crate writes them, on a NULL handle.
+    fn on_null_handle(value_out: *mut i64, name: *const c_char) -> cg_status {
+        let manager: *const crate::cg_manager = std::ptr::null();
+        ffi_fn!(handle manager => m; out [value_out]; args [text name]; {
+            value_out.write(m.get_balance(name)?.micros());
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn ffi_fn_resets_out_pointers_before_it_checks_the_handle() {
+        let mut value: i64 = 42;
+        assert_eq!(on_null_handle(&mut value, std::ptr::null()), cg_status::CG_INVALID_ARGUMENT);
+        assert_eq!(value, 0, "reset first, even though the handle is NULL");
+        assert_eq!(last_error(), "invalid argument: manager is NULL");
+        assert_eq!(on_null_handle(std::ptr::null_mut(), std::ptr::null()), cg_status::CG_INVALID_ARGUMENT);
+        assert_eq!(last_error(), "invalid argument: value_out is NULL");
+    }
+
+    #[test]
+    fn ffi_fn_catches_panics_in_every_form() {
+        let text: *const c_char = c"x".as_ptr();
+        assert_eq!(ffi_fn!(status; args [text text]; { panic!("boom in {text}") }), cg_status::CG_PANIC);
+        assert_eq!(last_error(), "panic in creditgate: boom in x");
+        assert_eq!(ffi_fn!(value 7u16; { panic!("x") }), 7);
     }
 
     #[test]
@@ -160,9 +269,11 @@ mod tests {
             })
         });
         assert_eq!(s, cg_status::CG_INSUFFICIENT_CREDITS);
+        // SAFETY: a static NUL-terminated string.
         let source = unsafe { CStr::from_ptr(last_limit_source_ptr()) };
         assert_eq!(source.to_str().unwrap(), "key");
         let s = status_boundary(|| Err(Error::Internal("a\0b".into())));
+        // SAFETY: as above.
         assert_eq!(unsafe { CStr::from_ptr(last_limit_source_ptr()) }.to_str().unwrap(), "");
         assert_eq!(s, cg_status::CG_INTERNAL);
         assert_eq!(last_error(), "internal error: a\\0b");

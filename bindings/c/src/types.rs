@@ -1,5 +1,7 @@
-//! The small `#[repr(C)]` result structs. They hold only numbers, bools and
-//! fixed-size NUL-terminated strings, so they need no freeing.
+//! The small `#[repr(C)]` structs: results, which hold only numbers, bools
+//! and fixed-size NUL-terminated strings, so they need no freeing; and the
+//! options structs of the calls with many optional arguments, which the
+//! caller fills and keeps.
 
 use crate::ffi::{OutValue, fill};
 use creditgate_core::{Entry, Hold, HoldStatus, KeyEligibility, Result, UsageCharge, Verification};
@@ -119,6 +121,59 @@ pub struct cg_hold {
     /// `CG_HOLD_ACTIVE` for a new hold; on a replay, where the first hold
     /// stands now (only an active hold still covers a call).
     pub status: cg_hold_status,
+}
+
+/// The optional parts of a ledger entry (`cg_add_credits`,
+/// `cg_add_credits_grant`, `cg_deduct_credits`). Every field is optional
+/// and 0/NULL means "not given", so a zero-initialised struct
+/// (`cg_entry_options options = {0};`), like a NULL `options` pointer, gives
+/// none of them. Borrowed for the call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_entry_options {
+    /// At most 255 bytes; the same key writes once (`replayed`), with other
+    /// parameters it is `CG_IDEMPOTENCY_CONFLICT`. NULL: none.
+    pub idempotency_key: *const c_char,
+    /// Free text for the host, at most 255 bytes. NULL: none.
+    pub reference: *const c_char,
+    /// A JSON object's text, at most 4 KiB once parsed. NULL: none.
+    pub metadata_json: *const c_char,
+}
+
+/// The options of the grant an entry creates (`cg_add_credits_grant`,
+/// `cg_record_payment_grant`). Every field is optional and 0/NULL means
+/// "not given", so a zero-initialised struct
+/// (`cg_grant_options grant = {0};`), like a NULL `grant` pointer, is the
+/// default grant: the kind's category, priority 0, never expiring.
+/// Borrowed for the call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_grant_options {
+    /// "paid" or "promotional". NULL: promotional for kind "grant", paid
+    /// otherwise (a payment: paid).
+    pub category: *const c_char,
+    /// Draw-down order, -1000..=1000, lower is drawn first. 0: the default.
+    pub priority: i32,
+    /// When the grant expires: microseconds since the Unix epoch (UTC),
+    /// later than now. 0: never.
+    pub expires_at_micros: i64,
+}
+
+/// A call's usage (`cg_record_usage`, `cg_reserve`, `cg_reserve_usage`,
+/// `cg_settle`): the tokens to charge, or to hold the price of. A
+/// zero-initialised struct (`cg_usage usage = {0};`) is no tokens at the
+/// default price. Borrowed for the call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_usage {
+    /// Input (prompt) tokens, 0..=10^9, at the model's input rate.
+    pub input_tokens: i64,
+    /// Output (completion) tokens, 0..=10^9, at the model's output rate;
+    /// for a hold, e.g. the request's `max_tokens`.
+    pub output_tokens: i64,
+    /// The model whose price applies. NULL: the default price (in
+    /// `cg_settle`: the hold's model).
+    pub model: *const c_char,
 }
 
 impl OutValue for cg_entry {
