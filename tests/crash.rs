@@ -431,6 +431,30 @@ fn killed_mid_stream_loses_nothing() {
 
 /// Everything checked after one kill, on a freshly opened handle.
 #[allow(clippy::too_many_arguments)]
+/// A SIGKILLed client's PostgreSQL sessions outlive it until the server
+/// reads the closed socket: a COMMIT already sent still lands. The check
+/// waits for them to end, so it reads a ledger nothing writes to any more
+/// (reading earlier saw the call in flight land between two reads).
+fn wait_for_killed_sessions(url: &str, ctx: &str) {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap_or_else(|e| panic!("{ctx}: raw connect: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                &[],
+            )
+            .unwrap_or_else(|e| panic!("{ctx}: count the sessions: {e}"));
+        let left: i64 = row.get(0);
+        if left == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{ctx}: {left} sessions of the killed child still open after 30 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn check_after_kill(
     url: &str,
     secret: &str,
@@ -445,6 +469,9 @@ fn check_after_kill(
         let c = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("{ctx}: raw open: {e}"));
         let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0)).expect("quick_check runs");
         assert_eq!(check, "ok", "{ctx}: SQLite quick_check");
+    }
+    if sqlite_path.is_none() {
+        wait_for_killed_sessions(url, ctx);
     }
     let m = CreditManager::open(config().database_url(url))
         .unwrap_or_else(|e| panic!("{ctx}: the ledger does not open without repair: {e}"));
