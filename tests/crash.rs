@@ -429,8 +429,6 @@ fn killed_mid_stream_loses_nothing() {
     }
 }
 
-/// Everything checked after one kill, on a freshly opened handle.
-#[allow(clippy::too_many_arguments)]
 /// A SIGKILLed client's PostgreSQL sessions outlive it until the server
 /// reads the closed socket: a COMMIT already sent still lands. The check
 /// waits for them to end, so it reads a ledger nothing writes to any more
@@ -455,6 +453,8 @@ fn wait_for_killed_sessions(url: &str, ctx: &str) {
     }
 }
 
+/// Everything checked after one kill, on a freshly opened handle.
+#[allow(clippy::too_many_arguments)]
 fn check_after_kill(
     url: &str,
     secret: &str,
