@@ -1,0 +1,154 @@
+//! Audit, metrics and the business report.
+
+use super::CreditManager;
+use crate::error::{Error, Result};
+use crate::money::Credits;
+use crate::types::*;
+use std::collections::BTreeMap;
+
+impl CreditManager {
+    /// Checks `balance == sum(amount)`, gap-free seqs and the
+    /// `balance_after` chain for every account, the grants, and that each
+    /// payment's reversals net of reinstatements stay within what it paid,
+    /// on one snapshot. Never modifies data.
+    pub fn audit(&self) -> Result<AuditReport> {
+        self.track(self.read(|tx| {
+            let mut accounts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            tx.scan_accounts(&mut |u, balance, last_seq| {
+                accounts.insert(u.to_string(), (balance, last_seq));
+            })?;
+            let mut mismatches = Vec::new();
+            let mut entries_checked = 0u64;
+            // user → (running sum, last seq) from the entries.
+            let mut walked: BTreeMap<String, (i128, i64)> = BTreeMap::new();
+            tx.scan_entries(&mut |u, seq, amount, balance_after| {
+                entries_checked += 1;
+                if !walked.contains_key(u) {
+                    walked.insert(u.to_string(), (0, 0));
+                }
+                let Some(w) = walked.get_mut(u) else { return };
+                if seq != w.1 + 1 {
+                    mismatches.push(mismatch(u, "seq_gap", format!("seq {seq} follows {}", w.1)));
+                }
+                w.0 += i128::from(amount);
+                w.1 = seq;
+                if w.0 != i128::from(balance_after) {
+                    let detail =
+                        format!("entry seq {seq} has balance_after {balance_after} micros, running sum is {}", w.0);
+                    mismatches.push(mismatch(u, "balance_after_chain", detail));
+                }
+            })?;
+            let accounts_checked = accounts.len() as u64;
+            let balances = accounts.clone();
+            for (u, (balance, last_seq)) in accounts {
+                let (sum, seq) = walked.remove(&u).unwrap_or((0, 0));
+                if i128::from(balance) != sum {
+                    mismatches.push(mismatch(
+                        &u,
+                        "balance_mismatch",
+                        format!("balance {balance} micros, sum of entries {sum}"),
+                    ));
+                }
+                if last_seq != seq {
+                    mismatches.push(mismatch(
+                        &u,
+                        "seq_gap",
+                        format!("account last_seq {last_seq}, last entry seq {seq}"),
+                    ));
+                }
+            }
+            for u in walked.keys() {
+                mismatches.push(mismatch(u, "missing_account", "entries without an account row".into()));
+            }
+            // Grants: sum(remaining) == max(balance, 0), each 0 <= remaining <= amount.
+            let mut lots: BTreeMap<String, (i128, i64)> = BTreeMap::new();
+            tx.scan_grants(&mut |u, sum, bad| {
+                lots.insert(u.to_string(), (sum, bad));
+            })?;
+            for (u, (balance, _)) in &balances {
+                let (sum, bad) = lots.remove(u).unwrap_or((0, 0));
+                if sum != i128::from((*balance).max(0)) {
+                    let detail = format!("grants hold {sum} micros, the balance is {balance}");
+                    mismatches.push(mismatch(u, "grant_mismatch", detail));
+                }
+                if bad > 0 {
+                    let detail = format!("{bad} grants have remaining outside 0..=amount");
+                    mismatches.push(mismatch(u, "grant_out_of_range", detail));
+                }
+            }
+            for u in lots.keys() {
+                mismatches.push(mismatch(u, "grant_mismatch", "grants without an account row".into()));
+            }
+            // Payments: reversals net of reinstatements within 0..=paid; each
+            // reinstatement restores exactly its reversal.
+            for (u, problem, detail) in tx.payment_problems()? {
+                mismatches.push(AuditMismatch { user_id: u, problem, detail });
+            }
+            Ok(AuditReport { ok: mismatches.is_empty(), accounts_checked, entries_checked, mismatches })
+        }))
+    }
+
+    /// Counter name → value.
+    pub fn metrics(&self) -> Vec<(&'static str, u64)> {
+        self.inner.metrics.snapshot()
+    }
+
+    pub fn metrics_prometheus(&self) -> String {
+        self.inner.metrics.prometheus()
+    }
+
+    pub fn report(&self) -> Result<Report> {
+        let figures = self.read(|tx| {
+            // Balances come from the same snapshot, through the audit's scan.
+            let (mut outstanding, mut receivable) = (0i128, 0i128);
+            tx.scan_accounts(&mut |_, balance, _| match balance {
+                b if b > 0 => outstanding += i128::from(b),
+                b => receivable -= i128::from(b),
+            })?;
+            // Grants past their expiry are gone from balances already.
+            let now = tx.now()?;
+            outstanding -= i128::from(tx.due_grants_total(now)?.micros());
+            Ok((tx.figures()?, outstanding, receivable))
+        });
+        let schema_version = self.inner.store.applied_versions().map(|v| v.last().copied().unwrap_or(0));
+        self.track(figures.and_then(|(f, outstanding, receivable)| {
+            let credits = |v: i128, what: &str| {
+                i64::try_from(v)
+                    .map(Credits::from_micros)
+                    .map_err(|_| Error::Internal(format!("{what} exceeds the 64-bit range")))
+            };
+            let mut by_currency = BTreeMap::new();
+            for (currency, minor) in f.revenue_minor {
+                let minor = i64::try_from(minor)
+                    .map_err(|_| Error::Internal(format!("{currency} revenue exceeds the 64-bit range")))?;
+                by_currency.insert(currency, minor);
+            }
+            let revenue = by_currency.get("USD").copied().unwrap_or(0);
+            Ok(Report {
+                users: f.users,
+                paying_users: f.paying_users,
+                users_attempted_key: f.users_attempted_key,
+                key_generation_attempts: f.key_generation_attempts,
+                key_generation_successes: f.key_generation_successes,
+                purchase_conversion: (f.paying_users_attempted_key, f.users_attempted_key),
+                credits_purchased: credits(f.credits_purchased_micros, "credits_purchased")?,
+                revenue_usd_minor: revenue,
+                revenue_per_paying_user_usd_minor: if f.paying_users == 0 {
+                    0
+                } else {
+                    revenue / f.paying_users as i64
+                },
+                revenue_minor_by_currency: by_currency,
+                credits_used: credits(f.credits_used_micros, "credits_used")?,
+                outstanding_balance: credits(outstanding, "outstanding_balance")?,
+                overdraft_receivable: credits(receivable, "overdraft_receivable")?,
+                schema_version: schema_version?,
+                library_schema_version: self.inner.store.latest_version(),
+            })
+        }))
+    }
+}
+
+fn mismatch(user: &str, problem: &str, detail: String) -> AuditMismatch {
+    AuditMismatch { user_id: user.to_string(), problem: problem.to_string(), detail }
+}
