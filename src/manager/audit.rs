@@ -3,6 +3,7 @@
 use super::CreditManager;
 use crate::error::{Error, Result};
 use crate::money::Credits;
+use crate::store::Tx;
 use crate::types::*;
 use std::collections::BTreeMap;
 
@@ -12,80 +13,7 @@ impl CreditManager {
     /// payment's reversals net of reinstatements stay within what it paid,
     /// on one snapshot. Never modifies data.
     pub fn audit(&self) -> Result<AuditReport> {
-        self.track(self.read(|tx| {
-            let mut accounts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-            tx.scan_accounts(&mut |u, balance, last_seq| {
-                accounts.insert(u.to_string(), (balance, last_seq));
-            })?;
-            let mut mismatches = Vec::new();
-            let mut entries_checked = 0u64;
-            // user → (running sum, last seq) from the entries.
-            let mut walked: BTreeMap<String, (i128, i64)> = BTreeMap::new();
-            tx.scan_entries(&mut |u, seq, amount, balance_after| {
-                entries_checked += 1;
-                if !walked.contains_key(u) {
-                    walked.insert(u.to_string(), (0, 0));
-                }
-                let Some(w) = walked.get_mut(u) else { return };
-                if seq != w.1 + 1 {
-                    mismatches.push(mismatch(u, "seq_gap", format!("seq {seq} follows {}", w.1)));
-                }
-                w.0 += i128::from(amount);
-                w.1 = seq;
-                if w.0 != i128::from(balance_after) {
-                    let detail =
-                        format!("entry seq {seq} has balance_after {balance_after} micros, running sum is {}", w.0);
-                    mismatches.push(mismatch(u, "balance_after_chain", detail));
-                }
-            })?;
-            let accounts_checked = accounts.len() as u64;
-            let balances = accounts.clone();
-            for (u, (balance, last_seq)) in accounts {
-                let (sum, seq) = walked.remove(&u).unwrap_or((0, 0));
-                if i128::from(balance) != sum {
-                    mismatches.push(mismatch(
-                        &u,
-                        "balance_mismatch",
-                        format!("balance {balance} micros, sum of entries {sum}"),
-                    ));
-                }
-                if last_seq != seq {
-                    mismatches.push(mismatch(
-                        &u,
-                        "seq_gap",
-                        format!("account last_seq {last_seq}, last entry seq {seq}"),
-                    ));
-                }
-            }
-            for u in walked.keys() {
-                mismatches.push(mismatch(u, "missing_account", "entries without an account row".into()));
-            }
-            // Grants: sum(remaining) == max(balance, 0), each 0 <= remaining <= amount.
-            let mut lots: BTreeMap<String, (i128, i64)> = BTreeMap::new();
-            tx.scan_grants(&mut |u, sum, bad| {
-                lots.insert(u.to_string(), (sum, bad));
-            })?;
-            for (u, (balance, _)) in &balances {
-                let (sum, bad) = lots.remove(u).unwrap_or((0, 0));
-                if sum != i128::from((*balance).max(0)) {
-                    let detail = format!("grants hold {sum} micros, the balance is {balance}");
-                    mismatches.push(mismatch(u, "grant_mismatch", detail));
-                }
-                if bad > 0 {
-                    let detail = format!("{bad} grants have remaining outside 0..=amount");
-                    mismatches.push(mismatch(u, "grant_out_of_range", detail));
-                }
-            }
-            for u in lots.keys() {
-                mismatches.push(mismatch(u, "grant_mismatch", "grants without an account row".into()));
-            }
-            // Payments: reversals net of reinstatements within 0..=paid; each
-            // reinstatement restores exactly its reversal.
-            for (u, problem, detail) in tx.payment_problems()? {
-                mismatches.push(AuditMismatch { user_id: u, problem, detail });
-            }
-            Ok(AuditReport { ok: mismatches.is_empty(), accounts_checked, entries_checked, mismatches })
-        }))
+        self.track(self.read(audit_all))
     }
 
     /// Counter name → value.
@@ -151,4 +79,90 @@ impl CreditManager {
 
 fn mismatch(user: &str, problem: &str, detail: String) -> AuditMismatch {
     AuditMismatch { user_id: user.to_string(), problem: problem.to_string(), detail }
+}
+
+/// The whole-ledger audit on one snapshot (see `CreditManager::audit`).
+fn audit_all(tx: &mut dyn Tx) -> Result<AuditReport> {
+    let mut accounts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    tx.scan_accounts(&mut |u, balance, last_seq| {
+        accounts.insert(u.to_string(), (balance, last_seq));
+    })?;
+    let mut mismatches = Vec::new();
+    let mut entries_checked = 0u64;
+    let mut walked: BTreeMap<String, Chain> = BTreeMap::new();
+    tx.scan_entries(&mut |u, seq, amount, balance_after| {
+        entries_checked += 1;
+        if !walked.contains_key(u) {
+            walked.insert(u.to_string(), Chain::default());
+        }
+        if let Some(chain) = walked.get_mut(u) {
+            chain.step(u, seq, amount, balance_after, &mut mismatches);
+        }
+    })?;
+    for (u, (balance, last_seq)) in &accounts {
+        walked.remove(u).unwrap_or_default().against_account(u, *balance, *last_seq, &mut mismatches);
+    }
+    for u in walked.keys() {
+        mismatches.push(mismatch(u, "missing_account", "entries without an account row".into()));
+    }
+    let mut lots: BTreeMap<String, (i128, i64)> = BTreeMap::new();
+    tx.scan_grants(&mut |u, sum, bad| {
+        lots.insert(u.to_string(), (sum, bad));
+    })?;
+    for (u, (balance, _)) in &accounts {
+        grant_mismatches(u, *balance, lots.remove(u).unwrap_or((0, 0)), &mut mismatches);
+    }
+    for u in lots.keys() {
+        mismatches.push(mismatch(u, "grant_mismatch", "grants without an account row".into()));
+    }
+    // Payments: reversals net of reinstatements within 0..=paid; each
+    // reinstatement restores exactly its reversal.
+    for (u, problem, detail) in tx.payment_problems()? {
+        mismatches.push(AuditMismatch { user_id: u, problem, detail });
+    }
+    let accounts_checked = accounts.len() as u64;
+    Ok(AuditReport { ok: mismatches.is_empty(), accounts_checked, entries_checked, mismatches })
+}
+
+/// One account's entries walked in seq order: their running sum and the last seq.
+#[derive(Clone, Copy, Default)]
+struct Chain {
+    sum: i128,
+    seq: i64,
+}
+
+impl Chain {
+    /// The next entry: its seq follows the last, its `balance_after` is the running sum.
+    fn step(&mut self, u: &str, seq: i64, amount: i64, balance_after: i64, out: &mut Vec<AuditMismatch>) {
+        if seq != self.seq + 1 {
+            out.push(mismatch(u, "seq_gap", format!("seq {seq} follows {}", self.seq)));
+        }
+        self.sum += i128::from(amount);
+        self.seq = seq;
+        if self.sum != i128::from(balance_after) {
+            let detail =
+                format!("entry seq {seq} has balance_after {balance_after} micros, running sum is {}", self.sum);
+            out.push(mismatch(u, "balance_after_chain", detail));
+        }
+    }
+
+    /// The account row against its walked entries: balance == sum, last_seq == last entry's seq.
+    fn against_account(self, u: &str, balance: i64, last_seq: i64, out: &mut Vec<AuditMismatch>) {
+        if i128::from(balance) != self.sum {
+            out.push(mismatch(u, "balance_mismatch", format!("balance {balance} micros, sum of entries {}", self.sum)));
+        }
+        if last_seq != self.seq {
+            out.push(mismatch(u, "seq_gap", format!("account last_seq {last_seq}, last entry seq {}", self.seq)));
+        }
+    }
+}
+
+/// Grants: sum(remaining) == max(balance, 0), each 0 <= remaining <= amount.
+fn grant_mismatches(u: &str, balance: i64, (sum, bad): (i128, i64), out: &mut Vec<AuditMismatch>) {
+    if sum != i128::from(balance.max(0)) {
+        out.push(mismatch(u, "grant_mismatch", format!("grants hold {sum} micros, the balance is {balance}")));
+    }
+    if bad > 0 {
+        out.push(mismatch(u, "grant_out_of_range", format!("{bad} grants have remaining outside 0..=amount")));
+    }
 }

@@ -241,53 +241,29 @@ impl CreditManager {
                         && amount_minor.is_none_or(|a| e.amount_minor == Some(a));
                     return if same { Ok(replayed(e)) } else { Err(global_conflict(&key)) };
                 }
-                let paid_minor = purchase.amount_minor.unwrap_or(0);
-                let (reversed_minor, reversed) = tx.reversed_total(payment_id)?;
-                let remaining_minor = paid_minor - reversed_minor;
-                if remaining_minor <= 0 {
-                    return Err(Error::invalid(format!(
-                        "payment {:?} is already fully reversed",
-                        truncate(payment_id)
-                    )));
-                }
-                let part = amount_minor.unwrap_or(remaining_minor);
-                if part > remaining_minor {
-                    return Err(Error::invalid(format!(
-                        "cannot reverse {part} minor units of payment {:?}: only {remaining_minor} remain",
-                        truncate(payment_id)
-                    )));
-                }
-                // The last part takes exactly what remains, so parts sum to the purchase.
-                let credits = if part == remaining_minor {
-                    purchase.amount.checked_sub(reversed)?
-                } else {
-                    let micros = i128::from(purchase.amount.micros()) * i128::from(part) / i128::from(paid_minor);
-                    Credits::from_micros(micros as i64)
+                let (reversed_minor, reversed_credits) = tx.reversed_total(payment_id)?;
+                let payment = PaymentState {
+                    paid_credits: purchase.amount,
+                    paid_minor: purchase.amount_minor.unwrap_or(0),
+                    reversed_credits,
+                    reversed_minor,
                 };
-                let user = purchase.user_id.clone();
+                let plan = plan_reversal(payment_id, payment, amount_minor)?;
+                let user = purchase.user_id.as_str();
                 // The payment's own grant gives first, after due expiries.
-                tx.ensure_account(&user, now)?;
-                self.expire_due(tx, now, &user)?;
+                tx.ensure_account(user, now)?;
+                self.expire_due(tx, now, user)?;
                 let own = tx.grant_by_payment(payment_id)?;
-                let mut m = serde_json::Map::new();
-                if let Some(r) = reason {
-                    m.insert("reason".into(), serde_json::Value::String(r.to_string()));
-                }
-                let mut d = Draft::new(&user, EntryKind::Reversal, credits.checked_neg()?);
+                let mut d = Draft::new(user, EntryKind::Reversal, plan.credits.checked_neg()?);
+                d.metadata = reversal_metadata(reason, own.as_ref(), plan.credits)?;
                 if let Some(g) = &own {
-                    let from_grant = credits.min(g.remaining);
-                    m.insert("grant_id".into(), serde_json::Value::from(g.grant_id.0));
-                    m.insert("from_grant_micros".into(), serde_json::Value::from(from_grant.micros()));
-                    let spent = credits.checked_sub(from_grant)?;
-                    m.insert("already_spent_micros".into(), serde_json::Value::from(spent.micros()));
                     d.lots = Lots::FirstFrom(g.grant_id, g.remaining);
                 }
                 d.key = Some(key.clone());
                 d.global_key = true;
                 d.reference = Some(payment_id.to_string());
-                d.amount_minor = Some(part);
+                d.amount_minor = Some(plan.part_minor);
                 d.currency = purchase.currency.clone();
-                d.metadata = if m.is_empty() { None } else { Some(m) };
                 self.append(tx, now, d)
             })
         })();
@@ -331,5 +307,141 @@ impl CreditManager {
             })
         })();
         self.track(r)
+    }
+}
+
+/// What a payment paid, and what its reversals net of reinstatements took.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PaymentState {
+    pub(super) paid_credits: Credits,
+    pub(super) paid_minor: i64,
+    pub(super) reversed_credits: Credits,
+    pub(super) reversed_minor: i64,
+}
+
+/// A reversal to post: the minor units it reverses and the credits they bought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ReversalPlan {
+    pub(super) part_minor: i64,
+    pub(super) credits: Credits,
+}
+
+/// Plans the reversal of `requested` minor units of a payment (None: all that
+/// remains). A part takes its pro-rata share of the credits, rounded down;
+/// the part that empties the payment takes exactly the credits left, so the
+/// parts always sum to the purchase. Pure: no transaction, no clock.
+pub(super) fn plan_reversal(payment_id: &str, p: PaymentState, requested: Option<i64>) -> Result<ReversalPlan> {
+    let remaining_minor = p.paid_minor.checked_sub(p.reversed_minor).ok_or_else(|| {
+        Error::Internal(format!("payment {:?}: reversed minor units out of range", truncate(payment_id)))
+    })?;
+    if remaining_minor <= 0 {
+        return Err(Error::invalid(format!("payment {:?} is already fully reversed", truncate(payment_id))));
+    }
+    let part = requested.unwrap_or(remaining_minor);
+    if part <= 0 {
+        return Err(Error::invalid(format!("amount_minor must be positive, got {part}")));
+    }
+    if part > remaining_minor {
+        return Err(Error::invalid(format!(
+            "cannot reverse {part} minor units of payment {:?}: only {remaining_minor} remain",
+            truncate(payment_id)
+        )));
+    }
+    let credits = if part == remaining_minor {
+        p.paid_credits.checked_sub(p.reversed_credits)?
+    } else {
+        // part < remaining ≤ paid, so the share is below the purchase and fits.
+        let micros = i128::from(p.paid_credits.micros()) * i128::from(part) / i128::from(p.paid_minor);
+        Credits::from_micros(i64::try_from(micros).map_err(|_| Error::Internal("reversal share out of range".into()))?)
+    };
+    Ok(ReversalPlan { part_minor: part, credits })
+}
+
+/// The metadata of a reversal of `credits`: the reason, and with the
+/// payment's own grant, how much it gives and how much was already spent.
+fn reversal_metadata(
+    reason: Option<&str>,
+    own: Option<&Grant>,
+    credits: Credits,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let mut m = serde_json::Map::new();
+    if let Some(r) = reason {
+        m.insert("reason".into(), serde_json::Value::String(r.to_string()));
+    }
+    if let Some(g) = own {
+        let from_grant = credits.min(g.remaining);
+        m.insert("grant_id".into(), serde_json::Value::from(g.grant_id.0));
+        m.insert("from_grant_micros".into(), serde_json::Value::from(from_grant.micros()));
+        let spent = credits.checked_sub(from_grant)?;
+        m.insert("already_spent_micros".into(), serde_json::Value::from(spent.micros()));
+    }
+    Ok(if m.is_empty() { None } else { Some(m) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paid(credits: i64, minor: i64) -> PaymentState {
+        PaymentState {
+            paid_credits: Credits::from_micros(credits),
+            paid_minor: minor,
+            reversed_credits: Credits::ZERO,
+            reversed_minor: 0,
+        }
+    }
+
+    #[test]
+    fn a_whole_reversal_takes_everything_left() {
+        let plan = plan_reversal("p", paid(10_000_000, 1000), None).unwrap();
+        assert_eq!(plan, ReversalPlan { part_minor: 1000, credits: Credits::from_micros(10_000_000) });
+        let after_part = PaymentState {
+            reversed_credits: Credits::from_micros(3_333_333),
+            reversed_minor: 333,
+            ..paid(10_000_000, 1000)
+        };
+        let plan = plan_reversal("p", after_part, None).unwrap();
+        assert_eq!(plan, ReversalPlan { part_minor: 667, credits: Credits::from_micros(6_666_667) });
+    }
+
+    #[test]
+    fn parts_round_down_and_the_last_part_takes_the_rest() {
+        let p = paid(10_000_000, 3);
+        let first = plan_reversal("p", p, Some(1)).unwrap();
+        assert_eq!(first.credits, Credits::from_micros(3_333_333));
+        let p = PaymentState { reversed_credits: first.credits, reversed_minor: 1, ..p };
+        let second = plan_reversal("p", p, Some(1)).unwrap();
+        let p = PaymentState { reversed_credits: Credits::from_micros(6_666_666), reversed_minor: 2, ..p };
+        let last = plan_reversal("p", p, Some(1)).unwrap();
+        assert_eq!(second.credits, Credits::from_micros(3_333_333));
+        assert_eq!(last.credits, Credits::from_micros(3_333_334));
+    }
+
+    #[test]
+    fn over_reversal_zero_and_a_fully_reversed_payment_are_refused() {
+        let over = plan_reversal("p", paid(10_000_000, 1000), Some(1001)).unwrap_err();
+        assert!(over.to_string().contains("only 1000 remain"), "{over}");
+        for bad in [0, -5] {
+            let e = plan_reversal("p", paid(10_000_000, 1000), Some(bad)).unwrap_err();
+            assert_eq!(e.code(), crate::error::ErrorCode::InvalidArgument);
+        }
+        let done = PaymentState {
+            reversed_credits: Credits::from_micros(10_000_000),
+            reversed_minor: 1000,
+            ..paid(10_000_000, 1000)
+        };
+        let e = plan_reversal("p", done, None).unwrap_err();
+        assert!(e.to_string().contains("already fully reversed"), "{e}");
+        // A payment without minor units (not a payment at all) is never reversible.
+        assert!(plan_reversal("p", paid(10_000_000, 0), None).is_err());
+    }
+
+    #[test]
+    fn extreme_amounts_do_not_overflow() {
+        let max = crate::money::MAX_AMOUNT_MICROS;
+        let plan = plan_reversal("p", paid(max, i64::MAX), Some(i64::MAX - 1)).unwrap();
+        assert!(plan.credits.micros() < max && plan.credits.micros() > max - 2, "{:?}", plan);
+        let broken = PaymentState { reversed_minor: i64::MIN, ..paid(max, i64::MAX) };
+        assert_eq!(plan_reversal("p", broken, None).unwrap_err().code(), crate::error::ErrorCode::Internal);
     }
 }

@@ -61,7 +61,7 @@ pub(super) fn price_tokens(input: i64, output: i64, p: ModelPrice) -> Result<Cre
 }
 
 impl CreditManager {
-    fn default_price(&self) -> ModelPrice {
+    pub(super) fn default_price(&self) -> ModelPrice {
         let p = self.inner.config.credits_per_1k_tokens;
         ModelPrice { input_per_1k: p, output_per_1k: p }
     }
