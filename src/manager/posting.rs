@@ -8,7 +8,7 @@ use super::grants::GrantSpec;
 use crate::error::{Error, LimitSource, Result};
 use crate::events::{EventKind, NewEvent};
 use crate::money::Credits;
-use crate::store::Tx;
+use crate::store::{Applied, Tx};
 use crate::types::*;
 
 /// Grants one draw-down query fetches; a usage charge usually needs the first.
@@ -87,7 +87,7 @@ impl CreditManager {
     /// account's live grants in draw-down order (saves the draw a query).
     fn post(&self, tx: &mut dyn Tx, now: Timestamp, mut d: Draft, live: Vec<Grant>) -> Result<Entry> {
         let moves = (d.kind, d.lots, d.grant.take());
-        let Some((balance_after, seq)) = tx.apply(d.user, d.amount, d.strict, now)? else {
+        let Some(applied) = tx.apply(d.user, d.amount, d.strict, now)? else {
             let balance = tx.account(d.user)?.map_or(Credits::ZERO, |a| a.balance);
             if balance.checked_add(d.amount).is_err() {
                 return Err(Error::invalid(format!("balance {balance} + {} is out of range", d.amount)));
@@ -98,6 +98,8 @@ impl CreditManager {
                 limit_source: LimitSource::Account,
             });
         };
+        check_applied(d.user, d.amount, applied)?;
+        let (balance_after, seq) = (applied.balance_after, applied.seq);
         let entry = Entry {
             id: EntryId::new(),
             seq,
@@ -182,7 +184,7 @@ impl CreditManager {
         let is = backed(e.balance_after);
         let user = e.user_id.as_str();
         match lots {
-            Lots::Expire(id) => take_grant(tx, user, id, e.amount.checked_neg()?),
+            Lots::Expire(id) => take_grant(tx, user, id, e.amount.checked_neg()?).map(|_| ()),
             _ if e.amount > Credits::ZERO => {
                 let spec = grant.unwrap_or(GrantSpec {
                     category: GrantSpec::default_category(kind),
@@ -190,13 +192,22 @@ impl CreditManager {
                     expires_at: None,
                     payment_id: None,
                 });
+                // What the credit leaves after repaying debt: 0..=amount.
+                let remaining = is.checked_sub(was)?;
+                if remaining.is_negative() || remaining > e.amount {
+                    return Err(Error::Internal(format!(
+                        "a credit of {} would leave a grant of {remaining} for user {:?}",
+                        e.amount,
+                        truncate(user)
+                    )));
+                }
                 let g = Grant {
                     grant_id: GrantId(0),
                     user_id: e.user_id.clone(),
                     category: spec.category,
                     priority: spec.priority,
                     amount: e.amount,
-                    remaining: is.checked_sub(was)?,
+                    remaining,
                     expires_at: spec.expires_at,
                     created_at: now,
                     source_entry_id: Some(e.id),
@@ -260,35 +271,35 @@ impl CreditManager {
     }
 }
 
-/// Takes `amount` from grant `id`, which must hold it (the account is
-/// locked, so nothing else moved it).
-fn take_grant(tx: &mut dyn Tx, user: &str, id: GrantId, amount: Credits) -> Result<()> {
-    if amount > Credits::ZERO && !tx.take_from_grant(id, amount)? {
+/// Takes `amount` (≥ 0) from grant `id`, which must hold it (the account is
+/// locked, so nothing else moved it); returns what it took.
+fn take_grant(tx: &mut dyn Tx, user: &str, id: GrantId, amount: Credits) -> Result<Credits> {
+    if amount.is_negative() || (amount > Credits::ZERO && !tx.take_from_grant(id, amount)?) {
         return Err(Error::Internal(format!(
-            "grant {id} of user {:?} holds less than {amount}; run audit()",
+            "grant {id} of user {:?} cannot give {amount}; run audit()",
             truncate(user)
         )));
     }
-    Ok(())
+    Ok(amount)
 }
 
-/// Draws `left` from `user`'s live grants: `first` (a payment's own grant)
+/// Draws `wanted` from `user`'s live grants: `first` (a payment's own grant)
 /// before all, then in draw-down order, starting with the prefetched `batch`.
+/// The draws must sum to `wanted`: else `Internal`, and the write rolls back.
 fn draw(
     tx: &mut dyn Tx,
     user: &str,
     now: Timestamp,
-    mut left: Credits,
+    wanted: Credits,
     first: Option<(GrantId, Credits)>,
     mut batch: Vec<Grant>,
 ) -> Result<()> {
+    let mut drawn = Credits::ZERO;
     if let Some((id, has)) = first {
-        let take = left.min(has);
-        take_grant(tx, user, id, take)?;
-        left = left.checked_sub(take)?;
+        drawn = take_grant(tx, user, id, wanted.min(has))?;
         batch.clear();
     }
-    while left > Credits::ZERO {
+    while drawn < wanted {
         if batch.is_empty() {
             batch = tx.live_grants(user, now, false, GRANT_FETCH)?;
             if batch.is_empty() {
@@ -299,13 +310,68 @@ fn draw(
             }
         }
         for g in batch.drain(..) {
-            let take = left.min(g.remaining);
-            take_grant(tx, user, g.grant_id, take)?;
-            left = left.checked_sub(take)?;
-            if left == Credits::ZERO {
+            let left = wanted.checked_sub(drawn)?;
+            drawn = drawn.checked_add(take_grant(tx, user, g.grant_id, left.min(g.remaining))?)?;
+            if drawn == wanted {
                 break;
             }
         }
     }
+    if drawn != wanted {
+        return Err(Error::Internal(format!(
+            "grant draws for user {:?} sum to {drawn}, the balance lost {wanted}",
+            truncate(user)
+        )));
+    }
     Ok(())
+}
+
+/// The O(1) invariants of one balance move, on the values the conditional
+/// update returned: the balance moved by exactly `amount` and the seq by
+/// exactly one. A broken one is `Internal` (the write rolls back).
+pub(super) fn check_applied(user: &str, amount: Credits, a: Applied) -> Result<()> {
+    let expected = a.balance_before.checked_add(amount).ok();
+    if expected != Some(a.balance_after) || a.seq_before.checked_add(1) != Some(a.seq) {
+        return Err(Error::Internal(format!(
+            "balance move of {amount} for user {:?}: balance {} -> {}, seq {} -> {}",
+            truncate(user),
+            a.balance_before,
+            a.balance_after,
+            a.seq_before,
+            a.seq
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moved(before: i64, after: i64, seq_before: i64, seq: i64) -> Applied {
+        Applied {
+            balance_before: Credits::from_micros(before),
+            balance_after: Credits::from_micros(after),
+            seq_before,
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_move_by_exactly_its_amount_and_one_seq_passes() {
+        assert!(check_applied("u", Credits::from_micros(-30), moved(100, 70, 4, 5)).is_ok());
+        assert!(check_applied("u", Credits::from_micros(5), moved(-10, -5, 0, 1)).is_ok());
+    }
+
+    #[test]
+    fn a_wrong_balance_or_seq_is_internal() {
+        use crate::error::ErrorCode;
+        for bad in [moved(100, 71, 4, 5), moved(100, 70, 4, 6), moved(100, 70, 4, 4), moved(100, 130, 4, 5)] {
+            let e = check_applied("u", Credits::from_micros(-30), bad).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Internal, "{bad:?}");
+        }
+        // Overflowing values are a broken invariant too, never a panic.
+        let e = check_applied("u", Credits::from_micros(1), moved(i64::MAX, i64::MIN, i64::MAX, i64::MIN)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Internal);
+    }
 }
