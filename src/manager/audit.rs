@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::money::Credits;
 use crate::store::Tx;
 use crate::types::*;
+use crate::validate::MAX_PAGE_LIMIT;
 use std::collections::BTreeMap;
 
 impl CreditManager {
@@ -14,6 +15,44 @@ impl CreditManager {
     /// on one snapshot. Never modifies data.
     pub fn audit(&self) -> Result<AuditReport> {
         self.track(self.read(audit_all))
+    }
+
+    /// The test mode's audit of one account (`Config::check_invariants`),
+    /// run in the write that just moved its balance, after the move: the
+    /// checks of [`audit`](Self::audit) for `user` alone. A mismatch is
+    /// `Internal`, so the write rolls back. Costs a read of the account's
+    /// entries and grants: never on when the mode is off.
+    pub(super) fn check_account(&self, tx: &mut dyn Tx, user: &str) -> Result<()> {
+        let mut account = None;
+        tx.scan_accounts(&mut |u, balance, last_seq| {
+            if u == user {
+                account = Some((balance, last_seq));
+            }
+        })?;
+        let (balance, last_seq) = account.unwrap_or((0, 0));
+        let mut mismatches = Vec::new();
+        let mut chain = Chain::default();
+        for (seq, amount, balance_after) in entries_oldest_first(tx, user)? {
+            chain.step(user, seq, amount, balance_after, &mut mismatches);
+        }
+        chain.against_account(user, balance, last_seq, &mut mismatches);
+        let mut lots = (0, 0);
+        tx.scan_grants(&mut |u, sum, bad| {
+            if u == user {
+                lots = (sum, bad);
+            }
+        })?;
+        grant_mismatches(user, balance, lots, &mut mismatches);
+        for (u, problem, detail) in tx.payment_problems()? {
+            if u == user {
+                mismatches.push(AuditMismatch { user_id: u, problem, detail });
+            }
+        }
+        if mismatches.is_empty() {
+            return Ok(());
+        }
+        let found: Vec<String> = mismatches.iter().map(|m| format!("{}: {}", m.problem, m.detail)).collect();
+        Err(Error::Internal(format!("invariant broken for user {:?}: {}", truncate(user), found.join("; "))))
     }
 
     /// Counter name → value.
@@ -164,5 +203,21 @@ fn grant_mismatches(u: &str, balance: i64, (sum, bad): (i128, i64), out: &mut Ve
     }
     if bad > 0 {
         out.push(mismatch(u, "grant_out_of_range", format!("{bad} grants have remaining outside 0..=amount")));
+    }
+}
+
+/// `user`'s entries as (seq, amount, balance_after), oldest first.
+fn entries_oldest_first(tx: &mut dyn Tx, user: &str) -> Result<Vec<(i64, i64, i64)>> {
+    let mut all = Vec::new();
+    let mut before = None;
+    loop {
+        let page = tx.entries(user, before, MAX_PAGE_LIMIT)?;
+        let last_page = page.len() < MAX_PAGE_LIMIT as usize;
+        before = page.last().map(|e| e.seq);
+        all.extend(page.iter().map(|e| (e.seq, e.amount.micros(), e.balance_after.micros())));
+        if last_page || before.is_none() {
+            all.reverse();
+            return Ok(all);
+        }
     }
 }

@@ -78,7 +78,9 @@ impl CreditManager {
     /// Opens (creating and migrating) the ledger named by `config`; logs its resolved
     /// location, password redacted, at info level (the `log` facade, target
     /// `creditgate`).
-    pub fn open(config: Config) -> Result<CreditManager> {
+    pub fn open(mut config: Config) -> Result<CreditManager> {
+        // Test mode may be forced on from outside, so a whole test suite runs checked.
+        config.check_invariants |= std::env::var_os("CREDITGATE_CHECK_INVARIANTS").is_some_and(|v| v == "1");
         let store = Store::open(&config)?;
         let m = CreditManager {
             inner: Arc::new(Inner {

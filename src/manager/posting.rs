@@ -127,6 +127,9 @@ impl CreditManager {
         tx.insert_entry(&entry, global)?;
         self.move_lots(tx, now, moves, &entry, live)?;
         self.balance_events(tx, &entry)?;
+        if self.inner.config.check_invariants {
+            self.check_account(tx, d.user)?;
+        }
         Ok(entry)
     }
 
