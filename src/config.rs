@@ -76,6 +76,8 @@ pub struct Config {
     /// Balances (descending) whose downward crossing writes a `balance.low` event.
     pub(crate) low_balance_thresholds: Vec<Credits>,
     pub(crate) clock: TestClock,
+    /// Test mode: audit each account a write moves (see `check_invariants`).
+    pub(crate) check_invariants: bool,
 }
 
 /// A shift of the ledger's clock, for tests only: expiry of grants and holds
@@ -124,6 +126,7 @@ impl Default for Config {
             synchronous: Synchronous::Full,
             clock: TestClock::default(),
             low_balance_thresholds: Vec::new(),
+            check_invariants: false,
         }
     }
 }
@@ -363,6 +366,17 @@ impl Config {
 
     pub fn get_database_url(&self) -> &str {
         &self.database_url
+    }
+
+    /// Test mode, off by default: after every balance move, the write also
+    /// audits the account it moved (its entries' chain, its grants, its
+    /// payments) and fails with `Internal`, rolling back, on any mismatch.
+    /// Costly: for tests and checking runs only. `CREDITGATE_CHECK_INVARIANTS=1`
+    /// in the environment turns it on for every manager opened.
+    #[doc(hidden)]
+    pub fn check_invariants(mut self, on: bool) -> Config {
+        self.check_invariants = on;
+        self
     }
 }
 

@@ -15,6 +15,13 @@ use std::thread;
 
 const THREADS: usize = 8;
 
+/// Every manager here runs in test mode: each write also audits the account
+/// it moved, so a race that broke an invariant fails the write as `Internal`
+/// at the step that broke it.
+fn checked() -> Config {
+    Config::new().check_invariants(true)
+}
+
 /// What one worker saw succeed.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 struct Tally {
@@ -157,7 +164,7 @@ fn check_ledger(m: &CreditManager, user: &str, initial: Credits, setup_entries: 
 
 #[test]
 fn threads_hammering_one_account_never_overdraw_or_lose_an_update() {
-    let (m, _db) = common::manager();
+    let (m, _db) = common::manager_with(checked());
     let (key, _) = key_for(&m, "hot");
     let initial = credits(1500);
     grant(&m, "hot", initial);
@@ -186,7 +193,7 @@ fn threads_hammering_one_account_never_overdraw_or_lose_an_update() {
 fn exactly_as_many_strict_deducts_succeed_as_the_balance_allows() {
     let (url, _db) = common::shared_url();
     // Two handles on one database: strictness must hold across pools too.
-    let handles = [common::open(&url, Config::new()), common::open(&url, Config::new())];
+    let handles = [common::open(&url, checked()), common::open(&url, checked())];
     grant(&handles[0], "u", credits(100));
     let start = Arc::new(Barrier::new(THREADS));
     let workers: Vec<_> = (0..THREADS)
@@ -214,7 +221,7 @@ fn exactly_as_many_strict_deducts_succeed_as_the_balance_allows() {
 
 #[test]
 fn concurrent_holds_never_exceed_available() {
-    let (m, _db) = common::manager();
+    let (m, _db) = common::manager_with(checked());
     let (key, _) = key_for(&m, "u");
     grant(&m, "u", credits(60));
     let start = Arc::new(Barrier::new(THREADS));
@@ -278,7 +285,7 @@ fn concurrent_holds_never_exceed_available() {
 
 #[test]
 fn the_first_key_decision_is_made_exactly_once() {
-    let (m, _db) = common::manager();
+    let (m, _db) = common::manager_with(checked());
     const CREATORS: usize = 8;
 
     // Exactly 5,000 credits: the first key passes, the others need only 1.
@@ -394,7 +401,7 @@ fn child_hammer() {
         panic!("bad {CHILD_ENV}");
     };
     let worker: u64 = worker.parse().unwrap();
-    let m = common::open(url, Config::new());
+    let m = common::open(url, checked());
     // Two threads per process: contention inside and across processes.
     let threads: Vec<_> = (0..2)
         .map(|t| {
@@ -412,7 +419,7 @@ fn child_hammer() {
 #[test]
 fn processes_sharing_one_database() {
     let (url, _db) = common::shared_url();
-    let m = common::open(&url, Config::new());
+    let m = common::open(&url, checked());
     let (key, _) = key_for(&m, "shared");
     let initial = credits(2000 * stress() as i64 * stress() as i64);
     grant(&m, "shared", initial);
@@ -433,7 +440,7 @@ fn processes_sharing_one_database() {
     assert!(total.deducts > 0 && total.charges > 0 && total.replays > 0, "{total:?}");
     check_ledger(&m, "shared", initial, setup_entries, total);
     // A fresh handle sees the same.
-    let fresh = common::open(&url, Config::new());
+    let fresh = common::open(&url, checked());
     assert_audit_ok(&fresh);
 }
 
@@ -554,7 +561,7 @@ fn child_near_zero() {
     let parts: Vec<&str> = spec.split('\t').collect();
     let [process, url, race_key, zero_key, start_ms] = parts[..] else { panic!("bad {NEAR_ZERO_ENV}") };
     let process: u64 = process.parse().unwrap();
-    let m = common::open(url, Config::new());
+    let m = common::open(url, checked());
     // Start together with the other processes (a hang guard caps the wait).
     let start = std::time::UNIX_EPOCH + std::time::Duration::from_millis(start_ms.parse().unwrap());
     if let Ok(wait) = start.duration_since(std::time::SystemTime::now()) {
@@ -578,7 +585,7 @@ fn child_near_zero() {
 #[test]
 fn processes_near_zero_never_overdraw_and_count_every_overdraft() {
     let (url, _db) = common::shared_url();
-    let m = common::open(&url, Config::new());
+    let m = common::open(&url, checked());
     let (race_key, _) = key_for(&m, "race");
     grant(&m, "race", credits(RACE_CREDITS));
     let (zero_key, _) = key_for(&m, "zero");
@@ -687,7 +694,7 @@ fn a_stalled_holder_of_the_writer_turn_never_hangs_a_write() {
         println!("a_stalled_holder_of_the_writer_turn_never_hangs_a_write: SQLite only, skipped");
         return;
     };
-    let m = common::open(&url, Config::new().busy_timeout_ms(300).unwrap());
+    let m = common::open(&url, checked().busy_timeout_ms(300).unwrap());
     let turn = format!("{}-writer", path.display());
     assert!(std::path::Path::new(&turn).exists(), "the turn file is made beside the database");
     // Another process takes the turn (a POSIX record lock, as creditgate does) and keeps it.

@@ -52,7 +52,7 @@ fn a_held_write_lock_fails_writes_cleanly_and_reads_go_on() {
         eprintln!("locking: SKIPPED on PostgreSQL (SQLite-specific)");
         return;
     };
-    let m = common::open(&url, Config::new().busy_timeout_ms(BUSY_MS).unwrap());
+    let m = common::open(&url, Config::new().check_invariants(true).busy_timeout_ms(BUSY_MS).unwrap());
     let (secret, _) = key_for(&m, "u");
     m.add_credits("u", credits(10), EntryKind::Grant, &NO_OPTS).unwrap();
     let entries_before = common::all_entries(&m, "u").len();
@@ -100,11 +100,11 @@ fn concurrent_writers_behind_a_held_lock_all_fail_and_then_all_succeed() {
         eprintln!("locking: SKIPPED on PostgreSQL (SQLite-specific)");
         return;
     };
-    let m = common::open(&url, Config::new().busy_timeout_ms(BUSY_MS).unwrap());
+    let m = common::open(&url, Config::new().check_invariants(true).busy_timeout_ms(BUSY_MS).unwrap());
     let (secret, _) = key_for(&m, "u");
     let entries_before = common::all_entries(&m, "u").len();
     // A second handle (its own pool) on the same file: contends the same way.
-    let other = common::open(&url, Config::new().busy_timeout_ms(BUSY_MS).unwrap());
+    let other = common::open(&url, Config::new().check_invariants(true).busy_timeout_ms(BUSY_MS).unwrap());
 
     let raw = hold_write_lock(&path);
     let run = |round: &'static str, expect_ok: bool| {

@@ -253,7 +253,10 @@ impl Harness {
             .max_active_holds_per_user(MAX_HOLDS as u32)
             .unwrap()
             // Durability is not under test here; speed is welcome.
-            .synchronous(Synchronous::Normal);
+            .synchronous(Synchronous::Normal)
+            // Test mode: every write audits the account it moved, so a
+            // broken invariant fails at the step that broke it.
+            .check_invariants(true);
         let (m, guard) = common::manager_with(config);
         for (name, input, output) in PRICED {
             m.set_model_price(name, Credits::from_micros(input), Credits::from_micros(output)).unwrap();
@@ -818,7 +821,8 @@ mod grants_model {
                 .min_credits_api_key(Credits::ZERO)
                 .unwrap()
                 .synchronous(Synchronous::Normal)
-                .test_clock(clock.clone());
+                .test_clock(clock.clone())
+                .check_invariants(true);
             let (m, guard) = common::manager_with(config);
             let keys = USERS.iter().map(|u| m.create_api_key(u, None).unwrap().secret.expose().to_string()).collect();
             // The ledger's clock at the start: a key's created_at.

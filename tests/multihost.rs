@@ -40,7 +40,9 @@ fn config(url: &str) -> Config {
     // The first key is free (min 0) and later keys need 1 credit, so for a
     // user at 0 credits exactly one create_api_key may succeed: two hosts
     // both deciding "first key" would show up as two keys.
+    // Test mode: every write audits the account it moved.
     Config::new()
+        .check_invariants(true)
         .database_url(url)
         .pool_size(4)
         .and_then(|c| c.min_credits_api_key(Credits::ZERO))

@@ -103,6 +103,16 @@ pub(crate) struct HoldRow {
     pub expires_at: Timestamp,
 }
 
+/// A balance move as the conditional update saw it: the account row's
+/// balance and last seq before the update, and after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Applied {
+    pub balance_before: Credits,
+    pub balance_after: Credits,
+    pub seq_before: i64,
+    pub seq: i64,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct AccountRow {
     pub balance: Credits,
@@ -207,9 +217,11 @@ pub(crate) trait Tx {
     /// Sum of active, unexpired holds.
     fn held(&mut self, user: &str, now: Timestamp) -> Result<Credits>;
     /// Adds `amount` to the balance and takes the next seq. With `strict`,
-    /// only when balance + amount ≥ held. Returns (balance_after, seq), or
-    /// None when the condition or the i64 range refused it.
-    fn apply(&mut self, user: &str, amount: Credits, strict: bool, now: Timestamp) -> Result<Option<(Credits, i64)>>;
+    /// only when balance + amount ≥ held. Returns the account's balance and
+    /// last seq before and after (the manager asserts after == before +
+    /// amount and seq == last + 1), or None when the condition or the i64
+    /// range refused it.
+    fn apply(&mut self, user: &str, amount: Credits, strict: bool, now: Timestamp) -> Result<Option<Applied>>;
     fn insert_entry(&mut self, e: &Entry, global_key: Option<&str>) -> Result<()>;
     fn entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>>;
     fn entry_by_global_key(&mut self, key: &str) -> Result<Option<Entry>>;

@@ -36,8 +36,8 @@
 use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool, Pooled};
 use super::{
-    AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RATE_ROW_HAS_LIMITS, RateCheck,
-    RateCounts, Tx, exhausted_limit,
+    AccountRow, Applied, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RATE_ROW_HAS_LIMITS,
+    RateCheck, RateCounts, Tx, exhausted_limit,
 };
 use crate::config::{Config, TestClock};
 use crate::error::{Error, Result};
@@ -1212,21 +1212,31 @@ impl Tx for PgTx<'_> {
         Ok(Credits::from_micros(n))
     }
 
-    fn apply(&mut self, user: &str, amount: Credits, strict: bool, now: Timestamp) -> Result<Option<(Credits, i64)>> {
+    fn apply(&mut self, user: &str, amount: Credits, strict: bool, now: Timestamp) -> Result<Option<Applied>> {
         // The bounds keep `balance + amount` inside BIGINT; the strict check
-        // is computed in numeric so it cannot overflow before them.
+        // is computed in numeric so it cannot overflow before them. The
+        // self-join `o` returns the row as it was before the update.
         let a = amount.micros();
         let (lo, hi) = if a >= 0 { (i64::MIN, i64::MAX - a) } else { (i64::MIN - a, i64::MAX) };
         let row = self.opt(
-            "UPDATE creditgate_accounts SET balance = balance + $2::bigint, last_seq = last_seq + 1 \
-             WHERE user_id = $1 AND balance BETWEEN $3::bigint AND $4::bigint \
-             AND (NOT $5::boolean OR balance::numeric + $2::bigint >= min_balance + \
+            "UPDATE creditgate_accounts c SET balance = c.balance + $2::bigint, last_seq = c.last_seq + 1 \
+             FROM (SELECT balance, last_seq FROM creditgate_accounts WHERE user_id = $1) o \
+             WHERE c.user_id = $1 AND c.balance BETWEEN $3::bigint AND $4::bigint \
+             AND (NOT $5::boolean OR c.balance::numeric + $2::bigint >= c.min_balance + \
                   (SELECT COALESCE(SUM(h.amount), 0) FROM creditgate_holds h \
                    WHERE h.user_id = $1 AND h.status = 'active' AND h.expires_at > $6::bigint)) \
-             RETURNING balance, last_seq",
+             RETURNING c.balance, c.last_seq, o.balance, o.last_seq",
             &[&user, &a, &lo, &hi, &strict, &now.0],
         )?;
-        row.map(|r| Ok((Credits::from_micros(col(&r, 0)?), col(&r, 1)?))).transpose()
+        row.map(|r| {
+            Ok(Applied {
+                balance_after: Credits::from_micros(col(&r, 0)?),
+                seq: col(&r, 1)?,
+                balance_before: Credits::from_micros(col(&r, 2)?),
+                seq_before: col(&r, 3)?,
+            })
+        })
+        .transpose()
     }
 
     fn insert_entry(&mut self, e: &Entry, global_key: Option<&str>) -> Result<()> {

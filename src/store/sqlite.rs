@@ -6,8 +6,8 @@ use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool};
 use super::verify_cache::VerifyCache;
 use super::{
-    AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RATE_ROW_HAS_LIMITS, RateCheck,
-    RateCounts, Tx, exhausted_limit,
+    AccountRow, Applied, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RATE_ROW_HAS_LIMITS,
+    RateCheck, RateCounts, Tx, exhausted_limit,
 };
 use crate::config::{Config, Synchronous, TestClock};
 use crate::error::{Error, Result};
@@ -757,7 +757,18 @@ impl Tx for SqliteTx<'_> {
         Ok(Credits::from_micros(self.count(&format!("SELECT {HELD_SQL}"), params![user, now.0])?))
     }
 
-    fn apply(&mut self, user: &str, amount: Credits, strict: bool, now: Timestamp) -> Result<Option<(Credits, i64)>> {
+    fn apply(&mut self, user: &str, amount: Credits, strict: bool, now: Timestamp) -> Result<Option<Applied>> {
+        // SQLite's RETURNING sees only the new row (a FROM table may not
+        // appear in it), so the row before is read first; the write lock of
+        // the Immediate transaction keeps it current.
+        let Some((balance_before, seq_before)) = self
+            .c
+            .prepare_cached("SELECT balance, last_seq FROM creditgate_accounts WHERE user_id = ?1")?
+            .query_row([user], |r| Ok((Credits::from_micros(r.get(0)?), r.get(1)?)))
+            .optional()?
+        else {
+            return Ok(None);
+        };
         // Bounds keep SQLite from turning an overflowing sum into a float.
         let a = amount.micros();
         let (lo, hi) = if a >= 0 { (i64::MIN, i64::MAX - a) } else { (i64::MIN - a, i64::MAX) };
@@ -771,7 +782,7 @@ impl Tx for SqliteTx<'_> {
             .prepare_cached(&sql)?
             .query_row(params![user, now.0, a, lo, hi, strict], |r| Ok((Credits::from_micros(r.get(0)?), r.get(1)?)))
             .optional()?;
-        Ok(row)
+        Ok(row.map(|(balance_after, seq)| Applied { balance_before, balance_after, seq_before, seq }))
     }
 
     fn insert_entry(&mut self, e: &Entry, global_key: Option<&str>) -> Result<()> {

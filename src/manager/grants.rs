@@ -1,0 +1,105 @@
+//! Grants (lots): the limits of a grant's options, the grant a credit
+//! creates, and the sweep that applies due expiries. Draw-down itself is
+//! part of posting (`posting.rs`).
+
+use super::CreditManager;
+use crate::error::{Error, Result};
+use crate::money::Credits;
+use crate::types::*;
+
+/// Grant priorities: lower is drawn first (within a category); default 0.
+pub const MIN_GRANT_PRIORITY: i32 = -1000;
+
+pub const MAX_GRANT_PRIORITY: i32 = 1000;
+
+/// The furthest a grant's `expires_at` may lie: 100 years ahead.
+pub const MAX_GRANT_LIFETIME_MICROS: i64 = 100 * 366 * 86_400 * 1_000_000;
+
+/// Most grants `account()` lists (the first ones in draw-down order).
+pub const MAX_LISTED_GRANTS: u32 = 1_000;
+
+/// Most accounts one `expire_grants` call sweeps.
+pub const MAX_EXPIRY_SWEEP: u32 = 10_000;
+
+/// The grant a credit creates.
+#[derive(Clone, Debug)]
+pub(super) struct GrantSpec {
+    pub(super) category: GrantCategory,
+    pub(super) priority: i32,
+    pub(super) expires_at: Option<Timestamp>,
+    pub(super) payment_id: Option<String>,
+}
+
+impl GrantSpec {
+    /// The category of a kind's credits when the caller names none:
+    /// `grant` is promotional; purchases, refunds and adjustments are paid.
+    pub(super) fn default_category(kind: EntryKind) -> GrantCategory {
+        if kind == EntryKind::Grant { GrantCategory::Promotional } else { GrantCategory::Paid }
+    }
+
+    /// Validates the caller's options for a credit of `amount`.
+    pub(super) fn of(kind: EntryKind, amount: Credits, o: &GrantOptions) -> Result<Option<GrantSpec>> {
+        if !(MIN_GRANT_PRIORITY..=MAX_GRANT_PRIORITY).contains(&o.priority) {
+            return Err(Error::invalid(format!(
+                "priority must be in {MIN_GRANT_PRIORITY}..={MAX_GRANT_PRIORITY}, got {}",
+                o.priority
+            )));
+        }
+        if amount <= Credits::ZERO {
+            if *o != GrantOptions::default() {
+                return Err(Error::invalid(
+                    "expires_at, category and priority describe credits; a negative adjustment is a debit",
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(GrantSpec {
+            category: o.category.unwrap_or_else(|| GrantSpec::default_category(kind)),
+            priority: o.priority,
+            expires_at: o.expires_at,
+            payment_id: None,
+        }))
+    }
+
+    /// `expires_at` must lie in (now, now + 100 years].
+    pub(super) fn check(&self, now: Timestamp) -> Result<()> {
+        if let Some(t) = self.expires_at
+            && (t <= now || t.0 - now.0 > MAX_GRANT_LIFETIME_MICROS)
+        {
+            return Err(Error::invalid(format!(
+                "expires_at must be after the ledger's clock ({now}) and at most 100 years ahead, got {t}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl CreditManager {
+    /// Applies every due expiry of up to `limit` accounts (in
+    /// 1..=`MAX_EXPIRY_SWEEP`), one transaction per account; reads and writes
+    /// already never count an expired grant, so this only brings the entries
+    /// (and `transactions`) up to date. Call it until `accounts < limit`.
+    pub fn expire_grants(&self, limit: u32) -> Result<ExpirySweep> {
+        self.track((|| {
+            if !(1..=MAX_EXPIRY_SWEEP).contains(&limit) {
+                return Err(Error::invalid(format!("limit must be in 1..={MAX_EXPIRY_SWEEP}, got {limit}")));
+            }
+            let users = self.read(|tx| {
+                let now = tx.now()?;
+                tx.users_with_due_grants(now, limit)
+            })?;
+            let mut sweep = ExpirySweep::default();
+            for user in &users {
+                let done = self.write(|tx| {
+                    let now = tx.now()?;
+                    tx.ensure_account(user, now)?;
+                    Ok(self.expire_due(tx, now, user)?.1)
+                })?;
+                sweep.accounts += done.accounts;
+                sweep.entries += done.entries;
+                sweep.credits = sweep.credits.checked_add(done.credits)?;
+            }
+            Ok(sweep)
+        })())
+    }
+}

@@ -1,0 +1,121 @@
+//! Verification: finding a presented secret and the read-only hot path that
+//! checks a key and its account's available credits.
+
+use super::usage::KeyRef;
+use super::{CreditManager, MAX_PENDING_TOUCHES};
+use crate::error::{Error, ErrorCode, LimitSource, Result};
+use crate::keys;
+use crate::metrics::Counter;
+use crate::money::Credits;
+use crate::store::{HashKind, KeyRow, Tx};
+use crate::types::*;
+use std::time::Instant;
+
+impl CreditManager {
+    /// Looks a presented secret up with `lookup`: by our hash, then (with a
+    /// pepper) by the plain SHA-256 of keys imported by hash; else `InvalidApiKey`.
+    fn lookup_secret<T>(
+        &self,
+        secret: &str,
+        mut lookup: impl FnMut(&str, Option<HashKind>) -> Result<Option<T>>,
+    ) -> Result<T> {
+        keys::classify(&self.inner.config.api_key_prefix, secret)?;
+        if let Some(found) = lookup(&self.hash(secret), None)? {
+            return Ok(found);
+        }
+        if self.inner.config.api_key_pepper.is_some()
+            && let Some(found) = lookup(&keys::sha256_hex(secret), Some(HashKind::Sha256))?
+        {
+            return Ok(found);
+        }
+        Err(Error::InvalidApiKey("unknown API key".into()))
+    }
+
+    pub(super) fn find_key(&self, tx: &mut dyn Tx, secret: &str) -> Result<KeyRow> {
+        self.lookup_secret(secret, |hash, only| tx.key_by_hash(hash, only))
+    }
+
+    pub(super) fn key_ref(&self, tx: &mut dyn Tx, key: KeyRef) -> Result<KeyRow> {
+        match key {
+            KeyRef::Secret(s) => self.find_key(tx, s),
+            KeyRef::Id(id) => tx.key_by_id(id)?.ok_or_else(|| Error::InvalidApiKey(format!("no API key with id {id}"))),
+        }
+    }
+
+    /// Read-only check of a key and its account's available credits.
+    pub fn verify_api_key_credits(&self, api_key: &str, min_credits: Credits) -> Result<Verification> {
+        self.verify(api_key, Some(min_credits))
+    }
+
+    /// Checks the key only, not the credits: who it belongs to and what the
+    /// account has available, which may be zero or negative (an overdrawn
+    /// account). `InvalidApiKey` for malformed, unknown or revoked keys, exactly
+    /// as [`verify_api_key_credits`](Self::verify_api_key_credits); never
+    /// `InsufficientCredits`. For endpoints that must answer a valid key at any
+    /// balance (e.g. a gateway's "my credits" page). Read-only, counted as a
+    /// verification (`verify_ok_total`, `verify_invalid_key_total`).
+    pub fn authenticate_api_key(&self, api_key: &str) -> Result<Verification> {
+        self.verify(api_key, None)
+    }
+
+    /// The verify path; `min_credits: None` skips the credit check.
+    fn verify(&self, api_key: &str, min_credits: Option<Credits>) -> Result<Verification> {
+        let start = Instant::now();
+        let r = (|| {
+            if let Some(min) = min_credits {
+                min.validate_threshold("min_credits")?;
+            }
+            let found = self.lookup_secret(api_key, |hash, only| self.inner.store.key_with_available(hash, only))?;
+            let k = found.key;
+            if k.revoked_at.is_some() {
+                return Err(Error::InvalidApiKey(format!("API key {} is revoked", k.id)));
+            }
+            let v = Verification {
+                user_id: k.user_id,
+                key_id: k.id,
+                available: found.available,
+                key_remaining: found.key_remaining,
+            };
+            Ok((v, found.rate, Timestamp::now()))
+        })();
+        self.inner.metrics.verify_seconds.observe(start.elapsed());
+        match r {
+            Ok((v, rate, now)) if min_credits.is_none_or(|min| v.spendable() >= min) => {
+                if min_credits.is_some()
+                    && let Some(rate) = rate
+                    && let Err(e) = self.take_request(v.key_id, rate)
+                {
+                    return self.track(Err(e));
+                }
+                self.count(Counter::verify_ok_total);
+                let mut t = self.inner.touched.lock();
+                if t.len() < MAX_PENDING_TOUCHES {
+                    t.insert(v.key_id, now);
+                }
+                Ok(v)
+            }
+            Ok((v, _, _)) => {
+                self.count(Counter::verify_insufficient_credits_total);
+                let required = min_credits.unwrap_or(Credits::ZERO);
+                self.track(Err(short(required, v.available, v.key_remaining)))
+            }
+            Err(e) => {
+                if e.code() == ErrorCode::InvalidApiKey {
+                    self.count(Counter::verify_invalid_key_total);
+                }
+                self.track(Err(e))
+            }
+        }
+    }
+}
+
+/// `InsufficientCredits` naming the tighter of the two limits (the
+/// account's on a tie).
+pub(super) fn short(required: Credits, available: Credits, key_remaining: Option<Credits>) -> Error {
+    match key_remaining {
+        Some(r) if r < available => {
+            Error::InsufficientCredits { required, available: r, limit_source: LimitSource::Key }
+        }
+        _ => Error::InsufficientCredits { required, available, limit_source: LimitSource::Account },
+    }
+}
