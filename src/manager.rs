@@ -6,7 +6,7 @@ use crate::config::{Config, CurrencyRate, redact_url};
 use crate::error::{Error, ErrorCode, LimitSource, Result};
 use crate::events::{Event, EventKind, MAX_EVENTS_PER_PAGE, NewEvent};
 use crate::keys;
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::{Counter, Metrics, MetricsSnapshot};
 use crate::money::{Credits, MAX_AMOUNT_MICROS};
 use crate::store::{HashKind, HoldRow, HoldStatus, KeyRow, RateCheck, RateCounts, Store, Tx};
 use crate::types::*;
@@ -77,15 +77,9 @@ pub enum Settlement<'a> {
 /// Most API keys a pending `last_used_at` batch remembers.
 const MAX_PENDING_TOUCHES: usize = 10_000;
 
-/// Grant priorities: lower is drawn first (within a category); default 0.
-pub const MIN_GRANT_PRIORITY: i32 = -1000;
-pub const MAX_GRANT_PRIORITY: i32 = 1000;
-/// The furthest a grant's `expires_at` may lie: 100 years ahead.
-pub const MAX_GRANT_LIFETIME_MICROS: i64 = 100 * 366 * 86_400 * 1_000_000;
-/// Most grants `account()` lists (the first ones in draw-down order).
-pub const MAX_LISTED_GRANTS: u32 = 1_000;
-/// Most accounts one `expire_grants` call sweeps.
-pub const MAX_EXPIRY_SWEEP: u32 = 10_000;
+use crate::limits::{
+    MAX_EXPIRY_SWEEP, MAX_GRANT_LIFETIME_MICROS, MAX_GRANT_PRIORITY, MAX_LISTED_GRANTS, MIN_GRANT_PRIORITY,
+};
 /// Grants one draw-down query fetches; a usage charge usually needs the first.
 const GRANT_FETCH: u32 = 8;
 
@@ -214,8 +208,7 @@ const MAX_REQUEST_LEASES: usize = 4_096;
 const RATE_LIMITS_RECHECK_MICROS: i64 = 1_000_000;
 /// Rate-limit windows are whole UTC minutes.
 const RATE_WINDOW_MICROS: i64 = 60_000_000;
-/// The largest tokens-per-minute limit.
-pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
+use crate::limits::MAX_TOKENS_PER_MINUTE;
 
 /// A usage charge, planned before it is applied.
 struct Charge<'a> {
@@ -2092,6 +2085,11 @@ impl CreditManager {
 
     pub fn metrics_prometheus(&self) -> String {
         self.inner.metrics.prometheus()
+    }
+
+    /// What `metrics_prometheus()` writes, as numbers (one consistent read).
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        self.inner.metrics.full_snapshot()
     }
 
     pub fn report(&self) -> Result<Report> {
