@@ -82,6 +82,7 @@ __all__ = [
     "error_response",
     "install",
     "set_credits_remaining",
+    "to_json",
 ]
 
 log = logging.getLogger("creditgate.fastapi")

@@ -91,8 +91,8 @@ def check(where: str, table: dict[str, dict[str, str]], defaults: dict[str, dict
             name = table.get(fn, {}).get(param)
             assert name is not None, f"{where}: {fn}({param}={value!r}) is not a limits constant: register it"
             assert value == constant(name), f"{where}: {fn}({param}={value!r}) but {name} is {constant(name)!r}"
-    for fn, params in table.items():
-        for param in params:
+    for fn, registered in table.items():
+        for param in registered:
             assert param in defaults.get(fn, {}), f"{where}: {fn} has no default for {param}"
 
 
