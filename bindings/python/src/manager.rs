@@ -103,7 +103,6 @@ impl LocalCreditManager {
     }
 }
 
-
 /// The settings of `LocalCreditManager(...)`, all optional: a setting not
 /// given comes from the environment (`Config::from_env`), else its default
 /// (`creditgate::limits`). Built field by field, never positionally.

@@ -8,7 +8,6 @@ use pyo3::types::PyDict;
 
 #[pymethods]
 impl LocalCreditManager {
-
     fn audit(&self, py: Python<'_>) -> PyResult<AuditReport> {
         self.counted(py, || {
             let report = self.run(py, |m| m.audit())?;

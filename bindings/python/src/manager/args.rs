@@ -33,7 +33,12 @@ pub(crate) fn parse_id<T>(py: Python<'_>, parse: fn(&str) -> cg::Result<T>, fiel
     parse(&s.get(py, field)?).map_err(|e| to_py(py, crate::errors::named(field, e)))
 }
 
-pub(crate) fn opt_id<T>(py: Python<'_>, parse: fn(&str) -> cg::Result<T>, field: &str, s: Option<Text>) -> PyResult<Option<T>> {
+pub(crate) fn opt_id<T>(
+    py: Python<'_>,
+    parse: fn(&str) -> cg::Result<T>,
+    field: &str,
+    s: Option<Text>,
+) -> PyResult<Option<T>> {
     s.map(|s| parse_id(py, parse, field, s)).transpose()
 }
 

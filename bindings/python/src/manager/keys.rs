@@ -15,7 +15,6 @@ const DEFAULT_MIN_CREDITS: Credits =
 
 #[pymethods]
 impl LocalCreditManager {
-
     /// Per-minute rate limits of a key, shared through the database; None
     /// lifts a limit. Over a limit, verify and reserve raise `RateLimited`.
     #[pyo3(signature = (key_id, *, requests_per_minute=None, tokens_per_minute=None))]
@@ -201,5 +200,4 @@ impl LocalCreditManager {
             Ok(Verification::new(v))
         })
     }
-
 }
