@@ -51,8 +51,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Optional, Union
 
 from creditgate import AsyncLocalCreditManager, Verification
-from creditgate.cli import to_json
-from creditgate.fastapi import APIError, BearerKey, CreditGate, DecimalJSONResponse, Meter
+from creditgate.fastapi import APIError, BearerKey, CreditGate, DecimalJSONResponse, Meter, to_json
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict

@@ -82,6 +82,68 @@
 #define CG_DEFAULT_EXPIRE_LIMIT 1000
 
 /**
+ * The largest `limit` of `cg_transactions_json`.
+ */
+#define CG_MAX_PAGE_LIMIT 1000
+
+/**
+ * The largest `limit` of `cg_events_json`.
+ */
+#define CG_MAX_EVENTS_PER_PAGE 1000
+
+/**
+ * The largest `limit` of `cg_expire_grants`.
+ */
+#define CG_MAX_EXPIRY_SWEEP 10000
+
+/**
+ * The largest `ttl_seconds` of a hold.
+ */
+#define CG_MAX_TTL_SECONDS 86400
+
+/**
+ * The longest user id, name, id, reference, idempotency key, model or
+ * currency, in bytes (`CG_USER_ID_SIZE` is one more, for the NUL).
+ */
+#define CG_MAX_TEXT_BYTES 255
+
+/**
+ * The longest metadata object, serialized as JSON, in bytes.
+ */
+#define CG_MAX_METADATA_BYTES 4096
+
+/**
+ * The most tokens of each count of one call.
+ */
+#define CG_MAX_TOKENS_PER_CALL 1000000000
+
+/**
+ * The largest size of any amount, in micro-credits (10^12 credits).
+ */
+#define CG_MAX_AMOUNT_MICROS 1000000000000000000
+
+/**
+ * A grant's priority lies in `-CG_MAX_GRANT_PRIORITY..=CG_MAX_GRANT_PRIORITY`
+ * (no negative `#define`: `x-CG_MIN` would expand to `x--1000`).
+ */
+#define CG_MAX_GRANT_PRIORITY 1000
+
+/**
+ * The longest `grace_seconds` of `cg_rotate_api_key` (30 days).
+ */
+#define CG_MAX_ROTATION_GRACE_SECONDS 2592000
+
+/**
+ * The largest `tokens_per_minute` of `cg_set_rate_limit`.
+ */
+#define CG_MAX_TOKENS_PER_MINUTE 1000000000000
+
+/**
+ * The longest API key looked up, in bytes (longer: `CG_INVALID_API_KEY`).
+ */
+#define CG_MAX_KEY_LEN 512
+
+/**
  * Size of an id buffer: a lowercase hyphenated UUID (36 bytes) and its NUL.
  */
 #define CG_ID_SIZE 37

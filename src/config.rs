@@ -1,4 +1,4 @@
-//! Settings, from the environment or a builder. Limits are named constants.
+//! Settings, from the environment or a builder. Defaults and bounds are in `limits.rs`.
 
 use crate::error::{Error, Result};
 use crate::keys::Pepper;
@@ -9,23 +9,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-pub const DEFAULT_DATABASE_URL: &str = "sqlite:///creditgate.db";
-pub const DEFAULT_MIN_CREDITS_API_KEY: i64 = 5000;
-pub const DEFAULT_CREDITS_PER_USD: i64 = 1000;
-pub const DEFAULT_CREDITS_PER_1K_TOKENS: i64 = 1;
-pub const DEFAULT_API_KEY_PREFIX: &str = "sk_";
-pub const DEFAULT_MAX_ACTIVE_KEYS_PER_USER: u32 = 25;
-pub const DEFAULT_MAX_ACTIVE_HOLDS_PER_USER: u32 = 100;
-pub const DEFAULT_BUSY_TIMEOUT_MS: u32 = 5_000;
-pub const DEFAULT_POOL_SIZE: u32 = 8;
-/// Upper bounds on settings, so a typo cannot configure an absurd ledger.
-pub const MAX_CREDITS_PER_USD: i64 = 1_000_000;
-pub const MAX_KEYS_OR_HOLDS_LIMIT: u32 = 100_000;
-pub const MAX_POOL_SIZE: u32 = 256;
-/// The largest minor-unit exponent of a currency (ISO 4217 uses 0 to 4).
-pub const MAX_CURRENCY_EXPONENT: u8 = 4;
-/// The most currencies one ledger may configure.
-pub const MAX_CURRENCIES: usize = 64;
+use crate::limits::{
+    DEFAULT_API_KEY_PREFIX, DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_CREDITS_PER_1K_TOKENS, DEFAULT_CREDITS_PER_USD,
+    DEFAULT_DATABASE_URL, DEFAULT_MAX_ACTIVE_HOLDS_PER_USER, DEFAULT_MAX_ACTIVE_KEYS_PER_USER,
+    DEFAULT_MIN_CREDITS_API_KEY, DEFAULT_POOL_SIZE, MAX_CREDITS_PER_USD, MAX_CURRENCIES, MAX_CURRENCY_EXPONENT,
+    MAX_KEYS_OR_HOLDS_LIMIT, MAX_POOL_SIZE, MICROS_PER_CREDIT,
+};
 
 /// What one unit of a currency buys: `credits_per_unit` credits per major
 /// unit (an exact decimal, e.g. `7.5`), with `exponent` minor units per
@@ -44,7 +33,7 @@ impl CurrencyRate {
         let micros = i128::from(amount_minor)
             .checked_mul(i128::from(self.credits_per_unit.micros()))
             .map(|v| v.div_euclid(scale))
-            .filter(|v| *v <= i128::from(crate::money::MAX_AMOUNT_MICROS))
+            .filter(|v| *v <= i128::from(crate::limits::MAX_AMOUNT_MICROS))
             .ok_or_else(|| {
                 Error::invalid(format!("payment of {amount_minor} minor units buys more than the largest amount"))
             })?;
@@ -114,9 +103,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             database_url: DEFAULT_DATABASE_URL.to_string(),
-            min_credits_api_key: Credits::from_micros(DEFAULT_MIN_CREDITS_API_KEY * 1_000_000),
+            min_credits_api_key: Credits::from_micros(DEFAULT_MIN_CREDITS_API_KEY * MICROS_PER_CREDIT),
             currency_rates: BTreeMap::from([("USD".to_string(), usd_rate(DEFAULT_CREDITS_PER_USD))]),
-            credits_per_1k_tokens: Credits::from_micros(DEFAULT_CREDITS_PER_1K_TOKENS * 1_000_000),
+            credits_per_1k_tokens: Credits::from_micros(DEFAULT_CREDITS_PER_1K_TOKENS * MICROS_PER_CREDIT),
             api_key_prefix: DEFAULT_API_KEY_PREFIX.to_string(),
             api_key_pepper: None,
             max_active_keys_per_user: DEFAULT_MAX_ACTIVE_KEYS_PER_USER,
@@ -346,15 +335,15 @@ impl Config {
     /// a `balance.low` outbox event; at most 16, each within the amount limit.
     /// Default: none.
     pub fn low_balance_thresholds(mut self, mut v: Vec<Credits>) -> Result<Config> {
-        if v.len() > crate::events::MAX_LOW_BALANCE_THRESHOLDS {
+        if v.len() > crate::limits::MAX_LOW_BALANCE_THRESHOLDS {
             return Err(Error::invalid(format!(
                 "low_balance_thresholds takes at most {} thresholds, got {}",
-                crate::events::MAX_LOW_BALANCE_THRESHOLDS,
+                crate::limits::MAX_LOW_BALANCE_THRESHOLDS,
                 v.len()
             )));
         }
         for t in &v {
-            if t.micros().unsigned_abs() > crate::money::MAX_AMOUNT_MICROS as u64 {
+            if t.micros().unsigned_abs() > crate::limits::MAX_AMOUNT_MICROS as u64 {
                 return Err(Error::invalid(format!("low balance threshold {t} is out of range")));
             }
         }

@@ -113,10 +113,7 @@ pub(crate) struct NewEvent<'a> {
     pub created_at: Timestamp,
 }
 
-/// The most events one `events` call returns.
-pub const MAX_EVENTS_PER_PAGE: u32 = 1000;
-/// The most low-balance thresholds a ledger may configure.
-pub const MAX_LOW_BALANCE_THRESHOLDS: usize = 16;
+pub(crate) use crate::limits::MAX_EVENTS_PER_PAGE;
 
 impl Event {
     /// Rebuilds an event from its stored columns.

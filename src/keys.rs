@@ -15,9 +15,7 @@ use std::fmt;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 pub const BODY_LEN: usize = 43;
 pub const CHECKSUM_LEN: usize = 6;
-pub const MIN_KEY_LEN: usize = 8;
-pub const MAX_KEY_LEN: usize = 512;
-pub const MAX_PREFIX_LEN: usize = 32;
+use crate::limits::{MAX_KEY_LEN, MAX_PREFIX_LEN, MIN_KEY_LEN};
 /// Display prefix length of our own keys (docs/reference.md `list_api_keys`).
 const DISPLAY_PREFIX_LEN: usize = 8;
 

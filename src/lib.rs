@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod import;
 mod keys;
+pub mod limits;
 mod manager;
 mod metrics;
 mod money;
@@ -17,23 +18,27 @@ mod store;
 mod types;
 mod validate;
 
-pub use config::{Config, CurrencyRate, MAX_CURRENCIES, MAX_CURRENCY_EXPONENT, Synchronous, TestClock, redact_url};
+pub use config::{Config, CurrencyRate, Synchronous, TestClock, redact_url};
 pub use error::{Error, ErrorCode, LimitSource, Result};
-pub use events::{Event, EventKind, HOST_EVENT_KINDS, MAX_EVENTS_PER_PAGE, MAX_LOW_BALANCE_THRESHOLDS};
+pub use events::{Event, EventKind, HOST_EVENT_KINDS};
 pub use import::{ImportKeys, ImportSummary, ImportUsers, KeyFormat};
 pub use keys::ApiKeySecret;
-pub use manager::{
-    CreditManager, EntryOptions, HoldAmount, KeyRef, MAX_EXPIRY_SWEEP, MAX_GRANT_LIFETIME_MICROS, MAX_GRANT_PRIORITY,
-    MAX_LISTED_GRANTS, MAX_TOKENS_PER_MINUTE, MIN_GRANT_PRIORITY, Settlement, Usage,
+// The limits most callers check against, also at the crate root (all of
+// them, and the defaults, are in `limits`).
+pub use limits::{
+    MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS, MAX_CURRENCIES, MAX_CURRENCY_EXPONENT, MAX_EVENTS_PER_PAGE,
+    MAX_EXPIRY_SWEEP, MAX_GRANT_LIFETIME_MICROS, MAX_GRANT_PRIORITY, MAX_LISTED_GRANTS, MAX_LOW_BALANCE_THRESHOLDS,
+    MAX_METADATA_BYTES, MAX_PAGE_LIMIT, MAX_TEXT_BYTES, MAX_TOKENS_PER_CALL, MAX_TOKENS_PER_MINUTE, MAX_TTL_SECONDS,
+    MICROS_PER_CREDIT, MIN_GRANT_PRIORITY,
 };
-pub use metrics::Counter;
-pub use money::{Credits, MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS, MICROS_PER_CREDIT};
+pub use manager::{CreditManager, EntryOptions, HoldAmount, KeyRef, Settlement, Usage};
+pub use metrics::{Counter, CounterSample, ERRORS_HELP, ERRORS_NAME, HistogramSample, MetricsSnapshot};
+pub use money::Credits;
 pub use types::{
     Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, ExpirySweep, Grant, GrantCategory,
     GrantId, GrantOptions, Hold, HoldId, HoldStatus, KeyEligibility, KeyId, ModelPrice, NewApiKey, Report,
     SchemaStatus, SpendWindow, Timestamp, UsageCharge, Verification,
 };
-pub use validate::{MAX_METADATA_BYTES, MAX_PAGE_LIMIT, MAX_TEXT_BYTES, MAX_TOKENS_PER_CALL, MAX_TTL_SECONDS};
 
 // The Rust code blocks of the documentation run as doctests (`cargo test
 // --doc`); tests/python/test_docs.py checks that every page with a ```rust

@@ -33,6 +33,10 @@ macro_rules! counters {
             pub fn name(self) -> &'static str {
                 match self { $(Counter::$name => stringify!($name)),* }
             }
+            /// The name in the Prometheus exposition: `creditgate_` + [`Counter::name`].
+            pub fn prometheus_name(self) -> &'static str {
+                match self { $(Counter::$name => concat!("creditgate_", stringify!($name))),* }
+            }
             /// The `# HELP` text of the Prometheus exposition.
             pub fn help(self) -> &'static str {
                 match self { $(Counter::$name => $help),* }
@@ -89,16 +93,90 @@ impl Histogram {
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    fn write_prometheus(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    /// Cumulative bucket counts and the sum, read once: the count is the
+    /// `+Inf` bucket, so buckets are monotonic and `+Inf` == `_count`.
+    fn sample(&self, name: &'static str, help: &'static str) -> HistogramSample {
+        let mut buckets = Vec::with_capacity(BUCKET_LABELS.len() + 1);
         let mut cumulative = 0u64;
         for (i, le) in BUCKET_LABELS.iter().enumerate() {
             cumulative = cumulative.saturating_add(self.buckets[i].load(Ordering::Relaxed));
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+            buckets.push((*le, cumulative));
         }
         let count = cumulative.saturating_add(self.buckets[BUCKETS_MICROS.len()].load(Ordering::Relaxed));
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6; // exposition only, never money
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
+        buckets.push(("+Inf", count));
+        HistogramSample { name, help, buckets, sum_micros: self.sum_micros.load(Ordering::Relaxed) }
+    }
+}
+
+/// One process counter's reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterSample {
+    /// The exposition name (`creditgate_verify_ok_total`).
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: u64,
+}
+
+/// One latency histogram's reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistogramSample {
+    /// The exposition name (`creditgate_verify_seconds`).
+    pub name: &'static str,
+    pub help: &'static str,
+    /// (`le` label in seconds, cumulative count), in order, ending with
+    /// (`"+Inf"`, the count of observations).
+    pub buckets: Vec<(&'static str, u64)>,
+    pub sum_micros: u64,
+}
+
+impl HistogramSample {
+    pub fn count(&self) -> u64 {
+        self.buckets.last().map_or(0, |b| b.1)
+    }
+
+    fn write_prometheus(&self, out: &mut String) {
+        let (name, help) = (self.name, self.help);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (le, cumulative) in &self.buckets {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_micros as f64 / 1e6; // exposition only, never money
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {}", self.count());
+    }
+}
+
+/// The name and `# HELP` text of the error counter, labelled by `code`.
+pub const ERRORS_NAME: &str = "creditgate_errors_total";
+pub const ERRORS_HELP: &str = "Failed operations by error code";
+
+/// A process's metrics at one moment, structured (`CreditManager::metrics_snapshot`):
+/// what `metrics_prometheus()` writes as text, for front doors that build
+/// their own metrics from it (Python's `creditgate.prometheus`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Every counter, in `Counter::ALL` order.
+    pub counters: Vec<CounterSample>,
+    /// `creditgate_errors_total` by code, every code in `ErrorCode::ALL` order.
+    pub errors: Vec<(ErrorCode, u64)>,
+    /// `creditgate_verify_seconds`, then `creditgate_charge_seconds`.
+    pub histograms: Vec<HistogramSample>,
+}
+
+impl MetricsSnapshot {
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn prometheus(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        for c in &self.counters {
+            let _ = writeln!(out, "# HELP {0} {1}\n# TYPE {0} counter\n{0} {2}", c.name, c.help, c.value);
+        }
+        let _ = writeln!(out, "# HELP {ERRORS_NAME} {ERRORS_HELP}\n# TYPE {ERRORS_NAME} counter");
+        for (code, value) in &self.errors {
+            let _ = writeln!(out, "{ERRORS_NAME}{{code=\"{}\"}} {value}", code.as_str());
+        }
+        for h in &self.histograms {
+            h.write_prometheus(&mut out);
+        }
+        out
     }
 }
 
@@ -141,36 +219,26 @@ impl Metrics {
         out
     }
 
+    pub(crate) fn full_snapshot(&self) -> MetricsSnapshot {
+        let counters = Counter::ALL
+            .iter()
+            .map(|&c| CounterSample {
+                name: c.prometheus_name(),
+                help: c.help(),
+                value: self.counters[c as usize].load(Ordering::Relaxed),
+            })
+            .collect();
+        let errors =
+            ErrorCode::ALL.iter().map(|&code| (code, self.errors[code.index()].load(Ordering::Relaxed))).collect();
+        let histograms = vec![
+            self.verify_seconds.sample("creditgate_verify_seconds", "Latency of API key verification"),
+            self.charge_seconds.sample("creditgate_charge_seconds", "Latency of usage charges and deducts"),
+        ];
+        MetricsSnapshot { counters, errors, histograms }
+    }
+
     pub(crate) fn prometheus(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        for &c in Counter::ALL {
-            let name = c.name();
-            let _ = writeln!(
-                out,
-                "# HELP creditgate_{name} {}\n# TYPE creditgate_{name} counter\ncreditgate_{name} {}",
-                c.help(),
-                self.counters[c as usize].load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP creditgate_errors_total Failed operations by error code\n# TYPE creditgate_errors_total counter"
-        );
-        for code in ErrorCode::ALL {
-            let _ = writeln!(
-                out,
-                "creditgate_errors_total{{code=\"{}\"}} {}",
-                code.as_str(),
-                self.errors[code.index()].load(Ordering::Relaxed)
-            );
-        }
-        self.verify_seconds.write_prometheus(&mut out, "creditgate_verify_seconds", "Latency of API key verification");
-        self.charge_seconds.write_prometheus(
-            &mut out,
-            "creditgate_charge_seconds",
-            "Latency of usage charges and deducts",
-        );
-        out
+        self.full_snapshot().prometheus()
     }
 }
 
@@ -196,6 +264,33 @@ mod tests {
         assert!(text.contains("creditgate_verify_seconds_count 1"));
     }
 
+    /// The structured snapshot holds what the text shows: every counter by
+    /// its exposition name, every error code, both histograms.
+    #[test]
+    fn snapshot_matches_the_pairs_and_the_text() {
+        let m = Metrics::default();
+        m.add(Counter::tokens_metered_total, 7);
+        m.error(ErrorCode::RateLimited);
+        m.error(ErrorCode::RateLimited);
+        m.charge_seconds.observe(Duration::from_micros(300));
+        let snap = m.full_snapshot();
+        let pairs = m.snapshot();
+        assert_eq!(snap.counters.len() + 1, pairs.len());
+        for (c, (name, value)) in snap.counters.iter().zip(&pairs) {
+            assert_eq!(c.name, format!("creditgate_{name}"));
+            assert_eq!(c.value, *value);
+        }
+        assert_eq!(snap.errors.len(), ErrorCode::ALL.len());
+        assert_eq!(snap.errors.iter().map(|e| e.1).sum::<u64>(), 2);
+        assert!(snap.errors.contains(&(ErrorCode::RateLimited, 2)));
+        let charge = &snap.histograms[1];
+        assert_eq!((charge.name, charge.count(), charge.sum_micros), ("creditgate_charge_seconds", 1, 300));
+        assert_eq!(charge.buckets[3], ("0.0005", 1));
+        assert_eq!(charge.buckets[2], ("0.00025", 0));
+        assert_eq!(snap.prometheus(), m.prometheus());
+        assert!(m.prometheus().contains("creditgate_charge_seconds_sum 0.0003\n"));
+    }
+
     #[test]
     fn bucket_labels_are_the_bounds_in_seconds() {
         for (label, micros) in BUCKET_LABELS.iter().zip(BUCKETS_MICROS) {
@@ -209,7 +304,7 @@ mod tests {
         h.observe(Duration::from_millis(1));
         h.observe(Duration::from_secs(3));
         let mut out = String::new();
-        h.write_prometheus(&mut out, "x_seconds", "help");
+        h.sample("x_seconds", "help").write_prometheus(&mut out);
         assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 1\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"1.0\"} 1\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 2\nx_seconds_sum 3.001\nx_seconds_count 2\n"), "{out}");
@@ -264,7 +359,7 @@ mod tests {
         let mut last_count = 0;
         for _ in 0..200 {
             let mut out = String::new();
-            h.write_prometheus(&mut out, "x", "help");
+            h.sample("x", "help").write_prometheus(&mut out);
             let values: Vec<u64> = out
                 .lines()
                 .filter(|l| l.starts_with("x_bucket") || l.starts_with("x_count"))
@@ -280,7 +375,7 @@ mod tests {
             w.join().unwrap();
         }
         let mut out = String::new();
-        h.write_prometheus(&mut out, "x", "help");
+        h.sample("x", "help").write_prometheus(&mut out);
         assert!(out.contains("x_count 80000\n"), "{out}");
     }
 }

@@ -4,10 +4,7 @@ use crate::error::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
 
-pub const MICROS_PER_CREDIT: i64 = 1_000_000;
-/// Largest size of any single amount: 10^12 credits (docs/reference.md).
-pub const MAX_AMOUNT_CREDITS: i64 = 1_000_000_000_000;
-pub const MAX_AMOUNT_MICROS: i64 = MAX_AMOUNT_CREDITS * MICROS_PER_CREDIT;
+pub(crate) use crate::limits::{MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS, MICROS_PER_CREDIT};
 
 /// An exact amount of credits, stored as micro-credits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

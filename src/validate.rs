@@ -4,18 +4,11 @@
 use crate::error::{Error, Result};
 use crate::types::truncate;
 
-pub const MAX_TEXT_BYTES: usize = 255;
-pub const MAX_METADATA_BYTES: usize = 4096;
-pub const MAX_TOKENS_PER_CALL: i64 = 1_000_000_000;
-pub const MAX_PAGE_LIMIT: u32 = 1_000;
-pub const MAX_TTL_SECONDS: i64 = 86_400;
-pub const MAX_LISTED_KEYS: u32 = 1_000;
-/// Longest grace period of `rotate_api_key`: 30 days.
-pub const MAX_ROTATION_GRACE_SECONDS: i64 = 30 * 86_400;
-/// Latest key expiry accepted: 9999-12-31T23:59:59.999999Z.
-pub const MAX_KEY_EXPIRY_MICROS: i64 = 253_402_300_799_999_999;
-/// Prefixes the library uses for its own idempotency keys.
-pub const RESERVED_KEY_PREFIXES: [&str; 5] = ["payment:", "reversal:", "reinstatement:", "usage:", "import:"];
+// Re-exported for the callers that name them `validate::…`.
+pub(crate) use crate::limits::{
+    MAX_KEY_EXPIRY_MICROS, MAX_LISTED_KEYS, MAX_METADATA_BYTES, MAX_PAGE_LIMIT, MAX_ROTATION_GRACE_SECONDS,
+    MAX_TEXT_BYTES, MAX_TOKENS_PER_CALL, MAX_TTL_SECONDS, RESERVED_KEY_PREFIXES,
+};
 
 /// A 1..=255-byte string without NUL: user ids, keys, references, models.
 pub fn text<'a>(field: &str, v: &'a str) -> Result<&'a str> {

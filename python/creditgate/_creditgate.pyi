@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Literal, final
+from typing import Any, ClassVar, Final, Literal, final
 
 from typing_extensions import TypeAlias
 
@@ -40,6 +40,51 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidArgument",
     "StorageError",
+    "MetricsSnapshot",
+    "HistogramSample",
+    "DEFAULT_TTL_SECONDS",
+    "DEFAULT_PAGE_LIMIT",
+    "DEFAULT_EVENTS_LIMIT",
+    "DEFAULT_EXPIRE_LIMIT",
+    "DEFAULT_VERIFY_MIN_CREDITS",
+    "DEFAULT_GRANT_PRIORITY",
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_API_KEY_PREFIX",
+    "DEFAULT_MIN_CREDITS_API_KEY",
+    "DEFAULT_CREDITS_PER_USD",
+    "DEFAULT_CREDITS_PER_1K_TOKENS",
+    "DEFAULT_MAX_ACTIVE_KEYS_PER_USER",
+    "DEFAULT_MAX_ACTIVE_HOLDS_PER_USER",
+    "DEFAULT_BUSY_TIMEOUT_MS",
+    "DEFAULT_POOL_SIZE",
+    "MAX_CREDITS_PER_USD",
+    "MAX_KEYS_OR_HOLDS_LIMIT",
+    "MAX_POOL_SIZE",
+    "MAX_CURRENCY_EXPONENT",
+    "MAX_CURRENCIES",
+    "MAX_LOW_BALANCE_THRESHOLDS",
+    "MICROS_PER_CREDIT",
+    "MAX_AMOUNT_CREDITS",
+    "MAX_AMOUNT_MICROS",
+    "MAX_TEXT_BYTES",
+    "MAX_METADATA_BYTES",
+    "MAX_TOKENS_PER_CALL",
+    "MAX_PAGE_LIMIT",
+    "MAX_EVENTS_PER_PAGE",
+    "MAX_TTL_SECONDS",
+    "MAX_LISTED_KEYS",
+    "MAX_ROTATION_GRACE_SECONDS",
+    "MAX_KEY_EXPIRY_MICROS",
+    "MIN_KEY_LEN",
+    "MAX_KEY_LEN",
+    "MAX_PREFIX_LEN",
+    "MIN_GRANT_PRIORITY",
+    "MAX_GRANT_PRIORITY",
+    "MAX_GRANT_LIFETIME_MICROS",
+    "MAX_LISTED_GRANTS",
+    "MAX_EXPIRY_SWEEP",
+    "MAX_TOKENS_PER_MINUTE",
+    "RESERVED_KEY_PREFIXES",
 ]
 
 __version__: str
@@ -48,6 +93,58 @@ __version__: str
 _Amount: TypeAlias = int | Decimal | str
 # A user id: str, or an int converted with str().
 _UserId: TypeAlias = str | int
+
+# ----- limits and defaults (src/limits.rs; docs/reference.md "Limits") ---------
+# The front doors' defaults: every signature default in this package equals
+# one of these (tests/python/test_limits.py).
+
+DEFAULT_TTL_SECONDS: Final[int]
+DEFAULT_PAGE_LIMIT: Final[int]
+DEFAULT_EVENTS_LIMIT: Final[int]
+DEFAULT_EXPIRE_LIMIT: Final[int]
+DEFAULT_VERIFY_MIN_CREDITS: Final[int]
+DEFAULT_GRANT_PRIORITY: Final[int]
+
+# Settings when neither an argument nor the environment gives one.
+DEFAULT_DATABASE_URL: Final[str]
+DEFAULT_API_KEY_PREFIX: Final[str]
+DEFAULT_MIN_CREDITS_API_KEY: Final[int]
+DEFAULT_CREDITS_PER_USD: Final[int]
+DEFAULT_CREDITS_PER_1K_TOKENS: Final[int]
+DEFAULT_MAX_ACTIVE_KEYS_PER_USER: Final[int]
+DEFAULT_MAX_ACTIVE_HOLDS_PER_USER: Final[int]
+DEFAULT_BUSY_TIMEOUT_MS: Final[int]
+DEFAULT_POOL_SIZE: Final[int]
+
+# Bounds, checked by the core before any storage work.
+MAX_CREDITS_PER_USD: Final[int]
+MAX_KEYS_OR_HOLDS_LIMIT: Final[int]
+MAX_POOL_SIZE: Final[int]
+MAX_CURRENCY_EXPONENT: Final[int]
+MAX_CURRENCIES: Final[int]
+MAX_LOW_BALANCE_THRESHOLDS: Final[int]
+MICROS_PER_CREDIT: Final[int]
+MAX_AMOUNT_CREDITS: Final[int]
+MAX_AMOUNT_MICROS: Final[int]
+MAX_TEXT_BYTES: Final[int]
+MAX_METADATA_BYTES: Final[int]
+MAX_TOKENS_PER_CALL: Final[int]
+MAX_PAGE_LIMIT: Final[int]
+MAX_EVENTS_PER_PAGE: Final[int]
+MAX_TTL_SECONDS: Final[int]
+MAX_LISTED_KEYS: Final[int]
+MAX_ROTATION_GRACE_SECONDS: Final[int]
+MAX_KEY_EXPIRY_MICROS: Final[int]
+MIN_KEY_LEN: Final[int]
+MAX_KEY_LEN: Final[int]
+MAX_PREFIX_LEN: Final[int]
+MIN_GRANT_PRIORITY: Final[int]
+MAX_GRANT_PRIORITY: Final[int]
+MAX_GRANT_LIFETIME_MICROS: Final[int]
+MAX_LISTED_GRANTS: Final[int]
+MAX_EXPIRY_SWEEP: Final[int]
+MAX_TOKENS_PER_MINUTE: Final[int]
+RESERVED_KEY_PREFIXES: Final[tuple[str, ...]]
 
 # ----- errors (docs/reference.md) --------------------------------------------------------
 
@@ -471,6 +568,39 @@ class ImportSummary:
     def keys(self) -> int: ...
     def to_dict(self) -> dict[str, Any]: ...
 
+@final
+class HistogramSample:
+    """One latency histogram of a ``MetricsSnapshot``."""
+
+    @property
+    def name(self) -> str:
+        """The exposition name, e.g. ``creditgate_verify_seconds``."""
+    @property
+    def help(self) -> str: ...
+    @property
+    def buckets(self) -> list[tuple[str, int]]:
+        """(``le`` label in seconds, cumulative count), ending with ("+Inf", count)."""
+    @property
+    def sum_micros(self) -> int:
+        """The sum of the observations in microseconds."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class MetricsSnapshot:
+    """What ``metrics_prometheus()`` writes, as numbers (``metrics_snapshot()``)."""
+
+    @property
+    def counters(self) -> dict[str, tuple[str, int]]:
+        """Exposition name (``creditgate_verify_ok_total``) -> (help, value), in exposition order."""
+    @property
+    def errors_help(self) -> str: ...
+    @property
+    def errors(self) -> dict[str, int]:
+        """``creditgate_errors_total`` by error code, every code."""
+    @property
+    def histograms(self) -> list[HistogramSample]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
 # ----- the manager -------------------------------------------------------------
 
 @final
@@ -666,4 +796,6 @@ class LocalCreditManager:
     def audit(self) -> AuditReport: ...
     def metrics(self) -> dict[str, int]: ...
     def metrics_prometheus(self) -> str: ...
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """What ``metrics_prometheus()`` writes, as numbers: no text to parse."""
     def report(self) -> Report: ...

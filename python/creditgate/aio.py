@@ -58,6 +58,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from ._creditgate import (
+    DEFAULT_EVENTS_LIMIT,
+    DEFAULT_EXPIRE_LIMIT,
+    DEFAULT_GRANT_PRIORITY,
+    DEFAULT_PAGE_LIMIT,
+    DEFAULT_TTL_SECONDS,
+    DEFAULT_VERIFY_MIN_CREDITS,
     Account,
     ApiKeyInfo,
     AuditReport,
@@ -68,6 +74,7 @@ from ._creditgate import (
     ImportSummary,
     KeyEligibility,
     LocalCreditManager,
+    MetricsSnapshot,
     NewApiKey,
     Report,
     SchemaStatus,
@@ -307,7 +314,7 @@ class AsyncLocalCreditManager:
         metadata: dict[str, Any] | None = None,
         expires_at: datetime | None = None,
         category: str | None = None,
-        priority: int = 0,
+        priority: int = DEFAULT_GRANT_PRIORITY,
     ) -> Entry:
         return await self._run(
             self._sync.add_credits,
@@ -376,7 +383,7 @@ class AsyncLocalCreditManager:
         *,
         expires_at: datetime | None = None,
         category: str | None = None,
-        priority: int = 0,
+        priority: int = DEFAULT_GRANT_PRIORITY,
     ) -> Entry:
         return await self._run(
             self._sync.record_payment,
@@ -389,7 +396,7 @@ class AsyncLocalCreditManager:
             priority=priority,
         )
 
-    async def expire_grants(self, limit: int = 1000) -> ExpirySweep:
+    async def expire_grants(self, limit: int = DEFAULT_EXPIRE_LIMIT) -> ExpirySweep:
         return await self._run(self._sync.expire_grants, limit)
 
     async def reverse_payment(
@@ -408,10 +415,12 @@ class AsyncLocalCreditManager:
     async def record_event(self, kind: str, data: dict[str, Any]) -> int:
         return await self._run(self._sync.record_event, kind, data)
 
-    async def transactions(self, user_id: _UserId, *, limit: int = 50, before: str | None = None) -> list[Entry]:
+    async def transactions(
+        self, user_id: _UserId, *, limit: int = DEFAULT_PAGE_LIMIT, before: str | None = None
+    ) -> list[Entry]:
         return await self._run(self._sync.transactions, user_id, limit=limit, before=before)
 
-    async def events(self, after: int = 0, limit: int = 100) -> list[Event]:
+    async def events(self, after: int = 0, limit: int = DEFAULT_EVENTS_LIMIT) -> list[Event]:
         return await self._run(self._sync.events, after, limit)
 
     async def set_rate_limit(
@@ -473,7 +482,9 @@ class AsyncLocalCreditManager:
     async def list_api_keys(self, user_id: _UserId) -> list[ApiKeyInfo]:
         return await self._run(self._sync.list_api_keys, user_id)
 
-    async def verify_api_key_credits(self, api_key: str, min_credits: _Amount = 1) -> Verification:
+    async def verify_api_key_credits(
+        self, api_key: str, min_credits: _Amount = DEFAULT_VERIFY_MIN_CREDITS
+    ) -> Verification:
         return await self._run(self._sync.verify_api_key_credits, api_key, min_credits)
 
     async def authenticate_api_key(self, api_key: str) -> Verification:
@@ -511,7 +522,7 @@ class AsyncLocalCreditManager:
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         model: str | None = None,
-        ttl_seconds: int = 600,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
         request_id: str | None = None,
     ) -> Hold:
         return await self._run(
@@ -563,6 +574,9 @@ class AsyncLocalCreditManager:
 
     async def metrics_prometheus(self) -> str:
         return await self._run(self._sync.metrics_prometheus)
+
+    async def metrics_snapshot(self) -> MetricsSnapshot:
+        return await self._run(self._sync.metrics_snapshot)
 
     async def report(self) -> Report:
         return await self._run(self._sync.report)

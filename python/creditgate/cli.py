@@ -15,179 +15,38 @@ import argparse
 import csv
 import getpass
 import io
-import json
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from importlib import metadata
 from typing import Any, NoReturn
 
 from creditgate import CreditError, InsufficientCredits, LocalCreditManager
 
+from ._creditgate import (
+    DEFAULT_CREDITS_PER_1K_TOKENS,
+    DEFAULT_CREDITS_PER_USD,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_EXPIRE_LIMIT,
+    DEFAULT_GRANT_PRIORITY,
+    DEFAULT_MIN_CREDITS_API_KEY,
+    DEFAULT_PAGE_LIMIT,
+    MAX_EXPIRY_SWEEP,
+    MAX_GRANT_PRIORITY,
+    MAX_PAGE_LIMIT,
+    MIN_GRANT_PRIORITY,
+)
+from ._json import FIELDS, as_dict, decimal_text, rfc3339, to_json
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNBALANCED = 3
-DEFAULT_DATABASE_URL = "sqlite:///creditgate.db"
-
-# Field order of each result type (docs/reference.md), so JSON, CSV and tables list
-# fields as the spec does rather than alphabetically.
-FIELDS: dict[str, tuple[str, ...]] = {
-    "Account": (
-        "user_id",
-        "balance",
-        "held",
-        "available",
-        "lifetime_purchased",
-        "lifetime_used",
-        "active_keys",
-        "first_key_issued",
-        "created_at",
-        "grants",
-    ),
-    "Grant": (
-        "grant_id",
-        "category",
-        "priority",
-        "amount",
-        "remaining",
-        "expires_at",
-        "created_at",
-        "source_entry_id",
-        "payment_id",
-    ),
-    "ExpirySweep": ("accounts", "entries", "credits"),
-    "Entry": (
-        "id",
-        "seq",
-        "user_id",
-        "kind",
-        "amount",
-        "balance_after",
-        "idempotency_key",
-        "reference",
-        "api_key_id",
-        "input_tokens",
-        "output_tokens",
-        "model",
-        "amount_minor",
-        "currency",
-        "metadata",
-        "created_at",
-        "replayed",
-    ),
-    "KeyEligibility": ("allowed", "is_first_key", "required", "available"),
-    "NewApiKey": ("key_id", "user_id", "name", "prefix", "created_at", "secret"),
-    "ApiKeyInfo": (
-        "key_id",
-        "user_id",
-        "name",
-        "prefix",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
-        "legacy",
-    ),
-    "AuditReport": ("ok", "accounts_checked", "entries_checked", "mismatches"),
-    "Report": (
-        "users",
-        "paying_users",
-        "users_attempted_key",
-        "key_generation_attempts",
-        "key_generation_successes",
-        "purchase_conversion_rate",
-        "credits_purchased",
-        "revenue_usd_minor",
-        "revenue_per_paying_user_usd_minor",
-        "revenue_minor_by_currency",
-        "credits_used",
-        "outstanding_balance",
-        "overdraft_receivable",
-        "schema_version",
-        "library_schema_version",
-    ),
-    "SchemaStatus": ("database_version", "library_version", "pending", "newer_than_library"),
-}
-
 
 # ----- values -> text ---------------------------------------------------------
-
-
-def decimal_text(value: Decimal) -> str:
-    """Plain positional notation (`5000`, never `5E+3`), digits kept exactly."""
-    if not value.is_finite():
-        raise ValueError(f"not a finite amount: {value}")
-    if value.is_zero():
-        return "0"  # not "0.00" or "-0"
-    # normalize() drops trailing zeros (5000.00 -> 5E+3); "f" then writes 5000.
-    return format(value.normalize(), "f")
-
-
-def rfc3339(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime: {value!r}")
-    text = value.astimezone(timezone.utc).isoformat()
-    return text[: -len("+00:00")] + "Z"
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    """The public fields of a result object, in spec order."""
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    names = FIELDS.get(type(obj).__name__)
-    if names is None and callable(getattr(obj, "to_dict", None)):
-        return dict(obj.to_dict())  # e.g. AuditMismatch: the binding's own field list
-    if names is None:  # an object the table does not know: its public attributes
-        names = tuple(n for n in dir(obj) if not n.startswith("_") and not callable(getattr(obj, n)))
-    return {n: getattr(obj, n) for n in names}
-
-
-def to_json(value: Any, indent: int | None = None) -> str:
-    """JSON with Decimal amounts as exact numbers (`4998.5`).
-
-    The standard encoder can only write numbers through float, which would
-    round large or finely divided amounts; this writer never touches float.
-    """
-    return "".join(_json_parts(value, indent, 0))
-
-
-def _json_parts(value: Any, indent: int | None, level: int) -> Iterator[str]:
-    if value is None or isinstance(value, (bool, int, str)):
-        yield json.dumps(value)
-    elif isinstance(value, Decimal):
-        yield decimal_text(value)
-    elif isinstance(value, float):
-        raise TypeError("floats have no place in ledger output")
-    elif isinstance(value, datetime):
-        yield json.dumps(rfc3339(value))
-    elif isinstance(value, (list, tuple)):
-        yield from _json_container("[", "]", [(None, v) for v in value], indent, level)
-    else:
-        items = list(as_dict(value).items())
-        yield from _json_container("{", "}", items, indent, level)
-
-
-def _json_container(
-    open_: str,
-    close: str,
-    items: Sequence[tuple[str | None, Any]],
-    indent: int | None,
-    level: int,
-) -> Iterator[str]:
-    if not items:
-        yield open_ + close
-        return
-    pad = "" if indent is None else "\n" + " " * (indent * (level + 1))
-    yield open_
-    for i, (key, item) in enumerate(items):
-        yield ("," if i else "") + pad
-        if key is not None:
-            yield json.dumps(str(key)) + (": " if indent is not None else ":")
-        yield from _json_parts(item, indent, level + 1)
-    yield ("" if indent is None else "\n" + " " * (indent * level)) + close
 
 
 def cell(value: Any) -> str:
@@ -352,11 +211,21 @@ def build_parser() -> Parser:
         choices=["paid", "promotional"],
         help="drawn down promotional first (default: promotional for --kind grant, else paid)",
     )
-    c.add_argument("--priority", type=int, default=0, help="-1000..1000, lower is drawn first (default 0)")
+    c.add_argument(
+        "--priority",
+        type=int,
+        default=DEFAULT_GRANT_PRIORITY,
+        help=f"{MIN_GRANT_PRIORITY}..{MAX_GRANT_PRIORITY}, lower is drawn first (default {DEFAULT_GRANT_PRIORITY})",
+    )
     c.add_argument("--json", action="store_true", help="print the entry as JSON")
 
     c = command("expire", cmd_expire, "apply every due grant expiry now (an expiry entry per expired grant)")
-    c.add_argument("--limit", type=positive_int_arg, default=1000, help="accounts per transaction batch (default 1000)")
+    c.add_argument(
+        "--limit",
+        type=positive_int_arg,
+        default=DEFAULT_EXPIRE_LIMIT,
+        help=f"accounts per transaction batch, 1..{MAX_EXPIRY_SWEEP} (default {DEFAULT_EXPIRE_LIMIT})",
+    )
     c.add_argument("--json", action="store_true", help="print the totals as JSON")
 
     keys = command("keys", cmd_help, "create, list, revoke or import API keys")
@@ -420,7 +289,12 @@ def build_parser() -> Parser:
 
     c = command("transactions", cmd_transactions, "list a user's ledger entries, newest first")
     c.add_argument("--user", required=True)
-    c.add_argument("--limit", type=positive_int_arg, default=50, help="1..1000 (default 50)")
+    c.add_argument(
+        "--limit",
+        type=positive_int_arg,
+        default=DEFAULT_PAGE_LIMIT,
+        help=f"1..{MAX_PAGE_LIMIT} (default {DEFAULT_PAGE_LIMIT})",
+    )
     c.add_argument("--before", metavar="ENTRY_ID", help="page on from this entry (a cursor)")
     c.add_argument("--format", default="table", choices=["table", "json", "csv"])
 
@@ -760,9 +634,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="creditgate-demo-") as tmp:
         m = LocalCreditManager(
             f"sqlite:///{os.path.join(tmp, 'demo.db')}",
-            min_credits_api_key=5000,
-            credits_per_usd=1000,
-            credits_per_1k_tokens=1,
+            min_credits_api_key=DEFAULT_MIN_CREDITS_API_KEY,
+            credits_per_usd=DEFAULT_CREDITS_PER_USD,
+            credits_per_1k_tokens=DEFAULT_CREDITS_PER_1K_TOKENS,
         )
         run_demo(m)
         del m  # close the database before its directory goes

@@ -50,9 +50,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _holds as _holds_rule
-from ._creditgate import CreditError, Hold, InvalidApiKey, LocalCreditManager, UsageCharge, Verification
+from ._creditgate import (
+    DEFAULT_TTL_SECONDS,
+    DEFAULT_VERIFY_MIN_CREDITS,
+    CreditError,
+    Hold,
+    InvalidApiKey,
+    LocalCreditManager,
+    UsageCharge,
+    Verification,
+)
+from ._json import decimal_text, to_json
 from .aio import AsyncLocalCreditManager
-from .cli import decimal_text, to_json
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -73,6 +82,7 @@ __all__ = [
     "error_response",
     "install",
     "set_credits_remaining",
+    "to_json",
 ]
 
 log = logging.getLogger("creditgate.fastapi")
@@ -283,7 +293,7 @@ class CreditGate:
             )
         return manager
 
-    def verified(self, min_credits: _Amount = 1) -> Callable[..., Awaitable[Verification]]:
+    def verified(self, min_credits: _Amount = DEFAULT_VERIFY_MIN_CREDITS) -> Callable[..., Awaitable[Verification]]:
         """A dependency giving the handler the caller's :class:`~creditgate.Verification`:
         a valid bearer key whose account has at least ``min_credits`` available
         (401 ``invalid_api_key``, 402 ``insufficient_credits``, 429
@@ -319,7 +329,7 @@ class CreditGate:
         max_output_tokens: int = 0,
         credits: Optional[_Amount] = None,
         request_id: Optional[str] = None,
-        ttl_seconds: int = 300,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
     ) -> "Meter":
         """Reserves the most the call can cost and returns its :class:`Meter`.
 
@@ -328,7 +338,8 @@ class CreditGate:
         (``reserve``) by the formula of the charge, or ``credits`` when given.
         Raises ``InsufficientCredits`` (402) when the account cannot cover it,
         so concurrent calls can never spend more than their holds. The hold
-        expires after ``ttl_seconds`` if the process dies before settling.
+        expires after ``ttl_seconds`` (default: the ledger's, ``DEFAULT_TTL_SECONDS``)
+        if the process dies before settling.
         ``request_id`` (default: a fresh ``chatcmpl-...`` id) makes the hold
         and its charge idempotent: a retry whose earlier hold was released or
         expired holds anew, and a request already settled is refused

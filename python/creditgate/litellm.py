@@ -51,6 +51,7 @@ from typing import Any
 
 from creditgate import CreditError, InsufficientCredits, InvalidApiKey, LocalCreditManager
 from creditgate import _holds as _holds_rule
+from creditgate._creditgate import DEFAULT_TTL_SECONDS
 
 try:
     from litellm.integrations.custom_logger import CustomLogger
@@ -60,8 +61,8 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
 
 __all__ = ["CreditgateCallback", "CreditgateError", "callback", "manager", "user_api_key_auth"]
 
+# Python-only: completion tokens held when a request sets no max_tokens.
 _DEFAULT_MAX_TOKENS = 4096
-_DEFAULT_HOLD_TTL = 600
 # Keys seen by this process's auth, for the pre-call hook; bounded.
 _MAX_REMEMBERED_KEYS = 10_000
 # Calls with an open hold in this process, for the success/failure events.
@@ -190,7 +191,7 @@ class CreditgateCallback(CustomLogger):  # type: ignore[misc]  # LiteLLM is unty
                 input_tokens=prompt,
                 output_tokens=completion,
                 model=str(data.get("model") or "") or None,
-                ttl_seconds=_env_int("CREDITGATE_LITELLM_HOLD_TTL", _DEFAULT_HOLD_TTL),
+                ttl_seconds=_env_int("CREDITGATE_LITELLM_HOLD_TTL", DEFAULT_TTL_SECONDS),
                 request_id=request_id,
             )
             if _holds_rule.covers(hold, request_id):

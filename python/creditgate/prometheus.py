@@ -11,8 +11,9 @@ One process (uvicorn with one worker, a script, a thread-pooled server)::
     start_http_server(9100)      # or any handler that serves generate_latest()
 
 :class:`CreditgateCollector` yields, on each scrape, this process's counters
-and latency histograms (the manager's own ``metrics_prometheus()`` text, same
-names) and ledger-wide gauges from ``manager.report()``, named
+and latency histograms (from ``manager.metrics_snapshot()``: the numbers of
+the manager's own ``metrics_prometheus()`` text, same names, nothing parsed)
+and ledger-wide gauges from ``manager.report()``, named
 ``creditgate_ledger_*``, cached for ``report_ttl_seconds`` so a scrape does not
 query the database each time.
 
@@ -48,8 +49,11 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from ._creditgate import MICROS_PER_CREDIT
+
 if TYPE_CHECKING:
     from creditgate import Report
+    from creditgate._creditgate import MetricsSnapshot
 
 __all__ = [
     "LEDGER_GAUGES",
@@ -62,20 +66,20 @@ __all__ = [
     "sync_multiprocess",
 ]
 
+# Python-only: how long a collector reuses report() (a database query).
 DEFAULT_REPORT_TTL_SECONDS = 60.0
-MICROS_PER_CREDIT = 1_000_000
 MICROS_PER_SECOND = 1_000_000
 
 
 class ManagerLike(Protocol):
     """What the collector needs of a ``LocalCreditManager``."""
 
-    def metrics_prometheus(self) -> str: ...
+    def metrics_snapshot(self) -> MetricsSnapshot: ...
 
     def report(self) -> Report: ...
 
 
-# ----- the manager's own exposition, parsed -------------------------------------
+# ----- the manager's process metrics --------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class HistogramSnapshot:
 
 @dataclass(frozen=True)
 class ProcessMetrics:
-    """One snapshot of a manager's process metrics, from ``metrics_prometheus()``."""
+    """One snapshot of a manager's process metrics (:meth:`of`)."""
 
     # Full names (``creditgate_verify_ok_total``) -> (help, value), in text order.
     counters: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -108,6 +112,12 @@ class ProcessMetrics:
     # error code -> value (``creditgate_errors_total{code=...}``)
     errors: dict[str, int] = field(default_factory=dict)
     histograms: dict[str, HistogramSnapshot] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, snapshot: MetricsSnapshot) -> ProcessMetrics:
+        """From ``manager.metrics_snapshot()``: the numbers themselves, no text."""
+        histograms = {h.name: HistogramSnapshot(h.help, tuple(h.buckets), h.sum_micros) for h in snapshot.histograms}
+        return cls(dict(snapshot.counters), snapshot.errors_help, dict(snapshot.errors), histograms)
 
 
 ERRORS = "creditgate_errors_total"
@@ -125,12 +135,13 @@ def _labels(text: str) -> dict[str, str]:
 
 
 def parse_process_metrics(text: str) -> ProcessMetrics:
-    """Parses the text of ``manager.metrics_prometheus()``.
+    """Parses the text of ``manager.metrics_prometheus()`` (or a copy of it
+    kept elsewhere). The collector and the mirror do not parse: they read
+    ``manager.metrics_snapshot()`` (:meth:`ProcessMetrics.of`).
 
     A parser for exactly that text (counters, ``errors_total`` by ``code``, two
-    histograms), about a hundred times faster than prometheus_client's general
-    one, so mirroring after every request stays cheap. Anything unexpected is a
-    ``ValueError``; the tests check it against the real parser.
+    histograms). Anything unexpected is a ``ValueError``; the tests check it
+    against the real parser and against the snapshot.
     """
     helps: dict[str, str] = {}
     types: dict[str, str] = {}
@@ -331,7 +342,7 @@ class CreditgateCollector:
         self._reports = _ReportCache(manager, report_ttl_seconds, clock)
 
     def collect(self) -> Iterator[Metric]:
-        yield from _process_families(parse_process_metrics(self._manager.metrics_prometheus()))
+        yield from _process_families(ProcessMetrics.of(self._manager.metrics_snapshot()))
         if not self._ledger:
             return
         report, _ = self._reports.get()
@@ -342,7 +353,7 @@ class CreditgateCollector:
 
     def describe(self) -> Iterator[Metric]:
         """The names ``collect()`` yields, without values and without a query."""
-        yield from _process_families(parse_process_metrics(self._manager.metrics_prometheus()), with_values=False)
+        yield from _process_families(ProcessMetrics.of(self._manager.metrics_snapshot()), with_values=False)
         if self._ledger:
             for g in LEDGER_GAUGES:
                 yield GaugeMetricFamily(g.name, g.help)
@@ -462,7 +473,6 @@ class MultiprocessMirror:
         self._reports = _ReportCache(manager, report_ttl_seconds, clock)
         self._lock = threading.Lock()
         self._last = ProcessMetrics()
-        self._last_text = ""
         self._pid = os.getpid()
 
     def sync(self) -> None:
@@ -470,12 +480,11 @@ class MultiprocessMirror:
             if os.getpid() != self._pid:
                 # A forked child: the manager's counters start at zero in the
                 # child (and prometheus_client gives it files of its own).
-                self._pid, self._last, self._last_text = os.getpid(), ProcessMetrics(), ""
-            text = self._manager.metrics_prometheus()
-            if text == self._last_text:
-                return  # nothing happened since the last sync
-            snap = parse_process_metrics(text)
+                self._pid, self._last = os.getpid(), ProcessMetrics()
+            snap = ProcessMetrics.of(self._manager.metrics_snapshot())
             last = self._last
+            if snap == last:
+                return  # nothing happened since the last sync
             with self._metrics.lock:
                 # Every series is created on the first sync, so a scrape shows
                 # zeros rather than no series until the first increment.
@@ -502,7 +511,7 @@ class MultiprocessMirror:
                     d_sum = h.sum_micros if reset or before is None else h.sum_micros - before.sum_micros
                     if d_sum:
                         target._sum.inc(d_sum / MICROS_PER_SECOND)
-            self._last, self._last_text = snap, text
+            self._last = snap
 
     def sync_report(self) -> bool:
         """Refreshes the ledger gauges if the cached report expired; returns

@@ -2,9 +2,9 @@
 //! outbox of events.
 
 use super::CreditManager;
-use super::grants::MAX_LISTED_GRANTS;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind, MAX_EVENTS_PER_PAGE, NewEvent};
+use crate::limits::MAX_LISTED_GRANTS;
 use crate::money::{Credits, MAX_AMOUNT_MICROS};
 use crate::types::*;
 use crate::validate;

@@ -2,6 +2,7 @@
 
 use super::CreditManager;
 use crate::error::{Error, Result};
+use crate::metrics::MetricsSnapshot;
 use crate::money::Credits;
 use crate::store::Tx;
 use crate::types::*;
@@ -62,6 +63,11 @@ impl CreditManager {
 
     pub fn metrics_prometheus(&self) -> String {
         self.inner.metrics.prometheus()
+    }
+
+    /// What `metrics_prometheus()` writes, as numbers (one consistent read).
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        self.inner.metrics.full_snapshot()
     }
 
     pub fn report(&self) -> Result<Report> {

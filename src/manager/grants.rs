@@ -4,22 +4,9 @@
 
 use super::CreditManager;
 use crate::error::{Error, Result};
+use crate::limits::{MAX_EXPIRY_SWEEP, MAX_GRANT_LIFETIME_MICROS, MAX_GRANT_PRIORITY, MIN_GRANT_PRIORITY};
 use crate::money::Credits;
 use crate::types::*;
-
-/// Grant priorities: lower is drawn first (within a category); default 0.
-pub const MIN_GRANT_PRIORITY: i32 = -1000;
-
-pub const MAX_GRANT_PRIORITY: i32 = 1000;
-
-/// The furthest a grant's `expires_at` may lie: 100 years ahead.
-pub const MAX_GRANT_LIFETIME_MICROS: i64 = 100 * 366 * 86_400 * 1_000_000;
-
-/// Most grants `account()` lists (the first ones in draw-down order).
-pub const MAX_LISTED_GRANTS: u32 = 1_000;
-
-/// Most accounts one `expire_grants` call sweeps.
-pub const MAX_EXPIRY_SWEEP: u32 = 10_000;
 
 /// The grant a credit creates.
 #[derive(Clone, Debug)]

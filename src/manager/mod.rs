@@ -21,11 +21,7 @@ mod usage;
 mod verify;
 
 pub use credits::EntryOptions;
-pub use grants::{
-    MAX_EXPIRY_SWEEP, MAX_GRANT_LIFETIME_MICROS, MAX_GRANT_PRIORITY, MAX_LISTED_GRANTS, MIN_GRANT_PRIORITY,
-};
 pub use holds::{HoldAmount, Settlement};
-pub use rate::MAX_TOKENS_PER_MINUTE;
 pub use usage::{KeyRef, Usage};
 
 use crate::config::{Config, redact_url};

@@ -3,6 +3,7 @@
 
 use super::CreditManager;
 use crate::error::{Error, Result};
+use crate::limits::MAX_TOKENS_PER_MINUTE;
 use crate::store::{RateCheck, RateCounts};
 use crate::types::*;
 use std::sync::atomic::Ordering;
@@ -38,9 +39,6 @@ const RATE_LIMITS_RECHECK_MICROS: i64 = 1_000_000;
 
 /// Rate-limit windows are whole UTC minutes.
 const RATE_WINDOW_MICROS: i64 = 60_000_000;
-
-/// The largest tokens-per-minute limit.
-pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
 
 impl CreditManager {
     /// Sets a key's rate limits, counted per UTC minute in the database (so

@@ -621,6 +621,25 @@ static void test_transactions(void) {
     cg_close(m);
 }
 
+/* The header's limits are the ones the library enforces: the largest value
+ * passes, one more is CG_INVALID_ARGUMENT. */
+static void test_limit_constants(void) {
+    cg_manager *m = open_temp();
+    char *json = NULL;
+    CHECK_OK(cg_transactions_json(m, "lim", CG_MAX_PAGE_LIMIT, NULL, &json));
+    cg_string_free(json);
+    CHECK_ERR(cg_transactions_json(m, "lim", CG_MAX_PAGE_LIMIT + 1, NULL, &json), CG_INVALID_ARGUMENT, "limit");
+    CHECK_OK(cg_events_json(m, 0, CG_MAX_EVENTS_PER_PAGE, &json));
+    cg_string_free(json);
+    CHECK_ERR(cg_events_json(m, 0, CG_MAX_EVENTS_PER_PAGE + 1, &json), CG_INVALID_ARGUMENT, "limit");
+    CHECK_OK(cg_expire_grants(m, CG_MAX_EXPIRY_SWEEP, &json));
+    cg_string_free(json);
+    CHECK_ERR(cg_expire_grants(m, CG_MAX_EXPIRY_SWEEP + 1, &json), CG_INVALID_ARGUMENT, "limit");
+    CHECK(CG_USER_ID_SIZE == CG_MAX_TEXT_BYTES + 1);
+    CHECK(CG_DEFAULT_PAGE_LIMIT <= CG_MAX_PAGE_LIMIT && CG_DEFAULT_TTL_SECONDS <= CG_MAX_TTL_SECONDS);
+    cg_close(m);
+}
+
 /* ----- API keys -------------------------------------------------------------------- */
 
 static void test_key_creation_gate(void) {
@@ -1232,6 +1251,7 @@ int main(void) {
     RUN(test_currencies_and_reinstatement);
     RUN(test_deduct);
     RUN(test_transactions);
+    RUN(test_limit_constants);
     RUN(test_rate_limits);
     RUN(test_events);
     RUN(test_key_creation_gate);

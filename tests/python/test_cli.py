@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from creditgate import InsufficientCredits, InvalidApiKey, LocalCreditManager
-from creditgate.cli import to_json
+from creditgate._json import to_json
 
 
 class Cli:

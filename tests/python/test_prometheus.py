@@ -18,12 +18,14 @@ from typing import Any
 
 import pytest
 from creditgate import CreditError, LocalCreditManager, Report, StorageError
+from creditgate._creditgate import MetricsSnapshot
 
 pytest.importorskip("prometheus_client")
 from creditgate.prometheus import (  # noqa: E402
     LEDGER_GAUGES,
     CreditgateCollector,
     MultiprocessMirror,
+    ProcessMetrics,
     parse_process_metrics,
     register,
 )
@@ -243,6 +245,23 @@ def test_own_parser_agrees_with_prometheus_client(manager: LocalCreditManager) -
         parse_process_metrics('creditgate_surprise{a="b"} 1\n')
 
 
+def test_snapshot_holds_what_the_text_shows(manager: LocalCreditManager) -> None:
+    """The collector reads metrics_snapshot(), the text is metrics_prometheus():
+    the same numbers, names and help texts, read at one moment."""
+    fresh = ProcessMetrics.of(manager.metrics_snapshot())
+    assert fresh == parse_process_metrics(manager.metrics_prometheus())
+    assert fresh.errors == dict.fromkeys(ERROR_CODES, 0)
+    script(manager)
+    snap = ProcessMetrics.of(manager.metrics_snapshot())
+    assert snap == parse_process_metrics(manager.metrics_prometheus())
+    assert snap != fresh
+    assert list(snap.counters) == [f"creditgate_{n}" for n in SPEC_COUNTERS if n != "errors_total"]
+    assert {n[len("creditgate_") :]: v for n, (_, v) in snap.counters.items()} == {
+        n: v for n, v in EXPECTED.items() if n != "errors_total"
+    }
+    assert list(snap.histograms) == list(HISTOGRAMS)
+
+
 def test_cli_metrics_is_valid_exposition(db_url: str, tmp_path: Path) -> None:
     LocalCreditManager(db_url)  # the ledger exists (the CLI's metrics does not create one)
     r = subprocess.run(
@@ -300,8 +319,8 @@ class CountingManager:
         self.reports = 0
         self.fail = False
 
-    def metrics_prometheus(self) -> str:
-        return self.manager.metrics_prometheus()
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        return self.manager.metrics_snapshot()
 
     def report(self) -> Report:
         self.reports += 1

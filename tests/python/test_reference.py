@@ -260,7 +260,7 @@ def test_c_hold_fields() -> None:
 
 def rust_manager_methods() -> set[str]:
     names = set()
-    for path in (ROOT / "src").glob("*.rs"):
+    for path in (ROOT / "src").rglob("*.rs"):
         src = path.read_text(encoding="utf-8")
         for block in re.findall(r"^impl CreditManager \{\n(.*?)^\}", src, re.S | re.M):
             names |= set(re.findall(r"^    pub fn (\w+)", block, re.M))

@@ -1,16 +1,19 @@
 //! Python bindings for creditgate: the native module `creditgate._creditgate`,
 //! re-exported by the `creditgate` package (docs/reference.md).
 //!
-//! A thin layer, one file per concept: `manager.rs` (the
-//! `LocalCreditManager` facade), `types.rs` (frozen result objects),
-//! `errors.rs` (the exception classes of docs/reference.md) and `convert.rs` (value
-//! conversion). The core crate knows nothing of Python.
+//! A thin layer, one file per concept: `manager.rs` and `manager/` (the
+//! `LocalCreditManager` facade, its methods grouped by concept), `types.rs`
+//! (frozen result objects), `errors.rs` (the exception classes of
+//! docs/reference.md), `limits.rs` (the core's limits and defaults as module
+//! constants) and `convert.rs` (value conversion). The core crate knows
+//! nothing of Python.
 
 // The Python signatures are fixed by docs/reference.md: one Rust parameter per keyword.
 #![allow(clippy::too_many_arguments)]
 
 mod convert;
 mod errors;
+mod limits;
 mod manager;
 mod types;
 
@@ -22,5 +25,6 @@ fn _creditgate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<manager::LocalCreditManager>()?;
     types::register(m)?;
     errors::register(m)?;
+    limits::register(m)?;
     Ok(())
 }

@@ -391,6 +391,49 @@ impl AuditReport {
 }
 
 record!(
+    /// A process's metrics at one moment (`LocalCreditManager.metrics_snapshot()`):
+    /// what `metrics_prometheus()` writes, as numbers. `counters`: exposition
+    /// name -> (help, value), in exposition order; `errors`: error code ->
+    /// count of `errors_total`; `histograms`: `HistogramSample`s.
+    MetricsSnapshot { counters, errors_help, errors, histograms }
+);
+
+record!(
+    /// One latency histogram of a `MetricsSnapshot`: `buckets` are
+    /// (`le` label, cumulative count), ending with ("+Inf", count).
+    HistogramSample { name, help, buckets, sum_micros }
+);
+
+impl MetricsSnapshot {
+    pub fn new(py: Python<'_>, s: cg::MetricsSnapshot) -> PyResult<MetricsSnapshot> {
+        let counters = PyDict::new(py);
+        for c in s.counters {
+            counters.set_item(c.name, (c.help, c.value))?;
+        }
+        let errors = PyDict::new(py);
+        for (code, value) in s.errors {
+            errors.set_item(code.as_str(), value)?;
+        }
+        let histograms = PyList::empty(py);
+        for h in s.histograms {
+            let sample = HistogramSample {
+                name: obj(py, h.name)?,
+                help: obj(py, h.help)?,
+                buckets: obj(py, h.buckets)?,
+                sum_micros: obj(py, h.sum_micros)?,
+            };
+            histograms.append(Py::new(py, sample)?)?;
+        }
+        Ok(MetricsSnapshot {
+            counters: counters.into_any().unbind(),
+            errors_help: obj(py, cg::ERRORS_HELP)?,
+            errors: errors.into_any().unbind(),
+            histograms: histograms.into_any().unbind(),
+        })
+    }
+}
+
+record!(
     /// Business figures from the database (docs/reference.md).
     Report {
         users, paying_users, users_attempted_key, key_generation_attempts, key_generation_successes,
@@ -502,5 +545,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ImportSummary>()?;
     m.add_class::<SchemaStatus>()?;
     m.add_class::<Event>()?;
+    m.add_class::<MetricsSnapshot>()?;
+    m.add_class::<HistogramSample>()?;
     Ok(())
 }
