@@ -883,7 +883,7 @@ impl CreditManager {
         self.write(|tx| {
             let now = tx.now()?;
             if let Some(k) = &d.key
-                && let Some(e) = tx.entry_by_key(d.user, k)?
+                && let Some(e) = tx.lock_and_entry_by_key(d.user, k)?
             {
                 return if e.kind == d.kind && e.amount == d.amount { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
             }
@@ -994,6 +994,9 @@ impl CreditManager {
                     return if same { Ok(replayed(e)) } else { Err(global_conflict(&key)) };
                 }
                 let paid_minor = purchase.amount_minor.unwrap_or(0);
+                // Locked before summing, so concurrent partial reversals of
+                // one payment (on any host) see each other.
+                tx.lock_account(&purchase.user_id)?;
                 let (reversed_minor, reversed) = tx.reversed_total(payment_id)?;
                 let remaining_minor = paid_minor - reversed_minor;
                 if remaining_minor <= 0 {
@@ -1725,7 +1728,7 @@ impl CreditManager {
     fn charge(&self, tx: &mut dyn Tx, now: Timestamp, c: Charge, rate: bool) -> Result<Entry> {
         let key = c.request_id.as_ref().map(|r| format!("usage:{r}"));
         if let Some(k) = &key
-            && let Some(e) = tx.entry_by_key(c.user, k)?
+            && let Some(e) = tx.lock_and_entry_by_key(c.user, k)?
         {
             let same = e.kind == EntryKind::Usage
                 && e.input_tokens == c.input_tokens
@@ -1860,11 +1863,7 @@ impl CreditManager {
                 };
                 if !tx.insert_hold_if_available(&row, now)? {
                     let available = tx.available(user, now)?;
-                    let key_remaining = match tx.key_by_id(k.id)? {
-                        Some(fresh) => tx.key_remaining(&fresh, now)?,
-                        None => None,
-                    };
-                    return Err(short(held_amount, available, key_remaining));
+                    return Err(short(held_amount, available, tx.key_remaining(k.id, now)?));
                 }
                 // After the credit check (402 before 429, as for verify) and
                 // after the replay check (a replay is not a new request). A
