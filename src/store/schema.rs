@@ -71,11 +71,7 @@ pub(crate) fn pending(applied: &[i64]) -> Result<Vec<&'static Migration>> {
 /// each with `apply` (which runs its SQL and records it). Returns the schema
 /// version before and after (0 before: no schema). A schema newer than this
 /// library is left alone and returned as it is: the caller refuses writes.
-pub(crate) fn run(
-    applied: &[i64],
-    up_to: i64,
-    mut apply: impl FnMut(&Migration) -> Result<()>,
-) -> Result<(i64, i64)> {
+pub(crate) fn run(applied: &[i64], up_to: i64, mut apply: impl FnMut(&Migration) -> Result<()>) -> Result<(i64, i64)> {
     let current = applied.iter().copied().max().unwrap_or(0);
     if current > LATEST_VERSION {
         return Ok((current, current));
@@ -130,7 +126,11 @@ mod tests {
     #[test]
     fn run_applies_up_to_and_leaves_a_newer_schema_alone() {
         let mut seen = Vec::new();
-        assert_eq!(run(&[1], 4, |m| Ok(seen.push(m.version))).unwrap(), (1, 4));
+        let record = |m: &Migration| {
+            seen.push(m.version);
+            Ok(())
+        };
+        assert_eq!(run(&[1], 4, record).unwrap(), (1, 4));
         assert_eq!(seen, [2, 3, 4]);
         let newer = [1, LATEST_VERSION + 2];
         assert_eq!(run(&newer, i64::MAX, |_| panic!("applied")).unwrap(), (LATEST_VERSION + 2, LATEST_VERSION + 2));

@@ -50,6 +50,9 @@ impl Sql {
     }
 }
 
+/// PostgreSQL's functions SQLite spells otherwise.
+const FUNCTIONS: [(&str, &str); 2] = [("GREATEST(", "MAX("), ("LEAST(", "MIN(")];
+
 /// Translates a statement of the shared dialect for SQLite: `$n` → `?n`,
 /// `::type` casts dropped, `GREATEST(`/`LEAST(` → `MAX(`/`MIN(`. Quoted
 /// text is copied as it is.
@@ -72,12 +75,13 @@ pub(crate) fn to_sqlite(pg: &str) -> String {
                 i += 1;
             }
             continue;
-        } else if !quoted && (i == 0 || !ident(b[i - 1])) {
-            if let Some(n) = ["GREATEST(", "LEAST("].iter().position(|f| pg[i..].starts_with(f)) {
-                out.push_str(["MAX(", "MIN("][n]);
-                i += ["GREATEST(", "LEAST("][n].len();
-                continue;
-            }
+        } else if !quoted
+            && (i == 0 || !ident(b[i - 1]))
+            && let Some((from, to)) = FUNCTIONS.iter().find(|(from, _)| pg[i..].starts_with(from))
+        {
+            out.push_str(to);
+            i += from.len();
+            continue;
         }
         // Multi-byte characters are copied whole.
         let len = pg[i..].chars().next().map_or(1, char::len_utf8);
@@ -414,5 +418,4 @@ mod tests {
         }
         assert!(all.len() > 50, "{}", all.len());
     }
-
 }

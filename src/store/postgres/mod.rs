@@ -33,15 +33,15 @@
 //! No error message contains the database password: every message is
 //! scrubbed of it before it leaves this module.
 
-mod tx;
-mod url;
 #[cfg(test)]
 mod tests;
+mod tx;
+mod url;
 
+use super::Tx;
 use super::group::{GroupCommit, Slot};
 use super::pool::{Connector, Pool, Pooled};
 use super::schema;
-use super::Tx;
 use crate::config::{Config, TestClock};
 use crate::error::{Error, Result};
 use crate::types::Timestamp;
@@ -290,8 +290,7 @@ impl PostgresStore {
         for (i, slot) in slots.iter_mut().enumerate() {
             slot.set_failure(None);
             let before = locked.len();
-            let mut tx =
-                PgTx { locked, ..PgTx::new(&mut conn, self, Some(now), true) };
+            let mut tx = PgTx { locked, ..PgTx::new(&mut conn, self, Some(now), true) };
             let ok = slot.run(&mut tx);
             let failed = tx.failed.take();
             locked = tx.locked;
@@ -539,4 +538,3 @@ fn migrate_on(conn: &mut PgConn, secrets: &[String], up_to: i64) -> Result<(i64,
 }
 
 const NOW_SQL_EXPR: &str = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
-

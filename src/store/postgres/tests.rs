@@ -8,8 +8,8 @@ use crate::store::schema::LATEST_VERSION;
 
 #[test]
 fn url_options_are_parsed_and_the_password_hidden() {
-    let p = parse_url("postgresql://bob:s%3Acret@db.example:6543/ledger?sslmode=verify-full&application_name=gw")
-        .unwrap();
+    let p =
+        parse_url("postgresql://bob:s%3Acret@db.example:6543/ledger?sslmode=verify-full&application_name=gw").unwrap();
     assert_eq!(p.ssl_mode, SslMode::VerifyFull);
     assert_eq!(p.location, "postgresql://bob:***@db.example:6543/ledger?sslmode=verify-full&application_name=gw");
     assert!(p.secrets.iter().any(|s| s == "s:cret"));

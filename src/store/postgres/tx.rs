@@ -3,7 +3,7 @@
 //! PostgreSQL's types, read through `rows.rs`; and the few statements that
 //! stay PostgreSQL's own (see the table in `sql.rs`).
 
-use super::{PgConn, PostgresStore, NOW_SQL, describe, scrub};
+use super::{NOW_SQL, PgConn, PostgresStore, describe, scrub};
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
@@ -329,7 +329,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn account(&mut self, user: &str) -> Result<Option<AccountRow>> {
-        self.first(&S.account, &[&user], |r| rows::account(r))
+        self.first(&S.account, &[&user], rows::account)
     }
 
     fn held(&mut self, user: &str, now: Timestamp) -> Result<Credits> {
@@ -378,15 +378,15 @@ impl Tx for PgTx<'_> {
     }
 
     fn entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>> {
-        self.first(&S.entry_by_key, &[&user, &key], |r| rows::entry(r))
+        self.first(&S.entry_by_key, &[&user, &key], rows::entry)
     }
 
     fn entry_by_global_key(&mut self, key: &str) -> Result<Option<Entry>> {
-        self.first(&S.entry_by_global_key, &[&key], |r| rows::entry(r))
+        self.first(&S.entry_by_global_key, &[&key], rows::entry)
     }
 
     fn entry_by_id(&mut self, id: EntryId) -> Result<Option<Entry>> {
-        self.first(&S.entry_by_id, &[&id.0], |r| rows::entry(r))
+        self.first(&S.entry_by_id, &[&id.0], rows::entry)
     }
 
     fn reversed_total(&mut self, payment_id: &str) -> Result<(i64, Credits)> {
@@ -396,7 +396,7 @@ impl Tx for PgTx<'_> {
 
     fn entries(&mut self, user: &str, before_seq: Option<i64>, limit: u32) -> Result<Vec<Entry>> {
         let p: Params = &[&user, &before_seq.unwrap_or(i64::MAX), &i64::from(limit)];
-        self.every(S.entries.pg(), p, |r| rows::entry(r))
+        self.every(S.entries.pg(), p, rows::entry)
     }
 
     fn lifetime(&mut self, user: &str) -> Result<(Credits, Credits)> {
@@ -411,8 +411,8 @@ impl Tx for PgTx<'_> {
 
     fn key_by_hash(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyRow>> {
         match only {
-            Some(kind) => self.first(&S.key_by_hash_kind, &[&hash, &kind.as_str()], |r| rows::key(r)),
-            None => self.first(&S.key_by_hash, &[&hash], |r| rows::key(r)),
+            Some(kind) => self.first(&S.key_by_hash_kind, &[&hash, &kind.as_str()], rows::key),
+            None => self.first(&S.key_by_hash, &[&hash], rows::key),
         }
     }
 
@@ -420,7 +420,7 @@ impl Tx for PgTx<'_> {
         // The verify hot path in one statement (one round trip in `peek`).
         let now = self.now.map(|t| t.0);
         let offset = self.store.clock.offset_micros();
-        self.first(&VERIFY, &[&hash, &only.map(HashKind::as_str), &now, &offset], |r| rows::key_standing(r))
+        self.first(&VERIFY, &[&hash, &only.map(HashKind::as_str), &now, &offset], rows::key_standing)
     }
 
     fn key_remaining(&mut self, id: KeyId, now: Timestamp) -> Result<Option<Credits>> {
@@ -471,7 +471,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn key_by_id(&mut self, id: KeyId) -> Result<Option<KeyRow>> {
-        self.first(&S.key_by_id, &[&id.0], |r| rows::key(r))
+        self.first(&S.key_by_id, &[&id.0], rows::key)
     }
 
     fn active_keys(&mut self, user: &str, now: Timestamp) -> Result<u32> {
@@ -513,7 +513,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn keys(&mut self, user: &str, limit: u32) -> Result<Vec<KeyRow>> {
-        self.every(S.keys.pg(), &[&user, &i64::from(limit)], |r| rows::key(r))
+        self.every(S.keys.pg(), &[&user, &i64::from(limit)], rows::key)
     }
 
     fn touch_keys(&mut self, used: &[(KeyId, Timestamp)]) -> Result<()> {
@@ -564,11 +564,11 @@ impl Tx for PgTx<'_> {
     }
 
     fn hold(&mut self, id: HoldId) -> Result<Option<HoldRow>> {
-        self.first(&S.hold, &[&id.0], |r| rows::hold(r))
+        self.first(&S.hold, &[&id.0], rows::hold)
     }
 
     fn hold_by_request(&mut self, user: &str, request_id: &str) -> Result<Option<HoldRow>> {
-        self.first(&S.hold_by_request, &[&user, &request_id], |r| rows::hold(r))
+        self.first(&S.hold_by_request, &[&user, &request_id], rows::hold)
     }
 
     fn set_hold_status(
@@ -703,7 +703,7 @@ impl Tx for PgTx<'_> {
             return Ok(grants);
         }
         let p: Params = &[&user, &now.0, &include_due, &i64::from(limit)];
-        self.every(&LIVE_GRANTS, p, |r| rows::grant(r))
+        self.every(&LIVE_GRANTS, p, rows::grant)
     }
 
     fn take_from_grant(&mut self, id: GrantId, amount: Credits) -> Result<bool> {
@@ -711,7 +711,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn grant_by_payment(&mut self, payment_id: &str) -> Result<Option<Grant>> {
-        self.first(&S.grant_by_payment, &[&payment_id], |r| rows::grant(r))
+        self.first(&S.grant_by_payment, &[&payment_id], rows::grant)
     }
 
     fn due_grants(&mut self, user: &str, now: Timestamp) -> Result<Credits> {

@@ -3,6 +3,7 @@
 //! `rows.rs`; and the few statements that stay SQLite's own (see the table
 //! in `sql.rs`).
 
+use crate::config::TestClock;
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
@@ -12,7 +13,6 @@ use crate::store::{
     AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RateCheck, Tx, exhausted_limit,
 };
 use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
-use crate::config::TestClock;
 use rusqlite::{Connection, Params, Row, params};
 use std::sync::LazyLock;
 
@@ -156,7 +156,9 @@ impl Tx for SqliteTx<'_> {
         // Bounds keep SQLite from turning an overflowing sum into a float.
         let a = amount.micros();
         let (lo, hi) = if a >= 0 { (i64::MIN, i64::MAX - a) } else { (i64::MIN - a, i64::MAX) };
-        self.one(&S.apply, params![user, a, lo, hi, strict, now.0], |r| Ok((Credits::from_micros(r.int(0)?), r.int(1)?)))
+        self.one(&S.apply, params![user, a, lo, hi, strict, now.0], |r| {
+            Ok((Credits::from_micros(r.int(0)?), r.int(1)?))
+        })
     }
 
     fn insert_entry(&mut self, e: &Entry, global_key: Option<&str>) -> Result<()> {
