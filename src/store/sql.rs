@@ -251,9 +251,10 @@ macro_rules! statements {
 }
 
 statements! {
-    /// Creates the account row ($1, created at $2) unless it exists; a row when it did not.
+    /// Creates the account row ($1, created at $2) unless it exists (one row
+    /// changed when it did not).
     ensure_account = "INSERT INTO creditgate_accounts (user_id, created_at) VALUES ($1, $2) \
-        ON CONFLICT (user_id) DO NOTHING RETURNING 1";
+        ON CONFLICT (user_id) DO NOTHING";
     account = format!("SELECT {ACCOUNT_COLS} FROM creditgate_accounts WHERE user_id = $1");
     held = format!("SELECT {}::bigint", held("$1", "$2::bigint"));
     /// [`available`] of user $1 at $2, with or without an account row.

@@ -12,7 +12,7 @@ use crate::store::sql::{self as sql, ENTRY_COLS, GRANT_COLS, S, Sql};
 use crate::store::{
     AccountRow, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RateCheck, Tx, exhausted_limit,
 };
-use crate::types::{Entry, EntryId, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
+use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSqlOwned, ToSql};
@@ -122,26 +122,58 @@ impl Columns for Row {
     }
 }
 
+/// A prefetched grant: the JSON array of its `GRANT_COLS`, read like a row.
+struct JsonRow<'a>(&'a [serde_json::Value]);
+
+impl JsonRow<'_> {
+    fn bad(&self, i: usize) -> Error {
+        corrupt("prefetched grant", format!("column {i} of {:?}", self.0))
+    }
+
+    fn opt<T>(&self, i: usize, f: impl FnOnce(&serde_json::Value) -> Option<T>) -> Result<Option<T>> {
+        match self.0.get(i) {
+            Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => f(v).map(Some).ok_or_else(|| self.bad(i)),
+            None => Err(self.bad(i)),
+        }
+    }
+
+    fn req<T>(&self, i: usize, f: impl FnOnce(&serde_json::Value) -> Option<T>) -> Result<T> {
+        self.opt(i, f)?.ok_or_else(|| self.bad(i))
+    }
+}
+
+impl Columns for JsonRow<'_> {
+    fn int(&self, i: usize) -> Result<i64> {
+        self.req(i, serde_json::Value::as_i64)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        self.opt(i, serde_json::Value::as_i64)
+    }
+    fn int32(&self, i: usize) -> Result<i32> {
+        i32::try_from(self.int(i)?).map_err(|_| self.bad(i))
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        self.req(i, |v| v.as_str().map(str::to_string))
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        self.opt(i, |v| v.as_str().map(str::to_string))
+    }
+    fn flag(&self, i: usize) -> Result<bool> {
+        self.req(i, serde_json::Value::as_bool)
+    }
+    fn uuid(&self, i: usize) -> Result<uuid::Uuid> {
+        self.req(i, |v| v.as_str().and_then(|s| uuid::Uuid::try_parse(s).ok()))
+    }
+    fn opt_uuid(&self, i: usize) -> Result<Option<uuid::Uuid>> {
+        self.opt(i, |v| v.as_str().and_then(|s| uuid::Uuid::try_parse(s).ok()))
+    }
+}
+
 /// A grant of `live_grants` from the JSON array of its `GRANT_COLS`.
 fn grant_from_json(v: &serde_json::Value) -> Result<Grant> {
-    let bad = || Error::Storage(format!("bad prefetched grant in PostgreSQL row: {v}"));
-    let a = v.as_array().filter(|a| a.len() == 10).ok_or_else(bad)?;
-    let int = |i: usize| a[i].as_i64().ok_or_else(bad);
-    let opt_int = |i: usize| if a[i].is_null() { Ok(None) } else { int(i).map(Some) };
-    let text = |i: usize| a[i].as_str().ok_or_else(bad);
-    let opt_text = |i: usize| if a[i].is_null() { Ok(None) } else { text(i).map(Some) };
-    Ok(Grant {
-        grant_id: GrantId(int(0)?),
-        user_id: text(1)?.to_string(),
-        source_entry_id: opt_text(2)?.map(|u| uuid::Uuid::parse_str(u).map(EntryId).map_err(|_| bad())).transpose()?,
-        category: GrantCategory::parse(text(3)?).map_err(|e| corrupt("grant category", e))?,
-        priority: i32::try_from(int(4)?).map_err(|_| bad())?,
-        amount: Credits::from_micros(int(5)?),
-        remaining: Credits::from_micros(int(6)?),
-        expires_at: opt_int(7)?.map(Timestamp),
-        created_at: Timestamp(int(8)?),
-        payment_id: opt_text(9)?.map(str::to_string),
-    })
+    let columns = v.as_array().filter(|a| a.len() == 10).ok_or_else(|| corrupt("prefetched grant", v))?;
+    rows::grant(&JsonRow(columns))
 }
 
 impl PgTx<'_> {
@@ -299,12 +331,9 @@ impl Tx for PgTx<'_> {
         if self.is_locked(user) {
             return Ok(());
         }
-        if self.opt(LOCK_ACCOUNT, &[&user])?.is_none() {
-            let inserted = self.first(&S.ensure_account, &[&user, &now.0], |_| Ok(()))?;
-            if inserted.is_none() {
-                // Another host created it since our first look: lock it now.
-                self.one(LOCK_ACCOUNT, &[&user])?;
-            }
+        if self.opt(LOCK_ACCOUNT, &[&user])?.is_none() && self.run(&S.ensure_account, &[&user, &now.0])? == 0 {
+            // Another host created it since our first look: lock it now.
+            self.one(LOCK_ACCOUNT, &[&user])?;
         }
         self.locked.push(user.to_string());
         Ok(())

@@ -131,7 +131,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn ensure_account(&mut self, user: &str, now: Timestamp) -> Result<()> {
-        self.one(&S.ensure_account, params![user, now.0], |_| Ok(()))?;
+        self.exec(&S.ensure_account, params![user, now.0])?;
         Ok(())
     }
 
