@@ -33,6 +33,7 @@
 //! No error message contains the database password: every message is
 //! scrubbed of it before it leaves this module.
 
+mod columns;
 #[cfg(test)]
 mod tests;
 mod tx;
