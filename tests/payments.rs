@@ -146,6 +146,35 @@ fn concurrent_reinstatements_credit_once() {
     assert_audit_ok(&m);
 }
 
+/// Partial reversals of one payment racing from several managers (hosts on
+/// PostgreSQL): the manager locks the payment's account before it sums what
+/// was already reversed, so each sees the others and together they never
+/// take back more than the payment paid.
+#[test]
+fn concurrent_partial_reversals_never_exceed_the_payment() {
+    let (url, _db) = common::shared_url();
+    let m = common::open(&url, Config::new());
+    m.record_payment("u", "pi_1", 100, "USD").unwrap();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let (m, start) = (common::open(&url, Config::new()), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                m.reverse_payment("pi_1", Some(30), None, Some(&format!("dp_{i}")))
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let reversed: i64 = outcomes.iter().filter_map(|r| r.as_ref().ok()).map(|e| e.amount_minor.unwrap()).sum();
+    assert_eq!(reversed, 90, "three parts of 30 fit in 100: {outcomes:?}");
+    for e in outcomes.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+    }
+    assert_eq!(balance(&m, "u"), credits(100));
+    assert_audit_ok(&m);
+}
+
 // ----- operator events --------------------------------------------------------
 
 #[test]

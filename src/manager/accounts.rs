@@ -35,7 +35,7 @@ impl CreditManager {
                     user_id: u.to_string(),
                     balance,
                     held,
-                    available: balance.checked_sub(held)?.checked_sub(min_balance)?,
+                    available: tx.available(u, now)?, // the rule's one place: store/sql.rs
                     min_balance,
                     lifetime_purchased,
                     lifetime_used,

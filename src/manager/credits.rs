@@ -131,7 +131,7 @@ impl CreditManager {
         self.write(|tx| {
             let now = tx.now()?;
             if let Some(k) = &d.key
-                && let Some(e) = tx.entry_by_key(d.user, k)?
+                && let Some(e) = tx.lock_and_entry_by_key(d.user, k)?
             {
                 return if e.kind == d.kind && e.amount == d.amount { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
             }
@@ -241,6 +241,9 @@ impl CreditManager {
                         && amount_minor.is_none_or(|a| e.amount_minor == Some(a));
                     return if same { Ok(replayed(e)) } else { Err(global_conflict(&key)) };
                 }
+                // Locked before summing, so concurrent partial reversals of
+                // one payment (on any host) see each other.
+                tx.lock_account(&purchase.user_id)?;
                 let (reversed_minor, reversed_credits) = tx.reversed_total(payment_id)?;
                 let payment = PaymentState {
                     paid_credits: purchase.amount,

@@ -114,11 +114,7 @@ impl CreditManager {
         }
         if !tx.insert_hold_if_available(row, now)? {
             let available = tx.available(user, now)?;
-            let key_remaining = match tx.key_by_id(row.api_key_id)? {
-                Some(fresh) => tx.key_remaining(&fresh, now)?,
-                None => None,
-            };
-            return Err(short(row.amount, available, key_remaining));
+            return Err(short(row.amount, available, tx.key_remaining(row.api_key_id, now)?));
         }
         // After the credit check (402 before 429, as for verify) and
         // after the replay check (a replay is not a new request). A

@@ -20,7 +20,7 @@ pub(super) struct RequestLease {
 impl RequestLease {
     /// Whether the leased requests may be used now: same minute, and the
     /// limit verify read is the one they were counted under (a minute's
-    /// counts are never reset, see `store::RATE_ROW_HAS_LIMITS`).
+    /// counts are never reset, see `store::sql::RATE_ROW_HAS_LIMITS`).
     fn holds_for(&self, rate: &RateCounts, window: i64) -> bool {
         self.window == window && rate.requests_per_minute == Some(self.requests_per_minute)
     }

@@ -119,7 +119,7 @@ impl CreditManager {
     pub(super) fn charge(&self, tx: &mut dyn Tx, now: Timestamp, c: Charge, rate: bool) -> Result<Entry> {
         let key = c.request_id.as_ref().map(|r| format!("usage:{r}"));
         if let Some(k) = &key
-            && let Some(e) = tx.entry_by_key(c.user, k)?
+            && let Some(e) = tx.lock_and_entry_by_key(c.user, k)?
         {
             let same = e.kind == EntryKind::Usage
                 && e.input_tokens == c.input_tokens

@@ -1,6 +1,8 @@
 //! The storage boundary. The manager plans every operation against the
 //! [`Tx`] trait (domain-level reads and conditional writes inside one
-//! transaction); each backend implements `Tx` with its own SQL. Writes enter
+//! transaction); each backend implements `Tx` with the statements of
+//! `sql.rs` (written once, translated per backend), reading rows through
+//! `rows.rs`, and migrates with the table of `schema.rs`. Writes enter
 //! through [`Store::write`], the single place where a later group-commit
 //! writer can batch callers without changing them.
 
@@ -8,6 +10,9 @@ mod group;
 mod pool;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+mod rows;
+mod schema;
+pub(crate) mod sql;
 pub(crate) mod sqlite;
 mod verify_cache;
 
@@ -149,12 +154,6 @@ impl RateCounts {
     }
 }
 
-/// Whether a key's rate-limits row `r` holds a limit. Lifting a key's
-/// limits sets both to NULL and keeps the row, so a minute's counts are never
-/// reset by lifting and setting limits again: requests a process leased stay
-/// counted (`CreditManager::take_request`).
-pub(crate) const RATE_ROW_HAS_LIMITS: &str = "(r.requests_per_minute IS NOT NULL OR r.tokens_per_minute IS NOT NULL)";
-
 /// The outcome of `Tx::take_requests`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RateCheck {
@@ -186,33 +185,29 @@ pub(crate) struct LedgerFigures {
     pub credits_used_micros: i128,
 }
 
-/// The audit's payment checks, the same SQL on both backends: each row is
-/// (user_id, problem, detail). `'reinstatement:'` is 14 characters, so a
-/// reinstatement's reversal has the global key `'reversal:' ||
-/// substr(global_key, 15)`.
-pub(crate) const PAYMENT_PROBLEMS_SQL: &str = "\
-    SELECT p.user_id, 'payment_over_reversed', 'payment ' || r.reference || ' paid ' || \
-           CAST(p.amount_minor AS TEXT) || ' minor units, reversed net of reinstatements ' || \
-           CAST(SUM(CASE WHEN r.kind = 'reversal' THEN r.amount_minor ELSE -r.amount_minor END) AS TEXT) \
-    FROM creditgate_entries r JOIN creditgate_entries p ON p.global_key = 'payment:' || r.reference \
-    WHERE r.kind IN ('reversal', 'reinstatement') \
-    GROUP BY p.user_id, r.reference, p.amount_minor \
-    HAVING SUM(CASE WHEN r.kind = 'reversal' THEN r.amount_minor ELSE -r.amount_minor END) < 0 \
-        OR SUM(CASE WHEN r.kind = 'reversal' THEN r.amount_minor ELSE -r.amount_minor END) > p.amount_minor \
-    UNION ALL \
-    SELECT i.user_id, 'reinstatement_mismatch', 'reinstatement ' || i.global_key || ' does not restore its reversal' \
-    FROM creditgate_entries i LEFT JOIN creditgate_entries r ON r.global_key = 'reversal:' || substr(i.global_key, 15) \
-    WHERE i.kind = 'reinstatement' AND (r.user_id IS NULL OR r.user_id <> i.user_id OR r.amount <> -i.amount \
-          OR COALESCE(r.amount_minor, -1) <> COALESCE(i.amount_minor, -1))";
-
 /// Domain-level storage operations inside one transaction. Balance changes
 /// happen only in [`Tx::apply`], a conditional update in the database.
 pub(crate) trait Tx {
     /// The transaction's clock (the database server's where there is one).
     fn now(&mut self) -> Result<Timestamp>;
 
-    /// Creates the account row if absent; on servers, also locks it.
+    /// Creates the account row if absent and locks it ([`Tx::lock_account`]).
     fn ensure_account(&mut self, user: &str, now: Timestamp) -> Result<()>;
+    /// Locks `user`'s account row (when it exists) until the transaction
+    /// ends, so the writes of one account are serialized across hosts: a
+    /// no-op on SQLite, whose write transaction already holds the database.
+    /// Nothing else locks an account: the manager calls this (or
+    /// `ensure_account`, or `lock_and_entry_by_key`) before it reads what
+    /// it must see committed by the account's other writers.
+    fn lock_account(&mut self, user: &str) -> Result<()>;
+    /// [`Tx::lock_account`], then [`Tx::entry_by_key`]: the first step of an
+    /// idempotent write, so a same-key write racing from another host is seen
+    /// (and replayed) rather than refused by a strict check. One round trip
+    /// on PostgreSQL, which also reads ahead the first batch of `live_grants`.
+    fn lock_and_entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>> {
+        self.lock_account(user)?;
+        self.entry_by_key(user, key)
+    }
     fn account(&mut self, user: &str) -> Result<Option<AccountRow>>;
     /// Sum of active, unexpired holds.
     fn held(&mut self, user: &str, now: Timestamp) -> Result<Credits>;
@@ -227,7 +222,8 @@ pub(crate) trait Tx {
     fn entry_by_global_key(&mut self, key: &str) -> Result<Option<Entry>>;
     fn entry_by_id(&mut self, id: EntryId) -> Result<Option<Entry>>;
     /// (minor units, micro-credits) already reversed for a payment id, not
-    /// counting reversals since reinstated.
+    /// counting reversals since reinstated. Takes no lock: the caller locks
+    /// the payment's account first, so concurrent reversals see each other.
     fn reversed_total(&mut self, payment_id: &str) -> Result<(i64, Credits)>;
     fn entries(&mut self, user: &str, before_seq: Option<i64>, limit: u32) -> Result<Vec<Entry>>;
     /// (lifetime purchased, lifetime used) in micro-credits.
@@ -239,15 +235,10 @@ pub(crate) trait Tx {
     /// cap leaves and its rate limits' counts: the verify hot path, one
     /// statement. Disabled and expired keys are not found.
     fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyStanding>>;
-    /// What `k`'s spend cap still allows now: limit − spent in the current
-    /// window − the key's active holds; None without a cap.
-    fn key_remaining(&mut self, k: &KeyRow, now: Timestamp) -> Result<Option<Credits>> {
-        let Some(limit) = k.spend_limit else { return Ok(None) };
-        let held = self.key_held(k.id, now)?;
-        Ok(Some(limit.checked_sub(k.spent_at(now))?.checked_sub(held)?))
-    }
-    /// Sum of the key's active, unexpired holds.
-    fn key_held(&mut self, id: KeyId, now: Timestamp) -> Result<Credits>;
+    /// What key `id`'s spend cap still allows at `now` (`sql::key_remaining`):
+    /// limit − spent in the current window − the key's active holds; None
+    /// without a cap (or without the key).
+    fn key_remaining(&mut self, id: KeyId, now: Timestamp) -> Result<Option<Credits>>;
     /// Sets (or clears) the time the key stops verifying.
     fn set_key_expiry(&mut self, id: KeyId, expires_at: Option<Timestamp>) -> Result<()>;
     /// Disables (Some) or enables (None); returns whether it changed.
@@ -265,14 +256,10 @@ pub(crate) trait Tx {
     /// Usage charged through the key since `since` (inclusive), from the
     /// ledger: seeds a new cap's counter (not on the hot path).
     fn key_usage_since(&mut self, user: &str, id: KeyId, since: Timestamp) -> Result<Credits>;
-    /// What strict operations may still take from `user` now: balance −
-    /// grants due to expire but not yet applied − active holds − the
-    /// account's floor (`min_balance` ≤ 0).
-    fn available(&mut self, user: &str, now: Timestamp) -> Result<Credits> {
-        let (balance, floor) =
-            self.account(user)?.map_or((Credits::ZERO, Credits::ZERO), |a| (a.balance, a.min_balance));
-        balance.checked_sub(self.due_grants(user, now)?)?.checked_sub(self.held(user, now)?)?.checked_sub(floor)
-    }
+    /// What strict operations may still take from `user` now
+    /// (`sql::available`): balance − the account's floor (`min_balance` ≤ 0)
+    /// − active holds − grants due to expire but not yet applied.
+    fn available(&mut self, user: &str, now: Timestamp) -> Result<Credits>;
 
     /// Inserts a grant (its `grant_id` is ignored); returns the new id.
     fn insert_grant(&mut self, g: &Grant) -> Result<GrantId>;
@@ -310,8 +297,8 @@ pub(crate) trait Tx {
     /// Marks active holds past their expiry as expired; returns how many.
     fn expire_holds(&mut self, user: &str, now: Timestamp) -> Result<u64>;
     fn active_holds(&mut self, user: &str, now: Timestamp) -> Result<u32>;
-    /// Inserts the hold only when balance − held − min_balance ≥ its amount
-    /// and its key's cap (limit − spent in the window − the key's holds) allows it.
+    /// Inserts the hold only when the account's available credits
+    /// (`sql::available`) and its key's cap (`sql::key_remaining`) cover it.
     fn insert_hold_if_available(&mut self, hold: &HoldRow, now: Timestamp) -> Result<bool>;
     fn hold(&mut self, id: HoldId) -> Result<Option<HoldRow>>;
     fn hold_by_request(&mut self, user: &str, request_id: &str) -> Result<Option<HoldRow>>;
@@ -330,7 +317,7 @@ pub(crate) trait Tx {
     fn figures(&mut self) -> Result<LedgerFigures>;
     /// Payments whose reversals net of reinstatements fall outside 0..=paid,
     /// and reinstatements that do not restore exactly their reversal, as
-    /// (user, problem, detail) (`PAYMENT_PROBLEMS_SQL`).
+    /// (user, problem, detail) (`sql::PAYMENT_PROBLEMS`).
     fn payment_problems(&mut self) -> Result<Vec<(String, String, String)>>;
 
     /// Sets a key's rate limits (None: no limit of that kind; both None:
@@ -368,16 +355,7 @@ pub(crate) enum Store {
     Postgres(postgres::PostgresStore),
 }
 
-/// The refusal of every write by a library older than the ledger's schema:
-/// its statements were written for the schema it knows, and writing with
-/// them could corrupt what a newer version keeps (docs/upgrading.md).
-fn newer_schema(found: i64, known: i64) -> Error {
-    Error::Storage(format!(
-        "database schema is version {found}, this creditgate ({}) knows up to {known}: upgrade creditgate \
-         (writes are refused, reads still work; see docs/upgrading.md)",
-        env!("CARGO_PKG_VERSION")
-    ))
-}
+use schema::newer_schema;
 
 impl Store {
     /// Opens the ledger and applies every pending migration.
@@ -463,11 +441,7 @@ impl Store {
 
     /// The newest schema version this library knows for this backend.
     pub(crate) fn latest_version(&self) -> i64 {
-        match self {
-            Store::Sqlite(_) => sqlite::LATEST_VERSION,
-            #[cfg(feature = "postgres")]
-            Store::Postgres(_) => postgres::LATEST_VERSION,
-        }
+        schema::LATEST_VERSION
     }
 
     /// The schema versions recorded as applied, ascending; a read.

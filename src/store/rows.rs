@@ -1,0 +1,212 @@
+//! One mapping from a result row to each row type, for both backends: the
+//! stores' rows implement [`Columns`] (typed access by column index) and the
+//! functions here read the column lists of `sql.rs` in their order.
+
+use super::{AccountRow, HoldRow, HoldStatus, KeyRow, KeyStanding, RateCounts};
+use crate::error::{Error, Result};
+use crate::money::Credits;
+use crate::types::{
+    Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp,
+};
+use uuid::Uuid;
+
+/// A result row read by column index. SQLite keeps UUIDs as text and
+/// booleans as integers; PostgreSQL as `uuid` and `boolean`: each backend
+/// converts here, so the mappers below see one shape.
+pub(crate) trait Columns {
+    fn int(&self, i: usize) -> Result<i64>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>>;
+    /// An INTEGER (32-bit on PostgreSQL).
+    fn int32(&self, i: usize) -> Result<i32>;
+    fn text(&self, i: usize) -> Result<String>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>>;
+    fn flag(&self, i: usize) -> Result<bool>;
+    fn uuid(&self, i: usize) -> Result<Uuid>;
+    fn opt_uuid(&self, i: usize) -> Result<Option<Uuid>>;
+}
+
+/// A value the database holds that this library cannot read.
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("bad {what} in database: {e}"))
+}
+
+/// An entry from `ENTRY_COLS`.
+pub(crate) fn entry<R: Columns + ?Sized>(r: &R) -> Result<Entry> {
+    let metadata = r
+        .opt_text(14)?
+        .map(|m| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&m).map_err(|e| corrupt("metadata", e))
+        })
+        .transpose()?;
+    Ok(Entry {
+        id: EntryId(r.uuid(0)?),
+        seq: r.int(1)?,
+        user_id: r.text(2)?,
+        kind: EntryKind::parse(&r.text(3)?).map_err(|e| corrupt("kind", e))?,
+        amount: Credits::from_micros(r.int(4)?),
+        balance_after: Credits::from_micros(r.int(5)?),
+        idempotency_key: r.opt_text(6)?,
+        reference: r.opt_text(7)?,
+        api_key_id: r.opt_uuid(8)?.map(KeyId),
+        input_tokens: r.opt_int(9)?,
+        output_tokens: r.opt_int(10)?,
+        model: r.opt_text(11)?,
+        amount_minor: r.opt_int(12)?,
+        currency: r.opt_text(13)?,
+        metadata,
+        created_at: Timestamp(r.int(15)?),
+        replayed: false,
+    })
+}
+
+/// A key from `KEY_COLS`.
+pub(crate) fn key<R: Columns + ?Sized>(r: &R) -> Result<KeyRow> {
+    let time = |i| r.opt_int(i).map(|t| t.map(Timestamp));
+    Ok(KeyRow {
+        id: KeyId(r.uuid(0)?),
+        user_id: r.text(1)?,
+        name: r.opt_text(2)?,
+        prefix: r.opt_text(3)?,
+        legacy: r.flag(4)?,
+        created_at: Timestamp(r.int(5)?),
+        last_used_at: time(6)?,
+        revoked_at: time(7)?,
+        expires_at: time(8)?,
+        disabled_at: time(9)?,
+        rotated_to: r.opt_uuid(10)?.map(KeyId),
+        spend_limit: r.opt_int(11)?.map(Credits::from_micros),
+        spend_window: r
+            .opt_text(12)?
+            .map(|w| SpendWindow::parse(&w).map_err(|e| corrupt("spend window", e)))
+            .transpose()?,
+        spend: match (r.opt_int(13)?, r.opt_int(14)?) {
+            (Some(end), Some(spent)) => Some((Timestamp(end), Credits::from_micros(spent))),
+            _ => None,
+        },
+    })
+}
+
+/// A row of the verify statement (`sql::verify`): the key, then its standing.
+pub(crate) fn key_standing<R: Columns + ?Sized>(r: &R) -> Result<KeyStanding> {
+    Ok(KeyStanding {
+        key: key(r)?,
+        available: Credits::from_micros(r.int(15)?),
+        key_remaining: r.opt_int(16)?.map(Credits::from_micros),
+        rate: if r.flag(17)? {
+            Some(RateCounts {
+                requests_per_minute: r.opt_int(18)?,
+                tokens_per_minute: r.opt_int(19)?,
+                window: r.int(20)?,
+                tokens: r.int(21)?,
+            })
+        } else {
+            None
+        },
+    })
+}
+
+/// A hold from `HOLD_COLS`.
+pub(crate) fn hold<R: Columns + ?Sized>(r: &R) -> Result<HoldRow> {
+    Ok(HoldRow {
+        id: HoldId(r.uuid(0)?),
+        user_id: r.text(1)?,
+        api_key_id: KeyId(r.uuid(2)?),
+        amount: Credits::from_micros(r.int(3)?),
+        model: r.opt_text(4)?,
+        request_id: r.opt_text(5)?,
+        status: HoldStatus::parse(&r.text(6)?).map_err(|e| corrupt("hold status", e))?,
+        expires_at: Timestamp(r.int(7)?),
+    })
+}
+
+/// A grant from `GRANT_COLS`.
+pub(crate) fn grant<R: Columns + ?Sized>(r: &R) -> Result<Grant> {
+    Ok(Grant {
+        grant_id: GrantId(r.int(0)?),
+        user_id: r.text(1)?,
+        source_entry_id: r.opt_uuid(2)?.map(EntryId),
+        category: GrantCategory::parse(&r.text(3)?).map_err(|e| corrupt("grant category", e))?,
+        priority: r.int32(4)?,
+        amount: Credits::from_micros(r.int(5)?),
+        remaining: Credits::from_micros(r.int(6)?),
+        expires_at: r.opt_int(7)?.map(Timestamp),
+        created_at: Timestamp(r.int(8)?),
+        payment_id: r.opt_text(9)?,
+    })
+}
+
+/// An account from `ACCOUNT_COLS`.
+pub(crate) fn account<R: Columns + ?Sized>(r: &R) -> Result<AccountRow> {
+    Ok(AccountRow {
+        balance: Credits::from_micros(r.int(0)?),
+        first_key_issued: r.flag(1)?,
+        created_at: Timestamp(r.int(2)?),
+        min_balance: Credits::from_micros(r.int(3)?),
+    })
+}
+
+/// A model price from (input_per_1k, output_per_1k) at column `first`.
+pub(crate) fn price<R: Columns + ?Sized>(r: &R, first: usize) -> Result<ModelPrice> {
+    Ok(ModelPrice {
+        input_per_1k: Credits::from_micros(r.int(first)?),
+        output_per_1k: Credits::from_micros(r.int(first + 1)?),
+    })
+}
+
+/// Test rows: a vector of optional texts, read the way SQLite's are.
+#[cfg(test)]
+impl Columns for Vec<Option<&str>> {
+    fn int(&self, i: usize) -> Result<i64> {
+        self.opt_int(i)?.ok_or_else(|| corrupt("integer", "NULL"))
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        self[i].map(|v| v.parse().map_err(|e| corrupt("integer", e))).transpose()
+    }
+    fn int32(&self, i: usize) -> Result<i32> {
+        i32::try_from(self.int(i)?).map_err(|e| corrupt("integer", e))
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        self.opt_text(i)?.ok_or_else(|| corrupt("text", "NULL"))
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        Ok(self[i].map(str::to_string))
+    }
+    fn flag(&self, i: usize) -> Result<bool> {
+        Ok(self.int(i)? != 0)
+    }
+    fn uuid(&self, i: usize) -> Result<Uuid> {
+        Uuid::try_parse(&self.text(i)?).map_err(|e| corrupt("uuid", e))
+    }
+    fn opt_uuid(&self, i: usize) -> Result<Option<Uuid>> {
+        self.opt_text(i)?.map(|s| Uuid::try_parse(&s).map_err(|e| corrupt("uuid", e))).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_row_maps_and_a_corrupt_one_is_refused() {
+        let id = EntryId::new().0.to_string();
+        let row = vec![
+            Some("7"),
+            Some("u"),
+            Some(id.as_str()),
+            Some("promotional"),
+            Some("2"),
+            Some("100"),
+            Some("40"),
+            None,
+            Some("5"),
+            Some("pay"),
+        ];
+        let g = grant(&row).unwrap();
+        assert_eq!((g.grant_id, g.priority, g.remaining.micros(), g.expires_at), (GrantId(7), 2, 40, None));
+        assert_eq!(g.source_entry_id.map(|e| e.0.to_string()), Some(id.clone()));
+        assert_eq!(g.category, GrantCategory::Promotional);
+        let mut bad = row.clone();
+        bad[3] = Some("gift");
+        assert!(matches!(grant(&bad), Err(Error::Storage(m)) if m.contains("grant category")));
+    }
+}

@@ -1,0 +1,449 @@
+//! Every SQL statement both stores run, written once in PostgreSQL's dialect
+//! (`$n` placeholders, `::type` casts where PostgreSQL needs a type) and
+//! translated for SQLite once, when the table is first used ([`S`]):
+//! `$n` becomes `?n`, casts are dropped (SQLite's columns carry their own
+//! affinity) and `GREATEST`/`LEAST` become SQLite's scalar `MAX`/`MIN`
+//! ([`to_sqlite`]). The stores then prepare the text they are handed with
+//! their statement caches (`prepare_cached`, `PgConn::stmts`), so the hot
+//! paths pay nothing for the translation.
+//!
+//! The ledger's rules are named fragments composed into the statements,
+//! each written once: [`available`] (balance − floor − active holds − grants
+//! due to expire), [`key_remaining`] (a key cap's remainder), [`key_usable`],
+//! [`grant_order`] (the draw-down order) and [`RATE_ROW_HAS_LIMITS`].
+//!
+//! Statements that remain per backend, and why:
+//!
+//! | statement | rule it encodes | why it differs |
+//! | --- | --- | --- |
+//! | `lifetime`, `key_usage_since`, `due_grants_total`, `figures` (sums), `scan_grants` | gross sums of i64 amounts | SQLite's `SUM` fails on i64 overflow, so SQLite streams rows and sums in i128 in Rust; PostgreSQL sums in `NUMERIC` on the server (one row instead of every entry) |
+//! | `events` (and its cursor check) | outbox events in commit order | SQLite ids are in commit order (one writer); PostgreSQL orders by `(txid, id)` below the snapshot's xmin |
+//! | `touch_keys` | `last_used_at` is lazy | PostgreSQL updates every key in one statement and skips rows another transaction holds (`SKIP LOCKED`); SQLite has one writer and runs one cached update per key |
+//! | `lock_account`, `ensure_account`'s lock, PostgreSQL's `lock_and_entry_by_key` | the account row lock of every write | SQLite's write transaction already holds the database; PostgreSQL locks the row (`FOR NO KEY UPDATE`), and on the charge path locks, looks up the idempotency key and prefetches the first batch of `live_grants` in one round trip (tests: `tests/concurrency.rs`, `tests/payments.rs`, `tests/multihost.rs` on PostgreSQL) |
+//! | the clock of [`verify`] | `now` of the verify statement | one template; SQLite binds the process clock, PostgreSQL uses the statement's start outside a transaction (`peek`). Both backends run every test of `tests/verify_cache.rs`, `tests/key_policy.rs`, `tests/grants.rs` and `tests/holds.rs` against it |
+//! | `live_grants`' `LIMIT` | – | SQLite's planner weighs a bound `LIMIT`, so rebinding one re-parses: SQLite writes the limit into the text, PostgreSQL binds it |
+//! | schema bookkeeping, `NOW`, the verify cache's `fresh_until` | – | the catalogs and the clocks are the backends' own; `fresh_until` serves SQLite's verify cache only |
+
+use std::sync::LazyLock;
+
+/// One statement, in both dialects.
+pub(crate) struct Sql {
+    pg: String,
+    sqlite: String,
+}
+
+impl Sql {
+    pub(crate) fn new(pg: String) -> Sql {
+        let sqlite = to_sqlite(&pg);
+        Sql { pg, sqlite }
+    }
+
+    /// The PostgreSQL text.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn pg(&self) -> &str {
+        &self.pg
+    }
+
+    /// The SQLite text.
+    pub(crate) fn sqlite(&self) -> &str {
+        &self.sqlite
+    }
+}
+
+/// PostgreSQL's functions SQLite spells otherwise.
+const FUNCTIONS: [(&str, &str); 2] = [("GREATEST(", "MAX("), ("LEAST(", "MIN(")];
+
+/// Translates a statement of the shared dialect for SQLite: `$n` → `?n`,
+/// `::type` casts dropped, `GREATEST(`/`LEAST(` → `MAX(`/`MIN(`. Quoted
+/// text is copied as it is.
+pub(crate) fn to_sqlite(pg: &str) -> String {
+    let b = pg.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut out = String::with_capacity(pg.len());
+    let (mut i, mut quoted) = (0, false);
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\'' {
+            quoted = !quoted;
+        } else if !quoted && c == b'$' {
+            out.push('?');
+            i += 1;
+            continue;
+        } else if !quoted && c == b':' && b.get(i + 1) == Some(&b':') {
+            i += 2;
+            while i < b.len() && (ident(b[i]) || b[i] == b'[' || b[i] == b']') {
+                i += 1;
+            }
+            continue;
+        } else if !quoted
+            && (i == 0 || !ident(b[i - 1]))
+            && let Some((from, to)) = FUNCTIONS.iter().find(|(from, _)| pg[i..].starts_with(from))
+        {
+            out.push_str(to);
+            i += from.len();
+            continue;
+        }
+        // Multi-byte characters are copied whole.
+        let len = pg[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&pg[i..i + len]);
+        i += len;
+    }
+    out
+}
+
+// ----- the rules, each written once -----------------------------------------
+
+/// Whether a key's rate-limits row `r` holds a limit. Lifting a key's
+/// limits sets both to NULL and keeps the row, so a minute's counts are never
+/// reset by lifting and setting limits again: requests a process leased stay
+/// counted (`CreditManager::take_request`).
+pub(crate) const RATE_ROW_HAS_LIMITS: &str = "(r.requests_per_minute IS NOT NULL OR r.tokens_per_minute IS NOT NULL)";
+
+/// Active holds of `user` not yet expired at `now` (SQL expressions).
+pub(crate) fn held(user: &str, now: &str) -> String {
+    format!(
+        "COALESCE((SELECT SUM(h.amount) FROM creditgate_holds h \
+         WHERE h.user_id = {user} AND h.status = 'active' AND h.expires_at > {now}), 0)"
+    )
+}
+
+/// What `user`'s grants past their expiry at `now` still hold: not yet
+/// applied as `expiry` entries (the next write of the account applies them).
+pub(crate) fn due(user: &str, now: &str) -> String {
+    format!(
+        "COALESCE((SELECT SUM(g.remaining) FROM creditgate_grants g \
+         WHERE g.user_id = {user} AND g.remaining > 0 AND g.expires_at <= {now}), 0)"
+    )
+}
+
+/// What strict operations may still take from the account row `a` of
+/// `user` at `now`: balance − the floor (`min_balance` ≤ 0) − active holds −
+/// grants due to expire. NUMERIC on PostgreSQL, so it cannot overflow; an
+/// absent account (a NULL row of a LEFT JOIN) has balance and floor 0.
+pub(crate) fn available(a: &str, user: &str, now: &str) -> String {
+    format!("(COALESCE({a}.balance::numeric - {a}.min_balance, 0) - {} - {})", held(user, now), due(user, now))
+}
+
+/// What the spend cap of key `k` (joined with its counter `s`) still allows
+/// at `now`: limit − spent in the current window − the key's active holds,
+/// clamped to BIGINT; NULL without a cap.
+pub(crate) fn key_remaining(now: &str) -> String {
+    format!(
+        "CASE WHEN k.spend_limit IS NULL THEN NULL ELSE GREATEST(k.spend_limit::numeric \
+         - (CASE WHEN s.window_end > {now} THEN s.spent ELSE 0 END) \
+         - COALESCE((SELECT SUM(kh.amount) FROM creditgate_holds kh \
+            WHERE kh.api_key_id = k.id AND kh.status = 'active' AND kh.expires_at > {now}), 0), \
+         -9223372036854775808)::bigint END"
+    )
+}
+
+/// Key `k` verifies at `now` as far as the database decides: not disabled,
+/// not expired (revocation is answered by the manager with its own error).
+pub(crate) fn key_usable(now: &str) -> String {
+    format!("k.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > {now})")
+}
+
+/// The order of `live_grants`, at `now`: grants past their expiry first (by
+/// expiry, id), then the draw-down order: promotional before paid, lower
+/// priority, earliest expiry (none last), lowest id.
+pub(crate) fn grant_order(now: &str) -> String {
+    format!(
+        "CASE WHEN expires_at <= {now} THEN 0 ELSE 1 END, \
+         CASE WHEN expires_at <= {now} THEN expires_at END, CASE WHEN expires_at <= {now} THEN id END, \
+         CASE category WHEN 'promotional' THEN 0 ELSE 1 END, priority, \
+         COALESCE(expires_at, 9223372036854775807), id"
+    )
+}
+
+// ----- column lists (one per row type; `rows.rs` maps them) ----------------
+
+pub(crate) const ENTRY_COLS: &str = "id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, \
+     api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at";
+/// Columns of `KEY_FROM`: the key and its spend counter.
+pub(crate) const KEY_COLS: &str = "k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, \
+     k.revoked_at, k.expires_at, k.disabled_at, k.rotated_to, k.spend_limit, k.spend_window, s.window_end, s.spent";
+/// Keys with their spend counter.
+pub(crate) const KEY_FROM: &str = "creditgate_api_keys k LEFT JOIN creditgate_key_spend s ON s.api_key_id = k.id";
+pub(crate) const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at";
+pub(crate) const GRANT_COLS: &str =
+    "id, user_id, entry_id, category, priority, amount, remaining, expires_at, created_at, payment_id";
+pub(crate) const ACCOUNT_COLS: &str = "balance, first_key_issued, created_at, min_balance";
+
+/// The verify statement: the key with hash `$1` (of kind `$2`, when not
+/// NULL) if usable at `now`, with [`KEY_COLS`], its account's
+/// [`available`], its [`key_remaining`] and its rate counts. `now` is the
+/// backend's clock expression (see the table above).
+pub(crate) fn verify(now: &str) -> String {
+    format!(
+        "SELECT {KEY_COLS}, {}::bigint, {}, COALESCE({RATE_ROW_HAS_LIMITS}, FALSE), \
+         r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens \
+         FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
+         LEFT JOIN creditgate_key_rate_limits r ON r.api_key_id = k.id \
+         WHERE k.key_hash = $1 AND ($2::text IS NULL OR k.hash_kind = $2::text) AND {}",
+        available("a", "k.user_id", now),
+        key_remaining(now),
+        key_usable(now),
+    )
+}
+
+/// The audit's payment checks: each row is (user_id, problem, detail).
+/// `'reinstatement:'` is 14 characters, so a reinstatement's reversal has
+/// the global key `'reversal:' || substr(global_key, 15)`.
+const PAYMENT_PROBLEMS: &str = "\
+    SELECT p.user_id, 'payment_over_reversed', 'payment ' || r.reference || ' paid ' || \
+           CAST(p.amount_minor AS TEXT) || ' minor units, reversed net of reinstatements ' || \
+           CAST(SUM(CASE WHEN r.kind = 'reversal' THEN r.amount_minor ELSE -r.amount_minor END) AS TEXT) \
+    FROM creditgate_entries r JOIN creditgate_entries p ON p.global_key = 'payment:' || r.reference \
+    WHERE r.kind IN ('reversal', 'reinstatement') \
+    GROUP BY p.user_id, r.reference, p.amount_minor \
+    HAVING SUM(CASE WHEN r.kind = 'reversal' THEN r.amount_minor ELSE -r.amount_minor END) < 0 \
+        OR SUM(CASE WHEN r.kind = 'reversal' THEN r.amount_minor ELSE -r.amount_minor END) > p.amount_minor \
+    UNION ALL \
+    SELECT i.user_id, 'reinstatement_mismatch', 'reinstatement ' || i.global_key || ' does not restore its reversal' \
+    FROM creditgate_entries i LEFT JOIN creditgate_entries r ON r.global_key = 'reversal:' || substr(i.global_key, 15) \
+    WHERE i.kind = 'reinstatement' AND (r.user_id IS NULL OR r.user_id <> i.user_id OR r.amount <> -i.amount \
+          OR COALESCE(r.amount_minor, -1) <> COALESCE(i.amount_minor, -1))";
+
+/// Counts a request in the key's current window (`$2`) when neither limit is
+/// used up there; a new window starts from zero. One statement: atomic (on
+/// PostgreSQL, under READ COMMITTED a concurrent update makes the server
+/// recheck the WHERE clause on the new row version).
+const TAKE_REQUESTS: &str = "UPDATE creditgate_key_rate_limits SET \
+     requests = CASE WHEN window_start = $2 THEN requests + $3 ELSE $3 END, \
+     tokens = CASE WHEN window_start = $2 THEN tokens ELSE 0 END, window_start = $2 \
+     WHERE api_key_id = $1 \
+     AND (requests_per_minute IS NULL \
+       OR CASE WHEN window_start = $2 THEN requests ELSE 0 END + $3 <= requests_per_minute) \
+     AND (tokens_per_minute IS NULL OR CASE WHEN window_start = $2 THEN tokens ELSE 0 END < tokens_per_minute)";
+
+/// Adds a charge to a key's counter for the window [$2, $3): the CASEs read
+/// the old row: a later window restarts the counter, the same one adds
+/// (saturating at i64::MAX; charges are positive), an earlier one leaves it.
+const ADD_KEY_SPEND: &str = "INSERT INTO creditgate_key_spend AS t (api_key_id, window_start, window_end, spent) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (api_key_id) DO UPDATE SET \
+     spent = CASE WHEN t.window_start < EXCLUDED.window_start THEN EXCLUDED.spent \
+                  WHEN t.window_start > EXCLUDED.window_start THEN t.spent \
+                  WHEN t.spent > 9223372036854775807 - EXCLUDED.spent THEN 9223372036854775807 \
+                  ELSE t.spent + EXCLUDED.spent END, \
+     window_end = CASE WHEN t.window_start < EXCLUDED.window_start THEN EXCLUDED.window_end ELSE t.window_end END, \
+     window_start = CASE WHEN t.window_start < EXCLUDED.window_start THEN EXCLUDED.window_start \
+                         ELSE t.window_start END";
+
+/// When the conditional balance update may happen (the alias `a` is the
+/// account row): the sum stays in BIGINT ($3..=$4) and, when $5 (strict),
+/// [`available`] at $6 covers the amount $2. Written once for both shapes
+/// of the update.
+fn apply_allows() -> String {
+    format!(
+        "a.user_id = $1 AND a.balance BETWEEN $3::bigint AND $4::bigint AND (NOT $5::boolean OR {} + $2::bigint >= 0)",
+        available("a", "$1", "$6::bigint")
+    )
+}
+
+/// PostgreSQL's [`apply`]: the same update, also returning the row as it
+/// was before it (the self-join `o`), so the manager's invariant check
+/// costs no round trip. SQLite's RETURNING cannot name a FROM table.
+#[cfg(feature = "postgres")]
+pub(crate) static APPLY_RETURNING_BEFORE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE creditgate_accounts AS a SET balance = a.balance + $2::bigint, last_seq = a.last_seq + 1 \
+         FROM (SELECT balance, last_seq FROM creditgate_accounts WHERE user_id = $1) AS o \
+         WHERE {} RETURNING a.balance, a.last_seq, o.balance, o.last_seq",
+        apply_allows()
+    )
+});
+
+macro_rules! statements {
+    ($($(#[$doc:meta])* $name:ident = $sql:expr;)*) => {
+        /// The shared statements; see the module's documentation.
+        pub(crate) struct Statements {
+            $($(#[$doc])* pub(crate) $name: Sql,)*
+        }
+
+        /// The statement table, built and translated once.
+        pub(crate) static S: LazyLock<Statements> =
+            LazyLock::new(|| Statements { $($name: Sql::new(String::from($sql)),)* });
+
+        #[cfg(test)]
+        impl Statements {
+            /// Every statement with its name.
+            fn all(&self) -> Vec<(&'static str, &Sql)> {
+                vec![$((stringify!($name), &self.$name),)*]
+            }
+        }
+    };
+}
+
+statements! {
+    /// Creates the account row ($1, created at $2) unless it exists (one row
+    /// changed when it did not).
+    ensure_account = "INSERT INTO creditgate_accounts (user_id, created_at) VALUES ($1, $2) \
+        ON CONFLICT (user_id) DO NOTHING";
+    account = format!("SELECT {ACCOUNT_COLS} FROM creditgate_accounts WHERE user_id = $1");
+    held = format!("SELECT {}::bigint", held("$1", "$2::bigint"));
+    /// [`available`] of user $1 at $2, with or without an account row.
+    available = format!(
+        "SELECT {}::bigint FROM (SELECT 1) AS one LEFT JOIN creditgate_accounts a ON a.user_id = $1",
+        available("a", "$1", "$2::bigint")
+    );
+    /// Adds $2 to the balance of $1 and takes the next seq, when the balance
+    /// stays in BIGINT ($3..=$4) and, when $5 (strict), [`available`] at $6
+    /// covers it.
+    apply = format!(
+        "UPDATE creditgate_accounts AS a SET balance = a.balance + $2::bigint, last_seq = a.last_seq + 1 \
+         WHERE {} RETURNING balance, last_seq",
+        apply_allows()
+    );
+    /// The balance and last seq of $1 (SQLite reads them before [`apply`]
+    /// under its write lock; PostgreSQL's [`APPLY_RETURNING_BEFORE`] returns
+    /// them from the update itself).
+    balance_and_seq = "SELECT balance, last_seq FROM creditgate_accounts WHERE user_id = $1";
+    insert_entry = "INSERT INTO creditgate_entries (id, seq, user_id, kind, amount, balance_after, idempotency_key, \
+        global_key, reference, api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, \
+        created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+    entry_by_key = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE user_id = $1 AND idempotency_key = $2");
+    entry_by_global_key = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE global_key = $1");
+    entry_by_id = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE id = $1");
+    /// (minor units, micro-credits) reversed of payment $1, not counting
+    /// reversals since reinstated ('reversal:' is 9 characters).
+    reversed_total = "SELECT COALESCE(SUM(r.amount_minor), 0)::bigint, COALESCE(SUM(-r.amount), 0)::bigint \
+        FROM creditgate_entries r WHERE r.reference = $1 AND r.kind = 'reversal' AND NOT EXISTS \
+        (SELECT 1 FROM creditgate_entries i WHERE i.global_key = 'reinstatement:' || substr(r.global_key, 10))";
+    entries = format!(
+        "SELECT {ENTRY_COLS} FROM creditgate_entries WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+    );
+    has_purchase = "SELECT 1 FROM creditgate_entries WHERE user_id = $1 AND kind = 'purchase' LIMIT 1";
+
+    key_by_hash = format!("SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.key_hash = $1");
+    key_by_hash_kind = format!("SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.key_hash = $1 AND k.hash_kind = $2");
+    key_by_id = format!("SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.id = $1");
+    /// [`key_remaining`] of key $1 at $2 (no row: no such key).
+    key_remaining = format!("SELECT {} FROM {KEY_FROM} WHERE k.id = $1", key_remaining("$2::bigint"));
+    keys = format!(
+        "SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.user_id = $1 ORDER BY k.created_at DESC, k.id DESC LIMIT $2"
+    );
+    active_keys = "SELECT COUNT(*) FROM creditgate_api_keys WHERE user_id = $1 AND revoked_at IS NULL \
+        AND (expires_at IS NULL OR expires_at > $2)";
+    insert_key = "INSERT INTO creditgate_api_keys (id, user_id, name, prefix, key_hash, hash_kind, legacy, created_at, \
+        expires_at, spend_limit, spend_window) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    set_key_expiry = "UPDATE creditgate_api_keys SET expires_at = $2 WHERE id = $1";
+    disable_key = "UPDATE creditgate_api_keys SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL";
+    enable_key = "UPDATE creditgate_api_keys SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL";
+    set_key_rotated = "UPDATE creditgate_api_keys SET rotated_to = $2, \
+        expires_at = CASE WHEN expires_at IS NULL OR expires_at > $3 THEN $3 ELSE expires_at END WHERE id = $1";
+    set_key_limit = "UPDATE creditgate_api_keys SET spend_limit = $2, spend_window = $3 WHERE id = $1";
+    revoke_key = "UPDATE creditgate_api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+    put_key_spend = "INSERT INTO creditgate_key_spend (api_key_id, window_start, window_end, spent) \
+        VALUES ($1, $2, $3, $4) ON CONFLICT (api_key_id) DO UPDATE SET window_start = EXCLUDED.window_start, \
+        window_end = EXCLUDED.window_end, spent = EXCLUDED.spent";
+    add_key_spend = ADD_KEY_SPEND;
+    set_first_key_issued = "UPDATE creditgate_accounts SET first_key_issued = TRUE WHERE user_id = $1";
+    set_min_balance = "UPDATE creditgate_accounts SET min_balance = $2 WHERE user_id = $1";
+    tally_key_attempt = "INSERT INTO creditgate_key_attempts AS t (user_id, day, attempts, successes) \
+        VALUES ($1, $2, 1, $3) ON CONFLICT (user_id, day) DO UPDATE SET attempts = t.attempts + 1, \
+        successes = t.successes + EXCLUDED.successes";
+
+    expire_holds = "UPDATE creditgate_holds SET status = 'expired' \
+        WHERE user_id = $1 AND status = 'active' AND expires_at <= $2";
+    active_holds = "SELECT COUNT(*) FROM creditgate_holds WHERE user_id = $1 AND status = 'active' AND expires_at > $2";
+    /// Inserts hold ($3, user $1, key $4, amount $5, model $6, request $7,
+    /// expiring at $8) at $2 when the account's [`available`] and the key's
+    /// [`key_remaining`] cover it.
+    insert_hold_if_available = format!(
+        "INSERT INTO creditgate_holds (id, user_id, api_key_id, amount, model, request_id, status, created_at, \
+         expires_at) SELECT $3::uuid, $1::text, $4::uuid, $5::bigint, $6::text, $7::text, 'active', $2::bigint, \
+         $8::bigint FROM creditgate_accounts a WHERE a.user_id = $1::text AND {} >= $5::bigint \
+         AND NOT EXISTS (SELECT 1 FROM {KEY_FROM} WHERE k.id = $4::uuid AND ({}) < $5::bigint)",
+        available("a", "$1::text", "$2::bigint"),
+        key_remaining("$2::bigint"),
+    );
+    hold = format!("SELECT {HOLD_COLS} FROM creditgate_holds WHERE id = $1");
+    hold_by_request = format!("SELECT {HOLD_COLS} FROM creditgate_holds WHERE user_id = $1 AND request_id = $2");
+    set_hold_status = "UPDATE creditgate_holds SET status = $3, entry_id = COALESCE($4::uuid, entry_id) \
+        WHERE id = $1 AND status = $2";
+
+    price = "SELECT input_per_1k, output_per_1k FROM creditgate_model_prices WHERE model = $1";
+    set_price = "INSERT INTO creditgate_model_prices (model, input_per_1k, output_per_1k, updated_at) \
+        VALUES ($1, $2, $3, $4) ON CONFLICT (model) DO UPDATE SET input_per_1k = EXCLUDED.input_per_1k, \
+        output_per_1k = EXCLUDED.output_per_1k, updated_at = EXCLUDED.updated_at";
+    prices = "SELECT model, input_per_1k, output_per_1k FROM creditgate_model_prices ORDER BY model";
+
+    scan_accounts = "SELECT user_id, balance, last_seq FROM creditgate_accounts ORDER BY user_id";
+    scan_entries = "SELECT user_id, seq, amount, balance_after FROM creditgate_entries ORDER BY user_id, seq";
+    users = "SELECT COUNT(*) FROM (SELECT user_id FROM creditgate_entries UNION SELECT user_id FROM creditgate_api_keys \
+        UNION SELECT user_id FROM creditgate_key_attempts) AS u";
+    paying_users = "SELECT COUNT(DISTINCT user_id) FROM creditgate_entries WHERE kind = 'purchase'";
+    users_attempted_key = "SELECT COUNT(DISTINCT user_id) FROM creditgate_key_attempts";
+    paying_users_attempted_key = "SELECT COUNT(DISTINCT user_id) FROM creditgate_key_attempts WHERE user_id IN \
+        (SELECT user_id FROM creditgate_entries WHERE kind = 'purchase')";
+    key_generation_attempts = "SELECT COALESCE(SUM(attempts), 0)::bigint FROM creditgate_key_attempts";
+    key_generation_successes = "SELECT COALESCE(SUM(successes), 0)::bigint FROM creditgate_key_attempts";
+    payment_problems = PAYMENT_PROBLEMS;
+
+    /// Sets key $1's rate limits; lifting both keeps the row and its counts
+    /// (see [`RATE_ROW_HAS_LIMITS`]).
+    set_rate_limit = "INSERT INTO creditgate_key_rate_limits (api_key_id, requests_per_minute, tokens_per_minute) \
+        VALUES ($1, $2, $3) ON CONFLICT (api_key_id) DO UPDATE SET \
+        requests_per_minute = EXCLUDED.requests_per_minute, tokens_per_minute = EXCLUDED.tokens_per_minute";
+    take_requests = TAKE_REQUESTS;
+    /// Key $1's requests in the window $2 and its requests-per-minute limit.
+    rate_requests = "SELECT CASE WHEN window_start = $2 THEN requests ELSE 0 END, requests_per_minute \
+        FROM creditgate_key_rate_limits WHERE api_key_id = $1";
+    add_rate_tokens = "UPDATE creditgate_key_rate_limits SET \
+        tokens = CASE WHEN window_start = $2 THEN tokens + $3 ELSE $3 END, \
+        requests = CASE WHEN window_start = $2 THEN requests ELSE 0 END, window_start = $2 \
+        WHERE api_key_id = $1";
+    has_rate_limits = format!(
+        "SELECT EXISTS (SELECT 1 FROM creditgate_key_rate_limits r WHERE {RATE_ROW_HAS_LIMITS})"
+    );
+
+    insert_grant = "INSERT INTO creditgate_grants (user_id, entry_id, category, priority, amount, remaining, \
+        expires_at, created_at, payment_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+    /// User $1's grants with credits left at $2, those past their expiry
+    /// only with $3, in [`grant_order`]; each backend appends its `LIMIT`.
+    live_grants = format!(
+        "SELECT {GRANT_COLS} FROM creditgate_grants WHERE user_id = $1 AND remaining > 0 \
+         AND ($3::boolean OR expires_at IS NULL OR expires_at > $2::bigint) ORDER BY {}",
+        grant_order("$2::bigint")
+    );
+    take_from_grant = "UPDATE creditgate_grants SET remaining = remaining - $2::bigint \
+        WHERE id = $1 AND remaining >= $2::bigint";
+    grant_by_payment = format!("SELECT {GRANT_COLS} FROM creditgate_grants WHERE payment_id = $1 ORDER BY id LIMIT 1");
+    due_grants = format!("SELECT {}::bigint", due("$1", "$2::bigint"));
+    users_with_due_grants = "SELECT DISTINCT user_id FROM creditgate_grants \
+        WHERE remaining > 0 AND expires_at <= $1::bigint ORDER BY user_id LIMIT $2::bigint";
+
+    insert_event = "INSERT INTO creditgate_events (kind, user_id, api_key_id, data, created_at) \
+        VALUES ($1, $2, $3, $4, $5) RETURNING id";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translation_to_sqlite() {
+        assert_eq!(
+            to_sqlite("SELECT $1::bigint, GREATEST(a, $12::uuid[]), xLEAST(b), ':: $1' FROM t WHERE x = $2::text"),
+            "SELECT ?1, MAX(a, ?12), xLEAST(b), ':: $1' FROM t WHERE x = ?2"
+        );
+        assert_eq!(to_sqlite("SELECT (a + b)::bigint, 'é''$3' || $4"), "SELECT (a + b), 'é''$3' || ?4");
+    }
+
+    /// Every statement of the table prepares on SQLite (the PostgreSQL
+    /// texts are prepared by every test run on PostgreSQL).
+    #[test]
+    fn every_statement_prepares_on_sqlite() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        for m in super::super::schema::MIGRATIONS {
+            c.execute_batch(m.sqlite).unwrap();
+        }
+        let verify = Sql::new(verify("$3"));
+        let mut all = S.all();
+        all.push(("verify", &verify));
+        for (name, sql) in &all {
+            c.prepare(sql.sqlite()).unwrap_or_else(|e| panic!("{name}: {e}: {}", sql.sqlite()));
+        }
+        assert!(all.len() > 50, "{}", all.len());
+    }
+}
