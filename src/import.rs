@@ -133,25 +133,46 @@ impl CreditManager {
         if !matches!(spec.kind, EntryKind::Adjustment | EntryKind::Purchase) {
             return Err(Error::invalid(format!("import kind must be adjustment or purchase, got {}", spec.kind)));
         }
+        // Read and check everything before the first write.
+        let mut summary = ImportSummary::default();
+        let balances = self.read_balances(spec, &mut summary)?;
+        let legacy = match &spec.keys {
+            Some(k) => self.read_legacy_keys(k)?,
+            None => Vec::new(),
+        };
+
+        for (user, amount) in balances {
+            let e =
+                self.import_balance(&user, amount, spec.kind).map_err(|e| changed_since_import(e, &user, amount))?;
+            if e.replayed {
+                summary.balances_already_imported += 1;
+            } else {
+                summary.balances_imported += 1;
+            }
+        }
+        if let Some(k) = &spec.keys {
+            for (user, key) in legacy {
+                match k.format {
+                    KeyFormat::Plain => self.import_api_key(&user, Some(&key), None, None)?,
+                    KeyFormat::Sha256 => self.import_api_key(&user, None, Some(&key.to_ascii_lowercase()), None)?,
+                };
+                summary.keys += 1;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// The users table's non-zero balances, each checked; counts the users
+    /// and the balances skipped (NULL or zero) in `summary`.
+    fn read_balances(&self, spec: &ImportUsers, summary: &mut ImportSummary) -> Result<Vec<(String, Credits)>> {
         let sql = format!(
             "SELECT CAST({id} AS TEXT), CAST({bal} AS TEXT) FROM {table} ORDER BY 1",
             id = ident("id_column", &spec.id_column)?,
             bal = ident("balance_column", &spec.balance_column)?,
             table = ident("table", &spec.table)?,
         );
-        let keys_sql = match &spec.keys {
-            None => None,
-            Some(k) => Some(format!(
-                "SELECT CAST({u} AS TEXT), CAST({k} AS TEXT) FROM {t} WHERE {k} IS NOT NULL ORDER BY 1, 2",
-                u = ident("key user_column", &k.user_column)?,
-                k = ident("key_column", &k.key_column)?,
-                t = ident("keys table", &k.table)?,
-            )),
-        };
-
-        // Read and check everything before the first write.
         let rows = self.host_rows(&sql, 2).map_err(|e| reading(&format!("users table {:?}", spec.table), e))?;
-        let mut summary = ImportSummary { users: rows.len() as u64, ..ImportSummary::default() };
+        summary.users = rows.len() as u64;
         let mut balances = Vec::new();
         for row in rows {
             let user = row[0].clone().ok_or_else(|| Error::invalid("a row of the users table has a NULL id"))?;
@@ -179,47 +200,34 @@ impl CreditManager {
             }
             balances.push((user, amount));
         }
-        let mut legacy = Vec::new();
-        if let (Some(k), Some(sql)) = (&spec.keys, keys_sql) {
-            let prefix = &self.config().api_key_prefix;
-            for row in self.host_rows(&sql, 2).map_err(|e| reading(&format!("keys table {:?}", k.table), e))? {
-                let user = row[0].clone().ok_or_else(|| Error::invalid("a row of the keys table has a NULL user"))?;
-                crate::validate::text("user_id", &user)?;
-                let key = row[1].clone().unwrap_or_default();
-                match k.format {
-                    KeyFormat::Plain => {
-                        keys::classify(prefix, &key).map_err(|e| {
-                            Error::invalid(format!(
-                                "a legacy key of user {:?} cannot be imported: {e}",
-                                truncate(&user)
-                            ))
-                        })?;
-                    }
-                    KeyFormat::Sha256 => keys::validate_sha256_hex(&key.to_ascii_lowercase())?,
-                }
-                legacy.push((user, key));
-            }
-        }
+        Ok(balances)
+    }
 
-        for (user, amount) in balances {
-            let e =
-                self.import_balance(&user, amount, spec.kind).map_err(|e| changed_since_import(e, &user, amount))?;
-            if e.replayed {
-                summary.balances_already_imported += 1;
-            } else {
-                summary.balances_imported += 1;
+    /// The keys table's (user, key) rows, each key checked in its format.
+    fn read_legacy_keys(&self, k: &ImportKeys) -> Result<Vec<(String, String)>> {
+        let sql = format!(
+            "SELECT CAST({u} AS TEXT), CAST({key} AS TEXT) FROM {t} WHERE {key} IS NOT NULL ORDER BY 1, 2",
+            u = ident("key user_column", &k.user_column)?,
+            key = ident("key_column", &k.key_column)?,
+            t = ident("keys table", &k.table)?,
+        );
+        let prefix = &self.config().api_key_prefix;
+        let mut legacy = Vec::new();
+        for row in self.host_rows(&sql, 2).map_err(|e| reading(&format!("keys table {:?}", k.table), e))? {
+            let user = row[0].clone().ok_or_else(|| Error::invalid("a row of the keys table has a NULL user"))?;
+            crate::validate::text("user_id", &user)?;
+            let key = row[1].clone().unwrap_or_default();
+            match k.format {
+                KeyFormat::Plain => {
+                    keys::classify(prefix, &key).map_err(|e| {
+                        Error::invalid(format!("a legacy key of user {:?} cannot be imported: {e}", truncate(&user)))
+                    })?;
+                }
+                KeyFormat::Sha256 => keys::validate_sha256_hex(&key.to_ascii_lowercase())?,
             }
+            legacy.push((user, key));
         }
-        if let Some(k) = &spec.keys {
-            for (user, key) in legacy {
-                match k.format {
-                    KeyFormat::Plain => self.import_api_key(&user, Some(&key), None, None)?,
-                    KeyFormat::Sha256 => self.import_api_key(&user, None, Some(&key.to_ascii_lowercase()), None)?,
-                };
-                summary.keys += 1;
-            }
-        }
-        Ok(summary)
+        Ok(legacy)
     }
 }
 

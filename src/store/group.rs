@@ -30,7 +30,7 @@
 
 use crate::error::{Error, Result};
 use crate::store::Tx;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Longest a leader waits for expected writers to join its batch.
@@ -181,12 +181,7 @@ impl GroupCommit {
             // The leader's place is taken before gathering (which releases
             // the lock), so one lane never has two leaders.
             q.leaders += 1;
-            if self.lanes == 1 && q.waiting.len() < q.expected {
-                let deadline = Instant::now() + (q.last_batch / 2).min(MAX_GATHER);
-                q.gathering = true;
-                while q.waiting.len() < q.expected && !self.joined.wait_until(&mut q, deadline).timed_out() {}
-                q.gathering = false;
-            }
+            self.gather(&mut q);
             let Some((batch, mixed)) = self.take(&mut q) else {
                 // Every queued job (ours among them: the lock was held since
                 // we saw it untaken, unless we gathered) waits for a running
@@ -198,50 +193,76 @@ impl GroupCommit {
                 }
                 continue;
             };
-            q.batching |= mixed;
-            let accounts: Vec<u64> = batch
-                .iter()
-                .filter_map(|p| {
-                    // SAFETY: the slot's submitter waits; we hold the lock.
-                    unsafe { (*p.0).taken = true };
-                    unsafe { (*p.0).account }
-                })
-                .collect();
-            q.running.extend_from_slice(&accounts);
-            let n = batch.len();
-            drop(q);
-            let started = Instant::now();
-            // SAFETY: every slot in `batch` belongs to a waiting submitter.
-            let mut slots: Vec<&mut Slot> = batch.iter().map(|p| unsafe { &mut *p.0 }).collect();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_batch(&mut slots)))
-                .unwrap_or_else(|_| Err(Error::Internal("group commit batch panicked".into())));
-            let failure = outcome.err().map(|e| {
-                let why = match e {
-                    Error::Storage(m) => m,
-                    other => other.to_string(),
-                };
-                if n == 1 { why } else { format!("batch of {n} writes did not commit: {why}") }
-            });
-            q = self.queue.lock();
-            q.last_batch = started.elapsed();
-            q.expected = (n + q.waiting.len()).min(self.max_jobs);
-            q.leaders -= 1;
-            if mixed {
-                q.batching = false;
-            }
-            for a in accounts {
-                if let Some(i) = q.running.iter().position(|&r| r == a) {
-                    q.running.swap_remove(i);
-                }
-            }
-            for s in slots {
-                if failure.is_some() {
-                    s.failure = failure.clone();
-                }
-                s.done = true;
-            }
-            self.wake.notify_all();
+            q = self.lead(q, batch, mixed, run_batch);
         }
+    }
+
+    /// With one lane, waits a little (half the last batch's time, at most
+    /// `MAX_GATHER`) for the writers the last batch suggests are coming, so
+    /// they share this commit.
+    fn gather(&self, q: &mut MutexGuard<'_, Queue>) {
+        if self.lanes == 1 && q.waiting.len() < q.expected {
+            let deadline = Instant::now() + (q.last_batch / 2).min(MAX_GATHER);
+            q.gathering = true;
+            while q.waiting.len() < q.expected && !self.joined.wait_until(q, deadline).timed_out() {}
+            q.gathering = false;
+        }
+    }
+
+    /// Runs `batch` as the leader of its lane: marks its slots taken, runs
+    /// them without the lock, then records the outcome in every slot and
+    /// wakes the submitters. Takes the lock back before returning it.
+    fn lead<'q>(
+        &'q self,
+        mut q: MutexGuard<'q, Queue>,
+        batch: Vec<SlotPtr>,
+        mixed: bool,
+        run_batch: &dyn Fn(&mut [&mut Slot]) -> Result<()>,
+    ) -> MutexGuard<'q, Queue> {
+        q.batching |= mixed;
+        let accounts: Vec<u64> = batch
+            .iter()
+            .filter_map(|p| {
+                // SAFETY: the slot's submitter waits; we hold the lock.
+                unsafe { (*p.0).taken = true };
+                unsafe { (*p.0).account }
+            })
+            .collect();
+        q.running.extend_from_slice(&accounts);
+        let n = batch.len();
+        drop(q);
+        let started = Instant::now();
+        // SAFETY: every slot in `batch` belongs to a waiting submitter.
+        let mut slots: Vec<&mut Slot> = batch.iter().map(|p| unsafe { &mut *p.0 }).collect();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_batch(&mut slots)))
+            .unwrap_or_else(|_| Err(Error::Internal("group commit batch panicked".into())));
+        let failure = outcome.err().map(|e| {
+            let why = match e {
+                Error::Storage(m) => m,
+                other => other.to_string(),
+            };
+            if n == 1 { why } else { format!("batch of {n} writes did not commit: {why}") }
+        });
+        q = self.queue.lock();
+        q.last_batch = started.elapsed();
+        q.expected = (n + q.waiting.len()).min(self.max_jobs);
+        q.leaders -= 1;
+        if mixed {
+            q.batching = false;
+        }
+        for a in accounts {
+            if let Some(i) = q.running.iter().position(|&r| r == a) {
+                q.running.swap_remove(i);
+            }
+        }
+        for s in slots {
+            if failure.is_some() {
+                s.failure = failure.clone();
+            }
+            s.done = true;
+        }
+        self.wake.notify_all();
+        q
     }
 
     /// The next batch to run, and whether it mixes accounts; None when every
