@@ -360,7 +360,8 @@ impl Config {
     /// Test mode, off by default: after every balance move, the write also
     /// audits the account it moved (its entries' chain, its grants, its
     /// payments) and fails with `Internal`, rolling back, on any mismatch.
-    /// Costly: for tests and checking runs only. `CREDITGATE_CHECK_INVARIANTS=1`
+    /// Costly (the audit's ledger-wide scans, inside every write): for tests
+    /// and checking runs on test-sized ledgers. `CREDITGATE_CHECK_INVARIANTS=1`
     /// in the environment turns it on for every manager opened.
     #[doc(hidden)]
     pub fn check_invariants(mut self, on: bool) -> Config {

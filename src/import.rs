@@ -133,12 +133,20 @@ impl CreditManager {
         if !matches!(spec.kind, EntryKind::Adjustment | EntryKind::Purchase) {
             return Err(Error::invalid(format!("import kind must be adjustment or purchase, got {}", spec.kind)));
         }
-        // Read and check everything before the first write.
+        // Check every identifier, then read and check every row, before
+        // the first write.
+        let users_sql = format!(
+            "SELECT CAST({id} AS TEXT), CAST({bal} AS TEXT) FROM {table} ORDER BY 1",
+            id = ident("id_column", &spec.id_column)?,
+            bal = ident("balance_column", &spec.balance_column)?,
+            table = ident("table", &spec.table)?,
+        );
+        let keys_sql = spec.keys.as_ref().map(keys_query).transpose()?;
         let mut summary = ImportSummary::default();
-        let balances = self.read_balances(spec, &mut summary)?;
-        let legacy = match &spec.keys {
-            Some(k) => self.read_legacy_keys(k)?,
-            None => Vec::new(),
+        let balances = self.read_balances(spec, &users_sql, &mut summary)?;
+        let legacy = match (&spec.keys, keys_sql) {
+            (Some(k), Some(sql)) => self.read_legacy_keys(k, &sql)?,
+            _ => Vec::new(),
         };
 
         for (user, amount) in balances {
@@ -162,16 +170,15 @@ impl CreditManager {
         Ok(summary)
     }
 
-    /// The users table's non-zero balances, each checked; counts the users
-    /// and the balances skipped (NULL or zero) in `summary`.
-    fn read_balances(&self, spec: &ImportUsers, summary: &mut ImportSummary) -> Result<Vec<(String, Credits)>> {
-        let sql = format!(
-            "SELECT CAST({id} AS TEXT), CAST({bal} AS TEXT) FROM {table} ORDER BY 1",
-            id = ident("id_column", &spec.id_column)?,
-            bal = ident("balance_column", &spec.balance_column)?,
-            table = ident("table", &spec.table)?,
-        );
-        let rows = self.host_rows(&sql, 2).map_err(|e| reading(&format!("users table {:?}", spec.table), e))?;
+    /// The users table's non-zero balances (read by `sql`), each checked;
+    /// counts the users and the balances skipped (NULL or zero) in `summary`.
+    fn read_balances(
+        &self,
+        spec: &ImportUsers,
+        sql: &str,
+        summary: &mut ImportSummary,
+    ) -> Result<Vec<(String, Credits)>> {
+        let rows = self.host_rows(sql, 2).map_err(|e| reading(&format!("users table {:?}", spec.table), e))?;
         summary.users = rows.len() as u64;
         let mut balances = Vec::new();
         for row in rows {
@@ -203,17 +210,12 @@ impl CreditManager {
         Ok(balances)
     }
 
-    /// The keys table's (user, key) rows, each key checked in its format.
-    fn read_legacy_keys(&self, k: &ImportKeys) -> Result<Vec<(String, String)>> {
-        let sql = format!(
-            "SELECT CAST({u} AS TEXT), CAST({key} AS TEXT) FROM {t} WHERE {key} IS NOT NULL ORDER BY 1, 2",
-            u = ident("key user_column", &k.user_column)?,
-            key = ident("key_column", &k.key_column)?,
-            t = ident("keys table", &k.table)?,
-        );
+    /// The keys table's (user, key) rows (read by `sql`), each key checked
+    /// in its format.
+    fn read_legacy_keys(&self, k: &ImportKeys, sql: &str) -> Result<Vec<(String, String)>> {
         let prefix = &self.config().api_key_prefix;
         let mut legacy = Vec::new();
-        for row in self.host_rows(&sql, 2).map_err(|e| reading(&format!("keys table {:?}", k.table), e))? {
+        for row in self.host_rows(sql, 2).map_err(|e| reading(&format!("keys table {:?}", k.table), e))? {
             let user = row[0].clone().ok_or_else(|| Error::invalid("a row of the keys table has a NULL user"))?;
             crate::validate::text("user_id", &user)?;
             let key = row[1].clone().unwrap_or_default();
@@ -229,6 +231,16 @@ impl CreditManager {
         }
         Ok(legacy)
     }
+}
+
+/// The query of the legacy keys table, its identifiers checked.
+fn keys_query(k: &ImportKeys) -> Result<String> {
+    Ok(format!(
+        "SELECT CAST({u} AS TEXT), CAST({key} AS TEXT) FROM {t} WHERE {key} IS NOT NULL ORDER BY 1, 2",
+        u = ident("key user_column", &k.user_column)?,
+        key = ident("key_column", &k.key_column)?,
+        t = ident("keys table", &k.table)?,
+    ))
 }
 
 #[cfg(test)]

@@ -21,8 +21,10 @@ impl CreditManager {
     /// The test mode's audit of one account (`Config::check_invariants`),
     /// run in the write that just moved its balance, after the move: the
     /// checks of [`audit`](Self::audit) for `user` alone. A mismatch is
-    /// `Internal`, so the write rolls back. Costs a read of the account's
-    /// entries and grants: never on when the mode is off.
+    /// `Internal`, so the write rolls back. Costly: the account's entries,
+    /// plus the audit's ledger-wide scans of accounts, grants and payment
+    /// problems filtered to `user` — for tests and checking runs on
+    /// test-sized ledgers; nothing runs when the mode is off.
     pub(super) fn check_account(&self, tx: &mut dyn Tx, user: &str) -> Result<()> {
         let mut account = None;
         tx.scan_accounts(&mut |u, balance, last_seq| {

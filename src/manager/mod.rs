@@ -148,7 +148,7 @@ impl CreditManager {
         let store = Store::open_at(&config, None)?;
         let applied = store.applied_versions()?;
         let library_version = store.latest_version();
-        let pending = (1..=library_version).filter(|v| !applied.contains(v)).collect();
+        let pending = store.pending_versions(&applied)?;
         Ok(SchemaStatus { database_version: applied.last().copied().unwrap_or(0), library_version, pending })
     }
 

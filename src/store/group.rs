@@ -193,7 +193,9 @@ impl GroupCommit {
                 }
                 continue;
             };
-            q = self.lead(q, batch, mixed, run_batch);
+            // SAFETY: `batch` came from `take` under this guard; its
+            // submitters wait until `lead` marks their slots done.
+            q = unsafe { self.lead(q, batch, mixed, run_batch) };
         }
     }
 
@@ -212,7 +214,12 @@ impl GroupCommit {
     /// Runs `batch` as the leader of its lane: marks its slots taken, runs
     /// them without the lock, then records the outcome in every slot and
     /// wakes the submitters. Takes the lock back before returning it.
-    fn lead<'q>(
+    ///
+    /// # Safety
+    /// `batch` is what [`take`](Self::take) returned under `q`: every
+    /// pointer is the slot of a submitter that waits in `submit` until this
+    /// function marks it done.
+    unsafe fn lead<'q>(
         &'q self,
         mut q: MutexGuard<'q, Queue>,
         batch: Vec<SlotPtr>,

@@ -212,10 +212,13 @@ pub(crate) trait Tx {
     /// Sum of active, unexpired holds.
     fn held(&mut self, user: &str, now: Timestamp) -> Result<Credits>;
     /// Adds `amount` to the balance and takes the next seq. With `strict`,
-    /// only when balance + amount ≥ held. Returns the account's balance and
-    /// last seq before and after (the manager asserts after == before +
-    /// amount and seq == last + 1), or None when the condition or the i64
-    /// range refused it.
+    /// only when the account's available credits (`sql::available`: balance
+    /// − floor − active holds − grants due) cover it. Returns the account's
+    /// balance and last seq before and after (the manager asserts after ==
+    /// before + amount and seq == last + 1), or None when the condition or
+    /// the i64 range refused it. The caller holds the account's lock
+    /// (`ensure_account` or `lock_account`): on PostgreSQL the "before" row
+    /// is the statement's snapshot, the row as it is only while locked.
     fn apply(&mut self, user: &str, amount: Credits, strict: bool, now: Timestamp) -> Result<Option<Applied>>;
     fn insert_entry(&mut self, e: &Entry, global_key: Option<&str>) -> Result<()>;
     fn entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>>;
@@ -442,6 +445,15 @@ impl Store {
     /// The newest schema version this library knows for this backend.
     pub(crate) fn latest_version(&self) -> i64 {
         schema::LATEST_VERSION
+    }
+
+    /// The migrations `applied` still lacks (`schema::pending`), as
+    /// versions; none when the schema is newer than this library.
+    pub(crate) fn pending_versions(&self, applied: &[i64]) -> Result<Vec<i64>> {
+        if applied.iter().any(|&v| v > schema::LATEST_VERSION) {
+            return Ok(Vec::new());
+        }
+        Ok(schema::pending(applied)?.into_iter().map(|m| m.version).collect())
     }
 
     /// The schema versions recorded as applied, ascending; a read.
