@@ -296,17 +296,6 @@ fn a_reversal_after_partial_spend_splits_own_grant_and_spent() {
     assert_audit_ok(&m);
 }
 
-/// SQL on the test database, either backend.
-fn sql(url: &str, statements: &str) {
-    if let Some(path) = url.strip_prefix("sqlite:///") {
-        let c = rusqlite::Connection::open(path).unwrap();
-        c.execute_batch(statements).unwrap();
-    } else {
-        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
-        c.batch_execute(statements).unwrap();
-    }
-}
-
 #[test]
 fn an_existing_ledger_migrates_to_one_paid_grant_per_positive_balance() {
     let (url, _g) = common::shared_url();
@@ -318,7 +307,7 @@ fn an_existing_ledger_migrates_to_one_paid_grant_per_positive_balance() {
         m.record_usage(KeyRef::Secret(&key), tokens(10_000), None).unwrap();
     }
     // Back to schema 5: no grants table.
-    sql(&url, "DROP TABLE creditgate_grants; DELETE FROM creditgate_schema_version WHERE version = 6;");
+    common::raw_sql(&url, "DROP TABLE creditgate_grants; DELETE FROM creditgate_schema_version WHERE version = 6;");
     let m = common::open(&url, Config::new());
     let rich = lots(&m, "rich");
     assert_eq!(rich.len(), 1);
@@ -339,7 +328,7 @@ fn the_audit_finds_grants_that_do_not_add_up() {
     add(&m, "u", 10, EntryKind::Grant, GrantOptions::default());
     add(&m, "v", 10, EntryKind::Grant, GrantOptions::default());
     assert_audit_ok(&m);
-    sql(&url, "UPDATE creditgate_grants SET remaining = remaining - 1 WHERE user_id = 'u'");
+    common::raw_sql(&url, "UPDATE creditgate_grants SET remaining = remaining - 1 WHERE user_id = 'u'");
     let a = m.audit().unwrap();
     assert!(!a.ok);
     assert_eq!(a.mismatches.len(), 1, "{:?}", a.mismatches);

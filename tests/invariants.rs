@@ -10,17 +10,6 @@ mod common;
 use common::{NO_OPTS, credits, err_code, grant};
 use creditgate::{Config, CreditManager, ErrorCode, KeyRef};
 
-/// SQL on the test database, either backend.
-fn sql(url: &str, statements: &str) {
-    if let Some(path) = url.strip_prefix("sqlite:///") {
-        let c = rusqlite::Connection::open(path).unwrap();
-        c.execute_batch(statements).unwrap();
-    } else {
-        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
-        c.batch_execute(statements).unwrap();
-    }
-}
-
 /// A ledger with user "u" holding 100 credits, opened in test mode or not.
 fn ledger(checked: bool) -> (CreditManager, String, common::Guard) {
     let (url, guard) = common::shared_url();
@@ -39,7 +28,7 @@ fn test_mode_refuses_a_write_on_an_account_whose_balance_was_corrupted() {
     let (m, url, _g) = ledger(true);
     let (key, _) = common::key_for(&m, "u");
     m.deduct_credits("u", credits(1), &NO_OPTS).unwrap();
-    sql(&url, "UPDATE creditgate_accounts SET balance = balance + 1 WHERE user_id = 'u'");
+    common::raw_sql(&url, "UPDATE creditgate_accounts SET balance = balance + 1 WHERE user_id = 'u'");
     let before = state(&m);
     let e = m.deduct_credits("u", credits(1), &NO_OPTS).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Internal, "{e}");
@@ -54,7 +43,7 @@ fn test_mode_refuses_a_write_on_an_account_whose_balance_was_corrupted() {
 #[test]
 fn without_test_mode_the_same_write_goes_through_and_only_the_audit_sees_it() {
     let (m, url, _g) = ledger(false);
-    sql(&url, "UPDATE creditgate_accounts SET balance = balance + 1 WHERE user_id = 'u'");
+    common::raw_sql(&url, "UPDATE creditgate_accounts SET balance = balance + 1 WHERE user_id = 'u'");
     m.deduct_credits("u", credits(1), &NO_OPTS).unwrap();
     let report = m.audit().unwrap();
     assert!(!report.ok);
@@ -64,7 +53,7 @@ fn without_test_mode_the_same_write_goes_through_and_only_the_audit_sees_it() {
 #[test]
 fn test_mode_refuses_a_write_on_an_account_whose_grants_were_corrupted() {
     let (m, url, _g) = ledger(true);
-    sql(&url, "UPDATE creditgate_grants SET remaining = remaining - 1 WHERE user_id = 'u'");
+    common::raw_sql(&url, "UPDATE creditgate_grants SET remaining = remaining - 1 WHERE user_id = 'u'");
     let before = state(&m);
     let e = m.add_credits("u", credits(5), creditgate::EntryKind::Grant, &NO_OPTS).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Internal, "{e}");
@@ -75,7 +64,7 @@ fn test_mode_refuses_a_write_on_an_account_whose_grants_were_corrupted() {
 #[test]
 fn test_mode_refuses_a_write_that_would_leave_a_gap_in_the_seqs() {
     let (m, url, _g) = ledger(true);
-    sql(&url, "UPDATE creditgate_accounts SET last_seq = last_seq + 1 WHERE user_id = 'u'");
+    common::raw_sql(&url, "UPDATE creditgate_accounts SET last_seq = last_seq + 1 WHERE user_id = 'u'");
     let before = state(&m);
     let e = m.deduct_credits("u", credits(1), &NO_OPTS).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Internal, "{e}");
@@ -93,7 +82,7 @@ fn a_balance_update_that_does_not_add_up_is_internal_in_any_mode() {
         eprintln!("skipped on SQLite: needs a BEFORE UPDATE trigger that rewrites the row");
         return;
     }
-    sql(
+    common::raw_sql(
         &url,
         "CREATE FUNCTION cg_test_skew() RETURNS trigger AS $$ BEGIN NEW.balance := NEW.balance + 1; RETURN NEW; END $$ \
          LANGUAGE plpgsql; \

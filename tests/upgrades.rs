@@ -19,18 +19,6 @@ const LEGACY_SECRET: &str = "legacy-upgrade-test-secret-0001";
 /// 2023-11-14, in microseconds: any past time.
 const T: i64 = 1_700_000_000_000_000;
 
-/// Runs `statements` on the test database with the backend's own client: an
-/// old version's writes, or a hand edit, without this library.
-fn sql(url: &str, statements: &str) {
-    if let Some(path) = url.strip_prefix("sqlite:///") {
-        let c = rusqlite::Connection::open(path).expect("open the SQLite file");
-        c.execute_batch(statements).expect("run the SQL");
-    } else {
-        let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect to PostgreSQL");
-        c.batch_execute(statements).expect("run the SQL");
-    }
-}
-
 /// What a creditgate at schema `version` wrote for a purchase of 5,000
 /// credits (payment `pay_1`) and a usage charge of 10 by alice, a
 /// promotional grant of 700 to bob, a legacy key of alice's and the price
@@ -104,7 +92,7 @@ fn every_earlier_schema_version_upgrades_to_the_current_one_and_audits_clean() {
         assert_eq!(before.database_version, version);
         assert_eq!(before.library_version, latest);
         assert_eq!(before.pending, ((version + 1)..=latest).collect::<Vec<_>>());
-        sql(&url, &old_writes(version));
+        common::raw_sql(&url, &old_writes(version));
 
         let m = common::open(&url, Config::new());
         assert_eq!(m.schema_versions().unwrap(), (version, latest), "upgrade from {version}");
@@ -141,7 +129,10 @@ fn a_schema_newer_than_the_library_opens_and_reads_but_refuses_writes() {
     let running = common::open(&url, Config::new());
     running.add_credits("alice", credits(50), EntryKind::Grant, &NO_OPTS).unwrap();
     // A newer creditgate migrated the ledger (its new tables do not matter here).
-    sql(&url, &format!("INSERT INTO creditgate_schema_version (version, applied_at) VALUES ({newer}, {T})"));
+    common::raw_sql(
+        &url,
+        &format!("INSERT INTO creditgate_schema_version (version, applied_at) VALUES ({newer}, {T})"),
+    );
 
     let old = common::open(&url, Config::new());
     let s = status(&url);

@@ -181,3 +181,16 @@ pub fn child_output(child: std::process::Child) -> String {
     assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout
 }
+
+/// Runs `statements` on the test database with the backend's own client,
+/// bypassing the library: an old version's writes, a hand edit, a
+/// corruption the library must notice.
+pub fn raw_sql(url: &str, statements: &str) {
+    if let Some(path) = url.strip_prefix("sqlite:///") {
+        let c = rusqlite::Connection::open(path).expect("open the SQLite file");
+        c.execute_batch(statements).expect("run the SQL");
+    } else {
+        let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect to PostgreSQL");
+        c.batch_execute(statements).expect("run the SQL");
+    }
+}
