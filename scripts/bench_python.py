@@ -530,21 +530,23 @@ def credit_ledger_row(url: str, threads: int, writes: int) -> Stat:
     from credit_ledger import metering
     from sqlalchemy import create_engine, text
 
-    with psycopg.connect(url, autocommit=True) as c:
+    with psycopg.connect(url, autocommit=True) as setup:
         for sql in CREDIT_LEDGER_SCHEMA:
-            c.execute(sql)
+            setup.execute(sql)
     engine = create_engine(
         "postgresql+psycopg://" + url.split("://", 1)[1], future=True, pool_size=threads, max_overflow=threads
     )
     tenants = [str(uuid.uuid4()) for _ in range(threads)]
-    with engine.begin() as c:
-        for t in tenants:
-            c.execute(text("INSERT INTO tenants (id, slug, name) VALUES (:id, :s, :s)"), {"id": t, "s": t[:8]})
-    for t in tenants:
-        metering.grant(t, TOTAL_CREDITS, reason="bench-seed", engine=engine)
+    with engine.begin() as conn:
+        for tenant in tenants:
+            conn.execute(
+                text("INSERT INTO tenants (id, slug, name) VALUES (:id, :s, :s)"), {"id": tenant, "s": tenant[:8]}
+            )
+    for tenant in tenants:
+        metering.grant(tenant, TOTAL_CREDITS, reason="bench-seed", engine=engine)
     warm = [engine.connect() for _ in range(threads)]  # the pool's connections, before the clock starts
-    for c in warm:
-        c.close()
+    for w in warm:
+        w.close()
     ok = [0] * threads
 
     def op(t: int, i: int) -> None:
@@ -553,9 +555,9 @@ def credit_ledger_row(url: str, threads: int, writes: int) -> Stat:
         ok[t] += 1
 
     s = timed(threads, max(1, writes // threads), op)
-    with engine.begin() as c:
+    with engine.begin() as conn:
         for t, tenant in enumerate(tenants):
-            balance, total, entries = c.execute(
+            balance, total, entries = conn.execute(
                 text(
                     "SELECT (SELECT credits FROM credit_balance WHERE tenant_id = :t), "
                     "(SELECT SUM(delta) FROM credit_ledger WHERE tenant_id = :t), "
@@ -578,6 +580,14 @@ def credit_ledger_importable() -> bool:
     return True
 
 
+def show(conn: Any, setting: str) -> str:
+    """A server setting (`SHOW`), as text."""
+    row = conn.execute(f"SHOW {setting}").fetchone()
+    if row is None:
+        raise SystemExit(f"SHOW {setting} returned no row")
+    return str(row[0])
+
+
 def postgres_lines(server_url: str, writes: int, quick: bool, with_credit_ledger: bool) -> tuple[str, list[Line]]:
     """creditgate on PostgreSQL against psycopg and credit-ledger, each on a scratch database."""
     import psycopg
@@ -589,9 +599,7 @@ def postgres_lines(server_url: str, writes: int, quick: bool, with_credit_ledger
         for name in names:
             admin.execute(f"DROP DATABASE IF EXISTS {name}")
             admin.execute(f"CREATE DATABASE {name}")
-        settings = {
-            s: admin.execute(f"SHOW {s}").fetchone()[0] for s in ("server_version", "fsync", "synchronous_commit")
-        }
+        settings = {s: show(admin, s) for s in ("server_version", "fsync", "synchronous_commit")}
     durable = settings["fsync"] == "on" and settings["synchronous_commit"] != "off"
     title = (
         f"Python on PostgreSQL {settings['server_version']} (fsync={settings['fsync']}, "
