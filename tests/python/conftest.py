@@ -14,12 +14,13 @@ import itertools
 import os
 import sqlite3
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from creditgate import LocalCreditManager
+from creditgate import Event, LocalCreditManager
 
 BACKEND = os.environ.get("CREDITGATE_TEST_BACKEND", "").lower() or "sqlite"
 if BACKEND not in ("sqlite", "postgres", "postgresql"):
@@ -145,3 +146,24 @@ def paid_key(manager: LocalCreditManager) -> str:
     """A key of user "alice", who paid $5 (5,000 credits)."""
     manager.record_payment("alice", "pay_fixture", 500)
     return manager.create_api_key("alice").secret
+
+
+_markers = itertools.count()
+
+
+def settled_events(m: LocalCreditManager, page_size: int = 100) -> list[Event]:
+    """Every event so far, read in pages of ``page_size``, markers left out.
+    On PostgreSQL an event shows once every older transaction of the server
+    has finished: a marker event written now shows only after everything
+    committed before it."""
+    marker = f"zz-marker-{next(_markers)}"
+    m.add_credits(marker, 1, kind="purchase")
+    out: list[Event] = []
+    deadline = time.monotonic() + 60
+    while not any(e.user_id == marker for e in out):
+        assert time.monotonic() < deadline, "the marker event never showed"
+        page = m.events(after=out[-1].id if out else 0, limit=page_size)
+        if not page:
+            time.sleep(0.005)
+        out.extend(page)
+    return [e for e in out if not e.user_id.startswith("zz-marker-")]

@@ -4,32 +4,13 @@ cursor while processes write sees each event exactly once."""
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import time
 from decimal import Decimal
 
 import pytest
+from conftest import settled_events
 from creditgate import AsyncLocalCreditManager, Event, InsufficientCredits, InvalidArgument, LocalCreditManager
-
-_markers = itertools.count()
-
-
-def settled(m: LocalCreditManager) -> list[Event]:
-    """Every event so far, markers left out. On PostgreSQL an event shows once
-    every older transaction has finished: a marker written now shows only
-    after everything committed before it."""
-    marker = f"zz-marker-{next(_markers)}"
-    m.add_credits(marker, 1, kind="purchase")
-    out: list[Event] = []
-    deadline = time.monotonic() + 60
-    while not any(e.user_id == marker for e in out):
-        assert time.monotonic() < deadline, "the marker event never showed"
-        page = m.events(after=out[-1].id if out else 0, limit=5)
-        if not page:
-            time.sleep(0.005)
-        out.extend(page)
-    return [e for e in out if not e.user_id.startswith("zz-marker-")]
 
 
 def test_threshold_overdraft_and_key_events(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,7 +22,7 @@ def test_threshold_overdraft_and_key_events(db_url: str, monkeypatch: pytest.Mon
     m.deduct_credits("ann", 4_390)  # -> 10: not below 10
     m.record_usage(key.secret, input_tokens=20_000)  # -> -10: crosses 10 and 0
     m.revoke_api_key(key.key_id)
-    events = settled(m)
+    events = settled_events(m, page_size=5)
     assert [e.kind for e in events] == [
         "purchase.first",
         "key.created",
@@ -69,7 +50,7 @@ def test_failed_and_replayed_changes_write_nothing(manager: LocalCreditManager) 
         manager.deduct_credits("bob", 5)  # refused: no event
     manager.add_credits("bob", 2, kind="purchase", idempotency_key="p1")
     manager.add_credits("bob", 2, kind="purchase", idempotency_key="p1")  # replay
-    assert [e.kind for e in settled(manager)] == ["purchase.first"]
+    assert [e.kind for e in settled_events(manager, page_size=5)] == ["purchase.first"]
 
 
 @pytest.mark.parametrize(("after", "limit"), [(-1, 10), (0, 0), (0, 1001), (10**6, 10), (2**63, 10), (0, -1)])
@@ -123,4 +104,4 @@ def test_a_reader_sees_each_event_once_while_processes_write(db_url: str) -> Non
     assert len(seen) == 3 * users, "events lost"
     assert len({e.id for e in seen}) == len(seen), "an event delivered twice"
     assert {e.user_id for e in seen} == {f"w{p}-{i}" for p in range(3) for i in range(users)}
-    assert [e.id for e in settled(m)] == [e.id for e in seen]
+    assert [e.id for e in settled_events(m, page_size=5)] == [e.id for e in seen]

@@ -20,7 +20,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from creditgate import AsyncLocalCreditManager, Event, InvalidArgument, LocalCreditManager
+from conftest import settled_events
+from creditgate import AsyncLocalCreditManager, InvalidArgument, LocalCreditManager
 from creditgate.stripe import StripeResult, handle_event, handle_event_async, stripe_router
 
 SECRET = "whsec_test_0123456789abcdef"
@@ -96,23 +97,6 @@ def dispute(dispute_id: str, pi: str = "pi_1", amount: int = 500, status: str = 
         "status": status,
         "currency": "usd",
     }
-
-
-def settled_events(m: LocalCreditManager) -> list[Event]:
-    """Every event so far. On PostgreSQL an event shows once every older
-    transaction of the server has finished: a marker event written now shows
-    only after everything committed before it (markers left out)."""
-    marker = f"zz-marker-{next(_ids)}"
-    m.add_credits(marker, 1, kind="purchase")
-    out: list[Event] = []
-    deadline = time.monotonic() + 60
-    while not any(e.user_id == marker for e in out):
-        assert time.monotonic() < deadline, "the marker event never showed"
-        page = m.events(after=out[-1].id if out else 0, limit=100)
-        if not page:
-            time.sleep(0.005)
-        out.extend(page)
-    return [e for e in out if not e.user_id.startswith("zz-marker-")]
 
 
 def deliver(m: LocalCreditManager, body: bytes, secret: str = SECRET) -> StripeResult:
