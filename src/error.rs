@@ -11,7 +11,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// `limit_source` says which limit was short: the account's available
-    /// credits or the key's spend cap (then `available` is what the cap leaves).
+    /// credits, the key's spend cap, the member's or the project's budget
+    /// (then `available` is what that limit leaves).
     #[error("insufficient credits: {required} required, {available} available{}", limit_source.suffix())]
     InsufficientCredits { required: Credits, available: Credits, limit_source: LimitSource },
     #[error("invalid API key: {0}")]
@@ -45,6 +46,10 @@ pub enum LimitSource {
     Account,
     /// The API key's spend cap in its current window.
     Key,
+    /// The key owner's budget as a member of an organisation.
+    Member,
+    /// The budget of the organisation project the key belongs to.
+    Project,
 }
 
 impl LimitSource {
@@ -52,6 +57,8 @@ impl LimitSource {
         match self {
             LimitSource::Account => "account",
             LimitSource::Key => "key",
+            LimitSource::Member => "member",
+            LimitSource::Project => "project",
         }
     }
 
@@ -61,6 +68,8 @@ impl LimitSource {
         match self {
             LimitSource::Account => "",
             LimitSource::Key => " under the API key's spend limit",
+            LimitSource::Member => " under the member's budget",
+            LimitSource::Project => " under the project's budget",
         }
     }
 }

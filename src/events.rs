@@ -44,6 +44,27 @@ pub enum EventKind {
     /// is empty. Data: what the host recorded (e.g. `provider`, `event_id`,
     /// `payment_id`, `amount_minor`, `currency`, `reason`).
     PaymentUnmapped,
+    /// `add_member`; on the organisation. Data: `member_id`.
+    MemberAdded,
+    /// `remove_member`; on the organisation. Data: `member_id`.
+    MemberRemoved,
+    /// `set_budget`; on the organisation. Data: `scope` (`member` or
+    /// `project`), `name`, `limit` (decimal credits, or null: removed),
+    /// `window`, `low_threshold`.
+    BudgetSet,
+    /// A charge took a budget's remaining (limit − spent) from at or above
+    /// its `low_threshold` to below it; on the organisation. Data: `scope`,
+    /// `name`, `threshold`, `remaining`, `entry_id`.
+    BudgetLow,
+    /// `set_allowance`. Data: `allowance_id`, `amount`, `period`,
+    /// `rollover_cap`, `member_id`, `api_key_id`.
+    AllowanceSet,
+    /// `remove_allowance`. Data: `allowance_id`.
+    AllowanceRemoved,
+    /// An allowance's refill for a period was written. Data:
+    /// `allowance_id`, `amount`, `period_start`, `period_end` (RFC 3339),
+    /// `grant_id`, `entry_id` (absent when the cap left nothing to add).
+    AllowanceRefilled,
 }
 
 impl EventKind {
@@ -61,6 +82,13 @@ impl EventKind {
             EventKind::KeyExpirySet => "key.expiry_set",
             EventKind::GrantExpired => "grant.expired",
             EventKind::PaymentUnmapped => "payment.unmapped",
+            EventKind::MemberAdded => "member.added",
+            EventKind::MemberRemoved => "member.removed",
+            EventKind::BudgetSet => "budget.set",
+            EventKind::BudgetLow => "budget.low",
+            EventKind::AllowanceSet => "allowance.set",
+            EventKind::AllowanceRemoved => "allowance.removed",
+            EventKind::AllowanceRefilled => "allowance.refilled",
         }
     }
 
@@ -82,6 +110,13 @@ const ALL: &[EventKind] = &[
     EventKind::KeyExpirySet,
     EventKind::GrantExpired,
     EventKind::PaymentUnmapped,
+    EventKind::MemberAdded,
+    EventKind::MemberRemoved,
+    EventKind::BudgetSet,
+    EventKind::BudgetLow,
+    EventKind::AllowanceSet,
+    EventKind::AllowanceRemoved,
+    EventKind::AllowanceRefilled,
 ];
 
 /// The kinds a host may record itself with `record_event`; every other

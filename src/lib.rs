@@ -14,6 +14,7 @@ pub mod limits;
 mod manager;
 mod metrics;
 mod money;
+mod organisations;
 mod store;
 mod types;
 mod validate;
@@ -34,6 +35,7 @@ pub use limits::{
 pub use manager::{CreditManager, EntryOptions, HoldAmount, KeyRef, Settlement, Usage};
 pub use metrics::{Counter, CounterSample, ERRORS_HELP, ERRORS_NAME, HistogramSample, MetricsSnapshot};
 pub use money::Credits;
+pub use organisations::{Allowance, AllowanceSpec, Budget, BudgetLimit, BudgetScope, Member, MemberUsage, Project};
 pub use types::{
     Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, ExpirySweep, Grant, GrantCategory,
     GrantId, GrantOptions, Hold, HoldId, HoldStatus, KeyEligibility, KeyId, ModelPrice, NewApiKey, Report,

@@ -92,6 +92,12 @@ pub const MAX_GRANT_LIFETIME_MICROS: i64 = 100 * 366 * 86_400 * 1_000_000;
 pub const MAX_LISTED_GRANTS: u32 = 1_000;
 /// Most accounts one `expire_grants` call sweeps.
 pub const MAX_EXPIRY_SWEEP: u32 = 10_000;
+/// Most members one organisation may have.
+pub const MAX_MEMBERS_PER_ORG: u32 = 10_000;
+/// Most projects one organisation may have.
+pub const MAX_PROJECTS_PER_ORG: u32 = 1_000;
+/// Most allowances (not removed) one account may have.
+pub const MAX_ALLOWANCES_PER_ACCOUNT: u32 = 100;
 /// The largest tokens-per-minute limit of a key.
 pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
 

@@ -137,6 +137,8 @@ pub enum EntryKind {
     Adjustment,
     /// The unspent remainder of a grant (lot) that passed its `expires_at`.
     Expiry,
+    /// A period's refill of an allowance (its grant).
+    Allowance,
 }
 
 impl EntryKind {
@@ -151,6 +153,7 @@ impl EntryKind {
             EntryKind::Reinstatement => "reinstatement",
             EntryKind::Adjustment => "adjustment",
             EntryKind::Expiry => "expiry",
+            EntryKind::Allowance => "allowance",
         }
     }
 
@@ -165,6 +168,7 @@ impl EntryKind {
             "reinstatement" => EntryKind::Reinstatement,
             "adjustment" => EntryKind::Adjustment,
             "expiry" => EntryKind::Expiry,
+            "allowance" => EntryKind::Allowance,
             _ => return Err(Error::invalid(format!("unknown entry kind {:?}", truncate(s)))),
         })
     }
@@ -205,6 +209,9 @@ pub struct Entry {
     pub created_at: Timestamp,
     /// True when an idempotent call returned this earlier result.
     pub replayed: bool,
+    /// The member of the organisation `user_id` that spent (or was granted)
+    /// this entry through its key or allowance; None otherwise.
+    pub member_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -223,8 +230,11 @@ pub struct Account {
     /// None for a user the ledger has never seen.
     pub created_at: Option<Timestamp>,
     /// The live grants (lots) backing the balance, in draw-down order:
-    /// those with credits remaining that have not expired.
+    /// those with credits remaining that have not expired. An allowance's
+    /// refill that is due but not yet written is listed with `grant_id` 0.
     pub grants: Vec<Grant>,
+    /// The organisation this account is a member of: its keys charge it.
+    pub organisation: Option<String>,
 }
 
 /// A grant's category; promotional credits are drawn down before paid ones.
@@ -289,6 +299,13 @@ pub struct Grant {
     pub source_entry_id: Option<EntryId>,
     /// The payment id, for a grant bought through `record_payment`.
     pub payment_id: Option<String>,
+    /// Only charges by this member of the organisation may draw it (an
+    /// allowance for the member).
+    pub member_id: Option<String>,
+    /// Only charges through this key may draw it (an allowance for the key).
+    pub api_key_id: Option<KeyId>,
+    /// The allowance whose refill issued it.
+    pub allowance_id: Option<i64>,
 }
 
 /// How the credits of `add_credits_with` / `record_payment_with` are granted.
@@ -312,6 +329,8 @@ pub struct ExpirySweep {
     pub entries: u64,
     /// Credits removed from balances.
     pub credits: Credits,
+    /// Allowance refills written (one per allowance and period).
+    pub refills: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -357,6 +376,8 @@ pub struct ApiKeyInfo {
     pub spent_in_window: Credits,
     /// When the current window ends (None without a cap or for `lifetime`).
     pub window_resets_at: Option<Timestamp>,
+    /// The organisation project the key belongs to.
+    pub project: Option<String>,
 }
 
 /// The period of a key's spend cap. Windows are UTC calendar periods:
@@ -436,13 +457,31 @@ pub struct Verification {
     /// What the key's spend cap still allows in its window (limit − spent −
     /// the key's holds); None when the key has no cap.
     pub key_remaining: Option<Credits>,
+    /// What the key owner's member budget still allows (None without one).
+    pub member_remaining: Option<Credits>,
+    /// What the key's project budget still allows (None without one).
+    pub project_remaining: Option<Credits>,
 }
 
 impl Verification {
-    /// What a call through this key may spend now: the smaller of the
-    /// account's available credits and the key's remaining cap.
+    /// What a call through this key may spend now: the smallest of the
+    /// paying account's available credits, the key's remaining cap and the
+    /// member's and project's remaining budgets.
     pub fn spendable(&self) -> Credits {
-        self.key_remaining.map_or(self.available, |r| r.min(self.available))
+        self.limits().map(|(_, c)| c).min().unwrap_or(self.available)
+    }
+
+    /// Every limit that applies, the account's first.
+    pub(crate) fn limits(&self) -> impl Iterator<Item = (crate::error::LimitSource, Credits)> + '_ {
+        use crate::error::LimitSource::*;
+        [
+            (Account, Some(self.available)),
+            (Key, self.key_remaining),
+            (Member, self.member_remaining),
+            (Project, self.project_remaining),
+        ]
+        .into_iter()
+        .filter_map(|(s, c)| c.map(|c| (s, c)))
     }
 }
 
@@ -543,6 +582,10 @@ pub struct Report {
     pub credits_used: Credits,
     pub outstanding_balance: Credits,
     pub overdraft_receivable: Credits,
+    /// Credits issued by allowance refills, and of those what was spent
+    /// (issued − expired − still held by live allowance grants).
+    pub allowance_issued: Credits,
+    pub allowance_used: Credits,
     /// The ledger's schema version (the highest migration recorded in it).
     pub schema_version: i64,
     /// The newest schema version this library knows; above it, writes are refused.
@@ -591,6 +634,14 @@ pub struct ModelPrice {
     pub output_per_1k: Credits,
 }
 
+/// Test helper: "YYYY-MM-DDTHH:MM" (more is ignored) in UTC.
+#[cfg(test)]
+pub(crate) fn utc(rfc: &str) -> Timestamp {
+    let (y, m, d) = (rfc[0..4].parse().unwrap(), rfc[5..7].parse().unwrap(), rfc[8..10].parse().unwrap());
+    let (hh, mm): (i64, i64) = (rfc[11..13].parse().unwrap(), rfc[14..16].parse().unwrap());
+    Timestamp(days_from_civil(y, m, d) * DAY_MICROS + (hh * 3600 + mm * 60) * 1_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,12 +653,7 @@ mod tests {
         assert_eq!(Timestamp(951_782_400_000_000).to_rfc3339(), "2000-02-29T00:00:00.000000Z");
     }
 
-    fn at(rfc: &str) -> Timestamp {
-        // Test helper: "YYYY-MM-DDTHH:MM" in UTC.
-        let (y, m, d) = (rfc[0..4].parse().unwrap(), rfc[5..7].parse().unwrap(), rfc[8..10].parse().unwrap());
-        let (hh, mm): (i64, i64) = (rfc[11..13].parse().unwrap(), rfc[14..16].parse().unwrap());
-        Timestamp(days_from_civil(y, m, d) * DAY_MICROS + (hh * 3600 + mm * 60) * 1_000_000)
-    }
+    use super::utc as at;
 
     #[test]
     fn spend_windows_are_utc_calendar_periods() {
@@ -651,6 +697,8 @@ mod tests {
             revenue_per_paying_user_usd_minor: 0,
             revenue_minor_by_currency: BTreeMap::new(),
             credits_used: Credits::ZERO,
+            allowance_issued: Credits::ZERO,
+            allowance_used: Credits::ZERO,
             outstanding_balance: Credits::ZERO,
             overdraft_receivable: Credits::ZERO,
             schema_version: 1,

@@ -1467,6 +1467,8 @@ fn a_version_1_database_is_upgraded_in_place() {
     grant(&m, "u", credits(5));
     drop(m);
     // Put the file back to schema v1: its indexes, and only version 1 recorded.
+    common::raw_sql(&url, common::UNDO_V8);
+    common::raw_sql(&url, common::UNDO_V8_GRANTS);
     let c = rusqlite::Connection::open(path).unwrap();
     c.execute_batch(
         "DROP INDEX creditgate_entries_reversals; DROP INDEX creditgate_entries_purchases;
@@ -1492,7 +1494,7 @@ fn a_version_1_database_is_upgraded_in_place() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(names, ["creditgate_entries_purchases", "creditgate_entries_reversals"]);
+    assert_eq!(names, ["creditgate_entries_member", "creditgate_entries_purchases", "creditgate_entries_reversals"]);
     let version: i64 = c.query_row("SELECT MAX(version) FROM creditgate_schema_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, common::latest_schema_version());
     assert_audit_ok(&m);

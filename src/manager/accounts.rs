@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventKind, MAX_EVENTS_PER_PAGE, NewEvent};
 use crate::limits::MAX_LISTED_GRANTS;
 use crate::money::{Credits, MAX_AMOUNT_MICROS};
+use crate::store::Scope;
 use crate::types::*;
 use crate::validate;
 
@@ -17,7 +18,7 @@ impl CreditManager {
             self.read(|tx| {
                 let now = tx.now()?;
                 let balance = tx.account(u)?.map_or(Credits::ZERO, |a| a.balance);
-                balance.checked_sub(tx.due_grants(u, now)?)
+                balance.checked_sub(tx.due_grants(u, now)?)?.checked_add(self.pending_credits(tx, now, u, None)?)
             })
         }))
     }
@@ -29,20 +30,27 @@ impl CreditManager {
                 let row = tx.account(u)?;
                 let held = tx.held(u, now)?;
                 let (lifetime_purchased, lifetime_used) = tx.lifetime(u)?;
+                // Refills due but not yet written count, as the next write makes them.
+                let pending = self.pending_refills(tx, now, u, None)?;
+                let pending_sum = pending.iter().try_fold(Credits::ZERO, |s, g| s.checked_add(g.remaining))?;
                 let balance = row.as_ref().map_or(Credits::ZERO, |a| a.balance).checked_sub(tx.due_grants(u, now)?)?;
+                let mut grants = pending;
+                grants.extend(tx.live_grants(u, now, false, MAX_LISTED_GRANTS, Scope::default())?);
                 let min_balance = row.as_ref().map_or(Credits::ZERO, |a| a.min_balance);
                 Ok(Account {
                     user_id: u.to_string(),
-                    balance,
+                    balance: balance.checked_add(pending_sum)?,
                     held,
-                    available: tx.available(u, now)?, // the rule's one place: store/sql.rs
+                    // the rule's one place: store/sql.rs
+                    available: tx.available(u, now)?.checked_add(pending_sum)?,
                     min_balance,
                     lifetime_purchased,
                     lifetime_used,
                     active_keys: tx.active_keys(u, now)?,
                     first_key_issued: row.as_ref().is_some_and(|a| a.first_key_issued),
                     created_at: row.map(|a| a.created_at),
-                    grants: tx.live_grants(u, now, false, MAX_LISTED_GRANTS)?,
+                    grants,
+                    organisation: tx.member_org(u)?,
                 })
             })
         }))

@@ -7,15 +7,19 @@ use crate::events::EventKind;
 use crate::keys;
 use crate::metrics::Counter;
 use crate::money::Credits;
-use crate::store::{HashKind, KeyRow, Tx};
+use crate::store::{HashKind, KeyRow, Scope, Tx};
 use crate::types::*;
 use crate::validate;
 use std::collections::HashMap;
 
 impl CreditManager {
+    /// The key rule, decided on the paying account: `user`'s organisation
+    /// when it is a member of one. Pending allowance refills count.
     fn eligibility(&self, tx: &mut dyn Tx, user: &str, now: Timestamp) -> Result<KeyEligibility> {
-        let available = tx.available(user, now)?;
-        let is_first_key = !tx.account(user)?.is_some_and(|a| a.first_key_issued);
+        let paying = tx.member_org(user)?.unwrap_or_else(|| user.to_string());
+        let pending = self.pending_credits(tx, now, &paying, Some(Scope { member: Some(user), key: None }))?;
+        let available = tx.available(&paying, now)?.checked_add(pending)?;
+        let is_first_key = !tx.account(&paying)?.is_some_and(|a| a.first_key_issued);
         let required =
             if is_first_key { self.inner.config.min_credits_api_key } else { Credits::from_micros(1_000_000) };
         Ok(KeyEligibility { allowed: available >= required, is_first_key, required, available })
@@ -60,6 +64,10 @@ impl CreditManager {
             let outcome = self.write(|tx| {
                 let now = tx.now()?;
                 tx.ensure_account(user, now)?;
+                // The organisation's lock too: the key rule reads its account.
+                if let Some(org) = tx.member_org(user)? {
+                    tx.ensure_account(&org, now)?;
+                }
                 if let Some(t) = expires_at
                     && t <= now
                 {
@@ -86,13 +94,14 @@ impl CreditManager {
                 // Only now, once the key is granted: a refusal commits the
                 // attempt's tally and nothing else (`available` above already
                 // left out the due grants).
-                self.expire_due(tx, now, user)?;
+                let paying = tx.member_org(user)?.unwrap_or_else(|| user.to_string());
+                self.settle_account(tx, now, &paying, Scope::default())?;
                 let prefix = Some(keys::display_prefix(secret.expose(), false));
                 let row = KeyRow { expires_at, ..KeyRow::new(user, name, prefix, false, now) };
                 tx.insert_key(&row, &hash, HashKind::Peppered)?;
                 let data = serde_json::json!({ "name": row.name, "first_key": e.is_first_key });
                 self.emit(tx, now, user, Some(row.id), EventKind::KeyCreated, data)?;
-                tx.set_first_key_issued(user)?;
+                tx.set_first_key_issued(&paying)?;
                 tx.tally_key_attempt(user, now.day(), true)?;
                 Ok(Ok(row))
             });
@@ -175,10 +184,17 @@ impl CreditManager {
 
     /// The key `key_id` in a write, locking its account; with `user`, a key
     /// of another user is `NotFound`.
-    fn owned_key(&self, tx: &mut dyn Tx, key_id: KeyId, user: Option<&str>, now: Timestamp) -> Result<KeyRow> {
+    pub(super) fn owned_key(
+        &self,
+        tx: &mut dyn Tx,
+        key_id: KeyId,
+        user: Option<&str>,
+        now: Timestamp,
+    ) -> Result<KeyRow> {
         match tx.key_by_id(key_id)? {
             Some(k) if user.is_none_or(|u| u == k.user_id) => {
-                tx.ensure_account(&k.user_id, now)?;
+                // The paying account's lock: its charges count the key's cap.
+                tx.ensure_account(k.paying(), now)?;
                 // Reread under the account lock: what the caller decides on is current.
                 tx.key_by_id(key_id)?.ok_or_else(|| Error::NotFound(format!("no API key {key_id}")))
             }
@@ -318,7 +334,7 @@ impl CreditManager {
                         tx.set_key_limit(k.id, Some((limit, window)))?;
                         // Seed the counter from the ledger: the hot path then only adds.
                         let (start, end) = window.bounds(now);
-                        let spent = tx.key_usage_since(&k.user_id, k.id, start)?;
+                        let spent = tx.key_usage_since(k.paying(), k.id, start)?;
                         tx.put_key_spend(k.id, start, end, spent)?;
                         Some(spent)
                     }
@@ -385,5 +401,6 @@ fn key_info(k: KeyRow, now: Timestamp) -> ApiKeyInfo {
         spend_window: if capped { k.spend_window } else { None },
         spent_in_window: if capped { k.spent_at(now) } else { Credits::ZERO },
         window_resets_at,
+        project: k.project,
     }
 }

@@ -83,10 +83,10 @@ impl CreditManager {
             // Grants past their expiry are gone from balances already.
             let now = tx.now()?;
             outstanding -= i128::from(tx.due_grants_total(now)?.micros());
-            Ok((tx.figures()?, outstanding, receivable))
+            Ok((tx.figures()?, outstanding, receivable, tx.allowance_figures()?))
         });
         let schema_version = self.inner.store.applied_versions().map(|v| v.last().copied().unwrap_or(0));
-        self.track(figures.and_then(|(f, outstanding, receivable)| {
+        self.track(figures.and_then(|(f, outstanding, receivable, (issued, expired, live))| {
             let credits = |v: i128, what: &str| {
                 i64::try_from(v)
                     .map(Credits::from_micros)
@@ -117,6 +117,11 @@ impl CreditManager {
                 credits_used: credits(f.credits_used_micros, "credits_used")?,
                 outstanding_balance: credits(outstanding, "outstanding_balance")?,
                 overdraft_receivable: credits(receivable, "overdraft_receivable")?,
+                allowance_issued: issued,
+                allowance_used: credits(
+                    i128::from(issued.micros()) - i128::from(expired.micros()) - i128::from(live.micros()),
+                    "allowance_used",
+                )?,
                 schema_version: schema_version?,
                 library_schema_version: self.inner.store.latest_version(),
             })

@@ -131,7 +131,7 @@ impl CreditManager {
         self.write(|tx| {
             let now = tx.now()?;
             if let Some(k) = &d.key
-                && let Some(e) = tx.lock_and_entry_by_key(d.user, k)?
+                && let Some(e) = tx.lock_and_entry_by_key(d.user, k, d.scope())?
             {
                 return if e.kind == d.kind && e.amount == d.amount { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
             }
@@ -255,7 +255,7 @@ impl CreditManager {
                 let user = purchase.user_id.as_str();
                 // The payment's own grant gives first, after due expiries.
                 tx.ensure_account(user, now)?;
-                self.expire_due(tx, now, user)?;
+                self.settle_account(tx, now, user, crate::store::Scope::default())?;
                 let own = tx.grant_by_payment(payment_id)?;
                 let mut d = Draft::new(user, EntryKind::Reversal, plan.credits.checked_neg()?);
                 d.metadata = reversal_metadata(reason, own.as_ref(), plan.credits)?;

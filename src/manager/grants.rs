@@ -6,6 +6,7 @@ use super::CreditManager;
 use crate::error::{Error, Result};
 use crate::limits::{MAX_EXPIRY_SWEEP, MAX_GRANT_LIFETIME_MICROS, MAX_GRANT_PRIORITY, MIN_GRANT_PRIORITY};
 use crate::money::Credits;
+use crate::store::Scope;
 use crate::types::*;
 
 /// The grant a credit creates.
@@ -15,6 +16,10 @@ pub(super) struct GrantSpec {
     pub(super) priority: i32,
     pub(super) expires_at: Option<Timestamp>,
     pub(super) payment_id: Option<String>,
+    /// Whom the grant is reserved for (an allowance's member or key).
+    pub(super) member_id: Option<String>,
+    pub(super) api_key_id: Option<KeyId>,
+    pub(super) allowance_id: Option<i64>,
 }
 
 impl GrantSpec {
@@ -22,6 +27,20 @@ impl GrantSpec {
     /// `grant` is promotional; purchases, refunds and adjustments are paid.
     pub(super) fn default_category(kind: EntryKind) -> GrantCategory {
         if kind == EntryKind::Grant { GrantCategory::Promotional } else { GrantCategory::Paid }
+    }
+
+    /// The defaults of a kind's credits: its category, priority 0, no
+    /// expiry, for the whole account.
+    pub(super) fn of_kind(kind: EntryKind) -> GrantSpec {
+        GrantSpec {
+            category: GrantSpec::default_category(kind),
+            priority: 0,
+            expires_at: None,
+            payment_id: None,
+            member_id: None,
+            api_key_id: None,
+            allowance_id: None,
+        }
     }
 
     /// Validates the caller's options for a credit of `amount`.
@@ -44,7 +63,7 @@ impl GrantSpec {
             category: o.category.unwrap_or_else(|| GrantSpec::default_category(kind)),
             priority: o.priority,
             expires_at: o.expires_at,
-            payment_id: None,
+            ..GrantSpec::of_kind(kind)
         }))
     }
 
@@ -62,10 +81,11 @@ impl GrantSpec {
 }
 
 impl CreditManager {
-    /// Applies every due expiry of up to `limit` accounts (in
-    /// 1..=`MAX_EXPIRY_SWEEP`), one transaction per account; reads and writes
-    /// already never count an expired grant, so this only brings the entries
-    /// (and `transactions`) up to date. Call it until `accounts < limit`.
+    /// Applies every due expiry and allowance refill of up to `limit`
+    /// accounts (in 1..=`MAX_EXPIRY_SWEEP`), one transaction per account;
+    /// reads and writes already never count an expired grant and add a due
+    /// refill, so this only brings the entries (and `transactions`) up to
+    /// date. Call it until `accounts < limit`.
     pub fn expire_grants(&self, limit: u32) -> Result<ExpirySweep> {
         self.track((|| {
             if !(1..=MAX_EXPIRY_SWEEP).contains(&limit) {
@@ -73,18 +93,24 @@ impl CreditManager {
             }
             let users = self.read(|tx| {
                 let now = tx.now()?;
-                tx.users_with_due_grants(now, limit)
+                let mut users = tx.users_with_due_grants(now, limit)?;
+                users.extend(tx.users_with_due_refills(now, limit)?);
+                users.sort();
+                users.dedup();
+                users.truncate(limit as usize);
+                Ok(users)
             })?;
             let mut sweep = ExpirySweep::default();
             for user in &users {
                 let done = self.write(|tx| {
                     let now = tx.now()?;
                     tx.ensure_account(user, now)?;
-                    Ok(self.expire_due(tx, now, user)?.1)
+                    Ok(self.settle_account(tx, now, user, Scope::default())?.1)
                 })?;
-                sweep.accounts += done.accounts;
+                sweep.accounts += u64::from(done.entries > 0 || done.refills > 0);
                 sweep.entries += done.entries;
                 sweep.credits = sweep.credits.checked_add(done.credits)?;
+                sweep.refills += done.refills;
             }
             Ok(sweep)
         })())

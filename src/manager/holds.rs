@@ -4,7 +4,7 @@
 use super::CreditManager;
 use super::rate::{counted_request, rate_window};
 use super::usage::{Charge, Usage, price_tokens};
-use super::verify::short;
+use super::verify::{short, verification};
 use crate::error::{Error, Result};
 use crate::metrics::Counter;
 use crate::money::Credits;
@@ -53,9 +53,9 @@ impl CreditManager {
             self.write(|tx| {
                 let now = tx.now()?;
                 let k = self.usable_key(tx, api_key, now)?;
-                let user = k.user_id.as_str();
+                let user = k.paying();
                 tx.ensure_account(user, now)?;
-                self.expire_due(tx, now, user)?;
+                self.settle_account(tx, now, user, k.scope())?;
                 let expired = tx.expire_holds(user, now)?;
                 let (held_amount, model) = self.quote(tx, amount)?;
                 if let Some(rid) = request_id
@@ -73,7 +73,7 @@ impl CreditManager {
                     status: HoldStatus::Active,
                     expires_at: Timestamp(now.0 + ttl_seconds * 1_000_000),
                 };
-                self.place_hold(tx, now, &row, rate)?;
+                self.place_hold(tx, now, &k, &row, rate)?;
                 Ok((hold_of(row, false), expired))
             })
         })();
@@ -100,10 +100,12 @@ impl CreditManager {
         Ok(k)
     }
 
-    /// Inserts a new hold if the account has room for one more and the
-    /// credits are available (the account's and the key's), then counts it
-    /// as a request against the key's rate limits.
-    fn place_hold(&self, tx: &mut dyn Tx, now: Timestamp, row: &HoldRow, rate: bool) -> Result<()> {
+    /// Inserts a new hold if the account has room for one more and every
+    /// limit of the key's standing covers it (the paying account's
+    /// available credits, the key's cap, the member's and the project's
+    /// budgets: the verify statement's answer), then counts it as a request
+    /// against the key's rate limits.
+    fn place_hold(&self, tx: &mut dyn Tx, now: Timestamp, k: &KeyRow, row: &HoldRow, rate: bool) -> Result<()> {
         let (user, max) = (row.user_id.as_str(), self.inner.config.max_active_holds_per_user);
         let active = tx.active_holds(user, now)?;
         if active >= max {
@@ -112,9 +114,10 @@ impl CreditManager {
                 detail: format!("user {:?} has {active} active holds, the maximum is {max}", truncate(user)),
             });
         }
-        if !tx.insert_hold_if_available(row, now)? {
-            let available = tx.available(user, now)?;
-            return Err(short(row.amount, available, tx.key_remaining(row.api_key_id, now)?));
+        let standing = tx.standing_by_id(k.id, now)?.ok_or_else(|| Error::InvalidApiKey("unknown API key".into()))?;
+        let v = verification(standing);
+        if v.spendable() < row.amount || !tx.insert_hold_if_available(row, now)? {
+            return Err(short(row.amount, &v));
         }
         // After the credit check (402 before 429, as for verify) and
         // after the replay check (a replay is not a new request). A
@@ -154,6 +157,7 @@ impl CreditManager {
                 tx.ensure_account(&h.user_id, now)?;
                 let expired = tx.expire_holds(&h.user_id, now)?;
                 let h = tx.hold(hold_id)?.ok_or_else(|| Error::NotFound(format!("no hold {hold_id}")))?;
+                let owner = tx.key_by_id(h.api_key_id)?.map(|k| k.user_id);
                 let model = settlement_model(settlement, h.model.as_deref());
                 // A credit settlement is priced already: no price lookup.
                 let price = match settlement {
@@ -163,6 +167,7 @@ impl CreditManager {
                 let plan = plan_settlement(settlement, price)?;
                 let charge = Charge {
                     user: &h.user_id,
+                    member: owner.as_deref().filter(|o| *o != h.user_id),
                     key_id: h.api_key_id,
                     input_tokens: plan.input_tokens,
                     output_tokens: plan.output_tokens,

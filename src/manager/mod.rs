@@ -10,11 +10,13 @@
 //! (rate limits); `audit` (audit, metrics, report).
 
 mod accounts;
+mod allowances;
 mod api_keys;
 mod audit;
 mod credits;
 mod grants;
 mod holds;
+mod orgs;
 mod posting;
 mod rate;
 mod usage;

@@ -8,7 +8,7 @@ use super::grants::GrantSpec;
 use crate::error::{Error, LimitSource, Result};
 use crate::events::{EventKind, NewEvent};
 use crate::money::Credits;
-use crate::store::{Applied, Tx};
+use crate::store::{Applied, Scope, Tx};
 use crate::types::*;
 
 /// Grants one draw-down query fetches; a usage charge usually needs the first.
@@ -46,6 +46,8 @@ pub(super) struct Draft<'a> {
     /// The grant a credit creates; None: the kind's defaults.
     pub(super) grant: Option<GrantSpec>,
     pub(super) lots: Lots,
+    /// The member of the paying organisation the entry is for.
+    pub(super) member: Option<String>,
 }
 
 impl<'a> Draft<'a> {
@@ -67,7 +69,13 @@ impl<'a> Draft<'a> {
             metadata: None,
             grant: None,
             lots: Lots::Auto,
+            member: None,
         }
+    }
+
+    /// Whose grants a debit draws first (`sql::grant_order`).
+    pub(super) fn scope(&self) -> Scope<'_> {
+        Scope { member: self.member.as_deref(), key: self.api_key_id }
     }
 }
 
@@ -79,14 +87,38 @@ impl CreditManager {
             g.check(now)?;
         }
         tx.ensure_account(d.user, now)?;
-        let (live, _) = self.expire_due(tx, now, d.user)?;
+        let (live, _) = self.settle_account(tx, now, d.user, d.scope())?;
         self.post(tx, now, d, live)
+    }
+
+    /// What every write on an account does first, under its lock: applies
+    /// the due expiries, then the due allowance refills. Returns the first
+    /// live grants in `scope`'s draw-down order (empty after a refill: the
+    /// draw reads them again) and what expired.
+    pub(super) fn settle_account(
+        &self,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        user: &str,
+        scope: Scope,
+    ) -> Result<(Vec<Grant>, ExpirySweep)> {
+        let (live, mut sweep) = self.expire_due(tx, now, user, scope)?;
+        sweep.refills = self.refill_due(tx, now, user)?;
+        Ok((if sweep.refills > 0 { Vec::new() } else { live }, sweep))
+    }
+
+    /// A credit posted after the account was settled (an allowance's
+    /// refill, inside `settle_account`).
+    pub(super) fn post_credit(&self, tx: &mut dyn Tx, now: Timestamp, d: Draft) -> Result<Entry> {
+        debug_assert!(d.amount > Credits::ZERO, "post_credit posts credits");
+        self.post(tx, now, d, Vec::new())
     }
 
     /// `append` after the expiries: `live` is the first batch of the
     /// account's live grants in draw-down order (saves the draw a query).
     fn post(&self, tx: &mut dyn Tx, now: Timestamp, mut d: Draft, live: Vec<Grant>) -> Result<Entry> {
         let moves = (d.kind, d.lots, d.grant.take());
+        let (member, key) = (d.member.clone(), d.api_key_id);
         let Some(applied) = tx.apply(d.user, d.amount, d.strict, now)? else {
             let balance = tx.account(d.user)?.map_or(Credits::ZERO, |a| a.balance);
             if balance.checked_add(d.amount).is_err() {
@@ -118,6 +150,7 @@ impl CreditManager {
             metadata: d.metadata,
             created_at: now,
             replayed: false,
+            member_id: d.member,
         };
         let global = if d.global_key { entry.idempotency_key.as_deref() } else { None };
         if entry.kind == EntryKind::Purchase && !tx.has_purchase(d.user)? {
@@ -125,7 +158,8 @@ impl CreditManager {
             self.emit(tx, now, d.user, None, EventKind::FirstPurchase, data)?;
         }
         tx.insert_entry(&entry, global)?;
-        self.move_lots(tx, now, moves, &entry, live)?;
+        let scope = Scope { member: member.as_deref(), key };
+        self.move_lots(tx, now, moves, &entry, (live, scope))?;
         self.balance_events(tx, &entry)?;
         if self.inner.config.check_invariants {
             self.check_account(tx, d.user)?;
@@ -180,7 +214,7 @@ impl CreditManager {
         now: Timestamp,
         (kind, lots, grant): (EntryKind, Lots, Option<GrantSpec>),
         e: &Entry,
-        live: Vec<Grant>,
+        (live, scope): (Vec<Grant>, Scope),
     ) -> Result<()> {
         let backed = |b: Credits| b.max(Credits::ZERO);
         let was = backed(e.balance_after.checked_sub(e.amount)?);
@@ -189,12 +223,7 @@ impl CreditManager {
         match lots {
             Lots::Expire(id) => take_grant(tx, user, id, e.amount.checked_neg()?).map(|_| ()),
             _ if e.amount > Credits::ZERO => {
-                let spec = grant.unwrap_or(GrantSpec {
-                    category: GrantSpec::default_category(kind),
-                    priority: 0,
-                    expires_at: None,
-                    payment_id: None,
-                });
+                let spec = grant.unwrap_or_else(|| GrantSpec::of_kind(kind));
                 // What the credit leaves after repaying debt: 0..=amount.
                 let remaining = is.checked_sub(was)?;
                 if remaining.is_negative() || remaining > e.amount {
@@ -215,11 +244,14 @@ impl CreditManager {
                     created_at: now,
                     source_entry_id: Some(e.id),
                     payment_id: spec.payment_id,
+                    member_id: spec.member_id,
+                    api_key_id: spec.api_key_id,
+                    allowance_id: spec.allowance_id,
                 };
                 tx.insert_grant(&g).map(|_| ())
             }
-            Lots::FirstFrom(id, has) => draw(tx, user, now, was.checked_sub(is)?, Some((id, has)), Vec::new()),
-            Lots::Auto => draw(tx, user, now, was.checked_sub(is)?, None, live),
+            Lots::FirstFrom(id, has) => draw(tx, (user, scope), now, was.checked_sub(is)?, Some((id, has)), Vec::new()),
+            Lots::Auto => draw(tx, (user, scope), now, was.checked_sub(is)?, None, live),
         }
     }
 
@@ -227,10 +259,16 @@ impl CreditManager {
     /// `expires_at` with credits left, earliest expiry first). Returns the
     /// first live grants in draw-down order and what expired. The account
     /// must be locked (`ensure_account`).
-    pub(super) fn expire_due(&self, tx: &mut dyn Tx, now: Timestamp, user: &str) -> Result<(Vec<Grant>, ExpirySweep)> {
+    fn expire_due(
+        &self,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        user: &str,
+        scope: Scope,
+    ) -> Result<(Vec<Grant>, ExpirySweep)> {
         let mut expired = ExpirySweep::default();
         loop {
-            let batch = tx.live_grants(user, now, true, GRANT_FETCH)?;
+            let batch = tx.live_grants(user, now, true, GRANT_FETCH, scope)?;
             let full = batch.len() == GRANT_FETCH as usize;
             let mut live = Vec::with_capacity(batch.len());
             for g in batch {
@@ -291,7 +329,7 @@ fn take_grant(tx: &mut dyn Tx, user: &str, id: GrantId, amount: Credits) -> Resu
 /// The draws must sum to `wanted`: else `Internal`, and the write rolls back.
 fn draw(
     tx: &mut dyn Tx,
-    user: &str,
+    (user, scope): (&str, Scope),
     now: Timestamp,
     wanted: Credits,
     first: Option<(GrantId, Credits)>,
@@ -304,7 +342,7 @@ fn draw(
     }
     while drawn < wanted {
         if batch.is_empty() {
-            batch = tx.live_grants(user, now, false, GRANT_FETCH)?;
+            batch = tx.live_grants(user, now, false, GRANT_FETCH, scope)?;
             if batch.is_empty() {
                 return Err(Error::Internal(format!(
                     "the grants of user {:?} hold less than its balance; run audit()",

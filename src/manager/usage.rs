@@ -7,7 +7,7 @@ use super::{CreditManager, conflict, replayed};
 use crate::error::{Error, Result};
 use crate::metrics::Counter;
 use crate::money::{Credits, MAX_AMOUNT_MICROS};
-use crate::store::Tx;
+use crate::store::{Scope, Tx};
 use crate::types::*;
 use crate::validate;
 use std::collections::BTreeMap;
@@ -40,7 +40,10 @@ pub struct Usage<'a> {
 
 /// A usage charge, planned before it is applied.
 pub(super) struct Charge<'a> {
+    /// The paying account (`KeyRow::paying`, or a hold's account).
     pub(super) user: &'a str,
+    /// The member of the paying organisation it is for.
+    pub(super) member: Option<&'a str>,
     pub(super) key_id: KeyId,
     pub(super) input_tokens: Option<i64>,
     pub(super) output_tokens: Option<i64>,
@@ -99,7 +102,8 @@ impl CreditManager {
                 let k = self.key_ref(tx, key)?;
                 let price = self.price_of(tx, usage.model)?;
                 let charge = Charge {
-                    user: &k.user_id,
+                    user: k.paying(),
+                    member: k.member(),
                     key_id: k.id,
                     input_tokens: Some(usage.input_tokens),
                     output_tokens: Some(usage.output_tokens),
@@ -118,8 +122,9 @@ impl CreditManager {
     /// With `rate`, the tokens also count towards the key's tokens-per-minute limit.
     pub(super) fn charge(&self, tx: &mut dyn Tx, now: Timestamp, c: Charge, rate: bool) -> Result<Entry> {
         let key = c.request_id.as_ref().map(|r| format!("usage:{r}"));
+        let scope = Scope { member: c.member, key: Some(c.key_id) };
         if let Some(k) = &key
-            && let Some(e) = tx.lock_and_entry_by_key(c.user, k)?
+            && let Some(e) = tx.lock_and_entry_by_key(c.user, k, scope)?
         {
             let same = e.kind == EntryKind::Usage
                 && e.input_tokens == c.input_tokens
@@ -134,17 +139,26 @@ impl CreditManager {
         d.input_tokens = c.input_tokens;
         d.output_tokens = c.output_tokens;
         d.model = c.model;
+        d.member = c.member.map(str::to_string);
         let tokens = c.input_tokens.unwrap_or(0).saturating_add(c.output_tokens.unwrap_or(0));
         let entry = self.append(tx, now, d)?;
-        // Read after `append` locked the account: a cap set concurrently
-        // either is seen here or (waiting for this commit) seeds from this entry.
+        // Read after `append` locked the account: a cap or budget set
+        // concurrently either is seen here or (waiting for this commit)
+        // seeds from this entry.
         if c.amount > Credits::ZERO
             && let Some(k) = tx.key_by_id(c.key_id)?
-            && k.spend_limit.is_some()
-            && let Some(window) = k.spend_window
         {
-            let (start, end) = window.bounds(now);
-            tx.add_key_spend(k.id, start, end, c.amount)?;
+            if k.spend_limit.is_some()
+                && let Some(window) = k.spend_window
+            {
+                let (start, end) = window.bounds(now);
+                tx.add_key_spend(k.id, start, end, c.amount)?;
+            }
+            // Budgets count what the organisation paying now was charged.
+            if k.paying() == c.user && (k.member().is_some() || k.project.is_some()) {
+                let scope = (entry.member_id.as_deref(), k.project.as_deref());
+                self.count_budgets(tx, now, c.user, scope, c.amount, &entry)?;
+            }
         }
         if rate && tokens > 0 {
             tx.add_rate_tokens(c.key_id, rate_window(now), tokens)?;

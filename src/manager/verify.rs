@@ -7,7 +7,7 @@ use crate::error::{Error, ErrorCode, LimitSource, Result};
 use crate::keys;
 use crate::metrics::Counter;
 use crate::money::Credits;
-use crate::store::{HashKind, KeyRow, Tx};
+use crate::store::{HashKind, KeyRow, KeyStanding, Tx};
 use crate::types::*;
 use std::time::Instant;
 
@@ -66,17 +66,14 @@ impl CreditManager {
                 min.validate_threshold("min_credits")?;
             }
             let found = self.lookup_secret(api_key, |hash, only| self.inner.store.key_with_available(hash, only))?;
-            let k = found.key;
-            if k.revoked_at.is_some() {
-                return Err(Error::InvalidApiKey(format!("API key {} is revoked", k.id)));
+            if found.key.revoked_at.is_some() {
+                return Err(Error::InvalidApiKey(format!("API key {} is revoked", found.key.id)));
             }
-            let v = Verification {
-                user_id: k.user_id,
-                key_id: k.id,
-                available: found.available,
-                key_remaining: found.key_remaining,
-            };
-            Ok((v, found.rate, Timestamp::now()))
+            let pending = self.pending_for(&found)?;
+            let rate = found.rate;
+            let mut v = verification(found);
+            v.available = v.available.checked_add(pending)?;
+            Ok((v, rate, Timestamp::now()))
         })();
         self.inner.metrics.verify_seconds.observe(start.elapsed());
         match r {
@@ -97,7 +94,7 @@ impl CreditManager {
             Ok((v, _, _)) => {
                 self.count(Counter::verify_insufficient_credits_total);
                 let required = min_credits.unwrap_or(Credits::ZERO);
-                self.track(Err(short(required, v.available, v.key_remaining)))
+                self.track(Err(short(required, &v)))
             }
             Err(e) => {
                 if e.code() == ErrorCode::InvalidApiKey {
@@ -109,13 +106,41 @@ impl CreditManager {
     }
 }
 
-/// `InsufficientCredits` naming the tighter of the two limits (the
-/// account's on a tie).
-pub(super) fn short(required: Credits, available: Credits, key_remaining: Option<Credits>) -> Error {
-    match key_remaining {
-        Some(r) if r < available => {
-            Error::InsufficientCredits { required, available: r, limit_source: LimitSource::Key }
+impl CreditManager {
+    /// The allowance refills due on the key's paying account that no write
+    /// has made yet and that a charge through the key may draw: verify
+    /// counts them as available, without writing (rare: once per period
+    /// until the account's first write).
+    fn pending_for(&self, s: &KeyStanding) -> Result<Credits> {
+        // This process's clock decides whether to look (the ledger's own
+        // decides what is due): near a boundary on PostgreSQL that costs at
+        // most a read.
+        if s.refill_at.is_none_or(|t| t > self.inner.config.clock.now()) {
+            return Ok(Credits::ZERO);
         }
-        _ => Error::InsufficientCredits { required, available, limit_source: LimitSource::Account },
+        self.read(|tx| {
+            let now = tx.now()?;
+            self.pending_credits(tx, now, s.key.paying(), Some(s.key.scope()))
+        })
     }
+}
+
+/// A key's standing as the verify answer.
+pub(super) fn verification(s: KeyStanding) -> Verification {
+    Verification {
+        user_id: s.key.user_id,
+        key_id: s.key.id,
+        available: s.available,
+        key_remaining: s.key_remaining,
+        member_remaining: s.member_remaining,
+        project_remaining: s.project_remaining,
+    }
+}
+
+/// `InsufficientCredits` naming the tightest limit (the first of account,
+/// key, member, project on a tie) and what it leaves.
+pub(super) fn short(required: Credits, v: &Verification) -> Error {
+    let (limit_source, available) =
+        v.limits().fold((LimitSource::Account, v.available), |tight, (s, c)| if c < tight.1 { (s, c) } else { tight });
+    Error::InsufficientCredits { required, available, limit_source }
 }

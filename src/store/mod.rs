@@ -7,6 +7,7 @@
 //! writer can batch callers without changing them.
 
 mod group;
+mod orgs;
 mod pool;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -41,6 +42,10 @@ pub(crate) struct KeyRow {
     pub spend_window: Option<SpendWindow>,
     /// The key's spend counter: (window end, spent in that window).
     pub spend: Option<(Timestamp, Credits)>,
+    /// The organisation the key's owner is a member of (it pays).
+    pub org_id: Option<String>,
+    /// The organisation project the key belongs to.
+    pub project: Option<String>,
 }
 
 impl KeyRow {
@@ -61,7 +66,26 @@ impl KeyRow {
             spend_limit: None,
             spend_window: None,
             spend: None,
+            org_id: None,
+            project: None,
         }
+    }
+
+    /// The account the key's charges move: the owner's organisation, else
+    /// the owner (`sql::PAYING`).
+    pub(crate) fn paying(&self) -> &str {
+        self.org_id.as_deref().unwrap_or(&self.user_id)
+    }
+
+    /// The member a charge through this key spends for: the owner, when an
+    /// organisation pays.
+    pub(crate) fn member(&self) -> Option<&str> {
+        self.org_id.as_ref().map(|_| self.user_id.as_str())
+    }
+
+    /// Whose grants a charge through this key draws first.
+    pub(crate) fn scope(&self) -> Scope<'_> {
+        Scope { member: self.member(), key: Some(self.id) }
     }
 
     /// Verifies now: not revoked, not disabled, not expired.
@@ -125,6 +149,62 @@ pub(crate) struct AccountRow {
     pub created_at: Timestamp,
     /// The floor of strict operations (≤ 0).
     pub min_balance: Credits,
+    /// The earliest next refill of the account's allowances.
+    pub refill_at: Option<Timestamp>,
+}
+
+/// Whose charge draws grants, for the draw-down order and the strict
+/// checks (`sql::grant_order`, `sql::reserved_elsewhere`): the member of
+/// the paying organisation and the key. The default: neither.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Scope<'a> {
+    pub member: Option<&'a str>,
+    pub key: Option<KeyId>,
+}
+
+/// A member's or project's budget row (`sql::BUDGET_COLS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BudgetRow {
+    pub scope: String,
+    pub name: String,
+    pub limit: Credits,
+    pub window: SpendWindow,
+    pub low_threshold: Option<Credits>,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    pub spent: Credits,
+}
+
+impl BudgetRow {
+    /// Spent in the window containing `now`.
+    pub(crate) fn spent_at(&self, now: Timestamp) -> Credits {
+        if self.window_end > now { self.spent } else { Credits::ZERO }
+    }
+}
+
+/// An allowance row (`sql::ALLOWANCE_COLS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AllowanceRow {
+    pub id: i64,
+    pub user_id: String,
+    pub member_id: Option<String>,
+    pub api_key_id: Option<KeyId>,
+    pub amount: Credits,
+    pub period: SpendWindow,
+    pub rollover_cap: Option<Credits>,
+    pub next_refill_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
+/// A parameter of the backend-neutral statements ([`Tx::query_rows`],
+/// [`Tx::execute`]), bound by each backend with its own types.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Param<'a> {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    OptUuid(Option<uuid::Uuid>),
 }
 
 /// What verify reads of a key: the key, its account's available credits,
@@ -136,6 +216,12 @@ pub(crate) struct KeyStanding {
     pub available: Credits,
     pub key_remaining: Option<Credits>,
     pub rate: Option<RateCounts>,
+    /// What the member's and the project's budgets leave (None without one).
+    pub member_remaining: Option<Credits>,
+    pub project_remaining: Option<Credits>,
+    /// The paying account's next allowance refill: at or after it, a
+    /// refill may be due that `available` does not count yet.
+    pub refill_at: Option<Timestamp>,
 }
 
 /// A key's rate limits and its counts in the window starting at `window`.
@@ -204,7 +290,9 @@ pub(crate) trait Tx {
     /// idempotent write, so a same-key write racing from another host is seen
     /// (and replayed) rather than refused by a strict check. One round trip
     /// on PostgreSQL, which also reads ahead the first batch of `live_grants`.
-    fn lock_and_entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>> {
+    /// `scope` is the charge's, for the grants read ahead.
+    fn lock_and_entry_by_key(&mut self, user: &str, key: &str, scope: Scope) -> Result<Option<Entry>> {
+        let _ = scope;
         self.lock_account(user)?;
         self.entry_by_key(user, key)
     }
@@ -238,10 +326,6 @@ pub(crate) trait Tx {
     /// cap leaves and its rate limits' counts: the verify hot path, one
     /// statement. Disabled and expired keys are not found.
     fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyStanding>>;
-    /// What key `id`'s spend cap still allows at `now` (`sql::key_remaining`):
-    /// limit − spent in the current window − the key's active holds; None
-    /// without a cap (or without the key).
-    fn key_remaining(&mut self, id: KeyId, now: Timestamp) -> Result<Option<Credits>>;
     /// Sets (or clears) the time the key stops verifying.
     fn set_key_expiry(&mut self, id: KeyId, expires_at: Option<Timestamp>) -> Result<()>;
     /// Disables (Some) or enables (None); returns whether it changed.
@@ -268,9 +352,37 @@ pub(crate) trait Tx {
     fn insert_grant(&mut self, g: &Grant) -> Result<GrantId>;
     /// Up to `limit` of `user`'s grants with credits remaining. With
     /// `include_due`, those past `expires_at` at `now` come first (by
-    /// expires_at, id); the others follow in draw-down order: promotional
-    /// before paid, lower priority, earliest expiry (none last), lowest id.
-    fn live_grants(&mut self, user: &str, now: Timestamp, include_due: bool, limit: u32) -> Result<Vec<Grant>>;
+    /// expires_at, id); the others follow in the draw-down order of a charge
+    /// in `scope` (`sql::grant_order`).
+    fn live_grants(
+        &mut self,
+        user: &str,
+        now: Timestamp,
+        include_due: bool,
+        limit: u32,
+        scope: Scope,
+    ) -> Result<Vec<Grant>>;
+    /// The account's next allowance refill (`AccountRow::refill_at`);
+    /// PostgreSQL reads it with the account's lock.
+    fn refill_at(&mut self, user: &str) -> Result<Option<Timestamp>> {
+        Ok(self.account(user)?.and_then(|a| a.refill_at))
+    }
+    /// Forgets what `refill_at` read with the lock (the allowances changed).
+    fn refill_at_changed(&mut self, user: &str) {
+        let _ = user;
+    }
+    /// The standing of key `id` at `now` (`sql::standing`), whatever its state.
+    fn standing_by_id(&mut self, id: KeyId, now: Timestamp) -> Result<Option<KeyStanding>>;
+    /// Runs a statement of `sql.rs`, handing each row to `f` (the
+    /// backend-neutral path of `store/orgs.rs`).
+    fn query_rows(
+        &mut self,
+        sql: &sql::Sql,
+        params: &[Param],
+        f: &mut dyn FnMut(&dyn rows::Columns) -> Result<()>,
+    ) -> Result<()>;
+    /// Runs a statement of `sql.rs`; the rows it changed.
+    fn execute(&mut self, sql: &sql::Sql, params: &[Param]) -> Result<u64>;
     /// Takes `amount` from a grant's remainder if it has that much.
     fn take_from_grant(&mut self, id: GrantId, amount: Credits) -> Result<bool>;
     /// The grant a payment bought.

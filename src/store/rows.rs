@@ -2,9 +2,10 @@
 //! stores' rows implement [`Columns`] (typed access by column index) and the
 //! functions here read the column lists of `sql.rs` in their order.
 
-use super::{AccountRow, HoldRow, HoldStatus, KeyRow, KeyStanding, RateCounts};
+use super::{AccountRow, AllowanceRow, BudgetRow, HoldRow, HoldStatus, KeyRow, KeyStanding, RateCounts};
 use crate::error::{Error, Result};
 use crate::money::Credits;
+use crate::store::sql::KEY_COL_COUNT;
 use crate::types::{
     Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp,
 };
@@ -56,6 +57,7 @@ pub(crate) fn entry<R: Columns + ?Sized>(r: &R) -> Result<Entry> {
         metadata,
         created_at: Timestamp(r.int(15)?),
         replayed: false,
+        member_id: r.opt_text(16)?,
     })
 }
 
@@ -83,25 +85,32 @@ pub(crate) fn key<R: Columns + ?Sized>(r: &R) -> Result<KeyRow> {
             (Some(end), Some(spent)) => Some((Timestamp(end), Credits::from_micros(spent))),
             _ => None,
         },
+        org_id: r.opt_text(15)?,
+        project: r.opt_text(16)?,
     })
 }
 
 /// A row of the verify statement (`sql::verify`): the key, then its standing.
 pub(crate) fn key_standing<R: Columns + ?Sized>(r: &R) -> Result<KeyStanding> {
+    let n = KEY_COL_COUNT;
+    let credits = |i| r.opt_int(i).map(|c| c.map(Credits::from_micros));
     Ok(KeyStanding {
         key: key(r)?,
-        available: Credits::from_micros(r.int(15)?),
-        key_remaining: r.opt_int(16)?.map(Credits::from_micros),
-        rate: if r.flag(17)? {
+        available: Credits::from_micros(r.int(n)?),
+        key_remaining: credits(n + 1)?,
+        rate: if r.flag(n + 2)? {
             Some(RateCounts {
-                requests_per_minute: r.opt_int(18)?,
-                tokens_per_minute: r.opt_int(19)?,
-                window: r.int(20)?,
-                tokens: r.int(21)?,
+                requests_per_minute: r.opt_int(n + 3)?,
+                tokens_per_minute: r.opt_int(n + 4)?,
+                window: r.int(n + 5)?,
+                tokens: r.int(n + 6)?,
             })
         } else {
             None
         },
+        member_remaining: credits(n + 7)?,
+        project_remaining: credits(n + 8)?,
+        refill_at: r.opt_int(n + 9)?.map(Timestamp),
     })
 }
 
@@ -132,6 +141,38 @@ pub(crate) fn grant<R: Columns + ?Sized>(r: &R) -> Result<Grant> {
         expires_at: r.opt_int(7)?.map(Timestamp),
         created_at: Timestamp(r.int(8)?),
         payment_id: r.opt_text(9)?,
+        member_id: r.opt_text(10)?,
+        api_key_id: r.opt_uuid(11)?.map(KeyId),
+        allowance_id: r.opt_int(12)?,
+    })
+}
+
+/// A budget from `BUDGET_COLS`.
+pub(crate) fn budget<R: Columns + ?Sized>(r: &R) -> Result<BudgetRow> {
+    Ok(BudgetRow {
+        scope: r.text(0)?,
+        name: r.text(1)?,
+        limit: Credits::from_micros(r.int(2)?),
+        window: SpendWindow::parse(&r.text(3)?).map_err(|e| corrupt("budget window", e))?,
+        low_threshold: r.opt_int(4)?.map(Credits::from_micros),
+        window_start: Timestamp(r.int(5)?),
+        window_end: Timestamp(r.int(6)?),
+        spent: Credits::from_micros(r.int(7)?),
+    })
+}
+
+/// An allowance from `ALLOWANCE_COLS`.
+pub(crate) fn allowance<R: Columns + ?Sized>(r: &R) -> Result<AllowanceRow> {
+    Ok(AllowanceRow {
+        id: r.int(0)?,
+        user_id: r.text(1)?,
+        member_id: r.opt_text(2)?,
+        api_key_id: r.opt_uuid(3)?.map(KeyId),
+        amount: Credits::from_micros(r.int(4)?),
+        period: SpendWindow::parse(&r.text(5)?).map_err(|e| corrupt("allowance period", e))?,
+        rollover_cap: r.opt_int(6)?.map(Credits::from_micros),
+        next_refill_at: Timestamp(r.int(7)?),
+        created_at: Timestamp(r.int(8)?),
     })
 }
 
@@ -142,6 +183,7 @@ pub(crate) fn account<R: Columns + ?Sized>(r: &R) -> Result<AccountRow> {
         first_key_issued: r.flag(1)?,
         created_at: Timestamp(r.int(2)?),
         min_balance: Credits::from_micros(r.int(3)?),
+        refill_at: r.opt_int(4)?.map(Timestamp),
     })
 }
 
@@ -200,6 +242,9 @@ mod tests {
             None,
             Some("5"),
             Some("pay"),
+            None,
+            None,
+            Some("3"),
         ];
         let g = grant(&row).unwrap();
         assert_eq!((g.grant_id, g.priority, g.remaining.micros(), g.expires_at), (GrantId(7), 2, 40, None));

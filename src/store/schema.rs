@@ -34,6 +34,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(5, "005_key_lifecycle"),
     migration!(6, "006_grants"),
     migration!(7, "007_rate_limits"),
+    migration!(8, "008_organisations"),
 ];
 
 /// The newest schema version this library knows.

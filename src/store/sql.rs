@@ -144,47 +144,105 @@ pub(crate) fn key_usable(now: &str) -> String {
     format!("k.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > {now})")
 }
 
-/// The order of `live_grants`, at `now`: grants past their expiry first (by
-/// expiry, id), then the draw-down order: promotional before paid, lower
-/// priority, earliest expiry (none last), lowest id.
-pub(crate) fn grant_order(now: &str) -> String {
+/// The order of `live_grants`, at `now`, for a charge by `member` through
+/// `key` (SQL expressions, NULL when there is none): grants past their
+/// expiry first (by expiry, id), then the draw-down order: grants reserved
+/// for this member or key, then the account's own allowances, then the
+/// others — promotional before paid, lower priority, earliest expiry (none
+/// last), lowest id —, and grants reserved for another member or key last
+/// (only an overdraft reaches them).
+pub(crate) fn grant_order(now: &str, member: &str, key: &str) -> String {
     format!(
         "CASE WHEN expires_at <= {now} THEN 0 ELSE 1 END, \
          CASE WHEN expires_at <= {now} THEN expires_at END, CASE WHEN expires_at <= {now} THEN id END, \
+         CASE WHEN member_id IS NULL AND api_key_id IS NULL THEN (CASE WHEN allowance_id IS NULL THEN 2 ELSE 1 END) \
+              WHEN member_id = {member} OR api_key_id = {key} THEN 0 ELSE 3 END, \
          CASE category WHEN 'promotional' THEN 0 ELSE 1 END, priority, \
          COALESCE(expires_at, 9223372036854775807), id"
     )
 }
 
+/// What `user`'s live grants reserved for a member or key other than
+/// `member`/`key` still hold at `now`: strict checks of a charge by
+/// `member` through `key` never count them as available.
+pub(crate) fn reserved_elsewhere(user: &str, now: &str, member: &str, key: &str) -> String {
+    format!(
+        "COALESCE((SELECT SUM(g.remaining) FROM creditgate_grants g WHERE g.user_id = {user} AND g.remaining > 0 \
+         AND (g.expires_at IS NULL OR g.expires_at > {now}) AND (g.member_id IS NOT NULL OR g.api_key_id IS NOT NULL) \
+         AND NOT (COALESCE(g.member_id = {member}, FALSE) OR COALESCE(g.api_key_id = {key}, FALSE))), 0)"
+    )
+}
+
+/// What budget row `b` (of its organisation `b.org_id`) still allows at
+/// `now`: limit − spent in the current window − the active holds placed
+/// through its keys (`keys` selects them from `bk`, the hold's key),
+/// clamped to BIGINT; NULL without a budget.
+pub(crate) fn budget_remaining(b: &str, keys: &str, now: &str) -> String {
+    format!(
+        "CASE WHEN {b}.spend_limit IS NULL THEN NULL ELSE GREATEST({b}.spend_limit::numeric \
+         - (CASE WHEN {b}.window_end > {now} THEN {b}.spent ELSE 0 END) \
+         - COALESCE((SELECT SUM(bh.amount) FROM creditgate_holds bh JOIN creditgate_api_keys bk ON bk.id = bh.api_key_id \
+            WHERE bh.user_id = {b}.org_id AND bh.status = 'active' AND bh.expires_at > {now} AND {keys}), 0), \
+         -9223372036854775808)::bigint END"
+    )
+}
+
+/// The account a key's charges move: its owner's organisation when the
+/// owner is a member of one (`m`, joined by [`KEY_FROM`]), else the owner.
+pub(crate) const PAYING: &str = "COALESCE(m.org_id, k.user_id)";
+
 // ----- column lists (one per row type; `rows.rs` maps them) ----------------
 
 pub(crate) const ENTRY_COLS: &str = "id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, \
-     api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at";
-/// Columns of `KEY_FROM`: the key and its spend counter.
+     api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at, member_id";
+/// How many columns [`ENTRY_COLS`] has.
+pub(crate) const ENTRY_COL_COUNT: usize = 17;
+/// Columns of `KEY_FROM`: the key, its spend counter, its owner's
+/// organisation and its project.
 pub(crate) const KEY_COLS: &str = "k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, \
-     k.revoked_at, k.expires_at, k.disabled_at, k.rotated_to, k.spend_limit, k.spend_window, s.window_end, s.spent";
-/// Keys with their spend counter.
-pub(crate) const KEY_FROM: &str = "creditgate_api_keys k LEFT JOIN creditgate_key_spend s ON s.api_key_id = k.id";
+     k.revoked_at, k.expires_at, k.disabled_at, k.rotated_to, k.spend_limit, k.spend_window, s.window_end, s.spent, \
+     m.org_id, k.project";
+/// How many columns [`KEY_COLS`] has.
+pub(crate) const KEY_COL_COUNT: usize = 17;
+/// Keys with their spend counter and their owner's membership.
+pub(crate) const KEY_FROM: &str = "creditgate_api_keys k LEFT JOIN creditgate_key_spend s ON s.api_key_id = k.id \
+     LEFT JOIN creditgate_members m ON m.user_id = k.user_id";
 pub(crate) const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at";
-pub(crate) const GRANT_COLS: &str =
-    "id, user_id, entry_id, category, priority, amount, remaining, expires_at, created_at, payment_id";
-pub(crate) const ACCOUNT_COLS: &str = "balance, first_key_issued, created_at, min_balance";
+pub(crate) const GRANT_COLS: &str = "id, user_id, entry_id, category, priority, amount, remaining, expires_at, \
+     created_at, payment_id, member_id, api_key_id, allowance_id";
+pub(crate) const ACCOUNT_COLS: &str = "balance, first_key_issued, created_at, min_balance, refill_at";
+pub(crate) const BUDGET_COLS: &str =
+    "scope, name, spend_limit, spend_window, low_threshold, window_start, window_end, spent";
+pub(crate) const ALLOWANCE_COLS: &str =
+    "id, user_id, member_id, api_key_id, amount, period, rollover_cap, next_refill_at, created_at";
 
-/// The verify statement: the key with hash `$1` (of kind `$2`, when not
-/// NULL) if usable at `now`, with [`KEY_COLS`], its account's
-/// [`available`], its [`key_remaining`] and its rate counts. `now` is the
-/// backend's clock expression (see the table above).
-pub(crate) fn verify(now: &str) -> String {
+/// A key's standing at `now`: [`KEY_COLS`], what its paying account has
+/// [`available`] for it (less the grants [`reserved_elsewhere`]), its
+/// [`key_remaining`], its rate counts, its member's and its project's
+/// [`budget_remaining`], and the account's next allowance refill. `now` is
+/// the backend's clock expression (see the table above); `which` selects
+/// the key.
+fn standing(now: &str, which: &str) -> String {
     format!(
-        "SELECT {KEY_COLS}, {}::bigint, {}, COALESCE({RATE_ROW_HAS_LIMITS}, FALSE), \
-         r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens \
-         FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = k.user_id \
+        "SELECT {KEY_COLS}, ({} - {})::bigint, {}, COALESCE({RATE_ROW_HAS_LIMITS}, FALSE), \
+         r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens, {}, {}, a.refill_at \
+         FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = {PAYING} \
          LEFT JOIN creditgate_key_rate_limits r ON r.api_key_id = k.id \
-         WHERE k.key_hash = $1 AND ($2::text IS NULL OR k.hash_kind = $2::text) AND {}",
-        available("a", "k.user_id", now),
+         LEFT JOIN creditgate_budgets bm ON bm.org_id = m.org_id AND bm.scope = 'member' AND bm.name = k.user_id \
+         LEFT JOIN creditgate_budgets bp ON bp.org_id = {PAYING} AND bp.scope = 'project' AND bp.name = k.project \
+         WHERE {which}",
+        available("a", PAYING, now),
+        reserved_elsewhere(PAYING, now, "k.user_id", "k.id"),
         key_remaining(now),
-        key_usable(now),
+        budget_remaining("bm", "bk.user_id = bm.name", now),
+        budget_remaining("bp", "bk.project = bp.name", now),
     )
+}
+
+/// The verify statement: the [`standing`] of the key with hash `$1` (of
+/// kind `$2`, when not NULL) if usable at `now`.
+pub(crate) fn verify(now: &str) -> String {
+    standing(now, &format!("k.key_hash = $1 AND ($2::text IS NULL OR k.hash_kind = $2::text) AND {}", key_usable(now)))
 }
 
 /// The audit's payment checks: each row is (user_id, problem, detail).
@@ -301,7 +359,7 @@ statements! {
     balance_and_seq = "SELECT balance, last_seq FROM creditgate_accounts WHERE user_id = $1";
     insert_entry = "INSERT INTO creditgate_entries (id, seq, user_id, kind, amount, balance_after, idempotency_key, \
         global_key, reference, api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, \
-        created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+        created_at, member_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
     entry_by_key = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE user_id = $1 AND idempotency_key = $2");
     entry_by_global_key = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE global_key = $1");
     entry_by_id = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE id = $1");
@@ -318,8 +376,8 @@ statements! {
     key_by_hash = format!("SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.key_hash = $1");
     key_by_hash_kind = format!("SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.key_hash = $1 AND k.hash_kind = $2");
     key_by_id = format!("SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.id = $1");
-    /// [`key_remaining`] of key $1 at $2 (no row: no such key).
-    key_remaining = format!("SELECT {} FROM {KEY_FROM} WHERE k.id = $1", key_remaining("$2::bigint"));
+    /// The [`standing`] of key $1 at $2, whatever its state.
+    standing_by_id = standing("$2::bigint", "k.id = $1");
     keys = format!(
         "SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.user_id = $1 ORDER BY k.created_at DESC, k.id DESC LIMIT $2"
     );
@@ -399,13 +457,15 @@ statements! {
     );
 
     insert_grant = "INSERT INTO creditgate_grants (user_id, entry_id, category, priority, amount, remaining, \
-        expires_at, created_at, payment_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+        expires_at, created_at, payment_id, member_id, api_key_id, allowance_id) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
     /// User $1's grants with credits left at $2, those past their expiry
-    /// only with $3, in [`grant_order`]; each backend appends its `LIMIT`.
+    /// only with $3, in [`grant_order`] for member $4 and key $5; each
+    /// backend appends its `LIMIT`.
     live_grants = format!(
         "SELECT {GRANT_COLS} FROM creditgate_grants WHERE user_id = $1 AND remaining > 0 \
          AND ($3::boolean OR expires_at IS NULL OR expires_at > $2::bigint) ORDER BY {}",
-        grant_order("$2::bigint")
+        grant_order("$2::bigint", "$4::text", "$5::uuid")
     );
     take_from_grant = "UPDATE creditgate_grants SET remaining = remaining - $2::bigint \
         WHERE id = $1 AND remaining >= $2::bigint";
@@ -413,6 +473,87 @@ statements! {
     due_grants = format!("SELECT {}::bigint", due("$1", "$2::bigint"));
     users_with_due_grants = "SELECT DISTINCT user_id FROM creditgate_grants \
         WHERE remaining > 0 AND expires_at <= $1::bigint ORDER BY user_id LIMIT $2::bigint";
+
+    member_org = "SELECT org_id FROM creditgate_members WHERE user_id = $1";
+    member_count = "SELECT COUNT(*) FROM creditgate_members WHERE org_id = $1";
+    insert_member = "INSERT INTO creditgate_members (user_id, org_id, joined_at) VALUES ($1, $2, $3)";
+    delete_member = "DELETE FROM creditgate_members WHERE user_id = $1 AND org_id = $2";
+    members = "SELECT user_id, joined_at FROM creditgate_members WHERE org_id = $1 ORDER BY user_id LIMIT $2";
+    /// A leaving member's keys leave their projects.
+    clear_key_projects = "UPDATE creditgate_api_keys SET project = NULL WHERE user_id = $1 AND project IS NOT NULL";
+    set_key_project = "UPDATE creditgate_api_keys SET project = $2 WHERE id = $1";
+    insert_project = "INSERT INTO creditgate_projects (org_id, name, created_at) VALUES ($1, $2, $3) \
+        ON CONFLICT (org_id, name) DO NOTHING";
+    project_count = "SELECT COUNT(*) FROM creditgate_projects WHERE org_id = $1";
+    /// Org $1's projects (name $2, or all when NULL) with their key counts.
+    projects = format!(
+        "SELECT p.name, p.created_at, (SELECT COUNT(*) FROM {KEY_FROM} WHERE k.project = p.name \
+         AND {PAYING} = p.org_id) FROM creditgate_projects p WHERE p.org_id = $1 \
+         AND ($2::text IS NULL OR p.name = $2::text) ORDER BY p.name"
+    );
+    /// Org $1's budget ($2, $3) and its [`budget_remaining`] at $4.
+    budget = format!(
+        "SELECT {BUDGET_COLS}, {} FROM creditgate_budgets b WHERE org_id = $1 AND scope = $2 AND name = $3",
+        budget_remaining("b", "CASE WHEN b.scope = 'member' THEN bk.user_id = b.name ELSE bk.project = b.name END", "$4::bigint")
+    );
+    /// The budgets a charge by member $2 (NULL: none) through a key of
+    /// project $3 (NULL: none) counts against, in org $1.
+    charge_budgets = format!(
+        "SELECT {BUDGET_COLS} FROM creditgate_budgets WHERE org_id = $1 \
+         AND ((scope = 'member' AND name = $2::text) OR (scope = 'project' AND name = $3::text)) ORDER BY scope"
+    );
+    put_budget = "INSERT INTO creditgate_budgets (org_id, scope, name, spend_limit, spend_window, low_threshold, \
+        window_start, window_end, spent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+        ON CONFLICT (org_id, scope, name) DO UPDATE SET spend_limit = EXCLUDED.spend_limit, \
+        spend_window = EXCLUDED.spend_window, low_threshold = EXCLUDED.low_threshold, \
+        window_start = EXCLUDED.window_start, window_end = EXCLUDED.window_end, spent = EXCLUDED.spent";
+    set_budget_spend = "UPDATE creditgate_budgets SET window_start = $4, window_end = $5, spent = $6 \
+        WHERE org_id = $1 AND scope = $2 AND name = $3";
+    delete_budget = "DELETE FROM creditgate_budgets WHERE org_id = $1 AND scope = $2 AND name = $3";
+    /// Usage org $1 was charged since $4 by member $3 ($2 = 'member') or
+    /// through the keys of project $3.
+    budget_usage_since = format!(
+        "SELECT COALESCE(SUM(-e.amount), 0)::bigint FROM creditgate_entries e WHERE e.user_id = $1 \
+         AND e.kind = 'usage' AND e.created_at >= $4 AND CASE WHEN $2::text = 'member' THEN e.member_id = $3 \
+         ELSE e.api_key_id IN (SELECT k.id FROM {KEY_FROM} WHERE k.project = $3 AND {PAYING} = $1) END"
+    );
+    member_entries = format!(
+        "SELECT {ENTRY_COLS} FROM creditgate_entries WHERE user_id = $1 AND member_id = $2 AND seq < $3 \
+         ORDER BY seq DESC LIMIT $4"
+    );
+    member_usage = "SELECT member_id, COUNT(*), \
+        COALESCE(SUM(COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)), 0)::bigint, \
+        COALESCE(SUM(-amount), 0)::bigint FROM creditgate_entries WHERE user_id = $1 AND member_id IS NOT NULL \
+        AND kind = 'usage' AND created_at >= $2 GROUP BY member_id ORDER BY member_id";
+
+    insert_allowance = "INSERT INTO creditgate_allowances (user_id, member_id, api_key_id, amount, period, \
+        rollover_cap, next_refill_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+    allowance = format!("SELECT {ALLOWANCE_COLS} FROM creditgate_allowances WHERE id = $1 AND removed_at IS NULL");
+    allowances = format!(
+        "SELECT {ALLOWANCE_COLS} FROM creditgate_allowances WHERE user_id = $1 AND removed_at IS NULL ORDER BY id"
+    );
+    /// User $1's allowances whose next refill is due at $2.
+    due_allowances = format!(
+        "SELECT {ALLOWANCE_COLS} FROM creditgate_allowances WHERE user_id = $1 AND removed_at IS NULL \
+         AND next_refill_at <= $2 ORDER BY id"
+    );
+    allowance_count = "SELECT COUNT(*) FROM creditgate_allowances WHERE user_id = $1 AND removed_at IS NULL";
+    /// Moves allowance $1's next refill from $2 to $3 (one row: it was $2).
+    advance_allowance = "UPDATE creditgate_allowances SET next_refill_at = $3 WHERE id = $1 AND next_refill_at = $2";
+    remove_allowance = "UPDATE creditgate_allowances SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL";
+    /// What allowance $1's grants still hold at $2.
+    allowance_live = "SELECT COALESCE(SUM(remaining), 0)::bigint FROM creditgate_grants WHERE allowance_id = $1 \
+        AND remaining > 0 AND (expires_at IS NULL OR expires_at > $2)";
+    /// The account's `refill_at`: its allowances' earliest next refill.
+    sync_refill_at = "UPDATE creditgate_accounts SET refill_at = (SELECT MIN(next_refill_at) \
+        FROM creditgate_allowances WHERE user_id = $1 AND removed_at IS NULL) WHERE user_id = $1";
+    users_with_due_refills = "SELECT user_id FROM creditgate_accounts WHERE refill_at <= $1::bigint \
+        ORDER BY user_id LIMIT $2::bigint";
+    allowance_expired_total = "SELECT COALESCE(SUM(-e.amount), 0)::bigint FROM creditgate_entries e \
+        JOIN creditgate_grants g ON e.reference = 'grant:' || g.id WHERE e.kind = 'expiry' AND g.allowance_id IS NOT NULL";
+    allowance_live_total = "SELECT COALESCE(SUM(remaining), 0)::bigint FROM creditgate_grants \
+        WHERE allowance_id IS NOT NULL AND remaining > 0";
+    allowance_issued_total = "SELECT COALESCE(SUM(amount), 0)::bigint FROM creditgate_entries WHERE kind = 'allowance'";
 
     insert_event = "INSERT INTO creditgate_events (kind, user_id, api_key_id, data, created_at) \
         VALUES ($1, $2, $3, $4, $5) RETURNING id";

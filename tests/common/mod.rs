@@ -185,6 +185,19 @@ pub fn child_output(child: std::process::Child) -> String {
 /// Runs `statements` on the test database with the backend's own client,
 /// bypassing the library: an old version's writes, a hand edit, a
 /// corruption the library must notice.
+/// SQL that takes a ledger's schema back from version 8 to 7 (both
+/// backends), leaving the grants table's own columns to the caller
+/// (`UNDO_V8_GRANTS`): for upgrade tests.
+pub const UNDO_V8: &str = "DROP TABLE creditgate_members; DROP TABLE creditgate_projects; \
+    DROP TABLE creditgate_budgets; DROP TABLE creditgate_allowances; DROP INDEX creditgate_entries_member; \
+    DROP INDEX creditgate_accounts_refill; ALTER TABLE creditgate_api_keys DROP COLUMN project; \
+    ALTER TABLE creditgate_entries DROP COLUMN member_id; ALTER TABLE creditgate_accounts DROP COLUMN refill_at; \
+    DELETE FROM creditgate_schema_version WHERE version = 8;";
+/// The grants table's part of [`UNDO_V8`].
+pub const UNDO_V8_GRANTS: &str = "DROP INDEX creditgate_grants_allowance; \
+    ALTER TABLE creditgate_grants DROP COLUMN member_id; ALTER TABLE creditgate_grants DROP COLUMN api_key_id; \
+    ALTER TABLE creditgate_grants DROP COLUMN allowance_id;";
+
 pub fn raw_sql(url: &str, statements: &str) {
     if let Some(path) = url.strip_prefix("sqlite:///") {
         let c = rusqlite::Connection::open(path).expect("open the SQLite file");

@@ -88,6 +88,6 @@ impl Columns for JsonRow<'_> {
 
 /// A grant of `live_grants` from the JSON array of its `GRANT_COLS`.
 pub(super) fn grant_from_json(v: &serde_json::Value) -> Result<Grant> {
-    let columns = v.as_array().filter(|a| a.len() == 10).ok_or_else(|| corrupt("prefetched grant", v))?;
+    let columns = v.as_array().filter(|a| a.len() == 13).ok_or_else(|| corrupt("prefetched grant", v))?;
     rows::grant(&JsonRow(columns))
 }

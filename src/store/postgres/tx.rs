@@ -9,10 +9,10 @@ use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
 use crate::store::rows::{self, Columns, corrupt};
-use crate::store::sql::{self as sql, APPLY_RETURNING_BEFORE, ENTRY_COLS, GRANT_COLS, S, Sql};
+use crate::store::sql::{self as sql, APPLY_RETURNING_BEFORE, ENTRY_COL_COUNT, ENTRY_COLS, GRANT_COLS, S, Sql};
 use crate::store::{
-    AccountRow, Applied, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RateCheck, Tx,
-    exhausted_limit,
+    AccountRow, Applied, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, Param, RateCheck, Scope,
+    Tx, exhausted_limit,
 };
 use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
 use postgres::error::SqlState;
@@ -36,11 +36,26 @@ pub(super) struct PgTx<'c> {
     /// The first statement that failed: the transaction is then aborted.
     pub(super) failed: Option<Failure>,
     /// Accounts whose row this transaction holds locked.
-    pub(super) locked: Vec<String>,
-    /// (user, now, grants): what `live_grants(user, now, true,
-    /// PREFETCHED_GRANTS)` returns, read ahead with the account's lock;
-    /// dropped by the next statement.
-    pub(super) grants: Option<(String, Timestamp, Vec<Grant>)>,
+    pub(super) locked: Vec<Locked>,
+    /// What `live_grants(user, now, true, PREFETCHED_GRANTS, scope)`
+    /// returns, read ahead with the account's lock; dropped by the next
+    /// statement.
+    pub(super) grants: Option<Prefetched>,
+}
+
+/// An account row this transaction holds locked, and its `refill_at` as
+/// the lock read it (None: not known; the allowances changed since).
+pub(super) struct Locked {
+    user: String,
+    refill_at: Option<Option<i64>>,
+}
+
+pub(super) struct Prefetched {
+    user: String,
+    now: Timestamp,
+    member: Option<String>,
+    key: Option<KeyId>,
+    grants: Vec<Grant>,
 }
 
 impl<'c> PgTx<'c> {
@@ -51,7 +66,7 @@ impl<'c> PgTx<'c> {
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-const LOCK_ACCOUNT: &str = "SELECT 1 FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE";
+const LOCK_ACCOUNT: &str = "SELECT refill_at FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE";
 
 /// How many grants a write's idempotency look-up reads ahead: the batch a
 /// charge's `live_grants` asks for next (the manager's `GRANT_FETCH`; any
@@ -66,7 +81,7 @@ static VERIFY: LazyLock<Sql> = LazyLock::new(|| {
     ))
 });
 
-static LIVE_GRANTS: LazyLock<String> = LazyLock::new(|| format!("{} LIMIT $4::bigint", S.live_grants.pg()));
+static LIVE_GRANTS: LazyLock<String> = LazyLock::new(|| format!("{} LIMIT $6::bigint", S.live_grants.pg()));
 
 /// The lock of `lock_and_entry_by_key` and its look-up in one round trip.
 /// The look-up reads the statement's snapshot, taken before any wait for
@@ -75,21 +90,23 @@ static LIVE_GRANTS: LazyLock<String> = LazyLock::new(|| format!("{} LIMIT $4::bi
 /// snapshot's, no entry of the account committed in between and the look-up
 /// stands. Else (or without the row) it is read again, after the lock. The
 /// same holds for the account's grants (they move only with an entry): the
-/// first batch of `live_grants` at the transaction's clock, which a charge
-/// asks for next, comes along.
+/// first batch of `live_grants` at the transaction's clock, in the order of
+/// the charge's scope ($4, $5), which a charge asks for next, comes along,
+/// and so does the locked row's `refill_at`.
 static LOCK_AND_ENTRY_BY_KEY: LazyLock<String> = LazyLock::new(|| {
     let cols: Vec<String> = ENTRY_COLS.split(", ").map(|c| format!("e.{c}")).collect();
     format!(
-        "WITH l AS (SELECT last_seq FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE) \
+        "WITH l AS (SELECT last_seq, refill_at FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE) \
          SELECT {}, (SELECT last_seq FROM l), \
          (SELECT last_seq FROM creditgate_accounts WHERE user_id = $1), \
          (SELECT json_agg(g.j ORDER BY g.n)::text FROM (SELECT json_build_array({GRANT_COLS}) AS j, \
           row_number() OVER (ORDER BY {order}) AS n FROM creditgate_grants \
-          WHERE user_id = $1 AND remaining > 0 ORDER BY {order} LIMIT {PREFETCHED_GRANTS}) g) \
+          WHERE user_id = $1 AND remaining > 0 ORDER BY {order} LIMIT {PREFETCHED_GRANTS}) g), \
+         (SELECT refill_at FROM l) \
          FROM (SELECT 1) AS one LEFT JOIN creditgate_entries e \
          ON e.user_id = $1 AND e.idempotency_key = $2",
         cols.join(", "),
-        order = sql::grant_order("$3::bigint"),
+        order = sql::grant_order("$3::bigint", "$4::text", "$5::uuid"),
     )
 });
 
@@ -183,7 +200,13 @@ impl PgTx<'_> {
     }
 
     fn is_locked(&self, user: &str) -> bool {
-        self.locked.iter().any(|u| u == user)
+        self.locked.iter().any(|l| l.user == user)
+    }
+
+    /// Records the lock of `user`'s row, with the `refill_at` it read.
+    fn note_lock(&mut self, user: &str, row: &Row) -> Result<()> {
+        self.locked.push(Locked { user: user.to_string(), refill_at: Some(col(row, 0)?) });
+        Ok(())
     }
 
     /// The first row of `sql`, mapped by `f`.
@@ -204,19 +227,20 @@ impl PgTx<'_> {
     /// The prefetched row of `lock_and_entry_by_key`: the entry when found,
     /// else the prefetched grants are kept for `live_grants`. None when the
     /// look-up does not stand (the account changed while the lock waited).
-    fn prefetched(&mut self, user: &str, now: Timestamp, row: &Row) -> Result<Option<Option<Entry>>> {
-        let locked: Option<i64> = col(row, 16)?;
+    fn prefetched(&mut self, user: &str, now: Timestamp, scope: Scope, row: &Row) -> Result<Option<Option<Entry>>> {
+        let n = ENTRY_COL_COUNT;
+        let locked: Option<i64> = col(row, n)?;
         if locked.is_none() {
             return Ok(None);
         }
-        self.locked.push(user.to_string());
-        if locked != col::<Option<i64>>(row, 17)? {
+        self.locked.push(Locked { user: user.to_string(), refill_at: Some(col(row, n + 3)?) });
+        if locked != col::<Option<i64>>(row, n + 1)? {
             return Ok(None);
         }
         if col::<Option<uuid::Uuid>>(row, 0)?.is_some() {
             return rows::entry(row).map(|e| Some(Some(e)));
         }
-        let grants = match col::<Option<String>>(row, 18)? {
+        let grants = match col::<Option<String>>(row, n + 2)? {
             None => Vec::new(),
             Some(json) => serde_json::from_str::<Vec<serde_json::Value>>(&json)
                 .map_err(|e| corrupt("prefetched grants", e))?
@@ -224,9 +248,26 @@ impl PgTx<'_> {
                 .map(grant_from_json)
                 .collect::<Result<_>>()?,
         };
-        self.grants = Some((user.to_string(), now, grants));
+        let member = scope.member.map(str::to_string);
+        self.grants = Some(Prefetched { user: user.to_string(), now, member, key: scope.key, grants });
         Ok(Some(None))
     }
+}
+
+/// Neutral parameters as PostgreSQL binds them.
+fn bound<'a>(params: &'a [Param<'a>]) -> Vec<Box<dyn ToSql + Sync + 'a>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn ToSql + Sync + 'a> {
+            match *p {
+                Param::Int(v) => Box::new(v),
+                Param::OptInt(v) => Box::new(v),
+                Param::Text(v) => Box::new(v),
+                Param::OptText(v) => Box::new(v),
+                Param::OptUuid(v) => Box::new(v),
+            }
+        })
+        .collect()
 }
 
 fn count(n: i64) -> u32 {
@@ -248,30 +289,70 @@ impl Tx for PgTx<'_> {
         if self.is_locked(user) {
             return Ok(());
         }
-        if self.opt(LOCK_ACCOUNT, &[&user])?.is_none() && self.run(&S.ensure_account, &[&user, &now.0])? == 0 {
-            // Another host created it since our first look: lock it now.
-            self.one(LOCK_ACCOUNT, &[&user])?;
+        if let Some(row) = self.opt(LOCK_ACCOUNT, &[&user])? {
+            return self.note_lock(user, &row);
         }
-        self.locked.push(user.to_string());
+        if self.run(&S.ensure_account, &[&user, &now.0])? == 0 {
+            // Another host created it since our first look: lock it now.
+            let row = self.one(LOCK_ACCOUNT, &[&user])?;
+            return self.note_lock(user, &row);
+        }
+        self.locked.push(Locked { user: user.to_string(), refill_at: Some(None) });
         Ok(())
     }
 
     fn lock_account(&mut self, user: &str) -> Result<()> {
-        if self.write && !self.is_locked(user) && self.opt(LOCK_ACCOUNT, &[&user])?.is_some() {
-            self.locked.push(user.to_string());
+        if self.write
+            && !self.is_locked(user)
+            && let Some(row) = self.opt(LOCK_ACCOUNT, &[&user])?
+        {
+            self.note_lock(user, &row)?;
         }
         Ok(())
     }
 
-    fn lock_and_entry_by_key(&mut self, user: &str, key: &str) -> Result<Option<Entry>> {
+    fn lock_and_entry_by_key(&mut self, user: &str, key: &str, scope: Scope) -> Result<Option<Entry>> {
         if self.write && !self.is_locked(user) {
             let now = self.now()?;
-            let row = self.one(&LOCK_AND_ENTRY_BY_KEY, &[&user, &key, &now.0])?;
-            if let Some(found) = self.prefetched(user, now, &row)? {
+            let member = scope.member;
+            let row = self.one(&LOCK_AND_ENTRY_BY_KEY, &[&user, &key, &now.0, &member, &scope.key.map(|k| k.0)])?;
+            if let Some(found) = self.prefetched(user, now, scope, &row)? {
                 return Ok(found);
             }
         }
         self.entry_by_key(user, key)
+    }
+
+    fn refill_at(&mut self, user: &str) -> Result<Option<Timestamp>> {
+        if let Some(Some(at)) = self.locked.iter().find(|l| l.user == user).map(|l| l.refill_at) {
+            return Ok(at.map(Timestamp));
+        }
+        Ok(self.account(user)?.and_then(|a| a.refill_at))
+    }
+
+    fn refill_at_changed(&mut self, user: &str) {
+        for l in self.locked.iter_mut().filter(|l| l.user == user) {
+            l.refill_at = None;
+        }
+    }
+
+    fn standing_by_id(&mut self, id: KeyId, now: Timestamp) -> Result<Option<KeyStanding>> {
+        self.first(&S.standing_by_id, &[&id.0, &now.0], rows::key_standing)
+    }
+
+    fn query_rows(&mut self, sql: &Sql, params: &[Param], f: &mut dyn FnMut(&dyn Columns) -> Result<()>) -> Result<()> {
+        let values = bound(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
+        for row in self.query(sql.pg(), &refs)? {
+            f(&row)?;
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self, sql: &Sql, params: &[Param]) -> Result<u64> {
+        let values = bound(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
+        self.exec(sql.pg(), &refs)
     }
 
     fn account(&mut self, user: &str) -> Result<Option<AccountRow>> {
@@ -325,6 +406,7 @@ impl Tx for PgTx<'_> {
                 &e.currency,
                 &metadata,
                 &e.created_at.0,
+                &e.member_id,
             ],
         )?;
         Ok(())
@@ -374,11 +456,6 @@ impl Tx for PgTx<'_> {
         let now = self.now.map(|t| t.0);
         let offset = self.store.clock.offset_micros();
         self.first(&VERIFY, &[&hash, &only.map(HashKind::as_str), &now, &offset], rows::key_standing)
-    }
-
-    fn key_remaining(&mut self, id: KeyId, now: Timestamp) -> Result<Option<Credits>> {
-        let row = self.first(&S.key_remaining, &[&id.0, &now.0], |r| r.opt_int(0))?;
-        Ok(row.flatten().map(Credits::from_micros))
     }
 
     fn set_key_expiry(&mut self, id: KeyId, expires_at: Option<Timestamp>) -> Result<()> {
@@ -641,21 +718,34 @@ impl Tx for PgTx<'_> {
                 &g.expires_at.map(|t| t.0),
                 &g.created_at.0,
                 &g.payment_id,
+                &g.member_id,
+                &g.api_key_id.map(|k| k.0),
+                &g.allowance_id,
             ],
         )?;
         Ok(GrantId(row.int(0)?))
     }
 
-    fn live_grants(&mut self, user: &str, now: Timestamp, include_due: bool, limit: u32) -> Result<Vec<Grant>> {
+    fn live_grants(
+        &mut self,
+        user: &str,
+        now: Timestamp,
+        include_due: bool,
+        limit: u32,
+        scope: Scope,
+    ) -> Result<Vec<Grant>> {
         if include_due
             && limit == PREFETCHED_GRANTS
-            && let Some((u, at, grants)) = self.grants.take()
-            && u == user
-            && at == now
+            && let Some(p) = self.grants.take()
+            && p.user == user
+            && p.now == now
+            && p.member.as_deref() == scope.member
+            && p.key == scope.key
         {
-            return Ok(grants);
+            return Ok(p.grants);
         }
-        let p: Params = &[&user, &now.0, &include_due, &i64::from(limit)];
+        let key = scope.key.map(|k| k.0);
+        let p: Params = &[&user, &now.0, &include_due, &scope.member, &key, &i64::from(limit)];
         self.every(&LIVE_GRANTS, p, rows::grant)
     }
 

@@ -224,7 +224,7 @@ impl SqliteStore {
         let mut tx = SqliteTx { c: &conn, clock: &self.clock };
         let found = tx.key_with_available(hash, only)?;
         if let Some(standing) = &found {
-            let until = tx.fresh_until(&standing.key, now)?;
+            let until = tx.fresh_until(standing, now)?;
             cache.put(version, hash, only, standing.clone(), until);
         }
         Ok(found)

@@ -10,8 +10,8 @@ use crate::money::Credits;
 use crate::store::rows::{self, Columns, corrupt};
 use crate::store::sql::{S, Sql};
 use crate::store::{
-    AccountRow, Applied, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, RateCheck, Tx,
-    exhausted_limit,
+    AccountRow, Applied, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, Param, RateCheck, Scope,
+    Tx, exhausted_limit,
 };
 use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
 use rusqlite::{Connection, Params, Row, params};
@@ -93,10 +93,12 @@ impl SqliteTx<'_> {
         Ok(())
     }
 
-    /// The first instant after `now` at which time alone changes `k`'s
-    /// verify answer: the key expires, its cap's window ends, or a hold or a
-    /// grant of its account (or a hold of the key) expires. For the verify cache.
-    pub(super) fn fresh_until(&self, k: &KeyRow, now: Timestamp) -> Result<Timestamp> {
+    /// The first instant after `now` at which time alone changes a key's
+    /// verify answer: the key expires, its cap's or a budget's window ends,
+    /// an allowance refill falls due, or a hold or a grant of its paying
+    /// account (or a hold of the key) expires. For the verify cache.
+    pub(super) fn fresh_until(&self, standing: &KeyStanding, now: Timestamp) -> Result<Timestamp> {
+        let k = &standing.key;
         let next_expiry = self.int(
             "SELECT MIN(\
              COALESCE((SELECT MIN(expires_at) FROM creditgate_holds \
@@ -104,16 +106,34 @@ impl SqliteTx<'_> {
              COALESCE((SELECT MIN(expires_at) FROM creditgate_holds \
                WHERE api_key_id = ?2 AND status = 'active' AND expires_at > ?3), ?4), \
              COALESCE((SELECT MIN(expires_at) FROM creditgate_grants \
-               WHERE user_id = ?1 AND remaining > 0 AND expires_at > ?3), ?4))",
-            params![k.user_id, k.id.to_string(), now.0, i64::MAX],
+               WHERE user_id = ?1 AND remaining > 0 AND expires_at > ?3), ?4), \
+             COALESCE((SELECT MIN(window_end) FROM creditgate_budgets WHERE org_id = ?1 AND window_end > ?3 \
+               AND ((scope = 'member' AND name = ?5) OR (scope = 'project' AND name = ?6))), ?4))",
+            params![k.paying(), k.id.to_string(), now.0, i64::MAX, k.user_id, k.project],
         )?;
         let window_end = k.spend_limit.and(k.spend.map(|(end, _)| end));
-        Ok([k.expires_at, window_end].into_iter().flatten().filter(|t| *t > now).fold(Timestamp(next_expiry), Ord::min))
+        Ok([k.expires_at, window_end, standing.refill_at]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .fold(Timestamp(next_expiry), Ord::min))
     }
 
     /// The verify lookup at `now`.
     pub(super) fn standing(&self, hash: &str, only: Option<HashKind>, now: Timestamp) -> Result<Option<KeyStanding>> {
         self.one(&VERIFY, params![hash, only.map(HashKind::as_str), now.0], |r| rows::key_standing(r))
+    }
+}
+
+/// A neutral parameter as SQLite binds it (UUIDs as text).
+fn value(p: &Param) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match *p {
+        Param::Int(v) => Value::Integer(v),
+        Param::OptInt(v) => v.map_or(Value::Null, Value::Integer),
+        Param::Text(v) => Value::Text(v.to_string()),
+        Param::OptText(v) => v.map_or(Value::Null, |v| Value::Text(v.to_string())),
+        Param::OptUuid(v) => v.map_or(Value::Null, |v| Value::Text(v.to_string())),
     }
 }
 
@@ -191,6 +211,7 @@ impl Tx for SqliteTx<'_> {
                 e.currency,
                 metadata,
                 e.created_at.0,
+                e.member_id,
             ],
         )?;
         Ok(())
@@ -246,11 +267,6 @@ impl Tx for SqliteTx<'_> {
     fn key_with_available(&mut self, hash: &str, only: Option<HashKind>) -> Result<Option<KeyStanding>> {
         let now = self.clock.now();
         self.standing(hash, only, now)
-    }
-
-    fn key_remaining(&mut self, id: KeyId, now: Timestamp) -> Result<Option<Credits>> {
-        let row = self.one(&S.key_remaining, params![id.to_string(), now.0], |r| r.opt_int(0))?;
-        Ok(row.flatten().map(Credits::from_micros))
     }
 
     fn set_key_expiry(&mut self, id: KeyId, expires_at: Option<Timestamp>) -> Result<()> {
@@ -509,17 +525,42 @@ impl Tx for SqliteTx<'_> {
             g.expires_at.map(|t| t.0),
             g.created_at.0,
             g.payment_id,
+            g.member_id,
+            g.api_key_id.map(|k| k.to_string()),
+            g.allowance_id,
         ];
         let id = self.one(&S.insert_grant, p, |r| r.int(0))?;
         Ok(GrantId(id.ok_or_else(|| Error::Internal("INSERT … RETURNING returned no row".into()))?))
     }
 
-    fn live_grants(&mut self, user: &str, now: Timestamp, include_due: bool, limit: u32) -> Result<Vec<Grant>> {
+    fn live_grants(
+        &mut self,
+        user: &str,
+        now: Timestamp,
+        include_due: bool,
+        limit: u32,
+        scope: Scope,
+    ) -> Result<Vec<Grant>> {
         // The limit is in the text, not a parameter: SQLite's planner weighs
         // a bound LIMIT, so rebinding one re-parses the statement on every
         // call (a fifth of a charge's CPU in the profile).
         let sql = format!("{} LIMIT {limit}", S.live_grants.sqlite());
-        self.all(&sql, params![user, now.0, include_due], |r| rows::grant(r))
+        let key = scope.key.map(|k| k.to_string());
+        self.all(&sql, params![user, now.0, include_due, scope.member, key], |r| rows::grant(r))
+    }
+
+    fn standing_by_id(&mut self, id: KeyId, now: Timestamp) -> Result<Option<KeyStanding>> {
+        self.one(&S.standing_by_id, params![id.to_string(), now.0], |r| rows::key_standing(r))
+    }
+
+    fn query_rows(&mut self, sql: &Sql, params: &[Param], f: &mut dyn FnMut(&dyn Columns) -> Result<()>) -> Result<()> {
+        let values: Vec<rusqlite::types::Value> = params.iter().map(value).collect();
+        self.rows_each(sql.sqlite(), rusqlite::params_from_iter(values), |r| f(r))
+    }
+
+    fn execute(&mut self, sql: &Sql, params: &[Param]) -> Result<u64> {
+        let values: Vec<rusqlite::types::Value> = params.iter().map(value).collect();
+        Ok(self.exec(sql, rusqlite::params_from_iter(values))? as u64)
     }
 
     fn take_from_grant(&mut self, id: GrantId, amount: Credits) -> Result<bool> {
