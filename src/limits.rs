@@ -76,7 +76,8 @@ pub const MAX_ROTATION_GRACE_SECONDS: i64 = 30 * 86_400;
 /// Latest key expiry accepted: 9999-12-31T23:59:59.999999Z.
 pub const MAX_KEY_EXPIRY_MICROS: i64 = 253_402_300_799_999_999;
 /// Prefixes the library uses for its own idempotency keys.
-pub const RESERVED_KEY_PREFIXES: [&str; 5] = ["payment:", "reversal:", "reinstatement:", "usage:", "import:"];
+pub const RESERVED_KEY_PREFIXES: [&str; 6] =
+    ["payment:", "reversal:", "reinstatement:", "usage:", "import:", "allowance:"];
 /// The shortest and longest API key looked up; others are `InvalidApiKey`
 /// without a lookup.
 pub const MIN_KEY_LEN: usize = 8;

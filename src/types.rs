@@ -323,7 +323,7 @@ pub struct GrantOptions {
 /// What `expire_grants` did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExpirySweep {
-    /// Accounts whose due grants were expired.
+    /// Accounts whose due grants were expired or whose allowances refilled.
     pub accounts: u64,
     /// `expiry` entries written (one per expired grant).
     pub entries: u64,

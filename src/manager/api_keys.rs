@@ -63,10 +63,11 @@ impl CreditManager {
             // The outer Result rolls back; the inner one commits the tally.
             let outcome = self.write(|tx| {
                 let now = tx.now()?;
-                tx.ensure_account(user, now)?;
-                // The organisation's lock too: the key rule reads its account.
-                if let Some(org) = tx.member_org(user)? {
-                    tx.ensure_account(&org, now)?;
+                // The organisation's lock too (the key rule reads its account),
+                // in the one order of two locks.
+                match tx.member_org(user)? {
+                    Some(org) => super::orgs::lock_in_order(tx, now, user, &org)?,
+                    None => tx.ensure_account(user, now)?,
                 }
                 if let Some(t) = expires_at
                     && t <= now

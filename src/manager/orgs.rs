@@ -59,8 +59,10 @@ impl CreditManager {
 
     /// Ends a membership: the member's keys charge its own account again.
     /// Holds placed while it was a member stay on the organisation (settled
-    /// or released there); its budget is deleted and its keys leave their
-    /// projects; key caps stay with the keys. `NotFound` when `member` is
+    /// or released there); its budget is deleted, its keys leave their
+    /// projects, and the organisation's allowances for it or its keys stop
+    /// refilling (their grants stay, reserved: only an overdraft reaches
+    /// them); key caps stay with the keys. `NotFound` when `member` is
     /// not a member of `org`.
     pub fn remove_member(&self, org: &str, member: &str) -> Result<()> {
         self.track((|| {
@@ -74,6 +76,9 @@ impl CreditManager {
                 }
                 tx.delete_budget(org, "member", member)?;
                 tx.clear_key_projects(member)?;
+                if tx.remove_member_allowances(org, member, now)? > 0 {
+                    tx.sync_refill_at(org)?;
+                }
                 self.emit(tx, now, org, None, EventKind::MemberRemoved, serde_json::json!({ "member_id": member }))
             })
         })())
@@ -282,7 +287,7 @@ impl CreditManager {
 
 /// Locks two accounts in one order (by user id), so two writers locking
 /// the same pair cannot deadlock.
-fn lock_in_order(tx: &mut dyn Tx, now: Timestamp, a: &str, b: &str) -> Result<()> {
+pub(super) fn lock_in_order(tx: &mut dyn Tx, now: Timestamp, a: &str, b: &str) -> Result<()> {
     let (first, second) = if a <= b { (a, b) } else { (b, a) };
     tx.ensure_account(first, now)?;
     tx.ensure_account(second, now)

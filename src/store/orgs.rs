@@ -211,6 +211,11 @@ impl dyn Tx + '_ {
         Ok(self.execute(&S.remove_allowance, &[Int(id), Int(now.0)])? == 1)
     }
 
+    /// Stops the refills of `org`'s allowances for `member` or its keys.
+    pub(crate) fn remove_member_allowances(&mut self, org: &str, member: &str, now: Timestamp) -> Result<u64> {
+        self.execute(&S.remove_member_allowances, &[Text(org), Text(member), Int(now.0)])
+    }
+
     /// What the allowance's grants still hold at `now`.
     pub(crate) fn allowance_live(&mut self, id: i64, now: Timestamp) -> Result<Credits> {
         Ok(Credits::from_micros(self.int(&S.allowance_live, &[Int(id), Int(now.0)])?))

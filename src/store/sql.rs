@@ -540,6 +540,9 @@ statements! {
     allowance_count = "SELECT COUNT(*) FROM creditgate_allowances WHERE user_id = $1 AND removed_at IS NULL";
     /// Moves allowance $1's next refill from $2 to $3 (one row: it was $2).
     advance_allowance = "UPDATE creditgate_allowances SET next_refill_at = $3 WHERE id = $1 AND next_refill_at = $2";
+    /// Removes org $1's allowances for member $2 or its keys, at $3.
+    remove_member_allowances = "UPDATE creditgate_allowances SET removed_at = $3 WHERE user_id = $1 \
+        AND removed_at IS NULL AND (member_id = $2 OR api_key_id IN (SELECT id FROM creditgate_api_keys WHERE user_id = $2))";
     remove_allowance = "UPDATE creditgate_allowances SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL";
     /// What allowance $1's grants still hold at $2.
     allowance_live = "SELECT COALESCE(SUM(remaining), 0)::bigint FROM creditgate_grants WHERE allowance_id = $1 \
