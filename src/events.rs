@@ -44,16 +44,16 @@ pub enum EventKind {
     /// is empty. Data: what the host recorded (e.g. `provider`, `event_id`,
     /// `payment_id`, `amount_minor`, `currency`, `reason`).
     PaymentUnmapped,
-    /// `add_member`; on the organisation. Data: `member_id`.
+    /// `add_member`; on the organisation. Data: `org_id`, `member_id`.
     MemberAdded,
-    /// `remove_member`; on the organisation. Data: `member_id`.
+    /// `remove_member`; on the organisation. Data: `org_id`, `member_id`.
     MemberRemoved,
-    /// `set_budget`; on the organisation. Data: `scope` (`member` or
+    /// `set_budget`; on the organisation. Data: `org_id`, `scope` (`member` or
     /// `project`), `name`, `limit` (decimal credits, or null: removed),
     /// `window`, `low_threshold`.
     BudgetSet,
     /// A charge took a budget's remaining (limit − spent) from at or above
-    /// its `low_threshold` to below it; on the organisation. Data: `scope`,
+    /// its `low_threshold` to below it; on the organisation. Data: `org_id`, `scope`,
     /// `name`, `threshold`, `remaining`, `entry_id`.
     BudgetLow,
     /// `set_allowance`. Data: `allowance_id`, `amount`, `period`,

@@ -51,7 +51,7 @@ impl CreditManager {
                     });
                 }
                 tx.insert_member(member, org, now)?;
-                self.emit(tx, now, org, None, EventKind::MemberAdded, serde_json::json!({ "member_id": member }))?;
+                self.emit(tx, now, org, None, EventKind::MemberAdded, serde_json::json!({ "org_id": org, "member_id": member }))?;
                 member_of(tx, org, member, now)
             })
         })())
@@ -79,7 +79,7 @@ impl CreditManager {
                 if tx.remove_member_allowances(org, member, now)? > 0 {
                     tx.sync_refill_at(org)?;
                 }
-                self.emit(tx, now, org, None, EventKind::MemberRemoved, serde_json::json!({ "member_id": member }))
+                self.emit(tx, now, org, None, EventKind::MemberRemoved, serde_json::json!({ "org_id": org, "member_id": member }))
             })
         })())
     }
@@ -209,6 +209,7 @@ impl CreditManager {
         l: Option<BudgetLimit>,
     ) -> Result<()> {
         let data = serde_json::json!({
+            "org_id": org,
             "scope": scope.kind(),
             "name": scope.name(),
             "limit": l.map(|l| l.limit.to_string()),
@@ -274,7 +275,7 @@ impl CreditManager {
                 let left = |spent: Credits| b.limit.micros().saturating_sub(spent.micros());
                 if left(before) >= t.micros() && left(after) < t.micros() {
                     let data = serde_json::json!({
-                        "scope": b.scope, "name": b.name, "threshold": t.to_string(),
+                        "org_id": org, "scope": b.scope, "name": b.name, "threshold": t.to_string(),
                         "remaining": Credits::from_micros(left(after)).to_string(), "entry_id": entry.id.to_string(),
                     });
                     self.emit(tx, now, org, entry.api_key_id, EventKind::BudgetLow, data)?;

@@ -548,3 +548,18 @@ def test_quickstart_example_runs() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "402" in r.stdout and "audit ok: True" in r.stdout
+
+
+def test_organisation_example_runs() -> None:
+    env = dict(os.environ)  # without creditgate settings: conftest removed them
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "organisation.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    # The project budget binds bob's verify; every step left the ledger consistent.
+    assert "402 limit_source=project" in r.stdout and "audit ok: True" in r.stdout
