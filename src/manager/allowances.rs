@@ -14,7 +14,7 @@ use crate::events::EventKind;
 use crate::limits::{MAX_ALLOWANCES_PER_ACCOUNT, MAX_GRANT_LIFETIME_MICROS};
 use crate::money::Credits;
 use crate::organisations::{Allowance, AllowanceSpec};
-use crate::store::{AllowanceRow, Scope, Tx};
+use crate::store::{Scope, Tx};
 use crate::types::*;
 use crate::validate;
 
@@ -35,7 +35,7 @@ pub(super) struct Refill {
 /// granted: their grants would have expired unused). With rollover it adds
 /// the amount for every period since the last refill, up to the cap.
 /// Pure.
-pub(super) fn plan_refill(a: &AllowanceRow, live: Credits, now: Timestamp) -> Option<Refill> {
+pub(super) fn plan_refill(a: &Allowance, live: Credits, now: Timestamp) -> Option<Refill> {
     if now < a.next_refill_at {
         return None;
     }
@@ -61,7 +61,7 @@ pub(super) fn plan_refill(a: &AllowanceRow, live: Credits, now: Timestamp) -> Op
 }
 
 /// Whether a charge in `scope` may draw allowance `a`'s grants.
-fn usable_by(a: &AllowanceRow, scope: Scope) -> bool {
+fn usable_by(a: &Allowance, scope: Scope) -> bool {
     match (&a.member_id, a.api_key_id) {
         (None, None) => true,
         (Some(m), _) => scope.member == Some(m.as_str()),
@@ -87,8 +87,8 @@ impl CreditManager {
                         detail: format!("{user:?} has {n} allowances, the maximum is {MAX_ALLOWANCES_PER_ACCOUNT}"),
                     });
                 }
-                let mut row = AllowanceRow {
-                    id: 0,
+                let mut row = Allowance {
+                    allowance_id: 0,
                     user_id: user.to_string(),
                     member_id: member.map(str::to_string),
                     api_key_id: spec.key,
@@ -98,16 +98,16 @@ impl CreditManager {
                     next_refill_at: now,
                     created_at: now,
                 };
-                row.id = tx.insert_allowance(&row)?;
+                row.allowance_id = tx.insert_allowance(&row)?;
                 let data = serde_json::json!({
-                    "allowance_id": row.id, "amount": row.amount.to_string(), "period": row.period.as_str(),
+                    "allowance_id": row.allowance_id, "amount": row.amount.to_string(), "period": row.period.as_str(),
                     "rollover_cap": row.rollover_cap.map(|c| c.to_string()), "member_id": row.member_id,
                     "api_key_id": row.api_key_id.map(|k| k.to_string()),
                 });
                 self.emit(tx, now, user, spec.key, EventKind::AllowanceSet, data)?;
                 tx.sync_refill_at(user)?;
                 self.settle_account(tx, now, user, Scope::default())?;
-                tx.allowance(row.id)?.map(allowance_of).ok_or_else(|| Error::Internal("allowance vanished".into()))
+                tx.allowance(row.allowance_id)?.ok_or_else(|| Error::Internal("allowance vanished".into()))
             })
         })())
     }
@@ -141,21 +141,18 @@ impl CreditManager {
             let a =
                 tx.allowance(allowance_id)?.ok_or_else(|| Error::NotFound(format!("no allowance {allowance_id}")))?;
             tx.ensure_account(&a.user_id, now)?;
-            if !tx.remove_allowance(a.id, now)? {
+            if !tx.remove_allowance(a.allowance_id, now)? {
                 return Err(Error::NotFound(format!("no allowance {allowance_id}")));
             }
             tx.sync_refill_at(&a.user_id)?;
-            let data = serde_json::json!({ "allowance_id": a.id });
+            let data = serde_json::json!({ "allowance_id": a.allowance_id });
             self.emit(tx, now, &a.user_id, a.api_key_id, EventKind::AllowanceRemoved, data)
         }))
     }
 
     /// `user`'s allowances (not removed), oldest first.
     pub fn allowances(&self, user: &str) -> Result<Vec<Allowance>> {
-        self.track(
-            validate::text("user_id", user)
-                .and_then(|u| self.read(|tx| Ok(tx.allowances(u)?.into_iter().map(allowance_of).collect()))),
-        )
+        self.track(validate::text("user_id", user).and_then(|u| self.read(|tx| tx.allowances(u))))
     }
 
     /// Writes every refill of `user`'s allowances due at `now`, exactly
@@ -168,10 +165,10 @@ impl CreditManager {
         }
         let mut written = 0;
         for a in tx.due_allowances(user, now)? {
-            let live = tx.allowance_live(a.id, now)?;
+            let live = tx.allowance_live(a.allowance_id, now)?;
             let Some(r) = plan_refill(&a, live, now) else { continue };
-            if !tx.advance_allowance(a.id, a.next_refill_at, r.period_end)? {
-                return Err(Error::Internal(format!("allowance {} was refilled concurrently", a.id)));
+            if !tx.advance_allowance(a.allowance_id, a.next_refill_at, r.period_end)? {
+                return Err(Error::Internal(format!("allowance {} was refilled concurrently", a.allowance_id)));
             }
             self.write_refill(tx, now, &a, r)?;
             written += 1;
@@ -182,15 +179,15 @@ impl CreditManager {
 
     /// The `allowance` entry of a refill and its grant (none for 0), and
     /// the `allowance.refilled` event.
-    fn write_refill(&self, tx: &mut dyn Tx, now: Timestamp, a: &AllowanceRow, r: Refill) -> Result<()> {
+    fn write_refill(&self, tx: &mut dyn Tx, now: Timestamp, a: &Allowance, r: Refill) -> Result<()> {
         let mut data = serde_json::json!({
-            "allowance_id": a.id, "amount": r.amount.to_string(),
+            "allowance_id": a.allowance_id, "amount": r.amount.to_string(),
             "period_start": r.period_start.to_rfc3339(), "period_end": r.period_end.to_rfc3339(),
         });
         if r.amount > Credits::ZERO {
             let mut d = Draft::new(&a.user_id, EntryKind::Allowance, r.amount);
-            d.key = Some(format!("allowance:{}:{}", a.id, r.period_start.0));
-            d.reference = Some(format!("allowance:{}", a.id));
+            d.key = Some(format!("allowance:{}:{}", a.allowance_id, r.period_start.0));
+            d.reference = Some(format!("allowance:{}", a.allowance_id));
             d.member = a.member_id.clone();
             d.api_key_id = a.api_key_id;
             d.grant = Some(GrantSpec {
@@ -200,7 +197,7 @@ impl CreditManager {
                 payment_id: None,
                 member_id: a.member_id.clone(),
                 api_key_id: a.api_key_id,
-                allowance_id: Some(a.id),
+                allowance_id: Some(a.allowance_id),
             });
             let e = self.post_credit(tx, now, d)?;
             data["entry_id"] = serde_json::Value::from(e.id.to_string());
@@ -226,7 +223,7 @@ impl CreditManager {
             if scope.is_some_and(|s| !usable_by(&a, s)) {
                 continue;
             }
-            let live = tx.allowance_live(a.id, now)?;
+            let live = tx.allowance_live(a.allowance_id, now)?;
             if let Some(r) = plan_refill(&a, live, now).filter(|r| r.amount > Credits::ZERO) {
                 out.push(Grant {
                     grant_id: GrantId(0),
@@ -241,7 +238,7 @@ impl CreditManager {
                     payment_id: None,
                     member_id: a.member_id.clone(),
                     api_key_id: a.api_key_id,
-                    allowance_id: Some(a.id),
+                    allowance_id: Some(a.allowance_id),
                 });
             }
         }
@@ -279,29 +276,15 @@ fn check_spec(spec: &AllowanceSpec) -> Result<()> {
     Ok(())
 }
 
-fn allowance_of(a: AllowanceRow) -> Allowance {
-    Allowance {
-        allowance_id: a.id,
-        user_id: a.user_id,
-        member_id: a.member_id,
-        api_key_id: a.api_key_id,
-        amount: a.amount,
-        period: a.period,
-        rollover_cap: a.rollover_cap,
-        next_refill_at: a.next_refill_at,
-        created_at: a.created_at,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use crate::types::utc as at;
 
-    fn monthly(cap: Option<i64>, next: &str) -> AllowanceRow {
-        AllowanceRow {
-            id: 1,
+    fn monthly(cap: Option<i64>, next: &str) -> Allowance {
+        Allowance {
+            allowance_id: 1,
             user_id: "u".into(),
             member_id: None,
             api_key_id: None,

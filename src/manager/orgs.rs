@@ -51,7 +51,14 @@ impl CreditManager {
                     });
                 }
                 tx.insert_member(member, org, now)?;
-                self.emit(tx, now, org, None, EventKind::MemberAdded, serde_json::json!({ "org_id": org, "member_id": member }))?;
+                self.emit(
+                    tx,
+                    now,
+                    org,
+                    None,
+                    EventKind::MemberAdded,
+                    serde_json::json!({ "org_id": org, "member_id": member }),
+                )?;
                 member_of(tx, org, member, now)
             })
         })())
@@ -79,7 +86,14 @@ impl CreditManager {
                 if tx.remove_member_allowances(org, member, now)? > 0 {
                     tx.sync_refill_at(org)?;
                 }
-                self.emit(tx, now, org, None, EventKind::MemberRemoved, serde_json::json!({ "org_id": org, "member_id": member }))
+                self.emit(
+                    tx,
+                    now,
+                    org,
+                    None,
+                    EventKind::MemberRemoved,
+                    serde_json::json!({ "org_id": org, "member_id": member }),
+                )
             })
         })())
     }

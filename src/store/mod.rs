@@ -182,20 +182,6 @@ impl BudgetRow {
     }
 }
 
-/// An allowance row (`sql::ALLOWANCE_COLS`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct AllowanceRow {
-    pub id: i64,
-    pub user_id: String,
-    pub member_id: Option<String>,
-    pub api_key_id: Option<KeyId>,
-    pub amount: Credits,
-    pub period: SpendWindow,
-    pub rollover_cap: Option<Credits>,
-    pub next_refill_at: Timestamp,
-    pub created_at: Timestamp,
-}
-
 /// A parameter of the backend-neutral statements ([`Tx::query_rows`],
 /// [`Tx::execute`]), bound by each backend with its own types.
 #[derive(Clone, Copy, Debug)]

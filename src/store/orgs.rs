@@ -3,10 +3,10 @@
 //! [`Tx::query_rows`]/[`Tx::execute`], so each is written once for both
 //! backends.
 
-use super::{AllowanceRow, BudgetRow, Param, Tx, rows};
+use super::{BudgetRow, Param, Tx, rows};
 use crate::error::Result;
 use crate::money::Credits;
-use crate::organisations::MemberUsage;
+use crate::organisations::{Allowance, MemberUsage};
 use crate::store::sql::{S, Sql};
 use crate::types::{Entry, KeyId, Timestamp};
 
@@ -169,8 +169,8 @@ impl dyn Tx + '_ {
         })
     }
 
-    /// Inserts an allowance (its `id` is ignored); returns the new id.
-    pub(crate) fn insert_allowance(&mut self, a: &AllowanceRow) -> Result<i64> {
+    /// Inserts an allowance (its `allowance_id` is ignored); returns the new id.
+    pub(crate) fn insert_allowance(&mut self, a: &Allowance) -> Result<i64> {
         let p = [
             Text(&a.user_id),
             OptText(a.member_id.as_deref()),
@@ -185,16 +185,16 @@ impl dyn Tx + '_ {
     }
 
     /// An allowance not removed.
-    pub(crate) fn allowance(&mut self, id: i64) -> Result<Option<AllowanceRow>> {
+    pub(crate) fn allowance(&mut self, id: i64) -> Result<Option<Allowance>> {
         self.first(&S.allowance, &[Int(id)], |r| rows::allowance(r))
     }
 
-    pub(crate) fn allowances(&mut self, user: &str) -> Result<Vec<AllowanceRow>> {
+    pub(crate) fn allowances(&mut self, user: &str) -> Result<Vec<Allowance>> {
         self.all(&S.allowances, &[Text(user)], |r| rows::allowance(r))
     }
 
     /// `user`'s allowances with a refill due at `now`.
-    pub(crate) fn due_allowances(&mut self, user: &str, now: Timestamp) -> Result<Vec<AllowanceRow>> {
+    pub(crate) fn due_allowances(&mut self, user: &str, now: Timestamp) -> Result<Vec<Allowance>> {
         self.all(&S.due_allowances, &[Text(user), Int(now.0)], |r| rows::allowance(r))
     }
 

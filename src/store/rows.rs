@@ -2,9 +2,10 @@
 //! stores' rows implement [`Columns`] (typed access by column index) and the
 //! functions here read the column lists of `sql.rs` in their order.
 
-use super::{AccountRow, AllowanceRow, BudgetRow, HoldRow, HoldStatus, KeyRow, KeyStanding, RateCounts};
+use super::{AccountRow, BudgetRow, HoldRow, HoldStatus, KeyRow, KeyStanding, RateCounts};
 use crate::error::{Error, Result};
 use crate::money::Credits;
+use crate::organisations::Allowance;
 use crate::store::sql::KEY_COL_COUNT;
 use crate::types::{
     Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp,
@@ -162,9 +163,9 @@ pub(crate) fn budget<R: Columns + ?Sized>(r: &R) -> Result<BudgetRow> {
 }
 
 /// An allowance from `ALLOWANCE_COLS`.
-pub(crate) fn allowance<R: Columns + ?Sized>(r: &R) -> Result<AllowanceRow> {
-    Ok(AllowanceRow {
-        id: r.int(0)?,
+pub(crate) fn allowance<R: Columns + ?Sized>(r: &R) -> Result<Allowance> {
+    Ok(Allowance {
+        allowance_id: r.int(0)?,
         user_id: r.text(1)?,
         member_id: r.opt_text(2)?,
         api_key_id: r.opt_uuid(3)?.map(KeyId),

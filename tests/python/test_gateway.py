@@ -536,10 +536,11 @@ def test_client_disconnect_mid_stream_is_still_charged(server: str, monkeypatch:
     assert m.audit().ok
 
 
-def test_quickstart_example_runs() -> None:
+def run_example(name: str) -> str:
+    """Runs examples/<name> as a user would; its stdout."""
     env = dict(os.environ)  # without creditgate settings: conftest removed them
     r = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "python_quickstart.py")],
+        [sys.executable, str(ROOT / "examples" / name)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -547,19 +548,15 @@ def test_quickstart_example_runs() -> None:
         check=False,
     )
     assert r.returncode == 0, r.stderr
-    assert "402" in r.stdout and "audit ok: True" in r.stdout
+    return r.stdout
+
+
+def test_quickstart_example_runs() -> None:
+    out = run_example("python_quickstart.py")
+    assert "402" in out and "audit ok: True" in out
 
 
 def test_organisation_example_runs() -> None:
-    env = dict(os.environ)  # without creditgate settings: conftest removed them
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "organisation.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
+    out = run_example("organisation.py")
     # The project budget binds bob's verify; every step left the ledger consistent.
-    assert "402 limit_source=project" in r.stdout and "audit ok: True" in r.stdout
+    assert "402 limit_source=project" in out and "audit ok: True" in out
