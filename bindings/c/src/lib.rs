@@ -55,8 +55,8 @@ use std::ffi::c_char;
 
 pub use status::cg_status;
 pub use types::{
-    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_allowance_options, cg_api_key, cg_entry, cg_entry_options, cg_grant_options, cg_hold,
-    cg_hold_status, cg_key_eligibility, cg_usage, cg_usage_charge, cg_verification,
+    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_allowance_options, cg_api_key, cg_entry, cg_entry_options,
+    cg_grant_options, cg_hold, cg_hold_status, cg_key_eligibility, cg_usage, cg_usage_charge, cg_verification,
 };
 
 // The numbers below are the core's (creditgate::limits), written as literals
