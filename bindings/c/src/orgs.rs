@@ -41,9 +41,9 @@ pub unsafe extern "C" fn cg_remove_member(
 /// `org_id`'s members, by user id, as a JSON array of objects: `org_id`,
 /// `user_id`, `joined_at` and `budget` (null, or an object: `scope`,
 /// `name`, `limit_micros`, `window`, `low_threshold_micros` (or null),
-/// `spent_micros` in the current window, `remaining_micros` (limit - spent
-/// - the active holds of its keys; may be negative) and `resets_at` (null
-/// for "lifetime")).
+/// `spent_micros` in the current window, `remaining_micros` (the limit
+/// minus spent minus the active holds of its keys; may be negative) and
+/// `resets_at` (null for "lifetime")).
 ///
 /// `json_out`: required; receives a string owned by the caller (free it
 /// with `cg_string_free`); NULL on failure.
