@@ -16,7 +16,8 @@
  *   -1 or another magic number. A number that is never optional (an
  *   amount, tokens, min_credits_micros, floor_micros, grace_seconds,
  *   limit_micros) means its value, 0 included. Numbers a failed call
- *   returns are 0.
+ *   returns are 0. Also 0 = not given: low_threshold_micros (no
+ *   threshold), since_micros (ever), rollover_cap_micros (rollover off).
  *
  * Pointers and ownership
  * - cg_manager *: created by cg_open / cg_open_env, owned by the caller,
@@ -27,7 +28,8 @@
  *   NUL-terminated UTF-8. A NULL or non-UTF-8 required string is
  *   CG_INVALID_ARGUMENT; optional strings (documented per function) may be
  *   NULL, meaning "not given".
- * - const cg_entry_options * and const cg_grant_options * arguments:
+ * - const cg_entry_options *, const cg_grant_options * and
+ *   const cg_allowance_options * arguments:
  *   optional (NULL: every default), borrowed for the call only. A zeroed
  *   struct ({0}) is the default; set only the fields you need. A const
  *   cg_usage * is borrowed likewise; where it is optional, NULL means "no
@@ -142,6 +144,21 @@
  * The longest API key looked up, in bytes (longer: `CG_INVALID_API_KEY`).
  */
 #define CG_MAX_KEY_LEN 512
+
+/**
+ * The most members of one organisation (`cg_add_member`).
+ */
+#define CG_MAX_MEMBERS_PER_ORG 10000
+
+/**
+ * The most projects of one organisation (`cg_create_project`).
+ */
+#define CG_MAX_PROJECTS_PER_ORG 1000
+
+/**
+ * The most allowances of one account (`cg_set_allowance`).
+ */
+#define CG_MAX_ALLOWANCES_PER_ACCOUNT 100
 
 /**
  * Size of an id buffer: a lowercase hyphenated UUID (36 bytes) and its NUL.
@@ -390,9 +407,37 @@ typedef struct cg_verification {
   char user_id[CG_USER_ID_SIZE];
   char key_id[CG_ID_SIZE];
   /**
-   * Available credits (balance minus active holds), in micro-credits.
+   * Available credits (balance minus active holds), in micro-credits:
+   * of the paying account (the organisation's, for a member's key).
    */
   int64_t available_micros;
+  /**
+   * True when the key has a spend cap (`cg_set_key_limit`); then
+   * `key_remaining_micros` is what it still allows in its window.
+   */
+  bool has_key_remaining;
+  /**
+   * What the key's cap still allows (limit - spent - the key's holds);
+   * 0 when `has_key_remaining` is false.
+   */
+  int64_t key_remaining_micros;
+  /**
+   * True when the key's owner is a member of an organisation with a
+   * member budget (`cg_set_budget`).
+   */
+  bool has_member_remaining;
+  /**
+   * What that member budget still allows; 0 without one.
+   */
+  int64_t member_remaining_micros;
+  /**
+   * True when the key is in a project with a budget.
+   */
+  bool has_project_remaining;
+  /**
+   * What that project budget still allows; 0 without one.
+   */
+  int64_t project_remaining_micros;
 } cg_verification;
 
 /**
@@ -474,6 +519,32 @@ typedef struct cg_hold {
   cg_hold_status status;
 } cg_hold;
 
+/**
+ * The optional parts of an allowance (`cg_set_allowance`). Every field is
+ * optional and 0/NULL means "not given", so a zero-initialised struct
+ * (`cg_allowance_options options = {0};`), like a NULL pointer, is an
+ * allowance for the whole account with rollover off. Borrowed for the
+ * call only.
+ */
+typedef struct cg_allowance_options {
+  /**
+   * Only charges by this member of the account (an organisation) may
+   * draw the refills. NULL: the whole account.
+   */
+  const char *member_id;
+  /**
+   * Only charges through this key (a key id, charged to the account) may
+   * draw the refills. NULL: the whole account. Not with `member_id`.
+   */
+  const char *key_id;
+  /**
+   * Rollover on: what is left carries over to the next period, up to
+   * this many micro-credits (at least the amount). 0: rollover off, each
+   * period's grant expires at the period's end.
+   */
+  int64_t rollover_cap_micros;
+} cg_allowance_options;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -524,9 +595,11 @@ const char *cg_last_error(void);
 uint32_t cg_last_error_retry_after(void);
 
 /**
- * Which limit the last `CG_INSUFFICIENT_CREDITS` on this thread hit:
- * "account" (the account's available credits) or "key" (the API key's
- * spend cap, `cg_set_key_limit`); "" when the last call on this thread did
+ * Which limit the last `CG_INSUFFICIENT_CREDITS` on this thread hit (the
+ * tightest; "account" on a tie): "account" (the paying account's available
+ * credits), "key" (the API key's spend cap, `cg_set_key_limit`), "member"
+ * (the key owner's member budget, `cg_set_budget`) or "project" (the key's
+ * project budget); "" when the last call on this thread did
  * not fail with `CG_INSUFFICIENT_CREDITS`. Static: never free it. Like
  * `cg_last_error`, it describes the last status-returning call.
  */
@@ -605,10 +678,14 @@ cg_status cg_set_min_balance(const struct cg_manager *manager,
  * The account of `user_id` as a JSON object: `user_id`, `balance_micros`,
  * `held_micros`, `available_micros`, `min_balance_micros`, `lifetime_purchased_micros`,
  * `lifetime_used_micros`, `active_keys`, `first_key_issued`, `created_at`
- * (RFC 3339, null for a user the ledger has never seen), and `grants`: the
+ * (RFC 3339, null for a user the ledger has never seen), `grants`: the
  * live grants in draw-down order, each with `grant_id`, `category`,
  * `priority`, `amount_micros`, `remaining_micros`, `expires_at` (null:
- * never), `created_at`, `source_entry_id` and `payment_id`.
+ * never), `created_at`, `source_entry_id`, `payment_id`, `member_id` and
+ * `api_key_id` (null, or the only member or key whose charges may draw
+ * it) and `allowance_id` (null, or the allowance whose refill issued it),
+ * and `organisation` (null, or the organisation the account is a member
+ * of).
  *
  * `json_out`: required; receives a string owned by the caller (free it
  * with `cg_string_free`); NULL on failure.
@@ -662,11 +739,12 @@ cg_status cg_record_payment_grant(const struct cg_manager *manager,
 /**
  * Applies every due grant expiry of up to `limit` accounts (1..=10000,
  * or 0 for 1000), one `expiry` entry per expired grant. Reads never count
- * expired credits anyway; this brings the entries up to date. Call again
- * while `accounts == limit`.
+ * expired credits anyway; this brings the entries up to date. It also
+ * writes the due allowance refills of those accounts. Call again while
+ * `accounts == limit`.
  *
  * `json_out`: required; receives `{"accounts", "entries",
- * "credits_micros"}` owned by the caller (free it with `cg_string_free`);
+ * "credits_micros", "refills"}` owned by the caller (free it with `cg_string_free`);
  * NULL on failure.
  */
 cg_status cg_expire_grants(const struct cg_manager *manager, uint32_t limit, char **json_out);
@@ -739,6 +817,7 @@ cg_status cg_deduct_credits(const struct cg_manager *manager,
  * Newest-first page of `user_id`'s entries as a JSON array of objects:
  * `id`, `seq`, `user_id`, `kind`, `amount_micros` (signed),
  * `balance_after_micros`, `idempotency_key`, `reference`, `api_key_id`,
+ * `member_id` (the organisation member whose key made it, or null),
  * `input_tokens`, `output_tokens`, `model`, `amount_minor`, `currency`,
  * `metadata` (object or null), `created_at`, `replayed`. `limit`: 1..=1000,
  * or 0 for 50. `before`: optional (NULL) entry id cursor; an unknown id or
@@ -758,7 +837,9 @@ cg_status cg_transactions_json(const struct cg_manager *manager,
  * first), in commit order, as a JSON array of objects with `id`, `kind`
  * (`balance.low`, `purchase.first`, `overdraft`, `grant.expired`,
  * `key.created`, `key.revoked`, `key.disabled`, `key.enabled`,
- * `key.rotated`, `key.limit_set`, `key.expiry_set`), `user_id`, `api_key_id` (or null), `data` (an object;
+ * `key.rotated`, `key.limit_set`, `key.expiry_set`, `member.added`,
+ * `member.removed`, `budget.set`, `budget.low`, `allowance.set`,
+ * `allowance.removed`, `allowance.refilled`), `user_id`, `api_key_id` (or null), `data` (an object;
  * amounts in it are decimal strings of credits) and `created_at`. Resume
  * with the `id` of the last event handled. `limit`: 1..=1000, or 0 for 100.
  * An `after` that names no event is `CG_INVALID_ARGUMENT`.
@@ -895,7 +976,8 @@ cg_status cg_set_key_limit(const struct cg_manager *manager,
  * `user_id`, `name`, `prefix`, `created_at`, `last_used_at`, `revoked_at`,
  * `legacy`, `expires_at`, `disabled`, `rotated_to` (a key id or null),
  * `spend_limit_micros` (null without a cap), `spend_window`,
- * `spent_in_window_micros`, `window_resets_at`. Never contains a secret.
+ * `spent_in_window_micros`, `window_resets_at`, `project` (the
+ * organisation project the key is in, or null). Never contains a secret.
  *
  * `json_out`: required; receives a string owned by the caller (free it
  * with `cg_string_free`); NULL on failure.
@@ -1027,7 +1109,9 @@ cg_status cg_audit_json(const struct cg_manager *manager, char **json_out);
  * `revenue_per_paying_user_usd_minor`, `revenue_minor_by_currency` (an
  * object: currency code → minor units, e.g. `{"EUR":750,"USD":500}`),
  * `credits_used_micros`, `outstanding_balance_micros`,
- * `overdraft_receivable_micros`, `schema_version` (the ledger's) and
+ * `overdraft_receivable_micros`, `allowance_issued_micros` (credits
+ * issued by allowance refills), `allowance_used_micros` (of those, what
+ * was spent), `schema_version` (the ledger's) and
  * `library_schema_version` (the newest this library knows; above it,
  * writes fail with `CG_STORAGE_ERROR`).
  *
@@ -1054,6 +1138,159 @@ cg_status cg_metrics_json(const struct cg_manager *manager, char **json_out);
  * with `cg_string_free`); NULL on failure.
  */
 cg_status cg_metrics_prometheus(const struct cg_manager *manager, char **text_out);
+
+/**
+ * Makes `member_id` a member of `org_id`: from then on the member's keys
+ * (existing and new) verify against and charge `org_id`'s account. The
+ * same pair again is a no-op. One level only: an organisation cannot join
+ * another, a member cannot have members, an account belongs to at most one
+ * organisation and never to itself (each `CG_INVALID_ARGUMENT`). More than
+ * `CG_MAX_MEMBERS_PER_ORG`: `CG_LIMIT_REACHED`. The member, with its
+ * `joined_at`, is in `cg_members_json`.
+ */
+cg_status cg_add_member(const struct cg_manager *manager,
+                        const char *org_id,
+                        const char *member_id);
+
+/**
+ * Ends `member_id`'s membership of `org_id`: its keys charge its own
+ * account again. Holds placed while it was a member stay on the
+ * organisation; its member budget is deleted and its keys leave their
+ * projects. Not a member of `org_id`: `CG_NOT_FOUND`.
+ */
+cg_status cg_remove_member(const struct cg_manager *manager,
+                           const char *org_id,
+                           const char *member_id);
+
+/**
+ * `org_id`'s members, by user id, as a JSON array of objects: `org_id`,
+ * `user_id`, `joined_at` and `budget` (null, or an object: `scope`,
+ * `name`, `limit_micros`, `window`, `low_threshold_micros` (or null),
+ * `spent_micros` in the current window, `remaining_micros` (the limit
+ * minus spent minus the active holds of its keys; may be negative) and
+ * `resets_at` (null for "lifetime")).
+ *
+ * `json_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_members_json(const struct cg_manager *manager, const char *org_id, char **json_out);
+
+/**
+ * Creates the project `name` of `org_id` (a named group of the keys that
+ * charge it); an existing project is a no-op. `org_id` a member of
+ * another organisation: `CG_INVALID_ARGUMENT`. More than
+ * `CG_MAX_PROJECTS_PER_ORG`: `CG_LIMIT_REACHED`.
+ */
+cg_status cg_create_project(const struct cg_manager *manager, const char *org_id, const char *name);
+
+/**
+ * `org_id`'s projects, by name, as a JSON array of objects: `org_id`,
+ * `name`, `created_at`, `keys` (revoked ones included) and `budget` (as in
+ * `cg_members_json`).
+ *
+ * `json_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_projects_json(const struct cg_manager *manager, const char *org_id, char **json_out);
+
+/**
+ * Puts key `key_id` in `project` of the account that pays for it (its
+ * owner's organisation, or its owner); `project` NULL takes it out of its
+ * project. Unknown key or project: `CG_NOT_FOUND`.
+ */
+cg_status cg_set_key_project(const struct cg_manager *manager,
+                             const char *key_id,
+                             const char *project);
+
+/**
+ * Sets the budget of a member or a project of `org_id`: `scope` "member"
+ * or "project", `name` the member's user id or the project's name. At most
+ * `limit_micros` (>= 0) per `window`: "daily", "weekly", "monthly" (UTC
+ * calendar periods, as in `cg_set_key_limit`) or "lifetime"; the usage
+ * already charged in the current window counts. `low_threshold_micros`
+ * (0..=limit): a `budget.low` event when a charge takes what is left
+ * below it; 0: none. `window` NULL removes the budget (then
+ * `limit_micros` and `low_threshold_micros` must be 0). Verification and
+ * holds through the budget's keys then fail with `CG_INSUFFICIENT_CREDITS`
+ * and `cg_last_error_limit_source()` "member" or "project" when it is
+ * short. A member or project `org_id` does not have: `CG_NOT_FOUND`.
+ */
+cg_status cg_set_budget(const struct cg_manager *manager,
+                        const char *org_id,
+                        const char *scope,
+                        const char *name,
+                        int64_t limit_micros,
+                        const char *window,
+                        int64_t low_threshold_micros);
+
+/**
+ * Newest-first page of the entries `member_id`'s keys made on `org_id`'s
+ * account, as a JSON array shaped like `cg_transactions_json`'s. `limit`:
+ * 1..=1000, or 0 for 50. `before`: optional (NULL) entry id cursor; an
+ * unknown id or one not of `org_id` is `CG_NOT_FOUND`.
+ *
+ * `json_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_member_transactions_json(const struct cg_manager *manager,
+                                      const char *org_id,
+                                      const char *member_id,
+                                      int64_t limit,
+                                      const char *before,
+                                      char **json_out);
+
+/**
+ * What each member spent of `org_id`'s credits (its usage entries) since
+ * `since_micros` (microseconds since the Unix epoch, UTC; 0: ever), by
+ * member, as a JSON array of objects: `member_id`, `requests`, `tokens`,
+ * `credits_micros`.
+ *
+ * `json_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_member_usage_json(const struct cg_manager *manager,
+                               const char *org_id,
+                               int64_t since_micros,
+                               char **json_out);
+
+/**
+ * Creates an allowance: `amount_micros` (> 0) of promotional credits on
+ * `user_id`'s account every `period` ("daily", "weekly" from Monday,
+ * "monthly" from the 1st, UTC; "lifetime" is `CG_INVALID_ARGUMENT`), the
+ * current period's at once. `options`: optional (NULL: for the whole
+ * account, rollover off), see `cg_allowance_options`. A member that is not
+ * `user_id`'s, or a key not charged to `user_id`: `CG_NOT_FOUND`. More than
+ * `CG_MAX_ALLOWANCES_PER_ACCOUNT`: `CG_LIMIT_REACHED`.
+ *
+ * `allowance_id_out`: required; the new allowance's id (for
+ * `cg_remove_allowance`), 0 on failure.
+ */
+cg_status cg_set_allowance(const struct cg_manager *manager,
+                           const char *user_id,
+                           int64_t amount_micros,
+                           const char *period,
+                           const struct cg_allowance_options *options,
+                           int64_t *allowance_id_out);
+
+/**
+ * Stops an allowance's refills; the grants it issued stay (and expire as
+ * they would). Unknown or already removed: `CG_NOT_FOUND`.
+ */
+cg_status cg_remove_allowance(const struct cg_manager *manager, int64_t allowance_id);
+
+/**
+ * `user_id`'s allowances (not removed), oldest first, as a JSON array of
+ * objects: `allowance_id`, `user_id`, `member_id` (or null), `api_key_id`
+ * (or null), `amount_micros`, `period`, `rollover_cap_micros` (null:
+ * rollover off), `next_refill_at` (the start of the next period not yet
+ * refilled) and `created_at`.
+ *
+ * `json_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_allowances_json(const struct cg_manager *manager,
+                             const char *user_id,
+                             char **json_out);
 
 #ifdef __cplusplus
 }  // extern "C"

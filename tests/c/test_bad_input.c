@@ -6,7 +6,8 @@
  * call returns its documented status (docs/reference.md), zeroes its out-pointer
  * (NULL strings, zeroed structs, 0 balances), and the ledger is unchanged
  * afterwards (balances, accounts, entries, keys, prices, audit and report
- * JSON compared before and after). NUL inside a C string cannot be passed
+ * JSON compared before and after); the organisation and allowance functions
+ * get theirs in test_orgs.c. NUL inside a C string cannot be passed
  * (it ends the string) and the C API takes no doubles (no NaN/inf to try).
  */
 #include "harness.h"

@@ -36,10 +36,14 @@ pub unsafe extern "C" fn cg_set_min_balance(
 /// The account of `user_id` as a JSON object: `user_id`, `balance_micros`,
 /// `held_micros`, `available_micros`, `min_balance_micros`, `lifetime_purchased_micros`,
 /// `lifetime_used_micros`, `active_keys`, `first_key_issued`, `created_at`
-/// (RFC 3339, null for a user the ledger has never seen), and `grants`: the
+/// (RFC 3339, null for a user the ledger has never seen), `grants`: the
 /// live grants in draw-down order, each with `grant_id`, `category`,
 /// `priority`, `amount_micros`, `remaining_micros`, `expires_at` (null:
-/// never), `created_at`, `source_entry_id` and `payment_id`.
+/// never), `created_at`, `source_entry_id`, `payment_id`, `member_id` and
+/// `api_key_id` (null, or the only member or key whose charges may draw
+/// it) and `allowance_id` (null, or the allowance whose refill issued it),
+/// and `organisation` (null, or the organisation the account is a member
+/// of).
 ///
 /// `json_out`: required; receives a string owned by the caller (free it
 /// with `cg_string_free`); NULL on failure.
@@ -146,11 +150,12 @@ pub unsafe extern "C" fn cg_record_payment_grant(
 
 /// Applies every due grant expiry of up to `limit` accounts (1..=10000,
 /// or 0 for 1000), one `expiry` entry per expired grant. Reads never count
-/// expired credits anyway; this brings the entries up to date. Call again
-/// while `accounts == limit`.
+/// expired credits anyway; this brings the entries up to date. It also
+/// writes the due allowance refills of those accounts. Call again while
+/// `accounts == limit`.
 ///
 /// `json_out`: required; receives `{"accounts", "entries",
-/// "credits_micros"}` owned by the caller (free it with `cg_string_free`);
+/// "credits_micros", "refills"}` owned by the caller (free it with `cg_string_free`);
 /// NULL on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_expire_grants(
@@ -266,6 +271,7 @@ pub unsafe extern "C" fn cg_deduct_credits(
 /// Newest-first page of `user_id`'s entries as a JSON array of objects:
 /// `id`, `seq`, `user_id`, `kind`, `amount_micros` (signed),
 /// `balance_after_micros`, `idempotency_key`, `reference`, `api_key_id`,
+/// `member_id` (the organisation member whose key made it, or null),
 /// `input_tokens`, `output_tokens`, `model`, `amount_minor`, `currency`,
 /// `metadata` (object or null), `created_at`, `replayed`. `limit`: 1..=1000,
 /// or 0 for 50. `before`: optional (NULL) entry id cursor; an unknown id or
@@ -294,7 +300,9 @@ pub unsafe extern "C" fn cg_transactions_json(
 /// first), in commit order, as a JSON array of objects with `id`, `kind`
 /// (`balance.low`, `purchase.first`, `overdraft`, `grant.expired`,
 /// `key.created`, `key.revoked`, `key.disabled`, `key.enabled`,
-/// `key.rotated`, `key.limit_set`, `key.expiry_set`), `user_id`, `api_key_id` (or null), `data` (an object;
+/// `key.rotated`, `key.limit_set`, `key.expiry_set`, `member.added`,
+/// `member.removed`, `budget.set`, `budget.low`, `allowance.set`,
+/// `allowance.removed`, `allowance.refilled`), `user_id`, `api_key_id` (or null), `data` (an object;
 /// amounts in it are decimal strings of credits) and `created_at`. Resume
 /// with the `id` of the last event handled. `limit`: 1..=1000, or 0 for 100.
 /// An `after` that names no event is `CG_INVALID_ARGUMENT`.

@@ -4,7 +4,7 @@
 //! else in this crate dereferences a raw pointer; the exports reach these
 //! functions only through `ffi_fn!` (panic.rs).
 
-use crate::{cg_entry_options, cg_grant_options, cg_manager, cg_usage};
+use crate::{cg_allowance_options, cg_entry_options, cg_grant_options, cg_manager, cg_usage};
 use creditgate_core::{CreditManager, Error, Result, Usage};
 use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
@@ -107,6 +107,29 @@ pub(crate) unsafe fn grant_options<'a>(p: *const cg_grant_options, _name: &str) 
     // SAFETY: NULL or NUL-terminated (caller's contract).
     let category = unsafe { opt_text(o.category, "category") }?;
     Ok(GrantArgs { category, priority: o.priority, expires_at_micros: o.expires_at_micros })
+}
+
+/// The safe view of a `cg_allowance_options`.
+#[derive(Default)]
+pub(crate) struct AllowanceArgs<'a> {
+    pub(crate) member_id: Option<&'a str>,
+    pub(crate) key_id: Option<&'a str>,
+    pub(crate) rollover_cap_micros: i64,
+}
+
+/// An optional `cg_allowance_options` argument: NULL gives none of its
+/// fields.
+///
+/// # Safety
+/// As [`entry_options`], for a `cg_allowance_options`.
+pub(crate) unsafe fn allowance_options<'a>(p: *const cg_allowance_options, _name: &str) -> Result<AllowanceArgs<'a>> {
+    // SAFETY: NULL or readable (caller's contract).
+    let Some(o) = (unsafe { p.as_ref() }) else { return Ok(AllowanceArgs::default()) };
+    // SAFETY: each string field is NULL or NUL-terminated (caller's contract).
+    let member_id = unsafe { opt_text(o.member_id, "member_id") }?;
+    // SAFETY: as above.
+    let key_id = unsafe { opt_text(o.key_id, "key_id") }?;
+    Ok(AllowanceArgs { member_id, key_id, rollover_cap_micros: o.rollover_cap_micros })
 }
 
 /// A required `cg_usage` argument, as the core's `Usage`.

@@ -59,9 +59,11 @@ pub extern "C" fn cg_last_error_retry_after() -> u32 {
     ffi_fn!(value 0; { panic::last_retry_after() })
 }
 
-/// Which limit the last `CG_INSUFFICIENT_CREDITS` on this thread hit:
-/// "account" (the account's available credits) or "key" (the API key's
-/// spend cap, `cg_set_key_limit`); "" when the last call on this thread did
+/// Which limit the last `CG_INSUFFICIENT_CREDITS` on this thread hit (the
+/// tightest; "account" on a tie): "account" (the paying account's available
+/// credits), "key" (the API key's spend cap, `cg_set_key_limit`), "member"
+/// (the key owner's member budget, `cg_set_budget`) or "project" (the key's
+/// project budget); "" when the last call on this thread did
 /// not fail with `CG_INSUFFICIENT_CREDITS`. Static: never free it. Like
 /// `cg_last_error`, it describes the last status-returning call.
 #[unsafe(no_mangle)]

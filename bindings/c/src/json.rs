@@ -3,7 +3,8 @@
 //! under their own names, RFC 3339 UTC timestamps, lowercase UUID strings.
 
 use creditgate_core::{
-    Account, ApiKeyInfo, AuditReport, Entry, Event, ExpirySweep, Grant, ModelPrice, Report, Timestamp,
+    Account, Allowance, ApiKeyInfo, AuditReport, Budget, Entry, Event, ExpirySweep, Grant, Member, MemberUsage,
+    ModelPrice, Project, Report, Timestamp,
 };
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub(crate) fn account(a: &Account) -> Value {
         "first_key_issued": a.first_key_issued,
         "created_at": opt_time(a.created_at),
         "grants": a.grants.iter().map(grant).collect::<Vec<_>>(),
+        "organisation": a.organisation,
     })
 }
 
@@ -43,11 +45,19 @@ fn grant(g: &Grant) -> Value {
         "created_at": time(g.created_at),
         "source_entry_id": g.source_entry_id.map(|e| e.to_string()),
         "payment_id": g.payment_id,
+        "member_id": g.member_id,
+        "api_key_id": g.api_key_id.map(|k| k.to_string()),
+        "allowance_id": g.allowance_id,
     })
 }
 
 pub(crate) fn expiry_sweep(s: &ExpirySweep) -> Value {
-    json!({"accounts": s.accounts, "entries": s.entries, "credits_micros": s.credits.micros()})
+    json!({
+        "accounts": s.accounts,
+        "entries": s.entries,
+        "credits_micros": s.credits.micros(),
+        "refills": s.refills,
+    })
 }
 
 pub(crate) fn entry(e: &Entry) -> Value {
@@ -61,6 +71,7 @@ pub(crate) fn entry(e: &Entry) -> Value {
         "idempotency_key": e.idempotency_key,
         "reference": e.reference,
         "api_key_id": e.api_key_id.map(|k| k.to_string()),
+        "member_id": e.member_id,
         "input_tokens": e.input_tokens,
         "output_tokens": e.output_tokens,
         "model": e.model,
@@ -113,6 +124,7 @@ pub(crate) fn api_keys(keys: &[ApiKeyInfo]) -> Value {
                     "spend_window": k.spend_window.map(|w| w.as_str()),
                     "spent_in_window_micros": k.spent_in_window.micros(),
                     "window_resets_at": opt_time(k.window_resets_at),
+                    "project": k.project,
                 })
             })
             .collect(),
@@ -147,6 +159,8 @@ pub(crate) fn report(r: &Report) -> Value {
         "credits_used_micros": r.credits_used.micros(),
         "outstanding_balance_micros": r.outstanding_balance.micros(),
         "overdraft_receivable_micros": r.overdraft_receivable.micros(),
+        "allowance_issued_micros": r.allowance_issued.micros(),
+        "allowance_used_micros": r.allowance_used.micros(),
         "schema_version": r.schema_version,
         "library_schema_version": r.library_schema_version,
     })
@@ -168,5 +182,85 @@ pub(crate) fn model_prices(prices: &BTreeMap<String, ModelPrice>) -> Value {
                 (model.clone(), v)
             })
             .collect::<Map<_, _>>(),
+    )
+}
+
+fn budget(b: &Option<Budget>) -> Value {
+    let Some(b) = b else { return Value::Null };
+    json!({
+        "scope": b.scope,
+        "name": b.name,
+        "limit_micros": b.limit.micros(),
+        "window": b.window.as_str(),
+        "low_threshold_micros": b.low_threshold.map(|t| t.micros()),
+        "spent_micros": b.spent.micros(),
+        "remaining_micros": b.remaining.micros(),
+        "resets_at": opt_time(b.resets_at),
+    })
+}
+
+pub(crate) fn members(ms: &[Member]) -> Value {
+    Value::Array(
+        ms.iter()
+            .map(|m| {
+                json!({
+                    "org_id": m.org_id,
+                    "user_id": m.user_id,
+                    "joined_at": time(m.joined_at),
+                    "budget": budget(&m.budget),
+                })
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn projects(ps: &[Project]) -> Value {
+    Value::Array(
+        ps.iter()
+            .map(|p| {
+                json!({
+                    "org_id": p.org_id,
+                    "name": p.name,
+                    "created_at": time(p.created_at),
+                    "keys": p.keys,
+                    "budget": budget(&p.budget),
+                })
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn member_usage(us: &[MemberUsage]) -> Value {
+    Value::Array(
+        us.iter()
+            .map(|u| {
+                json!({
+                    "member_id": u.member_id,
+                    "requests": u.requests,
+                    "tokens": u.tokens,
+                    "credits_micros": u.credits.micros(),
+                })
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn allowances(als: &[Allowance]) -> Value {
+    Value::Array(
+        als.iter()
+            .map(|a| {
+                json!({
+                    "allowance_id": a.allowance_id,
+                    "user_id": a.user_id,
+                    "member_id": a.member_id,
+                    "api_key_id": a.api_key_id.map(|k| k.to_string()),
+                    "amount_micros": a.amount.micros(),
+                    "period": a.period.as_str(),
+                    "rollover_cap_micros": a.rollover_cap.map(|c| c.micros()),
+                    "next_refill_at": time(a.next_refill_at),
+                    "created_at": time(a.created_at),
+                })
+            })
+            .collect(),
     )
 }

@@ -187,7 +187,8 @@ pub unsafe extern "C" fn cg_set_key_limit(
 /// `user_id`, `name`, `prefix`, `created_at`, `last_used_at`, `revoked_at`,
 /// `legacy`, `expires_at`, `disabled`, `rotated_to` (a key id or null),
 /// `spend_limit_micros` (null without a cap), `spend_window`,
-/// `spent_in_window_micros`, `window_resets_at`. Never contains a secret.
+/// `spent_in_window_micros`, `window_resets_at`, `project` (the
+/// organisation project the key is in, or null). Never contains a secret.
 ///
 /// `json_out`: required; receives a string owned by the caller (free it
 /// with `cg_string_free`); NULL on failure.

@@ -3,7 +3,7 @@
 //!
 //! Layout: the exported functions (one per operation, each body one
 //! `ffi_fn!` call and free of `unsafe`) by concept in `handle.rs`,
-//! `credits.rs`, `keys.rs`, `usage.rs` and `admin.rs` (cbindgen writes them
+//! `credits.rs`, `keys.rs`, `usage.rs`, `admin.rs` and `orgs.rs` (cbindgen writes them
 //! in that order); `lib.rs` the constants and the plumbing they share;
 //! `ffi.rs` every raw-pointer access, `panic.rs` the boundary macro `ffi_fn!` (panics, out-pointer
 //! resets, the handle check, arguments to safe values) and the thread-local
@@ -39,12 +39,14 @@ mod credits;
 mod keys;
 // usage and holds;
 mod usage;
-// audit, report, metrics.
+// audit, report, metrics;
 mod admin;
+// organisations (members, projects, budgets) and allowances.
+mod orgs;
 
 use creditgate_core::{
-    Config, CreditManager, Credits, EntryId, EntryKind, EntryOptions, Error, GrantCategory, GrantOptions, HoldAmount,
-    HoldId, KeyId, KeyRef, Result, Settlement, SpendWindow, Timestamp, Usage,
+    AllowanceSpec, BudgetLimit, BudgetScope, Config, CreditManager, Credits, EntryId, EntryKind, EntryOptions, Error,
+    GrantCategory, GrantOptions, HoldAmount, HoldId, KeyId, KeyRef, Result, Settlement, SpendWindow, Timestamp, Usage,
 };
 use ffi::Out;
 use panic::ffi_fn;
@@ -53,8 +55,8 @@ use std::ffi::c_char;
 
 pub use status::cg_status;
 pub use types::{
-    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_api_key, cg_entry, cg_entry_options, cg_grant_options, cg_hold,
-    cg_hold_status, cg_key_eligibility, cg_usage, cg_usage_charge, cg_verification,
+    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_allowance_options, cg_api_key, cg_entry, cg_entry_options,
+    cg_grant_options, cg_hold, cg_hold_status, cg_key_eligibility, cg_usage, cg_usage_charge, cg_verification,
 };
 
 // The numbers below are the core's (creditgate::limits), written as literals
@@ -97,6 +99,12 @@ pub const CG_MAX_ROTATION_GRACE_SECONDS: i64 = 2_592_000;
 pub const CG_MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
 /// The longest API key looked up, in bytes (longer: `CG_INVALID_API_KEY`).
 pub const CG_MAX_KEY_LEN: i64 = 512;
+/// The most members of one organisation (`cg_add_member`).
+pub const CG_MAX_MEMBERS_PER_ORG: u32 = 10_000;
+/// The most projects of one organisation (`cg_create_project`).
+pub const CG_MAX_PROJECTS_PER_ORG: u32 = 1_000;
+/// The most allowances of one account (`cg_set_allowance`).
+pub const CG_MAX_ALLOWANCES_PER_ACCOUNT: u32 = 100;
 
 const _: () = {
     use creditgate_core::limits as core;
@@ -118,6 +126,9 @@ const _: () = {
     assert!(CG_MAX_ROTATION_GRACE_SECONDS == core::MAX_ROTATION_GRACE_SECONDS);
     assert!(CG_MAX_TOKENS_PER_MINUTE == core::MAX_TOKENS_PER_MINUTE);
     assert!(CG_MAX_KEY_LEN == core::MAX_KEY_LEN as i64);
+    assert!(CG_MAX_MEMBERS_PER_ORG == core::MAX_MEMBERS_PER_ORG);
+    assert!(CG_MAX_PROJECTS_PER_ORG == core::MAX_PROJECTS_PER_ORG);
+    assert!(CG_MAX_ALLOWANCES_PER_ACCOUNT == core::MAX_ALLOWANCES_PER_ACCOUNT);
     // The fixed-size strings of the result structs hold the longest value and its NUL.
     assert!(CG_USER_ID_SIZE == core::MAX_TEXT_BYTES + 1);
     assert!(CG_KEY_PREFIX_SIZE == core::MAX_PREFIX_LEN + 1);

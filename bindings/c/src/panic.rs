@@ -192,11 +192,16 @@ fn set_limit_source(source: Option<LimitSource>) {
     let _ = LAST_LIMIT_SOURCE.try_with(|slot| slot.set(source));
 }
 
-/// "account" or "key" after an `InsufficientCredits` failure on this
-/// thread, "" otherwise. Static strings.
+/// "account", "key", "member" or "project" after an
+/// `InsufficientCredits` failure on this thread, "" otherwise. Static
+/// strings.
 pub(crate) fn last_limit_source_ptr() -> *const c_char {
     match LAST_LIMIT_SOURCE.try_with(Cell::get).ok().flatten() {
         Some(LimitSource::Key) => c"key".as_ptr(),
+        Some(LimitSource::Member) => c"member".as_ptr(),
+        Some(LimitSource::Project) => c"project".as_ptr(),
+        // Account, and any source this binding does not know: the
+        // account's available credits, the limit every caller knows.
         Some(_) => c"account".as_ptr(),
         None => c"".as_ptr(),
     }
@@ -272,6 +277,16 @@ mod tests {
         // SAFETY: a static NUL-terminated string.
         let source = unsafe { CStr::from_ptr(last_limit_source_ptr()) };
         assert_eq!(source.to_str().unwrap(), "key");
+        for (limit_source, name) in [(LimitSource::Member, "member"), (LimitSource::Project, "project")] {
+            let e = Error::InsufficientCredits {
+                required: creditgate_core::Credits::from_micros(2),
+                available: creditgate_core::Credits::from_micros(1),
+                limit_source,
+            };
+            assert_eq!(status_boundary(|| Err(e)), cg_status::CG_INSUFFICIENT_CREDITS);
+            // SAFETY: a static NUL-terminated string.
+            assert_eq!(unsafe { CStr::from_ptr(last_limit_source_ptr()) }.to_str().unwrap(), name);
+        }
         let s = status_boundary(|| Err(Error::Internal("a\0b".into())));
         // SAFETY: as above.
         assert_eq!(unsafe { CStr::from_ptr(last_limit_source_ptr()) }.to_str().unwrap(), "");

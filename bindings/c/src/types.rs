@@ -4,7 +4,7 @@
 //! caller fills and keeps.
 
 use crate::ffi::{OutValue, fill};
-use creditgate_core::{Entry, Hold, HoldStatus, KeyEligibility, Result, UsageCharge, Verification};
+use creditgate_core::{Credits, Entry, Hold, HoldStatus, KeyEligibility, Result, UsageCharge, Verification};
 use std::ffi::c_char;
 
 /// Size of an id buffer: a lowercase hyphenated UUID (36 bytes) and its NUL.
@@ -68,8 +68,24 @@ pub struct cg_api_key {
 pub struct cg_verification {
     pub user_id: [c_char; CG_USER_ID_SIZE],
     pub key_id: [c_char; CG_ID_SIZE],
-    /// Available credits (balance minus active holds), in micro-credits.
+    /// Available credits (balance minus active holds), in micro-credits:
+    /// of the paying account (the organisation's, for a member's key).
     pub available_micros: i64,
+    /// True when the key has a spend cap (`cg_set_key_limit`); then
+    /// `key_remaining_micros` is what it still allows in its window.
+    pub has_key_remaining: bool,
+    /// What the key's cap still allows (limit - spent - the key's holds);
+    /// 0 when `has_key_remaining` is false.
+    pub key_remaining_micros: i64,
+    /// True when the key's owner is a member of an organisation with a
+    /// member budget (`cg_set_budget`).
+    pub has_member_remaining: bool,
+    /// What that member budget still allows; 0 without one.
+    pub member_remaining_micros: i64,
+    /// True when the key is in a project with a budget.
+    pub has_project_remaining: bool,
+    /// What that project budget still allows; 0 without one.
+    pub project_remaining_micros: i64,
 }
 
 /// A usage charge (`cg_record_usage`, `cg_settle`).
@@ -176,6 +192,26 @@ pub struct cg_usage {
     pub model: *const c_char,
 }
 
+/// The optional parts of an allowance (`cg_set_allowance`). Every field is
+/// optional and 0/NULL means "not given", so a zero-initialised struct
+/// (`cg_allowance_options options = {0};`), like a NULL pointer, is an
+/// allowance for the whole account with rollover off. Borrowed for the
+/// call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_allowance_options {
+    /// Only charges by this member of the account (an organisation) may
+    /// draw the refills. NULL: the whole account.
+    pub member_id: *const c_char,
+    /// Only charges through this key (a key id, charged to the account) may
+    /// draw the refills. NULL: the whole account. Not with `member_id`.
+    pub key_id: *const c_char,
+    /// Rollover on: what is left carries over to the next period, up to
+    /// this many micro-credits (at least the amount). 0: rollover off, each
+    /// period's grant expires at the period's end.
+    pub rollover_cap_micros: i64,
+}
+
 impl OutValue for cg_entry {
     const EMPTY: cg_entry = cg_entry {
         id: [0; CG_ID_SIZE],
@@ -197,8 +233,17 @@ impl OutValue for cg_api_key {
 }
 
 impl OutValue for cg_verification {
-    const EMPTY: cg_verification =
-        cg_verification { user_id: [0; CG_USER_ID_SIZE], key_id: [0; CG_ID_SIZE], available_micros: 0 };
+    const EMPTY: cg_verification = cg_verification {
+        user_id: [0; CG_USER_ID_SIZE],
+        key_id: [0; CG_ID_SIZE],
+        available_micros: 0,
+        has_key_remaining: false,
+        key_remaining_micros: 0,
+        has_member_remaining: false,
+        member_remaining_micros: 0,
+        has_project_remaining: false,
+        project_remaining_micros: 0,
+    };
 }
 
 impl OutValue for cg_usage_charge {
@@ -264,8 +309,17 @@ impl cg_verification {
         fill(&mut out.user_id, &v.user_id)?;
         fill(&mut out.key_id, &v.key_id.to_string())?;
         out.available_micros = v.available.micros();
+        (out.has_key_remaining, out.key_remaining_micros) = optional(v.key_remaining);
+        (out.has_member_remaining, out.member_remaining_micros) = optional(v.member_remaining);
+        (out.has_project_remaining, out.project_remaining_micros) = optional(v.project_remaining);
         Ok(out)
     }
+}
+
+/// An optional amount as a result struct's flag and micro-credits (0
+/// when absent).
+fn optional(c: Option<Credits>) -> (bool, i64) {
+    c.map_or((false, 0), |c| (true, c.micros()))
 }
 
 impl cg_usage_charge {
