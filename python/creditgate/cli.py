@@ -590,8 +590,7 @@ def cmd_members(args: argparse.Namespace) -> int:
     members = m.members(args.org)
     usage = {u.member_id: u for u in m.member_usage(args.org)}
     if args.json:
-        rows = [{**as_dict(x), "usage": usage.get(x.user_id)} for x in members]
-        print(to_json(rows, indent=2))
+        print(to_json([{**as_dict(x), "usage": usage.get(x.user_id)} for x in members], indent=2))
         return 0
     header = ["member", "joined", "budget", "spent", "remaining", "usage_credits"]
     rows = []

@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 from conftest import IS_POSTGRES, psql, settled_events
-from creditgate._creditgate import MAX_EVENTS_PER_PAGE
-from creditgate._json import to_json
 from creditgate import (
     Allowance,
     AsyncLocalCreditManager,
@@ -31,9 +29,17 @@ from creditgate import (
     NotFound,
     Project,
 )
+from creditgate._creditgate import MAX_EVENTS_PER_PAGE
+from creditgate._json import to_json
 
 UNKNOWN_UUID = "01a213dc-0000-7000-8000-000000000000"
 DAY_MICROS = 86_400 * 1_000_000
+D = Decimal
+# Values of the wrong type (TypeError), typed Any to get past the checker.
+FLOAT: Any = 1.5
+NOT_TEXT: Any = 7
+NOT_TIME: Any = "2026-01-01"
+NOT_INT: Any = "1"
 
 
 @pytest.fixture
@@ -90,17 +96,17 @@ def test_member_and_project_budgets_bind_verify_and_reserve(org: tuple[LocalCred
     m.set_budget("acme", member="m1", limit=10, window="daily", low_threshold=2)
     (budget,) = [x.budget for x in m.members("acme")]
     assert isinstance(budget, Budget)
-    assert (budget.scope, budget.name, budget.limit, budget.window) == ("member", "m1", 10, "daily")
-    assert (budget.low_threshold, budget.spent, budget.remaining) == (2, 0, 10)
+    assert (budget.scope, budget.name, budget.limit, budget.window) == ("member", "m1", D(10), "daily")
+    assert (budget.low_threshold, budget.spent, budget.remaining) == (D(2), D(0), D(10))
     assert budget.resets_at is not None and budget.resets_at > datetime.now(timezone.utc)
     assert m.verify_api_key_credits(secret).member_remaining == 10
     state = ledger_state(m, "acme", "m1")
     with pytest.raises(InsufficientCredits) as e:
         m.verify_api_key_credits(secret, 11)
-    assert (e.value.limit_source, e.value.available, e.value.required) == ("member", 10, 11)
+    assert (e.value.limit_source, e.value.available, e.value.required) == ("member", D(10), D(11))
     with pytest.raises(InsufficientCredits) as e:
         m.reserve(secret, credits=11)
-    assert (e.value.limit_source, e.value.available) == ("member", 10)
+    assert (e.value.limit_source, e.value.available) == ("member", D(10))
     assert ledger_state(m, "acme", "m1") == state
 
     project = m.create_project("acme", "research")
@@ -111,22 +117,22 @@ def test_member_and_project_budgets_bind_verify_and_reserve(org: tuple[LocalCred
     m.set_budget("acme", project="research", limit=3, window="lifetime")
     (project,) = m.projects("acme")
     assert project.keys == 1 and project.budget is not None
-    assert (project.budget.scope, project.budget.limit, project.budget.resets_at) == ("project", 3, None)
+    assert (project.budget.scope, project.budget.limit, project.budget.resets_at) == ("project", D(3), None)
     v = m.verify_api_key_credits(secret)
-    assert (v.member_remaining, v.project_remaining) == (10, 3)
+    assert (v.member_remaining, v.project_remaining) == (D(10), D(3))
     assert v.to_dict()["project_remaining"] == 3
     with pytest.raises(InsufficientCredits) as e:
         m.verify_api_key_credits(secret, 4)
-    assert (e.value.limit_source, e.value.available) == ("project", 3)
+    assert (e.value.limit_source, e.value.available) == ("project", D(3))
     with pytest.raises(InsufficientCredits) as e:
         m.reserve(secret, credits=4)
-    assert (e.value.limit_source, e.value.available) == ("project", 3)
+    assert (e.value.limit_source, e.value.available) == ("project", D(3))
     # A hold within every limit counts against both budgets until settled.
     hold = m.reserve(secret, credits=2)
     assert m.verify_api_key_credits(secret).project_remaining == 1
     m.settle(hold.hold_id, credits=2)
     (member,) = m.members("acme")
-    assert member.budget is not None and (member.budget.spent, member.budget.remaining) == (2, 8)
+    assert member.budget is not None and (member.budget.spent, member.budget.remaining) == (D(2), D(8))
     # Removing the project budget (limit=None) leaves the member's.
     m.set_budget("acme", project="research", limit=None)
     assert m.projects("acme")[0].budget is None
@@ -134,7 +140,7 @@ def test_member_and_project_budgets_bind_verify_and_reserve(org: tuple[LocalCred
     assert m.list_api_keys("m1")[0].project is None
     with pytest.raises(InsufficientCredits) as e:
         m.reserve(secret, credits=9)
-    assert (e.value.limit_source, e.value.available) == ("member", 8)
+    assert (e.value.limit_source, e.value.available) == ("member", D(8))
 
 
 def test_member_transactions_and_usage(org: tuple[LocalCreditManager, str, str]) -> None:
@@ -145,14 +151,14 @@ def test_member_transactions_and_usage(org: tuple[LocalCreditManager, str, str])
     m.record_usage(other, tokens=5000)
     m.record_usage(secret, tokens=1000)
     mine = m.member_transactions("acme", "m1")
-    assert [(e.member_id, e.amount) for e in mine] == [("m1", -1), ("m1", -2)]
+    assert [(e.member_id, e.amount) for e in mine] == [("m1", D(-1)), ("m1", D(-2))]
     assert [e.id for e in m.member_transactions("acme", "m1", limit=1, before=mine[0].id)] == [mine[1].id]
     assert [e.member_id for e in m.member_transactions("acme", "m2")] == ["m2"]
     usage = m.member_usage("acme")
     assert all(isinstance(u, MemberUsage) for u in usage)
     assert [(u.member_id, u.requests, u.tokens, u.credits) for u in usage] == [
-        ("m1", 2, 3000, 3),
-        ("m2", 1, 5000, 5),
+        ("m1", 2, 3000, D(3)),
+        ("m2", 1, 5000, D(5)),
     ]
     assert m.member_usage("acme", since=datetime.now(timezone.utc) + timedelta(days=1)) == []
 
@@ -163,7 +169,7 @@ def test_an_allowance_grants_its_period_at_once(org: tuple[LocalCreditManager, s
     assert isinstance(a, Allowance)
     assert (a.user_id, a.amount, a.period, a.rollover_cap, a.member_id, a.api_key_id) == (
         "u",
-        100,
+        D(100),
         "monthly",
         None,
         None,
@@ -172,7 +178,8 @@ def test_an_allowance_grants_its_period_at_once(org: tuple[LocalCreditManager, s
     assert a.next_refill_at > datetime.now(timezone.utc)
     assert [x.allowance_id for x in m.allowances("u")] == [a.allowance_id]
     (grant,) = m.account("u").grants
-    assert (grant.allowance_id, grant.amount, grant.remaining, grant.category) == (a.allowance_id, 100, 100, "promotional")
+    assert (grant.allowance_id, grant.amount, grant.remaining) == (a.allowance_id, D(100), D(100))
+    assert grant.category == "promotional"
     assert grant.expires_at == a.next_refill_at  # rollover off: it expires at the period's end
     assert m.get_balance("u") == 100 and m.transactions("u")[0].kind == "allowance"
     assert m.report().allowance_issued == 100 and m.report().allowance_used == 0
@@ -181,13 +188,13 @@ def test_an_allowance_grants_its_period_at_once(org: tuple[LocalCreditManager, s
     # Scoped to a member, or to a key: the grant says whom it is for.
     for_member = m.set_allowance("acme", 50, "daily", member="m1")
     for_key = m.set_allowance("acme", 20, "weekly", key_id=key_id, rollover_cap=60)
-    assert (for_member.member_id, for_key.api_key_id, for_key.rollover_cap) == ("m1", key_id, 60)
+    assert (for_member.member_id, for_key.api_key_id, for_key.rollover_cap) == ("m1", key_id, D(60))
     scoped = {g.allowance_id: g for g in m.account("acme").grants if g.allowance_id is not None}
     assert scoped[for_member.allowance_id].member_id == "m1"
     assert scoped[for_key.allowance_id].api_key_id == key_id
     assert scoped[for_key.allowance_id].expires_at is None  # rollover on: never expires
     member_entry = m.member_transactions("acme", "m1")[0]
-    assert (member_entry.kind, member_entry.amount) == ("allowance", 50)
+    assert (member_entry.kind, member_entry.amount) == ("allowance", D(50))
     # Removing stops refills; the grant already issued stays.
     m.remove_allowance(a.allowance_id)
     assert m.allowances("u") == []
@@ -226,11 +233,11 @@ def test_a_daily_allowance_refills_once_when_the_day_turns(db_url: str) -> None:
     entries = len(m.transactions("u"))
     assert m.get_balance("u") == 100
     (pending,) = m.account("u").grants
-    assert (pending.grant_id, pending.allowance_id, pending.remaining) == (0, a.allowance_id, 100)
+    assert (pending.grant_id, pending.allowance_id, pending.remaining) == (0, a.allowance_id, D(100))
     assert len(m.transactions("u")) == entries
     # The sweep writes it, exactly once.
     sweep = m.expire_grants()
-    assert (sweep.refills, sweep.entries, sweep.credits) == (1, 1, 70)
+    assert (sweep.refills, sweep.entries, sweep.credits) == (1, 1, D(70))
     assert sweep.to_dict()["refills"] == 1
     assert m.expire_grants().refills == 0
     assert [e.kind for e in m.transactions("u")[:2]] == ["allowance", "expiry"]
@@ -245,7 +252,7 @@ def test_a_daily_allowance_refills_once_when_the_day_turns(db_url: str) -> None:
 BAD_CALLS: list[tuple[str, Callable[[LocalCreditManager, str], Any], type[Exception]]] = [
     ("member of itself", lambda m, k: m.add_member("acme", "acme"), InvalidArgument),
     ("empty org", lambda m, k: m.add_member("", "x"), InvalidArgument),
-    ("org of wrong type", lambda m, k: m.add_member(1.5, "x"), TypeError),
+    ("org of wrong type", lambda m, k: m.add_member(FLOAT, "x"), TypeError),
     ("member of another org", lambda m, k: m.add_member("other", "m1"), InvalidArgument),
     ("nested org", lambda m, k: m.add_member("m1", "x"), InvalidArgument),
     ("org joining", lambda m, k: m.add_member("other", "acme"), InvalidArgument),
@@ -253,7 +260,7 @@ BAD_CALLS: list[tuple[str, Callable[[LocalCreditManager, str], Any], type[Except
     ("members of empty", lambda m, k: m.members(""), InvalidArgument),
     ("empty project", lambda m, k: m.create_project("acme", ""), InvalidArgument),
     ("project of a member", lambda m, k: m.create_project("m1", "p"), InvalidArgument),
-    ("project name type", lambda m, k: m.create_project("acme", 7), TypeError),
+    ("project name type", lambda m, k: m.create_project("acme", NOT_TEXT), TypeError),
     ("projects of empty", lambda m, k: m.projects(""), InvalidArgument),
     ("malformed key id", lambda m, k: m.set_key_project("not-a-uuid", None), InvalidArgument),
     ("unknown key", lambda m, k: m.set_key_project(UNKNOWN_UUID, None), NotFound),
@@ -264,25 +271,25 @@ BAD_CALLS: list[tuple[str, Callable[[LocalCreditManager, str], Any], type[Except
     ("budget of no project", lambda m, k: m.set_budget("acme", project="nope", limit=5), NotFound),
     ("budget window", lambda m, k: m.set_budget("acme", member="m1", limit=5, window="yearly"), InvalidArgument),
     ("negative budget", lambda m, k: m.set_budget("acme", member="m1", limit=-1), InvalidArgument),
-    ("float budget", lambda m, k: m.set_budget("acme", member="m1", limit=1.5), TypeError),
+    ("float budget", lambda m, k: m.set_budget("acme", member="m1", limit=FLOAT), TypeError),
     ("threshold above", lambda m, k: m.set_budget("acme", member="m1", limit=5, low_threshold=6), InvalidArgument),
     ("threshold alone", lambda m, k: m.set_budget("acme", member="m1", low_threshold=1), InvalidArgument),
     ("page of 0", lambda m, k: m.member_transactions("acme", "m1", limit=0), InvalidArgument),
     ("malformed cursor", lambda m, k: m.member_transactions("acme", "m1", before="x"), InvalidArgument),
     ("unknown cursor", lambda m, k: m.member_transactions("acme", "m1", before=UNKNOWN_UUID), NotFound),
     ("naive since", lambda m, k: m.member_usage("acme", since=datetime(2026, 1, 1)), InvalidArgument),
-    ("since as text", lambda m, k: m.member_usage("acme", since="2026-01-01"), TypeError),
+    ("since as text", lambda m, k: m.member_usage("acme", since=NOT_TIME), TypeError),
     ("allowance of 0", lambda m, k: m.set_allowance("u", 0, "daily"), InvalidArgument),
     ("lifetime allowance", lambda m, k: m.set_allowance("u", 5, "lifetime"), InvalidArgument),
     ("allowance period", lambda m, k: m.set_allowance("u", 5, "yearly"), InvalidArgument),
-    ("float allowance", lambda m, k: m.set_allowance("u", 1.5, "daily"), TypeError),
+    ("float allowance", lambda m, k: m.set_allowance("u", FLOAT, "daily"), TypeError),
     ("member and key", lambda m, k: m.set_allowance("acme", 5, "daily", member="m1", key_id=k), InvalidArgument),
     ("cap below amount", lambda m, k: m.set_allowance("u", 5, "daily", rollover_cap=4), InvalidArgument),
     ("allowance non-member", lambda m, k: m.set_allowance("acme", 5, "daily", member="nobody"), NotFound),
     ("allowance other's key", lambda m, k: m.set_allowance("u", 5, "daily", key_id=k), NotFound),
     ("allowance unknown key", lambda m, k: m.set_allowance("acme", 5, "daily", key_id=UNKNOWN_UUID), NotFound),
     ("remove unknown", lambda m, k: m.remove_allowance(999_999), NotFound),
-    ("allowance id type", lambda m, k: m.remove_allowance("1"), TypeError),
+    ("allowance id type", lambda m, k: m.remove_allowance(NOT_INT), TypeError),
     ("allowances of empty", lambda m, k: m.allowances(""), InvalidArgument),
 ]
 
@@ -312,7 +319,7 @@ def test_the_asyncio_mirrors(org: tuple[LocalCreditManager, str, str]) -> None:
                 await am.verify_api_key_credits(secret, 5)
             assert e.value.limit_source == "project"
             await am.record_usage(secret, tokens=2000)
-            assert [(u.member_id, u.credits) for u in await am.member_usage("acme")] == [("m1", 2)]
+            assert [(u.member_id, u.credits) for u in await am.member_usage("acme")] == [("m1", D(2))]
             assert len(await am.member_transactions("acme", "m1")) == 1
             a = await am.set_allowance("acme", 10, "daily", member="m2")
             assert [x.allowance_id for x in await am.allowances("acme")] == [a.allowance_id]
@@ -350,7 +357,9 @@ def test_the_command_line(org: tuple[LocalCreditManager, str, str], db_url: str)
     assert len(run_cli(db_url, "allowances", "nobody").splitlines()) == 1  # the header alone
     entries = json.loads(run_cli(db_url, "transactions", "--user", "acme", "--member", "m1", "--format", "json"))
     assert [(e["kind"], e["member_id"]) for e in entries] == [("usage", "m1")]
-    entries = json.loads(run_cli(db_url, "transactions", "--user", "acme", "--member", "m2", "--format", "json"))
-    assert [(e["kind"], Decimal(str(e["amount"]))) for e in entries] == [("allowance", 25)]
+    entries = json.loads(
+        run_cli(db_url, "transactions", "--user", "acme", "--member", "m2", "--format", "json"), parse_float=D
+    )
+    assert [(e["kind"], e["amount"]) for e in entries] == [("allowance", D(25))]
     swept = json.loads(run_cli(db_url, "expire", "--json"))
     assert swept["refills"] == 0
