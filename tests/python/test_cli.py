@@ -491,6 +491,7 @@ def test_transactions_csv_is_exact_and_quoted(cli: Cli) -> None:
         "metadata",
         "created_at",
         "replayed",
+        "member_id",
     ]
     adjustment, grant = rows  # newest first
     assert Decimal(adjustment["amount"]) == Decimal("-0.000001") and adjustment["amount"] == "-0.000001"
