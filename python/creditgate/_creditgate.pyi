@@ -42,6 +42,11 @@ __all__ = [
     "StorageError",
     "MetricsSnapshot",
     "HistogramSample",
+    "Budget",
+    "Member",
+    "Project",
+    "MemberUsage",
+    "Allowance",
     "DEFAULT_TTL_SECONDS",
     "DEFAULT_PAGE_LIMIT",
     "DEFAULT_EVENTS_LIMIT",
@@ -84,6 +89,9 @@ __all__ = [
     "MAX_LISTED_GRANTS",
     "MAX_EXPIRY_SWEEP",
     "MAX_TOKENS_PER_MINUTE",
+    "MAX_MEMBERS_PER_ORG",
+    "MAX_PROJECTS_PER_ORG",
+    "MAX_ALLOWANCES_PER_ACCOUNT",
     "RESERVED_KEY_PREFIXES",
 ]
 
@@ -144,6 +152,9 @@ MAX_GRANT_LIFETIME_MICROS: Final[int]
 MAX_LISTED_GRANTS: Final[int]
 MAX_EXPIRY_SWEEP: Final[int]
 MAX_TOKENS_PER_MINUTE: Final[int]
+MAX_MEMBERS_PER_ORG: Final[int]
+MAX_PROJECTS_PER_ORG: Final[int]
+MAX_ALLOWANCES_PER_ACCOUNT: Final[int]
 RESERVED_KEY_PREFIXES: Final[tuple[str, ...]]
 
 # ----- errors (docs/reference.md) --------------------------------------------------------
@@ -160,7 +171,8 @@ class InsufficientCredits(CreditError):
     required: Decimal
     available: Decimal
     limit_source: str
-    """``"account"`` (the account's available credits) or ``"key"`` (the API key's spend cap)."""
+    """``"account"`` (the paying account's available credits), ``"key"`` (the API key's spend cap),
+    ``"member"`` (the member's budget in its organisation) or ``"project"`` (the key's project budget)."""
 
 class InvalidApiKey(CreditError):
     """The API key is malformed, unknown or revoked (401)."""
@@ -234,6 +246,9 @@ class Entry:
     @property
     def replayed(self) -> bool:
         """True when an idempotent call returned this earlier result."""
+    @property
+    def member_id(self) -> str | None:
+        """The member of the organisation ``user_id`` that spent (or was granted) this entry; None otherwise."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -287,7 +302,11 @@ class Account:
         """None for a user the ledger has never seen."""
     @property
     def grants(self) -> list[Grant]:
-        """The live grants (not spent, not expired) in draw-down order."""
+        """The live grants (not spent, not expired) in draw-down order; an
+        allowance's refill that is due but not yet written has ``grant_id`` 0."""
+    @property
+    def organisation(self) -> str | None:
+        """The organisation this account is a member of (its keys charge it); None otherwise."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -319,6 +338,15 @@ class Grant:
         """None for the opening grant of a ledger migrated from before grants."""
     @property
     def payment_id(self) -> str | None: ...
+    @property
+    def member_id(self) -> str | None:
+        """Only charges by this member of the organisation may draw it (an allowance for the member)."""
+    @property
+    def api_key_id(self) -> str | None:
+        """Only charges through this key may draw it (an allowance for the key)."""
+    @property
+    def allowance_id(self) -> int | None:
+        """The allowance whose refill issued it."""
     def to_dict(self) -> dict[str, Any]: ...
     def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
@@ -335,6 +363,9 @@ class ExpirySweep:
     @property
     def credits(self) -> Decimal:
         """Credits removed from balances."""
+    @property
+    def refills(self) -> int:
+        """Allowance refills written (one per allowance and period)."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -412,6 +443,9 @@ class ApiKeyInfo:
     @property
     def window_resets_at(self) -> datetime | None:
         """When the current window ends; None without a cap or for ``lifetime``."""
+    @property
+    def project(self) -> str | None:
+        """The organisation project the key belongs to (``set_key_project``)."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -427,6 +461,12 @@ class Verification:
     @property
     def key_remaining(self) -> Decimal | None:
         """What the key's spend cap still allows in its window; None without a cap."""
+    @property
+    def member_remaining(self) -> Decimal | None:
+        """What the key owner's member budget still allows; None without one."""
+    @property
+    def project_remaining(self) -> Decimal | None:
+        """What the key's project budget still allows; None without one."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -533,6 +573,12 @@ class Report:
     @property
     def overdraft_receivable(self) -> Decimal: ...
     @property
+    def allowance_issued(self) -> Decimal:
+        """Credits issued by allowance refills."""
+    @property
+    def allowance_used(self) -> Decimal:
+        """Of ``allowance_issued``, what was spent (issued - expired - still held by live allowance grants)."""
+    @property
     def schema_version(self) -> int: ...
     @property
     def library_schema_version(self) -> int: ...
@@ -599,6 +645,107 @@ class MetricsSnapshot:
         """``creditgate_errors_total`` by error code, every code."""
     @property
     def histograms(self) -> list[HistogramSample]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Budget:
+    """A member's or a project's budget as it stands."""
+
+    @property
+    def scope(self) -> Literal["member", "project"]: ...
+    @property
+    def name(self) -> str:
+        """The member's user id or the project's name."""
+    @property
+    def limit(self) -> Decimal: ...
+    @property
+    def window(self) -> str:
+        """``daily``, ``weekly``, ``monthly`` or ``lifetime``."""
+    @property
+    def low_threshold(self) -> Decimal | None: ...
+    @property
+    def spent(self) -> Decimal:
+        """Charged in the current window."""
+    @property
+    def remaining(self) -> Decimal:
+        """What verify and reserve still allow: limit - spent - active holds through its keys (may be negative)."""
+    @property
+    def resets_at(self) -> datetime | None:
+        """When the current window ends; None for ``lifetime``."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Member:
+    """A member of an organisation: its keys charge the organisation."""
+
+    @property
+    def org_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def joined_at(self) -> datetime: ...
+    @property
+    def budget(self) -> Budget | None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Project:
+    """A named group of an organisation's keys, with an optional budget."""
+
+    @property
+    def org_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def keys(self) -> int:
+        """Keys in the project (revoked ones included)."""
+    @property
+    def budget(self) -> Budget | None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class MemberUsage:
+    """What one member spent of its organisation's credits (``member_usage``)."""
+
+    @property
+    def member_id(self) -> str: ...
+    @property
+    def requests(self) -> int:
+        """Usage entries (charged calls and settlements)."""
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens."""
+    @property
+    def credits(self) -> Decimal: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Allowance:
+    """``amount`` every ``period`` on ``user_id``'s account, or only for one member or key of it."""
+
+    @property
+    def allowance_id(self) -> int: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def member_id(self) -> str | None: ...
+    @property
+    def api_key_id(self) -> str | None: ...
+    @property
+    def amount(self) -> Decimal: ...
+    @property
+    def period(self) -> str:
+        """``daily``, ``weekly`` or ``monthly`` (UTC)."""
+    @property
+    def rollover_cap(self) -> Decimal | None:
+        """None: rollover off (each period's grant expires at the period's end)."""
+    @property
+    def next_refill_at(self) -> datetime:
+        """The start of the next period not yet refilled."""
+    @property
+    def created_at(self) -> datetime: ...
     def to_dict(self) -> dict[str, Any]: ...
 
 # ----- the manager -------------------------------------------------------------
@@ -799,3 +946,45 @@ class LocalCreditManager:
     def metrics_snapshot(self) -> MetricsSnapshot:
         """What ``metrics_prometheus()`` writes, as numbers: no text to parse."""
     def report(self) -> Report: ...
+    # ----- organisations and allowances (docs/organisations.md) -----
+    def add_member(self, org_id: _UserId, member_id: _UserId) -> Member:
+        """Make ``member_id`` a member of ``org_id``: its keys charge the organisation. Idempotent."""
+    def remove_member(self, org_id: _UserId, member_id: _UserId) -> None:
+        """End a membership (``NotFound`` when not a member of ``org_id``)."""
+    def members(self, org_id: _UserId) -> list[Member]: ...
+    def create_project(self, org_id: _UserId, name: str) -> Project:
+        """Create a project of ``org_id`` (idempotent)."""
+    def projects(self, org_id: _UserId) -> list[Project]: ...
+    def set_key_project(self, key_id: str, project: str | None) -> None:
+        """Put the key in a project of the organisation that pays for it (None: in no project)."""
+    def set_budget(
+        self,
+        org_id: _UserId,
+        *,
+        member: _UserId | None = None,
+        project: str | None = None,
+        limit: _Amount | None = None,
+        window: str = "monthly",
+        low_threshold: _Amount | None = None,
+    ) -> None:
+        """Budget of one member or one project (exactly one): ``limit`` per ``window``; ``limit=None`` removes it."""
+    def member_transactions(
+        self, org_id: _UserId, member_id: _UserId, *, limit: int = 50, before: str | None = None
+    ) -> list[Entry]:
+        """The entries ``member_id`` made on ``org_id``'s account, newest first."""
+    def member_usage(self, org_id: _UserId, since: datetime | None = None) -> list[MemberUsage]:
+        """Usage totals per member of ``org_id`` (since ``since``, or all)."""
+    def set_allowance(
+        self,
+        user_id: _UserId,
+        amount: _Amount,
+        period: str,
+        *,
+        member: _UserId | None = None,
+        key_id: str | None = None,
+        rollover_cap: _Amount | None = None,
+    ) -> Allowance:
+        """``amount`` every ``period`` (daily, weekly, monthly: UTC); the current period's grant is issued at once."""
+    def remove_allowance(self, allowance_id: int) -> None:
+        """Stop an allowance's refills; the grants it issued stay."""
+    def allowances(self, user_id: _UserId) -> list[Allowance]: ...

@@ -65,6 +65,7 @@ from ._creditgate import (
     DEFAULT_TTL_SECONDS,
     DEFAULT_VERIFY_MIN_CREDITS,
     Account,
+    Allowance,
     ApiKeyInfo,
     AuditReport,
     Entry,
@@ -74,8 +75,11 @@ from ._creditgate import (
     ImportSummary,
     KeyEligibility,
     LocalCreditManager,
+    Member,
+    MemberUsage,
     MetricsSnapshot,
     NewApiKey,
+    Project,
     Report,
     SchemaStatus,
     UsageCharge,
@@ -580,3 +584,71 @@ class AsyncLocalCreditManager:
 
     async def report(self) -> Report:
         return await self._run(self._sync.report)
+
+    # ----- organisations and allowances ------------------------------------------------
+
+    async def add_member(self, org_id: _UserId, member_id: _UserId) -> Member:
+        return await self._run(self._sync.add_member, org_id, member_id)
+
+    async def remove_member(self, org_id: _UserId, member_id: _UserId) -> None:
+        return await self._run(self._sync.remove_member, org_id, member_id)
+
+    async def members(self, org_id: _UserId) -> list[Member]:
+        return await self._run(self._sync.members, org_id)
+
+    async def create_project(self, org_id: _UserId, name: str) -> Project:
+        return await self._run(self._sync.create_project, org_id, name)
+
+    async def projects(self, org_id: _UserId) -> list[Project]:
+        return await self._run(self._sync.projects, org_id)
+
+    async def set_key_project(self, key_id: str, project: str | None) -> None:
+        return await self._run(self._sync.set_key_project, key_id, project)
+
+    async def set_budget(
+        self,
+        org_id: _UserId,
+        *,
+        member: _UserId | None = None,
+        project: str | None = None,
+        limit: _Amount | None = None,
+        window: str = "monthly",
+        low_threshold: _Amount | None = None,
+    ) -> None:
+        return await self._run(
+            self._sync.set_budget,
+            org_id,
+            member=member,
+            project=project,
+            limit=limit,
+            window=window,
+            low_threshold=low_threshold,
+        )
+
+    async def member_transactions(
+        self, org_id: _UserId, member_id: _UserId, *, limit: int = DEFAULT_PAGE_LIMIT, before: str | None = None
+    ) -> list[Entry]:
+        return await self._run(self._sync.member_transactions, org_id, member_id, limit=limit, before=before)
+
+    async def member_usage(self, org_id: _UserId, since: datetime | None = None) -> list[MemberUsage]:
+        return await self._run(self._sync.member_usage, org_id, since)
+
+    async def set_allowance(
+        self,
+        user_id: _UserId,
+        amount: _Amount,
+        period: str,
+        *,
+        member: _UserId | None = None,
+        key_id: str | None = None,
+        rollover_cap: _Amount | None = None,
+    ) -> Allowance:
+        return await self._run(
+            self._sync.set_allowance, user_id, amount, period, member=member, key_id=key_id, rollover_cap=rollover_cap
+        )
+
+    async def remove_allowance(self, allowance_id: int) -> None:
+        return await self._run(self._sync.remove_allowance, allowance_id)
+
+    async def allowances(self, user_id: _UserId) -> list[Allowance]:
+        return await self._run(self._sync.allowances, user_id)

@@ -296,7 +296,24 @@ def build_parser() -> Parser:
         help=f"1..{MAX_PAGE_LIMIT} (default {DEFAULT_PAGE_LIMIT})",
     )
     c.add_argument("--before", metavar="ENTRY_ID", help="page on from this entry (a cursor)")
+    c.add_argument(
+        "--member",
+        metavar="MEMBER",
+        help="only the entries this member of the organisation --user made (its keys' charges, its allowances)",
+    )
     c.add_argument("--format", default="table", choices=["table", "json", "csv"])
+
+    c = command(
+        "members",
+        cmd_members,
+        "list an organisation's members with their budgets and the credits each has spent",
+    )
+    c.add_argument("org", metavar="ORG")
+    c.add_argument("--json", action="store_true", help="print the members (and their usage) as JSON")
+
+    c = command("allowances", cmd_allowances, "list a user's allowances (credits refilled every period)")
+    c.add_argument("user", metavar="USER")
+    c.add_argument("--json", action="store_true")
 
     c = command("audit", cmd_audit, "check that every balance equals the sum of its entries")
     c.add_argument("--json", action="store_true")
@@ -516,23 +533,29 @@ def cmd_prices_set(args: argparse.Namespace) -> int:
 
 def cmd_expire(args: argparse.Namespace) -> int:
     m = open_manager(args)
-    accounts, entries, credits = 0, 0, Decimal(0)
+    accounts, entries, credits, refills = 0, 0, Decimal(0), 0
     while True:
         sweep = m.expire_grants(args.limit)
         accounts += sweep.accounts
         entries += sweep.entries
         credits += sweep.credits
+        refills += sweep.refills
         if sweep.accounts < args.limit:
             break
     if args.json:
-        print(to_json({"accounts": accounts, "entries": entries, "credits": credits}, indent=2))
+        totals = {"accounts": accounts, "entries": entries, "credits": credits, "refills": refills}
+        print(to_json(totals, indent=2))
     else:
-        print(f"expired {entries} grants of {accounts} accounts: {cell(credits)} credits")
+        print(f"expired {entries} grants of {accounts} accounts: {cell(credits)} credits; {refills} allowance refills")
     return 0
 
 
 def cmd_transactions(args: argparse.Namespace) -> int:
-    entries = open_manager(args).transactions(args.user, limit=args.limit, before=args.before)
+    m = open_manager(args)
+    if args.member is not None:
+        entries = m.member_transactions(args.user, args.member, limit=args.limit, before=args.before)
+    else:
+        entries = m.transactions(args.user, limit=args.limit, before=args.before)
     if args.format == "json":
         print(to_json(entries, indent=2))
     elif args.format == "csv":
@@ -562,6 +585,42 @@ def cmd_transactions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_members(args: argparse.Namespace) -> int:
+    m = open_manager(args)
+    members = m.members(args.org)
+    usage = {u.member_id: u for u in m.member_usage(args.org)}
+    if args.json:
+        print(to_json([{**as_dict(x), "usage": usage.get(x.user_id)} for x in members], indent=2))
+        return 0
+    header = ["member", "joined", "budget", "spent", "remaining", "usage_credits"]
+    rows = []
+    for x in members:
+        b = x.budget
+        used = usage.get(x.user_id)
+        rows.append(
+            [
+                x.user_id,
+                x.joined_at,
+                None if b is None else f"{cell(b.limit)} {b.window}",
+                None if b is None else b.spent,
+                None if b is None else b.remaining,
+                Decimal(0) if used is None else used.credits,
+            ]
+        )
+    print_table(rows, header)
+    return 0
+
+
+def cmd_allowances(args: argparse.Namespace) -> int:
+    allowances = open_manager(args).allowances(args.user)
+    if args.json:
+        print(to_json(allowances, indent=2))
+        return 0
+    header = FIELDS["Allowance"]
+    print_table([[getattr(a, f) for f in header] for a in allowances], header)
+    return 0
+
+
 def entry_detail(e: Any) -> str:
     """The few fields that say what an entry was for, in one column."""
     parts = []
@@ -569,7 +628,7 @@ def entry_detail(e: Any) -> str:
         parts.append(f"{e.model or '-'} in={e.input_tokens or 0} out={e.output_tokens or 0}")
     if e.amount_minor is not None:
         parts.append(f"{e.amount_minor} {e.currency} minor units")
-    for name in ("reference", "idempotency_key"):
+    for name in ("member_id", "reference", "idempotency_key"):
         if getattr(e, name) is not None:
             parts.append(f"{name}={getattr(e, name)}")
     return "  ".join(parts)

@@ -57,6 +57,18 @@ SIGNATURES = {
     "migrate": "()",
     "schema_versions": "()",
     "schema_status": "(database_url=None)",
+    "add_member": "(org_id, member_id)",
+    "remove_member": "(org_id, member_id)",
+    "members": "(org_id)",
+    "create_project": "(org_id, name)",
+    "projects": "(org_id)",
+    "set_key_project": "(key_id, project)",
+    "set_budget": "(org_id, *, member=None, project=None, limit=None, window='monthly', low_threshold=None)",
+    "member_transactions": "(org_id, member_id, *, limit=50, before=None)",
+    "member_usage": "(org_id, since=None)",
+    "set_allowance": "(user_id, amount, period, *, member=None, key_id=None, rollover_cap=None)",
+    "remove_allowance": "(allowance_id)",
+    "allowances": "(user_id)",
     "import_users": (
         "(*, table='users', id_column='id', balance_column='credit_balance', kind='adjustment', keys_table=None, "
         "key_user_column='user_id', key_column='key', key_format='plain')"

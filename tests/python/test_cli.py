@@ -418,6 +418,8 @@ REPORT_FIELDS = (
     "credits_used",
     "outstanding_balance",
     "overdraft_receivable",
+    "allowance_issued",
+    "allowance_used",
     "schema_version",
     "library_schema_version",
 )
@@ -450,6 +452,8 @@ def test_report_json_has_every_spec_field_exactly(cli: Cli) -> None:
         "credits_used": Decimal("10001"),
         "outstanding_balance": Decimal("7500.000001"),
         "overdraft_receivable": Decimal("5001"),
+        "allowance_issued": Decimal(0),
+        "allowance_used": Decimal(0),
         "schema_version": max(schema_rows(cli)),
         "library_schema_version": max(schema_rows(cli)),
     }
@@ -487,6 +491,7 @@ def test_transactions_csv_is_exact_and_quoted(cli: Cli) -> None:
         "metadata",
         "created_at",
         "replayed",
+        "member_id",
     ]
     adjustment, grant = rows  # newest first
     assert Decimal(adjustment["amount"]) == Decimal("-0.000001") and adjustment["amount"] == "-0.000001"

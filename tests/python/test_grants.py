@@ -175,7 +175,7 @@ def test_cli_grant_options_balance_and_expire(tmp_path: Path) -> None:
     ]
     time.sleep(max(0.0, (expires - datetime.now(timezone.utc)).total_seconds()) + 0.2)
     totals = json.loads(cli(tmp_path, "expire", "--json"), parse_float=Decimal)
-    assert totals == {"accounts": 1, "entries": 1, "credits": 7}
+    assert totals == {"accounts": 1, "entries": 1, "credits": 7, "refills": 0}
     assert "expired 0 grants of 0 accounts" in cli(tmp_path, "expire")
     rows = json.loads(cli(tmp_path, "transactions", "--user", "u", "--format", "json"), parse_float=Decimal)
     assert [(r["kind"], r["amount"]) for r in rows] == [("expiry", -7), ("purchase", 2), ("grant", 7)]

@@ -33,6 +33,7 @@ MANAGER_DEFAULTS = {
     "record_payment": {"priority": "DEFAULT_GRANT_PRIORITY"},
     "expire_grants": {"limit": "DEFAULT_EXPIRE_LIMIT"},
     "transactions": {"limit": "DEFAULT_PAGE_LIMIT"},
+    "member_transactions": {"limit": "DEFAULT_PAGE_LIMIT"},
     "events": {"limit": "DEFAULT_EVENTS_LIMIT"},
     "verify_api_key_credits": {"min_credits": "DEFAULT_VERIFY_MIN_CREDITS"},
     "reserve": {"ttl_seconds": "DEFAULT_TTL_SECONDS"},
@@ -126,7 +127,14 @@ def test_the_native_module_values_are_the_core_values() -> None:
     assert native.MAX_PAGE_LIMIT == 1000 and native.MAX_TTL_SECONDS == 86_400
     assert native.MAX_AMOUNT_MICROS == native.MAX_AMOUNT_CREDITS * native.MICROS_PER_CREDIT
     assert native.DEFAULT_DATABASE_URL == "sqlite:///creditgate.db" and native.DEFAULT_API_KEY_PREFIX == "sk_"
-    assert native.RESERVED_KEY_PREFIXES == ("payment:", "reversal:", "reinstatement:", "usage:", "import:", "allowance:")
+    assert native.RESERVED_KEY_PREFIXES == (
+        "payment:",
+        "reversal:",
+        "reinstatement:",
+        "usage:",
+        "import:",
+        "allowance:",
+    )
 
 
 def test_native_signature_defaults_are_the_limits() -> None:

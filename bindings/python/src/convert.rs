@@ -217,17 +217,26 @@ fn decimal(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<Credits> {
 
 /// A user id: `str`, or an `int` converted with `str()`.
 pub fn user_id(obj: &Bound<'_, PyAny>) -> PyResult<String> {
-    if let Ok(s) = obj.cast::<PyString>() {
-        return utf8("user_id", s);
-    }
-    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
-        return Ok(obj.str()?.to_cow()?.into_owned());
-    }
-    Err(PyTypeError::new_err(format!("user_id must be a str or int, not {}", type_name(obj))))
+    account_id("user_id", obj)
 }
 
 pub fn opt_user_id(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
     obj.filter(|o| !o.is_none()).map(user_id).transpose()
+}
+
+/// An account's id under another name (`org_id`, `member_id`): as [`user_id`].
+pub fn account_id(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return utf8(field, s);
+    }
+    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
+        return Ok(obj.str()?.to_cow()?.into_owned());
+    }
+    Err(PyTypeError::new_err(format!("{field} must be a str or int, not {}", type_name(obj))))
+}
+
+pub fn opt_account_id(field: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+    obj.filter(|o| !o.is_none()).map(|o| account_id(field, o)).transpose()
 }
 
 /// `metadata`: a `dict` of JSON values (str keys; None, bool, int, finite

@@ -5,8 +5,8 @@
 //! abi3 below Python 3.12 cannot subclass `Exception` with a `#[pyclass]`,
 //! and `InvalidArgument` must also be a `ValueError`. Every class carries
 //! `code` and `status_code`; raised instances of `InsufficientCredits` carry
-//! `required` and `available` (`Decimal`) and `limit_source` (`"account"` or
-//! `"key"`), of `LimitReached` `limit`, of `RateLimited` `limit` and
+//! `required` and `available` (`Decimal`) and `limit_source` (`"account"`,
+//! `"key"`, `"member"` or `"project"`), of `LimitReached` `limit`, of `RateLimited` `limit` and
 //! `retry_after` (seconds).
 
 use crate::convert::dec;
@@ -39,7 +39,8 @@ fn class_doc(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::InsufficientCredits => {
             "Not enough available credits (402). `.required` and `.available` are Decimal credits; \
-             `.limit_source` is \"account\" or \"key\" (the API key's spend cap)."
+             `.limit_source` is \"account\", \"key\" (the API key's spend cap), \"member\" (the member's budget in its \
+             organisation) or \"project\" (the key's project budget)."
         }
         ErrorCode::InvalidApiKey => "The API key is malformed, unknown or revoked (401).",
         ErrorCode::LimitReached => "A per-user limit is reached (403). `.limit` names the setting.",

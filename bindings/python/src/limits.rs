@@ -58,6 +58,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         MAX_LISTED_GRANTS,
         MAX_EXPIRY_SWEEP,
         MAX_TOKENS_PER_MINUTE,
+        MAX_MEMBERS_PER_ORG,
+        MAX_PROJECTS_PER_ORG,
+        MAX_ALLOWANCES_PER_ACCOUNT,
     );
     // A tuple: the prefixes are fixed, not a list to append to.
     m.add("RESERVED_KEY_PREFIXES", pyo3::types::PyTuple::new(m.py(), RESERVED_KEY_PREFIXES)?)?;

@@ -68,7 +68,7 @@ record!(
     /// One append-only ledger entry.
     Entry {
         id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, api_key_id, input_tokens,
-        output_tokens, model, amount_minor, currency, metadata, created_at, replayed,
+        output_tokens, model, amount_minor, currency, metadata, created_at, replayed, member_id,
     }
 );
 
@@ -95,6 +95,7 @@ impl Entry {
             },
             created_at: datetime(py, e.created_at)?,
             replayed: obj(py, e.replayed)?,
+            member_id: obj(py, e.member_id)?,
         })
     }
 
@@ -108,7 +109,7 @@ record!(
     /// live grants in draw-down order.
     Account {
         user_id, balance, held, available, min_balance, lifetime_purchased, lifetime_used, active_keys,
-        first_key_issued, created_at, grants,
+        first_key_issued, created_at, grants, organisation,
     }
 );
 
@@ -118,7 +119,7 @@ record!(
     /// `to_dict()`s) with the same grants are equal.
     Grant {
         grant_id, user_id, category, priority, amount, remaining, expires_at, created_at, source_entry_id,
-        payment_id,
+        payment_id, member_id, api_key_id, allowance_id,
     }
     {
         fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -152,19 +153,27 @@ impl Grant {
             created_at: datetime(py, g.created_at)?,
             source_entry_id: obj(py, g.source_entry_id.map(|e| e.to_string()))?,
             payment_id: obj(py, g.payment_id)?,
+            member_id: obj(py, g.member_id)?,
+            api_key_id: obj(py, g.api_key_id.map(|k| k.to_string()))?,
+            allowance_id: obj(py, g.allowance_id)?,
         })
     }
 }
 
 record!(
     /// What `expire_grants()` did: accounts swept, `expiry` entries written,
-    /// credits removed.
-    ExpirySweep { accounts, entries, credits }
+    /// credits removed, allowance refills written.
+    ExpirySweep { accounts, entries, credits, refills }
 );
 
 impl ExpirySweep {
     pub fn new(py: Python<'_>, s: cg::ExpirySweep) -> PyResult<ExpirySweep> {
-        Ok(ExpirySweep { accounts: obj(py, s.accounts)?, entries: obj(py, s.entries)?, credits: dec(py, s.credits)? })
+        Ok(ExpirySweep {
+            accounts: obj(py, s.accounts)?,
+            entries: obj(py, s.entries)?,
+            credits: dec(py, s.credits)?,
+            refills: obj(py, s.refills)?,
+        })
     }
 }
 
@@ -188,6 +197,7 @@ impl Account {
                 }
                 list.into_any().unbind()
             },
+            organisation: obj(py, a.organisation)?,
         })
     }
 }
@@ -235,7 +245,7 @@ record!(
     /// An API key as listed: never its secret.
     ApiKeyInfo {
         key_id, user_id, name, prefix, created_at, last_used_at, revoked_at, legacy, expires_at, disabled,
-        rotated_to, spend_limit, spend_window, spent_in_window, window_resets_at
+        rotated_to, spend_limit, spend_window, spent_in_window, window_resets_at, project
     }
 );
 
@@ -260,6 +270,7 @@ impl ApiKeyInfo {
             spend_window: obj(py, k.spend_window.map(|w| w.as_str()))?,
             spent_in_window: dec(py, k.spent_in_window)?,
             window_resets_at: opt_datetime(py, k.window_resets_at)?,
+            project: obj(py, k.project)?,
         })
     }
 }
@@ -282,6 +293,8 @@ impl Verification {
             ("key_id", obj(py, self.key_id())?),
             ("available", self.available(py)?),
             ("key_remaining", self.key_remaining(py)?),
+            ("member_remaining", self.member_remaining(py)?),
+            ("project_remaining", self.project_remaining(py)?),
         ])
     }
 }
@@ -306,6 +319,16 @@ impl Verification {
     #[getter]
     fn key_remaining(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.0.key_remaining.map_or_else(|| Ok(py.None()), |r| dec(py, r))
+    }
+
+    #[getter]
+    fn member_remaining(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        opt_dec(py, self.0.member_remaining)
+    }
+
+    #[getter]
+    fn project_remaining(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        opt_dec(py, self.0.project_remaining)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -438,8 +461,8 @@ record!(
     Report {
         users, paying_users, users_attempted_key, key_generation_attempts, key_generation_successes,
         purchase_conversion_rate, credits_purchased, revenue_usd_minor, revenue_per_paying_user_usd_minor,
-        revenue_minor_by_currency, credits_used, outstanding_balance, overdraft_receivable, schema_version,
-        library_schema_version,
+        revenue_minor_by_currency, credits_used, outstanding_balance, overdraft_receivable, allowance_issued,
+        allowance_used, schema_version, library_schema_version,
     }
 );
 
@@ -459,6 +482,8 @@ impl Report {
             credits_used: dec(py, r.credits_used)?,
             outstanding_balance: dec(py, r.outstanding_balance)?,
             overdraft_receivable: dec(py, r.overdraft_receivable)?,
+            allowance_issued: dec(py, r.allowance_issued)?,
+            allowance_used: dec(py, r.allowance_used)?,
             schema_version: obj(py, r.schema_version)?,
             library_schema_version: obj(py, r.library_schema_version)?,
         })
@@ -527,6 +552,128 @@ impl Event {
     }
 }
 
+/// An optional amount: `Decimal` or `None`.
+fn opt_dec(py: Python<'_>, c: Option<cg::Credits>) -> PyResult<Py<PyAny>> {
+    c.map_or_else(|| Ok(py.None()), |c| dec(py, c))
+}
+
+record!(
+    /// A member's or a project's budget as it stands: `spent` in the
+    /// current window, `remaining` what verify and reserve still allow
+    /// (limit - spent - active holds through its keys; may be negative).
+    Budget { scope, name, limit, window, low_threshold, spent, remaining, resets_at }
+);
+
+impl Budget {
+    fn opt(py: Python<'_>, b: Option<cg::Budget>) -> PyResult<Py<PyAny>> {
+        let Some(b) = b else { return Ok(py.None()) };
+        let budget = Budget {
+            scope: obj(py, b.scope)?,
+            name: obj(py, b.name)?,
+            limit: dec(py, b.limit)?,
+            window: obj(py, b.window.as_str())?,
+            low_threshold: opt_dec(py, b.low_threshold)?,
+            spent: dec(py, b.spent)?,
+            remaining: dec(py, b.remaining)?,
+            resets_at: opt_datetime(py, b.resets_at)?,
+        };
+        Ok(Py::new(py, budget)?.into_any())
+    }
+}
+
+record!(
+    /// A member of an organisation (`add_member`, `members`): its keys
+    /// charge the organisation.
+    Member { org_id, user_id, joined_at, budget }
+);
+
+impl Member {
+    pub fn new(py: Python<'_>, m: cg::Member) -> PyResult<Member> {
+        Ok(Member {
+            org_id: obj(py, m.org_id)?,
+            user_id: obj(py, m.user_id)?,
+            joined_at: datetime(py, m.joined_at)?,
+            budget: Budget::opt(py, m.budget)?,
+        })
+    }
+
+    pub fn list(py: Python<'_>, members: Vec<cg::Member>) -> PyResult<Vec<Member>> {
+        members.into_iter().map(|m| Member::new(py, m)).collect()
+    }
+}
+
+record!(
+    /// A project of an organisation: a named group of its keys (`keys`
+    /// counts them, revoked ones included).
+    Project { org_id, name, created_at, keys, budget }
+);
+
+impl Project {
+    pub fn new(py: Python<'_>, p: cg::Project) -> PyResult<Project> {
+        Ok(Project {
+            org_id: obj(py, p.org_id)?,
+            name: obj(py, p.name)?,
+            created_at: datetime(py, p.created_at)?,
+            keys: obj(py, p.keys)?,
+            budget: Budget::opt(py, p.budget)?,
+        })
+    }
+
+    pub fn list(py: Python<'_>, projects: Vec<cg::Project>) -> PyResult<Vec<Project>> {
+        projects.into_iter().map(|p| Project::new(py, p)).collect()
+    }
+}
+
+record!(
+    /// What one member spent of its organisation's credits (`member_usage`).
+    MemberUsage { member_id, requests, tokens, credits }
+);
+
+impl MemberUsage {
+    pub fn list(py: Python<'_>, usage: Vec<cg::MemberUsage>) -> PyResult<Vec<MemberUsage>> {
+        usage
+            .into_iter()
+            .map(|u| {
+                Ok(MemberUsage {
+                    member_id: obj(py, u.member_id)?,
+                    requests: obj(py, u.requests)?,
+                    tokens: obj(py, u.tokens)?,
+                    credits: dec(py, u.credits)?,
+                })
+            })
+            .collect()
+    }
+}
+
+record!(
+    /// An allowance: `amount` every `period` on `user_id`'s account, for
+    /// the whole account or only one member (`member_id`) or key
+    /// (`api_key_id`); `rollover_cap` None means rollover off.
+    Allowance {
+        allowance_id, user_id, member_id, api_key_id, amount, period, rollover_cap, next_refill_at, created_at,
+    }
+);
+
+impl Allowance {
+    pub fn new(py: Python<'_>, a: cg::Allowance) -> PyResult<Allowance> {
+        Ok(Allowance {
+            allowance_id: obj(py, a.allowance_id)?,
+            user_id: obj(py, a.user_id)?,
+            member_id: obj(py, a.member_id)?,
+            api_key_id: obj(py, a.api_key_id.map(|k| k.to_string()))?,
+            amount: dec(py, a.amount)?,
+            period: obj(py, a.period.as_str())?,
+            rollover_cap: opt_dec(py, a.rollover_cap)?,
+            next_refill_at: datetime(py, a.next_refill_at)?,
+            created_at: datetime(py, a.created_at)?,
+        })
+    }
+
+    pub fn list(py: Python<'_>, allowances: Vec<cg::Allowance>) -> PyResult<Vec<Allowance>> {
+        allowances.into_iter().map(|a| Allowance::new(py, a)).collect()
+    }
+}
+
 /// Registers every result class on the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entry>()?;
@@ -547,5 +694,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Event>()?;
     m.add_class::<MetricsSnapshot>()?;
     m.add_class::<HistogramSample>()?;
+    m.add_class::<Budget>()?;
+    m.add_class::<Member>()?;
+    m.add_class::<Project>()?;
+    m.add_class::<MemberUsage>()?;
+    m.add_class::<Allowance>()?;
     Ok(())
 }
