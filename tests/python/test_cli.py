@@ -108,14 +108,35 @@ def test_migrate_creates_the_database(new_cli: Cli) -> None:
     assert out.startswith(f"already at version {latest}:"), out
 
 
+# What the latest migration (008_organisations) added, undone: a ledger as
+# the previous release left it.
+UNDO_LATEST_MIGRATION = """
+    DROP TABLE creditgate_members; DROP TABLE creditgate_projects;
+    DROP TABLE creditgate_budgets; DROP TABLE creditgate_allowances;
+    DROP INDEX creditgate_entries_member; DROP INDEX creditgate_accounts_refill;
+    DROP INDEX creditgate_grants_allowance;
+    ALTER TABLE creditgate_api_keys DROP COLUMN project;
+    ALTER TABLE creditgate_entries DROP COLUMN member_id;
+    ALTER TABLE creditgate_accounts DROP COLUMN refill_at;
+    ALTER TABLE creditgate_grants DROP COLUMN member_id;
+    ALTER TABLE creditgate_grants DROP COLUMN api_key_id;
+    ALTER TABLE creditgate_grants DROP COLUMN allowance_id;
+"""
+
+
+def back_to_previous_release(cli: Cli) -> int:
+    """Takes the ledger back to the previous schema version; the latest one."""
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
+        latest: int = conn.execute("SELECT MAX(version) FROM creditgate_schema_version").fetchone()[0]
+        conn.executescript(UNDO_LATEST_MIGRATION)
+        conn.execute("DELETE FROM creditgate_schema_version WHERE version = ?", (latest,))
+    return latest
+
+
 def test_migrate_says_it_upgraded(new_cli: Cli) -> None:
     cli = new_cli
     cli.ok("migrate")
-    # A ledger of the previous release: without the last migration's version
-    # row (that migration is re-runnable DDL: CREATE TABLE IF NOT EXISTS).
-    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
-        latest = conn.execute("SELECT MAX(version) FROM creditgate_schema_version").fetchone()[0]
-        conn.execute("DELETE FROM creditgate_schema_version WHERE version = ?", (latest,))
+    latest = back_to_previous_release(cli)
     out = cli.ok("migrate")
     assert out.startswith(f"upgraded {latest - 1}\u2192{latest}:"), out
     assert cli.ok("migrate").startswith(f"already at version {latest}:")
@@ -145,8 +166,7 @@ def test_migrate_status_reads_the_versions_and_changes_nothing(new_cli: Cli) -> 
 
     # A ledger of the previous release: --status shows the pending migration
     # and applies nothing; `migrate` does.
-    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
-        conn.execute("DELETE FROM creditgate_schema_version WHERE version = ?", (latest,))
+    assert back_to_previous_release(cli) == latest
     out = cli.ok("migrate", "--status")
     assert f"database schema version  {latest - 1}\n" in out
     assert f"pending migrations       {latest}\nrun `creditgate migrate`" in out
