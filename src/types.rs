@@ -212,6 +212,9 @@ pub struct Entry {
     /// The member of the organisation `user_id` that spent (or was granted)
     /// this entry through its key or allowance; None otherwise.
     pub member_id: Option<String>,
+    /// The organisation project of the key that spent this entry, at the
+    /// charge (project budgets count by it).
+    pub project: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -32,7 +32,7 @@ impl CreditManager {
                 let (lifetime_purchased, lifetime_used) = tx.lifetime(u)?;
                 // Refills due but not yet written count, as the next write makes them.
                 let pending = self.pending_refills(tx, now, u, None)?;
-                let pending_sum = pending.iter().try_fold(Credits::ZERO, |s, g| s.checked_add(g.remaining))?;
+                let pending_sum = pending.iter().try_fold(Credits::ZERO, |s, g| s.checked_add(g.amount))?;
                 let balance = row.as_ref().map_or(Credits::ZERO, |a| a.balance).checked_sub(tx.due_grants(u, now)?)?;
                 let mut grants = pending;
                 grants.extend(tx.live_grants(u, now, false, MAX_LISTED_GRANTS, Scope::default())?);

@@ -206,8 +206,10 @@ impl CreditManager {
     }
 
     /// The refills due at `now` on `user`'s account that no write has made
-    /// yet, as the grants they would be (`grant_id` 0); with `scope`, only
-    /// those a charge in that scope may draw. A read: writes nothing.
+    /// yet, as the grants they would be (`grant_id` 0): each credits its
+    /// `amount`, of which what repays a debt is not left in the grant, as a
+    /// write does (`move_lots`). With `scope`, only those a charge in that
+    /// scope may draw. A read: writes nothing.
     pub(super) fn pending_refills(
         &self,
         tx: &mut dyn Tx,
@@ -219,19 +221,23 @@ impl CreditManager {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        // The balance the refills are written onto: after the due expiries.
+        let balance = tx.account(user)?.map_or(Credits::ZERO, |a| a.balance);
+        let mut balance = balance.checked_sub(tx.due_grants(user, now)?)?;
         for a in tx.due_allowances(user, now)? {
-            if scope.is_some_and(|s| !usable_by(&a, s)) {
-                continue;
-            }
             let live = tx.allowance_live(a.allowance_id, now)?;
-            if let Some(r) = plan_refill(&a, live, now).filter(|r| r.amount > Credits::ZERO) {
+            let Some(r) = plan_refill(&a, live, now).filter(|r| r.amount > Credits::ZERO) else { continue };
+            let before = balance.max(Credits::ZERO);
+            balance = balance.checked_add(r.amount)?;
+            let remaining = balance.max(Credits::ZERO).checked_sub(before)?;
+            if scope.is_none_or(|s| usable_by(&a, s)) {
                 out.push(Grant {
                     grant_id: GrantId(0),
                     user_id: user.to_string(),
                     category: GrantCategory::Promotional,
                     priority: 0,
                     amount: r.amount,
-                    remaining: r.amount,
+                    remaining,
                     expires_at: r.expires_at,
                     created_at: now,
                     source_entry_id: None,
@@ -245,7 +251,8 @@ impl CreditManager {
         Ok(out)
     }
 
-    /// The sum of [`pending_refills`](Self::pending_refills).
+    /// What [`pending_refills`](Self::pending_refills) add to the balance
+    /// (their amounts: what repays a debt counts too).
     pub(super) fn pending_credits(
         &self,
         tx: &mut dyn Tx,
@@ -253,9 +260,7 @@ impl CreditManager {
         user: &str,
         scope: Option<Scope>,
     ) -> Result<Credits> {
-        self.pending_refills(tx, now, user, scope)?
-            .iter()
-            .try_fold(Credits::ZERO, |sum, g| sum.checked_add(g.remaining))
+        self.pending_refills(tx, now, user, scope)?.iter().try_fold(Credits::ZERO, |sum, g| sum.checked_add(g.amount))
     }
 }
 

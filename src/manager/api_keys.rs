@@ -65,9 +65,17 @@ impl CreditManager {
                 let now = tx.now()?;
                 // The organisation's lock too (the key rule reads its account),
                 // in the one order of two locks.
-                match tx.member_org(user)? {
-                    Some(org) => super::orgs::lock_in_order(tx, now, user, &org)?,
+                let org = tx.member_org(user)?;
+                match &org {
+                    Some(org) => super::orgs::lock_in_order(tx, now, user, org)?,
                     None => tx.ensure_account(user, now)?,
+                }
+                // Joined or left between the read and the lock: lock the
+                // organisation it has now (out of order, but only in that race).
+                if let Some(now_org) = tx.member_org(user)?
+                    && Some(&now_org) != org.as_ref()
+                {
+                    tx.ensure_account(&now_org, now)?;
                 }
                 if let Some(t) = expires_at
                     && t <= now
@@ -172,6 +180,10 @@ impl CreditManager {
                 match tx.key_by_id(key_id)? {
                     Some(k) if user.is_none_or(|u| u == k.user_id) => {
                         if tx.revoke_key(key_id, now)? {
+                            // Allowances for a revoked key end; their grants
+                            // stay, for the whole account.
+                            tx.ensure_account(k.paying(), now)?;
+                            tx.end_scoped(k.paying(), (None, Some(key_id)), now)?;
                             self.emit(tx, now, &k.user_id, Some(key_id), EventKind::KeyRevoked, serde_json::json!({}))?;
                         }
                         Ok(())
@@ -197,7 +209,12 @@ impl CreditManager {
                 // The paying account's lock: its charges count the key's cap.
                 tx.ensure_account(k.paying(), now)?;
                 // Reread under the account lock: what the caller decides on is current.
-                tx.key_by_id(key_id)?.ok_or_else(|| Error::NotFound(format!("no API key {key_id}")))
+                let k2 = tx.key_by_id(key_id)?.ok_or_else(|| Error::NotFound(format!("no API key {key_id}")))?;
+                if k2.paying() != k.paying() {
+                    // The owner joined or left in between: lock the account that pays now.
+                    tx.ensure_account(k2.paying(), now)?;
+                }
+                Ok(k2)
             }
             _ => Err(Error::NotFound(format!("no API key {key_id}"))),
         }

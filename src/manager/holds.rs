@@ -157,7 +157,9 @@ impl CreditManager {
                 tx.ensure_account(&h.user_id, now)?;
                 let expired = tx.expire_holds(&h.user_id, now)?;
                 let h = tx.hold(hold_id)?.ok_or_else(|| Error::NotFound(format!("no hold {hold_id}")))?;
-                let owner = tx.key_by_id(h.api_key_id)?.map(|k| k.user_id);
+                let key = tx.key_by_id(h.api_key_id)?;
+                let owner = key.as_ref().map(|k| k.user_id.as_str());
+                let project = key.as_ref().filter(|k| k.paying() == h.user_id).and_then(|k| k.project.as_deref());
                 let model = settlement_model(settlement, h.model.as_deref());
                 // A credit settlement is priced already: no price lookup.
                 let price = match settlement {
@@ -167,7 +169,8 @@ impl CreditManager {
                 let plan = plan_settlement(settlement, price)?;
                 let charge = Charge {
                     user: &h.user_id,
-                    member: owner.as_deref().filter(|o| *o != h.user_id),
+                    member: owner.filter(|o| *o != h.user_id),
+                    project,
                     key_id: h.api_key_id,
                     input_tokens: plan.input_tokens,
                     output_tokens: plan.output_tokens,

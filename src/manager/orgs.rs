@@ -38,9 +38,9 @@ impl CreditManager {
                 if let Some(o) = tx.member_org(org)? {
                     return Err(Error::invalid(format!("{org:?} is a member of {o:?}; organisations do not nest")));
                 }
-                if tx.member_count(member)? > 0 {
+                if tx.member_count(member)? > 0 || tx.project_count(member)? > 0 {
                     return Err(Error::invalid(format!(
-                        "{member:?} has members of its own; organisations do not nest"
+                        "{member:?} has members or projects of its own; organisations do not nest"
                     )));
                 }
                 let n = tx.member_count(org)?;
@@ -67,9 +67,9 @@ impl CreditManager {
     /// Ends a membership: the member's keys charge its own account again.
     /// Holds placed while it was a member stay on the organisation (settled
     /// or released there); its budget is deleted, its keys leave their
-    /// projects, and the organisation's allowances for it or its keys stop
-    /// refilling (their grants stay, reserved: only an overdraft reaches
-    /// them); key caps stay with the keys. `NotFound` when `member` is
+    /// projects, and the organisation's allowances for it or its keys end
+    /// (their grants stay, for any of the organisation's keys); key caps
+    /// stay with the keys. `NotFound` when `member` is
     /// not a member of `org`.
     pub fn remove_member(&self, org: &str, member: &str) -> Result<()> {
         self.track((|| {
@@ -83,9 +83,7 @@ impl CreditManager {
                 }
                 tx.delete_budget(org, "member", member)?;
                 tx.clear_key_projects(member)?;
-                if tx.remove_member_allowances(org, member, now)? > 0 {
-                    tx.sync_refill_at(org)?;
-                }
+                tx.end_scoped(org, (Some(member), None), now)?;
                 self.emit(
                     tx,
                     now,

@@ -48,6 +48,8 @@ pub(super) struct Draft<'a> {
     pub(super) lots: Lots,
     /// The member of the paying organisation the entry is for.
     pub(super) member: Option<String>,
+    /// The project of the key that spent it.
+    pub(super) project: Option<String>,
 }
 
 impl<'a> Draft<'a> {
@@ -70,6 +72,7 @@ impl<'a> Draft<'a> {
             grant: None,
             lots: Lots::Auto,
             member: None,
+            project: None,
         }
     }
 
@@ -151,6 +154,7 @@ impl CreditManager {
             created_at: now,
             replayed: false,
             member_id: d.member,
+            project: d.project,
         };
         let global = if d.global_key { entry.idempotency_key.as_deref() } else { None };
         if entry.kind == EntryKind::Purchase && !tx.has_purchase(d.user)? {

@@ -44,6 +44,8 @@ pub(super) struct Charge<'a> {
     pub(super) user: &'a str,
     /// The member of the paying organisation it is for.
     pub(super) member: Option<&'a str>,
+    /// The project of the key, when the paying organisation owns it.
+    pub(super) project: Option<&'a str>,
     pub(super) key_id: KeyId,
     pub(super) input_tokens: Option<i64>,
     pub(super) output_tokens: Option<i64>,
@@ -104,6 +106,7 @@ impl CreditManager {
                 let charge = Charge {
                     user: k.paying(),
                     member: k.member(),
+                    project: k.project.as_deref(),
                     key_id: k.id,
                     input_tokens: Some(usage.input_tokens),
                     output_tokens: Some(usage.output_tokens),
@@ -140,6 +143,7 @@ impl CreditManager {
         d.output_tokens = c.output_tokens;
         d.model = c.model;
         d.member = c.member.map(str::to_string);
+        d.project = c.project.map(str::to_string);
         let tokens = c.input_tokens.unwrap_or(0).saturating_add(c.output_tokens.unwrap_or(0));
         let entry = self.append(tx, now, d)?;
         // Read after `append` locked the account: a cap or budget set
@@ -154,9 +158,11 @@ impl CreditManager {
                 let (start, end) = window.bounds(now);
                 tx.add_key_spend(k.id, start, end, c.amount)?;
             }
-            // Budgets count what the organisation paying now was charged.
-            if k.paying() == c.user && (k.member().is_some() || k.project.is_some()) {
-                let scope = (entry.member_id.as_deref(), k.project.as_deref());
+            // Budgets count the entry as it records the member and project
+            // (`budget_usage_since` reads them the same way), while the
+            // organisation that paid still pays for the key.
+            if k.paying() == c.user && (entry.member_id.is_some() || entry.project.is_some()) {
+                let scope = (entry.member_id.as_deref(), entry.project.as_deref());
                 self.count_budgets(tx, now, c.user, scope, c.amount, &entry)?;
             }
         }

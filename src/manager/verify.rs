@@ -112,10 +112,9 @@ impl CreditManager {
     /// counts them as available, without writing (rare: once per period
     /// until the account's first write).
     fn pending_for(&self, s: &KeyStanding) -> Result<Credits> {
-        // This process's clock decides whether to look (the ledger's own
-        // decides what is due): near a boundary on PostgreSQL that costs at
-        // most a read.
-        if s.refill_at.is_none_or(|t| t > self.inner.config.clock.now()) {
+        // The statement's clock said whether one is due (the ledger's, also
+        // on PostgreSQL; the verify cache keeps no answer past `refill_at`).
+        if !s.refill_due {
             return Ok(Credits::ZERO);
         }
         self.read(|tx| {

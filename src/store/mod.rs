@@ -205,9 +205,11 @@ pub(crate) struct KeyStanding {
     /// What the member's and the project's budgets leave (None without one).
     pub member_remaining: Option<Credits>,
     pub project_remaining: Option<Credits>,
-    /// The paying account's next allowance refill: at or after it, a
-    /// refill may be due that `available` does not count yet.
+    /// The paying account's next allowance refill (the verify cache keeps
+    /// an answer until then), and whether it is due at the statement's
+    /// clock: then a refill may be due that `available` does not count yet.
     pub refill_at: Option<Timestamp>,
+    pub refill_due: bool,
 }
 
 /// A key's rate limits and its counts in the window starting at `window`.

@@ -11,6 +11,12 @@ use crate::store::sql::{S, Sql};
 use crate::types::{Entry, KeyId, Timestamp};
 
 use Param::{Int, OptInt, OptText, OptUuid, Text};
+use std::collections::BTreeMap;
+
+/// An i128 total clamped to the i64 range.
+fn clamp(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+}
 
 impl dyn Tx + '_ {
     fn all<T>(&mut self, sql: &Sql, p: &[Param], f: impl Fn(&dyn rows::Columns) -> Result<T>) -> Result<Vec<T>> {
@@ -29,6 +35,18 @@ impl dyn Tx + '_ {
     /// The first column of the first row, an integer (0 without a row).
     fn int(&mut self, sql: &Sql, p: &[Param]) -> Result<i64> {
         Ok(self.first(sql, p, |r| r.int(0))?.unwrap_or(0))
+    }
+
+    /// The sum of the first column over every row, in i128 (SQLite's `SUM`
+    /// fails on i64 overflow; the `sql.rs` rule for gross sums), clamped
+    /// to the i64 range.
+    fn sum(&mut self, sql: &Sql, p: &[Param]) -> Result<Credits> {
+        let mut total = 0i128;
+        self.query_rows(sql, p, &mut |r| {
+            total += i128::from(r.int(0)?);
+            Ok(())
+        })?;
+        Ok(Credits::from_micros(clamp(total)))
     }
 
     fn count(&mut self, sql: &Sql, p: &[Param]) -> Result<u32> {
@@ -144,7 +162,7 @@ impl dyn Tx + '_ {
         since: Timestamp,
     ) -> Result<Credits> {
         let p = [Text(org), Text(scope), Text(name), Int(since.0)];
-        Ok(Credits::from_micros(self.int(&S.budget_usage_since, &p)?))
+        Ok(Credits::from_micros(self.sum(&S.budget_usage_since, &p)?.micros().saturating_neg()))
     }
 
     pub(crate) fn member_entries(
@@ -158,15 +176,25 @@ impl dyn Tx + '_ {
         self.all(&S.member_entries, &p, |r| rows::entry(r))
     }
 
+    /// Usage totals per member, by member (summed in i128).
     pub(crate) fn member_usage(&mut self, org: &str, since: Timestamp) -> Result<Vec<MemberUsage>> {
-        self.all(&S.member_usage, &[Text(org), Int(since.0)], |r| {
-            Ok(MemberUsage {
-                member_id: r.text(0)?,
-                requests: u64::try_from(r.int(1)?).unwrap_or(0),
-                tokens: u64::try_from(r.int(2)?).unwrap_or(0),
-                credits: Credits::from_micros(r.int(3)?),
+        let mut totals: BTreeMap<String, (u64, i128, i128)> = BTreeMap::new();
+        self.query_rows(&S.member_usage, &[Text(org), Int(since.0)], &mut |r| {
+            let t = totals.entry(r.text(0)?).or_default();
+            t.0 += 1;
+            t.1 += i128::from(r.int(1)?);
+            t.2 -= i128::from(r.int(2)?);
+            Ok(())
+        })?;
+        Ok(totals
+            .into_iter()
+            .map(|(member_id, (requests, tokens, credits))| MemberUsage {
+                member_id,
+                requests,
+                tokens: u64::try_from(tokens.max(0)).unwrap_or(u64::MAX),
+                credits: Credits::from_micros(clamp(credits)),
             })
-        })
+            .collect())
     }
 
     /// Inserts an allowance (its `allowance_id` is ignored); returns the new id.
@@ -211,14 +239,27 @@ impl dyn Tx + '_ {
         Ok(self.execute(&S.remove_allowance, &[Int(id), Int(now.0)])? == 1)
     }
 
-    /// Stops the refills of `org`'s allowances for `member` or its keys.
-    pub(crate) fn remove_member_allowances(&mut self, org: &str, member: &str, now: Timestamp) -> Result<u64> {
-        self.execute(&S.remove_member_allowances, &[Text(org), Text(member), Int(now.0)])
+    /// Ends `user`'s allowances for `member` (or its keys) or for `key`,
+    /// and frees their grants for the whole account; returns how many
+    /// allowances ended.
+    pub(crate) fn end_scoped(
+        &mut self,
+        user: &str,
+        (member, key): (Option<&str>, Option<KeyId>),
+        now: Timestamp,
+    ) -> Result<u64> {
+        let p = [Text(user), OptText(member), OptUuid(key.map(|k| k.0)), Int(now.0)];
+        let ended = self.execute(&S.end_scoped_allowances, &p)?;
+        self.execute(&S.unscope_grants, &p[..3])?;
+        if ended > 0 {
+            self.sync_refill_at(user)?;
+        }
+        Ok(ended)
     }
 
     /// What the allowance's grants still hold at `now`.
     pub(crate) fn allowance_live(&mut self, id: i64, now: Timestamp) -> Result<Credits> {
-        Ok(Credits::from_micros(self.int(&S.allowance_live, &[Int(id), Int(now.0)])?))
+        self.sum(&S.allowance_live, &[Int(id), Int(now.0)])
     }
 
     /// Sets the account's `refill_at` from its allowances.
@@ -234,9 +275,10 @@ impl dyn Tx + '_ {
 
     /// (issued, expired, still held) credits of every allowance.
     pub(crate) fn allowance_figures(&mut self) -> Result<(Credits, Credits, Credits)> {
-        let issued = self.int(&S.allowance_issued_total, &[])?;
-        let expired = self.int(&S.allowance_expired_total, &[])?;
-        let live = self.int(&S.allowance_live_total, &[])?;
-        Ok((Credits::from_micros(issued), Credits::from_micros(expired), Credits::from_micros(live)))
+        Ok((
+            self.sum(&S.allowance_issued, &[])?,
+            self.sum(&S.allowance_expired, &[])?,
+            self.sum(&S.allowance_held, &[])?,
+        ))
     }
 }

@@ -59,6 +59,7 @@ pub(crate) fn entry<R: Columns + ?Sized>(r: &R) -> Result<Entry> {
         created_at: Timestamp(r.int(15)?),
         replayed: false,
         member_id: r.opt_text(16)?,
+        project: r.opt_text(17)?,
     })
 }
 
@@ -112,6 +113,7 @@ pub(crate) fn key_standing<R: Columns + ?Sized>(r: &R) -> Result<KeyStanding> {
         member_remaining: credits(n + 7)?,
         project_remaining: credits(n + 8)?,
         refill_at: r.opt_int(n + 9)?.map(Timestamp),
+        refill_due: r.flag(n + 10)?,
     })
 }
 

@@ -187,6 +187,10 @@ pub(crate) fn budget_remaining(b: &str, keys: &str, now: &str) -> String {
     )
 }
 
+/// Reserved for member $2 (or one of its keys) or for key $3.
+const SCOPED_TO: &str = "(member_id = $2::text OR api_key_id = $3::uuid \
+     OR api_key_id IN (SELECT id FROM creditgate_api_keys WHERE user_id = $2::text))";
+
 /// The account a key's charges move: its owner's organisation when the
 /// owner is a member of one (`m`, joined by [`KEY_FROM`]), else the owner.
 pub(crate) const PAYING: &str = "COALESCE(m.org_id, k.user_id)";
@@ -194,9 +198,9 @@ pub(crate) const PAYING: &str = "COALESCE(m.org_id, k.user_id)";
 // ----- column lists (one per row type; `rows.rs` maps them) ----------------
 
 pub(crate) const ENTRY_COLS: &str = "id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, \
-     api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at, member_id";
+     api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at, member_id, project";
 /// How many columns [`ENTRY_COLS`] has.
-pub(crate) const ENTRY_COL_COUNT: usize = 17;
+pub(crate) const ENTRY_COL_COUNT: usize = 18;
 /// Columns of `KEY_FROM`: the key, its spend counter, its owner's
 /// organisation and its project.
 pub(crate) const KEY_COLS: &str = "k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, \
@@ -225,7 +229,8 @@ pub(crate) const ALLOWANCE_COLS: &str =
 fn standing(now: &str, which: &str) -> String {
     format!(
         "SELECT {KEY_COLS}, ({} - {})::bigint, {}, COALESCE({RATE_ROW_HAS_LIMITS}, FALSE), \
-         r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens, {}, {}, a.refill_at \
+         r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens, {}, {}, a.refill_at, \
+         COALESCE(a.refill_at <= {now}, FALSE) \
          FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = {PAYING} \
          LEFT JOIN creditgate_key_rate_limits r ON r.api_key_id = k.id \
          LEFT JOIN creditgate_budgets bm ON bm.org_id = m.org_id AND bm.scope = 'member' AND bm.name = k.user_id \
@@ -359,7 +364,8 @@ statements! {
     balance_and_seq = "SELECT balance, last_seq FROM creditgate_accounts WHERE user_id = $1";
     insert_entry = "INSERT INTO creditgate_entries (id, seq, user_id, kind, amount, balance_after, idempotency_key, \
         global_key, reference, api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, \
-        created_at, member_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+        created_at, member_id, project) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
     entry_by_key = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE user_id = $1 AND idempotency_key = $2");
     entry_by_global_key = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE global_key = $1");
     entry_by_id = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE id = $1");
@@ -510,21 +516,20 @@ statements! {
     set_budget_spend = "UPDATE creditgate_budgets SET window_start = $4, window_end = $5, spent = $6 \
         WHERE org_id = $1 AND scope = $2 AND name = $3";
     delete_budget = "DELETE FROM creditgate_budgets WHERE org_id = $1 AND scope = $2 AND name = $3";
-    /// Usage org $1 was charged since $4 by member $3 ($2 = 'member') or
-    /// through the keys of project $3.
-    budget_usage_since = format!(
-        "SELECT COALESCE(SUM(-e.amount), 0)::bigint FROM creditgate_entries e WHERE e.user_id = $1 \
-         AND e.kind = 'usage' AND e.created_at >= $4 AND CASE WHEN $2::text = 'member' THEN e.member_id = $3 \
-         ELSE e.api_key_id IN (SELECT k.id FROM {KEY_FROM} WHERE k.project = $3 AND {PAYING} = $1) END"
-    );
+    /// The usage entries org $1 was charged since $4 by member $3 ($2 =
+    /// 'member') or through project $3, as the entries record them (the
+    /// store sums them, in i128).
+    budget_usage_since = "SELECT e.amount FROM creditgate_entries e WHERE e.user_id = $1 \
+        AND e.kind = 'usage' AND e.created_at >= $4 \
+        AND CASE WHEN $2::text = 'member' THEN e.member_id = $3 ELSE e.project = $3 END";
     member_entries = format!(
         "SELECT {ENTRY_COLS} FROM creditgate_entries WHERE user_id = $1 AND member_id = $2 AND seq < $3 \
          ORDER BY seq DESC LIMIT $4"
     );
-    member_usage = "SELECT member_id, COUNT(*), \
-        COALESCE(SUM(COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)), 0)::bigint, \
-        COALESCE(SUM(-amount), 0)::bigint FROM creditgate_entries WHERE user_id = $1 AND member_id IS NOT NULL \
-        AND kind = 'usage' AND created_at >= $2 GROUP BY member_id ORDER BY member_id";
+    /// Org $1's usage entries since $2 by its members (the store totals
+    /// them per member, in i128).
+    member_usage = "SELECT member_id, COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0), amount \
+        FROM creditgate_entries WHERE user_id = $1 AND member_id IS NOT NULL AND kind = 'usage' AND created_at >= $2";
 
     insert_allowance = "INSERT INTO creditgate_allowances (user_id, member_id, api_key_id, amount, period, \
         rollover_cap, next_refill_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
@@ -540,23 +545,33 @@ statements! {
     allowance_count = "SELECT COUNT(*) FROM creditgate_allowances WHERE user_id = $1 AND removed_at IS NULL";
     /// Moves allowance $1's next refill from $2 to $3 (one row: it was $2).
     advance_allowance = "UPDATE creditgate_allowances SET next_refill_at = $3 WHERE id = $1 AND next_refill_at = $2";
-    /// Removes org $1's allowances for member $2 or its keys, at $3.
-    remove_member_allowances = "UPDATE creditgate_allowances SET removed_at = $3 WHERE user_id = $1 \
-        AND removed_at IS NULL AND (member_id = $2 OR api_key_id IN (SELECT id FROM creditgate_api_keys WHERE user_id = $2))";
+    /// Ends, at $4, account $1's allowances for member $2 (or its keys) or
+    /// for key $3.
+    end_scoped_allowances = format!(
+        "UPDATE creditgate_allowances SET removed_at = $4 WHERE user_id = $1 AND removed_at IS NULL AND {}",
+        SCOPED_TO
+    );
+    /// Frees account $1's grants reserved for member $2 (or its keys) or
+    /// key $3 for the whole account.
+    unscope_grants = format!(
+        "UPDATE creditgate_grants SET member_id = NULL, api_key_id = NULL WHERE user_id = $1 AND remaining > 0 AND {}",
+        SCOPED_TO
+    );
     remove_allowance = "UPDATE creditgate_allowances SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL";
-    /// What allowance $1's grants still hold at $2.
-    allowance_live = "SELECT COALESCE(SUM(remaining), 0)::bigint FROM creditgate_grants WHERE allowance_id = $1 \
+    /// What allowance $1's live grants hold at $2 (summed by the store).
+    allowance_live = "SELECT remaining FROM creditgate_grants WHERE allowance_id = $1 \
         AND remaining > 0 AND (expires_at IS NULL OR expires_at > $2)";
     /// The account's `refill_at`: its allowances' earliest next refill.
     sync_refill_at = "UPDATE creditgate_accounts SET refill_at = (SELECT MIN(next_refill_at) \
         FROM creditgate_allowances WHERE user_id = $1 AND removed_at IS NULL) WHERE user_id = $1";
     users_with_due_refills = "SELECT user_id FROM creditgate_accounts WHERE refill_at <= $1::bigint \
         ORDER BY user_id LIMIT $2::bigint";
-    allowance_expired_total = "SELECT COALESCE(SUM(-e.amount), 0)::bigint FROM creditgate_entries e \
-        JOIN creditgate_grants g ON e.reference = 'grant:' || g.id WHERE e.kind = 'expiry' AND g.allowance_id IS NOT NULL";
-    allowance_live_total = "SELECT COALESCE(SUM(remaining), 0)::bigint FROM creditgate_grants \
-        WHERE allowance_id IS NOT NULL AND remaining > 0";
-    allowance_issued_total = "SELECT COALESCE(SUM(amount), 0)::bigint FROM creditgate_entries WHERE kind = 'allowance'";
+    /// The report's allowance figures, each a column of amounts the store
+    /// sums in i128: credits issued, expired unused, still held.
+    allowance_issued = "SELECT amount FROM creditgate_entries WHERE kind = 'allowance'";
+    allowance_expired = "SELECT -e.amount FROM creditgate_entries e JOIN creditgate_grants g \
+        ON e.reference = 'grant:' || g.id WHERE e.kind = 'expiry' AND g.allowance_id IS NOT NULL";
+    allowance_held = "SELECT remaining FROM creditgate_grants WHERE allowance_id IS NOT NULL AND remaining > 0";
 
     insert_event = "INSERT INTO creditgate_events (kind, user_id, api_key_id, data, created_at) \
         VALUES ($1, $2, $3, $4, $5) RETURNING id";

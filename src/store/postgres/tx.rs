@@ -407,6 +407,7 @@ impl Tx for PgTx<'_> {
                 &metadata,
                 &e.created_at.0,
                 &e.member_id,
+                &e.project,
             ],
         )?;
         Ok(())

@@ -212,6 +212,7 @@ impl Tx for SqliteTx<'_> {
                 metadata,
                 e.created_at.0,
                 e.member_id,
+                e.project,
             ],
         )?;
         Ok(())

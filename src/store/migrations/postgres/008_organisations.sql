@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS creditgate_budgets (
     PRIMARY KEY (org_id, scope, name)
 );
 
--- The member a member's key spent for (NULL otherwise).
+-- The member a member's key spent for, and the project of the key (NULL
+-- otherwise): budgets count by these, as the charge recorded them.
+ALTER TABLE creditgate_entries ADD COLUMN IF NOT EXISTS project TEXT COLLATE "C";
 ALTER TABLE creditgate_entries ADD COLUMN IF NOT EXISTS member_id TEXT COLLATE "C";
 CREATE INDEX IF NOT EXISTS creditgate_entries_member ON creditgate_entries(user_id, member_id, seq)
     WHERE member_id IS NOT NULL;
