@@ -752,3 +752,25 @@ fn bad_input_gets_its_error_and_leaves_the_ledger_unchanged() {
 fn unknown_key() -> KeyId {
     KeyId::parse("00000000-0000-7000-8000-000000000001").unwrap()
 }
+
+/// A refill due on an account in debt repays the debt first (as every
+/// credit does): what reads show of the pending refill must be what the
+/// first write then persists.
+#[test]
+fn a_pending_refill_on_an_account_in_debt_reads_as_it_will_be_written() {
+    let (m, clock, _g) = clocked();
+    let a = m.set_allowance(&allowance("u", 10, SpendWindow::Daily, None)).unwrap();
+    let (secret, _) = key(&m, "u", None);
+    // 15 credits of usage: 5 in debt (record_usage is never refused).
+    m.record_usage(KeyRef::Secret(&secret), common::tokens(15_000), None).unwrap();
+    assert_eq!(m.get_balance("u").unwrap(), credits(-5));
+    clock.advance(DAY);
+    let read = m.account("u").unwrap();
+    assert_eq!(read.balance, credits(5));
+    let read_live = allowance_live(&m, "u", a.allowance_id);
+    m.add_credits("u", micros(1), EntryKind::Grant, &NO_OPTS).unwrap();
+    let written = allowance_live(&m, "u", a.allowance_id);
+    assert_eq!(written, credits(5), "10 credited, 5 of them repaid the debt");
+    assert_eq!(read_live, written, "the read showed the pending refill as the write persists it");
+    assert_audit_ok(&m);
+}
