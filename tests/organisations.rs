@@ -658,8 +658,7 @@ fn snapshot(m: &CreditManager) -> impl PartialEq + std::fmt::Debug {
     let users = ["org", "alice", "other", "solo", "x"];
     let entries: Vec<_> = users.iter().map(|u| common::all_entries(m, u)).collect();
     let accounts: Vec<_> = users.iter().map(|u| m.account(u).unwrap()).collect();
-    let events = m.events(0, 1000).unwrap().len();
-    (entries, accounts, m.members("org").unwrap(), m.projects("org").unwrap(), m.allowances("org").unwrap(), events)
+    (entries, accounts, m.members("org").unwrap(), m.projects("org").unwrap(), m.allowances("org").unwrap())
 }
 
 #[test]
@@ -745,6 +744,11 @@ fn bad_input_gets_its_error_and_leaves_the_ledger_unchanged() {
     assert_eq!(err_code(m.member_transactions("org", "alice", 10, Some(alien))), not_found);
     assert!(m.member_transactions("org", "alice", 10, Some(first)).unwrap().is_empty());
     assert_eq!(snapshot(&m), before, "failed calls changed nothing");
+    // Nor emitted anything: the two members added in the setup, no more.
+    assert_eq!(events_of(&m, EventKind::MemberAdded, 2).len(), 2);
+    for kind in [EventKind::MemberRemoved, EventKind::BudgetSet, EventKind::AllowanceSet] {
+        assert!(events_of(&m, kind, 0).is_empty(), "{kind:?}");
+    }
     assert_audit_ok(&m);
 }
 
