@@ -988,3 +988,373 @@ proptest! {
         }
     }
 }
+
+// ----- organisations, budgets and an allowance on an injected clock ---------
+
+mod orgs_model {
+    //! A third model: an organisation whose two members join and leave,
+    //! a project, daily member and project budgets, a daily allowance
+    //! (rollover off) on the organisation, its own key; strict charges
+    //! (reserve + settle) and charges that are never refused (record_usage)
+    //! through the three keys, and the clock moving on in whole days (from
+    //! noon, so real time between steps never crosses midnight). After every
+    //! step the balances, the allowance's grant, the budgets' spent and
+    //! remaining, and the audit must agree with the model.
+
+    use super::common;
+    use creditgate::{
+        AllowanceSpec, BudgetLimit, BudgetScope, Config, CreditManager, Credits, EntryKind, EntryOptions, Error,
+        ErrorCode, HoldAmount, KeyId, KeyRef, LimitSource, Settlement, SpendWindow, Synchronous, TestClock, Usage,
+    };
+    use proptest::prelude::*;
+
+    const DAY: i64 = 86_400_000_000;
+    const C: i64 = 1_000_000;
+    const MEMBERS: [&str; 2] = ["m0", "m1"];
+    const NO_OPTS: EntryOptions<'static> = EntryOptions { idempotency_key: None, reference: None, metadata: None };
+
+    #[derive(Clone, Debug)]
+    pub enum Op {
+        Join {
+            m: usize,
+        },
+        Leave {
+            m: usize,
+        },
+        /// Key 0 and 1 are the members', 2 the organisation's own.
+        Project {
+            key: usize,
+            on: bool,
+        },
+        MemberBudget {
+            m: usize,
+            limit: Option<i64>,
+        },
+        ProjectBudget {
+            limit: Option<i64>,
+        },
+        Grant {
+            credits: i64,
+        },
+        Allowance {
+            credits: i64,
+        },
+        Charge {
+            key: usize,
+            credits: i64,
+            strict: bool,
+        },
+        Advance {
+            days: i64,
+        },
+    }
+
+    pub fn op_strategy() -> impl Strategy<Value = Op> {
+        let m = 0..MEMBERS.len();
+        let limit = proptest::option::of(0i64..=40);
+        prop_oneof![
+            2 => m.clone().prop_map(|m| Op::Join { m }),
+            1 => m.clone().prop_map(|m| Op::Leave { m }),
+            2 => (0usize..3, any::<bool>()).prop_map(|(key, on)| Op::Project { key, on }),
+            2 => (m, limit.clone()).prop_map(|(m, limit)| Op::MemberBudget { m, limit }),
+            1 => limit.prop_map(|limit| Op::ProjectBudget { limit }),
+            2 => (1i64..=50).prop_map(|credits| Op::Grant { credits }),
+            1 => (1i64..=30).prop_map(|credits| Op::Allowance { credits }),
+            8 => (0usize..3, 1i64..=25, any::<bool>()).prop_map(|(key, credits, strict)| Op::Charge { key, credits, strict }),
+            2 => (0i64..=2).prop_map(|days| Op::Advance { days }),
+        ]
+    }
+
+    /// Micros throughout. The organisation's balance and allowance grant
+    /// as written: reads add a pending refill ([`Model::refill`] on a copy).
+    #[derive(Clone, Default)]
+    struct Model {
+        day: i64,
+        org: i64,
+        own: [i64; 2],
+        /// (amount, remaining of the current period's grant, its day).
+        allowance: Option<(i64, i64, i64)>,
+        member: [bool; 2],
+        in_project: [bool; 3],
+        member_limit: [Option<i64>; 2],
+        project_limit: Option<i64>,
+        /// Today's usage on the organisation by member, and by key.
+        member_today: [i64; 2],
+        key_today: [i64; 3],
+        /// The project budget's spent (counted while keys are in it).
+        project_spent: i64,
+    }
+
+    impl Model {
+        /// What the first write on the organisation of a day does, and what
+        /// reads show before it: the allowance's grant of an earlier day
+        /// expires, today's is issued (only today's after missed days).
+        fn refill(&mut self) {
+            if let Some((amount, left, day)) = self.allowance
+                && day < self.day
+            {
+                self.org -= left;
+                let was = self.org.max(0);
+                self.org += amount;
+                self.allowance = Some((amount, self.org.max(0) - was, self.day));
+            }
+        }
+
+        fn credit(&mut self, micros: i64) {
+            self.org += micros;
+        }
+
+        /// A debit of the organisation: its allowance's grant first.
+        fn debit(&mut self, micros: i64) {
+            let was = self.org.max(0);
+            self.org -= micros;
+            let taken = was - self.org.max(0);
+            if let Some((_, left, _)) = self.allowance.as_mut() {
+                *left -= taken.min(*left);
+            }
+        }
+
+        fn pays(&self, key: usize) -> bool {
+            key == 2 || self.member[key]
+        }
+
+        /// The limits a strict charge through `key` meets: (source, what it leaves).
+        fn limits(&self, key: usize) -> Vec<(LimitSource, i64)> {
+            if !self.pays(key) {
+                return vec![(LimitSource::Account, self.own[key])];
+            }
+            let mut v = vec![(LimitSource::Account, self.org)];
+            if key < 2
+                && let Some(l) = self.member_limit[key]
+            {
+                v.push((LimitSource::Member, l - self.member_today[key]));
+            }
+            if self.in_project[key]
+                && let Some(l) = self.project_limit
+            {
+                v.push((LimitSource::Project, l - self.project_spent));
+            }
+            v
+        }
+    }
+
+    pub struct Harness {
+        m: CreditManager,
+        clock: TestClock,
+        keys: Vec<(String, KeyId)>,
+        model: Model,
+        _guard: common::Guard,
+    }
+
+    impl Harness {
+        pub fn new() -> Harness {
+            let clock = TestClock::new();
+            let config = Config::new()
+                .min_credits_api_key(Credits::ZERO)
+                .unwrap()
+                .synchronous(Synchronous::Normal)
+                .test_clock(clock.clone())
+                .check_invariants(true);
+            let (m, guard) = common::manager_with(config);
+            let keys: Vec<(String, KeyId)> = ["m0", "m1", "org"]
+                .iter()
+                .map(|u| {
+                    let k = m.create_api_key(u, None).unwrap();
+                    (k.secret.expose().to_string(), k.key_id)
+                })
+                .collect();
+            m.create_project("org", "p").unwrap();
+            // Noon of the ledger's day: whole days on never cross midnight.
+            let now = m.list_api_keys("org").unwrap()[0].created_at;
+            clock.advance((DAY / 2 - now.0.rem_euclid(DAY)).rem_euclid(DAY));
+            Harness { m, clock, keys, model: Model::default(), _guard: guard }
+        }
+
+        pub fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+            let code = |r: creditgate::Result<()>| r.map_err(|e| e.code());
+            let md = &mut self.model;
+            match *op {
+                Op::Join { m } => {
+                    prop_assert!(self.m.add_member("org", MEMBERS[m]).is_ok(), "{:?}", op);
+                    md.member[m] = true;
+                }
+                Op::Leave { m } => {
+                    let r = code(self.m.remove_member("org", MEMBERS[m]));
+                    if md.member[m] {
+                        prop_assert_eq!(r, Ok(()));
+                        md.member[m] = false;
+                        md.member_limit[m] = None;
+                        md.in_project[m] = false;
+                    } else {
+                        prop_assert_eq!(r, Err(ErrorCode::NotFound));
+                    }
+                }
+                Op::Project { key, on } => {
+                    let r = code(self.m.set_key_project(self.keys[key].1, on.then_some("p")));
+                    if on && !md.pays(key) {
+                        prop_assert_eq!(r, Err(ErrorCode::NotFound), "{:?}", op);
+                    } else {
+                        prop_assert_eq!(r, Ok(()), "{:?}", op);
+                        md.in_project[key] = on;
+                    }
+                }
+                Op::MemberBudget { m, limit } => {
+                    let l = limit.map(|c| BudgetLimit {
+                        limit: Credits::from_micros(c * C),
+                        window: SpendWindow::Daily,
+                        low_threshold: None,
+                    });
+                    let r = code(self.m.set_budget("org", BudgetScope::Member(MEMBERS[m]), l));
+                    if md.member[m] {
+                        prop_assert_eq!(r, Ok(()));
+                        md.member_limit[m] = limit.map(|c| c * C);
+                    } else {
+                        prop_assert_eq!(r, Err(ErrorCode::NotFound));
+                    }
+                }
+                Op::ProjectBudget { limit } => {
+                    let l = limit.map(|c| BudgetLimit {
+                        limit: Credits::from_micros(c * C),
+                        window: SpendWindow::Daily,
+                        low_threshold: None,
+                    });
+                    prop_assert_eq!(code(self.m.set_budget("org", BudgetScope::Project("p"), l)), Ok(()));
+                    md.project_limit = limit.map(|c| c * C);
+                    md.project_spent = (0..3).filter(|&k| md.in_project[k]).map(|k| md.key_today[k]).sum();
+                }
+                Op::Grant { credits } => {
+                    let r = self.m.add_credits("org", Credits::from_micros(credits * C), EntryKind::Grant, &NO_OPTS);
+                    prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
+                    // A write on the organisation persists a due refill first.
+                    md.refill();
+                    md.credit(credits * C);
+                }
+                Op::Allowance { credits } => {
+                    let spec = AllowanceSpec {
+                        user: "org",
+                        member: None,
+                        key: None,
+                        amount: Credits::from_micros(credits * C),
+                        period: SpendWindow::Daily,
+                        rollover_cap: None,
+                    };
+                    if md.allowance.is_some() {
+                        return self.check(op); // one allowance is enough for the model
+                    }
+                    let r = self.m.set_allowance(&spec);
+                    prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
+                    let was = md.org.max(0);
+                    md.org += credits * C;
+                    md.allowance = Some((credits * C, md.org.max(0) - was, md.day));
+                }
+                Op::Charge { key, credits, strict } => {
+                    let micros = credits * C;
+                    let secret = self.keys[key].0.clone();
+                    if strict {
+                        // What a read shows: with a due refill (a refused
+                        // reserve writes nothing).
+                        let mut view = md.clone();
+                        view.refill();
+                        let limits = view.limits(key);
+                        let least = limits.iter().map(|l| l.1).min().unwrap_or(0);
+                        let r = self.m.reserve(&secret, HoldAmount::Credits(Credits::from_micros(micros)), 60, None);
+                        if micros > least {
+                            let Err(Error::InsufficientCredits { available, limit_source, .. }) = r else {
+                                return Err(TestCaseError::fail(format!("{op:?}: want a refusal, got {r:?}")));
+                            };
+                            prop_assert_eq!(available.micros(), least, "{:?}", op);
+                            let binding: Vec<_> = limits.iter().filter(|l| l.1 == least).map(|l| l.0).collect();
+                            if binding.len() == 1 || binding[0] == LimitSource::Account {
+                                prop_assert_eq!(limit_source, binding[0], "{:?}", op);
+                            }
+                            return self.check(op);
+                        }
+                        let h = r.map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+                        let s = self.m.settle(h.hold_id, Settlement::Credits(Credits::from_micros(micros)));
+                        prop_assert!(s.is_ok(), "{:?}: {:?}", op, s);
+                    } else {
+                        let usage = Usage { input_tokens: credits * 1_000, output_tokens: 0, model: None };
+                        let r = self.m.record_usage(KeyRef::Secret(&secret), usage, None);
+                        prop_assert!(r.is_ok_and(|c| c.charged.micros() == micros), "{:?}", op);
+                    }
+                    if md.pays(key) {
+                        md.refill();
+                        md.debit(micros);
+                        md.key_today[key] += micros;
+                        if key < 2 {
+                            md.member_today[key] += micros;
+                        }
+                        if md.in_project[key] {
+                            md.project_spent += micros;
+                        }
+                    } else {
+                        md.own[key] -= micros;
+                    }
+                }
+                Op::Advance { days } => {
+                    self.clock.advance(days * DAY);
+                    if days > 0 {
+                        md.day += days;
+                        md.member_today = [0; 2];
+                        md.key_today = [0; 3];
+                        md.project_spent = 0;
+                    }
+                }
+            }
+            self.check(op)
+        }
+
+        fn check(&self, op: &Op) -> Result<(), TestCaseError> {
+            let written = &self.model;
+            let mut md = self.model.clone();
+            md.refill();
+            prop_assert_eq!(self.m.get_balance("org").unwrap().micros(), md.org, "org after {:?}", op);
+            for (i, u) in MEMBERS.iter().enumerate() {
+                prop_assert_eq!(self.m.get_balance(u).unwrap().micros(), md.own[i], "{} after {:?}", u, op);
+            }
+            let grants = self.m.account("org").unwrap().grants;
+            let allowance: i64 = grants.iter().filter(|g| g.allowance_id.is_some()).map(|g| g.remaining.micros()).sum();
+            // Compared once written: a read lists a pending refill at its full
+            // amount even on an account in debt, where the write repays the
+            // debt first (a core bug, pinned by tests/organisations.rs
+            // `a_pending_refill_on_an_account_in_debt_reads_as_it_will_be_written`).
+            if written.allowance == md.allowance {
+                prop_assert_eq!(allowance, md.allowance.map_or(0, |a| a.1), "allowance grant after {:?}", op);
+            }
+            let members = self.m.members("org").unwrap();
+            let joined: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+            let want: Vec<&str> = (0..2).filter(|&i| md.member[i]).map(|i| MEMBERS[i]).collect();
+            prop_assert_eq!(joined, want, "members after {:?}", op);
+            for m in &members {
+                let i = MEMBERS.iter().position(|u| *u == m.user_id).unwrap();
+                let b = m.budget.as_ref().map(|b| (b.limit.micros(), b.spent.micros(), b.remaining.micros()));
+                let want = md.member_limit[i].map(|l| (l, md.member_today[i], l - md.member_today[i]));
+                prop_assert_eq!(b, want, "{}'s budget after {:?}", m.user_id, op);
+            }
+            let p = self.m.projects("org").unwrap().remove(0);
+            let b = p.budget.map(|b| (b.limit.micros(), b.spent.micros()));
+            prop_assert_eq!(b, md.project_limit.map(|l| (l, md.project_spent)), "project budget after {:?}", op);
+            prop_assert_eq!(p.keys, md.in_project.iter().filter(|&&x| x).count() as u32);
+            let audit = self.m.audit().unwrap();
+            prop_assert!(audit.ok, "audit after {:?}: {:?}", op, audit.mismatches);
+            Ok(())
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
+        max_shrink_iters: 2_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn organisations_behave_like_the_model(ops in proptest::collection::vec(orgs_model::op_strategy(), 1..40)) {
+        let mut h = orgs_model::Harness::new();
+        for op in &ops {
+            h.step(op)?;
+        }
+    }
+}
