@@ -1078,11 +1078,13 @@ mod orgs_model {
         in_project: [bool; 3],
         member_limit: [Option<i64>; 2],
         project_limit: Option<i64>,
-        /// Today's usage on the organisation by member, and by key.
+        /// Today's usage on the organisation by member.
         member_today: [i64; 2],
-        key_today: [i64; 3],
         /// The project budget's spent (counted while keys are in it).
         project_spent: i64,
+        /// Today's usage through keys while they were in the project, as
+        /// the entries record it (what a new project budget counts).
+        project_today: i64,
     }
 
     impl Model {
@@ -1220,7 +1222,7 @@ mod orgs_model {
                     });
                     prop_assert_eq!(code(self.m.set_budget("org", BudgetScope::Project("p"), l)), Ok(()));
                     md.project_limit = limit.map(|c| c * C);
-                    md.project_spent = (0..3).filter(|&k| md.in_project[k]).map(|k| md.key_today[k]).sum();
+                    md.project_spent = md.project_today;
                 }
                 Op::Grant { credits } => {
                     let r = self.m.add_credits("org", Credits::from_micros(credits * C), EntryKind::Grant, &NO_OPTS);
@@ -1280,12 +1282,12 @@ mod orgs_model {
                     if md.pays(key) {
                         md.refill();
                         md.debit(micros);
-                        md.key_today[key] += micros;
                         if key < 2 {
                             md.member_today[key] += micros;
                         }
                         if md.in_project[key] {
                             md.project_spent += micros;
+                            md.project_today += micros;
                         }
                     } else {
                         md.own[key] -= micros;
@@ -1296,8 +1298,8 @@ mod orgs_model {
                     if days > 0 {
                         md.day += days;
                         md.member_today = [0; 2];
-                        md.key_today = [0; 3];
                         md.project_spent = 0;
+                        md.project_today = 0;
                     }
                 }
             }

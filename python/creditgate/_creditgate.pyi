@@ -249,6 +249,9 @@ class Entry:
     @property
     def member_id(self) -> str | None:
         """The member of the organisation ``user_id`` that spent (or was granted) this entry; None otherwise."""
+    @property
+    def project(self) -> str | None:
+        """The organisation project of the key that spent this entry, at the charge."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -731,6 +734,8 @@ class Allowance:
     def user_id(self) -> str: ...
     @property
     def member_id(self) -> str | None: ...
+    @property
+    def project(self) -> str | None: ...
     @property
     def api_key_id(self) -> str | None: ...
     @property

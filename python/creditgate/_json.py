@@ -63,6 +63,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "created_at",
         "replayed",
         "member_id",
+        "project",
     ),
     "KeyEligibility": ("allowed", "is_first_key", "required", "available"),
     "NewApiKey": ("key_id", "user_id", "name", "prefix", "created_at", "secret"),

@@ -191,7 +191,8 @@ pub fn child_output(child: std::process::Child) -> String {
 pub const UNDO_V8: &str = "DROP TABLE creditgate_members; DROP TABLE creditgate_projects; \
     DROP TABLE creditgate_budgets; DROP TABLE creditgate_allowances; DROP INDEX creditgate_entries_member; \
     DROP INDEX creditgate_accounts_refill; ALTER TABLE creditgate_api_keys DROP COLUMN project; \
-    ALTER TABLE creditgate_entries DROP COLUMN member_id; ALTER TABLE creditgate_accounts DROP COLUMN refill_at; \
+    ALTER TABLE creditgate_entries DROP COLUMN member_id; \
+    ALTER TABLE creditgate_entries DROP COLUMN project; ALTER TABLE creditgate_accounts DROP COLUMN refill_at; \
     DELETE FROM creditgate_schema_version WHERE version = 8;";
 /// The grants table's part of [`UNDO_V8`].
 pub const UNDO_V8_GRANTS: &str = "DROP INDEX creditgate_grants_allowance; \

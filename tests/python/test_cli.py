@@ -117,6 +117,7 @@ UNDO_LATEST_MIGRATION = """
     DROP INDEX creditgate_grants_allowance;
     ALTER TABLE creditgate_api_keys DROP COLUMN project;
     ALTER TABLE creditgate_entries DROP COLUMN member_id;
+    ALTER TABLE creditgate_entries DROP COLUMN project;
     ALTER TABLE creditgate_accounts DROP COLUMN refill_at;
     ALTER TABLE creditgate_grants DROP COLUMN member_id;
     ALTER TABLE creditgate_grants DROP COLUMN api_key_id;
@@ -512,6 +513,7 @@ def test_transactions_csv_is_exact_and_quoted(cli: Cli) -> None:
         "created_at",
         "replayed",
         "member_id",
+        "project",
     ]
     adjustment, grant = rows  # newest first
     assert Decimal(adjustment["amount"]) == Decimal("-0.000001") and adjustment["amount"] == "-0.000001"

@@ -272,7 +272,7 @@ pub unsafe extern "C" fn cg_deduct_credits(
 /// `id`, `seq`, `user_id`, `kind`, `amount_micros` (signed),
 /// `balance_after_micros`, `idempotency_key`, `reference`, `api_key_id`,
 /// `member_id` (the organisation member whose key made it, or null),
-/// `input_tokens`, `output_tokens`, `model`, `amount_minor`, `currency`,
+/// `project` (the project of that key at the charge, or null), `input_tokens`, `output_tokens`, `model`, `amount_minor`, `currency`,
 /// `metadata` (object or null), `created_at`, `replayed`. `limit`: 1..=1000,
 /// or 0 for 50. `before`: optional (NULL) entry id cursor; an unknown id or
 /// another user's is `CG_NOT_FOUND`.

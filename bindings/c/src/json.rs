@@ -72,6 +72,7 @@ pub(crate) fn entry(e: &Entry) -> Value {
         "reference": e.reference,
         "api_key_id": e.api_key_id.map(|k| k.to_string()),
         "member_id": e.member_id,
+        "project": e.project,
         "input_tokens": e.input_tokens,
         "output_tokens": e.output_tokens,
         "model": e.model,

@@ -68,7 +68,7 @@ record!(
     /// One append-only ledger entry.
     Entry {
         id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, api_key_id, input_tokens,
-        output_tokens, model, amount_minor, currency, metadata, created_at, replayed, member_id,
+        output_tokens, model, amount_minor, currency, metadata, created_at, replayed, member_id, project,
     }
 );
 
@@ -96,6 +96,7 @@ impl Entry {
             created_at: datetime(py, e.created_at)?,
             replayed: obj(py, e.replayed)?,
             member_id: obj(py, e.member_id)?,
+            project: obj(py, e.project)?,
         })
     }
 
