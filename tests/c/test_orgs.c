@@ -144,8 +144,9 @@ static void test_budgets(void) {
     CHECK_OK(cg_create_project(m, "acme", "search"));
     CHECK_OK(cg_create_project(m, "acme", "search")); /* idempotent */
     CHECK_OK(cg_set_key_project(m, key.key_id, "search"));
-    /* The key's 9 credits charged before count (lifetime): 0.5 is left, below the member's 1. */
-    CHECK_OK(cg_set_budget(m, "acme", "project", "search", CREDITS(9) + CG_MICROS_PER_CREDIT / 2, "lifetime", 0));
+    /* The key's 9 credits were charged before it joined the project: they do
+     * not count (entries record their project). 0.5 is left, below the member's 1. */
+    CHECK_OK(cg_set_budget(m, "acme", "project", "search", CG_MICROS_PER_CREDIT / 2, "lifetime", 0));
     CHECK_ERR(cg_verify_api_key_credits(m, secret, CG_MICROS_PER_CREDIT, &v), CG_INSUFFICIENT_CREDITS, "");
     CHECK(strcmp(cg_last_error_limit_source(), "project") == 0);
     CHECK_OK(cg_verify_api_key_credits(m, secret, 0, &v));
