@@ -136,13 +136,13 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let [only] = slots {
             // A lone job needs no savepoint: if it fails, dropping `tx` rolls back.
-            if !only.run(&mut SqliteTx { c: &tx, clock: &self.clock }) {
+            if !only.run(&mut SqliteTx::new(&tx, &self.clock)) {
                 return Ok(());
             }
         } else {
             for slot in slots.iter_mut() {
                 tx.prepare_cached("SAVEPOINT creditgate_job")?.execute([])?;
-                if !slot.run(&mut SqliteTx { c: &tx, clock: &self.clock }) {
+                if !slot.run(&mut SqliteTx::new(&tx, &self.clock)) {
                     tx.prepare_cached("ROLLBACK TO creditgate_job")?.execute([])?;
                 }
                 tx.prepare_cached("RELEASE creditgate_job")?.execute([])?;
@@ -195,14 +195,14 @@ impl SqliteStore {
     pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         let mut conn = self.pool.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let out = f(&mut SqliteTx { c: &tx, clock: &self.clock })?;
+        let out = f(&mut SqliteTx::new(&tx, &self.clock))?;
         tx.commit()?;
         Ok(out)
     }
 
     pub(crate) fn peek<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         let conn = self.pool.get()?;
-        f(&mut SqliteTx { c: &conn, clock: &self.clock })
+        f(&mut SqliteTx::new(&conn, &self.clock))
     }
 
     pub(crate) fn now(&self) -> Timestamp {
@@ -221,7 +221,7 @@ impl SqliteStore {
             return Ok(kept);
         }
         let conn = self.pool.get()?;
-        let mut tx = SqliteTx { c: &conn, clock: &self.clock };
+        let mut tx = SqliteTx::new(&conn, &self.clock);
         let found = tx.key_with_available(hash, only)?;
         if let Some(standing) = &found {
             let until = tx.fresh_until(standing, now)?;

@@ -20,7 +20,22 @@ use std::sync::LazyLock;
 pub(super) struct SqliteTx<'c> {
     pub(super) c: &'c Connection,
     pub(super) clock: &'c TestClock,
+    /// (user, refill_at) as `ensure_account` returned it; None after the
+    /// allowances changed (`refill_at_changed`).
+    refill: Option<(String, Option<i64>)>,
 }
+
+impl<'c> SqliteTx<'c> {
+    pub(super) fn new(c: &'c Connection, clock: &'c TestClock) -> SqliteTx<'c> {
+        SqliteTx { c, clock, refill: None }
+    }
+}
+
+/// `ensure_account` on SQLite: creates the row or touches it, and returns
+/// its `refill_at` in the same statement (the charge path's next question;
+/// the account's page is written by the charge anyway).
+const ENSURE_ACCOUNT: &str = "INSERT INTO creditgate_accounts (user_id, created_at) VALUES (?1, ?2) \
+     ON CONFLICT (user_id) DO UPDATE SET refill_at = refill_at RETURNING refill_at";
 
 impl Columns for Row<'_> {
     fn int(&self, i: usize) -> Result<i64> {
@@ -152,8 +167,22 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn ensure_account(&mut self, user: &str, now: Timestamp) -> Result<()> {
-        self.exec(&S.ensure_account, params![user, now.0])?;
+        let refill_at = self.c.prepare_cached(ENSURE_ACCOUNT)?.query_row(params![user, now.0], |r| r.get(0))?;
+        self.refill = Some((user.to_string(), refill_at));
         Ok(())
+    }
+
+    fn refill_at(&mut self, user: &str) -> Result<Option<Timestamp>> {
+        if let Some((u, at)) = &self.refill
+            && u == user
+        {
+            return Ok(at.map(Timestamp));
+        }
+        Ok(self.account(user)?.and_then(|a| a.refill_at))
+    }
+
+    fn refill_at_changed(&mut self, _user: &str) {
+        self.refill = None;
     }
 
     fn lock_account(&mut self, _user: &str) -> Result<()> {
