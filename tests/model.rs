@@ -631,12 +631,7 @@ impl Harness {
 
 proptest! {
     // 64 cases in CI; PROPTEST_CASES=N for a deeper local run.
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
-        max_shrink_iters: 2_000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config(64))]
 
     #[test]
     fn the_ledger_behaves_like_the_model(ops in proptest::collection::vec(op_strategy(), 1..48)) {
@@ -665,8 +660,8 @@ mod grants_model {
 
     use super::common;
     use creditgate::{
-        Config, CreditManager, Credits, EntryKind, EntryOptions, ErrorCode, GrantCategory, GrantOptions, KeyRef,
-        Synchronous, TestClock, Timestamp, Usage,
+        CreditManager, Credits, EntryKind, EntryOptions, ErrorCode, GrantCategory, GrantOptions, KeyRef, TestClock,
+        Timestamp, Usage,
     };
     use proptest::prelude::*;
     use std::collections::HashMap;
@@ -816,14 +811,7 @@ mod grants_model {
 
     impl Harness {
         pub fn new() -> Harness {
-            let clock = TestClock::new();
-            let config = Config::new()
-                .min_credits_api_key(Credits::ZERO)
-                .unwrap()
-                .synchronous(Synchronous::Normal)
-                .test_clock(clock.clone())
-                .check_invariants(true);
-            let (m, guard) = common::manager_with(config);
+            let (m, clock, guard) = common::clocked_manager();
             let keys = USERS.iter().map(|u| m.create_api_key(u, None).unwrap().secret.expose().to_string()).collect();
             // The ledger's clock at the start: a key's created_at.
             let start = m.list_api_keys(USERS[0]).unwrap()[0].created_at;
@@ -973,12 +961,7 @@ mod grants_model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
-        max_shrink_iters: 2_000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config(48))]
 
     #[test]
     fn grants_and_expiry_behave_like_the_model(ops in proptest::collection::vec(grants_model::op_strategy(), 1..40)) {
@@ -1003,8 +986,8 @@ mod orgs_model {
 
     use super::common;
     use creditgate::{
-        AllowanceSpec, BudgetLimit, BudgetScope, Config, CreditManager, Credits, EntryKind, EntryOptions, Error,
-        ErrorCode, HoldAmount, KeyId, KeyRef, LimitSource, Settlement, SpendWindow, Synchronous, TestClock, Usage,
+        AllowanceSpec, BudgetLimit, BudgetScope, CreditManager, Credits, EntryKind, EntryOptions, Error, ErrorCode,
+        HoldAmount, KeyId, KeyRef, LimitSource, Settlement, SpendWindow, TestClock, Usage,
     };
     use proptest::prelude::*;
 
@@ -1150,14 +1133,7 @@ mod orgs_model {
 
     impl Harness {
         pub fn new() -> Harness {
-            let clock = TestClock::new();
-            let config = Config::new()
-                .min_credits_api_key(Credits::ZERO)
-                .unwrap()
-                .synchronous(Synchronous::Normal)
-                .test_clock(clock.clone())
-                .check_invariants(true);
-            let (m, guard) = common::manager_with(config);
+            let (m, clock, guard) = common::clocked_manager();
             let keys: Vec<(String, KeyId)> = ["m0", "m1", "org"]
                 .iter()
                 .map(|u| {
@@ -1345,12 +1321,7 @@ mod orgs_model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
-        max_shrink_iters: 2_000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config(32))]
 
     #[test]
     fn organisations_behave_like_the_model(ops in proptest::collection::vec(orgs_model::op_strategy(), 1..40)) {

@@ -10,8 +10,8 @@
 mod common;
 
 use creditgate::{
-    AllowanceSpec, BudgetLimit, BudgetScope, Config, CreditManager, Credits, EntryKind, EntryOptions, HoldAmount,
-    HoldId, KeyRef, Settlement, SpendWindow, Synchronous, TestClock, Timestamp, Usage,
+    AllowanceSpec, BudgetLimit, BudgetScope, CreditManager, Credits, EntryKind, EntryOptions, HoldAmount, HoldId,
+    KeyRef, Settlement, SpendWindow, TestClock, Timestamp, Usage,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeSet, HashMap};
@@ -75,14 +75,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let clock = TestClock::new();
-        let config = Config::new()
-            .min_credits_api_key(Credits::ZERO)
-            .unwrap()
-            .synchronous(Synchronous::Normal)
-            .test_clock(clock.clone())
-            .check_invariants(true);
-        let (m, guard) = common::manager_with(config);
+        let (m, clock, guard) = common::clocked_manager();
         let keys = MEMBERS
             .iter()
             .map(|u| {
@@ -233,12 +226,7 @@ impl Harness {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
-        max_shrink_iters: 1_000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config(32))]
 
     #[test]
     fn organisations_and_allowances_keep_the_ledger_consistent(ops in proptest::collection::vec(op_strategy(), 1..40)) {

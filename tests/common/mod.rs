@@ -52,6 +52,31 @@ pub fn open(url: &str, config: Config) -> CreditManager {
     CreditManager::open(config.database_url(url)).expect("open the test ledger")
 }
 
+/// The property tests' settings: `PROPTEST_CASES` cases (else `default`),
+/// shrinking bounded, no persisted failures.
+pub fn proptest_config(default: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default),
+        max_shrink_iters: 2_000,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// A fresh ledger for the property tests with the injected clock: keys
+/// free, commits not fsynced, the invariants checked inside every write.
+pub fn clocked_manager() -> (CreditManager, creditgate::TestClock, Guard) {
+    let clock = creditgate::TestClock::new();
+    let config = Config::new()
+        .min_credits_api_key(Credits::ZERO)
+        .expect("a zero first-key minimum")
+        .synchronous(creditgate::Synchronous::Normal)
+        .test_clock(clock.clone())
+        .check_invariants(true);
+    let (m, guard) = manager_with(config);
+    (m, clock, guard)
+}
+
 /// A fresh, empty ledger with `config`'s settings (its database URL is
 /// replaced by a fresh one).
 pub fn manager_with(config: Config) -> (CreditManager, Guard) {
