@@ -34,6 +34,7 @@
 //! scrubbed of it before it leaves this module.
 
 mod columns;
+mod exec;
 #[cfg(test)]
 mod tests;
 mod tx;

@@ -3,22 +3,21 @@
 //! PostgreSQL's types, read through `rows.rs`; and the few statements that
 //! stay PostgreSQL's own (see the table in `sql.rs`).
 
-use super::columns::{col, grant_from_json};
-use super::{NOW_SQL, PgConn, PostgresStore, describe, scrub};
+use super::columns::col;
+use super::exec::bound;
+use super::{NOW_SQL, PgConn, PostgresStore};
 use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
 use crate::store::rows::{self, Columns, corrupt};
-use crate::store::sql::{self as sql, APPLY_RETURNING_BEFORE, ENTRY_COL_COUNT, ENTRY_COLS, GRANT_COLS, S, Sql};
+use crate::store::sql::{self as sql, APPLY_RETURNING_BEFORE, ENTRY_COLS, GRANT_COLS, S, Sql};
 use crate::store::{
     AccountRow, Applied, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, Param, RateCheck, Scope,
     Tx, exhausted_limit,
 };
 use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
 use postgres::error::SqlState;
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
-use postgres::{Row, Statement};
 use std::sync::LazyLock;
 
 pub(super) struct Failure {
@@ -46,16 +45,16 @@ pub(super) struct PgTx<'c> {
 /// An account row this transaction holds locked, and its `refill_at` as
 /// the lock read it (None: not known; the allowances changed since).
 pub(super) struct Locked {
-    user: String,
-    refill_at: Option<Option<i64>>,
+    pub(super) user: String,
+    pub(super) refill_at: Option<Option<i64>>,
 }
 
 pub(super) struct Prefetched {
-    user: String,
-    now: Timestamp,
-    member: Option<String>,
-    key: Option<KeyId>,
-    grants: Vec<Grant>,
+    pub(super) user: String,
+    pub(super) now: Timestamp,
+    pub(super) member: Option<String>,
+    pub(super) key: Option<KeyId>,
+    pub(super) grants: Vec<Grant>,
 }
 
 impl<'c> PgTx<'c> {
@@ -64,7 +63,7 @@ impl<'c> PgTx<'c> {
     }
 }
 
-type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 const LOCK_ACCOUNT: &str = "SELECT refill_at FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE";
 
@@ -109,166 +108,6 @@ static LOCK_AND_ENTRY_BY_KEY: LazyLock<String> = LazyLock::new(|| {
         order = sql::grant_order("$3::bigint", "$4::text", "$5::uuid"),
     )
 });
-
-impl PgTx<'_> {
-    /// Records the first failure (it aborts the transaction) and maps it.
-    fn fail(&mut self, e: postgres::Error) -> Error {
-        let message = scrub(&self.store.secrets, describe(&e));
-        if self.failed.is_none() {
-            self.failed = Some(Failure { code: e.code().cloned(), message: message.clone() });
-        }
-        Error::Storage(message)
-    }
-
-    fn stmt(&mut self, sql: &str) -> Result<Statement> {
-        self.grants = None;
-        if let Some(s) = self.c.stmts.get(sql) {
-            return Ok(s.clone());
-        }
-        match self.c.client.prepare(sql) {
-            Ok(s) => {
-                self.c.stmts.insert(sql.to_string(), s.clone());
-                Ok(s)
-            }
-            Err(e) => Err(self.fail(e)),
-        }
-    }
-
-    fn query(&mut self, sql: &str, params: Params) -> Result<Vec<Row>> {
-        let s = self.stmt(sql)?;
-        match self.c.client.query(&s, params) {
-            Ok(rows) => Ok(rows),
-            Err(e) => Err(self.fail(e)),
-        }
-    }
-
-    fn opt(&mut self, sql: &str, params: Params) -> Result<Option<Row>> {
-        let s = self.stmt(sql)?;
-        match self.c.client.query_opt(&s, params) {
-            Ok(row) => Ok(row),
-            Err(e) => Err(self.fail(e)),
-        }
-    }
-
-    fn one(&mut self, sql: &str, params: Params) -> Result<Row> {
-        let s = self.stmt(sql)?;
-        match self.c.client.query_one(&s, params) {
-            Ok(row) => Ok(row),
-            Err(e) => Err(self.fail(e)),
-        }
-    }
-
-    fn exec(&mut self, sql: &str, params: Params) -> Result<u64> {
-        let s = self.stmt(sql)?;
-        match self.c.client.execute(&s, params) {
-            Ok(n) => Ok(n),
-            Err(e) => Err(self.fail(e)),
-        }
-    }
-
-    fn int(&mut self, sql: &str, params: Params) -> Result<i64> {
-        col(&self.one(sql, params)?, 0)
-    }
-
-    /// Streams rows to `f` without holding them all in memory.
-    fn scan(&mut self, sql: &str, f: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
-        let s = self.stmt(sql)?;
-        let mut failed = None;
-        let mut out = Ok(());
-        match self.c.client.query_raw(&s, std::iter::empty::<&dyn ToSql>()) {
-            Err(e) => failed = Some(e),
-            Ok(mut rows) => loop {
-                match rows.next() {
-                    Ok(Some(row)) => {
-                        if let Err(e) = f(&row) {
-                            out = Err(e);
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            },
-        }
-        match failed {
-            Some(e) => Err(self.fail(e)),
-            None => out,
-        }
-    }
-
-    fn is_locked(&self, user: &str) -> bool {
-        self.locked.iter().any(|l| l.user == user)
-    }
-
-    /// Records the lock of `user`'s row, with the `refill_at` it read.
-    fn note_lock(&mut self, user: &str, row: &Row) -> Result<()> {
-        self.locked.push(Locked { user: user.to_string(), refill_at: Some(col(row, 0)?) });
-        Ok(())
-    }
-
-    /// The first row of `sql`, mapped by `f`.
-    fn first<T>(&mut self, sql: &Sql, params: Params, f: impl FnOnce(&Row) -> Result<T>) -> Result<Option<T>> {
-        self.opt(sql.pg(), params)?.map(|r| f(&r)).transpose()
-    }
-
-    /// Every row of `sql`, mapped by `f`.
-    fn every<T>(&mut self, sql: &str, params: Params, f: impl FnMut(&Row) -> Result<T>) -> Result<Vec<T>> {
-        self.query(sql, params)?.iter().map(f).collect()
-    }
-
-    /// Runs `sql`; the rows it changed.
-    fn run(&mut self, sql: &Sql, params: Params) -> Result<u64> {
-        self.exec(sql.pg(), params)
-    }
-
-    /// The prefetched row of `lock_and_entry_by_key`: the entry when found,
-    /// else the prefetched grants are kept for `live_grants`. None when the
-    /// look-up does not stand (the account changed while the lock waited).
-    fn prefetched(&mut self, user: &str, now: Timestamp, scope: Scope, row: &Row) -> Result<Option<Option<Entry>>> {
-        let n = ENTRY_COL_COUNT;
-        let locked: Option<i64> = col(row, n)?;
-        if locked.is_none() {
-            return Ok(None);
-        }
-        self.locked.push(Locked { user: user.to_string(), refill_at: Some(col(row, n + 3)?) });
-        if locked != col::<Option<i64>>(row, n + 1)? {
-            return Ok(None);
-        }
-        if col::<Option<uuid::Uuid>>(row, 0)?.is_some() {
-            return rows::entry(row).map(|e| Some(Some(e)));
-        }
-        let grants = match col::<Option<String>>(row, n + 2)? {
-            None => Vec::new(),
-            Some(json) => serde_json::from_str::<Vec<serde_json::Value>>(&json)
-                .map_err(|e| corrupt("prefetched grants", e))?
-                .iter()
-                .map(grant_from_json)
-                .collect::<Result<_>>()?,
-        };
-        let member = scope.member.map(str::to_string);
-        self.grants = Some(Prefetched { user: user.to_string(), now, member, key: scope.key, grants });
-        Ok(Some(None))
-    }
-}
-
-/// Neutral parameters as PostgreSQL binds them.
-fn bound<'a>(params: &'a [Param<'a>]) -> Vec<Box<dyn ToSql + Sync + 'a>> {
-    params
-        .iter()
-        .map(|p| -> Box<dyn ToSql + Sync + 'a> {
-            match *p {
-                Param::Int(v) => Box::new(v),
-                Param::OptInt(v) => Box::new(v),
-                Param::Text(v) => Box::new(v),
-                Param::OptText(v) => Box::new(v),
-                Param::OptUuid(v) => Box::new(v),
-            }
-        })
-        .collect()
-}
 
 fn count(n: i64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
