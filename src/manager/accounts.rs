@@ -2,11 +2,12 @@
 //! outbox of events.
 
 use super::CreditManager;
+use super::allowances::refilled;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind, MAX_EVENTS_PER_PAGE, NewEvent};
 use crate::limits::MAX_LISTED_GRANTS;
 use crate::money::{Credits, MAX_AMOUNT_MICROS};
-use crate::store::Scope;
+use crate::store::{Scope, Tx};
 use crate::types::*;
 use crate::validate;
 
@@ -32,7 +33,7 @@ impl CreditManager {
                 let (lifetime_purchased, lifetime_used) = tx.lifetime(u)?;
                 // Refills due but not yet written count, as the next write makes them.
                 let pending = self.pending_refills(tx, now, u, None)?;
-                let pending_sum = pending.iter().try_fold(Credits::ZERO, |s, g| s.checked_add(g.amount))?;
+                let pending_sum = refilled(&pending)?;
                 let balance = row.as_ref().map_or(Credits::ZERO, |a| a.balance).checked_sub(tx.due_grants(u, now)?)?;
                 let mut grants = pending;
                 grants.extend(tx.live_grants(u, now, false, MAX_LISTED_GRANTS, Scope::default())?);
@@ -83,13 +84,7 @@ impl CreditManager {
             let user = validate::text("user_id", user)?;
             let limit = validate::page_limit(limit)?;
             self.read(|tx| {
-                let before_seq = match before {
-                    None => None,
-                    Some(id) => match tx.entry_by_id(id)? {
-                        Some(e) if e.user_id == user => Some(e.seq),
-                        _ => return Err(Error::NotFound(format!("no entry {id} for user {:?}", truncate(user)))),
-                    },
-                };
+                let before_seq = cursor_seq(tx, user, before)?;
                 tx.entries(user, before_seq, limit)
             })
         })())
@@ -130,5 +125,15 @@ impl CreditManager {
                 tx.insert_event(&e)
             })
         })())
+    }
+}
+
+/// The seq of entry `before` of `user`, a page cursor (None: from the
+/// newest); an unknown entry, or another account's, is `NotFound`.
+pub(super) fn cursor_seq(tx: &mut dyn Tx, user: &str, before: Option<EntryId>) -> Result<Option<i64>> {
+    let Some(id) = before else { return Ok(None) };
+    match tx.entry_by_id(id)? {
+        Some(e) if e.user_id == user => Ok(Some(e.seq)),
+        _ => Err(Error::NotFound(format!("no entry {id} for user {:?}", truncate(user)))),
     }
 }

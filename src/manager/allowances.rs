@@ -260,8 +260,14 @@ impl CreditManager {
         user: &str,
         scope: Option<Scope>,
     ) -> Result<Credits> {
-        self.pending_refills(tx, now, user, scope)?.iter().try_fold(Credits::ZERO, |sum, g| sum.checked_add(g.amount))
+        refilled(&self.pending_refills(tx, now, user, scope)?)
     }
+}
+
+/// What pending refills add to a balance: their amounts (what repays a
+/// debt counts too, though the grant keeps only the rest).
+pub(super) fn refilled(pending: &[Grant]) -> Result<Credits> {
+    pending.iter().try_fold(Credits::ZERO, |sum, g| sum.checked_add(g.amount))
 }
 
 fn check_spec(spec: &AllowanceSpec) -> Result<()> {

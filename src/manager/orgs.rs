@@ -12,6 +12,7 @@ use crate::organisations::*;
 use crate::store::{BudgetRow, Tx};
 use crate::types::*;
 use crate::validate;
+use std::collections::HashMap;
 
 impl CreditManager {
     /// Makes `member` a member of `org`: from now on its keys verify against
@@ -101,12 +102,15 @@ impl CreditManager {
         self.track(validate::text("org_id", org).and_then(|org| {
             self.read(|tx| {
                 let now = tx.now()?;
-                let mut out = Vec::new();
-                for (user_id, joined_at) in tx.members(org, MAX_MEMBERS_PER_ORG)? {
-                    let budget = budget_of(tx, org, "member", &user_id, now)?;
-                    out.push(Member { org_id: org.to_string(), user_id, joined_at, budget });
-                }
-                Ok(out)
+                let mut budgets = budgets_of(tx, org, "member", None, now)?;
+                let members = tx.members(org, MAX_MEMBERS_PER_ORG)?;
+                Ok(members
+                    .into_iter()
+                    .map(|(user_id, joined_at)| {
+                        let budget = budgets.remove(&user_id);
+                        Member { org_id: org.to_string(), user_id, joined_at, budget }
+                    })
+                    .collect())
             })
         }))
     }
@@ -142,12 +146,15 @@ impl CreditManager {
         self.track(validate::text("org_id", org).and_then(|org| {
             self.read(|tx| {
                 let now = tx.now()?;
-                let mut out = Vec::new();
-                for (name, created_at, keys) in tx.projects(org, None)? {
-                    let budget = budget_of(tx, org, "project", &name, now)?;
-                    out.push(Project { org_id: org.to_string(), name, created_at, keys, budget });
-                }
-                Ok(out)
+                let mut budgets = budgets_of(tx, org, "project", None, now)?;
+                let projects = tx.projects(org, None)?;
+                Ok(projects
+                    .into_iter()
+                    .map(|(name, created_at, keys)| {
+                        let budget = budgets.remove(&name);
+                        Project { org_id: org.to_string(), name, created_at, keys, budget }
+                    })
+                    .collect())
             })
         }))
     }
@@ -245,13 +252,7 @@ impl CreditManager {
             let member = validate::text("member_id", member)?;
             let limit = validate::page_limit(limit)?;
             self.read(|tx| {
-                let before_seq = match before {
-                    None => None,
-                    Some(id) => match tx.entry_by_id(id)? {
-                        Some(e) if e.user_id == org => Some(e.seq),
-                        _ => return Err(Error::NotFound(format!("no entry {id} of {org:?}"))),
-                    },
-                };
+                let before_seq = super::accounts::cursor_seq(tx, org, before)?;
                 tx.member_entries(org, member, before_seq, limit)
             })
         })())
@@ -319,9 +320,8 @@ fn check_limit(l: &BudgetLimit) -> Result<()> {
 
 fn member_of(tx: &mut dyn Tx, org: &str, member: &str, now: Timestamp) -> Result<Member> {
     let joined_at = tx
-        .members(org, MAX_MEMBERS_PER_ORG)?
-        .into_iter()
-        .find(|(u, _)| u == member)
+        .membership(member)?
+        .filter(|(o, _)| o == org)
         .map(|(_, t)| t)
         .ok_or_else(|| Error::NotFound(format!("{member:?} is not a member of {org:?}")))?;
     let budget = budget_of(tx, org, "member", member, now)?;
@@ -336,18 +336,37 @@ fn project_of(tx: &mut dyn Tx, org: &str, name: &str, now: Timestamp) -> Result<
     Ok(Some(Project { org_id: org.to_string(), name, created_at, keys, budget }))
 }
 
-/// A budget as it stands at `now` (`sql::budget_remaining` answers what it allows).
+/// `org`'s budgets of `scope` (only `name`'s, when given) as they stand at
+/// `now`, by name (`sql::budget_remaining` answers what each allows): one
+/// statement for a whole listing.
+fn budgets_of(
+    tx: &mut dyn Tx,
+    org: &str,
+    scope: &str,
+    name: Option<&str>,
+    now: Timestamp,
+) -> Result<HashMap<String, Budget>> {
+    let rows = tx.budgets(org, scope, name, now)?;
+    Ok(rows
+        .into_iter()
+        .map(|(b, remaining)| {
+            let resets_at = (b.window != SpendWindow::Lifetime).then(|| b.window.bounds(now).1);
+            let budget = Budget {
+                spent: b.spent_at(now),
+                scope: b.scope,
+                name: b.name.clone(),
+                limit: b.limit,
+                window: b.window,
+                low_threshold: b.low_threshold,
+                remaining,
+                resets_at,
+            };
+            (b.name, budget)
+        })
+        .collect())
+}
+
+/// One budget as it stands at `now`.
 fn budget_of(tx: &mut dyn Tx, org: &str, scope: &str, name: &str, now: Timestamp) -> Result<Option<Budget>> {
-    let Some((b, remaining)) = tx.budget(org, scope, name, now)? else { return Ok(None) };
-    let resets_at = (b.window != SpendWindow::Lifetime).then(|| b.window.bounds(now).1);
-    Ok(Some(Budget {
-        spent: b.spent_at(now),
-        scope: b.scope,
-        name: b.name,
-        limit: b.limit,
-        window: b.window,
-        low_threshold: b.low_threshold,
-        remaining,
-        resets_at,
-    }))
+    Ok(budgets_of(tx, org, scope, Some(name), now)?.remove(name))
 }

@@ -54,7 +54,12 @@ impl dyn Tx + '_ {
     }
 
     pub(crate) fn member_org(&mut self, user: &str) -> Result<Option<String>> {
-        self.first(&S.member_org, &[Text(user)], |r| r.text(0))
+        Ok(self.membership(user)?.map(|(org, _)| org))
+    }
+
+    /// `user`'s organisation and when it joined.
+    pub(crate) fn membership(&mut self, user: &str) -> Result<Option<(String, Timestamp)>> {
+        self.first(&S.member_org, &[Text(user)], |r| Ok((r.text(0)?, Timestamp(r.int(1)?))))
     }
 
     pub(crate) fn member_count(&mut self, org: &str) -> Result<u32> {
@@ -99,14 +104,14 @@ impl dyn Tx + '_ {
     }
 
     /// `org`'s budget of `scope`/`name` and what it still allows at `now`.
-    pub(crate) fn budget(
+    pub(crate) fn budgets(
         &mut self,
         org: &str,
         scope: &str,
-        name: &str,
+        name: Option<&str>,
         now: Timestamp,
-    ) -> Result<Option<(BudgetRow, Credits)>> {
-        self.first(&S.budget, &[Text(org), Text(scope), Text(name), Int(now.0)], |r| {
+    ) -> Result<Vec<(BudgetRow, Credits)>> {
+        self.all(&S.budgets, &[Text(org), Text(scope), OptText(name), Int(now.0)], |r| {
             Ok((rows::budget(r)?, Credits::from_micros(r.int(8)?)))
         })
     }

@@ -481,7 +481,7 @@ statements! {
     users_with_due_grants = "SELECT DISTINCT user_id FROM creditgate_grants \
         WHERE remaining > 0 AND expires_at <= $1::bigint ORDER BY user_id LIMIT $2::bigint";
 
-    member_org = "SELECT org_id FROM creditgate_members WHERE user_id = $1";
+    member_org = "SELECT org_id, joined_at FROM creditgate_members WHERE user_id = $1";
     member_count = "SELECT COUNT(*) FROM creditgate_members WHERE org_id = $1";
     insert_member = "INSERT INTO creditgate_members (user_id, org_id, joined_at) VALUES ($1, $2, $3)";
     delete_member = "DELETE FROM creditgate_members WHERE user_id = $1 AND org_id = $2";
@@ -498,9 +498,11 @@ statements! {
          AND {PAYING} = p.org_id) FROM creditgate_projects p WHERE p.org_id = $1 \
          AND ($2::text IS NULL OR p.name = $2::text) ORDER BY p.name"
     );
-    /// Org $1's budget ($2, $3) and its [`budget_remaining`] at $4.
-    budget = format!(
-        "SELECT {BUDGET_COLS}, {} FROM creditgate_budgets b WHERE org_id = $1 AND scope = $2 AND name = $3",
+    /// Org $1's budgets of scope $2 (only name $3 when not NULL), each with
+    /// its [`budget_remaining`] at $4.
+    budgets = format!(
+        "SELECT {BUDGET_COLS}, {} FROM creditgate_budgets b WHERE org_id = $1 AND scope = $2 \
+         AND ($3::text IS NULL OR name = $3::text)",
         budget_remaining("b", "CASE WHEN b.scope = 'member' THEN bk.user_id = b.name ELSE bk.project = b.name END", "$4::bigint")
     );
     /// The budgets a charge by member $2 (NULL: none) through a key of
