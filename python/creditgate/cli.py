@@ -467,14 +467,18 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_list(args: argparse.Namespace) -> int:
-    keys = open_manager(args).list_api_keys(args.user)
+def print_records(args: argparse.Namespace, records: list[Any], kind: str) -> int:
+    """A list of ledger records: JSON with --json, else a table of `kind`'s fields."""
     if args.json:
-        print(to_json(keys, indent=2))
+        print(to_json(records, indent=2))
         return 0
-    header = FIELDS["ApiKeyInfo"]
-    print_table([[getattr(k, f) for f in header] for k in keys], header)
+    header = FIELDS[kind]
+    print_table([[getattr(r, f) for f in header] for r in records], header)
     return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    return print_records(args, open_manager(args).list_api_keys(args.user), "ApiKeyInfo")
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
@@ -612,13 +616,7 @@ def cmd_members(args: argparse.Namespace) -> int:
 
 
 def cmd_allowances(args: argparse.Namespace) -> int:
-    allowances = open_manager(args).allowances(args.user)
-    if args.json:
-        print(to_json(allowances, indent=2))
-        return 0
-    header = FIELDS["Allowance"]
-    print_table([[getattr(a, f) for f in header] for a in allowances], header)
-    return 0
+    return print_records(args, open_manager(args).allowances(args.user), "Allowance")
 
 
 def entry_detail(e: Any) -> str:
