@@ -139,7 +139,7 @@ fn usage_row(m: &CreditManager, name: &str, secret: &str, user: &str, threads: u
     let before = m.get_balance(user).expect("balance").micros();
     let charged = std::sync::atomic::AtomicI64::new(0);
     let row = timed(name, threads, per, &|t, i| {
-        let usage = Usage { input_tokens: 1_000, output_tokens: 0, model: None };
+        let usage = Usage::new(1_000, 0, None);
         let c = m.record_usage(KeyRef::Secret(secret), usage, Some(&format!("{tag}-{t}-{i}"))).expect("usage");
         assert!(!c.replayed);
         charged.fetch_add(c.charged.micros(), std::sync::atomic::Ordering::Relaxed);
@@ -185,7 +185,7 @@ fn memory_child(url: &str, secret: &str) {
     let m = CreditManager::open(Config::new().database_url(url)).expect("open");
     let one = Credits::from_credits(1).expect("1 credit");
     m.verify_api_key_credits(secret, one).expect("verify");
-    let usage = Usage { input_tokens: 1_000, output_tokens: 0, model: None };
+    let usage = Usage::new(1_000, 0, None);
     m.record_usage(KeyRef::Secret(secret), usage, Some("memory-child")).expect("usage");
     let (serving, _) = rss_kib();
     let audit = m.audit().expect("audit");
@@ -308,7 +308,7 @@ fn main() {
             let (m, secret) = (&m, &secret);
             s.spawn(move || {
                 for i in (t..fill).step_by(32) {
-                    let usage = Usage { input_tokens: 1_000, output_tokens: 0, model: None };
+                    let usage = Usage::new(1_000, 0, None);
                     m.record_usage(KeyRef::Secret(secret), usage, Some(&format!("fill-{i}"))).expect("fill");
                 }
             });

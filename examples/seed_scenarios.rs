@@ -83,7 +83,7 @@ fn scenario_3(m: &CreditManager, user: &str, key: &str) -> Step {
     for (i, tokens) in [1_000_i64, 2_500, 40_000, 150].into_iter().enumerate() {
         let v = m.verify_api_key_credits(key, credits(1)).map_err(fail)?;
         let before = v.available;
-        let usage = Usage { input_tokens: tokens, output_tokens: 0, model: None };
+        let usage = Usage::new(tokens, 0, None);
         let c = m.record_usage(KeyRef::Secret(key), usage, Some(&format!("call-{i}"))).map_err(fail)?;
         println!("   call {}: {tokens:>6} tokens → charged {:>6}, balance {}", i + 1, c.charged, c.balance);
         let expected = Credits::from_micros(tokens * 1000);
@@ -100,7 +100,7 @@ fn scenario_4(m: &CreditManager, user: &str, key: &str) -> Step {
     loop {
         match m.verify_api_key_credits(key, credits(1)) {
             Ok(_) => {
-                let usage = Usage { input_tokens: 900_000, output_tokens: 0, model: None };
+                let usage = Usage::new(900_000, 0, None);
                 let c = m.record_usage(KeyRef::Secret(key), usage, None).map_err(fail)?;
                 calls += 1;
                 println!(
@@ -138,7 +138,7 @@ fn extras(m: &CreditManager, user: &str) -> Step {
     m.add_credits(legacy_user, credits(20), EntryKind::Adjustment, &opts).map_err(fail)?;
     let info = m.import_api_key(legacy_user, Some(legacy_secret), None, Some("v1 key")).map_err(fail)?;
     println!("   import_api_key: key {} legacy={} prefix {:?}", info.key_id, info.legacy, info.prefix);
-    let usage = Usage { input_tokens: 3_000, output_tokens: 0, model: None };
+    let usage = Usage::new(3_000, 0, None);
     let c = m.record_usage(KeyRef::Secret(legacy_secret), usage, None).map_err(fail)?;
     println!("   legacy call: 3000 tokens → charged {}, balance {}", c.charged, c.balance);
     ensure(c.balance == credits(17), || "the legacy key was not charged".into())?;

@@ -5,6 +5,7 @@
 //! in-process and transactional, on SQLite (default) or PostgreSQL.
 //! The contract is `docs/reference.md`; [`CreditManager`] is the facade.
 
+mod analytics;
 mod config;
 mod error;
 mod events;
@@ -15,10 +16,14 @@ mod manager;
 mod metrics;
 mod money;
 mod organisations;
+mod pricing;
 mod store;
 mod types;
 mod validate;
 
+pub use analytics::{
+    Statement, StatementLine, UsageGroup, UsageQuery, UsageRow, price_json, usage_rows_csv, usage_rows_json,
+};
 pub use config::{Config, CurrencyRate, Synchronous, TestClock, redact_url};
 pub use error::{Error, ErrorCode, LimitSource, Result};
 pub use events::{Event, EventKind, HOST_EVENT_KINDS};
@@ -36,10 +41,11 @@ pub use manager::{CreditManager, EntryOptions, HoldAmount, KeyRef, Settlement, U
 pub use metrics::{Counter, CounterSample, ERRORS_HELP, ERRORS_NAME, HistogramSample, MetricsSnapshot};
 pub use money::Credits;
 pub use organisations::{Allowance, AllowanceSpec, Budget, BudgetLimit, BudgetScope, Member, MemberUsage, Project};
+pub use pricing::{ModelPrice, PriceVersion};
 pub use types::{
     Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, ExpirySweep, Grant, GrantCategory,
-    GrantId, GrantOptions, Hold, HoldId, HoldStatus, KeyEligibility, KeyId, ModelPrice, NewApiKey, Report,
-    SchemaStatus, SpendWindow, Timestamp, UsageCharge, Verification,
+    GrantId, GrantOptions, Hold, HoldId, HoldStatus, KeyEligibility, KeyId, NewApiKey, Report, SchemaStatus,
+    SpendWindow, Timestamp, UsageCharge, Verification,
 };
 
 // The Rust code blocks of the documentation run as doctests (`cargo test

@@ -99,6 +99,10 @@ pub const MAX_MEMBERS_PER_ORG: u32 = 10_000;
 pub const MAX_PROJECTS_PER_ORG: u32 = 1_000;
 /// Most allowances (not removed) one account may have.
 pub const MAX_ALLOWANCES_PER_ACCOUNT: u32 = 100;
+/// The most rows one usage summary or statement returns.
+pub const MAX_SUMMARY_ROWS: u32 = 100_000;
+/// The most versions one model's price keeps.
+pub const MAX_PRICE_VERSIONS: u32 = 1_000;
 /// The largest tokens-per-minute limit of a key.
 pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
 

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::keys::ApiKeySecret;
 use crate::money::Credits;
+pub use crate::pricing::ModelPrice;
 use std::collections::BTreeMap;
 use std::fmt;
 use uuid::Uuid;
@@ -215,6 +216,12 @@ pub struct Entry {
     /// The organisation project of the key that spent this entry, at the
     /// charge (project budgets count by it).
     pub project: Option<String>,
+    /// Of `input_tokens`, those read from and written to the provider's cache.
+    pub cached_input_tokens: Option<i64>,
+    pub cache_write_tokens: Option<i64>,
+    /// The rates a usage entry's tokens were charged at (`audit` recomputes
+    /// the charge from them); None for charges of a given amount.
+    pub price: Option<ModelPrice>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -628,13 +635,6 @@ impl SchemaStatus {
     pub fn newer_than_library(&self) -> bool {
         self.database_version > self.library_version
     }
-}
-
-/// A model's usage price in credits per 1,000 tokens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ModelPrice {
-    pub input_per_1k: Credits,
-    pub output_per_1k: Credits,
 }
 
 /// Test helper: "YYYY-MM-DDTHH:MM" (more is ignored) in UTC.

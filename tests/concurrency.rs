@@ -73,7 +73,7 @@ impl Tally {
 /// Tokens of a shared request id: a function of the id, so every worker
 /// that reports it sends the same usage (a replay, not a conflict).
 fn shared_usage(id: u64) -> Usage<'static> {
-    Usage { input_tokens: 700 + (id % 13) as i64 * 97, output_tokens: (id % 5) as i64 * 131, model: None }
+    Usage::new(700 + (id % 13) as i64 * 97, (id % 5) as i64 * 131, None)
 }
 
 /// One worker's share of the hammering: strict deducts of 1–7 credits and
@@ -105,11 +105,7 @@ fn hammer(m: &CreditManager, user: &str, key: &str, worker: u64, ops: u64) -> Ta
             }
             0 | 1 => {
                 let c = m
-                    .record_usage(
-                        KeyRef::Secret(key),
-                        Usage { input_tokens: (x % 3000) as i64, output_tokens: 0, model: None },
-                        None,
-                    )
+                    .record_usage(KeyRef::Secret(key), Usage::new((x % 3000) as i64, 0, None), None)
                     .expect("usage is never refused");
                 t.charges += 1;
                 t.charged_micros += c.charged.micros();
@@ -536,7 +532,7 @@ fn near_zero_thread(m: &CreditManager, race_key: &str, zero_key: &str, id: u64) 
                 let c = m
                     .record_usage(
                         KeyRef::Secret(zero_key),
-                        Usage { input_tokens: tokens, output_tokens: 0, model: None },
+                        Usage::new(tokens, 0, None),
                         Some(&format!("usage-{id}-{i}")),
                     )
                     .expect("usage is never refused");

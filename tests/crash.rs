@@ -183,16 +183,10 @@ fn crash_child() {
                 balance = e.balance_after.micros();
                 (e.id.to_string(), e.amount.micros())
             }),
-            Op::Usage => m
-                .record_usage(
-                    KeyRef::Secret(secret),
-                    Usage { input_tokens: param, output_tokens: 0, model: None },
-                    Some(&id),
-                )
-                .map(|c| {
-                    balance = c.balance.micros();
-                    (c.entry_id.to_string(), -c.charged.micros())
-                }),
+            Op::Usage => m.record_usage(KeyRef::Secret(secret), Usage::new(param, 0, None), Some(&id)).map(|c| {
+                balance = c.balance.micros();
+                (c.entry_id.to_string(), -c.charged.micros())
+            }),
             Op::Deduct => {
                 let amount = Credits::from_credits(param).expect("small amount");
                 m.deduct_credits(USER, amount, &with_key(&id)).map(|e| {
@@ -603,11 +597,7 @@ fn check_after_kill(
         let replay = match call.op {
             Op::Pay => m.record_payment(USER, &call.id, call.param, "usd").map(|e| (e.id, e.replayed)),
             Op::Usage => m
-                .record_usage(
-                    KeyRef::Secret(secret),
-                    Usage { input_tokens: call.param, output_tokens: 0, model: None },
-                    Some(&call.id),
-                )
+                .record_usage(KeyRef::Secret(secret), Usage::new(call.param, 0, None), Some(&call.id))
                 .map(|c| (c.entry_id, c.replayed)),
             Op::Deduct => m
                 .deduct_credits(USER, Credits::from_credits(call.param).unwrap(), &with_key(&call.id))

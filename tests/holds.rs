@@ -24,7 +24,7 @@ fn a_usage_hold_quotes_input_and_output_at_their_own_rates() {
     grant(&m, "u", credits(6_000));
     let (key, _) = key_for(&m, "u");
     // 1,500 in at 1/1k + 101 out at 20/1k = 1.5 + 2.02 = 3.52 credits.
-    let usage = Usage { input_tokens: 1_500, output_tokens: 101, model: Some("dear") };
+    let usage = Usage::new(1_500, 101, Some("dear"));
     let h = m.reserve(&key, HoldAmount::Usage(usage), 60, None).unwrap();
     assert_eq!(h.amount, micros(3_520_000));
     assert_eq!(h.status, HoldStatus::Active);
@@ -32,13 +32,13 @@ fn a_usage_hold_quotes_input_and_output_at_their_own_rates() {
     let c = m.settle(h.hold_id, Settlement::Tokens(usage)).unwrap();
     assert_eq!(c.charged, h.amount);
     // Rounded up once, to the micro-credit; never below one micro-credit.
-    let odd = Usage { input_tokens: 1, output_tokens: 1, model: Some("dear") };
+    let odd = Usage::new(1, 1, Some("dear"));
     assert_eq!(m.reserve(&key, HoldAmount::Usage(odd), 60, None).unwrap().amount, micros(21_000));
     m.set_model_price("free", Credits::ZERO, Credits::ZERO).unwrap();
-    let free = Usage { input_tokens: 10, output_tokens: 10, model: Some("free") };
+    let free = Usage::new(10, 10, Some("free"));
     assert_eq!(m.reserve(&key, HoldAmount::Usage(free), 60, None).unwrap().amount, micros(1));
     // Bad counts are refused like a charge's.
-    let neg = Usage { input_tokens: 1, output_tokens: -1, model: None };
+    let neg = Usage::new(1, -1, None);
     assert_eq!(err_code(m.reserve(&key, HoldAmount::Usage(neg), 60, None)), ErrorCode::InvalidArgument);
     assert_audit_ok(&m);
 }
@@ -52,7 +52,7 @@ fn a_balance_that_covers_only_the_input_priced_worst_case_is_refused() {
     // Spend down to 4 credits: enough for 4,000 input-priced tokens, not for
     // 100 prompt + 1,000 completion tokens at 20/1k.
     m.deduct_credits("u", credits(4_996), &common::NO_OPTS).unwrap();
-    let worst = Usage { input_tokens: 100, output_tokens: 1_000, model: Some("dear") };
+    let worst = Usage::new(100, 1_000, Some("dear"));
     assert!(m.reserve(&key, HoldAmount::Tokens { tokens: 1_100, model: Some("dear") }, 60, None).is_ok());
     let e = m.reserve(&key, HoldAmount::Usage(worst), 60, None).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InsufficientCredits, "{e}");

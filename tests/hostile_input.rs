@@ -664,7 +664,7 @@ fn bad_input_matrix_every_method_rejects_with_the_documented_code_and_changes_no
         x.expect(&w("import_api_key(secret_sha256)"), inv, m.import_api_key("alice", None, Some(s), None));
         x.expect(&w("revoke_api_key(user)"), inv, m.revoke_api_key(k.key_id, Some(s)));
         x.expect(&w("list_api_keys(user)"), inv, m.list_api_keys(s));
-        let u = Usage { input_tokens: 1, output_tokens: 0, model: Some(s) };
+        let u = Usage::new(1, 0, Some(s));
         x.expect(&w("record_usage(model)"), inv, m.record_usage(KeyRef::Secret(&key), u, None));
         x.expect(&w("record_usage(request_id)"), inv, m.record_usage(KeyRef::Secret(&key), common::tokens(1), Some(s)));
         let ht = HoldAmount::Tokens { tokens: 1, model: Some(s) };
@@ -791,8 +791,8 @@ fn bad_input_matrix_every_method_rejects_with_the_documented_code_and_changes_no
     // ----- tokens, ttl, page limits, metadata ---------------------------------
     for t in bad_tokens() {
         let w = |f: &str| format!("{f} with {t} tokens");
-        let u_in = Usage { input_tokens: t, output_tokens: 0, model: None };
-        let u_out = Usage { input_tokens: 0, output_tokens: t, model: None };
+        let u_in = Usage::new(t, 0, None);
+        let u_out = Usage::new(0, t, None);
         x.expect(&w("record_usage(input)"), inv, m.record_usage(KeyRef::Secret(&key), u_in, None));
         x.expect(&w("record_usage(output)"), inv, m.record_usage(KeyRef::Secret(&key), u_out, None));
         x.expect(&w("record_usage(by id)"), inv, m.record_usage(KeyRef::Id(k.key_id), u_in, None));
@@ -930,7 +930,7 @@ fn the_largest_amount_is_accepted_everywhere_and_one_more_is_not() {
     assert_eq!(err_code(m.deduct_credits("u", over, &NO_OPTS)), ErrorCode::InvalidArgument);
     // A usage whose price exceeds the largest amount is refused, not wrapped:
     // 10^9 tokens at 10^12 credits per 1k.
-    let u = Usage { input_tokens: MAX_TOKENS_PER_CALL, output_tokens: 0, model: Some("max") };
+    let u = Usage::new(MAX_TOKENS_PER_CALL, 0, Some("max"));
     assert_eq!(err_code(m.record_usage(KeyRef::Secret(&key), u, None)), ErrorCode::InvalidArgument);
     assert_eq!(
         err_code(m.reserve(&key, HoldAmount::Tokens { tokens: MAX_TOKENS_PER_CALL, model: Some("max") }, 60, None)),

@@ -341,7 +341,7 @@ impl Harness {
                 let k = model.keys[user][key % model.keys[user].len()].clone();
                 let model_name = mi.map(|i| MODEL_NAMES[i].to_string());
                 let request = request.map(|r| format!("r{r}"));
-                let usage = Usage { input_tokens: input, output_tokens: output, model: model_name.as_deref() };
+                let usage = Usage::new(input, output, model_name.as_deref());
                 let amount = charge(input.max(0), output, model_name.as_deref());
                 let r = m.record_usage(KeyRef::Secret(&k.secret), usage, request.as_deref());
                 let valid = input >= 0;
@@ -360,7 +360,7 @@ impl Harness {
                     SettleSpec::Tokens(i, o, mi) => {
                         let name = mi.map(|i| MODEL_NAMES[i].to_string()).or_else(|| h.model.clone());
                         let amount = charge(i, o, name.as_deref());
-                        let u = Usage { input_tokens: i, output_tokens: o, model: mi.map(|i| MODEL_NAMES[i]) };
+                        let u = Usage::new(i, o, mi.map(|i| MODEL_NAMES[i]));
                         (Settlement::Tokens(u), Some(i), Some(o), name, amount)
                     }
                 };
@@ -863,7 +863,7 @@ mod grants_model {
                     }
                 }
                 Op::Use { user, tokens } => {
-                    let usage = Usage { input_tokens: tokens, output_tokens: 0, model: None };
+                    let usage = Usage::new(tokens, 0, None);
                     let r = self.m.record_usage(KeyRef::Secret(&self.keys[user]), usage, None);
                     prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
                     self.model.expire(user);
@@ -1251,7 +1251,7 @@ mod orgs_model {
                         let s = self.m.settle(h.hold_id, Settlement::Credits(Credits::from_micros(micros)));
                         prop_assert!(s.is_ok(), "{:?}: {:?}", op, s);
                     } else {
-                        let usage = Usage { input_tokens: credits * 1_000, output_tokens: 0, model: None };
+                        let usage = Usage::new(credits * 1_000, 0, None);
                         let r = self.m.record_usage(KeyRef::Secret(&secret), usage, None);
                         prop_assert!(r.is_ok_and(|c| c.charged.micros() == micros), "{:?}", op);
                     }

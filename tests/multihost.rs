@@ -297,7 +297,7 @@ fn hammer(m: &CreditManager, secret: &str, w: usize, th: usize) -> BTreeMap<&'st
                     Err(e) => panic!("deduct: {e}"),
                 },
                 1 => {
-                    let usage = Usage { input_tokens: 1000, output_tokens: 500, model: None };
+                    let usage = Usage::new(1000, 500, None);
                     let ch = m.record_usage(key, usage, Some(&format!("own-{w}-{th}-{r}"))).expect("usage");
                     assert!(!ch.replayed);
                     inc("usage_ok");
@@ -306,7 +306,7 @@ fn hammer(m: &CreditManager, secret: &str, w: usize, th: usize) -> BTreeMap<&'st
                     }
                 }
                 2 => {
-                    let usage = Usage { input_tokens: 1000, output_tokens: 0, model: None };
+                    let usage = Usage::new(1000, 0, None);
                     let ch = m.record_usage(key, usage, Some(&format!("common-{th}-{r}"))).expect("shared usage");
                     inc(if ch.replayed { "common_replayed" } else { "common_fresh" });
                 }
@@ -326,7 +326,7 @@ fn hammer(m: &CreditManager, secret: &str, w: usize, th: usize) -> BTreeMap<&'st
                     match m.reserve(secret, HoldAmount::Credits(credits(HOLD)), 60, Some(&rid)) {
                         Ok(h) => {
                             inc("hold_ok");
-                            let usage = Usage { input_tokens: 500, output_tokens: 0, model: None };
+                            let usage = Usage::new(500, 0, None);
                             let ch = m.settle(h.hold_id, Settlement::Tokens(usage)).expect("settle");
                             assert!(!ch.replayed);
                             inc("settle_ok");

@@ -984,7 +984,7 @@ fn holds_expire_after_their_ttl_and_still_settle() {
 #[test]
 fn a_fallback_record_usage_cannot_charge_a_hold_twice() {
     let (m, _db, key) = hold_setup(Config::new(), credits(100));
-    let usage = Usage { input_tokens: 3000, output_tokens: 1000, model: None };
+    let usage = Usage::new(3000, 1000, None);
 
     // Settled first, then the fallback path reports the same request.
     let h = m.reserve(&key, HoldAmount::Credits(credits(10)), 600, Some("req-a")).unwrap();
@@ -1467,6 +1467,7 @@ fn a_version_1_database_is_upgraded_in_place() {
     grant(&m, "u", credits(5));
     drop(m);
     // Put the file back to schema v1: its indexes, and only version 1 recorded.
+    common::raw_sql(&url, common::UNDO_V9);
     common::raw_sql(&url, common::UNDO_V8);
     common::raw_sql(&url, common::UNDO_V8_GRANTS);
     let c = rusqlite::Connection::open(path).unwrap();
@@ -1494,7 +1495,15 @@ fn a_version_1_database_is_upgraded_in_place() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(names, ["creditgate_entries_member", "creditgate_entries_purchases", "creditgate_entries_reversals"]);
+    assert_eq!(
+        names,
+        [
+            "creditgate_entries_member",
+            "creditgate_entries_purchases",
+            "creditgate_entries_reversals",
+            "creditgate_entries_time"
+        ]
+    );
     let version: i64 = c.query_row("SELECT MAX(version) FROM creditgate_schema_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, common::latest_schema_version());
     assert_audit_ok(&m);

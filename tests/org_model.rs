@@ -148,7 +148,7 @@ impl Harness {
                 self.allowances += usize::from(ok);
             }
             Op::Use { m, tokens } => {
-                let usage = Usage { input_tokens: tokens, output_tokens: 0, model: None };
+                let usage = Usage::new(tokens, 0, None);
                 let charge = self.m.record_usage(KeyRef::Secret(&self.keys[m].0), usage, None).unwrap();
                 prop_assert_eq!(charge.user_id.as_str(), self.paying(m), "paying account");
                 let e = &self.m.transactions(self.paying(m), 1, None).unwrap()[0];

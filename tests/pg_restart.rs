@@ -51,7 +51,7 @@ struct Call {
 }
 
 fn usage(tokens: i64) -> Usage<'static> {
-    Usage { input_tokens: tokens, output_tokens: 0, model: None }
+    Usage::new(tokens, 0, None)
 }
 
 fn postmaster_start_time() -> String {

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 
 impl CreditManager {
     /// Checks `balance == sum(amount)`, gap-free seqs and the
-    /// `balance_after` chain for every account, the grants, and that each
+    /// `balance_after` chain for every account, the grants, that each
     /// payment's reversals net of reinstatements stay within what it paid,
-    /// on one snapshot. Never modifies data.
+    /// and that every usage charge is its tokens at the rates its entry
+    /// recorded (`usage_charge`), on one snapshot. Never modifies data.
     pub fn audit(&self) -> Result<AuditReport> {
         self.track(self.read(audit_all))
     }
@@ -172,6 +173,18 @@ fn audit_all(tx: &mut dyn Tx) -> Result<AuditReport> {
     for (u, problem, detail) in tx.payment_problems()? {
         mismatches.push(AuditMismatch { user_id: u, problem, detail });
     }
+    // Usage: each charge is its tokens at the rates it recorded.
+    tx.scan_priced_usage(&mut |u, seq, amount, tokens, price| match price.charge(tokens) {
+        Ok(c) if c.micros() == -amount.micros() => {}
+        found => {
+            let expected = found.map_or_else(|e| e.to_string(), |c| format!("{} micros", c.micros()));
+            let detail = format!(
+                "usage entry seq {seq} charged {} micros, its tokens and rates make {expected}",
+                -amount.micros()
+            );
+            mismatches.push(mismatch(u, "usage_charge", detail));
+        }
+    })?;
     let accounts_checked = accounts.len() as u64;
     Ok(AuditReport { ok: mismatches.is_empty(), accounts_checked, entries_checked, mismatches })
 }

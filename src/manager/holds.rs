@@ -3,11 +3,12 @@
 
 use super::CreditManager;
 use super::rate::{counted_request, rate_window};
-use super::usage::{Charge, Usage, price_tokens};
+use super::usage::{Charge, Usage};
 use super::verify::{short, verification};
 use crate::error::{Error, Result};
 use crate::metrics::Counter;
 use crate::money::Credits;
+use crate::pricing::Tokens;
 use crate::store::{HoldRow, HoldStatus, KeyRow, Tx};
 use crate::types::*;
 use crate::validate;
@@ -23,9 +24,10 @@ pub enum HoldAmount<'a> {
         tokens: i64,
         model: Option<&'a str>,
     },
-    /// A call's worst case, quoted exactly as its charge will be: input
-    /// tokens at the model's input rate plus output tokens (e.g. the
-    /// request's `max_tokens`) at its output rate, rounded up once.
+    /// A call's worst case: the prompt (`input_tokens`) at the highest of
+    /// the model's input, cache-read and cache-write rates plus output
+    /// tokens (e.g. the request's `max_tokens`) at its output rate, rounded
+    /// up once, plus the request fee. The cache counts are not read.
     Usage(Usage<'a>),
 }
 
@@ -57,7 +59,7 @@ impl CreditManager {
                 tx.ensure_account(user, now)?;
                 self.settle_account(tx, now, user, k.scope())?;
                 let expired = tx.expire_holds(user, now)?;
-                let (held_amount, model) = self.quote(tx, amount)?;
+                let (held_amount, model) = self.quote(tx, amount, now)?;
                 if let Some(rid) = request_id
                     && let Some(h) = tx.hold_by_request(user, rid)?
                 {
@@ -72,6 +74,7 @@ impl CreditManager {
                     request_id: request_id.map(str::to_string),
                     status: HoldStatus::Active,
                     expires_at: Timestamp(now.0 + ttl_seconds * 1_000_000),
+                    created_at: now,
                 };
                 self.place_hold(tx, now, &k, &row, rate)?;
                 Ok((hold_of(row, false), expired))
@@ -128,14 +131,15 @@ impl CreditManager {
         Ok(())
     }
 
-    /// What a hold holds, and the model it prices (see [`hold_price`]).
-    fn quote(&self, tx: &mut dyn Tx, amount: HoldAmount<'_>) -> Result<(Credits, Option<String>)> {
+    /// What a hold holds, and the model it prices (see [`hold_price`]), at
+    /// the prices in effect at `now`.
+    fn quote(&self, tx: &mut dyn Tx, amount: HoldAmount<'_>, now: Timestamp) -> Result<(Credits, Option<String>)> {
         let usage = match amount {
             HoldAmount::Credits(c) => return Ok((c, None)),
-            HoldAmount::Tokens { tokens, model } => Usage { input_tokens: tokens, output_tokens: 0, model },
+            HoldAmount::Tokens { tokens, model } => Usage::new(tokens, 0, model),
             HoldAmount::Usage(u) => u,
         };
-        let price = self.price_of(tx, usage.model)?;
+        let price = self.price_of(tx, usage.model, now)?;
         Ok((hold_price(usage, price)?, usage.model.map(str::to_string)))
     }
 
@@ -162,8 +166,10 @@ impl CreditManager {
                 let project = key.as_ref().filter(|k| k.paying() == h.user_id).and_then(|k| k.project.as_deref());
                 let model = settlement_model(settlement, h.model.as_deref());
                 // A credit settlement is priced already: no price lookup.
+                // Tokens are priced as the hold was quoted: at the version
+                // in effect when it was reserved.
                 let price = match settlement {
-                    Settlement::Tokens(_) => self.price_of(tx, model.as_deref())?,
+                    Settlement::Tokens(_) => self.price_of(tx, model.as_deref(), h.created_at)?,
                     Settlement::Credits(_) => self.default_price(),
                 };
                 let plan = plan_settlement(settlement, price)?;
@@ -172,8 +178,7 @@ impl CreditManager {
                     member: owner.filter(|o| *o != h.user_id),
                     project,
                     key_id: h.api_key_id,
-                    input_tokens: plan.input_tokens,
-                    output_tokens: plan.output_tokens,
+                    priced: plan.tokens.map(|t| (t, price)),
                     model,
                     amount: plan.amount,
                     request_id: Some(h.request_id.clone().unwrap_or_else(|| h.id.to_string())),
@@ -255,11 +260,11 @@ fn replayed_hold(h: HoldRow, request_id: &str, asked: Credits) -> Result<Hold> {
     )))
 }
 
-/// What a hold of `usage` at `price` holds: the same formula as the charge
-/// the settlement will make (so a hold of a call's worst case covers it), and
-/// at least one micro-credit. Pure.
+/// What a hold of `usage` at `price` holds: its worst case
+/// ([`ModelPrice::worst_case`], so it covers the settlement however much of
+/// the prompt the cache serves), and at least one micro-credit. Pure.
 pub(super) fn hold_price(usage: Usage, price: ModelPrice) -> Result<Credits> {
-    Ok(price_tokens(usage.input_tokens, usage.output_tokens, price)?.max(Credits::from_micros(1)))
+    Ok(price.worst_case(usage.input_tokens, usage.output_tokens)?.max(Credits::from_micros(1)))
 }
 
 /// The model a settlement's charge records: a token settlement's own, else
@@ -277,19 +282,15 @@ pub(super) fn settlement_model(s: Settlement, hold_model: Option<&str>) -> Optio
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct SettlePlan {
     pub(super) amount: Credits,
-    pub(super) input_tokens: Option<i64>,
-    pub(super) output_tokens: Option<i64>,
+    /// The tokens charged; None for a settlement of credits.
+    pub(super) tokens: Option<Tokens>,
 }
 
 /// Plans a settlement's charge. Pure: `price` is looked up by the caller.
 pub(super) fn plan_settlement(s: Settlement, price: ModelPrice) -> Result<SettlePlan> {
     Ok(match s {
-        Settlement::Credits(amount) => SettlePlan { amount, input_tokens: None, output_tokens: None },
-        Settlement::Tokens(u) => SettlePlan {
-            amount: price_tokens(u.input_tokens, u.output_tokens, price)?,
-            input_tokens: Some(u.input_tokens),
-            output_tokens: Some(u.output_tokens),
-        },
+        Settlement::Credits(amount) => SettlePlan { amount, tokens: None },
+        Settlement::Tokens(u) => SettlePlan { amount: price.charge(u.tokens())?, tokens: Some(u.tokens()) },
     })
 }
 
@@ -299,11 +300,11 @@ mod tests {
     use crate::error::ErrorCode;
 
     fn price(input: i64, output: i64) -> ModelPrice {
-        ModelPrice { input_per_1k: Credits::from_micros(input), output_per_1k: Credits::from_micros(output) }
+        ModelPrice::per_1k(Credits::from_micros(input), Credits::from_micros(output))
     }
 
     fn usage(input_tokens: i64, output_tokens: i64) -> Usage<'static> {
-        Usage { input_tokens, output_tokens, model: None }
+        Usage::new(input_tokens, output_tokens, None)
     }
 
     #[test]
@@ -321,12 +322,9 @@ mod tests {
     #[test]
     fn settlements_charge_credits_as_given_and_tokens_by_the_formula() {
         let c = plan_settlement(Settlement::Credits(Credits::from_micros(42)), price(1, 1)).unwrap();
-        assert_eq!(c, SettlePlan { amount: Credits::from_micros(42), input_tokens: None, output_tokens: None });
+        assert_eq!(c, SettlePlan { amount: Credits::from_micros(42), tokens: None });
         let t = plan_settlement(Settlement::Tokens(usage(1500, 10)), price(2000, 1000)).unwrap();
-        assert_eq!(
-            t,
-            SettlePlan { amount: Credits::from_micros(3010), input_tokens: Some(1500), output_tokens: Some(10) }
-        );
+        assert_eq!(t, SettlePlan { amount: Credits::from_micros(3010), tokens: Some(usage(1500, 10).tokens()) });
         // Zero tokens settle for nothing (unlike a hold).
         assert_eq!(plan_settlement(Settlement::Tokens(usage(0, 0)), price(5, 5)).unwrap().amount, Credits::ZERO);
     }

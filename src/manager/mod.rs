@@ -11,6 +11,7 @@
 
 mod accounts;
 mod allowances;
+mod analytics;
 mod api_keys;
 mod audit;
 mod credits;

@@ -50,6 +50,10 @@ pub(super) struct Draft<'a> {
     pub(super) member: Option<String>,
     /// The project of the key that spent it.
     pub(super) project: Option<String>,
+    pub(super) cached_input_tokens: Option<i64>,
+    pub(super) cache_write_tokens: Option<i64>,
+    /// The rates a usage charge was priced at.
+    pub(super) price: Option<ModelPrice>,
 }
 
 impl<'a> Draft<'a> {
@@ -73,6 +77,9 @@ impl<'a> Draft<'a> {
             lots: Lots::Auto,
             member: None,
             project: None,
+            cached_input_tokens: None,
+            cache_write_tokens: None,
+            price: None,
         }
     }
 
@@ -155,6 +162,9 @@ impl CreditManager {
             replayed: false,
             member_id: d.member,
             project: d.project,
+            cached_input_tokens: d.cached_input_tokens,
+            cache_write_tokens: d.cache_write_tokens,
+            price: d.price,
         };
         let global = if d.global_key { entry.idempotency_key.as_deref() } else { None };
         if entry.kind == EntryKind::Purchase && !tx.has_purchase(d.user)? {

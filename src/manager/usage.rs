@@ -6,7 +6,8 @@ use super::rate::rate_window;
 use super::{CreditManager, conflict, replayed};
 use crate::error::{Error, Result};
 use crate::metrics::Counter;
-use crate::money::{Credits, MAX_AMOUNT_MICROS};
+use crate::money::Credits;
+use crate::pricing::{PriceVersion, Tokens};
 use crate::store::{Scope, Tx};
 use crate::types::*;
 use crate::validate;
@@ -31,11 +32,33 @@ impl std::fmt::Debug for KeyRef<'_> {
 }
 
 /// Token counts of one call. `model: None` uses the default price.
+/// `input_tokens` is the whole prompt, the cache's reads and writes
+/// included (as OpenAI's `prompt_tokens`; docs/pricing.md).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Usage<'a> {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub model: Option<&'a str>,
+    /// Of `input_tokens`, those read from the provider's cache.
+    pub cached_input_tokens: i64,
+    /// Of `input_tokens`, those written to the provider's cache.
+    pub cache_write_tokens: i64,
+}
+
+impl<'a> Usage<'a> {
+    /// `input_tokens` and `output_tokens` of `model`, none of them cached.
+    pub fn new(input_tokens: i64, output_tokens: i64, model: Option<&'a str>) -> Usage<'a> {
+        Usage { input_tokens, output_tokens, model, ..Usage::default() }
+    }
+
+    pub(crate) fn tokens(&self) -> Tokens {
+        Tokens {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            cached: self.cached_input_tokens,
+            cache_write: self.cache_write_tokens,
+        }
+    }
 }
 
 /// A usage charge, planned before it is applied.
@@ -47,40 +70,31 @@ pub(super) struct Charge<'a> {
     /// The project of the key, when the paying organisation owns it.
     pub(super) project: Option<&'a str>,
     pub(super) key_id: KeyId,
-    pub(super) input_tokens: Option<i64>,
-    pub(super) output_tokens: Option<i64>,
+    /// The tokens and the rates they were priced at; None for a charge of
+    /// a given amount.
+    pub(super) priced: Option<(Tokens, ModelPrice)>,
     pub(super) model: Option<String>,
     pub(super) amount: Credits,
     pub(super) request_id: Option<String>,
 }
 
-/// charge = ceil((in × in_price + out × out_price) / 1000) micro-credits.
-pub(super) fn price_tokens(input: i64, output: i64, p: ModelPrice) -> Result<Credits> {
-    let total = i128::from(input) * i128::from(p.input_per_1k.micros())
-        + i128::from(output) * i128::from(p.output_per_1k.micros());
-    let micros = (total + 999) / 1000;
-    if micros > i128::from(MAX_AMOUNT_MICROS) {
-        return Err(Error::invalid(format!("usage of {input} + {output} tokens costs more than the largest amount")));
-    }
-    Ok(Credits::from_micros(micros as i64))
-}
-
 impl CreditManager {
+    /// The price of a model without a price version, and of `model: None`.
     pub(super) fn default_price(&self) -> ModelPrice {
         let p = self.inner.config.credits_per_1k_tokens;
-        ModelPrice { input_per_1k: p, output_per_1k: p }
+        ModelPrice::per_1k(p, p)
     }
 
-    pub(super) fn price_of(&self, tx: &mut dyn Tx, model: Option<&str>) -> Result<ModelPrice> {
+    /// The price of `model` in effect at `at`.
+    pub(super) fn price_of(&self, tx: &mut dyn Tx, model: Option<&str>, at: Timestamp) -> Result<ModelPrice> {
         match model {
-            Some(m) => Ok(tx.price(m)?.unwrap_or_else(|| self.default_price())),
+            Some(m) => Ok(tx.price(m, at)?.unwrap_or_else(|| self.default_price())),
             None => Ok(self.default_price()),
         }
     }
 
     pub(super) fn check_usage(u: &Usage) -> Result<()> {
-        validate::tokens("input_tokens", u.input_tokens)?;
-        validate::tokens("output_tokens", u.output_tokens)?;
+        u.tokens().validate()?;
         validate::opt_text("model", u.model)?;
         Ok(())
     }
@@ -102,16 +116,15 @@ impl CreditManager {
             self.write_on(Some(std::hash::Hasher::finish(&h)), |tx| {
                 let now = tx.now()?;
                 let k = self.key_ref(tx, key)?;
-                let price = self.price_of(tx, usage.model)?;
+                let price = self.price_of(tx, usage.model, now)?;
                 let charge = Charge {
                     user: k.paying(),
                     member: k.member(),
                     project: k.project.as_deref(),
                     key_id: k.id,
-                    input_tokens: Some(usage.input_tokens),
-                    output_tokens: Some(usage.output_tokens),
+                    priced: Some((usage.tokens(), price)),
                     model: usage.model.map(str::to_string),
-                    amount: price_tokens(usage.input_tokens, usage.output_tokens, price)?,
+                    amount: price.charge(usage.tokens())?,
                     request_id: request_id.map(str::to_string),
                 };
                 self.charge(tx, now, charge, rate)
@@ -129,22 +142,31 @@ impl CreditManager {
         if let Some(k) = &key
             && let Some(e) = tx.lock_and_entry_by_key(c.user, k, scope)?
         {
+            // A replay returns the first charge, at the rates it was priced
+            // at then, whatever the price is now.
+            let tokens = c.priced.map(|(t, _)| t);
             let same = e.kind == EntryKind::Usage
-                && e.input_tokens == c.input_tokens
-                && e.output_tokens == c.output_tokens
                 && e.model == c.model
-                && (c.input_tokens.is_some() || e.amount == c.amount.checked_neg()?);
+                && match tokens {
+                    Some(t) => entry_tokens(&e) == Some(t),
+                    None => e.input_tokens.is_none() && e.amount == c.amount.checked_neg()?,
+                };
             return if same { Ok(replayed(e)) } else { Err(conflict(k, &e)) };
         }
         let mut d = Draft::new(c.user, EntryKind::Usage, c.amount.checked_neg()?);
         d.key = key;
         d.api_key_id = Some(c.key_id);
-        d.input_tokens = c.input_tokens;
-        d.output_tokens = c.output_tokens;
+        if let Some((t, price)) = c.priced {
+            d.input_tokens = Some(t.input);
+            d.output_tokens = Some(t.output);
+            d.cached_input_tokens = Some(t.cached);
+            d.cache_write_tokens = Some(t.cache_write);
+            d.price = Some(price);
+        }
         d.model = c.model;
         d.member = c.member.map(str::to_string);
         d.project = c.project.map(str::to_string);
-        let tokens = c.input_tokens.unwrap_or(0).saturating_add(c.output_tokens.unwrap_or(0));
+        let tokens = c.priced.map_or(0, |(t, _)| t.input.saturating_add(t.output));
         let entry = self.append(tx, now, d)?;
         // Read after `append` locked the account: a cap or budget set
         // concurrently either is seen here or (waiting for this commit)
@@ -197,21 +219,75 @@ impl CreditManager {
         })
     }
 
+    /// Sets `model`'s input and output prices from now on: no cache
+    /// prices, no request fee ([`set_model_pricing`](Self::set_model_pricing)
+    /// sets every component).
     pub fn set_model_price(&self, model: &str, input_per_1k: Credits, output_per_1k: Credits) -> Result<()> {
+        self.set_model_pricing(model, ModelPrice::per_1k(input_per_1k, output_per_1k), None).map(|_| ())
+    }
+
+    /// Adds a version of `model`'s price, in effect from `effective_at`
+    /// (None: now) until its next version; the history stays. A time before
+    /// now is refused: charges already made keep their rates, and holds
+    /// already placed settle at their reserve's. The same `effective_at`
+    /// again replaces that (future) version.
+    pub fn set_model_pricing(
+        &self,
+        model: &str,
+        price: ModelPrice,
+        effective_at: Option<Timestamp>,
+    ) -> Result<PriceVersion> {
         self.track((|| {
             let model = validate::text("model", model)?;
-            let price = ModelPrice {
-                input_per_1k: input_per_1k.validate_threshold("input_per_1k")?,
-                output_per_1k: output_per_1k.validate_threshold("output_per_1k")?,
-            };
+            let price = price.validate()?;
             self.write(|tx| {
                 let now = tx.now()?;
-                tx.set_price(model, price, now)
+                let effective_at = effective_at.unwrap_or(now);
+                if effective_at < now {
+                    return Err(Error::invalid(format!(
+                        "effective_at {} is in the past (now is {}): a price takes effect now or later",
+                        effective_at.to_rfc3339(),
+                        now.to_rfc3339()
+                    )));
+                }
+                let v = PriceVersion { model: model.to_string(), price, effective_at, set_at: now };
+                tx.set_price(&v)?;
+                Ok(v)
             })
         })())
     }
 
+    /// The prices in effect now, by model.
     pub fn list_model_prices(&self) -> Result<BTreeMap<String, ModelPrice>> {
-        self.track(self.read(|tx| tx.prices()).map(|v| v.into_iter().collect()))
+        self.track(self.read(|tx| {
+            let now = tx.now()?;
+            let mut current = BTreeMap::new();
+            // Oldest first: the last version in effect by now wins.
+            for v in tx.price_history(None)? {
+                if v.effective_at <= now {
+                    current.insert(v.model, v.price);
+                }
+            }
+            Ok(current)
+        }))
     }
+
+    /// Every version of `model`'s price (every model's when None), by model
+    /// and then oldest first, the scheduled ones included.
+    pub fn model_price_history(&self, model: Option<&str>) -> Result<Vec<PriceVersion>> {
+        self.track((|| {
+            let model = validate::opt_text("model", model)?;
+            self.read(|tx| tx.price_history(model))
+        })())
+    }
+}
+
+/// A usage entry's token counts, as its charge read them (None without).
+pub(super) fn entry_tokens(e: &Entry) -> Option<Tokens> {
+    Some(Tokens {
+        input: e.input_tokens?,
+        output: e.output_tokens?,
+        cached: e.cached_input_tokens.unwrap_or(0),
+        cache_write: e.cache_write_tokens.unwrap_or(0),
+    })
 }

@@ -11,6 +11,7 @@ mod orgs;
 mod pool;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+mod pricing;
 mod rows;
 mod schema;
 pub(crate) mod sql;
@@ -130,6 +131,8 @@ pub(crate) struct HoldRow {
     pub request_id: Option<String>,
     pub status: HoldStatus,
     pub expires_at: Timestamp,
+    /// When it was reserved: its settlement is priced at this instant.
+    pub created_at: Timestamp,
 }
 
 /// A balance move as the conditional update saw it: the account row's
@@ -409,9 +412,8 @@ pub(crate) trait Tx {
     fn set_hold_status(&mut self, id: HoldId, from: HoldStatus, to: HoldStatus, entry: Option<EntryId>)
     -> Result<bool>;
 
-    fn price(&mut self, model: &str) -> Result<Option<ModelPrice>>;
-    fn set_price(&mut self, model: &str, price: ModelPrice, now: Timestamp) -> Result<()>;
-    fn prices(&mut self) -> Result<Vec<(String, ModelPrice)>>;
+    /// Model `model`'s price version in effect at `at`.
+    fn price(&mut self, model: &str, at: Timestamp) -> Result<Option<ModelPrice>>;
 
     /// Every account as (user, balance, last_seq), ordered by user.
     fn scan_accounts(&mut self, f: &mut dyn FnMut(&str, i64, i64)) -> Result<()>;

@@ -19,7 +19,12 @@ fn clamp(v: i128) -> i64 {
 }
 
 impl dyn Tx + '_ {
-    fn all<T>(&mut self, sql: &Sql, p: &[Param], f: impl Fn(&dyn rows::Columns) -> Result<T>) -> Result<Vec<T>> {
+    pub(super) fn all<T>(
+        &mut self,
+        sql: &Sql,
+        p: &[Param],
+        f: impl Fn(&dyn rows::Columns) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         self.query_rows(sql, p, &mut |r| {
             out.push(f(r)?);
@@ -28,12 +33,17 @@ impl dyn Tx + '_ {
         Ok(out)
     }
 
-    fn first<T>(&mut self, sql: &Sql, p: &[Param], f: impl Fn(&dyn rows::Columns) -> Result<T>) -> Result<Option<T>> {
+    pub(super) fn first<T>(
+        &mut self,
+        sql: &Sql,
+        p: &[Param],
+        f: impl Fn(&dyn rows::Columns) -> Result<T>,
+    ) -> Result<Option<T>> {
         Ok(self.all(sql, p, f)?.into_iter().next())
     }
 
     /// The first column of the first row, an integer (0 without a row).
-    fn int(&mut self, sql: &Sql, p: &[Param]) -> Result<i64> {
+    pub(super) fn int(&mut self, sql: &Sql, p: &[Param]) -> Result<i64> {
         Ok(self.first(sql, p, |r| r.int(0))?.unwrap_or(0))
     }
 
@@ -49,7 +59,7 @@ impl dyn Tx + '_ {
         Ok(Credits::from_micros(clamp(total)))
     }
 
-    fn count(&mut self, sql: &Sql, p: &[Param]) -> Result<u32> {
+    pub(super) fn count(&mut self, sql: &Sql, p: &[Param]) -> Result<u32> {
         Ok(u32::try_from(self.int(sql, p)?).unwrap_or(u32::MAX))
     }
 

@@ -6,6 +6,7 @@ use super::{AccountRow, BudgetRow, HoldRow, HoldStatus, KeyRow, KeyStanding, Rat
 use crate::error::{Error, Result};
 use crate::money::Credits;
 use crate::organisations::Allowance;
+use crate::pricing::PriceVersion;
 use crate::store::sql::KEY_COL_COUNT;
 use crate::types::{
     Entry, EntryId, EntryKind, Grant, GrantCategory, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp,
@@ -60,6 +61,13 @@ pub(crate) fn entry<R: Columns + ?Sized>(r: &R) -> Result<Entry> {
         replayed: false,
         member_id: r.opt_text(16)?,
         project: r.opt_text(17)?,
+        cached_input_tokens: r.opt_int(18)?,
+        cache_write_tokens: r.opt_int(19)?,
+        // The rates are written together, or not at all (`insert_entry`).
+        price: match r.opt_int(20)? {
+            None => None,
+            Some(_) => Some(price(r, 20)?),
+        },
     })
 }
 
@@ -128,6 +136,7 @@ pub(crate) fn hold<R: Columns + ?Sized>(r: &R) -> Result<HoldRow> {
         request_id: r.opt_text(5)?,
         status: HoldStatus::parse(&r.text(6)?).map_err(|e| corrupt("hold status", e))?,
         expires_at: Timestamp(r.int(7)?),
+        created_at: Timestamp(r.int(8)?),
     })
 }
 
@@ -191,10 +200,26 @@ pub(crate) fn account<R: Columns + ?Sized>(r: &R) -> Result<AccountRow> {
 }
 
 /// A model price from (input_per_1k, output_per_1k) at column `first`.
+/// A price from `PRICE_COLS` starting at column `first`.
 pub(crate) fn price<R: Columns + ?Sized>(r: &R, first: usize) -> Result<ModelPrice> {
+    let credits = |i| r.int(i).map(Credits::from_micros);
+    let opt = |i| r.opt_int(i).map(|v| v.map(Credits::from_micros));
     Ok(ModelPrice {
-        input_per_1k: Credits::from_micros(r.int(first)?),
-        output_per_1k: Credits::from_micros(r.int(first + 1)?),
+        input_per_1k: credits(first)?,
+        output_per_1k: credits(first + 1)?,
+        cached_input_per_1k: opt(first + 2)?,
+        cache_write_per_1k: opt(first + 3)?,
+        request_fee: credits(first + 4)?,
+    })
+}
+
+/// A price version from `model, effective_at, set_at, PRICE_COLS`.
+pub(crate) fn price_version<R: Columns + ?Sized>(r: &R) -> Result<PriceVersion> {
+    Ok(PriceVersion {
+        model: r.text(0)?,
+        effective_at: Timestamp(r.int(1)?),
+        set_at: Timestamp(r.int(2)?),
+        price: price(r, 3)?,
     })
 }
 

@@ -35,6 +35,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(6, "006_grants"),
     migration!(7, "007_rate_limits"),
     migration!(8, "008_organisations"),
+    migration!(9, "009_pricing"),
 ];
 
 /// The newest schema version this library knows.

@@ -26,6 +26,7 @@
 //! | `live_grants`' `LIMIT` | – | SQLite's planner weighs a bound `LIMIT`, so rebinding one re-parses: SQLite writes the limit into the text, PostgreSQL binds it |
 //! | schema bookkeeping, `NOW`, the verify cache's `fresh_until` | – | the catalogs and the clocks are the backends' own; `fresh_until` serves SQLite's verify cache only |
 
+use crate::limits::MAX_SUMMARY_ROWS;
 use std::sync::LazyLock;
 
 /// One statement, in both dialects.
@@ -192,6 +193,20 @@ pub(crate) fn budget_remaining(b: &str, keys: &str, now: &str) -> String {
 const SCOPED_TO: &str = "(member_id = $2::text OR api_key_id = $3::uuid \
      OR api_key_id IN (SELECT id FROM creditgate_api_keys WHERE user_id = $2::text))";
 
+/// The exact sum of an i64 expression as two BIGINT columns, its high and
+/// low 32 bits summed apart (the store adds them in i128): SQLite's `SUM`
+/// fails past the i64 range, and two sums of 32-bit halves cannot reach it
+/// below 2^31 rows. The one form of every analytics sum of amounts.
+pub(crate) fn split_sum(expr: &str) -> String {
+    format!("COALESCE(SUM(({expr}) >> 32), 0)::bigint, COALESCE(SUM(({expr}) & 4294967295), 0)::bigint")
+}
+
+/// A group's count of entries and token sums (tokens are at most 10^9 per
+/// entry, so a BIGINT sum holds 9 × 10^9 entries).
+pub(crate) const USAGE_SUMS: &str = "COUNT(*), COALESCE(SUM(e.input_tokens), 0)::bigint, \
+     COALESCE(SUM(e.output_tokens), 0)::bigint, COALESCE(SUM(e.cached_tokens), 0)::bigint, \
+     COALESCE(SUM(e.cache_write_tokens), 0)::bigint";
+
 /// The account a key's charges move: its owner's organisation when the
 /// owner is a member of one (`m`, joined by [`KEY_FROM`]), else the owner.
 pub(crate) const PAYING: &str = "COALESCE(m.org_id, k.user_id)";
@@ -199,9 +214,10 @@ pub(crate) const PAYING: &str = "COALESCE(m.org_id, k.user_id)";
 // ----- column lists (one per row type; `rows.rs` maps them) ----------------
 
 pub(crate) const ENTRY_COLS: &str = "id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, \
-     api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at, member_id, project";
+     api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at, member_id, project, \
+     cached_tokens, cache_write_tokens, input_rate, output_rate, cached_rate, cache_write_rate, request_fee";
 /// How many columns [`ENTRY_COLS`] has.
-pub(crate) const ENTRY_COL_COUNT: usize = 18;
+pub(crate) const ENTRY_COL_COUNT: usize = 25;
 /// Columns of `KEY_FROM`: the key, its spend counter, its owner's
 /// organisation and its project.
 pub(crate) const KEY_COLS: &str = "k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, \
@@ -212,7 +228,9 @@ pub(crate) const KEY_COL_COUNT: usize = 17;
 /// Keys with their spend counter and their owner's membership.
 pub(crate) const KEY_FROM: &str = "creditgate_api_keys k LEFT JOIN creditgate_key_spend s ON s.api_key_id = k.id \
      LEFT JOIN creditgate_members m ON m.user_id = k.user_id";
-pub(crate) const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at";
+pub(crate) const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at, created_at";
+/// A price version's rates (`rows::price`).
+pub(crate) const PRICE_COLS: &str = "input_per_1k, output_per_1k, cached_input_per_1k, cache_write_per_1k, request_fee";
 pub(crate) const GRANT_COLS: &str = "id, user_id, entry_id, category, priority, amount, remaining, expires_at, \
      created_at, payment_id, member_id, api_key_id, allowance_id";
 pub(crate) const ACCOUNT_COLS: &str = "balance, first_key_issued, created_at, min_balance, refill_at";
@@ -365,8 +383,10 @@ statements! {
     balance_and_seq = "SELECT balance, last_seq FROM creditgate_accounts WHERE user_id = $1";
     insert_entry = "INSERT INTO creditgate_entries (id, seq, user_id, kind, amount, balance_after, idempotency_key, \
         global_key, reference, api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, \
-        created_at, member_id, project) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+        created_at, member_id, project, cached_tokens, cache_write_tokens, input_rate, output_rate, cached_rate, \
+        cache_write_rate, request_fee) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+        $23, $24, $25, $26)";
     entry_by_key = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE user_id = $1 AND idempotency_key = $2");
     entry_by_global_key = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE global_key = $1");
     entry_by_id = format!("SELECT {ENTRY_COLS} FROM creditgate_entries WHERE id = $1");
@@ -428,11 +448,50 @@ statements! {
     set_hold_status = "UPDATE creditgate_holds SET status = $3, entry_id = COALESCE($4::uuid, entry_id) \
         WHERE id = $1 AND status = $2";
 
-    price = "SELECT input_per_1k, output_per_1k FROM creditgate_model_prices WHERE model = $1";
-    set_price = "INSERT INTO creditgate_model_prices (model, input_per_1k, output_per_1k, updated_at) \
-        VALUES ($1, $2, $3, $4) ON CONFLICT (model) DO UPDATE SET input_per_1k = EXCLUDED.input_per_1k, \
-        output_per_1k = EXCLUDED.output_per_1k, updated_at = EXCLUDED.updated_at";
-    prices = "SELECT model, input_per_1k, output_per_1k FROM creditgate_model_prices ORDER BY model";
+    /// Model $1's price version in effect at $2.
+    price = format!(
+        "SELECT {PRICE_COLS} FROM creditgate_prices WHERE model = $1 AND effective_at <= $2 \
+         ORDER BY effective_at DESC LIMIT 1"
+    );
+    set_price = "INSERT INTO creditgate_prices (model, effective_at, input_per_1k, output_per_1k, cached_input_per_1k, \
+        cache_write_per_1k, request_fee, set_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        ON CONFLICT (model, effective_at) DO UPDATE SET input_per_1k = EXCLUDED.input_per_1k, \
+        output_per_1k = EXCLUDED.output_per_1k, cached_input_per_1k = EXCLUDED.cached_input_per_1k, \
+        cache_write_per_1k = EXCLUDED.cache_write_per_1k, request_fee = EXCLUDED.request_fee, set_at = EXCLUDED.set_at";
+    /// Every version of model $1 (every model when NULL), oldest first.
+    price_history = format!(
+        "SELECT model, effective_at, set_at, {PRICE_COLS} FROM creditgate_prices \
+         WHERE $1::text IS NULL OR model = $1 ORDER BY model, effective_at"
+    );
+
+    price_versions = "SELECT COUNT(*) FROM creditgate_prices WHERE model = $1";
+    /// Every usage entry charged at recorded rates, for the audit to
+    /// recompute ([`entry_tokens`] order, then [`PRICE_COLS`]).
+    priced_usage = format!(
+        "SELECT user_id, seq, amount, input_tokens, output_tokens, cached_tokens, cache_write_tokens, \
+         input_rate, output_rate, cached_rate, cache_write_rate, request_fee \
+         FROM creditgate_entries WHERE kind = 'usage' AND input_rate IS NOT NULL"
+    );
+    /// Account $1's balance, and the sums of its entries created at or
+    /// after $2 and at or after $3 ([`split_sum`]): a statement's opening
+    /// and closing balances, from one snapshot.
+    statement_edges = format!(
+        "SELECT COALESCE((SELECT a.balance FROM creditgate_accounts a WHERE a.user_id = $1), 0), {}, {} \
+         FROM creditgate_entries e WHERE e.user_id = $1 AND e.created_at >= $2",
+        split_sum("e.amount"),
+        split_sum("CASE WHEN e.created_at >= $3 THEN e.amount ELSE 0 END")
+    );
+    /// Account $1's entries created in [$2, $3), by kind, and for usage by
+    /// model and rates.
+    statement_lines = format!(
+        "SELECT e.kind, CASE WHEN e.kind = 'usage' THEN e.model END AS line_model, \
+         e.input_rate, e.output_rate, e.cached_rate, e.cache_write_rate, e.request_fee, {USAGE_SUMS}, {} \
+         FROM creditgate_entries e WHERE e.user_id = $1 AND e.created_at >= $2 AND e.created_at < $3 \
+         GROUP BY e.kind, line_model, e.input_rate, e.output_rate, e.cached_rate, e.cache_write_rate, e.request_fee \
+         LIMIT {}",
+        split_sum("e.amount"),
+        MAX_SUMMARY_ROWS + 1
+    );
 
     scan_accounts = "SELECT user_id, balance, last_seq FROM creditgate_accounts ORDER BY user_id";
     scan_entries = "SELECT user_id, seq, amount, balance_after FROM creditgate_entries ORDER BY user_id, seq";

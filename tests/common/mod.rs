@@ -110,11 +110,11 @@ pub fn grant(m: &CreditManager, user: &str, amount: Credits) {
 }
 
 pub fn tokens(input: i64) -> Usage<'static> {
-    Usage { input_tokens: input, output_tokens: 0, model: None }
+    Usage::new(input, 0, None)
 }
 
 pub fn io_tokens(input: i64, output: i64, model: Option<&str>) -> Usage<'_> {
-    Usage { input_tokens: input, output_tokens: output, model }
+    Usage::new(input, output, model)
 }
 
 /// Asserts the audit is clean and returns how many entries it checked.
@@ -210,6 +210,18 @@ pub fn child_output(child: std::process::Child) -> String {
 /// Runs `statements` on the test database with the backend's own client,
 /// bypassing the library: an old version's writes, a hand edit, a
 /// corruption the library must notice.
+/// SQL that takes a ledger's schema back from version 9 to 8 (both
+/// backends): the prices table of version 8, empty.
+pub const UNDO_V9: &str = "CREATE TABLE creditgate_model_prices (model TEXT PRIMARY KEY, \
+    input_per_1k BIGINT NOT NULL, output_per_1k BIGINT NOT NULL, updated_at BIGINT NOT NULL); \
+    DROP TABLE creditgate_prices; DROP INDEX creditgate_entries_time; \
+    ALTER TABLE creditgate_entries DROP COLUMN cached_tokens; \
+    ALTER TABLE creditgate_entries DROP COLUMN cache_write_tokens; \
+    ALTER TABLE creditgate_entries DROP COLUMN input_rate; ALTER TABLE creditgate_entries DROP COLUMN output_rate; \
+    ALTER TABLE creditgate_entries DROP COLUMN cached_rate; \
+    ALTER TABLE creditgate_entries DROP COLUMN cache_write_rate; \
+    ALTER TABLE creditgate_entries DROP COLUMN request_fee; \
+    DELETE FROM creditgate_schema_version WHERE version = 9;";
 /// SQL that takes a ledger's schema back from version 8 to 7 (both
 /// backends), leaving the grants table's own columns to the caller
 /// (`UNDO_V8_GRANTS`): for upgrade tests.

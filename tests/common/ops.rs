@@ -66,7 +66,7 @@ impl Op {
         let opts = EntryOptions { idempotency_key: Some(&key), reference: None, metadata: None };
         match self.kind {
             Kind::Usage => {
-                let usage = Usage { input_tokens: self.n, output_tokens: 0, model: None };
+                let usage = Usage::new(self.n, 0, None);
                 m.record_usage(KeyRef::Secret(secret), usage, Some(&self.id))
                     .map(|c| (c.entry_id.to_string(), c.replayed))
             }

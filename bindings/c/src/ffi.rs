@@ -151,7 +151,7 @@ pub(crate) unsafe fn opt_usage<'a>(p: *const cg_usage, _name: &str) -> Result<Op
     let Some(u) = (unsafe { p.as_ref() }) else { return Ok(None) };
     // SAFETY: NULL or NUL-terminated (caller's contract).
     let model = unsafe { opt_text(u.model, "model") }?;
-    Ok(Some(Usage { input_tokens: u.input_tokens, output_tokens: u.output_tokens, model }))
+    Ok(Some(Usage::new(u.input_tokens, u.output_tokens, model)))
 }
 
 /// Values an out-pointer is set to before the call does anything, so that

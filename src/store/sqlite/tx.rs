@@ -242,6 +242,13 @@ impl Tx for SqliteTx<'_> {
                 e.created_at.0,
                 e.member_id,
                 e.project,
+                e.cached_input_tokens,
+                e.cache_write_tokens,
+                e.price.map(|p| p.input_per_1k.micros()),
+                e.price.map(|p| p.output_per_1k.micros()),
+                e.price.and_then(|p| p.cached_input_per_1k.map(Credits::micros)),
+                e.price.and_then(|p| p.cache_write_per_1k.map(Credits::micros)),
+                e.price.map(|p| p.request_fee.micros()),
             ],
         )?;
         Ok(())
@@ -452,17 +459,8 @@ impl Tx for SqliteTx<'_> {
         Ok(self.exec(&S.set_hold_status, p)? == 1)
     }
 
-    fn price(&mut self, model: &str) -> Result<Option<ModelPrice>> {
-        self.one(&S.price, [model], |r| rows::price(r, 0))
-    }
-
-    fn set_price(&mut self, model: &str, p: ModelPrice, now: Timestamp) -> Result<()> {
-        self.exec(&S.set_price, params![model, p.input_per_1k.micros(), p.output_per_1k.micros(), now.0])?;
-        Ok(())
-    }
-
-    fn prices(&mut self) -> Result<Vec<(String, ModelPrice)>> {
-        self.all(S.prices.sqlite(), [], |r| Ok((r.text(0)?, rows::price(r, 1)?)))
+    fn price(&mut self, model: &str, at: Timestamp) -> Result<Option<ModelPrice>> {
+        self.one(&S.price, params![model, at.0], |r| rows::price(r, 0))
     }
 
     fn scan_accounts(&mut self, f: &mut dyn FnMut(&str, i64, i64)) -> Result<()> {

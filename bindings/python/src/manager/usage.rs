@@ -41,7 +41,7 @@ impl LocalCreditManager {
                     (None, Some(id)) => KeyRef::Id(id),
                     (None, None) => unreachable!("checked above"),
                 };
-                let usage = Usage { input_tokens, output_tokens, model: model.as_deref() };
+                let usage = Usage::new(input_tokens, output_tokens, model.as_deref());
                 m.record_usage(key, usage, request_id.as_deref())
             })?;
             UsageCharge::new(py, charge)
@@ -96,7 +96,7 @@ impl LocalCreditManager {
                 let amount = match credits {
                     Some(c) => HoldAmount::Credits(c),
                     None if only_tokens => HoldAmount::Tokens { tokens: input_tokens, model },
-                    None => HoldAmount::Usage(Usage { input_tokens, output_tokens, model }),
+                    None => HoldAmount::Usage(Usage::new(input_tokens, output_tokens, model)),
                 };
                 m.reserve(&api_key, amount, ttl_seconds, request_id.as_deref())
             })?;
@@ -134,7 +134,7 @@ impl LocalCreditManager {
                     Some(c) => Settlement::Credits(c),
                     None => {
                         let (input_tokens, output_tokens) = counts;
-                        Settlement::Tokens(Usage { input_tokens, output_tokens, model: model.as_deref() })
+                        Settlement::Tokens(Usage::new(input_tokens, output_tokens, model.as_deref()))
                     }
                 };
                 m.settle(hold_id, settlement)
