@@ -58,3 +58,11 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/quickstart-rust.md")]
 struct QuickstartRustDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/pricing.md")]
+struct PricingDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/analytics.md")]
+struct AnalyticsDoctests;
