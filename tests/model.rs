@@ -8,8 +8,8 @@ mod common;
 
 use common::credits;
 use creditgate::{
-    Config, CreditManager, Credits, EntryKind, EntryOptions, ErrorCode, HoldAmount, HoldId, KeyRef, Settlement,
-    Synchronous, Usage,
+    Config, CreditManager, Credits, EntryKind, EntryOptions, ErrorCode, HoldAmount, HoldId, KeyRef, ModelPrice,
+    Settlement, Synchronous, Usage,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -19,9 +19,15 @@ const MIN_FIRST_KEY_CREDITS: i64 = 50;
 const MAX_KEYS: usize = 3;
 const MAX_HOLDS: usize = 4;
 const MICROS: i64 = 1_000_000;
-/// Models with a price: (name, input micro-credits per 1k, output per 1k).
-const PRICED: [(&str, i64, i64); 2] = [("m1", 1_234_567, 7), ("m2", 0, 0)];
-const MODEL_NAMES: [&str; 3] = ["m1", "m2", "unpriced"];
+/// Models with a price: (name, micro-credits per 1k of input, output, cache
+/// reads, cache writes; the request fee), cache prices None: the input's.
+type Priced = (&'static str, i64, i64, Option<i64>, Option<i64>, i64);
+const PRICED: [Priced; 3] = [
+    ("m1", 1_234_567, 7, None, None, 0),
+    ("m2", 0, 0, None, None, 0),
+    ("m3", 1_000_000, 3_000_000, Some(100_000), Some(1_250_000), 7),
+];
+const MODEL_NAMES: [&str; 4] = ["m1", "m2", "m3", "unpriced"];
 const ADD_KINDS: [EntryKind; 4] = [EntryKind::Grant, EntryKind::Purchase, EntryKind::Refund, EntryKind::Adjustment];
 
 #[derive(Clone, Debug)]
@@ -209,15 +215,42 @@ impl Model {
     }
 }
 
-fn price(model: Option<&str>) -> (i64, i64) {
-    model.and_then(|m| PRICED.iter().find(|p| p.0 == m)).map_or((MICROS, MICROS), |p| (p.1, p.2))
+/// (input, output, cache read, cache write, fee) of a model.
+fn price(model: Option<&str>) -> (i64, i64, i64, i64, i64) {
+    model
+        .and_then(|m| PRICED.iter().find(|p| p.0 == m))
+        .map_or((MICROS, MICROS, MICROS, MICROS, 0), |p| (p.1, p.2, p.3.unwrap_or(p.1), p.4.unwrap_or(p.1), p.5))
 }
 
-/// ceil((in × in_price + out × out_price) / 1000), one ceil at the end.
+/// The part of a prompt of `input` tokens the cache served (read, written):
+/// a function of the prompt, so a replay reports the same counts.
+fn cache_split(input: i64) -> (i64, i64) {
+    (input.max(0) / 3, input.max(0) / 7)
+}
+
+/// ceil((uncached × in + read × cached + written × write + out × out) /
+/// 1000), one ceil at the end, plus the fee.
 fn charge(input: i64, output: i64, model: Option<&str>) -> i64 {
-    let (pi, po) = price(model);
-    let total = i128::from(input) * i128::from(pi) + i128::from(output) * i128::from(po);
-    ((total + 999) / 1000) as i64
+    let (pi, po, pc, pw, fee) = price(model);
+    let (c, w) = cache_split(input);
+    let total = i128::from(input - c - w) * i128::from(pi)
+        + i128::from(c) * i128::from(pc)
+        + i128::from(w) * i128::from(pw)
+        + i128::from(output) * i128::from(po);
+    ((total + 999) / 1000) as i64 + fee
+}
+
+/// A hold's quote of a prompt of `input` tokens: at its dearest rate.
+fn worst_case(input: i64, model: Option<&str>) -> i64 {
+    let (pi, _, pc, pw, fee) = price(model);
+    let total = i128::from(input) * i128::from(pi.max(pc).max(pw));
+    ((total + 999) / 1000) as i64 + fee
+}
+
+/// A usage with the cache counts of [`cache_split`].
+fn usage(input: i64, output: i64, model: Option<&str>) -> Usage<'_> {
+    let (cached_input_tokens, cache_write_tokens) = cache_split(input);
+    Usage { cached_input_tokens, cache_write_tokens, ..Usage::new(input, output, model) }
 }
 
 fn opts(key: &Option<String>) -> EntryOptions<'_> {
@@ -258,8 +291,15 @@ impl Harness {
             // broken invariant fails at the step that broke it.
             .check_invariants(true);
         let (m, guard) = common::manager_with(config);
-        for (name, input, output) in PRICED {
-            m.set_model_price(name, Credits::from_micros(input), Credits::from_micros(output)).unwrap();
+        for (name, input, output, cached, write, fee) in PRICED {
+            let price = ModelPrice {
+                input_per_1k: Credits::from_micros(input),
+                output_per_1k: Credits::from_micros(output),
+                cached_input_per_1k: cached.map(Credits::from_micros),
+                cache_write_per_1k: write.map(Credits::from_micros),
+                request_fee: Credits::from_micros(fee),
+            };
+            m.set_model_pricing(name, price, None).unwrap();
         }
         let mut model = Model::default();
         for (u, user) in USERS.iter().enumerate() {
@@ -341,7 +381,7 @@ impl Harness {
                 let k = model.keys[user][key % model.keys[user].len()].clone();
                 let model_name = mi.map(|i| MODEL_NAMES[i].to_string());
                 let request = request.map(|r| format!("r{r}"));
-                let usage = Usage::new(input, output, model_name.as_deref());
+                let usage = usage(input, output, model_name.as_deref());
                 let amount = charge(input.max(0), output, model_name.as_deref());
                 let r = m.record_usage(KeyRef::Secret(&k.secret), usage, request.as_deref());
                 let valid = input >= 0;
@@ -360,7 +400,7 @@ impl Harness {
                     SettleSpec::Tokens(i, o, mi) => {
                         let name = mi.map(|i| MODEL_NAMES[i].to_string()).or_else(|| h.model.clone());
                         let amount = charge(i, o, name.as_deref());
-                        let u = Usage::new(i, o, mi.map(|i| MODEL_NAMES[i]));
+                        let u = usage(i, o, mi.map(|i| MODEL_NAMES[i]));
                         (Settlement::Tokens(u), Some(i), Some(o), name, amount)
                     }
                 };
@@ -500,7 +540,7 @@ impl Harness {
             HoldSpec::Micros(c) => (c, None, c > 0),
             HoldSpec::Tokens(t, mi) => {
                 let name = mi.map(|i| MODEL_NAMES[i].to_string());
-                (charge(t, 0, name.as_deref()).max(1), name, true)
+                (worst_case(t, name.as_deref()).max(1), name, true)
             }
         };
         let existing = request

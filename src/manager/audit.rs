@@ -52,6 +52,7 @@ impl CreditManager {
                 mismatches.push(AuditMismatch { user_id: u, problem, detail });
             }
         }
+        usage_mismatches(tx, Some(user), &mut mismatches)?;
         if mismatches.is_empty() {
             return Ok(());
         }
@@ -173,20 +174,29 @@ fn audit_all(tx: &mut dyn Tx) -> Result<AuditReport> {
     for (u, problem, detail) in tx.payment_problems()? {
         mismatches.push(AuditMismatch { user_id: u, problem, detail });
     }
-    // Usage: each charge is its tokens at the rates it recorded.
-    tx.scan_priced_usage(&mut |u, seq, amount, tokens, price| match price.charge(tokens) {
-        Ok(c) if c.micros() == -amount.micros() => {}
-        found => {
-            let expected = found.map_or_else(|e| e.to_string(), |c| format!("{} micros", c.micros()));
-            let detail = format!(
-                "usage entry seq {seq} charged {} micros, its tokens and rates make {expected}",
-                -amount.micros()
-            );
-            mismatches.push(mismatch(u, "usage_charge", detail));
-        }
-    })?;
+    usage_mismatches(tx, None, &mut mismatches)?;
     let accounts_checked = accounts.len() as u64;
     Ok(AuditReport { ok: mismatches.is_empty(), accounts_checked, entries_checked, mismatches })
+}
+
+/// Usage: each charge (of `only`, else every account) is its tokens at the
+/// rates its entry recorded.
+fn usage_mismatches(tx: &mut dyn Tx, only: Option<&str>, out: &mut Vec<AuditMismatch>) -> Result<()> {
+    tx.scan_priced_usage(&mut |u, seq, amount, tokens, price| {
+        if only.is_some_and(|o| o != u) {
+            return;
+        }
+        match price.charge(tokens) {
+            Ok(c) if c.micros() == -amount.micros() => {}
+            found => {
+                let expected = found.map_or_else(|e| e.to_string(), |c| format!("{} micros", c.micros()));
+                let charged = -amount.micros();
+                let detail =
+                    format!("usage entry seq {seq} charged {charged} micros, its tokens and rates make {expected}");
+                out.push(mismatch(u, "usage_charge", detail));
+            }
+        }
+    })
 }
 
 /// One account's entries walked in seq order: their running sum and the last seq.
