@@ -148,9 +148,13 @@ pub struct Statement {
 }
 
 impl Statement {
-    /// The sum of the lines' amounts.
+    /// The sum of the lines' amounts (summed in i128: only the total must
+    /// fit).
     pub fn movements(&self) -> Result<Credits> {
-        self.lines.iter().try_fold(Credits::ZERO, |sum, l| sum.checked_add(l.amount))
+        let sum: i128 = self.lines.iter().map(|l| i128::from(l.amount.micros())).sum();
+        i64::try_from(sum)
+            .map(Credits::from_micros)
+            .map_err(|_| Error::invalid(format!("the movements of {:?} exceed the largest amount", self.user_id)))
     }
 
     pub fn to_json(&self) -> String {
@@ -245,14 +249,15 @@ pub fn price_json(p: &ModelPrice) -> Value {
     })
 }
 
-/// Usage rows as a JSON array; only the grouped fields are present.
-pub fn usage_rows_json(rows: &[UsageRow]) -> String {
+/// Usage rows as a JSON array: the fields of `group_by` (null where a row's
+/// group has none, e.g. calls without a model), then the counts.
+pub fn usage_rows_json(group_by: &[UsageGroup], rows: &[UsageRow]) -> String {
     let rows: Vec<Value> = rows
         .iter()
         .map(|r| {
             let mut o = serde_json::Map::new();
-            for (name, value) in group_cells(r) {
-                o.insert(name.into(), value.map_or(Value::Null, Value::String));
+            for g in group_by {
+                o.insert(g.as_str().into(), group_cell(r, *g).map_or(Value::Null, Value::String));
             }
             o.insert("requests".into(), r.requests.into());
             o.insert("input_tokens".into(), r.input_tokens.into());
@@ -274,12 +279,8 @@ pub fn usage_rows_csv(group_by: &[UsageGroup], rows: &[UsageRow]) -> String {
     let header = group_by.iter().map(|g| g.as_str()).chain(counts);
     let _ = w.write_record(header);
     for r in rows {
-        let cells = group_cells(r);
-        let mut out: Vec<String> = group_by
-            .iter()
-            .map(|g| cells.iter().find(|(n, _)| *n == g.as_str()).and_then(|(_, v)| v.as_deref()).map(cell))
-            .map(Option::unwrap_or_default)
-            .collect();
+        let mut out: Vec<String> =
+            group_by.iter().map(|g| group_cell(r, *g).as_deref().map(cell).unwrap_or_default()).collect();
         out.extend([
             r.requests.to_string(),
             r.input_tokens.to_string(),
@@ -293,25 +294,15 @@ pub fn usage_rows_csv(group_by: &[UsageGroup], rows: &[UsageRow]) -> String {
     finish(w)
 }
 
-/// The set group fields of a row, by group name.
-fn group_cells(r: &UsageRow) -> Vec<(&'static str, Option<String>)> {
-    let mut out = Vec::new();
-    if let Some(d) = r.day {
-        out.push(("day", Some(d.to_rfc3339()[..10].to_string())));
+/// A row's value of group `g` as text (the day as `YYYY-MM-DD`).
+fn group_cell(r: &UsageRow, g: UsageGroup) -> Option<String> {
+    match g {
+        UsageGroup::Day => r.day.map(|d| d.to_rfc3339()[..10].to_string()),
+        UsageGroup::Model => r.model.clone(),
+        UsageGroup::Key => r.api_key_id.map(|k| k.to_string()),
+        UsageGroup::Member => r.member_id.clone(),
+        UsageGroup::Project => r.project.clone(),
     }
-    if r.model.is_some() {
-        out.push(("model", r.model.clone()));
-    }
-    if let Some(k) = r.api_key_id {
-        out.push(("key", Some(k.to_string())));
-    }
-    if r.member_id.is_some() {
-        out.push(("member", r.member_id.clone()));
-    }
-    if r.project.is_some() {
-        out.push(("project", r.project.clone()));
-    }
-    out
 }
 
 /// A text cell a spreadsheet will not run: one starting with `=`, `+`, `-`,
@@ -380,8 +371,10 @@ mod tests {
             "model,requests,input_tokens,output_tokens,cached_input_tokens,cache_write_tokens,credits\n\
              \"a,\"\"b\"\"\",2,3,4,1,0,1.5\n"
         );
-        let json: Value = serde_json::from_str(&usage_rows_json(&[row])).unwrap();
+        let json: Value =
+            serde_json::from_str(&usage_rows_json(&[UsageGroup::Model, UsageGroup::Member], &[row])).unwrap();
         assert_eq!(json[0]["model"], "a,\"b\"");
+        assert_eq!(json[0]["member"], Value::Null, "a grouped field without a value is null, not absent");
         assert_eq!(json[0]["credits_micros"], 1_500_000);
         assert!(json[0].get("day").is_none());
     }

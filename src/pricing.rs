@@ -105,7 +105,9 @@ impl ModelPrice {
         .map(|&(n, rate)| n * i128::from(rate.micros()))
         .sum::<i128>();
         let micros = (total + 999).div_euclid(1000) + i128::from(self.request_fee.micros());
-        if micros > i128::from(MAX_AMOUNT_MICROS) {
+        // Below zero only from counts no caller can pass (the audit reads
+        // them from the database).
+        if !(0..=i128::from(MAX_AMOUNT_MICROS)).contains(&micros) {
             return Err(Error::invalid(format!(
                 "usage of {} input + {} output tokens costs more than the largest amount",
                 t.input, t.output

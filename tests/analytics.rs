@@ -323,6 +323,15 @@ fn a_summary_groups_by_day_model_key_member_and_project() {
         .unwrap();
     assert_eq!(org.len(), 1);
     assert_eq!(org[0].api_key_id, Some(l.keys[3].1), "a member's usage is its organisation's");
+    // Usage outside the organisation has no member: null in JSON, last in order.
+    assert_eq!(members.last().unwrap().member_id, None);
+    assert_eq!(members[0].member_id.as_deref(), Some("m"));
+    let json: serde_json::Value =
+        serde_json::from_str(&creditgate::usage_rows_json(&[UsageGroup::Member, UsageGroup::Project], &members))
+            .unwrap();
+    let last = &json[members.len() - 1];
+    assert_eq!((&last["member"], &last["project"]), (&serde_json::Value::Null, &serde_json::Value::Null));
+    assert_eq!(json[0]["member"], "m");
     // Nothing matched: one row of zeros without groups, no rows with them.
     let none = UsageQuery { model: Some("none".into()), ..UsageQuery::default() };
     assert_eq!(m.usage_summary(&none).unwrap(), vec![totals_row(0, Credits::ZERO)]);

@@ -245,3 +245,84 @@ fn a_version_8_price_takes_effect_from_the_epoch_after_the_upgrade() {
     assert_eq!(entries.iter().filter(|e| e.input_tokens.is_some() && e.price.is_none()).count(), 1);
     assert_audit_ok(&m);
 }
+
+#[test]
+fn a_settle_charges_the_rates_its_hold_was_quoted_at_and_a_replay_is_quoted_alike() {
+    let (url, _g) = common::shared_url();
+    let m = common::open(&url, Config::new());
+    grant(&m, "u", credits(6_000));
+    let (key, _) = key_for(&m, "u");
+    m.set_model_pricing("m", cached_model(), None).unwrap();
+    let worst = Usage::new(1_000, 100, Some("m"));
+    let h = m.reserve(&key, HoldAmount::Usage(worst), 60, Some("job")).unwrap();
+    // The version table changes under the hold (on PostgreSQL a reserve can
+    // begin before a concurrent price change commits, and read the old one).
+    common::raw_sql(&url, "UPDATE creditgate_prices SET input_per_1k = input_per_1k * 100");
+    let again = m.reserve(&key, HoldAmount::Usage(worst), 60, Some("job")).unwrap();
+    assert!(again.replayed, "a retry is quoted at the first request's rates, not a conflict");
+    assert_eq!((again.hold_id, again.amount), (h.hold_id, h.amount));
+    let c = m.settle(h.hold_id, Settlement::Tokens(usage(1_000, 100, 500, 100, "m"))).unwrap();
+    assert_eq!(c.charged, micros(605_007 - 30_000 + 300_000), "the quoted rates: 0.605 + 0.27 for 90 more output");
+    let e = all_entries(&m, "u").into_iter().find(|e| e.id == c.entry_id).unwrap();
+    assert_eq!(e.price, Some(cached_model()));
+    // A settle naming another model is priced at that model's version of the reserve.
+    m.set_model_price("other", credits(2), credits(2)).unwrap();
+    let h = m.reserve(&key, HoldAmount::Usage(worst), 60, None).unwrap();
+    let c = m.settle(h.hold_id, Settlement::Tokens(Usage::new(1_000, 0, Some("other")))).unwrap();
+    assert_eq!(c.charged, credits(2));
+    assert_audit_ok(&m);
+}
+
+#[test]
+fn the_price_in_effect_adds_no_version_and_a_model_keeps_at_most_the_limit() {
+    let (m, _db) = common::manager();
+    let v = m.set_model_pricing("m", cached_model(), None).unwrap();
+    let same = m.set_model_pricing("m", cached_model(), None).unwrap();
+    assert_eq!(same, v, "setting the price in effect returns its version");
+    assert_eq!(m.model_price_history(Some("m")).unwrap().len(), 1);
+    let start = v.effective_at.0 + HOUR;
+    let max = creditgate::limits::MAX_PRICE_VERSIONS as i64;
+    for i in 1..max {
+        let p = ModelPrice::per_1k(micros(i), micros(i));
+        m.set_model_pricing("m", p, Some(Timestamp(start + i * HOUR))).unwrap();
+    }
+    assert_eq!(m.model_price_history(Some("m")).unwrap().len(), max as usize);
+    let one_more = m.set_model_pricing("m", ModelPrice::per_1k(micros(1), micros(2)), Some(Timestamp(start)));
+    assert_eq!(err_code(one_more), ErrorCode::LimitReached);
+    // Replacing a scheduled version at the limit is allowed; other models are not affected.
+    let at = Timestamp(start + 5 * HOUR);
+    m.set_model_pricing("m", ModelPrice::per_1k(micros(9), micros(9)), Some(at)).unwrap();
+    assert_eq!(m.model_price_history(Some("m")).unwrap().len(), max as usize);
+    m.set_model_price("n", credits(1), credits(1)).unwrap();
+}
+
+#[test]
+fn settles_match_their_holds_while_another_thread_reprices() {
+    let (m, _db) = common::manager();
+    grant(&m, "u", credits(100_000_000));
+    let (key, _) = key_for(&m, "u");
+    m.set_model_price("m", credits(1), credits(1)).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let setter = {
+        let (m, done) = (m.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                let p = if i % 2 == 0 { 100 } else { 1 };
+                m.set_model_price("m", credits(p), credits(p)).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let (mut settled, mut dear) = (0, 0);
+    while !done.load(std::sync::atomic::Ordering::SeqCst) || settled < 20 {
+        let u = Usage::new(1_000, 0, Some("m"));
+        let h = m.reserve(&key, HoldAmount::Usage(u), 60, None).unwrap();
+        let c = m.settle(h.hold_id, Settlement::Tokens(u)).unwrap();
+        assert_eq!(c.charged, h.amount, "a settle charges what its hold was quoted");
+        settled += 1;
+        dear += usize::from(h.amount == credits(100));
+    }
+    setter.join().unwrap();
+    assert!(settled >= 20 && dear <= settled);
+    assert_audit_ok(&m);
+}

@@ -182,19 +182,14 @@ fn audit_all(tx: &mut dyn Tx) -> Result<AuditReport> {
 /// Usage: each charge (of `only`, else every account) is its tokens at the
 /// rates its entry recorded.
 fn usage_mismatches(tx: &mut dyn Tx, only: Option<&str>, out: &mut Vec<AuditMismatch>) -> Result<()> {
-    tx.scan_priced_usage(&mut |u, seq, amount, tokens, price| {
-        if only.is_some_and(|o| o != u) {
-            return;
-        }
-        match price.charge(tokens) {
-            Ok(c) if c.micros() == -amount.micros() => {}
-            found => {
-                let expected = found.map_or_else(|e| e.to_string(), |c| format!("{} micros", c.micros()));
-                let charged = -amount.micros();
-                let detail =
-                    format!("usage entry seq {seq} charged {charged} micros, its tokens and rates make {expected}");
-                out.push(mismatch(u, "usage_charge", detail));
-            }
+    tx.scan_priced_usage(only, &mut |u, seq, amount, tokens, price| match price.charge(tokens) {
+        Ok(c) if c.micros() == -amount.micros() => {}
+        found => {
+            let expected = found.map_or_else(|e| e.to_string(), |c| format!("{} micros", c.micros()));
+            let charged = -amount.micros();
+            let detail =
+                format!("usage entry seq {seq} charged {charged} micros, its tokens and rates make {expected}");
+            out.push(mismatch(u, "usage_charge", detail));
         }
     })
 }

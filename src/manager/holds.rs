@@ -18,8 +18,8 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug)]
 pub enum HoldAmount<'a> {
     Credits(Credits),
-    /// The price of this many input tokens of `model`: shorthand for
-    /// `Usage` with no output tokens.
+    /// The worst case of a prompt of this many tokens of `model` (see
+    /// `Usage`): shorthand for `Usage` with no output tokens.
     Tokens {
         tokens: i64,
         model: Option<&'a str>,
@@ -59,22 +59,25 @@ impl CreditManager {
                 tx.ensure_account(user, now)?;
                 self.settle_account(tx, now, user, k.scope())?;
                 let expired = tx.expire_holds(user, now)?;
-                let (held_amount, model) = self.quote(tx, amount, now)?;
                 if let Some(rid) = request_id
                     && let Some(h) = tx.hold_by_request(user, rid)?
                 {
-                    return replayed_hold(h, rid, held_amount).map(|h| (h, expired));
+                    // Quoted as the first request was: at its hold's rates.
+                    let asked = self.quote(tx, amount, h.created_at, h.price)?;
+                    return replayed_hold(h, rid, asked.amount).map(|h| (h, expired));
                 }
+                let q = self.quote(tx, amount, now, None)?;
                 let row = HoldRow {
                     id: HoldId::new(),
                     user_id: user.to_string(),
                     api_key_id: k.id,
-                    amount: held_amount,
-                    model,
+                    amount: q.amount,
+                    model: q.model,
                     request_id: request_id.map(str::to_string),
                     status: HoldStatus::Active,
                     expires_at: Timestamp(now.0 + ttl_seconds * 1_000_000),
                     created_at: now,
+                    price: q.price,
                 };
                 self.place_hold(tx, now, &k, &row, rate)?;
                 Ok((hold_of(row, false), expired))
@@ -131,16 +134,25 @@ impl CreditManager {
         Ok(())
     }
 
-    /// What a hold holds, and the model it prices (see [`hold_price`]), at
-    /// the prices in effect at `now`.
-    fn quote(&self, tx: &mut dyn Tx, amount: HoldAmount<'_>, now: Timestamp) -> Result<(Credits, Option<String>)> {
+    /// What a hold holds (see [`hold_price`]) at `rates`, else at the
+    /// prices in effect at `at`.
+    fn quote(
+        &self,
+        tx: &mut dyn Tx,
+        amount: HoldAmount<'_>,
+        at: Timestamp,
+        rates: Option<ModelPrice>,
+    ) -> Result<Quote> {
         let usage = match amount {
-            HoldAmount::Credits(c) => return Ok((c, None)),
+            HoldAmount::Credits(c) => return Ok(Quote { amount: c, model: None, price: None }),
             HoldAmount::Tokens { tokens, model } => Usage::new(tokens, 0, model),
             HoldAmount::Usage(u) => u,
         };
-        let price = self.price_of(tx, usage.model, now)?;
-        Ok((hold_price(usage, price)?, usage.model.map(str::to_string)))
+        let price = match rates {
+            Some(p) => p,
+            None => self.price_of(tx, usage.model, at)?,
+        };
+        Ok(Quote { amount: hold_price(usage, price)?, model: usage.model.map(str::to_string), price: Some(price) })
     }
 
     /// Charges a hold's actual usage exactly once and frees it; also after
@@ -166,11 +178,13 @@ impl CreditManager {
                 let project = key.as_ref().filter(|k| k.paying() == h.user_id).and_then(|k| k.project.as_deref());
                 let model = settlement_model(settlement, h.model.as_deref());
                 // A credit settlement is priced already: no price lookup.
-                // Tokens are priced as the hold was quoted: at the version
-                // in effect when it was reserved.
-                let price = match settlement {
-                    Settlement::Tokens(_) => self.price_of(tx, model.as_deref(), h.created_at)?,
-                    Settlement::Credits(_) => self.default_price(),
+                // Tokens of the hold's model are charged at the rates the
+                // hold was quoted at; of another model (or of a hold of
+                // credits), at its version in effect at the reserve.
+                let price = match (settlement, h.price) {
+                    (Settlement::Credits(_), _) => self.default_price(),
+                    (Settlement::Tokens(_), Some(quoted)) if model == h.model => quoted,
+                    (Settlement::Tokens(_), _) => self.price_of(tx, model.as_deref(), h.created_at)?,
                 };
                 let plan = plan_settlement(settlement, price)?;
                 let charge = Charge {
@@ -220,6 +234,13 @@ impl CreditManager {
             }
         })
     }
+}
+
+/// A hold's amount, the model it priced and the rates it was quoted at.
+struct Quote {
+    amount: Credits,
+    model: Option<String>,
+    price: Option<ModelPrice>,
 }
 
 fn hold_of(h: HoldRow, replayed: bool) -> Hold {

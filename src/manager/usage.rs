@@ -229,8 +229,10 @@ impl CreditManager {
     /// Adds a version of `model`'s price, in effect from `effective_at`
     /// (None: now) until its next version; the history stays. A time before
     /// now is refused: charges already made keep their rates, and holds
-    /// already placed settle at their reserve's. The same `effective_at`
-    /// again replaces that (future) version.
+    /// already placed settle at the rates they were quoted at. The same
+    /// `effective_at` again replaces that (future) version; the price
+    /// already in effect at `effective_at` adds no version and returns the
+    /// one in effect.
     pub fn set_model_pricing(
         &self,
         model: &str,
@@ -249,6 +251,14 @@ impl CreditManager {
                         effective_at.to_rfc3339(),
                         now.to_rfc3339()
                     )));
+                }
+                // The price already in effect then: no new version (a host
+                // that sets its prices at every start adds none).
+                let history = tx.price_history(Some(model))?;
+                if let Some(v) = history.into_iter().rev().find(|v| v.effective_at <= effective_at)
+                    && v.price == price
+                {
+                    return Ok(v);
                 }
                 let v = PriceVersion { model: model.to_string(), price, effective_at, set_at: now };
                 tx.set_price(&v)?;

@@ -131,8 +131,10 @@ pub(crate) struct HoldRow {
     pub request_id: Option<String>,
     pub status: HoldStatus,
     pub expires_at: Timestamp,
-    /// When it was reserved: its settlement is priced at this instant.
     pub created_at: Timestamp,
+    /// The rates a hold of tokens was quoted at (its settlement charges
+    /// them); None for a hold of credits.
+    pub price: Option<ModelPrice>,
 }
 
 /// A balance move as the conditional update saw it: the account row's

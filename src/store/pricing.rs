@@ -73,11 +73,14 @@ fn summary_sql(q: &UsageQuery) -> (Sql, Vec<Param<'_>>) {
     let mut sql =
         format!("SELECT {select}{USAGE_SUMS}, {} FROM creditgate_entries e WHERE {sql_where}", split_sum("-e.amount"));
     if !groups.is_empty() {
-        let list = groups.join(", ");
-        sql += &format!(" GROUP BY {list} ORDER BY {list}");
+        // NULL groups (calls without a model, keys outside a project) last
+        // on both backends.
+        let order: Vec<String> = groups.iter().map(|g| format!("({g}) IS NULL, {g}")).collect();
+        sql += &format!(" GROUP BY {} ORDER BY {}", groups.join(", "), order.join(", "));
     }
     sql += &format!(" LIMIT {}", MAX_SUMMARY_ROWS + 1);
-    (Sql::new(sql), ps)
+    // Hundreds of texts are possible: none is kept in the statement caches.
+    (Sql::once(sql), ps)
 }
 
 impl dyn Tx + '_ {
@@ -192,13 +195,14 @@ impl dyn Tx + '_ {
         Ok(lines)
     }
 
-    /// Every usage entry with recorded rates as (user, seq, amount, tokens,
-    /// price), for the audit.
+    /// Every usage entry with recorded rates (of `user`, else of every
+    /// account) as (user, seq, amount, tokens, price), for the audit.
     pub(crate) fn scan_priced_usage(
         &mut self,
+        user: Option<&str>,
         f: &mut dyn FnMut(&str, i64, Credits, Tokens, crate::pricing::ModelPrice),
     ) -> Result<()> {
-        self.query_rows(&S.priced_usage, &[], &mut |r| {
+        self.query_rows(&S.priced_usage, &[OptText(user)], &mut |r| {
             let t = Tokens {
                 input: r.opt_int(3)?.unwrap_or(0),
                 output: r.opt_int(4)?.unwrap_or(0),

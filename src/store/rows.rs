@@ -137,6 +137,11 @@ pub(crate) fn hold<R: Columns + ?Sized>(r: &R) -> Result<HoldRow> {
         status: HoldStatus::parse(&r.text(6)?).map_err(|e| corrupt("hold status", e))?,
         expires_at: Timestamp(r.int(7)?),
         created_at: Timestamp(r.int(8)?),
+        // The rates are written together, or not at all (a hold of credits).
+        price: match r.opt_int(9)? {
+            None => None,
+            Some(_) => Some(price(r, 9)?),
+        },
     })
 }
 

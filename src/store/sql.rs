@@ -33,12 +33,20 @@ use std::sync::LazyLock;
 pub(crate) struct Sql {
     pg: String,
     sqlite: String,
+    /// Kept in the connections' statement caches (false: prepared for one
+    /// run, for texts built per call that would crowd the hot paths out).
+    pub(crate) cached: bool,
 }
 
 impl Sql {
     pub(crate) fn new(pg: String) -> Sql {
         let sqlite = to_sqlite(&pg);
-        Sql { pg, sqlite }
+        Sql { pg, sqlite, cached: true }
+    }
+
+    /// A statement run once, not kept in the statement caches.
+    pub(crate) fn once(pg: String) -> Sql {
+        Sql { cached: false, ..Sql::new(pg) }
     }
 
     /// The PostgreSQL text.
@@ -228,7 +236,8 @@ pub(crate) const KEY_COL_COUNT: usize = 17;
 /// Keys with their spend counter and their owner's membership.
 pub(crate) const KEY_FROM: &str = "creditgate_api_keys k LEFT JOIN creditgate_key_spend s ON s.api_key_id = k.id \
      LEFT JOIN creditgate_members m ON m.user_id = k.user_id";
-pub(crate) const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at, created_at";
+pub(crate) const HOLD_COLS: &str = "id, user_id, api_key_id, amount, model, request_id, status, expires_at, created_at, \
+     input_rate, output_rate, cached_rate, cache_write_rate, request_fee";
 /// A price version's rates (`rows::price`).
 pub(crate) const PRICE_COLS: &str = "input_per_1k, output_per_1k, cached_input_per_1k, cache_write_per_1k, request_fee";
 pub(crate) const GRANT_COLS: &str = "id, user_id, entry_id, category, priority, amount, remaining, expires_at, \
@@ -437,8 +446,9 @@ statements! {
     /// [`key_remaining`] cover it.
     insert_hold_if_available = format!(
         "INSERT INTO creditgate_holds (id, user_id, api_key_id, amount, model, request_id, status, created_at, \
-         expires_at) SELECT $3::uuid, $1::text, $4::uuid, $5::bigint, $6::text, $7::text, 'active', $2::bigint, \
-         $8::bigint FROM creditgate_accounts a WHERE a.user_id = $1::text AND {} >= $5::bigint \
+         expires_at, input_rate, output_rate, cached_rate, cache_write_rate, request_fee) \
+         SELECT $3::uuid, $1::text, $4::uuid, $5::bigint, $6::text, $7::text, 'active', $2::bigint, \
+         $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint, $13::bigint FROM creditgate_accounts a WHERE a.user_id = $1::text AND {} >= $5::bigint \
          AND NOT EXISTS (SELECT 1 FROM {KEY_FROM} WHERE k.id = $4::uuid AND ({}) < $5::bigint)",
         available("a", "$1::text", "$2::bigint"),
         key_remaining("$2::bigint"),
@@ -470,7 +480,8 @@ statements! {
     priced_usage = format!(
         "SELECT user_id, seq, amount, input_tokens, output_tokens, cached_tokens, cache_write_tokens, \
          input_rate, output_rate, cached_rate, cache_write_rate, request_fee \
-         FROM creditgate_entries WHERE kind = 'usage' AND input_rate IS NOT NULL"
+         FROM creditgate_entries WHERE kind = 'usage' AND input_rate IS NOT NULL \
+         AND ($1::text IS NULL OR user_id = $1)"
     );
     /// Account $1's balance, and the sums of its entries created at or
     /// after $2 and at or after $3 ([`split_sum`]): a statement's opening

@@ -207,14 +207,12 @@ pub fn child_output(child: std::process::Child) -> String {
     stdout
 }
 
-/// Runs `statements` on the test database with the backend's own client,
-/// bypassing the library: an old version's writes, a hand edit, a
-/// corruption the library must notice.
 /// SQL that takes a ledger's schema back from version 9 to 8 (both
-/// backends): the prices table of version 8, empty.
-pub const UNDO_V9: &str = "CREATE TABLE creditgate_model_prices (model TEXT PRIMARY KEY, \
-    input_per_1k BIGINT NOT NULL, output_per_1k BIGINT NOT NULL, updated_at BIGINT NOT NULL); \
-    DROP TABLE creditgate_prices; DROP INDEX creditgate_entries_time; \
+/// backends; version 9 kept the prices table of version 8).
+pub const UNDO_V9: &str = "DROP TABLE creditgate_prices; \
+    ALTER TABLE creditgate_holds DROP COLUMN input_rate; ALTER TABLE creditgate_holds DROP COLUMN output_rate; \
+    ALTER TABLE creditgate_holds DROP COLUMN cached_rate; ALTER TABLE creditgate_holds DROP COLUMN cache_write_rate; \
+    ALTER TABLE creditgate_holds DROP COLUMN request_fee; DROP INDEX creditgate_entries_time; \
     ALTER TABLE creditgate_entries DROP COLUMN cached_tokens; \
     ALTER TABLE creditgate_entries DROP COLUMN cache_write_tokens; \
     ALTER TABLE creditgate_entries DROP COLUMN input_rate; ALTER TABLE creditgate_entries DROP COLUMN output_rate; \
@@ -236,6 +234,9 @@ pub const UNDO_V8_GRANTS: &str = "DROP INDEX creditgate_grants_allowance; \
     ALTER TABLE creditgate_grants DROP COLUMN member_id; ALTER TABLE creditgate_grants DROP COLUMN api_key_id; \
     ALTER TABLE creditgate_grants DROP COLUMN allowance_id;";
 
+/// Runs `statements` on the test database with the backend's own client,
+/// bypassing the library: an old version's writes, a hand edit, a
+/// corruption the library must notice.
 pub fn raw_sql(url: &str, statements: &str) {
     if let Some(path) = url.strip_prefix("sqlite:///") {
         let c = rusqlite::Connection::open(path).expect("open the SQLite file");

@@ -48,6 +48,16 @@ impl PgTx<'_> {
         }
     }
 
+    /// Runs a statement prepared for this run only (an unnamed statement,
+    /// not kept in the connection's cache).
+    pub(super) fn query_once(&mut self, sql: &str, params: Params) -> Result<Vec<Row>> {
+        self.grants = None;
+        match self.c.client.query(sql, params) {
+            Ok(rows) => Ok(rows),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
     pub(super) fn opt(&mut self, sql: &str, params: Params) -> Result<Option<Row>> {
         let s = self.stmt(sql)?;
         match self.c.client.query_opt(&s, params) {

@@ -182,7 +182,8 @@ impl Tx for PgTx<'_> {
     fn query_rows(&mut self, sql: &Sql, params: &[Param], f: &mut dyn FnMut(&dyn Columns) -> Result<()>) -> Result<()> {
         let values = bound(params);
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
-        for row in self.query(sql.pg(), &refs)? {
+        let rows = if sql.cached { self.query(sql.pg(), &refs)? } else { self.query_once(sql.pg(), &refs)? };
+        for row in rows {
             f(&row)?;
         }
         Ok(())
@@ -435,6 +436,11 @@ impl Tx for PgTx<'_> {
                 &h.model,
                 &h.request_id,
                 &h.expires_at.0,
+                &h.price.map(|p| p.input_per_1k.micros()),
+                &h.price.map(|p| p.output_per_1k.micros()),
+                &h.price.and_then(|p| p.cached_input_per_1k.map(Credits::micros)),
+                &h.price.and_then(|p| p.cache_write_per_1k.map(Credits::micros)),
+                &h.price.map(|p| p.request_fee.micros()),
             ],
         )?;
         Ok(n == 1)

@@ -435,6 +435,11 @@ impl Tx for SqliteTx<'_> {
                 h.model,
                 h.request_id,
                 h.expires_at.0,
+                h.price.map(|p| p.input_per_1k.micros()),
+                h.price.map(|p| p.output_per_1k.micros()),
+                h.price.and_then(|p| p.cached_input_per_1k.map(Credits::micros)),
+                h.price.and_then(|p| p.cache_write_per_1k.map(Credits::micros)),
+                h.price.map(|p| p.request_fee.micros()),
             ],
         )?;
         Ok(n == 1)
@@ -583,7 +588,15 @@ impl Tx for SqliteTx<'_> {
 
     fn query_rows(&mut self, sql: &Sql, params: &[Param], f: &mut dyn FnMut(&dyn Columns) -> Result<()>) -> Result<()> {
         let values: Vec<rusqlite::types::Value> = params.iter().map(value).collect();
-        self.rows_each(sql.sqlite(), rusqlite::params_from_iter(values), |r| f(r))
+        if sql.cached {
+            return self.rows_each(sql.sqlite(), rusqlite::params_from_iter(values), |r| f(r));
+        }
+        let mut stmt = self.c.prepare(sql.sqlite())?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
+        while let Some(r) = rows.next()? {
+            f(r)?;
+        }
+        Ok(())
     }
 
     fn execute(&mut self, sql: &Sql, params: &[Param]) -> Result<u64> {

@@ -15,10 +15,11 @@ CREATE TABLE IF NOT EXISTS creditgate_prices (
     PRIMARY KEY (model, effective_at)
 );
 -- The prices set before versions existed applied to every call: they take
--- effect from the epoch.
+-- effect from the epoch. The old table stays, unread, so a process of the
+-- previous schema still running during a roll keeps working (a later
+-- release drops it).
 INSERT INTO creditgate_prices (model, effective_at, input_per_1k, output_per_1k, set_at)
     SELECT model, 0, input_per_1k, output_per_1k, updated_at FROM creditgate_model_prices;
-DROP TABLE creditgate_model_prices;
 
 -- Of input_tokens, those read from and written to the provider's cache, and
 -- the rates the entry was charged at (NULL for charges of a given amount).
@@ -29,6 +30,13 @@ ALTER TABLE creditgate_entries ADD COLUMN output_rate BIGINT;
 ALTER TABLE creditgate_entries ADD COLUMN cached_rate BIGINT;
 ALTER TABLE creditgate_entries ADD COLUMN cache_write_rate BIGINT;
 ALTER TABLE creditgate_entries ADD COLUMN request_fee BIGINT;
+
+-- The rates a hold of tokens was quoted at: its settlement charges them.
+ALTER TABLE creditgate_holds ADD COLUMN input_rate BIGINT;
+ALTER TABLE creditgate_holds ADD COLUMN output_rate BIGINT;
+ALTER TABLE creditgate_holds ADD COLUMN cached_rate BIGINT;
+ALTER TABLE creditgate_holds ADD COLUMN cache_write_rate BIGINT;
+ALTER TABLE creditgate_holds ADD COLUMN request_fee BIGINT;
 
 -- Statements and usage summaries read one account's entries by time.
 CREATE INDEX IF NOT EXISTS creditgate_entries_time ON creditgate_entries(user_id, created_at);
