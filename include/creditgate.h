@@ -17,7 +17,9 @@
  *   amount, tokens, min_credits_micros, floor_micros, grace_seconds,
  *   limit_micros) means its value, 0 included. Numbers a failed call
  *   returns are 0. Also 0 = not given: low_threshold_micros (no
- *   threshold), since_micros (ever), rollover_cap_micros (rollover off).
+ *   threshold), since_micros (ever), rollover_cap_micros (rollover off),
+ *   effective_at_micros (now), until_micros of a cg_usage_query (no end).
+ *   A price that may be absent has a has_* flag (0 is a price).
  *
  * Pointers and ownership
  * - cg_manager *: created by cg_open / cg_open_env, owned by the caller,
@@ -28,12 +30,12 @@
  *   NUL-terminated UTF-8. A NULL or non-UTF-8 required string is
  *   CG_INVALID_ARGUMENT; optional strings (documented per function) may be
  *   NULL, meaning "not given".
- * - const cg_entry_options *, const cg_grant_options * and
- *   const cg_allowance_options * arguments:
+ * - const cg_entry_options *, const cg_grant_options *,
+ *   const cg_allowance_options * and const cg_usage_query * arguments:
  *   optional (NULL: every default), borrowed for the call only. A zeroed
  *   struct ({0}) is the default; set only the fields you need. A const
  *   cg_usage * is borrowed likewise; where it is optional, NULL means "no
- *   usage" (credits instead).
+ *   usage" (credits instead). A const cg_model_price * is required.
  * - Out-pointers are required: NULL is CG_INVALID_ARGUMENT. Each is checked
  *   and reset before the call does anything (char ** to NULL, integers to 0,
  *   structs to all zeroes), so after a failure it holds no garbage.
@@ -1203,7 +1205,7 @@ cg_status cg_list_model_prices_json(const struct cg_manager *manager, char **jso
  * that scheduled version. Over `CG_MAX_PRICE_VERSIONS` versions of one
  * model: `CG_LIMIT_REACHED`.
  *
- * `effective_at_micros_out`: optional; receives when the version takes
+ * `effective_at_micros_out`: required; receives when the version takes
  * effect (now, for 0); 0 on failure.
  */
 cg_status cg_set_model_pricing(const struct cg_manager *manager,

@@ -192,7 +192,7 @@ pub unsafe extern "C" fn cg_list_model_prices_json(
 /// that scheduled version. Over `CG_MAX_PRICE_VERSIONS` versions of one
 /// model: `CG_LIMIT_REACHED`.
 ///
-/// `effective_at_micros_out`: optional; receives when the version takes
+/// `effective_at_micros_out`: required; receives when the version takes
 /// effect (now, for 0); 0 on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_set_model_pricing(
@@ -202,12 +202,9 @@ pub unsafe extern "C" fn cg_set_model_pricing(
     effective_at_micros: i64,
     effective_at_micros_out: *mut i64,
 ) -> cg_status {
-    ffi_fn!(handle manager => m; args [opt_out effective_at_micros_out, text model, model_price price]; {
+    ffi_fn!(handle manager => m; out [effective_at_micros_out]; args [text model, model_price price]; {
         let at = (effective_at_micros != 0).then_some(Timestamp(effective_at_micros));
-        let version = m.set_model_pricing(model, price, at)?;
-        if let Some(out) = effective_at_micros_out {
-            out.write(version.effective_at.micros());
-        }
+        effective_at_micros_out.write(m.set_model_pricing(model, price, at)?.effective_at.micros());
         Ok(())
     })
 }
