@@ -158,7 +158,9 @@ static void test_prices_with_every_component(void) {
     CHECK_OK(cg_price_history_json(m, "gpt", &json));
     CHECK(count_of(json, "\"model\":\"gpt\"") == 2);
     CHECK(count_of(json, "\"effective_at\":") == 2 && count_of(json, "\"set_at\":") == 2);
-    CHECK(strstr(json, "\"input_per_1k_micros\":2000000") < strstr(json, "\"input_per_1k_micros\":8,")); /* oldest first */
+    const char *first = strstr(json, "\"input_per_1k_micros\":2000000");
+    const char *second = strstr(json, "\"input_per_1k_micros\":8,");
+    CHECK(first != NULL && second != NULL && first < second); /* oldest first */
     CHECK(strstr(json, "\"input_per_1k_micros\":9,") == NULL);
     cg_string_free(json);
     CHECK_OK(cg_price_history_json(m, NULL, &json));
@@ -226,7 +228,8 @@ static void test_settle_after_a_price_change(void) {
     CHECK_OK(cg_release(m, h2.hold_id));
 
     usleep(2000); /* the new version's effective time is strictly later */
-    CHECK_OK(cg_set_model_pricing(m, "s", &(cg_model_price){.input_per_1k_micros = 10000000, .output_per_1k_micros = 20000000},
+    CHECK_OK(cg_set_model_pricing(m, "s",
+                                  &(cg_model_price){.input_per_1k_micros = 10000000, .output_per_1k_micros = 20000000},
                                   0, &effective));
     cg_usage_charge c;
     cg_usage actual = {.input_tokens = 1000, .output_tokens = 500, .cache_write_tokens = 200};
@@ -352,7 +355,8 @@ static void test_usage_summary(void) {
     /* CSV: the grouped columns in the order given, then the counts. */
     char *csv = NULL;
     CHECK_OK(cg_usage_summary_csv(m, &(cg_usage_query){.user_id = "alice", .group_by = "model,day"}, &csv));
-    CHECK(starts_with(csv, "model,day,requests,input_tokens,output_tokens,cached_input_tokens,cache_write_tokens,credits\n"));
+    CHECK(starts_with(csv, "model,day,requests,input_tokens,output_tokens,cached_input_tokens,cache_write_tokens,"
+                           "credits\n"));
     CHECK(lines_of(csv) == 3);
     char want[128];
     snprintf(want, sizeof want, "\na,%s,%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",", today,
@@ -431,7 +435,8 @@ static void test_statement_reconciles(void) {
     int64_t mid = now_micros();
     usleep(2000);
     CHECK_OK(cg_record_usage(m, secret, NULL,
-                             &(cg_usage){.input_tokens = 900, .output_tokens = 90, .model = "a", .cache_write_tokens = 300},
+                             &(cg_usage){.input_tokens = 900, .output_tokens = 90, .model = "a",
+                                         .cache_write_tokens = 300},
                              NULL, &c));
     CHECK_OK(cg_record_usage(m, secret, NULL, &(cg_usage){.input_tokens = 50}, NULL, &c)); /* the default price */
     CHECK_OK(cg_deduct_credits(m, "alice", CREDITS(2), NULL, &e));

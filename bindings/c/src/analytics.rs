@@ -120,3 +120,47 @@ fn core_query(q: &ffi::QueryArgs) -> Result<UsageQuery> {
         group_by,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(list: Option<&str>) -> Result<Vec<UsageGroup>> {
+        core_query(&ffi::QueryArgs { group_by: list, ..Default::default() }).map(|q| q.group_by)
+    }
+
+    #[test]
+    fn group_lists_parse_in_order() {
+        assert_eq!(groups(None).unwrap(), vec![]);
+        assert_eq!(groups(Some("")).unwrap(), vec![]);
+        assert_eq!(
+            groups(Some(" project , day,key")).unwrap(),
+            vec![UsageGroup::Project, UsageGroup::Day, UsageGroup::Key]
+        );
+        for bad in ["day,", ",day", "day,,model", "Day", "day;model", "region"] {
+            let e = groups(Some(bad)).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e}");
+            assert!(e.to_string().contains("day, model, key, member, project"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn zero_and_null_are_not_given() {
+        let q = core_query(&ffi::QueryArgs::default()).unwrap();
+        assert_eq!(q, UsageQuery::default());
+        let key = "0190a0a0-0000-7000-8000-000000000001";
+        let q = core_query(&ffi::QueryArgs {
+            user_id: Some("alice"),
+            key_id: Some(key),
+            model: Some("m"),
+            since_micros: -5,
+            until_micros: 7,
+            group_by: Some("model"),
+        })
+        .unwrap();
+        assert_eq!(q.user_id.as_deref(), Some("alice"));
+        assert_eq!(q.api_key_id.map(|k| k.to_string()).as_deref(), Some(key));
+        assert_eq!((q.since, q.until), (Some(Timestamp(-5)), Some(Timestamp(7))));
+        assert!(core_query(&ffi::QueryArgs { key_id: Some("sk_live"), ..Default::default() }).is_err());
+    }
+}

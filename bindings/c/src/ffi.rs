@@ -323,6 +323,31 @@ mod tests {
     }
 
     #[test]
+    fn model_prices_refuse_an_ignored_cache_price() {
+        let mut p = crate::cg_model_price {
+            input_per_1k_micros: 3,
+            output_per_1k_micros: 4,
+            has_cached_input_per_1k: false,
+            cached_input_per_1k_micros: 0,
+            has_cache_write_per_1k: true,
+            cache_write_per_1k_micros: 0,
+            request_fee_micros: 5,
+        };
+        // SAFETY: a local, readable.
+        let price = unsafe { model_price(&p, "price") }.unwrap();
+        assert_eq!(price.cached_input_per_1k, None);
+        assert_eq!(price.cache_write_per_1k, Some(Credits::ZERO)); // 0 with its flag is a price
+        assert_eq!((price.input_per_1k.micros(), price.request_fee.micros()), (3, 5));
+        p.cached_input_per_1k_micros = 9;
+        // SAFETY: as above.
+        let e = unsafe { model_price(&p, "price") }.unwrap_err().to_string();
+        assert!(e.contains("price.cached_input_per_1k_micros is 9 but price.has_cached_input_per_1k is false"), "{e}");
+        // SAFETY: NULL (never read).
+        let e = unsafe { model_price(std::ptr::null(), "price") }.unwrap_err().to_string();
+        assert!(e.contains("price is NULL"), "{e}");
+    }
+
+    #[test]
     fn fill_checks_the_size() {
         let mut buf = [1 as c_char; 4];
         fill(&mut buf, "abc").unwrap();
