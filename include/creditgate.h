@@ -39,7 +39,7 @@
  * - Out-pointers are required: NULL is CG_INVALID_ARGUMENT. Each is checked
  *   and reset before the call does anything (char ** to NULL, integers to 0,
  *   structs to all zeroes), so after a failure it holds no garbage.
- * - char ** results (JSON, secrets, Prometheus text, URLs) are owned by the
+ * - char ** results (JSON, CSV, secrets, Prometheus text, URLs) are owned by the
  *   caller and must be released with cg_string_free, exactly once.
  * - Result structs (cg_entry, cg_hold, ...) hold only numbers, bools and
  *   fixed-size NUL-terminated char arrays; they need no freeing.
@@ -637,9 +637,9 @@ typedef struct cg_usage_query {
   int64_t until_micros;
   /**
    * What to group by, comma-separated, in order: `"day"` (UTC),
-   * `"model"`, `"key"`, `"member"`, `"project"` (e.g. `"day,model"`); an
-   * unknown or repeated name is `CG_INVALID_ARGUMENT`. NULL or `""`: one
-   * row of totals.
+   * `"model"`, `"key"`, `"member"`, `"project"` (e.g. `"day,model"`;
+   * spaces around a name are ignored); an unknown or repeated name is
+   * `CG_INVALID_ARGUMENT`. NULL or `""`: one row of totals.
    */
   const char *group_by;
 } cg_usage_query;
@@ -1434,7 +1434,8 @@ cg_status cg_allowances_json(const struct cg_manager *manager,
  * `query` selects, grouped by its `group_by`, as a JSON array of rows
  * ordered by the groups. Each row has the grouped fields (`"day"`: the UTC
  * date `"YYYY-MM-DD"`; `"model"`; `"key"`: a key id; `"member"`;
- * `"project"`), then `requests`, `input_tokens` (whole prompts, cache
+ * `"project"`; a grouped field the usage has none of, such as the member
+ * outside an organisation, is left out), then `requests`, `input_tokens` (whole prompts, cache
  * reads and writes included), `output_tokens`, `cached_input_tokens`,
  * `cache_write_tokens` and `credits_micros`. `query`: a `cg_usage_query`,
  * or NULL for one row of totals over all usage. More than

@@ -7,7 +7,8 @@ use super::*;
 /// `query` selects, grouped by its `group_by`, as a JSON array of rows
 /// ordered by the groups. Each row has the grouped fields (`"day"`: the UTC
 /// date `"YYYY-MM-DD"`; `"model"`; `"key"`: a key id; `"member"`;
-/// `"project"`), then `requests`, `input_tokens` (whole prompts, cache
+/// `"project"`; a grouped field the usage has none of, such as the member
+/// outside an organisation, is left out), then `requests`, `input_tokens` (whole prompts, cache
 /// reads and writes included), `output_tokens`, `cached_input_tokens`,
 /// `cache_write_tokens` and `credits_micros`. `query`: a `cg_usage_query`,
 /// or NULL for one row of totals over all usage. More than

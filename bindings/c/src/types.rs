@@ -247,9 +247,9 @@ pub struct cg_usage_query {
     /// `until` is `CG_INVALID_ARGUMENT`). 0: no end.
     pub until_micros: i64,
     /// What to group by, comma-separated, in order: `"day"` (UTC),
-    /// `"model"`, `"key"`, `"member"`, `"project"` (e.g. `"day,model"`); an
-    /// unknown or repeated name is `CG_INVALID_ARGUMENT`. NULL or `""`: one
-    /// row of totals.
+    /// `"model"`, `"key"`, `"member"`, `"project"` (e.g. `"day,model"`;
+    /// spaces around a name are ignored); an unknown or repeated name is
+    /// `CG_INVALID_ARGUMENT`. NULL or `""`: one row of totals.
     pub group_by: *const c_char,
 }
 
