@@ -39,8 +39,8 @@
  * - Out-pointers are required: NULL is CG_INVALID_ARGUMENT. Each is checked
  *   and reset before the call does anything (char ** to NULL, integers to 0,
  *   structs to all zeroes), so after a failure it holds no garbage.
- * - char ** results (JSON, CSV, secrets, Prometheus text, URLs) are owned by the
- *   caller and must be released with cg_string_free, exactly once.
+ * - char ** results (JSON, CSV, secrets, Prometheus text, URLs) are owned
+ *   by the caller and must be released with cg_string_free, exactly once.
  * - Result structs (cg_entry, cg_hold, ...) hold only numbers, bools and
  *   fixed-size NUL-terminated char arrays; they need no freeing.
  * - const char * returned by cg_last_error is borrowed: valid until the next
