@@ -17,7 +17,9 @@
  *   amount, tokens, min_credits_micros, floor_micros, grace_seconds,
  *   limit_micros) means its value, 0 included. Numbers a failed call
  *   returns are 0. Also 0 = not given: low_threshold_micros (no
- *   threshold), since_micros (ever), rollover_cap_micros (rollover off).
+ *   threshold), since_micros (ever), rollover_cap_micros (rollover off),
+ *   effective_at_micros (now), until_micros of a cg_usage_query (no end).
+ *   A price that may be absent has a has_* flag (0 is a price).
  *
  * Pointers and ownership
  * - cg_manager *: created by cg_open / cg_open_env, owned by the caller,
@@ -28,17 +30,17 @@
  *   NUL-terminated UTF-8. A NULL or non-UTF-8 required string is
  *   CG_INVALID_ARGUMENT; optional strings (documented per function) may be
  *   NULL, meaning "not given".
- * - const cg_entry_options *, const cg_grant_options * and
- *   const cg_allowance_options * arguments:
+ * - const cg_entry_options *, const cg_grant_options *,
+ *   const cg_allowance_options * and const cg_usage_query * arguments:
  *   optional (NULL: every default), borrowed for the call only. A zeroed
  *   struct ({0}) is the default; set only the fields you need. A const
  *   cg_usage * is borrowed likewise; where it is optional, NULL means "no
- *   usage" (credits instead).
+ *   usage" (credits instead). A const cg_model_price * is required.
  * - Out-pointers are required: NULL is CG_INVALID_ARGUMENT. Each is checked
  *   and reset before the call does anything (char ** to NULL, integers to 0,
  *   structs to all zeroes), so after a failure it holds no garbage.
- * - char ** results (JSON, secrets, Prometheus text, URLs) are owned by the
- *   caller and must be released with cg_string_free, exactly once.
+ * - char ** results (JSON, CSV, secrets, Prometheus text, URLs) are owned
+ *   by the caller and must be released with cg_string_free, exactly once.
  * - Result structs (cg_entry, cg_hold, ...) hold only numbers, bools and
  *   fixed-size NUL-terminated char arrays; they need no freeing.
  * - const char * returned by cg_last_error is borrowed: valid until the next
@@ -159,6 +161,18 @@
  * The most allowances of one account (`cg_set_allowance`).
  */
 #define CG_MAX_ALLOWANCES_PER_ACCOUNT 100
+
+/**
+ * The most rows one usage summary (`cg_usage_summary_json`,
+ * `cg_usage_summary_csv`) or statement returns (more:
+ * `CG_LIMIT_REACHED`; narrow the query).
+ */
+#define CG_MAX_SUMMARY_ROWS 100000
+
+/**
+ * The most versions one model's price keeps (`cg_set_model_pricing`).
+ */
+#define CG_MAX_PRICE_VERSIONS 1000
 
 /**
  * Size of an id buffer: a lowercase hyphenated UUID (36 bytes) and its NUL.
@@ -461,6 +475,19 @@ typedef struct cg_usage {
    * `cg_settle`: the hold's model).
    */
   const char *model;
+  /**
+   * Of `input_tokens`, those read from the provider's cache (OpenAI's
+   * `prompt_tokens_details.cached_tokens`), at the model's cached-input
+   * rate (none set: its input rate). `input_tokens` is the whole prompt,
+   * so `cached_input_tokens + cache_write_tokens <= input_tokens`. A
+   * hold's worst case does not depend on them.
+   */
+  int64_t cached_input_tokens;
+  /**
+   * Of `input_tokens`, those written to the provider's cache, at the
+   * model's cache-write rate (none set: its input rate).
+   */
+  int64_t cache_write_tokens;
 } cg_usage;
 
 /**
@@ -520,6 +547,38 @@ typedef struct cg_hold {
 } cg_hold;
 
 /**
+ * A model's prices (`cg_set_model_pricing`), in micro-credits per 1,000
+ * tokens, each 0..=10^18. The cache prices are optional: a zeroed struct
+ * is a free model whose cache tokens cost its input price. Borrowed for
+ * the call only.
+ */
+typedef struct cg_model_price {
+  /**
+   * Prompt tokens neither read from nor written to the cache.
+   */
+  int64_t input_per_1k_micros;
+  int64_t output_per_1k_micros;
+  /**
+   * True when `cached_input_per_1k_micros` is the cache-read price
+   * (0 is a price: free cache reads); false: cache reads cost the input
+   * price, and `cached_input_per_1k_micros` must be 0.
+   */
+  bool has_cached_input_per_1k;
+  int64_t cached_input_per_1k_micros;
+  /**
+   * True when `cache_write_per_1k_micros` is the cache-write price;
+   * false: cache writes cost the input price, and
+   * `cache_write_per_1k_micros` must be 0.
+   */
+  bool has_cache_write_per_1k;
+  int64_t cache_write_per_1k_micros;
+  /**
+   * Charged once per request, on top of the tokens. 0: none.
+   */
+  int64_t request_fee_micros;
+} cg_model_price;
+
+/**
  * The optional parts of an allowance (`cg_set_allowance`). Every field is
  * optional and 0/NULL means "not given", so a zero-initialised struct
  * (`cg_allowance_options options = {0};`), like a NULL pointer, is an
@@ -544,6 +603,46 @@ typedef struct cg_allowance_options {
    */
   int64_t rollover_cap_micros;
 } cg_allowance_options;
+
+/**
+ * Which usage a summary counts (`cg_usage_summary_json`,
+ * `cg_usage_summary_csv`): every filter given must match. Every field is
+ * optional and 0/NULL means "not given", so a zeroed struct, like a NULL
+ * pointer, is one row of totals over all usage. Borrowed for the call
+ * only.
+ */
+typedef struct cg_usage_query {
+  /**
+   * The paying account (an organisation's members' usage is its own).
+   * NULL: every account.
+   */
+  const char *user_id;
+  /**
+   * A key id (a UUID). NULL: every key.
+   */
+  const char *key_id;
+  /**
+   * NULL: every model.
+   */
+  const char *model;
+  /**
+   * Usage at or after this time: microseconds since the Unix epoch,
+   * UTC. 0: from the first.
+   */
+  int64_t since_micros;
+  /**
+   * Usage before this time (the range is `[since, until)`; `since` after
+   * `until` is `CG_INVALID_ARGUMENT`). 0: no end.
+   */
+  int64_t until_micros;
+  /**
+   * What to group by, comma-separated, in order: `"day"` (UTC),
+   * `"model"`, `"key"`, `"member"`, `"project"` (e.g. `"day,model"`;
+   * spaces around a name are ignored); an unknown or repeated name is
+   * `CG_INVALID_ARGUMENT`. NULL or `""`: one row of totals.
+   */
+  const char *group_by;
+} cg_usage_query;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1020,10 +1119,11 @@ cg_status cg_record_usage(const struct cg_manager *manager,
 /**
  * Holds credits against available (strict), for streaming or bounding
  * concurrent spend: either `credits_micros` > 0 with `usage` NULL, or
- * `credits_micros` 0 and the price of `usage` (its input tokens at the
- * model's input rate plus its output tokens, e.g. the request's
- * `max_tokens`, at the output rate, rounded up once, at least 1
- * micro-credit: the formula of its charge). `ttl_seconds`: 1..=86400, or 0
+ * `credits_micros` 0 and the worst case of `usage` (its input tokens at
+ * the highest of the model's input, cached-input and cache-write rates
+ * plus its output tokens, e.g. the request's `max_tokens`, at the output
+ * rate, rounded up once, plus the request fee, at least 1 micro-credit;
+ * its cache counts do not change it). `ttl_seconds`: 1..=86400, or 0
  * for 600. `request_id`: optional; the same id holds once (`replayed`,
  * with the first hold's `status`).
  *
@@ -1039,7 +1139,7 @@ cg_status cg_reserve(const struct cg_manager *manager,
 
 /**
  * `cg_reserve` of a `usage` (required: NULL is `CG_INVALID_ARGUMENT`):
- * holds a call's worst case, quoted by the formula of its charge.
+ * holds a call's worst case, however much of the prompt the cache serves.
  *
  * `hold_out`: required; zeroed on failure.
  */
@@ -1054,9 +1154,11 @@ cg_status cg_reserve_usage(const struct cg_manager *manager,
  * Charges a hold's actual usage exactly once and frees it (also after it
  * expired or was released; the charge may exceed the hold): either
  * `credits_micros` > 0 with `usage` NULL, or `credits_micros` 0 and
- * `usage` (its `model` NULL: the hold's model). Settling again with the
- * same usage replays the first result; with another it is
- * `CG_IDEMPOTENCY_CONFLICT`. Unknown hold: `CG_NOT_FOUND`.
+ * `usage` (its `model` NULL: the hold's model), charged at the prices in
+ * effect when the hold was reserved (the quote it was held at), not at a
+ * price set since. Settling again with the same usage replays the first
+ * result; with another it is `CG_IDEMPOTENCY_CONFLICT`. Unknown hold:
+ * `CG_NOT_FOUND`.
  *
  * `charge_out`: required; zeroed on failure.
  */
@@ -1074,7 +1176,8 @@ cg_status cg_release(const struct cg_manager *manager, const char *hold_id);
 
 /**
  * Sets `model`'s usage price in micro-credits per 1,000 tokens, for input
- * and output separately (each 0..=10^18).
+ * and output separately (each 0..=10^18), from now on, with no cache
+ * prices and no request fee (`cg_set_model_pricing` sets every component).
  */
 cg_status cg_set_model_price(const struct cg_manager *manager,
                              const char *model,
@@ -1082,13 +1185,47 @@ cg_status cg_set_model_price(const struct cg_manager *manager,
                              int64_t output_per_1k_micros);
 
 /**
- * The per-model prices as a JSON object: model name ->
- * `{"input_per_1k_micros": n, "output_per_1k_micros": n}`.
+ * The prices in effect now as a JSON object: model name -> price
+ * `{"input_per_1k_micros": n, "output_per_1k_micros": n,
+ * "cached_input_per_1k_micros": n or null, "cache_write_per_1k_micros": n
+ * or null, "request_fee_micros": n}` (null: the input price applies).
  *
  * `json_out`: required; receives a string owned by the caller (free it
  * with `cg_string_free`); NULL on failure.
  */
 cg_status cg_list_model_prices_json(const struct cg_manager *manager, char **json_out);
+
+/**
+ * Adds a version of `model`'s price, every component in a `cg_model_price`
+ * (required), in effect from `effective_at_micros` (microseconds since the
+ * Unix epoch, UTC; 0: now) until its next version; the earlier versions
+ * stay (`cg_price_history_json`). A time before now is
+ * `CG_INVALID_ARGUMENT`: charges made keep their rates, holds placed
+ * settle at their reserve's. The same `effective_at_micros` again replaces
+ * that scheduled version. Over `CG_MAX_PRICE_VERSIONS` versions of one
+ * model: `CG_LIMIT_REACHED`.
+ *
+ * `effective_at_micros_out`: required; receives when the version takes
+ * effect (now, for 0); 0 on failure.
+ */
+cg_status cg_set_model_pricing(const struct cg_manager *manager,
+                               const char *model,
+                               const struct cg_model_price *price,
+                               int64_t effective_at_micros,
+                               int64_t *effective_at_micros_out);
+
+/**
+ * Every version of `model`'s price (NULL: every model's), by model and
+ * then oldest first, the scheduled ones included, as a JSON array of
+ * `{"model", "price" (as in `cg_list_model_prices_json`), "effective_at",
+ * "set_at"}`.
+ *
+ * `json_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_price_history_json(const struct cg_manager *manager,
+                                const char *model,
+                                char **json_out);
 
 /**
  * Checks every account (balance == sum of entries, gap-free seqs, the
@@ -1291,6 +1428,78 @@ cg_status cg_remove_allowance(const struct cg_manager *manager, int64_t allowanc
 cg_status cg_allowances_json(const struct cg_manager *manager,
                              const char *user_id,
                              char **json_out);
+
+/**
+ * Requests, tokens and credits of the usage (entries of kind `usage`)
+ * `query` selects, grouped by its `group_by`, as a JSON array of rows
+ * ordered by the groups. Each row has the grouped fields (`"day"`: the UTC
+ * date `"YYYY-MM-DD"`; `"model"`; `"key"`: a key id; `"member"`;
+ * `"project"`; a grouped field the usage has none of, such as the member
+ * outside an organisation, is left out), then `requests`, `input_tokens` (whole prompts, cache
+ * reads and writes included), `output_tokens`, `cached_input_tokens`,
+ * `cache_write_tokens` and `credits_micros`. `query`: a `cg_usage_query`,
+ * or NULL for one row of totals over all usage. More than
+ * `CG_MAX_SUMMARY_ROWS` rows: `CG_LIMIT_REACHED`.
+ *
+ * `json_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_usage_summary_json(const struct cg_manager *manager,
+                                const struct cg_usage_query *query,
+                                char **json_out);
+
+/**
+ * `cg_usage_summary_json` as CSV (RFC 4180): a header row of the grouped
+ * columns, in `group_by`'s order, then `requests`, `input_tokens`,
+ * `output_tokens`, `cached_input_tokens`, `cache_write_tokens`, `credits`
+ * (exact decimal credits, e.g. `1.5`); one row per group. A text cell a
+ * spreadsheet would run as a formula starts with `'`.
+ *
+ * `csv_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_usage_summary_csv(const struct cg_manager *manager,
+                               const struct cg_usage_query *query,
+                               char **csv_out);
+
+/**
+ * `user_id`'s statement over `[since_micros, until_micros)` (microseconds
+ * since the Unix epoch, UTC; each means its value, 0 the epoch; `since`
+ * after `until` is `CG_INVALID_ARGUMENT`) as a JSON object: `user_id`,
+ * `since`, `until`, `opening_balance_micros` (the balance before
+ * `since`), `closing_balance_micros` (before `until`) and `lines`, each
+ * `{"kind", "model", "price", "entries", "input_tokens", "output_tokens",
+ * "cached_input_tokens", "cache_write_tokens", "amount_micros"}`: one line
+ * per kind of movement, usage split by model and rates (`price` as in
+ * `cg_list_model_prices_json`; null for other kinds and for settles of a
+ * credit amount). `opening_balance_micros` plus every line's
+ * `amount_micros` is `closing_balance_micros`, exactly.
+ *
+ * `json_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_statement_json(const struct cg_manager *manager,
+                            const char *user_id,
+                            int64_t since_micros,
+                            int64_t until_micros,
+                            char **json_out);
+
+/**
+ * `cg_statement_json` as CSV (RFC 4180): a header row (`kind`, `model`,
+ * `input_per_1k`, `output_per_1k`, `cached_input_per_1k`,
+ * `cache_write_per_1k`, `request_fee`, `entries`, `input_tokens`,
+ * `output_tokens`, `cached_input_tokens`, `cache_write_tokens`,
+ * `amount`), an `opening` row, one row per line and a `closing` row;
+ * prices and amounts in exact decimal credits.
+ *
+ * `csv_out`: required; receives a string owned by the caller (free it
+ * with `cg_string_free`); NULL on failure.
+ */
+cg_status cg_statement_csv(const struct cg_manager *manager,
+                           const char *user_id,
+                           int64_t since_micros,
+                           int64_t until_micros,
+                           char **csv_out);
 
 #ifdef __cplusplus
 }  // extern "C"

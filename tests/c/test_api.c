@@ -1131,7 +1131,8 @@ static void test_model_prices(void) {
     CHECK_OK(cg_set_model_price(m, "gpt-x", 2500000, 10000000));
     CHECK_OK(cg_set_model_price(m, "free", 0, 0));
     CHECK_OK(cg_list_model_prices_json(m, &json));
-    CHECK_CONTAINS(json, "\"gpt-x\":{\"input_per_1k_micros\":2500000,\"output_per_1k_micros\":10000000}");
+    CHECK_CONTAINS(json, "\"gpt-x\":{\"cache_write_per_1k_micros\":null,\"cached_input_per_1k_micros\":null,"
+                         "\"input_per_1k_micros\":2500000,\"output_per_1k_micros\":10000000,\"request_fee_micros\":0}");
     CHECK_CONTAINS(json, "\"free\":{");
     cg_string_free(json);
     CHECK_ERR(cg_set_model_price(m, "gpt-x", -1, 0), CG_INVALID_ARGUMENT, "input_per_1k");

@@ -4,8 +4,10 @@
 //! else in this crate dereferences a raw pointer; the exports reach these
 //! functions only through `ffi_fn!` (panic.rs).
 
-use crate::{cg_allowance_options, cg_entry_options, cg_grant_options, cg_manager, cg_usage};
-use creditgate_core::{CreditManager, Error, Result, Usage};
+use crate::{
+    cg_allowance_options, cg_entry_options, cg_grant_options, cg_manager, cg_model_price, cg_usage, cg_usage_query,
+};
+use creditgate_core::{CreditManager, Credits, Error, ModelPrice, Result, Usage};
 use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -151,7 +153,67 @@ pub(crate) unsafe fn opt_usage<'a>(p: *const cg_usage, _name: &str) -> Result<Op
     let Some(u) = (unsafe { p.as_ref() }) else { return Ok(None) };
     // SAFETY: NULL or NUL-terminated (caller's contract).
     let model = unsafe { opt_text(u.model, "model") }?;
-    Ok(Some(Usage::new(u.input_tokens, u.output_tokens, model)))
+    Ok(Some(Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        model,
+        cached_input_tokens: u.cached_input_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+    }))
+}
+
+/// A required `cg_model_price` argument, as the core's `ModelPrice`. A cache
+/// price whose `has_*` flag is false must be 0: a price that would be
+/// ignored is refused, not dropped.
+///
+/// # Safety
+/// `p` is NULL or points to a readable `cg_model_price`.
+pub(crate) unsafe fn model_price(p: *const cg_model_price, name: &str) -> Result<ModelPrice> {
+    // SAFETY: NULL or readable (caller's contract).
+    let p = unsafe { p.as_ref() }.ok_or_else(|| null(name))?;
+    let optional = |has: bool, micros: i64, field: &str| match (has, micros) {
+        (true, m) => Ok(Some(Credits::from_micros(m))),
+        (false, 0) => Ok(None),
+        (false, m) => Err(Error::InvalidArgument(format!(
+            "{name}.{field}_micros is {m} but {name}.has_{field} is false (set it to give a {field} price)"
+        ))),
+    };
+    Ok(ModelPrice {
+        input_per_1k: Credits::from_micros(p.input_per_1k_micros),
+        output_per_1k: Credits::from_micros(p.output_per_1k_micros),
+        cached_input_per_1k: optional(p.has_cached_input_per_1k, p.cached_input_per_1k_micros, "cached_input_per_1k")?,
+        cache_write_per_1k: optional(p.has_cache_write_per_1k, p.cache_write_per_1k_micros, "cache_write_per_1k")?,
+        request_fee: Credits::from_micros(p.request_fee_micros),
+    })
+}
+
+/// The safe view of a `cg_usage_query`.
+#[derive(Default)]
+pub(crate) struct QueryArgs<'a> {
+    pub(crate) user_id: Option<&'a str>,
+    pub(crate) key_id: Option<&'a str>,
+    pub(crate) model: Option<&'a str>,
+    pub(crate) since_micros: i64,
+    pub(crate) until_micros: i64,
+    pub(crate) group_by: Option<&'a str>,
+}
+
+/// An optional `cg_usage_query` argument: NULL gives none of its fields.
+///
+/// # Safety
+/// As [`entry_options`], for a `cg_usage_query`.
+pub(crate) unsafe fn usage_query<'a>(p: *const cg_usage_query, _name: &str) -> Result<QueryArgs<'a>> {
+    // SAFETY: NULL or readable (caller's contract).
+    let Some(q) = (unsafe { p.as_ref() }) else { return Ok(QueryArgs::default()) };
+    // SAFETY: each string field is NULL or NUL-terminated (caller's contract).
+    let user_id = unsafe { opt_text(q.user_id, "user_id") }?;
+    // SAFETY: as above.
+    let key_id = unsafe { opt_text(q.key_id, "key_id") }?;
+    // SAFETY: as above.
+    let model = unsafe { opt_text(q.model, "model") }?;
+    // SAFETY: as above.
+    let group_by = unsafe { opt_text(q.group_by, "group_by") }?;
+    Ok(QueryArgs { user_id, key_id, model, since_micros: q.since_micros, until_micros: q.until_micros, group_by })
 }
 
 /// Values an out-pointer is set to before the call does anything, so that
@@ -258,6 +320,31 @@ mod tests {
         assert!(e.contains("user_id is not valid UTF-8") && e.contains("offset 2"), "{e}");
         // SAFETY: a NUL-terminated literal.
         assert_eq!(unsafe { text(c"alice".as_ptr(), "user_id") }.unwrap(), "alice");
+    }
+
+    #[test]
+    fn model_prices_refuse_an_ignored_cache_price() {
+        let mut p = crate::cg_model_price {
+            input_per_1k_micros: 3,
+            output_per_1k_micros: 4,
+            has_cached_input_per_1k: false,
+            cached_input_per_1k_micros: 0,
+            has_cache_write_per_1k: true,
+            cache_write_per_1k_micros: 0,
+            request_fee_micros: 5,
+        };
+        // SAFETY: a local, readable.
+        let price = unsafe { model_price(&p, "price") }.unwrap();
+        assert_eq!(price.cached_input_per_1k, None);
+        assert_eq!(price.cache_write_per_1k, Some(Credits::ZERO)); // 0 with its flag is a price
+        assert_eq!((price.input_per_1k.micros(), price.request_fee.micros()), (3, 5));
+        p.cached_input_per_1k_micros = 9;
+        // SAFETY: as above.
+        let e = unsafe { model_price(&p, "price") }.unwrap_err().to_string();
+        assert!(e.contains("price.cached_input_per_1k_micros is 9 but price.has_cached_input_per_1k is false"), "{e}");
+        // SAFETY: NULL (never read).
+        let e = unsafe { model_price(std::ptr::null(), "price") }.unwrap_err().to_string();
+        assert!(e.contains("price is NULL"), "{e}");
     }
 
     #[test]

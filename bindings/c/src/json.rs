@@ -4,7 +4,7 @@
 
 use creditgate_core::{
     Account, Allowance, ApiKeyInfo, AuditReport, Budget, Entry, Event, ExpirySweep, Grant, Member, MemberUsage,
-    ModelPrice, Project, Report, Timestamp,
+    ModelPrice, PriceVersion, Project, Report, Timestamp, price_json,
 };
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -75,7 +75,10 @@ pub(crate) fn entry(e: &Entry) -> Value {
         "project": e.project,
         "input_tokens": e.input_tokens,
         "output_tokens": e.output_tokens,
+        "cached_input_tokens": e.cached_input_tokens,
+        "cache_write_tokens": e.cache_write_tokens,
         "model": e.model,
+        "price": e.price.as_ref().map_or(Value::Null, price_json),
         "amount_minor": e.amount_minor,
         "currency": e.currency,
         "metadata": e.metadata.clone().map_or(Value::Null, Value::Object),
@@ -171,18 +174,23 @@ pub(crate) fn metrics(counters: &[(&'static str, u64)]) -> Value {
     Value::Object(counters.iter().map(|&(name, v)| (name.to_string(), Value::from(v))).collect::<Map<_, _>>())
 }
 
+/// Model -> price, in the core's price shape (`creditgate::price_json`).
 pub(crate) fn model_prices(prices: &BTreeMap<String, ModelPrice>) -> Value {
-    Value::Object(
-        prices
-            .iter()
-            .map(|(model, p)| {
-                let v = json!({
-                    "input_per_1k_micros": p.input_per_1k.micros(),
-                    "output_per_1k_micros": p.output_per_1k.micros(),
-                });
-                (model.clone(), v)
+    Value::Object(prices.iter().map(|(model, p)| (model.clone(), price_json(p))).collect::<Map<_, _>>())
+}
+
+pub(crate) fn price_versions(vs: &[PriceVersion]) -> Value {
+    Value::Array(
+        vs.iter()
+            .map(|v| {
+                json!({
+                    "model": v.model,
+                    "price": price_json(&v.price),
+                    "effective_at": time(v.effective_at),
+                    "set_at": time(v.set_at),
+                })
             })
-            .collect::<Map<_, _>>(),
+            .collect(),
     )
 }
 

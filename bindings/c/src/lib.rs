@@ -3,8 +3,8 @@
 //!
 //! Layout: the exported functions (one per operation, each body one
 //! `ffi_fn!` call and free of `unsafe`) by concept in `handle.rs`,
-//! `credits.rs`, `keys.rs`, `usage.rs`, `admin.rs` and `orgs.rs` (cbindgen writes them
-//! in that order); `lib.rs` the constants and the plumbing they share;
+//! `credits.rs`, `keys.rs`, `usage.rs`, `admin.rs`, `orgs.rs` and `analytics.rs`
+//! (cbindgen writes them in that order); `lib.rs` the constants and the plumbing they share;
 //! `ffi.rs` every raw-pointer access, `panic.rs` the boundary macro `ffi_fn!` (panics, out-pointer
 //! resets, the handle check, arguments to safe values) and the thread-local
 //! last error, `status.rs` the status enum, `types.rs` the
@@ -41,12 +41,15 @@ mod keys;
 mod usage;
 // audit, report, metrics;
 mod admin;
-// organisations (members, projects, budgets) and allowances.
+// organisations (members, projects, budgets) and allowances;
 mod orgs;
+// usage summaries and statements.
+mod analytics;
 
 use creditgate_core::{
     AllowanceSpec, BudgetLimit, BudgetScope, Config, CreditManager, Credits, EntryId, EntryKind, EntryOptions, Error,
     GrantCategory, GrantOptions, HoldAmount, HoldId, KeyId, KeyRef, Result, Settlement, SpendWindow, Timestamp, Usage,
+    UsageGroup, UsageQuery, usage_rows_csv, usage_rows_json,
 };
 use ffi::Out;
 use panic::ffi_fn;
@@ -56,7 +59,8 @@ use std::ffi::c_char;
 pub use status::cg_status;
 pub use types::{
     CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_allowance_options, cg_api_key, cg_entry, cg_entry_options,
-    cg_grant_options, cg_hold, cg_hold_status, cg_key_eligibility, cg_usage, cg_usage_charge, cg_verification,
+    cg_grant_options, cg_hold, cg_hold_status, cg_key_eligibility, cg_model_price, cg_usage, cg_usage_charge,
+    cg_usage_query, cg_verification,
 };
 
 // The numbers below are the core's (creditgate::limits), written as literals
@@ -105,6 +109,12 @@ pub const CG_MAX_MEMBERS_PER_ORG: u32 = 10_000;
 pub const CG_MAX_PROJECTS_PER_ORG: u32 = 1_000;
 /// The most allowances of one account (`cg_set_allowance`).
 pub const CG_MAX_ALLOWANCES_PER_ACCOUNT: u32 = 100;
+/// The most rows one usage summary (`cg_usage_summary_json`,
+/// `cg_usage_summary_csv`) or statement returns (more:
+/// `CG_LIMIT_REACHED`; narrow the query).
+pub const CG_MAX_SUMMARY_ROWS: u32 = 100_000;
+/// The most versions one model's price keeps (`cg_set_model_pricing`).
+pub const CG_MAX_PRICE_VERSIONS: u32 = 1_000;
 
 const _: () = {
     use creditgate_core::limits as core;
@@ -129,6 +139,8 @@ const _: () = {
     assert!(CG_MAX_MEMBERS_PER_ORG == core::MAX_MEMBERS_PER_ORG);
     assert!(CG_MAX_PROJECTS_PER_ORG == core::MAX_PROJECTS_PER_ORG);
     assert!(CG_MAX_ALLOWANCES_PER_ACCOUNT == core::MAX_ALLOWANCES_PER_ACCOUNT);
+    assert!(CG_MAX_SUMMARY_ROWS == core::MAX_SUMMARY_ROWS);
+    assert!(CG_MAX_PRICE_VERSIONS == core::MAX_PRICE_VERSIONS);
     // The fixed-size strings of the result structs hold the longest value and its NUL.
     assert!(CG_USER_ID_SIZE == core::MAX_TEXT_BYTES + 1);
     assert!(CG_KEY_PREFIX_SIZE == core::MAX_PREFIX_LEN + 1);

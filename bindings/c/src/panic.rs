@@ -22,8 +22,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 /// 3. each argument `name` is rebound to its safe value
 ///    `ffi::kind(name, "name")?`, in the order listed: `text` a `&str`,
 ///    `opt_text` an `Option<&str>`, `opt_out` an optional out-pointer,
-///    `usage` / `opt_usage` a core `Usage`, `entry_options` /
-///    `grant_options` an options struct's safe view (NULL: the defaults);
+///    `usage` / `opt_usage` a core `Usage`, `model_price` a core
+///    `ModelPrice`, `entry_options` / `grant_options` / `usage_query` an
+///    options struct's safe view (NULL: the defaults);
 /// 4. the body, a block of `Result<()>`, runs with those safe values only;
 ///    errors are counted once in the handle's `errors_total`.
 ///

@@ -190,6 +190,67 @@ pub struct cg_usage {
     /// The model whose price applies. NULL: the default price (in
     /// `cg_settle`: the hold's model).
     pub model: *const c_char,
+    /// Of `input_tokens`, those read from the provider's cache (OpenAI's
+    /// `prompt_tokens_details.cached_tokens`), at the model's cached-input
+    /// rate (none set: its input rate). `input_tokens` is the whole prompt,
+    /// so `cached_input_tokens + cache_write_tokens <= input_tokens`. A
+    /// hold's worst case does not depend on them.
+    pub cached_input_tokens: i64,
+    /// Of `input_tokens`, those written to the provider's cache, at the
+    /// model's cache-write rate (none set: its input rate).
+    pub cache_write_tokens: i64,
+}
+
+/// A model's prices (`cg_set_model_pricing`), in micro-credits per 1,000
+/// tokens, each 0..=10^18. The cache prices are optional: a zeroed struct
+/// is a free model whose cache tokens cost its input price. Borrowed for
+/// the call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_model_price {
+    /// Prompt tokens neither read from nor written to the cache.
+    pub input_per_1k_micros: i64,
+    pub output_per_1k_micros: i64,
+    /// True when `cached_input_per_1k_micros` is the cache-read price
+    /// (0 is a price: free cache reads); false: cache reads cost the input
+    /// price, and `cached_input_per_1k_micros` must be 0.
+    pub has_cached_input_per_1k: bool,
+    pub cached_input_per_1k_micros: i64,
+    /// True when `cache_write_per_1k_micros` is the cache-write price;
+    /// false: cache writes cost the input price, and
+    /// `cache_write_per_1k_micros` must be 0.
+    pub has_cache_write_per_1k: bool,
+    pub cache_write_per_1k_micros: i64,
+    /// Charged once per request, on top of the tokens. 0: none.
+    pub request_fee_micros: i64,
+}
+
+/// Which usage a summary counts (`cg_usage_summary_json`,
+/// `cg_usage_summary_csv`): every filter given must match. Every field is
+/// optional and 0/NULL means "not given", so a zeroed struct, like a NULL
+/// pointer, is one row of totals over all usage. Borrowed for the call
+/// only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_usage_query {
+    /// The paying account (an organisation's members' usage is its own).
+    /// NULL: every account.
+    pub user_id: *const c_char,
+    /// A key id (a UUID). NULL: every key.
+    pub key_id: *const c_char,
+    /// NULL: every model.
+    pub model: *const c_char,
+    /// Usage at or after this time: microseconds since the Unix epoch,
+    /// UTC. 0: from the first.
+    pub since_micros: i64,
+    /// Usage before this time (the range is `[since, until)`; `since` after
+    /// `until` is `CG_INVALID_ARGUMENT`). 0: no end.
+    pub until_micros: i64,
+    /// What to group by, comma-separated, in order: `"day"` (UTC),
+    /// `"model"`, `"key"`, `"member"`, `"project"` (e.g. `"day,model"`;
+    /// spaces around a name are ignored); an unknown or repeated name is
+    /// `CG_INVALID_ARGUMENT`. NULL or `""`: one row of totals.
+    pub group_by: *const c_char,
 }
 
 /// The optional parts of an allowance (`cg_set_allowance`). Every field is

@@ -33,10 +33,11 @@ pub unsafe extern "C" fn cg_record_usage(
 
 /// Holds credits against available (strict), for streaming or bounding
 /// concurrent spend: either `credits_micros` > 0 with `usage` NULL, or
-/// `credits_micros` 0 and the price of `usage` (its input tokens at the
-/// model's input rate plus its output tokens, e.g. the request's
-/// `max_tokens`, at the output rate, rounded up once, at least 1
-/// micro-credit: the formula of its charge). `ttl_seconds`: 1..=86400, or 0
+/// `credits_micros` 0 and the worst case of `usage` (its input tokens at
+/// the highest of the model's input, cached-input and cache-write rates
+/// plus its output tokens, e.g. the request's `max_tokens`, at the output
+/// rate, rounded up once, plus the request fee, at least 1 micro-credit;
+/// its cache counts do not change it). `ttl_seconds`: 1..=86400, or 0
 /// for 600. `request_id`: optional; the same id holds once (`replayed`,
 /// with the first hold's `status`).
 ///
@@ -62,7 +63,7 @@ pub unsafe extern "C" fn cg_reserve(
 }
 
 /// `cg_reserve` of a `usage` (required: NULL is `CG_INVALID_ARGUMENT`):
-/// holds a call's worst case, quoted by the formula of its charge.
+/// holds a call's worst case, however much of the prompt the cache serves.
 ///
 /// `hold_out`: required; zeroed on failure.
 #[unsafe(no_mangle)]
@@ -115,9 +116,11 @@ fn reserve(
 /// Charges a hold's actual usage exactly once and frees it (also after it
 /// expired or was released; the charge may exceed the hold): either
 /// `credits_micros` > 0 with `usage` NULL, or `credits_micros` 0 and
-/// `usage` (its `model` NULL: the hold's model). Settling again with the
-/// same usage replays the first result; with another it is
-/// `CG_IDEMPOTENCY_CONFLICT`. Unknown hold: `CG_NOT_FOUND`.
+/// `usage` (its `model` NULL: the hold's model), charged at the prices in
+/// effect when the hold was reserved (the quote it was held at), not at a
+/// price set since. Settling again with the same usage replays the first
+/// result; with another it is `CG_IDEMPOTENCY_CONFLICT`. Unknown hold:
+/// `CG_NOT_FOUND`.
 ///
 /// `charge_out`: required; zeroed on failure.
 #[unsafe(no_mangle)]
@@ -149,7 +152,8 @@ pub unsafe extern "C" fn cg_release(manager: *const cg_manager, hold_id: *const 
 }
 
 /// Sets `model`'s usage price in micro-credits per 1,000 tokens, for input
-/// and output separately (each 0..=10^18).
+/// and output separately (each 0..=10^18), from now on, with no cache
+/// prices and no request fee (`cg_set_model_pricing` sets every component).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cg_set_model_price(
     manager: *const cg_manager,
@@ -162,8 +166,10 @@ pub unsafe extern "C" fn cg_set_model_price(
     })
 }
 
-/// The per-model prices as a JSON object: model name ->
-/// `{"input_per_1k_micros": n, "output_per_1k_micros": n}`.
+/// The prices in effect now as a JSON object: model name -> price
+/// `{"input_per_1k_micros": n, "output_per_1k_micros": n,
+/// "cached_input_per_1k_micros": n or null, "cache_write_per_1k_micros": n
+/// or null, "request_fee_micros": n}` (null: the input price applies).
 ///
 /// `json_out`: required; receives a string owned by the caller (free it
 /// with `cg_string_free`); NULL on failure.
@@ -174,5 +180,49 @@ pub unsafe extern "C" fn cg_list_model_prices_json(
 ) -> cg_status {
     ffi_fn!(handle manager => m; out [json_out]; {
         write_json(json_out, json::model_prices(&m.list_model_prices()?))
+    })
+}
+
+/// Adds a version of `model`'s price, every component in a `cg_model_price`
+/// (required), in effect from `effective_at_micros` (microseconds since the
+/// Unix epoch, UTC; 0: now) until its next version; the earlier versions
+/// stay (`cg_price_history_json`). A time before now is
+/// `CG_INVALID_ARGUMENT`: charges made keep their rates, holds placed
+/// settle at their reserve's. The same `effective_at_micros` again replaces
+/// that scheduled version. Over `CG_MAX_PRICE_VERSIONS` versions of one
+/// model: `CG_LIMIT_REACHED`.
+///
+/// `effective_at_micros_out`: required; receives when the version takes
+/// effect (now, for 0); 0 on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_set_model_pricing(
+    manager: *const cg_manager,
+    model: *const c_char,
+    price: *const cg_model_price,
+    effective_at_micros: i64,
+    effective_at_micros_out: *mut i64,
+) -> cg_status {
+    ffi_fn!(handle manager => m; out [effective_at_micros_out]; args [text model, model_price price]; {
+        let at = (effective_at_micros != 0).then_some(Timestamp(effective_at_micros));
+        effective_at_micros_out.write(m.set_model_pricing(model, price, at)?.effective_at.micros());
+        Ok(())
+    })
+}
+
+/// Every version of `model`'s price (NULL: every model's), by model and
+/// then oldest first, the scheduled ones included, as a JSON array of
+/// `{"model", "price" (as in `cg_list_model_prices_json`), "effective_at",
+/// "set_at"}`.
+///
+/// `json_out`: required; receives a string owned by the caller (free it
+/// with `cg_string_free`); NULL on failure.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cg_price_history_json(
+    manager: *const cg_manager,
+    model: *const c_char,
+    json_out: *mut *mut c_char,
+) -> cg_status {
+    ffi_fn!(handle manager => m; out [json_out]; args [opt_text model]; {
+        write_json(json_out, json::price_versions(&m.model_price_history(model)?))
     })
 }
