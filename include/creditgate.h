@@ -1435,7 +1435,7 @@ cg_status cg_allowances_json(const struct cg_manager *manager,
  * ordered by the groups. Each row has the grouped fields (`"day"`: the UTC
  * date `"YYYY-MM-DD"`; `"model"`; `"key"`: a key id; `"member"`;
  * `"project"`; a grouped field the usage has none of, such as the member
- * outside an organisation, is left out), then `requests`, `input_tokens` (whole prompts, cache
+ * outside an organisation, is null and sorts last), then `requests`, `input_tokens` (whole prompts, cache
  * reads and writes included), `output_tokens`, `cached_input_tokens`,
  * `cache_write_tokens` and `credits_micros`. `query`: a `cg_usage_query`,
  * or NULL for one row of totals over all usage. More than
