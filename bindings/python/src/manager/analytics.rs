@@ -56,7 +56,10 @@ fn groups(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<UsageG
 #[pymethods]
 impl LocalCreditManager {
     /// Requests, tokens and credits of usage entries, filtered and grouped.
-    #[pyo3(signature = (*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=None))]
+    #[pyo3(
+        signature = (*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=None),
+        text_signature = "($self, *, user_id=None, key_id=None, model=None, since=None, until=None, group_by=())"
+    )]
     fn usage_summary(
         &self,
         py: Python<'_>,
@@ -75,7 +78,10 @@ impl LocalCreditManager {
     }
 
     /// `usage_summary` as the core's JSON array.
-    #[pyo3(signature = (*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=None))]
+    #[pyo3(
+        signature = (*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=None),
+        text_signature = "($self, *, user_id=None, key_id=None, model=None, since=None, until=None, group_by=())"
+    )]
     fn usage_summary_json(
         &self,
         py: Python<'_>,
@@ -93,7 +99,10 @@ impl LocalCreditManager {
     }
 
     /// `usage_summary` as the core's CSV: the grouped columns, then the counts.
-    #[pyo3(signature = (*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=None))]
+    #[pyo3(
+        signature = (*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=None),
+        text_signature = "($self, *, user_id=None, key_id=None, model=None, since=None, until=None, group_by=())"
+    )]
     fn usage_summary_csv(
         &self,
         py: Python<'_>,
