@@ -368,7 +368,7 @@ def test_bad_statement_input(manager: LocalCreditManager) -> None:
     with pytest.raises(InvalidArgument, match="user_id"):
         manager.statement("", NOW - timedelta(days=1), NOW)
     empty = manager.statement("nobody", NOW - timedelta(days=1), NOW)
-    assert (empty.opening_balance, empty.closing_balance, empty.lines) == (0, 0, [])
+    assert empty.opening_balance == 0 and empty.closing_balance == 0 and empty.lines == []
 
 
 def test_async_analytics(db_url: str) -> None:

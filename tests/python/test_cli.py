@@ -355,7 +355,15 @@ def test_keys_without_action_is_a_usage_error(cli: Cli) -> None:
 def test_prices(cli: Cli) -> None:
     assert cli.json("prices", "list", "--json") == {}
     cli.ok("prices", "set", "gpt-4o", "2.5", "10")
-    assert cli.json("prices", "list", "--json") == {"gpt-4o": {"input_per_1k": Decimal("2.5"), "output_per_1k": 10}}
+    assert cli.json("prices", "list", "--json") == {
+        "gpt-4o": {
+            "input_per_1k": Decimal("2.5"),
+            "output_per_1k": 10,
+            "cached_input_per_1k": None,
+            "cache_write_per_1k": None,
+            "request_fee": 0,
+        }
+    }
     assert "gpt-4o" in cli.ok("prices", "list")
     cli.fails("prices", "set", "gpt-4o", "abc", "1", code="usage", exit_code=2)
 

@@ -58,9 +58,14 @@ MODULE_DEFAULTS: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 # Numeric defaults that are not limits: a cursor's start, a count that is
-# zero unless given, an HTTP status.
+# zero unless given (a count, a fee), an HTTP status.
 NOT_LIMITS = {
     ("events", "after"),
+    ("record_usage", "cached_input_tokens"),
+    ("record_usage", "cache_write_tokens"),
+    ("settle", "cached_input_tokens"),
+    ("settle", "cache_write_tokens"),
+    ("set_model_price", "request_fee"),
     ("Meter.__init__", "input_tokens"),
     ("CreditGate.meter", "input_tokens"),
     ("CreditGate.meter", "max_output_tokens"),

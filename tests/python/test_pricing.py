@@ -175,7 +175,7 @@ def test_bad_cache_counts_are_refused(manager: LocalCreditManager, paid_key: str
     with pytest.raises(InvalidArgument, match="cached_input_tokens"):
         manager.record_usage(paid_key, input_tokens=100, cached_input_tokens=-1)
     with pytest.raises(TypeError, match="cache_write_tokens must be an int"):
-        manager.record_usage(paid_key, input_tokens=100, cache_write_tokens=True)  # type: ignore[arg-type]
+        manager.record_usage(paid_key, input_tokens=100, cache_write_tokens=True)
     hold = manager.reserve(paid_key, credits=10)
     with pytest.raises(InvalidArgument, match="not both"):
         manager.settle(hold.hold_id, credits=1, cached_input_tokens=5)
