@@ -11,7 +11,26 @@ use pyo3::types::{PyDict, PyList};
 record!(
     /// A model's prices in credits per 1,000 tokens, and a fee per request.
     /// A cache price of None charges those tokens at `input_per_1k`.
+    /// Compared and hashed by value, so two `Entry`s (and their
+    /// `to_dict()`s) charged at the same rates are equal.
     ModelPrice { input_per_1k, output_per_1k, cached_input_per_1k, cache_write_per_1k, request_fee }
+    {
+        fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+            let Ok(other) = other.cast::<ModelPrice>() else { return Ok(false) };
+            let other = other.get();
+            for ((_, a), (_, b)) in self.fields().into_iter().zip(other.fields()) {
+                if !a.bind(py).eq(b.bind(py))? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+
+        fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+            let values: Vec<&Py<PyAny>> = self.fields().into_iter().map(|(_, v)| v).collect();
+            pyo3::types::PyTuple::new(py, values)?.hash()
+        }
+    }
 );
 
 impl ModelPrice {
