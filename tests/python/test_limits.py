@@ -163,7 +163,8 @@ def stub_defaults(class_name: str) -> dict[str, dict[str, object]]:
             if isinstance(default, ast.UnaryOp) and isinstance(default.op, ast.USub):
                 default = ast.Constant(-ast.literal_eval(default.operand))
             if isinstance(default, ast.Tuple) and not default.elts:
-                default = ast.Constant(())
+                values[arg.arg] = ()  # an empty sequence, e.g. group_by=()
+                continue
             assert isinstance(default, ast.Constant), f"{fn.name}({arg.arg}): the stub's defaults are literals"
             values[arg.arg] = default.value
         out[fn.name] = values
