@@ -441,10 +441,8 @@ def test_cli_statement_formats(capsys: pytest.CaptureFixture[str], db_url: str, 
     assert code == 0
     lines = out.splitlines()
     assert lines[1].split() == ["opening", "balance", "0"]
-    assert (
-        lines[-1].split() == ["closing", "balance", str(s.closing_balance.normalize())]
-        or D(lines[-1].split()[-1]) == s.closing_balance
-    )
+    closing = lines[-1].split()
+    assert closing[:2] == ["closing", "balance"] and D(closing[2]) == s.closing_balance
     assert lines[2].split()[0] == "kind" and len(lines) == len(s.lines) + 4
     # A zone-less time is UTC.
     code, out, _ = run_cli(
@@ -515,3 +513,13 @@ def test_cli_prices(capsys: pytest.CaptureFixture[str], db_url: str, manager: Lo
     assert code == 1 and "error: invalid_argument:" in err
     code, _, err = run_cli(capsys, db_url, "prices", "set", "m", "1", "1", "--effective-at", "2000-01-01")
     assert code == 1 and "past" in err
+
+
+def test_cli_times_are_utc_unless_zoned() -> None:
+    from creditgate.cli import time_arg
+
+    assert time_arg("2026-01-02") == datetime(2026, 1, 2, tzinfo=UTC)
+    assert time_arg("2026-01-02T03:04:05") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert time_arg("2026-01-02T03:04:05Z") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    zoned = time_arg("2026-01-02T05:04:05+02:00")
+    assert zoned == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC) and zoned.utcoffset() == timedelta(hours=2)
