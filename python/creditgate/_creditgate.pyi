@@ -5,7 +5,7 @@ Written by hand and checked against the built module by
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Final, Literal, final
@@ -47,6 +47,11 @@ __all__ = [
     "Project",
     "MemberUsage",
     "Allowance",
+    "ModelPrice",
+    "PriceVersion",
+    "UsageRow",
+    "StatementLine",
+    "Statement",
     "DEFAULT_TTL_SECONDS",
     "DEFAULT_PAGE_LIMIT",
     "DEFAULT_EVENTS_LIMIT",
@@ -92,6 +97,8 @@ __all__ = [
     "MAX_MEMBERS_PER_ORG",
     "MAX_PROJECTS_PER_ORG",
     "MAX_ALLOWANCES_PER_ACCOUNT",
+    "MAX_SUMMARY_ROWS",
+    "MAX_PRICE_VERSIONS",
     "RESERVED_KEY_PREFIXES",
 ]
 
@@ -155,6 +162,8 @@ MAX_TOKENS_PER_MINUTE: Final[int]
 MAX_MEMBERS_PER_ORG: Final[int]
 MAX_PROJECTS_PER_ORG: Final[int]
 MAX_ALLOWANCES_PER_ACCOUNT: Final[int]
+MAX_SUMMARY_ROWS: Final[int]
+MAX_PRICE_VERSIONS: Final[int]
 RESERVED_KEY_PREFIXES: Final[tuple[str, ...]]
 
 # ----- errors (docs/reference.md) --------------------------------------------------------
@@ -252,6 +261,15 @@ class Entry:
     @property
     def project(self) -> str | None:
         """The organisation project of the key that spent this entry, at the charge."""
+    @property
+    def cached_input_tokens(self) -> int | None:
+        """Of ``input_tokens``, those read from the provider's cache (usage entries)."""
+    @property
+    def cache_write_tokens(self) -> int | None:
+        """Of ``input_tokens``, those written to the provider's cache (usage entries)."""
+    @property
+    def price(self) -> ModelPrice | None:
+        """The rates a usage entry was charged at; None for charges of a given amount and older entries."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -751,6 +769,120 @@ class Allowance:
     def created_at(self) -> datetime: ...
     def to_dict(self) -> dict[str, Any]: ...
 
+@final
+class ModelPrice:
+    """A model's prices in credits per 1,000 tokens, and a fee per request.
+    A cache price of None charges those tokens at ``input_per_1k``."""
+
+    @property
+    def input_per_1k(self) -> Decimal:
+        """Prompt tokens neither read from nor written to the cache."""
+    @property
+    def output_per_1k(self) -> Decimal: ...
+    @property
+    def cached_input_per_1k(self) -> Decimal | None: ...
+    @property
+    def cache_write_per_1k(self) -> Decimal | None: ...
+    @property
+    def request_fee(self) -> Decimal:
+        """Charged once per request, on top of the tokens."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class PriceVersion:
+    """One version of a model's price: in effect from ``effective_at`` until the next version's."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def price(self) -> ModelPrice: ...
+    @property
+    def effective_at(self) -> datetime: ...
+    @property
+    def set_at(self) -> datetime:
+        """When it was set."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class UsageRow:
+    """One group of a usage summary: the grouped fields are set, the others None."""
+
+    @property
+    def day(self) -> datetime | None:
+        """The UTC midnight starting the day."""
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def key_id(self) -> str | None: ...
+    @property
+    def member_id(self) -> str | None: ...
+    @property
+    def project(self) -> str | None: ...
+    @property
+    def requests(self) -> int:
+        """Usage entries (charges) counted."""
+    @property
+    def input_tokens(self) -> int:
+        """The whole prompts, cache reads and writes included."""
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_input_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
+    @property
+    def credits(self) -> Decimal: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class StatementLine:
+    """One line of a statement: a kind of movement, and for usage one model at one set of rates."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def price(self) -> ModelPrice | None:
+        """The rates of a usage line; None for charges of a given amount."""
+    @property
+    def entries(self) -> int: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_input_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
+    @property
+    def amount(self) -> Decimal:
+        """The line's total movement (negative: out of the account)."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Statement:
+    """An account's movements over ``[since, until)``: ``opening_balance`` plus
+    every line's ``amount`` is ``closing_balance``, exactly."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def since(self) -> datetime: ...
+    @property
+    def until(self) -> datetime: ...
+    @property
+    def opening_balance(self) -> Decimal: ...
+    @property
+    def closing_balance(self) -> Decimal: ...
+    @property
+    def lines(self) -> list[StatementLine]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def to_json(self) -> str:
+        """The core's JSON: amounts as integer ``*_micros``, RFC 3339 UTC times."""
+    def to_csv(self) -> str:
+        """The core's CSV: a header, an ``opening`` row, one row per line, a ``closing`` row."""
+
 # ----- the manager -------------------------------------------------------------
 
 @final
@@ -910,6 +1042,8 @@ class LocalCreditManager:
         output_tokens: int | None = None,
         model: str | None = None,
         request_id: str | None = None,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> UsageCharge:
         """Charge a call's usage; ``tokens=`` alone means ``input_tokens``.
         At least one count is required (``InvalidArgument`` otherwise; an
@@ -939,10 +1073,63 @@ class LocalCreditManager:
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         model: str | None = None,
-    ) -> UsageCharge: ...
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> UsageCharge:
+        """Charge the real usage against the hold, at the price in effect when it was reserved."""
     def release(self, hold_id: str) -> None: ...
-    def set_model_price(self, model: str, input_per_1k: _Amount, output_per_1k: _Amount) -> None: ...
+    def set_model_price(
+        self,
+        model: str,
+        input_per_1k: _Amount,
+        output_per_1k: _Amount,
+        *,
+        cached_input_per_1k: _Amount | None = None,
+        cache_write_per_1k: _Amount | None = None,
+        request_fee: _Amount = 0,
+        effective_at: datetime | None = None,
+    ) -> PriceVersion:
+        """Add a version of ``model``'s price, in effect from ``effective_at`` (None: now; never in the past)."""
     def list_model_prices(self) -> dict[str, tuple[Decimal, Decimal]]: ...
+    def model_prices(self) -> dict[str, ModelPrice]:
+        """Each model's price in effect now, every component."""
+    def price_history(self, model: str | None = None) -> list[PriceVersion]:
+        """Every version of ``model``'s price (every model's when None), by model, oldest first."""
+    # ----- usage analytics (docs/analytics.md) -----
+    def usage_summary(
+        self,
+        *,
+        user_id: _UserId | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: Sequence[str] = (),
+    ) -> list[UsageRow]:
+        """Requests, tokens and credits of usage in ``[since, until)``, grouped by
+        ``day``, ``model``, ``key``, ``member`` and/or ``project``."""
+    def usage_summary_json(
+        self,
+        *,
+        user_id: _UserId | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: Sequence[str] = (),
+    ) -> str: ...
+    def usage_summary_csv(
+        self,
+        *,
+        user_id: _UserId | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: Sequence[str] = (),
+    ) -> str: ...
+    def statement(self, user_id: _UserId, since: datetime, until: datetime) -> Statement:
+        """Opening balance, movements by kind (usage by model and rates) and closing balance of ``[since, until)``."""
     def audit(self) -> AuditReport: ...
     def metrics(self) -> dict[str, int]: ...
     def metrics_prometheus(self) -> str: ...

@@ -50,7 +50,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
@@ -78,11 +78,15 @@ from ._creditgate import (
     Member,
     MemberUsage,
     MetricsSnapshot,
+    ModelPrice,
     NewApiKey,
+    PriceVersion,
     Project,
     Report,
     SchemaStatus,
+    Statement,
     UsageCharge,
+    UsageRow,
     Verification,
 )
 
@@ -505,6 +509,8 @@ class AsyncLocalCreditManager:
         output_tokens: int | None = None,
         model: str | None = None,
         request_id: str | None = None,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> UsageCharge:
         return await self._run(
             self._sync.record_usage,
@@ -515,6 +521,8 @@ class AsyncLocalCreditManager:
             output_tokens=output_tokens,
             model=model,
             request_id=request_id,
+            cached_input_tokens=cached_input_tokens,
+            cache_write_tokens=cache_write_tokens,
         )
 
     async def reserve(
@@ -550,6 +558,8 @@ class AsyncLocalCreditManager:
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         model: str | None = None,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> UsageCharge:
         return await self._run(
             self._sync.settle,
@@ -559,16 +569,108 @@ class AsyncLocalCreditManager:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             model=model,
+            cached_input_tokens=cached_input_tokens,
+            cache_write_tokens=cache_write_tokens,
         )
 
     async def release(self, hold_id: str) -> None:
         return await self._run(self._sync.release, hold_id)
 
-    async def set_model_price(self, model: str, input_per_1k: _Amount, output_per_1k: _Amount) -> None:
-        return await self._run(self._sync.set_model_price, model, input_per_1k, output_per_1k)
+    async def set_model_price(
+        self,
+        model: str,
+        input_per_1k: _Amount,
+        output_per_1k: _Amount,
+        *,
+        cached_input_per_1k: _Amount | None = None,
+        cache_write_per_1k: _Amount | None = None,
+        request_fee: _Amount = 0,
+        effective_at: datetime | None = None,
+    ) -> PriceVersion:
+        return await self._run(
+            self._sync.set_model_price,
+            model,
+            input_per_1k,
+            output_per_1k,
+            cached_input_per_1k=cached_input_per_1k,
+            cache_write_per_1k=cache_write_per_1k,
+            request_fee=request_fee,
+            effective_at=effective_at,
+        )
 
     async def list_model_prices(self) -> dict[str, tuple[Decimal, Decimal]]:
         return await self._run(self._sync.list_model_prices)
+
+    async def model_prices(self) -> dict[str, ModelPrice]:
+        return await self._run(self._sync.model_prices)
+
+    async def price_history(self, model: str | None = None) -> list[PriceVersion]:
+        return await self._run(self._sync.price_history, model)
+
+    # ----- usage analytics ---------------------------------------------------------------
+
+    async def usage_summary(
+        self,
+        *,
+        user_id: _UserId | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: Sequence[str] = (),
+    ) -> list[UsageRow]:
+        return await self._run(
+            self._sync.usage_summary,
+            user_id=user_id,
+            key_id=key_id,
+            model=model,
+            since=since,
+            until=until,
+            group_by=group_by,
+        )
+
+    async def usage_summary_json(
+        self,
+        *,
+        user_id: _UserId | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: Sequence[str] = (),
+    ) -> str:
+        return await self._run(
+            self._sync.usage_summary_json,
+            user_id=user_id,
+            key_id=key_id,
+            model=model,
+            since=since,
+            until=until,
+            group_by=group_by,
+        )
+
+    async def usage_summary_csv(
+        self,
+        *,
+        user_id: _UserId | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: Sequence[str] = (),
+    ) -> str:
+        return await self._run(
+            self._sync.usage_summary_csv,
+            user_id=user_id,
+            key_id=key_id,
+            model=model,
+            since=since,
+            until=until,
+            group_by=group_by,
+        )
+
+    async def statement(self, user_id: _UserId, since: datetime, until: datetime) -> Statement:
+        return await self._run(self._sync.statement, user_id, since, until)
 
     async def audit(self) -> AuditReport:
         return await self._run(self._sync.audit)

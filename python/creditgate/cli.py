@@ -20,12 +20,12 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from importlib import metadata
 from typing import Any, NoReturn
 
-from creditgate import CreditError, InsufficientCredits, LocalCreditManager
+from creditgate import CreditError, InsufficientCredits, InvalidArgument, LocalCreditManager
 
 from ._creditgate import (
     DEFAULT_CREDITS_PER_1K_TOKENS,
@@ -59,7 +59,7 @@ def cell(value: Any) -> str:
         return decimal_text(value)
     if isinstance(value, datetime):
         return rfc3339(value)
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (dict, list)) or callable(getattr(value, "to_dict", None)):
         return to_json(value)
     return str(value)
 
@@ -75,11 +75,13 @@ def print_fields(obj: Any, as_json: bool) -> None:
         print(f"{key:<{width}}  {cell(value)}")
 
 
-def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str], right: Sequence[str] = ()) -> None:
+    """Aligned columns; the columns named in `right` (numbers) right-aligned."""
     texts = [[cell(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in texts]) for i, h in enumerate(header)]
     for row in [list(header), *texts]:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        cells = (v.rjust(w) if h in right else v.ljust(w) for v, w, h in zip(row, widths, header))
+        print("  ".join(cells).rstrip())
 
 
 # ----- argument parsing -------------------------------------------------------
@@ -133,6 +135,18 @@ def timestamp_arg(text: str) -> datetime:
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"needs a zone, e.g. 2027-01-01T00:00:00Z: {text!r}")
     return value
+
+
+def time_arg(text: str) -> datetime:
+    """An ISO 8601 / RFC 3339 date (`2027-01-01`, its UTC midnight) or time
+    (`2027-01-01T12:00:00Z`; UTC when it has no zone)."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 date or time (e.g. 2027-01-01 or 2027-01-01T00:00:00Z): {text!r}"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def positive_int_arg(text: str) -> int:
@@ -258,14 +272,53 @@ def build_parser() -> Parser:
 
     prices = command("prices", cmd_help, "list or set per-model prices")
     psub = prices.add_subparsers(dest="prices_command", metavar="ACTION", parser_class=Parser)
-    c = psub.add_parser("list", help="list per-model prices (credits per 1,000 tokens)")
+    c = psub.add_parser("list", help="list per-model prices in effect now (credits per 1,000 tokens)")
     c.set_defaults(func=cmd_prices_list)
+    c.add_argument("--history", action="store_true", help="every version, scheduled ones included, oldest first")
+    c.add_argument("--model", metavar="MODEL", help="only this model")
     c.add_argument("--json", action="store_true")
-    c = psub.add_parser("set", help="set a model's price in credits per 1,000 tokens")
+    c = psub.add_parser(
+        "set", help="set a model's price in credits per 1,000 tokens (a new version; the history stays)"
+    )
     c.set_defaults(func=cmd_prices_set)
     c.add_argument("model", metavar="MODEL")
     c.add_argument("input_per_1k", metavar="INPUT_PER_1K", type=amount_arg)
     c.add_argument("output_per_1k", metavar="OUTPUT_PER_1K", type=amount_arg)
+    c.add_argument("--cached-input", type=amount_arg, metavar="X", help="per 1,000 prompt tokens read from the cache")
+    c.add_argument("--cache-write", type=amount_arg, metavar="X", help="per 1,000 prompt tokens written to the cache")
+    c.add_argument("--request-fee", type=amount_arg, default=Decimal(0), metavar="X", help="credits per request")
+    c.add_argument(
+        "--effective-at", type=time_arg, metavar="TIME", help="in effect from then (default now; never in the past)"
+    )
+    c.add_argument("--json", action="store_true", help="print the price version as JSON")
+
+    c = command(
+        "usage",
+        cmd_usage,
+        "requests, tokens and credits of usage, filtered and grouped (by day, model, key, member, project)",
+    )
+    c.add_argument("--user", help="the paying account")
+    c.add_argument("--key", metavar="KEY_ID")
+    c.add_argument("--model")
+    c.add_argument("--since", type=time_arg, metavar="TIME", help="from (ISO 8601 date or time; UTC if no zone)")
+    c.add_argument("--until", type=time_arg, metavar="TIME", help="up to, not including")
+    c.add_argument(
+        "--group-by",
+        default="",
+        metavar="GROUPS",
+        help="comma-separated: day, model, key, member, project (default: one row of totals)",
+    )
+    c.add_argument("--format", default="table", choices=["table", "csv", "json"])
+
+    c = command(
+        "statement",
+        cmd_statement,
+        "an account's opening balance, movements (usage by model and rates) and closing balance over a range",
+    )
+    c.add_argument("user", metavar="USER")
+    c.add_argument("--since", type=time_arg, required=True, metavar="TIME", help="ISO 8601 date or time")
+    c.add_argument("--until", type=time_arg, required=True, metavar="TIME", help="up to, not including")
+    c.add_argument("--format", default="table", choices=["table", "csv", "json"])
 
     c = command(
         "import-users",
@@ -513,26 +566,156 @@ def cmd_keys_import(args: argparse.Namespace) -> int:
     return 0
 
 
+PRICE_COLUMNS = ("input_per_1k", "output_per_1k", "cached_input_per_1k", "cache_write_per_1k", "request_fee")
+
+
 def cmd_prices_list(args: argparse.Namespace) -> int:
-    prices = open_manager(args).list_model_prices()
+    m = open_manager(args)
+    if args.history:
+        versions = m.price_history(args.model)
+        if args.json:
+            print(to_json(versions, indent=2))
+            return 0
+        print_table(
+            [[v.model, *(getattr(v.price, c) for c in PRICE_COLUMNS), v.effective_at, v.set_at] for v in versions],
+            ["model", *PRICE_COLUMNS, "effective_at", "set_at"],
+            right=PRICE_COLUMNS,
+        )
+        return 0
+    prices = {k: p for k, p in m.model_prices().items() if args.model is None or k == args.model}
     if args.json:
-        print(to_json({m: {"input_per_1k": i, "output_per_1k": o} for m, (i, o) in prices.items()}))
+        print(to_json(prices))
         return 0
     print_table(
-        [[m, i, o] for m, (i, o) in sorted(prices.items())],
-        ["model", "input_per_1k", "output_per_1k"],
+        [[k, *(getattr(p, c) for c in PRICE_COLUMNS)] for k, p in sorted(prices.items())],
+        ["model", *PRICE_COLUMNS],
+        right=PRICE_COLUMNS,
     )
     print(
-        "(models not listed use the default price, CREDITS_PER_1K_TOKENS)",
+        "(models not listed use the default price, CREDITS_PER_1K_TOKENS; an empty cache price is the input price)",
         file=sys.stderr,
     )
     return 0
 
 
 def cmd_prices_set(args: argparse.Namespace) -> int:
-    open_manager(args).set_model_price(args.model, args.input_per_1k, args.output_per_1k)
-    print(f"{args.model}: {cell(args.input_per_1k)} input, {cell(args.output_per_1k)} output credits per 1,000 tokens")
+    v = open_manager(args).set_model_price(
+        args.model,
+        args.input_per_1k,
+        args.output_per_1k,
+        cached_input_per_1k=args.cached_input,
+        cache_write_per_1k=args.cache_write,
+        request_fee=args.request_fee,
+        effective_at=args.effective_at,
+    )
+    if args.json:
+        print(to_json(v, indent=2))
+        return 0
+    p = v.price
+    parts = [f"{cell(p.input_per_1k)} input", f"{cell(p.output_per_1k)} output"]
+    if p.cached_input_per_1k is not None:
+        parts.append(f"{cell(p.cached_input_per_1k)} cached input")
+    if p.cache_write_per_1k is not None:
+        parts.append(f"{cell(p.cache_write_per_1k)} cache write")
+    fee = f" + {cell(p.request_fee)} per request" if p.request_fee else ""
+    print(f"{v.model}: {', '.join(parts)} credits per 1,000 tokens{fee}, from {cell(v.effective_at)}")
     return 0
+
+
+# ----- usage and statements ---------------------------------------------------------
+
+USAGE_COUNTS = ("requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "credits")
+# A group name -> its UsageRow field.
+GROUP_FIELDS = {"day": "day", "model": "model", "key": "key_id", "member": "member_id", "project": "project"}
+
+
+def bad_input(e: InvalidArgument) -> UsageError:
+    """The core refused an argument of the command line: a usage error (exit 2)."""
+    message = str(e)
+    spelled = e.code.replace("_", " ") + ": "
+    return UsageError(message[len(spelled) :] if message.startswith(spelled) else message)
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    m = open_manager(args)
+    groups = [g.strip() for g in args.group_by.split(",") if g.strip()]
+    query: dict[str, Any] = {
+        "user_id": args.user,
+        "key_id": args.key,
+        "model": args.model,
+        "since": args.since,
+        "until": args.until,
+        "group_by": groups,
+    }
+    try:
+        if args.format == "json":
+            print(m.usage_summary_json(**query))
+            return 0
+        if args.format == "csv":
+            sys.stdout.write(m.usage_summary_csv(**query))
+            return 0
+        rows = m.usage_summary(**query)
+    except InvalidArgument as e:
+        raise bad_input(e) from None
+    # The core checked the names: each is a known group, once.
+    table: list[list[Any]] = []
+    for r in rows:
+        keys = [getattr(r, GROUP_FIELDS[g]) for g in groups]
+        keys = [k.date().isoformat() if isinstance(k, datetime) else k for k in keys]
+        table.append([*keys, *(getattr(r, c) for c in USAGE_COUNTS)])
+    totals = [sum((getattr(r, c) for r in rows), Decimal(0) if c == "credits" else 0) for c in USAGE_COUNTS]
+    header = [*groups, *USAGE_COUNTS]
+    label = ["total", *[""] * (len(groups) - 1)] if groups else []
+    print_table([*table, label + totals] if groups else [totals], header, right=USAGE_COUNTS)
+    return 0
+
+
+def cmd_statement(args: argparse.Namespace) -> int:
+    try:
+        s = open_manager(args).statement(args.user, args.since, args.until)
+    except InvalidArgument as e:
+        raise bad_input(e) from None
+    if args.format == "json":
+        print(s.to_json())
+        return 0
+    if args.format == "csv":
+        sys.stdout.write(s.to_csv())
+        return 0
+    print(f"statement of {s.user_id}, {cell(s.since)} to {cell(s.until)} (not included)")
+    print(f"opening balance  {cell(s.opening_balance)}")
+    header = ["kind", "model", "rates", "entries", "input", "output", "cached", "cache_write", "amount"]
+    rows = [
+        [
+            line.kind,
+            line.model,
+            None if line.price is None else rates(line.price),
+            line.entries,
+            line.input_tokens,
+            line.output_tokens,
+            line.cached_input_tokens,
+            line.cache_write_tokens,
+            line.amount,
+        ]
+        for line in s.lines
+    ]
+    if rows:
+        print_table(rows, header, right=header[3:])
+    else:
+        print("(no movements)")
+    print(f"closing balance  {cell(s.closing_balance)}")
+    return 0
+
+
+def rates(p: Any) -> str:
+    """A price in one cell: `in/out`, then the cache rates and the fee when set."""
+    text = f"{cell(p.input_per_1k)}/{cell(p.output_per_1k)}"
+    if p.cached_input_per_1k is not None:
+        text += f" cached {cell(p.cached_input_per_1k)}"
+    if p.cache_write_per_1k is not None:
+        text += f" write {cell(p.cache_write_per_1k)}"
+    if p.request_fee:
+        text += f" fee {cell(p.request_fee)}"
+    return text
 
 
 def cmd_expire(args: argparse.Namespace) -> int:

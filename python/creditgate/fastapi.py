@@ -61,6 +61,7 @@ from ._creditgate import (
     Verification,
 )
 from ._json import decimal_text, to_json
+from ._usage import UsageTokens, usage_tokens
 from .aio import AsyncLocalCreditManager
 
 if TYPE_CHECKING:
@@ -389,6 +390,9 @@ class Meter:
         self.model = model
         self.input_tokens = input_tokens
         self.output_tokens = 0
+        # Of input_tokens: read from, and written to, the provider's cache.
+        self.cached_input_tokens = 0
+        self.cache_write_tokens = 0
         self.charge: Optional[UsageCharge] = None
         self.released = False
         self._request = request
@@ -410,12 +414,22 @@ class Meter:
             raise ValueError(f"output_tokens must not be negative, got {output_tokens}")
         self.output_tokens += output_tokens
 
-    async def settle(self, output_tokens: Optional[int] = None) -> UsageCharge:
+    async def settle(self, output_tokens: Optional[int] = None, *, usage: Any = None) -> UsageCharge:
         """Charges ``input_tokens`` plus ``output_tokens`` (default: what was
         counted) of ``model`` and frees the hold. Exactly once: a second call
         returns the first charge. Shielded from cancellation, so a client that
         leaves mid-settle cannot cancel the charge. Sets the request's
-        ``X-Credits-Remaining`` to the balance after the charge."""
+        ``X-Credits-Remaining`` to the balance after the charge.
+
+        ``usage`` (instead of ``output_tokens``) is the provider's usage, the
+        ``usage`` of an OpenAI-style response (a mapping or an object): its
+        prompt and completion tokens replace the meter's, and the prompt
+        tokens it read from and wrote to the provider's cache
+        (``prompt_tokens_details.cached_tokens``, ...) are charged at the
+        model's cache rates (``creditgate._usage`` reads it; a malformed count
+        reads as 0)."""
+        if output_tokens is not None and usage is not None:
+            raise TypeError("pass output_tokens or usage, not both")
         if self.charge is not None:
             return self.charge
         if self.released:
@@ -423,6 +437,14 @@ class Meter:
         if output_tokens is not None:
             self.output_tokens = 0
             self.add(output_tokens)
+        if usage is not None:
+            self.input_tokens, self.output_tokens, self.cached_input_tokens, self.cache_write_tokens = usage_tokens(
+                usage
+            )
+        # The cache counts are passed only when not 0.
+        cache = UsageTokens(
+            self.input_tokens, self.output_tokens, self.cached_input_tokens, self.cache_write_tokens
+        ).cache_kwargs()
         with anyio.CancelScope(shield=True):
             charge: UsageCharge = await _call(
                 self.ledger,
@@ -431,6 +453,7 @@ class Meter:
                 input_tokens=self.input_tokens,
                 output_tokens=self.output_tokens,
                 model=self.model,
+                **cache,
             )
         self.charge = charge
         if self._request is not None and isinstance(self._request.scope.get(_SCOPE_KEY), _Slot):

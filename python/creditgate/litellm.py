@@ -16,7 +16,9 @@
   ``max_tokens`` (capped) at its output rate, quoted by creditgate exactly as
   the charge will be. Holds are strict, so concurrent calls cannot spend more
   than the account has. When the call succeeds (streamed or not), it settles
-  the real usage, keyed by LiteLLM's ``litellm_call_id``: duplicate events
+  the real usage (with the prompt's cache reads and writes, from LiteLLM's
+  standard logging object: ``creditgate._usage``), keyed by LiteLLM's
+  ``litellm_call_id``: duplicate events
   charge once. When the call fails, it releases the hold; a retry under the
   same call id then holds anew (never runs on the released hold), and a call
   id that was already charged, or is still in flight, is refused (409).
@@ -52,6 +54,7 @@ from typing import Any
 from creditgate import CreditError, InsufficientCredits, InvalidApiKey, LocalCreditManager
 from creditgate import _holds as _holds_rule
 from creditgate._creditgate import DEFAULT_TTL_SECONDS
+from creditgate._usage import usage_tokens
 
 try:
     from litellm.integrations.custom_logger import CustomLogger
@@ -249,12 +252,16 @@ class CreditgateCallback(CustomLogger):  # type: ignore[misc]  # LiteLLM is unty
         hold_id, slo = self._hold_of(kwargs)
         if hold_id is None:
             return  # no hold: not a creditgate call
+        # The prompt includes its cache reads and writes; those counts are
+        # passed only when not 0 (creditgate._usage).
+        tokens = usage_tokens(slo)
         # Settling a hold twice charges once: duplicate events are harmless.
         await asyncio.to_thread(
             manager().settle,
             hold_id,
-            input_tokens=int(slo.get("prompt_tokens") or 0),
-            output_tokens=int(slo.get("completion_tokens") or 0),
+            input_tokens=tokens.input_tokens,
+            output_tokens=tokens.output_tokens,
+            **tokens.cache_kwargs(),
         )
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:

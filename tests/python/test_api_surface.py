@@ -39,16 +39,28 @@ SIGNATURES = {
     "verify_api_key_credits": "(api_key, min_credits=1)",
     "record_usage": (
         "(api_key=None, *, key_id=None, tokens=None, input_tokens=None, output_tokens=None, model=None, "
-        "request_id=None)"
+        "request_id=None, cached_input_tokens=0, cache_write_tokens=0)"
     ),
     "reserve": (
         "(api_key, *, credits=None, tokens=None, input_tokens=None, output_tokens=None, model=None, ttl_seconds=600, "
         "request_id=None)"
     ),
-    "settle": "(hold_id, *, credits=None, tokens=None, input_tokens=None, output_tokens=None, model=None)",
+    "settle": (
+        "(hold_id, *, credits=None, tokens=None, input_tokens=None, output_tokens=None, model=None, "
+        "cached_input_tokens=0, cache_write_tokens=0)"
+    ),
     "release": "(hold_id)",
-    "set_model_price": "(model, input_per_1k, output_per_1k)",
+    "set_model_price": (
+        "(model, input_per_1k, output_per_1k, *, cached_input_per_1k=None, cache_write_per_1k=None, request_fee=0, "
+        "effective_at=None)"
+    ),
     "list_model_prices": "()",
+    "model_prices": "()",
+    "price_history": "(model=None)",
+    "usage_summary": "(*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=())",
+    "usage_summary_json": "(*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=())",
+    "usage_summary_csv": "(*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=())",
+    "statement": "(user_id, since, until)",
     "transactions": "(user_id, *, limit=50, before=None)",
     "audit": "()",
     "metrics": "()",

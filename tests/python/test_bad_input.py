@@ -18,6 +18,7 @@ import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,28 @@ def _self_dict() -> dict[str, Any]:
 BAD_METADATA += [("cycle-list", {"a": _self_list()}, InvalidArgument), ("cycle-dict", _self_dict(), InvalidArgument)]
 
 NO_NONE = [(label, v, exc) for label, v, exc in BAD_STRINGS] + [("None", None, TypeError)]
+
+# Times: aware datetimes only (a naive one has no known zone).
+PAST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+FUTURE = datetime(2100, 1, 1, tzinfo=timezone.utc)
+BAD_TIMES: list[tuple[str, Any, type[BaseException]]] = [
+    ("naive", datetime(2099, 1, 1), InvalidArgument),
+    ("str", "2099-01-01T00:00:00Z", TypeError),
+    ("int", 4_000_000_000, TypeError),
+    ("date", date(2099, 1, 1), TypeError),
+    ("object", Opaque(), TypeError),
+]
+# group_by: a sequence of known names, each once.
+BAD_GROUPS: list[tuple[str, Any, type[BaseException]]] = [
+    ("unknown", ["week"], InvalidArgument),
+    ("twice", ["day", "day"], InvalidArgument),
+    ("empty-name", [""], InvalidArgument),
+    ("nul", ["day\0"], InvalidArgument),
+    ("a-str", "day", TypeError),
+    ("int", 5, TypeError),
+    ("int-item", [5], TypeError),
+    ("None-item", [None], TypeError),
+]
 
 
 # ----- the matrix ------------------------------------------------------------
@@ -441,6 +464,37 @@ def build_cases() -> list[Case]:
     c += vary("set_model_price", ("gpt", 1, 2), {}, "model", NO_NONE, 0)
     c += vary("set_model_price", ("gpt", 1, 2), {}, "input_per_1k", price_values, 1)
     c += vary("set_model_price", ("gpt", 1, 2), {}, "output_per_1k", price_values, 2)
+    # None is valid for these (the input price; no fee).
+    optional_prices = [v for v in price_values if v[0] != "None"]
+    for field in ("cached_input_per_1k", "cache_write_per_1k", "request_fee"):
+        c += vary("set_model_price", ("gpt", 1, 2), {}, field, optional_prices)
+    c += vary("set_model_price", ("gpt", 1, 2), {}, "effective_at", BAD_TIMES + [("past", PAST, InvalidArgument)])
+    c += vary("price_history", (), {}, "model", BAD_STRINGS)
+
+    # Cache counts are part of input_tokens: more than it is refused.
+    cache_counts = BAD_TOKENS + [("over-input", 11, InvalidArgument)]
+    for field in ("cached_input_tokens", "cache_write_tokens"):
+        c += vary("record_usage", ("KEY_ALICE",), usage_base, field, cache_counts)
+        c += vary("settle", ("HOLD_ALICE",), {"tokens": 10}, field, cache_counts)
+        c += vary("settle", ("HOLD_ALICE",), {"credits": 1}, field, [("with-credits", 5, InvalidArgument)])
+
+    for m in ("usage_summary", "usage_summary_json", "usage_summary_csv"):
+        c += vary(m, (), {}, "user_id", [v for v in BAD_STRINGS if v[0] != "int"])
+        c += vary(m, (), {}, "key_id", BAD_IDS)
+        c += vary(m, (), {}, "model", BAD_STRINGS)
+        c += vary(m, (), {}, "since", BAD_TIMES)
+        c += vary(m, (), {"since": FUTURE}, "until", BAD_TIMES + [("inverted", PAST, InvalidArgument)])
+        c += vary(m, (), {}, "group_by", BAD_GROUPS)
+    c += vary("statement", ("alice", PAST, FUTURE), {}, "user_id", [v for v in NO_NONE if v[0] != "int"], 0)
+    c += vary("statement", ("alice", PAST, FUTURE), {}, "since", BAD_TIMES + [("None", None, TypeError)], 1)
+    c += vary(
+        "statement",
+        ("alice", PAST, FUTURE),
+        {},
+        "until",
+        BAD_TIMES + [("None", None, TypeError), ("inverted", PAST - timedelta(days=1), InvalidArgument)],
+        2,
+    )
 
     for field in ("table", "id_column", "balance_column"):
         c += vary(
@@ -486,6 +540,20 @@ CASES = build_cases()
 MESSAGES = {
     "reverse_payment-amount_minor-more-than-paid": r"cannot reverse 501 minor units .* only 500 remain",
     "settle-tokens-both": r"pass credits alone, or token counts",
+    "settle-cached_input_tokens-with-credits": r"pass credits alone, or token counts",
+    "settle-cache_write_tokens-with-credits": r"pass credits alone, or token counts",
+    **{
+        f"{m}-{case}": pattern
+        for m in ("usage_summary", "usage_summary_json", "usage_summary_csv")
+        for case, pattern in (
+            ("group_by-unknown", r"unknown group \"week\": expected one of day, model, key, member, project"),
+            ("group_by-twice", r"group \"day\" is given twice"),
+            ("group_by-empty-name", r"unknown group"),
+            ("group_by-nul", r"unknown group"),
+            ("until-inverted", r"the range is inverted: since .* is after until"),
+        )
+    },
+    "statement-until-inverted": r"the range is inverted: since .* is after until",
 }
 _tried: list[str] = []
 
@@ -524,6 +592,7 @@ def snapshot(m: LocalCreditManager) -> dict[str, Any]:
         "audit": (audit.accounts_checked, audit.entries_checked),
         "report": m.report().to_dict(),
         "prices": m.list_model_prices(),
+        "price_history": [v.to_dict() for v in m.price_history()],
     }
     for u in USERS:
         keys = [k.to_dict() for k in m.list_api_keys(u)]

@@ -108,20 +108,22 @@ def test_migrate_creates_the_database(new_cli: Cli) -> None:
     assert out.startswith(f"already at version {latest}:"), out
 
 
-# What the latest migration (008_organisations) added, undone: a ledger as
+# What the latest migration (009_pricing) did, undone: a ledger as
 # the previous release left it.
 UNDO_LATEST_MIGRATION = """
-    DROP TABLE creditgate_members; DROP TABLE creditgate_projects;
-    DROP TABLE creditgate_budgets; DROP TABLE creditgate_allowances;
-    DROP INDEX creditgate_entries_member; DROP INDEX creditgate_accounts_refill;
-    DROP INDEX creditgate_grants_allowance;
-    ALTER TABLE creditgate_api_keys DROP COLUMN project;
-    ALTER TABLE creditgate_entries DROP COLUMN member_id;
-    ALTER TABLE creditgate_entries DROP COLUMN project;
-    ALTER TABLE creditgate_accounts DROP COLUMN refill_at;
-    ALTER TABLE creditgate_grants DROP COLUMN member_id;
-    ALTER TABLE creditgate_grants DROP COLUMN api_key_id;
-    ALTER TABLE creditgate_grants DROP COLUMN allowance_id;
+    CREATE TABLE creditgate_model_prices (
+        model TEXT PRIMARY KEY, input_per_1k INTEGER NOT NULL, output_per_1k INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    DROP TABLE creditgate_prices;
+    DROP INDEX creditgate_entries_time;
+    ALTER TABLE creditgate_entries DROP COLUMN cached_tokens;
+    ALTER TABLE creditgate_entries DROP COLUMN cache_write_tokens;
+    ALTER TABLE creditgate_entries DROP COLUMN input_rate;
+    ALTER TABLE creditgate_entries DROP COLUMN output_rate;
+    ALTER TABLE creditgate_entries DROP COLUMN cached_rate;
+    ALTER TABLE creditgate_entries DROP COLUMN cache_write_rate;
+    ALTER TABLE creditgate_entries DROP COLUMN request_fee;
 """
 
 
@@ -355,7 +357,15 @@ def test_keys_without_action_is_a_usage_error(cli: Cli) -> None:
 def test_prices(cli: Cli) -> None:
     assert cli.json("prices", "list", "--json") == {}
     cli.ok("prices", "set", "gpt-4o", "2.5", "10")
-    assert cli.json("prices", "list", "--json") == {"gpt-4o": {"input_per_1k": Decimal("2.5"), "output_per_1k": 10}}
+    assert cli.json("prices", "list", "--json") == {
+        "gpt-4o": {
+            "input_per_1k": Decimal("2.5"),
+            "output_per_1k": 10,
+            "cached_input_per_1k": None,
+            "cache_write_per_1k": None,
+            "request_fee": 0,
+        }
+    }
     assert "gpt-4o" in cli.ok("prices", "list")
     cli.fails("prices", "set", "gpt-4o", "abc", "1", code="usage", exit_code=2)
 
@@ -514,6 +524,9 @@ def test_transactions_csv_is_exact_and_quoted(cli: Cli) -> None:
         "replayed",
         "member_id",
         "project",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "price",
     ]
     adjustment, grant = rows  # newest first
     assert Decimal(adjustment["amount"]) == Decimal("-0.000001") and adjustment["amount"] == "-0.000001"

@@ -58,9 +58,14 @@ MODULE_DEFAULTS: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 # Numeric defaults that are not limits: a cursor's start, a count that is
-# zero unless given, an HTTP status.
+# zero unless given (a count, a fee), an HTTP status.
 NOT_LIMITS = {
     ("events", "after"),
+    ("record_usage", "cached_input_tokens"),
+    ("record_usage", "cache_write_tokens"),
+    ("settle", "cached_input_tokens"),
+    ("settle", "cache_write_tokens"),
+    ("set_model_price", "request_fee"),
     ("Meter.__init__", "input_tokens"),
     ("CreditGate.meter", "input_tokens"),
     ("CreditGate.meter", "max_output_tokens"),
@@ -157,6 +162,9 @@ def stub_defaults(class_name: str) -> dict[str, dict[str, object]]:
         for arg, default in pairs:
             if isinstance(default, ast.UnaryOp) and isinstance(default.op, ast.USub):
                 default = ast.Constant(-ast.literal_eval(default.operand))
+            if isinstance(default, ast.Tuple) and not default.elts:
+                values[arg.arg] = ()  # an empty sequence, e.g. group_by=()
+                continue
             assert isinstance(default, ast.Constant), f"{fn.name}({arg.arg}): the stub's defaults are literals"
             values[arg.arg] = default.value
         out[fn.name] = values

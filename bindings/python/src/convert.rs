@@ -330,6 +330,13 @@ pub fn opt_timestamp(field: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Op
         .map_err(|_| invalid(py, format!("{field} is out of range: {}", short_repr(obj))))
 }
 
+/// A required timezone-aware `datetime`, as [`opt_timestamp`] reads it.
+pub fn timestamp(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<Timestamp> {
+    opt_timestamp(field, Some(obj))?.ok_or_else(|| {
+        PyTypeError::new_err(format!("{field} must be a timezone-aware datetime, not {}", type_name(obj)))
+    })
+}
+
 fn epoch(py: Python<'_>) -> PyResult<&Py<PyAny>> {
     EPOCH.get_or_try_init(py, || {
         let dt = py.import("datetime")?;

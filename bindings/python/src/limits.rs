@@ -61,6 +61,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         MAX_MEMBERS_PER_ORG,
         MAX_PROJECTS_PER_ORG,
         MAX_ALLOWANCES_PER_ACCOUNT,
+        MAX_SUMMARY_ROWS,
+        MAX_PRICE_VERSIONS,
     );
     // A tuple: the prefixes are fixed, not a list to append to.
     m.add("RESERVED_KEY_PREFIXES", pyo3::types::PyTuple::new(m.py(), RESERVED_KEY_PREFIXES)?)?;

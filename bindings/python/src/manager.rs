@@ -14,10 +14,11 @@
 //!
 //! The methods are grouped by concept, one `#[pymethods]` block per file
 //! (pyo3's `multiple-pymethods`): this file holds the class, opening and
-//! schema; `credits.rs`, `keys.rs`, `usage.rs`, `orgs.rs` and `admin.rs` the rest;
+//! schema; `credits.rs`, `keys.rs`, `usage.rs`, `analytics.rs`, `orgs.rs` and `admin.rs` the rest;
 //! `args.rs` the argument conversions they share.
 
 mod admin;
+mod analytics;
 mod args;
 mod credits;
 mod keys;

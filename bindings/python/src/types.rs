@@ -64,11 +64,16 @@ macro_rules! record {
     };
 }
 
+// Prices, usage rows and statements (after `record!`, which they use).
+mod pricing;
+pub use pricing::{ModelPrice, PriceVersion, Statement, StatementLine, UsageRow};
+
 record!(
     /// One append-only ledger entry.
     Entry {
         id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, api_key_id, input_tokens,
         output_tokens, model, amount_minor, currency, metadata, created_at, replayed, member_id, project,
+        cached_input_tokens, cache_write_tokens, price,
     }
 );
 
@@ -97,6 +102,9 @@ impl Entry {
             replayed: obj(py, e.replayed)?,
             member_id: obj(py, e.member_id)?,
             project: obj(py, e.project)?,
+            cached_input_tokens: obj(py, e.cached_input_tokens)?,
+            cache_write_tokens: obj(py, e.cache_write_tokens)?,
+            price: ModelPrice::opt(py, e.price)?,
         })
     }
 
@@ -700,5 +708,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Project>()?;
     m.add_class::<MemberUsage>()?;
     m.add_class::<Allowance>()?;
+    m.add_class::<ModelPrice>()?;
+    m.add_class::<PriceVersion>()?;
+    m.add_class::<UsageRow>()?;
+    m.add_class::<StatementLine>()?;
+    m.add_class::<Statement>()?;
     Ok(())
 }
