@@ -363,10 +363,10 @@ def test_group_by_may_be_one_comma_separated_str(manager: LocalCreditManager) ->
     manager.record_payment("u", "pi_1", 600)
     key = manager.create_api_key("u")
     manager.record_usage(key.secret, input_tokens=1000, output_tokens=0, model="small")
-    as_list = manager.usage_summary(group_by=["day", "model"])
-    assert manager.usage_summary(group_by="day, model") == as_list
+    as_list = [r.to_dict() for r in manager.usage_summary(group_by=["day", "model"])]
+    assert [r.to_dict() for r in manager.usage_summary(group_by="day, model")] == as_list
     assert manager.usage_summary(group_by="model")[0].model == "small"
-    assert manager.usage_summary(group_by="") == manager.usage_summary()
+    assert [r.to_dict() for r in manager.usage_summary(group_by="")] == [r.to_dict() for r in manager.usage_summary()]
 
 
 def test_bad_statement_input(manager: LocalCreditManager) -> None:
