@@ -45,7 +45,7 @@ impl UsageGroup {
     pub fn parse(s: &str) -> Result<UsageGroup> {
         UsageGroup::ALL.into_iter().find(|g| g.as_str() == s).ok_or_else(|| {
             let names: Vec<&str> = UsageGroup::ALL.iter().map(|g| g.as_str()).collect();
-            Error::invalid(format!("unknown group {:?}: expected one of {}", truncate(s), names.join(", ")))
+            Error::invalid(format!("group_by: unknown group {:?}, expected one of {}", truncate(s), names.join(", ")))
         })
     }
 }
@@ -71,7 +71,7 @@ impl UsageQuery {
         check_range(self.since, self.until)?;
         for (i, g) in self.group_by.iter().enumerate() {
             if self.group_by[..i].contains(g) {
-                return Err(Error::invalid(format!("group {:?} is given twice", g.as_str())));
+                return Err(Error::invalid(format!("group_by: group {:?} is given twice", g.as_str())));
             }
         }
         Ok(())

@@ -371,7 +371,7 @@ static void test_usage_summary(void) {
     const cg_status inv = CG_INVALID_ARGUMENT;
     json = (char *)&t;
     CHECK_ERR(cg_usage_summary_json(m, &(cg_usage_query){.group_by = "day,region"}, &json), inv,
-              "unknown group \"region\": expected one of day, model, key, member, project");
+              "unknown group \"region\", expected one of day, model, key, member, project");
     CHECK(json == NULL);
     csv = (char *)&t;
     CHECK_ERR(cg_usage_summary_csv(m, &(cg_usage_query){.group_by = "Day"}, &csv), inv, "unknown group \"Day\"");

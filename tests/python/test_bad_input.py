@@ -238,13 +238,14 @@ BAD_TIMES: list[tuple[str, Any, type[BaseException]]] = [
     ("date", date(2099, 1, 1), TypeError),
     ("object", Opaque(), TypeError),
 ]
-# group_by: a sequence of known names, each once.
+# group_by: a sequence of known names, or one str of comma-separated names, each once.
 BAD_GROUPS: list[tuple[str, Any, type[BaseException]]] = [
     ("unknown", ["week"], InvalidArgument),
     ("twice", ["day", "day"], InvalidArgument),
     ("empty-name", [""], InvalidArgument),
     ("nul", ["day\0"], InvalidArgument),
-    ("a-str", "day", TypeError),
+    ("a-str-of-unknown", "day,week", InvalidArgument),
+    ("a-str-twice", "day, day", InvalidArgument),
     ("int", 5, TypeError),
     ("int-item", [5], TypeError),
     ("None-item", [None], TypeError),
@@ -546,10 +547,12 @@ MESSAGES = {
         f"{m}-{case}": pattern
         for m in ("usage_summary", "usage_summary_json", "usage_summary_csv")
         for case, pattern in (
-            ("group_by-unknown", r"unknown group \"week\": expected one of day, model, key, member, project"),
+            ("group_by-unknown", r"group_by: unknown group \"week\", expected one of day, model, key, member, project"),
             ("group_by-twice", r"group \"day\" is given twice"),
             ("group_by-empty-name", r"unknown group"),
             ("group_by-nul", r"unknown group"),
+            ("group_by-a-str-of-unknown", r"group_by: unknown group \"week\""),
+            ("group_by-a-str-twice", r"group_by: group \"day\" is given twice"),
             ("until-inverted", r"the range is inverted: since .* is after until"),
         )
     },

@@ -111,11 +111,12 @@ def test_migrate_creates_the_database(new_cli: Cli) -> None:
 # What the latest migration (009_pricing) did, undone: a ledger as
 # the previous release left it.
 UNDO_LATEST_MIGRATION = """
-    CREATE TABLE creditgate_model_prices (
-        model TEXT PRIMARY KEY, input_per_1k INTEGER NOT NULL, output_per_1k INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-    );
     DROP TABLE creditgate_prices;
+    ALTER TABLE creditgate_holds DROP COLUMN input_rate;
+    ALTER TABLE creditgate_holds DROP COLUMN output_rate;
+    ALTER TABLE creditgate_holds DROP COLUMN cached_rate;
+    ALTER TABLE creditgate_holds DROP COLUMN cache_write_rate;
+    ALTER TABLE creditgate_holds DROP COLUMN request_fee;
     DROP INDEX creditgate_entries_time;
     ALTER TABLE creditgate_entries DROP COLUMN cached_tokens;
     ALTER TABLE creditgate_entries DROP COLUMN cache_write_tokens;
