@@ -261,6 +261,10 @@ fn a_settle_charges_the_rates_its_hold_was_quoted_at_and_a_replay_is_quoted_alik
     let again = m.reserve(&key, HoldAmount::Usage(worst), 60, Some("job")).unwrap();
     assert!(again.replayed, "a retry is quoted at the first request's rates, not a conflict");
     assert_eq!((again.hold_id, again.amount), (h.hold_id, h.amount));
+    // Another model is quoted at its own price: another amount, a conflict.
+    m.set_model_price("cheap", micros(1), micros(1)).unwrap();
+    let cheap = Usage::new(1_000, 100, Some("cheap"));
+    assert_eq!(err_code(m.reserve(&key, HoldAmount::Usage(cheap), 60, Some("job"))), ErrorCode::IdempotencyConflict);
     let c = m.settle(h.hold_id, Settlement::Tokens(usage(1_000, 100, 500, 100, "m"))).unwrap();
     assert_eq!(c.charged, micros(605_007 - 30_000 + 300_000), "the quoted rates: 0.605 + 0.27 for 90 more output");
     let e = all_entries(&m, "u").into_iter().find(|e| e.id == c.entry_id).unwrap();

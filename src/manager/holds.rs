@@ -62,9 +62,11 @@ impl CreditManager {
                 if let Some(rid) = request_id
                     && let Some(h) = tx.hold_by_request(user, rid)?
                 {
-                    // Quoted as the first request was: at its hold's rates.
-                    let asked = self.quote(tx, amount, h.created_at, h.price)?;
-                    return replayed_hold(h, rid, asked.amount).map(|h| (h, expired));
+                    // Quoted as the first request was: at its hold's rates
+                    // when it asks for the same model.
+                    let rates = h.price.filter(|_| quoted_model(amount) == h.model.as_deref());
+                    let asked = self.quote(tx, amount, h.created_at, rates)?;
+                    return replayed_hold(h, rid, asked).map(|h| (h, expired));
                 }
                 let q = self.quote(tx, amount, now, None)?;
                 let row = HoldRow {
@@ -270,15 +272,29 @@ fn check_reserve(amount: HoldAmount, ttl_seconds: i64) -> Result<()> {
 
 /// A hold request replayed with its request id: the same hold if it holds
 /// the same amount, else `IdempotencyConflict`.
-fn replayed_hold(h: HoldRow, request_id: &str, asked: Credits) -> Result<Hold> {
-    if h.amount == asked {
+fn replayed_hold(h: HoldRow, request_id: &str, asked: Quote) -> Result<Hold> {
+    // Amounts only: a gateway's retry may fall back to another model of
+    // the same quote (LiteLLM's fallbacks keep the call id).
+    if h.amount == asked.amount {
         return Ok(hold_of(h, true));
     }
     Err(Error::IdempotencyConflict(format!(
-        "request_id {:?} already holds {} (asked {asked})",
+        "request_id {:?} already holds {} of {:?} (asked {} of {:?})",
         truncate(request_id),
-        h.amount
+        h.amount,
+        h.model.as_deref().unwrap_or("no model"),
+        asked.amount,
+        asked.model.as_deref().unwrap_or("no model"),
     )))
+}
+
+/// The model a hold request prices (None for credits).
+fn quoted_model<'a>(amount: HoldAmount<'a>) -> Option<&'a str> {
+    match amount {
+        HoldAmount::Credits(_) => None,
+        HoldAmount::Tokens { model, .. } => model,
+        HoldAmount::Usage(u) => u.model,
+    }
 }
 
 /// What a hold of `usage` at `price` holds: its worst case
