@@ -357,9 +357,8 @@ fn main() {
     };
     let db = "creditgate_bench_analytics";
     let mut admin = postgres::Client::connect(&server, postgres::NoTls).expect("connect to PostgreSQL");
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE); CREATE DATABASE {db}"))
-        .expect("create db");
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).expect("drop db");
+    admin.batch_execute(&format!("CREATE DATABASE {db}")).expect("create db");
     let url = with_database(&server, db);
     let pg = CreditManager::open(Config::new().database_url(&url)).expect("open PostgreSQL");
     let t0 = Instant::now();
