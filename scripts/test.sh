@@ -10,5 +10,6 @@ bash scripts/test-c.sh
 bash scripts/test-postgres.sh
 # Benchmark smoke runs (no timing claims): the full runs are in BENCHMARKS.md.
 CREDITGATE_BENCH_QUICK=1 cargo bench --bench ledger
+CREDITGATE_BENCH_QUICK=1 cargo bench --bench analytics
 bash scripts/test-litellm.sh
 bash scripts/test-python.sh
