@@ -224,8 +224,6 @@ pub(crate) const PAYING: &str = "COALESCE(m.org_id, k.user_id)";
 pub(crate) const ENTRY_COLS: &str = "id, seq, user_id, kind, amount, balance_after, idempotency_key, reference, \
      api_key_id, input_tokens, output_tokens, model, amount_minor, currency, metadata, created_at, member_id, project, \
      cached_tokens, cache_write_tokens, input_rate, output_rate, cached_rate, cache_write_rate, request_fee";
-/// How many columns [`ENTRY_COLS`] has.
-pub(crate) const ENTRY_COL_COUNT: usize = 25;
 /// Columns of `KEY_FROM`: the key, its spend counter, its owner's
 /// organisation and its project.
 pub(crate) const KEY_COLS: &str = "k.id, k.user_id, k.name, k.prefix, k.legacy, k.created_at, k.last_used_at, \

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
 use crate::store::rows::{self, Columns, corrupt};
-use crate::store::sql::{self as sql, APPLY_RETURNING_BEFORE, ENTRY_COLS, GRANT_COLS, S, Sql};
+use crate::store::sql::{self as sql, APPLY_RETURNING_BEFORE, GRANT_COLS, S, Sql};
 use crate::store::{
     AccountRow, Applied, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, Param, RateCheck, Scope,
     Tx, exhausted_limit,
@@ -86,17 +86,17 @@ static LIVE_GRANTS: LazyLock<String> = LazyLock::new(|| format!("{} LIMIT $6::bi
 /// The look-up reads the statement's snapshot, taken before any wait for
 /// the lock; every entry comes with its account's `last_seq` + 1 (in
 /// `apply`, under the lock), so when the locked row's `last_seq` is the
-/// snapshot's, no entry of the account committed in between and the look-up
-/// stands. Else (or without the row) it is read again, after the lock. The
+/// snapshot's, no entry of the account committed in between and "no such
+/// entry" stands. Else (or without the row, or when an entry was found: it
+/// returns only the id) it is read again, after the lock. The
 /// same holds for the account's grants (they move only with an entry): the
 /// first batch of `live_grants` at the transaction's clock, in the order of
 /// the charge's scope ($4, $5), which a charge asks for next, comes along,
 /// and so does the locked row's `refill_at`.
 static LOCK_AND_ENTRY_BY_KEY: LazyLock<String> = LazyLock::new(|| {
-    let cols: Vec<String> = ENTRY_COLS.split(", ").map(|c| format!("e.{c}")).collect();
     format!(
         "WITH l AS (SELECT last_seq, refill_at FROM creditgate_accounts WHERE user_id = $1 FOR NO KEY UPDATE) \
-         SELECT {}, (SELECT last_seq FROM l), \
+         SELECT e.id, (SELECT last_seq FROM l), \
          (SELECT last_seq FROM creditgate_accounts WHERE user_id = $1), \
          (SELECT json_agg(g.j ORDER BY g.n)::text FROM (SELECT json_build_array({GRANT_COLS}) AS j, \
           row_number() OVER (ORDER BY {order}) AS n FROM creditgate_grants \
@@ -104,7 +104,6 @@ static LOCK_AND_ENTRY_BY_KEY: LazyLock<String> = LazyLock::new(|| {
          (SELECT refill_at FROM l) \
          FROM (SELECT 1) AS one LEFT JOIN creditgate_entries e \
          ON e.user_id = $1 AND e.idempotency_key = $2",
-        cols.join(", "),
         order = sql::grant_order("$3::bigint", "$4::text", "$5::uuid"),
     )
 });
