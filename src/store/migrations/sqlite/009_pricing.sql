@@ -39,4 +39,5 @@ ALTER TABLE creditgate_holds ADD COLUMN cache_write_rate BIGINT;
 ALTER TABLE creditgate_holds ADD COLUMN request_fee BIGINT;
 
 -- Statements and usage summaries read one account's entries by time.
+-- (PostgreSQL indexes the time alone: see its 009.)
 CREATE INDEX IF NOT EXISTS creditgate_entries_time ON creditgate_entries(user_id, created_at);
