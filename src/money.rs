@@ -41,6 +41,12 @@ impl Credits {
         self.0.checked_neg().map(Credits).ok_or_else(|| Error::invalid(format!("-({self}) overflows")))
     }
 
+    /// A sum taken in i128 (the report's and the analytics' totals), or
+    /// `Internal` naming `what` when it does not fit the 64-bit range.
+    pub(crate) fn from_total(total: i128, what: &str) -> Result<Credits> {
+        i64::try_from(total).map(Credits).map_err(|_| Error::Internal(format!("{what} exceeds the 64-bit range")))
+    }
+
     pub const fn is_negative(self) -> bool {
         self.0 < 0
     }

@@ -89,11 +89,7 @@ impl CreditManager {
         });
         let schema_version = self.inner.store.applied_versions().map(|v| v.last().copied().unwrap_or(0));
         self.track(figures.and_then(|(f, outstanding, receivable, (issued, expired, live))| {
-            let credits = |v: i128, what: &str| {
-                i64::try_from(v)
-                    .map(Credits::from_micros)
-                    .map_err(|_| Error::Internal(format!("{what} exceeds the 64-bit range")))
-            };
+            let credits = Credits::from_total;
             let mut by_currency = BTreeMap::new();
             for (currency, minor) in f.revenue_minor {
                 let minor = i64::try_from(minor)

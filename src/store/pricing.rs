@@ -22,10 +22,6 @@ fn joined(r: &dyn rows::Columns, i: usize) -> Result<i128> {
     Ok((i128::from(r.int(i)?) << 32) + i128::from(r.int(i + 1)?))
 }
 
-fn credits(v: i128, what: &str) -> Result<Credits> {
-    i64::try_from(v).map(Credits::from_micros).map_err(|_| Error::Internal(format!("{what} exceeds the 64-bit range")))
-}
-
 /// Counts and tokens from [`USAGE_SUMS`] at column `i`.
 fn sums(r: &dyn rows::Columns, i: usize) -> Result<(u64, Tokens)> {
     let t = Tokens { input: r.int(i + 1)?, output: r.int(i + 2)?, cached: r.int(i + 3)?, cache_write: r.int(i + 4)? };
@@ -47,28 +43,21 @@ fn group_expr(g: UsageGroup) -> String {
 /// can use `creditgate_entries_time` for an account's range.
 fn summary_sql(q: &UsageQuery) -> (Sql, Vec<Param<'_>>) {
     let groups: Vec<String> = q.group_by.iter().map(|&g| group_expr(g)).collect();
+    let filters: Vec<(&str, Param)> = [
+        q.user_id.as_deref().map(|u| ("user_id =", Text(u))),
+        q.api_key_id.map(|k| ("api_key_id =", OptUuid(Some(k.0)))),
+        q.model.as_deref().map(|m| ("model =", Text(m))),
+        q.since.map(|t| ("created_at >=", Int(t.0))),
+        q.until.map(|t| ("created_at <", Int(t.0))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut sql_where = String::from("e.kind = 'usage'");
-    let mut ps: Vec<Param> = Vec::new();
-    if let Some(u) = &q.user_id {
-        ps.push(Text(u));
-        sql_where += &format!(" AND e.user_id = ${}", ps.len());
+    for (i, (condition, _)) in filters.iter().enumerate() {
+        sql_where += &format!(" AND e.{condition} ${}", i + 1);
     }
-    if let Some(k) = q.api_key_id {
-        ps.push(OptUuid(Some(k.0)));
-        sql_where += &format!(" AND e.api_key_id = ${}", ps.len());
-    }
-    if let Some(m) = &q.model {
-        ps.push(Text(m));
-        sql_where += &format!(" AND e.model = ${}", ps.len());
-    }
-    if let Some(t) = q.since {
-        ps.push(Int(t.0));
-        sql_where += &format!(" AND e.created_at >= ${}", ps.len());
-    }
-    if let Some(t) = q.until {
-        ps.push(Int(t.0));
-        sql_where += &format!(" AND e.created_at < ${}", ps.len());
-    }
+    let ps = filters.into_iter().map(|(_, p)| p).collect();
     let select: String = groups.iter().map(|g| format!("{g}, ")).collect();
     let mut sql =
         format!("SELECT {select}{USAGE_SUMS}, {} FROM creditgate_entries e WHERE {sql_where}", split_sum("-e.amount"));
@@ -144,7 +133,7 @@ impl dyn Tx + '_ {
             row.requests = requests;
             (row.input_tokens, row.output_tokens) = (t.input, t.output);
             (row.cached_input_tokens, row.cache_write_tokens) = (t.cached, t.cache_write);
-            row.credits = credits(joined(r, n + 5)?, "a summary's credits")?;
+            row.credits = Credits::from_total(joined(r, n + 5)?, "a summary's credits")?;
             Ok(row)
         })?;
         check_row_count(out.len())?;
@@ -163,7 +152,7 @@ impl dyn Tx + '_ {
             Ok((balance - joined(r, 1)?, balance - joined(r, 3)?))
         })?;
         let (opening, closing) = edges.unwrap_or((0, 0));
-        Ok((credits(opening, "the opening balance")?, credits(closing, "the closing balance")?))
+        Ok((Credits::from_total(opening, "the opening balance")?, Credits::from_total(closing, "the closing balance")?))
     }
 
     pub(crate) fn statement_lines(
@@ -188,7 +177,7 @@ impl dyn Tx + '_ {
                 output_tokens: t.output,
                 cached_input_tokens: t.cached,
                 cache_write_tokens: t.cache_write,
-                amount: credits(joined(r, 12)?, "a statement line")?,
+                amount: Credits::from_total(joined(r, 12)?, "a statement line")?,
             })
         })?;
         check_row_count(lines.len())?;
