@@ -1,0 +1,3 @@
+-- Placeholder for schema v10 (010_webhooks, built on branch `wh`): this
+-- branch (auto top-up, v11) needs the versions contiguous. Replaced by the
+-- real 010_webhooks.sql at merge.
