@@ -10,7 +10,7 @@
 ALTER TABLE creditgate_accounts ADD COLUMN IF NOT EXISTS topup_threshold BIGINT;
 ALTER TABLE creditgate_accounts ADD COLUMN IF NOT EXISTS topup_kind TEXT;
 ALTER TABLE creditgate_accounts ADD COLUMN IF NOT EXISTS topup_amount BIGINT;
-ALTER TABLE creditgate_accounts ADD COLUMN IF NOT EXISTS topup_max_per_month INTEGER;
+ALTER TABLE creditgate_accounts ADD COLUMN IF NOT EXISTS topup_max_per_month BIGINT;
 ALTER TABLE creditgate_accounts ADD COLUMN IF NOT EXISTS topup_monthly_cap BIGINT;
 
 -- Every top-up the rules requested (one per crossing), and what became of

@@ -10,7 +10,7 @@
 ALTER TABLE creditgate_accounts ADD COLUMN topup_threshold BIGINT;
 ALTER TABLE creditgate_accounts ADD COLUMN topup_kind TEXT;
 ALTER TABLE creditgate_accounts ADD COLUMN topup_amount BIGINT;
-ALTER TABLE creditgate_accounts ADD COLUMN topup_max_per_month INTEGER;
+ALTER TABLE creditgate_accounts ADD COLUMN topup_max_per_month BIGINT;
 ALTER TABLE creditgate_accounts ADD COLUMN topup_monthly_cap BIGINT;
 
 -- Every top-up the rules requested (one per crossing), and what became of
