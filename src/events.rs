@@ -65,6 +65,21 @@ pub enum EventKind {
     /// `allowance_id`, `amount`, `period_start`, `period_end` (RFC 3339),
     /// `grant_id`, `entry_id` (absent when the cap left nothing to add).
     AllowanceRefilled,
+    /// An auto top-up rule's account crossed below its threshold and a
+    /// top-up was requested (once per crossing): pay it with
+    /// `record_payment` under `topup_id` as the payment id. Data:
+    /// `topup_id`, `amount` (credits), `threshold`, `available` (after the
+    /// crossing), `amount_minor` and `currency` (the amount in the ledger's
+    /// USD, rounded up to a whole cent).
+    TopupRequested,
+    /// A payment under a top-up's id credited it. Data: `topup_id`,
+    /// `entry_id` (the purchase), `amount` (credits the payment bought).
+    TopupPaid,
+    /// `record_topup_failure`. Data: `topup_id`, `amount`, `reason`.
+    TopupFailed,
+    /// A crossing found nothing left of the month's caps. Data:
+    /// `threshold`, `available`, `reason` (`max_per_month` or `monthly_cap`).
+    TopupSkipped,
 }
 
 impl EventKind {
@@ -93,6 +108,10 @@ impl EventKind {
             EventKind::AllowanceSet => "allowance.set",
             EventKind::AllowanceRemoved => "allowance.removed",
             EventKind::AllowanceRefilled => "allowance.refilled",
+            EventKind::TopupRequested => "topup.requested",
+            EventKind::TopupPaid => "topup.paid",
+            EventKind::TopupFailed => "topup.failed",
+            EventKind::TopupSkipped => "topup.skipped",
         }
     }
 
@@ -143,6 +162,10 @@ const ALL: &[EventKind] = &[
     EventKind::AllowanceSet,
     EventKind::AllowanceRemoved,
     EventKind::AllowanceRefilled,
+    EventKind::TopupRequested,
+    EventKind::TopupPaid,
+    EventKind::TopupFailed,
+    EventKind::TopupSkipped,
 ];
 
 /// The kinds a host may record itself with `record_event`; every other

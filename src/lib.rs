@@ -18,6 +18,7 @@ mod money;
 mod organisations;
 mod pricing;
 mod store;
+mod topups;
 mod types;
 mod validate;
 pub mod webhooks;
@@ -35,14 +36,15 @@ pub use keys::ApiKeySecret;
 pub use limits::{
     MAX_AMOUNT_CREDITS, MAX_AMOUNT_MICROS, MAX_CURRENCIES, MAX_CURRENCY_EXPONENT, MAX_EVENTS_PER_PAGE,
     MAX_EXPIRY_SWEEP, MAX_GRANT_LIFETIME_MICROS, MAX_GRANT_PRIORITY, MAX_LISTED_GRANTS, MAX_LOW_BALANCE_THRESHOLDS,
-    MAX_METADATA_BYTES, MAX_PAGE_LIMIT, MAX_TEXT_BYTES, MAX_TOKENS_PER_CALL, MAX_TOKENS_PER_MINUTE, MAX_TTL_SECONDS,
-    MICROS_PER_CREDIT, MIN_GRANT_PRIORITY,
+    MAX_METADATA_BYTES, MAX_PAGE_LIMIT, MAX_TEXT_BYTES, MAX_TOKENS_PER_CALL, MAX_TOKENS_PER_MINUTE,
+    MAX_TOPUPS_PER_MONTH, MAX_TTL_SECONDS, MICROS_PER_CREDIT, MIN_GRANT_PRIORITY,
 };
 pub use manager::{CreditManager, EntryOptions, HoldAmount, KeyRef, Settlement, Usage};
 pub use metrics::{Counter, CounterSample, ERRORS_HELP, ERRORS_NAME, HistogramSample, MetricsSnapshot};
 pub use money::Credits;
 pub use organisations::{Allowance, AllowanceSpec, Budget, BudgetLimit, BudgetScope, Member, MemberUsage, Project};
 pub use pricing::{ModelPrice, PriceVersion};
+pub use topups::{AutoTopup, Topup, TopupAmount, TopupStatus};
 pub use types::{
     Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, ExpirySweep, Grant, GrantCategory,
     GrantId, GrantOptions, Hold, HoldId, HoldStatus, KeyEligibility, KeyId, NewApiKey, Report, SchemaStatus,

@@ -103,6 +103,10 @@ pub const MAX_ALLOWANCES_PER_ACCOUNT: u32 = 100;
 pub const MAX_SUMMARY_ROWS: u32 = 100_000;
 /// The most versions one model's price keeps.
 pub const MAX_PRICE_VERSIONS: u32 = 1_000;
+/// Most top-ups one auto top-up rule may request per calendar month.
+pub const MAX_TOPUPS_PER_MONTH: u32 = 100;
+/// Most top-ups `topups()` lists.
+pub const MAX_LISTED_TOPUPS: u32 = 1_000;
 /// The largest tokens-per-minute limit of a key.
 pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
 

@@ -245,6 +245,11 @@ pub struct Account {
     pub grants: Vec<Grant>,
     /// The organisation this account is a member of: its keys charge it.
     pub organisation: Option<String>,
+    /// The account's auto top-up rule.
+    pub auto_topup: Option<crate::topups::AutoTopup>,
+    /// The top-ups requested in the current calendar month (UTC), oldest
+    /// first, whatever their status: what the month's caps count.
+    pub topups_this_month: Vec<crate::topups::Topup>,
 }
 
 /// A grant's category; promotional credits are drawn down before paid ones.

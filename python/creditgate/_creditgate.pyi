@@ -52,6 +52,8 @@ __all__ = [
     "UsageRow",
     "StatementLine",
     "Statement",
+    "AutoTopup",
+    "Topup",
     "DEFAULT_TTL_SECONDS",
     "DEFAULT_PAGE_LIMIT",
     "DEFAULT_EVENTS_LIMIT",
@@ -328,6 +330,12 @@ class Account:
     @property
     def organisation(self) -> str | None:
         """The organisation this account is a member of (its keys charge it); None otherwise."""
+    @property
+    def auto_topup(self) -> AutoTopup | None:
+        """The account's auto top-up rule (set_auto_topup); None without one."""
+    @property
+    def topups_this_month(self) -> list[Topup]:
+        """The top-ups requested this calendar month (UTC), oldest first, whatever their status."""
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -740,6 +748,46 @@ class MemberUsage:
         """Input plus output tokens."""
     @property
     def credits(self) -> Decimal: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class AutoTopup:
+    """An auto top-up rule: below ``threshold``, request ``amount`` (or up to ``target``; exactly one is set)."""
+
+    @property
+    def threshold(self) -> Decimal: ...
+    @property
+    def amount(self) -> Decimal | None: ...
+    @property
+    def target(self) -> Decimal | None: ...
+    @property
+    def max_per_month(self) -> int: ...
+    @property
+    def monthly_cap(self) -> Decimal: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Topup:
+    """A top-up a rule requested: pay it with ``record_payment`` under ``id`` as the payment id."""
+
+    @property
+    def id(self) -> str:
+        """``tu_`` + 32 hex digits."""
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def amount(self) -> Decimal: ...
+    @property
+    def status(self) -> Literal["requested", "paid", "failed"]: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def entry_id(self) -> str | None:
+        """The purchase entry that paid it."""
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -1178,3 +1226,21 @@ class LocalCreditManager:
     def remove_allowance(self, allowance_id: int) -> None:
         """Stop an allowance's refills; the grants it issued stay."""
     def allowances(self, user_id: _UserId) -> list[Allowance]: ...
+    # ----- auto top-up (docs/auto-topup.md) -----
+    def set_auto_topup(
+        self,
+        user_id: _UserId,
+        threshold: _Amount,
+        *,
+        amount: _Amount | None = None,
+        target: _Amount | None = None,
+        max_per_month: int,
+        monthly_cap: _Amount,
+    ) -> Topup | None:
+        """Below ``threshold``, request ``amount`` (or up to ``target``: exactly one); returns the top-up requested at once."""
+    def remove_auto_topup(self, user_id: _UserId) -> bool:
+        """Remove the rule; False when there was none."""
+    def topups(self, user_id: _UserId, *, limit: int = 50) -> list[Topup]:
+        """The newest top-ups, newest first."""
+    def record_topup_failure(self, topup_id: str, reason: str) -> Topup:
+        """Record a failed payment (idempotent); it still counts against the month's caps."""

@@ -28,6 +28,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "created_at",
         "grants",
         "organisation",
+        "auto_topup",
+        "topups_this_month",
     ),
     "Grant": (
         "grant_id",
@@ -132,6 +134,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "amount",
     ),
     "Statement": ("user_id", "since", "until", "opening_balance", "closing_balance", "lines"),
+    "AutoTopup": ("threshold", "amount", "target", "max_per_month", "monthly_cap"),
+    "Topup": ("id", "user_id", "amount", "status", "reason", "entry_id", "created_at", "updated_at"),
     "Allowance": (
         "allowance_id",
         "user_id",

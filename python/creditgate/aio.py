@@ -85,6 +85,7 @@ from ._creditgate import (
     Report,
     SchemaStatus,
     Statement,
+    Topup,
     UsageCharge,
     UsageRow,
     Verification,
@@ -754,3 +755,34 @@ class AsyncLocalCreditManager:
 
     async def allowances(self, user_id: _UserId) -> list[Allowance]:
         return await self._run(self._sync.allowances, user_id)
+
+    # ----- auto top-up ----------------------------------------------------------------
+
+    async def set_auto_topup(
+        self,
+        user_id: _UserId,
+        threshold: _Amount,
+        *,
+        amount: _Amount | None = None,
+        target: _Amount | None = None,
+        max_per_month: int,
+        monthly_cap: _Amount,
+    ) -> Topup | None:
+        return await self._run(
+            self._sync.set_auto_topup,
+            user_id,
+            threshold,
+            amount=amount,
+            target=target,
+            max_per_month=max_per_month,
+            monthly_cap=monthly_cap,
+        )
+
+    async def remove_auto_topup(self, user_id: _UserId) -> bool:
+        return await self._run(self._sync.remove_auto_topup, user_id)
+
+    async def topups(self, user_id: _UserId, *, limit: int = DEFAULT_PAGE_LIMIT) -> list[Topup]:
+        return await self._run(self._sync.topups, user_id, limit=limit)
+
+    async def record_topup_failure(self, topup_id: str, reason: str) -> Topup:
+        return await self._run(self._sync.record_topup_failure, topup_id, reason)

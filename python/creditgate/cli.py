@@ -368,6 +368,40 @@ def build_parser() -> Parser:
     c.add_argument("user", metavar="USER")
     c.add_argument("--json", action="store_true")
 
+    topup = command("topup", cmd_help, "set, show or remove a user's auto top-up rule; record a failed top-up")
+    tsub = topup.add_subparsers(dest="topup_command", metavar="ACTION", parser_class=Parser)
+    c = tsub.add_parser(
+        "set",
+        help="when the available balance crosses below --threshold, request a top-up (topup.requested event)",
+    )
+    c.set_defaults(func=cmd_topup_set)
+    c.add_argument("user", metavar="USER")
+    c.add_argument("--threshold", required=True, type=amount_arg, help="credits")
+    how = c.add_mutually_exclusive_group(required=True)
+    how.add_argument("--amount", type=amount_arg, help="request this many credits")
+    how.add_argument("--target", type=amount_arg, help="request what takes the available balance up to this")
+    c.add_argument("--max-per-month", required=True, type=positive_int_arg, help="top-ups per calendar month (UTC)")
+    c.add_argument("--monthly-cap", required=True, type=amount_arg, help="credits requested per calendar month")
+    c.add_argument("--json", action="store_true", help="print the top-up requested at once (or null) as JSON")
+    c = tsub.add_parser("show", help="show a user's rule, this month's use of its caps and its latest top-ups")
+    c.set_defaults(func=cmd_topup_show)
+    c.add_argument("user", metavar="USER")
+    c.add_argument(
+        "--limit",
+        type=positive_int_arg,
+        default=DEFAULT_PAGE_LIMIT,
+        help=f"top-ups listed, 1..{MAX_PAGE_LIMIT} (default {DEFAULT_PAGE_LIMIT})",
+    )
+    c.add_argument("--format", default="table", choices=["table", "json"])
+    c = tsub.add_parser("remove", help="remove a user's rule (top-ups already requested stay payable)")
+    c.set_defaults(func=cmd_topup_remove)
+    c.add_argument("user", metavar="USER")
+    c = tsub.add_parser("fail", help="record that a top-up's payment failed (it still counts against the month)")
+    c.set_defaults(func=cmd_topup_fail)
+    c.add_argument("topup_id", metavar="TOPUP_ID")
+    c.add_argument("--reason", required=True, help="why, e.g. the provider's decline code")
+    c.add_argument("--json", action="store_true", help="print the top-up as JSON")
+
     c = command("audit", cmd_audit, "check that every balance equals the sum of its entries")
     c.add_argument("--json", action="store_true")
 
@@ -800,6 +834,75 @@ def cmd_members(args: argparse.Namespace) -> int:
 
 def cmd_allowances(args: argparse.Namespace) -> int:
     return print_records(args, open_manager(args).allowances(args.user), "Allowance")
+
+
+def cmd_topup_set(args: argparse.Namespace) -> int:
+    m = open_manager(args)
+    t = m.set_auto_topup(
+        args.user,
+        args.threshold,
+        amount=args.amount,
+        target=args.target,
+        max_per_month=args.max_per_month,
+        monthly_cap=args.monthly_cap,
+    )
+    if args.json:
+        print(to_json(t, indent=2))
+    elif t is None:
+        print(f"auto top-up set for {args.user}")
+    else:
+        print(f"auto top-up set for {args.user}; already below the threshold: requested {t.id} of {cell(t.amount)}")
+    return 0
+
+
+def rule_text(rule: Any) -> str:
+    """An auto top-up rule in one line."""
+    how = f"{cell(rule.amount)}" if rule.amount is not None else f"up to {cell(rule.target)}"
+    return (
+        f"below {cell(rule.threshold)} request {how}; at most {rule.max_per_month} top-ups "
+        f"and {cell(rule.monthly_cap)} credits per month"
+    )
+
+
+def cmd_topup_show(args: argparse.Namespace) -> int:
+    m = open_manager(args)
+    account = m.account(args.user)
+    topups = m.topups(args.user, limit=args.limit)
+    if args.format == "json":
+        shown = {
+            "user_id": args.user,
+            "auto_topup": account.auto_topup,
+            "topups_this_month": account.topups_this_month,
+            "topups": topups,
+        }
+        print(to_json(shown, indent=2))
+        return 0
+    rule = account.auto_topup
+    print(f"rule       {'none' if rule is None else rule_text(rule)}")
+    month = account.topups_this_month
+    requested = sum((t.amount for t in month), Decimal(0))
+    print(f"this month {len(month)} top-ups, {cell(requested)} credits requested")
+    if topups:
+        print()
+        header = ["id", "status", "amount", "created_at", "entry_id", "reason"]
+        rows = [[t.id, t.status, t.amount, t.created_at, t.entry_id, t.reason] for t in topups]
+        print_table(rows, header, right=["amount"])
+    return 0
+
+
+def cmd_topup_remove(args: argparse.Namespace) -> int:
+    removed = open_manager(args).remove_auto_topup(args.user)
+    print(f"auto top-up removed for {args.user}" if removed else f"{args.user} had no auto top-up rule")
+    return 0
+
+
+def cmd_topup_fail(args: argparse.Namespace) -> int:
+    t = open_manager(args).record_topup_failure(args.topup_id, args.reason)
+    if args.json:
+        print(to_json(t, indent=2))
+    else:
+        print(f"top-up {t.id} of {cell(t.amount)} for {t.user_id}: {t.status} ({t.reason})")
+    return 0
 
 
 def entry_detail(e: Any) -> str:

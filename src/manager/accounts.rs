@@ -52,6 +52,8 @@ impl CreditManager {
                     created_at: row.map(|a| a.created_at),
                     grants,
                     organisation: tx.member_org(u)?,
+                    auto_topup: tx.topup_rule(u)?,
+                    topups_this_month: self.topups_this_month(tx, now, u)?,
                 })
             })
         }))

@@ -187,7 +187,9 @@ impl CreditManager {
                 d.amount_minor = Some(amount_minor);
                 d.currency = Some(currency.clone());
                 d.grant = spec.clone().map(|g| GrantSpec { payment_id: Some(payment_id.to_string()), ..g });
-                self.append(tx, now, d)
+                let e = self.append(tx, now, d)?;
+                self.topup_paid(tx, now, payment_id, &e)?;
+                Ok(e)
             })
         })();
         let r = self.track(r);

@@ -123,9 +123,14 @@ impl CreditManager {
             });
         }
         let standing = tx.standing_by_id(k.id, now)?.ok_or_else(|| Error::InvalidApiKey("unknown API key".into()))?;
+        let threshold = standing.topup_threshold;
         let v = verification(standing);
         if v.spendable() < row.amount || !tx.insert_hold_if_available(row, now)? {
             return Err(short(row.amount, &v));
+        }
+        if let Some(t) = threshold {
+            let held = (row.amount.checked_neg()?, Credits::ZERO);
+            self.topup_if_crossed(tx, now, (user, Some(row.api_key_id)), t, held)?;
         }
         // After the credit check (402 before 429, as for verify) and
         // after the replay check (a replay is not a new request). A
@@ -198,6 +203,7 @@ impl CreditManager {
                     model,
                     amount: plan.amount,
                     request_id: Some(h.request_id.clone().unwrap_or_else(|| h.id.to_string())),
+                    frees: if h.status == HoldStatus::Active { h.amount } else { Credits::ZERO },
                 };
                 let entry = self.charge(tx, now, charge, rate)?;
                 let settled_now = h.status != HoldStatus::Settled;

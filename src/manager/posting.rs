@@ -54,6 +54,9 @@ pub(super) struct Draft<'a> {
     pub(super) cache_write_tokens: Option<i64>,
     /// The rates a usage charge was priced at.
     pub(super) price: Option<ModelPrice>,
+    /// The active hold this entry settles (its amount; 0: none): freed in
+    /// the same write, so the auto top-up's crossing counts it as freed.
+    pub(super) frees: Credits,
 }
 
 impl<'a> Draft<'a> {
@@ -80,6 +83,7 @@ impl<'a> Draft<'a> {
             cached_input_tokens: None,
             cache_write_tokens: None,
             price: None,
+            frees: Credits::ZERO,
         }
     }
 
@@ -98,7 +102,7 @@ impl CreditManager {
         }
         tx.ensure_account(d.user, now)?;
         let (live, _) = self.settle_account(tx, now, d.user, d.scope())?;
-        self.post(tx, now, d, live)
+        self.post(tx, now, d, live).map(|(e, _)| e)
     }
 
     /// What every write on an account does first, under its lock: applies
@@ -121,13 +125,25 @@ impl CreditManager {
     /// refill, inside `settle_account`).
     pub(super) fn post_credit(&self, tx: &mut dyn Tx, now: Timestamp, d: Draft) -> Result<Entry> {
         debug_assert!(d.amount > Credits::ZERO, "post_credit posts credits");
-        self.post(tx, now, d, Vec::new())
+        self.post(tx, now, d, Vec::new()).map(|(e, _)| e)
     }
 
     /// `append` after the expiries: `live` is the first batch of the
     /// account's live grants in draw-down order (saves the draw a query).
-    fn post(&self, tx: &mut dyn Tx, now: Timestamp, mut d: Draft, live: Vec<Grant>) -> Result<Entry> {
+    /// Also returns the account's auto top-up threshold (None: no rule),
+    /// which the conditional update returned.
+    fn post(
+        &self,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        mut d: Draft,
+        live: Vec<Grant>,
+    ) -> Result<(Entry, Option<Credits>)> {
         let moves = (d.kind, d.lots, d.grant.take());
+        // An expiry leaves the available balance as it is (it never counted
+        // a due grant): `expire_due` checks the crossing once per sweep.
+        let expiry = matches!(d.lots, Lots::Expire(_));
+        let frees = d.frees;
         let (member, key) = (d.member.clone(), d.api_key_id);
         let Some(applied) = tx.apply(d.user, d.amount, d.strict, now)? else {
             let balance = tx.account(d.user)?.map_or(Credits::ZERO, |a| a.balance);
@@ -175,10 +191,15 @@ impl CreditManager {
         let scope = Scope { member: member.as_deref(), key };
         self.move_lots(tx, now, moves, &entry, (live, scope))?;
         self.balance_events(tx, &entry)?;
+        if let Some(threshold) = applied.topup_threshold
+            && !expiry
+        {
+            self.topup_if_crossed(tx, now, (d.user, key), threshold, (entry.amount, frees))?;
+        }
         if self.inner.config.check_invariants {
             self.check_account(tx, d.user)?;
         }
-        Ok(entry)
+        Ok((entry, applied.topup_threshold))
     }
 
     /// Writes one outbox event in the caller's transaction.
@@ -281,6 +302,7 @@ impl CreditManager {
         scope: Scope,
     ) -> Result<(Vec<Grant>, ExpirySweep)> {
         let mut expired = ExpirySweep::default();
+        let mut threshold = None;
         loop {
             let batch = tx.live_grants(user, now, true, GRANT_FETCH, scope)?;
             let full = batch.len() == GRANT_FETCH as usize;
@@ -289,7 +311,7 @@ impl CreditManager {
                 if g.expires_at.is_some_and(|t| t <= now) {
                     expired.entries += 1;
                     expired.credits = expired.credits.checked_add(g.remaining)?;
-                    self.expire_grant(tx, now, g)?;
+                    threshold = self.expire_grant(tx, now, g)?.or(threshold);
                 } else {
                     live.push(g);
                 }
@@ -297,13 +319,18 @@ impl CreditManager {
             // Due grants come first: once a live one shows, none is left.
             if !live.is_empty() || !full {
                 expired.accounts = u64::from(expired.entries > 0);
+                // The sweep moved the available balance by what it expired.
+                if let Some(t) = threshold {
+                    self.topup_if_crossed(tx, now, (user, None), t, (expired.credits.checked_neg()?, Credits::ZERO))?;
+                }
                 return Ok((live, expired));
             }
         }
     }
 
-    /// The `expiry` entry of a grant's whole remainder.
-    fn expire_grant(&self, tx: &mut dyn Tx, now: Timestamp, g: Grant) -> Result<Entry> {
+    /// The `expiry` entry of a grant's whole remainder; returns the
+    /// account's auto top-up threshold (see `post`).
+    fn expire_grant(&self, tx: &mut dyn Tx, now: Timestamp, g: Grant) -> Result<Option<Credits>> {
         let mut d = Draft::new(&g.user_id, EntryKind::Expiry, g.remaining.checked_neg()?);
         d.lots = Lots::Expire(g.grant_id);
         d.reference = Some(format!("grant:{}", g.grant_id));
@@ -314,7 +341,7 @@ impl CreditManager {
             m.insert("expires_at".into(), serde_json::Value::from(t.to_rfc3339()));
         }
         d.metadata = Some(m);
-        let e = self.post(tx, now, d, Vec::new())?;
+        let (e, threshold) = self.post(tx, now, d, Vec::new())?;
         let data = serde_json::json!({
             "grant_id": g.grant_id.0,
             "amount": g.remaining.to_string(),
@@ -322,7 +349,7 @@ impl CreditManager {
             "entry_id": e.id.to_string(),
         });
         self.emit(tx, now, &g.user_id, None, EventKind::GrantExpired, data)?;
-        Ok(e)
+        Ok(threshold)
     }
 }
 
@@ -409,6 +436,7 @@ mod tests {
             balance_after: Credits::from_micros(after),
             seq_before,
             seq,
+            topup_threshold: None,
         }
     }
 

@@ -76,6 +76,8 @@ pub(super) struct Charge<'a> {
     pub(super) model: Option<String>,
     pub(super) amount: Credits,
     pub(super) request_id: Option<String>,
+    /// The active hold this charge settles (its amount; 0: none).
+    pub(super) frees: Credits,
 }
 
 impl CreditManager {
@@ -126,6 +128,7 @@ impl CreditManager {
                     model: usage.model.map(str::to_string),
                     amount: price.charge(usage.tokens())?,
                     request_id: request_id.map(str::to_string),
+                    frees: Credits::ZERO,
                 };
                 self.charge(tx, now, charge, rate)
             })
@@ -166,6 +169,7 @@ impl CreditManager {
         d.model = c.model;
         d.member = c.member.map(str::to_string);
         d.project = c.project.map(str::to_string);
+        d.frees = c.frees;
         let tokens = c.priced.map_or(0, |(t, _)| t.input.saturating_add(t.output));
         let entry = self.append(tx, now, d)?;
         // Read after `append` locked the account: a cap or budget set

@@ -16,6 +16,7 @@ mod rows;
 mod schema;
 pub(crate) mod sql;
 pub(crate) mod sqlite;
+mod topups;
 mod verify_cache;
 mod webhooks;
 
@@ -141,13 +142,15 @@ pub(crate) struct HoldRow {
 }
 
 /// A balance move as the conditional update saw it: the account row's
-/// balance and last seq before the update, and after it.
+/// balance and last seq before the update, and after it, and the account's
+/// auto top-up threshold (None: no rule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Applied {
     pub balance_before: Credits,
     pub balance_after: Credits,
     pub seq_before: i64,
     pub seq: i64,
+    pub topup_threshold: Option<Credits>,
 }
 
 #[derive(Clone, Debug)]
@@ -218,6 +221,8 @@ pub(crate) struct KeyStanding {
     /// clock: then a refill may be due that `available` does not count yet.
     pub refill_at: Option<Timestamp>,
     pub refill_due: bool,
+    /// The paying account's auto top-up threshold (None: no rule).
+    pub topup_threshold: Option<Credits>,
 }
 
 /// A key's rate limits and its counts in the window starting at `window`.

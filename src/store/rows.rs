@@ -122,6 +122,7 @@ pub(crate) fn key_standing<R: Columns + ?Sized>(r: &R) -> Result<KeyStanding> {
         project_remaining: credits(n + 8)?,
         refill_at: r.opt_int(n + 9)?.map(Timestamp),
         refill_due: r.flag(n + 10)?,
+        topup_threshold: r.opt_int(n + 11)?.map(Credits::from_micros),
     })
 }
 

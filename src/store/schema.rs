@@ -37,6 +37,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(8, "008_organisations"),
     migration!(9, "009_pricing"),
     migration!(10, "010_webhooks"),
+    migration!(11, "011_topups"),
 ];
 
 /// The newest schema version this library knows.

@@ -242,6 +242,10 @@ pub(crate) const PRICE_COLS: &str = "input_per_1k, output_per_1k, cached_input_p
 pub(crate) const GRANT_COLS: &str = "id, user_id, entry_id, category, priority, amount, remaining, expires_at, \
      created_at, payment_id, member_id, api_key_id, allowance_id";
 pub(crate) const ACCOUNT_COLS: &str = "balance, first_key_issued, created_at, min_balance, refill_at";
+/// An account's auto top-up rule (`store/topups.rs`).
+pub(crate) const TOPUP_RULE_COLS: &str =
+    "topup_threshold, topup_kind, topup_amount, topup_max_per_month, topup_monthly_cap";
+pub(crate) const TOPUP_COLS: &str = "id, user_id, amount, status, reason, entry_id, created_at, updated_at";
 pub(crate) const BUDGET_COLS: &str =
     "scope, name, spend_limit, spend_window, low_threshold, window_start, window_end, spent";
 pub(crate) const ALLOWANCE_COLS: &str =
@@ -250,14 +254,15 @@ pub(crate) const ALLOWANCE_COLS: &str =
 /// A key's standing at `now`: [`KEY_COLS`], what its paying account has
 /// [`available`] for it (less the grants [`reserved_elsewhere`]), its
 /// [`key_remaining`], its rate counts, its member's and its project's
-/// [`budget_remaining`], and the account's next allowance refill. `now` is
+/// [`budget_remaining`], the account's next allowance refill and its auto
+/// top-up threshold (a reserve's crossing check). `now` is
 /// the backend's clock expression (see the table above); `which` selects
 /// the key.
 fn standing(now: &str, which: &str) -> String {
     format!(
         "SELECT {KEY_COLS}, ({} - {})::bigint, {}, COALESCE({RATE_ROW_HAS_LIMITS}, FALSE), \
          r.requests_per_minute, r.tokens_per_minute, r.window_start, r.tokens, {}, {}, a.refill_at, \
-         COALESCE(a.refill_at <= {now}, FALSE) \
+         COALESCE(a.refill_at <= {now}, FALSE), a.topup_threshold \
          FROM {KEY_FROM} LEFT JOIN creditgate_accounts a ON a.user_id = {PAYING} \
          LEFT JOIN creditgate_key_rate_limits r ON r.api_key_id = k.id \
          LEFT JOIN creditgate_budgets bm ON bm.org_id = m.org_id AND bm.scope = 'member' AND bm.name = k.user_id \
@@ -339,7 +344,7 @@ pub(crate) static APPLY_RETURNING_BEFORE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE creditgate_accounts AS a SET balance = a.balance + $2::bigint, last_seq = a.last_seq + 1 \
          FROM (SELECT balance, last_seq FROM creditgate_accounts WHERE user_id = $1) AS o \
-         WHERE {} RETURNING a.balance, a.last_seq, o.balance, o.last_seq",
+         WHERE {} RETURNING a.balance, a.last_seq, o.balance, o.last_seq, a.topup_threshold",
         apply_allows()
     )
 });
@@ -379,10 +384,11 @@ statements! {
     );
     /// Adds $2 to the balance of $1 and takes the next seq, when the balance
     /// stays in BIGINT ($3..=$4) and, when $5 (strict), [`available`] at $6
-    /// covers it.
+    /// covers it. Also returns the account's auto top-up threshold (NULL:
+    /// no rule), so an account without a rule asks nothing more.
     apply = format!(
         "UPDATE creditgate_accounts AS a SET balance = a.balance + $2::bigint, last_seq = a.last_seq + 1 \
-         WHERE {} RETURNING balance, last_seq",
+         WHERE {} RETURNING balance, last_seq, topup_threshold",
         apply_allows()
     );
     /// The balance and last seq of $1 (SQLite reads them before [`apply`]
@@ -644,6 +650,30 @@ statements! {
     allowance_expired = "SELECT -e.amount FROM creditgate_entries e JOIN creditgate_grants g \
         ON e.reference = 'grant:' || g.id WHERE e.kind = 'expiry' AND g.allowance_id IS NOT NULL";
     allowance_held = "SELECT remaining FROM creditgate_grants WHERE allowance_id IS NOT NULL AND remaining > 0";
+
+    /// Sets account $1's auto top-up rule (all NULL: none).
+    set_topup_rule = "UPDATE creditgate_accounts SET topup_threshold = $2, topup_kind = $3, topup_amount = $4, \
+        topup_max_per_month = $5, topup_monthly_cap = $6 WHERE user_id = $1";
+    topup_rule = format!("SELECT {TOPUP_RULE_COLS} FROM creditgate_accounts WHERE user_id = $1");
+    insert_topup = "INSERT INTO creditgate_topups (id, user_id, amount, status, created_at, updated_at) \
+        VALUES ($1, $2, $3, 'requested', $4, $4)";
+    topup = format!("SELECT {TOPUP_COLS} FROM creditgate_topups WHERE id = $1");
+    topups = format!(
+        "SELECT {TOPUP_COLS} FROM creditgate_topups WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+    );
+    /// User $1's top-ups requested in [$2, $3), oldest first: a month's,
+    /// for its caps and `Account::topups_this_month`.
+    topups_between = format!(
+        "SELECT {TOPUP_COLS} FROM creditgate_topups WHERE user_id = $1 AND created_at >= $2 AND created_at < $3 \
+         ORDER BY created_at, id"
+    );
+    /// Marks top-up $1 paid by entry $2 at $3 (whatever it was: a payment
+    /// that arrives after a recorded failure still paid it).
+    mark_topup_paid = "UPDATE creditgate_topups SET status = 'paid', entry_id = $2, updated_at = $3 \
+        WHERE id = $1 AND status <> 'paid'";
+    /// Marks requested top-up $1 failed with reason $2 at $3.
+    mark_topup_failed = "UPDATE creditgate_topups SET status = 'failed', reason = $2, updated_at = $3 \
+        WHERE id = $1 AND status = 'requested'";
 
     insert_event = "INSERT INTO creditgate_events (kind, user_id, api_key_id, data, created_at) \
         VALUES ($1, $2, $3, $4, $5) RETURNING id";

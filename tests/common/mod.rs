@@ -207,6 +207,14 @@ pub fn child_output(child: std::process::Child) -> String {
     stdout
 }
 
+/// SQL that takes a ledger's schema back from version 11 to 10 (both
+/// backends): for upgrade tests.
+pub const UNDO_V11: &str = "DROP TABLE creditgate_topups; \
+    ALTER TABLE creditgate_accounts DROP COLUMN topup_threshold; ALTER TABLE creditgate_accounts DROP COLUMN topup_kind; \
+    ALTER TABLE creditgate_accounts DROP COLUMN topup_amount; \
+    ALTER TABLE creditgate_accounts DROP COLUMN topup_max_per_month; \
+    ALTER TABLE creditgate_accounts DROP COLUMN topup_monthly_cap; \
+    DELETE FROM creditgate_schema_version WHERE version = 11;";
 /// SQL that takes a ledger's schema back from version 10 to 9 (both
 /// backends): version 10 only added the webhook tables.
 pub const UNDO_V10: &str = "DROP TABLE creditgate_webhook_dead_letters; DROP TABLE creditgate_webhooks; \

@@ -14,7 +14,7 @@
 //!
 //! The methods are grouped by concept, one `#[pymethods]` block per file
 //! (pyo3's `multiple-pymethods`): this file holds the class, opening and
-//! schema; `credits.rs`, `keys.rs`, `usage.rs`, `analytics.rs`, `orgs.rs` and `admin.rs` the rest;
+//! schema; `credits.rs`, `keys.rs`, `usage.rs`, `analytics.rs`, `orgs.rs`, `topups.rs` and `admin.rs` the rest;
 //! `args.rs` the argument conversions they share.
 
 mod admin;
@@ -23,6 +23,7 @@ mod args;
 mod credits;
 mod keys;
 mod orgs;
+mod topups;
 mod usage;
 
 use crate::convert::{self, Text};

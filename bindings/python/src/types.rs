@@ -66,7 +66,9 @@ macro_rules! record {
 
 // Prices, usage rows and statements (after `record!`, which they use).
 mod pricing;
+mod topups;
 pub use pricing::{ModelPrice, PriceVersion, Statement, StatementLine, UsageRow};
+pub use topups::{AutoTopup, Topup};
 
 record!(
     /// One append-only ledger entry.
@@ -115,10 +117,11 @@ impl Entry {
 
 record!(
     /// An account: ledger balance, active holds and what is available; its
-    /// live grants in draw-down order.
+    /// live grants in draw-down order; its auto top-up rule and this
+    /// month's top-ups.
     Account {
         user_id, balance, held, available, min_balance, lifetime_purchased, lifetime_used, active_keys,
-        first_key_issued, created_at, grants, organisation,
+        first_key_issued, created_at, grants, organisation, auto_topup, topups_this_month,
     }
 );
 
@@ -207,6 +210,8 @@ impl Account {
                 list.into_any().unbind()
             },
             organisation: obj(py, a.organisation)?,
+            auto_topup: AutoTopup::opt(py, a.auto_topup)?,
+            topups_this_month: Topup::py_list(py, a.topups_this_month)?,
         })
     }
 }
@@ -713,5 +718,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<UsageRow>()?;
     m.add_class::<StatementLine>()?;
     m.add_class::<Statement>()?;
+    m.add_class::<AutoTopup>()?;
+    m.add_class::<Topup>()?;
     Ok(())
 }

@@ -218,6 +218,7 @@ impl Tx for PgTx<'_> {
                 seq: r.int(1)?,
                 balance_before: Credits::from_micros(r.int(2)?),
                 seq_before: r.int(3)?,
+                topup_threshold: r.opt_int(4)?.map(Credits::from_micros),
             })
         })
         .transpose()

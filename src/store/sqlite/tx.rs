@@ -214,7 +214,13 @@ impl Tx for SqliteTx<'_> {
             return Ok(None);
         };
         self.one(&S.apply, params![user, a, lo, hi, strict, now.0], |r| {
-            Ok(Applied { balance_before, balance_after: Credits::from_micros(r.int(0)?), seq_before, seq: r.int(1)? })
+            Ok(Applied {
+                balance_before,
+                balance_after: Credits::from_micros(r.int(0)?),
+                seq_before,
+                seq: r.int(1)?,
+                topup_threshold: r.opt_int(2)?.map(Credits::from_micros),
+            })
         })
     }
 
