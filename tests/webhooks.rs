@@ -41,10 +41,27 @@ fn fast() -> DeliveryOptions {
     DeliveryOptions { timeout_ms: 2_000, max_attempts: 3, backoff_base_ms: 1, backoff_max_ms: 2, batch_size: 100 }
 }
 
-/// Records `n` `payment.unmapped` events; their ids in commit order.
+/// Records `n` `payment.unmapped` events and waits until they show in
+/// the outbox; their ids in commit order. (On PostgreSQL an event shows
+/// once every older transaction of the server has finished, and tests on
+/// other databases of the same server run alongside.)
 fn emit(m: &CreditManager, n: usize) -> Vec<i64> {
     let data = |i: usize| json!({"n": i}).as_object().cloned().unwrap();
-    (0..n).map(|i| m.record_event(EventKind::PaymentUnmapped, &data(i)).unwrap()).collect()
+    let ids: Vec<i64> = (0..n).map(|i| m.record_event(EventKind::PaymentUnmapped, &data(i)).unwrap()).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut after = 0;
+    while let Some(last) = ids.last() {
+        assert!(std::time::Instant::now() < deadline, "event {last} never showed");
+        let page = m.events(after, 1000).unwrap();
+        if page.iter().any(|e| e.id == *last) {
+            break;
+        }
+        match page.last() {
+            Some(e) => after = e.id,
+            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+    ids
 }
 
 /// Passes until subscription `id` has nothing pending and no failure
@@ -385,8 +402,8 @@ fn an_in_process_consumer_gets_its_kinds_retries_and_is_left_to_handle_events() 
     let opts = fast();
     let kinds = [EventKind::PaymentUnmapped];
     assert_eq!(m.handle_events("mailer", &kinds, &opts, &mut |_| Ok(())).unwrap(), DeliveryReport::default());
-    let ids = emit(&m, 3);
     m.record_payment("bob", "pi_1", 500, "usd").unwrap();
+    let ids = emit(&m, 3);
     let seen = std::cell::RefCell::new(Vec::new());
     let mut fail_once = true;
     let mut handler = |e: &creditgate::Event| {
