@@ -10,8 +10,7 @@ mod receiver;
 
 use common::{err_code, shared_url};
 use creditgate::{
-    Config, CreditManager, DeliveryOptions, DeliveryReport, ErrorCode, EventKind, TestClock, Timestamp,
-    verify_webhook,
+    Config, CreditManager, DeliveryOptions, DeliveryReport, ErrorCode, EventKind, TestClock, Timestamp, verify_webhook,
 };
 use receiver::{Receiver, Reply};
 use serde_json::json;
@@ -135,7 +134,7 @@ fn deliveries_are_signed_and_verify_only_untampered_and_fresh() {
     assert_ne!(rotated.expose(), secret.expose());
     emit(&m, 1);
     drain(&m, &sub.id, &fast());
-    let req = rx.requests().into_iter().filter(|r| r.path == "/hook").last().unwrap();
+    let req = rx.requests().into_iter().rfind(|r| r.path == "/hook").unwrap();
     assert!(verify_webhook(&req.body, &req.headers(), rotated.expose(), Timestamp::now(), 300).is_ok());
     assert!(verify_webhook(&req.body, &req.headers(), secret.expose(), Timestamp::now(), 300).is_err());
 }
@@ -312,10 +311,20 @@ fn a_dead_workers_lease_is_taken_over_after_it_expires_and_fences_the_old_worker
     }));
     assert!(died.is_err());
     let mut seen = Vec::new();
-    let r = other.handle_events("mailer", &[], &opts, &mut |e| Ok(seen.push(e.id))).unwrap();
+    let r = other
+        .handle_events("mailer", &[], &opts, &mut |e| {
+            seen.push(e.id);
+            Ok(())
+        })
+        .unwrap();
     assert_eq!((r.busy, seen.len()), (1, 0), "the lease is live");
     clock.advance(lease(&opts));
-    let r = other.handle_events("mailer", &[], &opts, &mut |e| Ok(seen.push(e.id))).unwrap();
+    let r = other
+        .handle_events("mailer", &[], &opts, &mut |e| {
+            seen.push(e.id);
+            Ok(())
+        })
+        .unwrap();
     assert_eq!((r.sent, seen.clone()), (3, ids.clone()), "taken over after the lease expired");
     // A worker paused past its lease changes nothing once another took over.
     let more = emit(&m, 2);
@@ -324,7 +333,12 @@ fn a_dead_workers_lease_is_taken_over_after_it_expires_and_fences_the_old_worker
         .handle_events("mailer", &[], &opts, &mut |e| {
             if taken_over.is_empty() {
                 clock.advance(lease(&opts));
-                let r = other.handle_events("mailer", &[], &opts, &mut |e| Ok(taken_over.push(e.id))).unwrap();
+                let r = other
+                    .handle_events("mailer", &[], &opts, &mut |e| {
+                        taken_over.push(e.id);
+                        Ok(())
+                    })
+                    .unwrap();
                 assert_eq!(r.sent, 2);
             }
             let _ = e;
