@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from creditgate import CreditError, LocalCreditManager, Report, StorageError
+from creditgate import CreditError, LocalCreditManager, Report, StorageError, WebhookSubscription
 from creditgate._creditgate import MetricsSnapshot
 
 pytest.importorskip("prometheus_client")
@@ -327,6 +327,9 @@ class CountingManager:
         if self.fail:
             raise StorageError("the database is away")
         return self.manager.report()
+
+    def webhooks(self) -> list[WebhookSubscription]:
+        return self.manager.webhooks()
 
 
 class Clock:
