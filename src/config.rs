@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::keys::Pepper;
 use crate::money::Credits;
 use crate::types::Timestamp;
+use crate::webhooks::{AllowList, WebhookKey};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -67,6 +68,11 @@ pub struct Config {
     pub(crate) clock: TestClock,
     /// Test mode: audit each account a write moves (see `check_invariants`).
     pub(crate) check_invariants: bool,
+    /// The key webhook secrets are encrypted under (None: webhooks that
+    /// sign refuse to run).
+    pub(crate) webhook_key: Option<WebhookKey>,
+    /// Hosts, addresses and CIDRs a webhook may reach although private.
+    pub(crate) webhook_allowed_hosts: AllowList,
 }
 
 /// A shift of the ledger's clock, for tests only: expiry of grants and holds
@@ -116,6 +122,8 @@ impl Default for Config {
             clock: TestClock::default(),
             low_balance_thresholds: Vec::new(),
             check_invariants: false,
+            webhook_key: None,
+            webhook_allowed_hosts: AllowList::default(),
         }
     }
 }
@@ -136,6 +144,8 @@ impl fmt::Debug for Config {
             .field("pool_size", &self.pool_size)
             .field("synchronous", &self.synchronous)
             .field("low_balance_thresholds", &self.low_balance_thresholds)
+            .field("webhook_key", &self.webhook_key.as_ref().map(|_| "<redacted>"))
+            .field("webhook_allowed_hosts", &self.webhook_allowed_hosts)
             .finish()
     }
 }
@@ -152,7 +162,9 @@ impl Config {
     /// `CREDITGATE_SQLITE_SYNCHRONOUS` (`FULL` or `NORMAL`) and
     /// `CREDITGATE_LOW_BALANCE_THRESHOLDS` (comma-separated credits, e.g.
     /// `100,10,0`) and `CREDITGATE_CURRENCY_RATES` (see
-    /// [`currency_rates_from_str`](Self::currency_rates_from_str)); unset means default.
+    /// [`currency_rates_from_str`](Self::currency_rates_from_str)) and
+    /// `CREDITGATE_WEBHOOK_KEY` and `CREDITGATE_WEBHOOK_ALLOWED_HOSTS`
+    /// (comma-separated); unset means default.
     pub fn from_env() -> Result<Config> {
         let mut c = Config::default();
         if let Some(v) = env("DATABASE_URL")? {
@@ -205,6 +217,12 @@ impl Config {
         }
         if let Some(v) = env("CREDITGATE_CURRENCY_RATES")? {
             c = c.currency_rates_from_str(&v)?;
+        }
+        if let Some(v) = env("CREDITGATE_WEBHOOK_KEY")? {
+            c = c.webhook_key(&v)?;
+        }
+        if let Some(v) = env("CREDITGATE_WEBHOOK_ALLOWED_HOSTS")? {
+            c = c.webhook_allowed_hosts(v.split(',').map(str::to_string).collect())?;
         }
         Ok(c)
     }
@@ -351,6 +369,30 @@ impl Config {
         v.dedup();
         self.low_balance_thresholds = v;
         Ok(self)
+    }
+
+    /// The key webhook signing secrets are encrypted under at rest
+    /// (AES-256-GCM): 32 bytes as 64 hex digits (`CREDITGATE_WEBHOOK_KEY`;
+    /// e.g. `openssl rand -hex 32`). Without it, creating, rotating and
+    /// delivering webhooks fail with `InvalidArgument` (fail closed). Keep
+    /// it: a ledger's secrets do not decrypt under another key.
+    pub fn webhook_key(mut self, hex_key: &str) -> Result<Config> {
+        self.webhook_key = Some(WebhookKey::from_hex(hex_key)?);
+        Ok(self)
+    }
+
+    /// Host names, IP addresses and CIDRs (`localhost`, `127.0.0.1`,
+    /// `10.0.0.0/8`) webhooks may reach although they are loopback, private
+    /// or otherwise reserved (`CREDITGATE_WEBHOOK_ALLOWED_HOSTS`,
+    /// comma-separated). Default: none; public addresses need no listing.
+    pub fn webhook_allowed_hosts(mut self, hosts: Vec<String>) -> Result<Config> {
+        self.webhook_allowed_hosts = AllowList::parse(&hosts)?;
+        Ok(self)
+    }
+
+    /// Whether a webhook key is configured.
+    pub fn has_webhook_key(&self) -> bool {
+        self.webhook_key.is_some()
     }
 
     pub fn get_database_url(&self) -> &str {

@@ -68,6 +68,10 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in a stable order (for bindings and the CLI to list them).
+    pub const ALL: &'static [EventKind] = ALL;
+
+    /// The stable name, e.g. `balance.low`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::BalanceLow => "balance.low",
@@ -94,6 +98,28 @@ impl EventKind {
 
     pub(crate) fn parse(s: &str) -> Option<EventKind> {
         ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = crate::Error;
+
+    /// Parses a stable name (`balance.low`); `InvalidArgument` listing the kinds.
+    fn from_str(s: &str) -> crate::Result<EventKind> {
+        EventKind::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = ALL.iter().map(|k| k.as_str()).collect();
+            crate::Error::invalid(format!(
+                "unknown event kind {:?}; the kinds are {}",
+                crate::types::truncate(s),
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -151,6 +177,20 @@ pub(crate) struct NewEvent<'a> {
 pub(crate) use crate::limits::MAX_EVENTS_PER_PAGE;
 
 impl Event {
+    /// The event's one JSON form (a webhook's body, and what the front doors
+    /// show): `{"id", "type", "timestamp" (RFC 3339, UTC), "user_id",
+    /// "api_key_id" (null or a UUID), "data"}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "type": self.kind.as_str(),
+            "timestamp": self.created_at.to_rfc3339(),
+            "user_id": self.user_id,
+            "api_key_id": self.api_key_id.map(|k| k.to_string()),
+            "data": self.data,
+        })
+    }
+
     /// Rebuilds an event from its stored columns.
     pub(crate) fn from_stored(
         id: i64,

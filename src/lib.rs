@@ -20,6 +20,7 @@ mod pricing;
 mod store;
 mod types;
 mod validate;
+pub mod webhooks;
 
 pub use analytics::{
     Statement, StatementLine, UsageGroup, UsageQuery, UsageRow, price_json, usage_rows_csv, usage_rows_json,
@@ -46,6 +47,9 @@ pub use types::{
     Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, ExpirySweep, Grant, GrantCategory,
     GrantId, GrantOptions, Hold, HoldId, HoldStatus, KeyEligibility, KeyId, NewApiKey, Report, SchemaStatus,
     SpendWindow, Timestamp, UsageCharge, Verification,
+};
+pub use webhooks::{
+    DeadLetter, DeliveryOptions, DeliveryReport, WebhookSecret, WebhookSubscription, sign_webhook, verify_webhook,
 };
 
 // The Rust code blocks of the documentation run as doctests (`cargo test

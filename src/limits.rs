@@ -106,6 +106,34 @@ pub const MAX_PRICE_VERSIONS: u32 = 1_000;
 /// The largest tokens-per-minute limit of a key.
 pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
 
+// ----- webhooks ----------------------------------------------------------------
+
+/// Most webhook subscriptions (`callback:` consumers included) per ledger.
+pub const MAX_WEBHOOKS: u32 = 100;
+/// Longest endpoint URL of a subscription.
+pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
+/// Most entries of `webhook_allowed_hosts`.
+pub const MAX_WEBHOOK_ALLOWED_HOSTS: usize = 256;
+/// A delivery's request timeout (connect and the whole request) when not
+/// given one, and the largest accepted.
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u32 = 10_000;
+pub const MAX_WEBHOOK_TIMEOUT_MS: u32 = 60_000;
+/// Attempts of one event before it is dead-lettered, when not given (1..=50).
+pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 12;
+pub const MAX_WEBHOOK_MAX_ATTEMPTS: u32 = 50;
+/// The first retry's delay and the longest delay, when not given: with 12
+/// attempts the retries wait about 10 s, 20 s, 40 s, … 1 h (≈ 3.5 h in all).
+pub const DEFAULT_WEBHOOK_BACKOFF_BASE_MS: u64 = 10_000;
+pub const DEFAULT_WEBHOOK_BACKOFF_MAX_MS: u64 = 3_600_000;
+/// The longest backoff delay accepted: one day.
+pub const MAX_WEBHOOK_BACKOFF_MS: u64 = 86_400_000;
+/// Events one subscription's turn reads at once, when not given (1..=1000).
+pub const DEFAULT_WEBHOOK_BATCH_SIZE: u32 = 100;
+pub const MAX_WEBHOOK_BATCH_SIZE: u32 = 1_000;
+/// How far a `webhook-timestamp` may be from the receiver's clock, when
+/// `verify_webhook`'s caller gives no tolerance (the front doors' default).
+pub const DEFAULT_WEBHOOK_TOLERANCE_SECONDS: u32 = 300;
+
 // Each default lies within its limit.
 const _: () = {
     assert!(DEFAULT_TTL_SECONDS >= 1 && DEFAULT_TTL_SECONDS <= MAX_TTL_SECONDS);
@@ -118,4 +146,9 @@ const _: () = {
     assert!(DEFAULT_MAX_ACTIVE_HOLDS_PER_USER >= 1 && DEFAULT_MAX_ACTIVE_HOLDS_PER_USER <= MAX_KEYS_OR_HOLDS_LIMIT);
     assert!(DEFAULT_POOL_SIZE >= 1 && DEFAULT_POOL_SIZE <= MAX_POOL_SIZE);
     assert!(DEFAULT_API_KEY_PREFIX.len() <= MAX_PREFIX_LEN);
+    assert!(DEFAULT_WEBHOOK_TIMEOUT_MS >= 1 && DEFAULT_WEBHOOK_TIMEOUT_MS <= MAX_WEBHOOK_TIMEOUT_MS);
+    assert!(DEFAULT_WEBHOOK_MAX_ATTEMPTS >= 1 && DEFAULT_WEBHOOK_MAX_ATTEMPTS <= MAX_WEBHOOK_MAX_ATTEMPTS);
+    assert!(DEFAULT_WEBHOOK_BACKOFF_BASE_MS >= 1 && DEFAULT_WEBHOOK_BACKOFF_BASE_MS <= DEFAULT_WEBHOOK_BACKOFF_MAX_MS);
+    assert!(DEFAULT_WEBHOOK_BACKOFF_MAX_MS <= MAX_WEBHOOK_BACKOFF_MS);
+    assert!(DEFAULT_WEBHOOK_BATCH_SIZE >= 1 && DEFAULT_WEBHOOK_BATCH_SIZE <= MAX_WEBHOOK_BATCH_SIZE);
 };

@@ -22,6 +22,7 @@ mod posting;
 mod rate;
 mod usage;
 mod verify;
+mod webhooks;
 
 pub use credits::EntryOptions;
 pub use holds::{HoldAmount, Settlement};
