@@ -141,6 +141,7 @@ def test_the_native_module_exports_every_limit_of_the_core() -> None:
     }
     assert names == exported, (sorted(names - exported), sorted(exported - names))
     stubbed = set(re.findall(r"^([A-Z][A-Z0-9_]+): Final\[", STUB.read_text(encoding="utf-8"), re.M))
+    stubbed -= {"EVENT_KINDS"}  # the event kinds' names: a constant, not a limit
     assert stubbed == names, (sorted(names - stubbed), sorted(stubbed - names))
 
 
