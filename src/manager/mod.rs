@@ -15,6 +15,7 @@ mod analytics;
 mod api_keys;
 mod audit;
 mod credits;
+mod delivery;
 mod grants;
 mod holds;
 mod orgs;

@@ -17,6 +17,9 @@ mod schema;
 pub(crate) mod sql;
 pub(crate) mod sqlite;
 mod verify_cache;
+mod webhooks;
+
+pub(crate) use webhooks::{Lease, WebhookRow};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -444,6 +447,9 @@ pub(crate) trait Tx {
     /// Committed events after the one with id `after` (0: from the start),
     /// in commit order. An `after` that names no event: `InvalidArgument`.
     fn events(&mut self, after: i64, limit: u32) -> Result<Vec<Event>>;
+    /// The id of the last event [`Tx::events`] returns when read to the
+    /// end now (0: none): the cursor that receives only later commits.
+    fn events_tail(&mut self) -> Result<i64>;
     /// Whether `user` has a purchase entry.
     fn has_purchase(&mut self, user: &str) -> Result<bool>;
 

@@ -36,6 +36,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(7, "007_rate_limits"),
     migration!(8, "008_organisations"),
     migration!(9, "009_pricing"),
+    migration!(10, "010_webhooks"),
 ];
 
 /// The newest schema version this library knows.

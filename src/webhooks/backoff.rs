@@ -10,7 +10,7 @@
 /// dead-lettered, half to all of that with the jitter.
 pub fn backoff(attempt: u32, base_ms: u64, max_ms: u64, rand: u64) -> u64 {
     let doublings = attempt.saturating_sub(1).min(63);
-    let delay = base_ms.checked_mul(1u64 << doublings).unwrap_or(u64::MAX).min(max_ms);
+    let delay = base_ms.saturating_mul(1u64 << doublings).min(max_ms);
     let half = delay / 2;
     (delay - half) + rand % (half + 1)
 }

@@ -10,9 +10,6 @@
 //! `webhook-signature` (`v1,<base64 HMAC-SHA256>`), at least once, in commit
 //! order per subscription.
 
-// The delivery parts are wired into the manager step by step.
-#![allow(dead_code, unused_imports)]
-
 mod address;
 mod backoff;
 mod http;
@@ -174,4 +171,11 @@ pub(crate) fn kinds_text(kinds: &[EventKind]) -> String {
 /// wrote it, and this one writes no such events).
 pub(crate) fn parse_kinds(text: &str) -> Vec<EventKind> {
     text.split(',').filter_map(|n| n.parse().ok()).collect()
+}
+
+/// Whether a subscription with stored kinds `text` receives `kind`: by
+/// name, so a subscription whose kinds this library does not know never
+/// widens to every kind.
+pub(crate) fn wants(text: &str, kind: EventKind) -> bool {
+    text.is_empty() || text.split(',').any(|n| n == kind.as_str())
 }

@@ -207,6 +207,10 @@ pub fn child_output(child: std::process::Child) -> String {
     stdout
 }
 
+/// SQL that takes a ledger's schema back from version 10 to 9 (both
+/// backends): version 10 only added the webhook tables.
+pub const UNDO_V10: &str = "DROP TABLE creditgate_webhook_dead_letters; DROP TABLE creditgate_webhooks; \
+    DELETE FROM creditgate_schema_version WHERE version = 10;";
 /// SQL that takes a ledger's schema back from version 9 to 8 (both
 /// backends; version 9 kept the prices table of version 8).
 pub const UNDO_V9: &str = "DROP TABLE creditgate_prices; \

@@ -669,6 +669,16 @@ impl Tx for PgTx<'_> {
             .collect()
     }
 
+    fn events_tail(&mut self) -> Result<i64> {
+        // The last of the final prefix `events` reads (see there).
+        let row = self.opt(
+            "SELECT id FROM creditgate_events WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY txid DESC, id DESC LIMIT 1",
+            &[],
+        )?;
+        row.map_or(Ok(0), |r| col(&r, 0))
+    }
+
     fn has_purchase(&mut self, user: &str) -> Result<bool> {
         Ok(self.first(&S.has_purchase, &[&user], |_| Ok(()))?.is_some())
     }

@@ -692,6 +692,12 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    fn events_tail(&mut self) -> Result<i64> {
+        // Ids are in commit order (see `events`).
+        let max = self.all("SELECT COALESCE(MAX(id), 0) FROM creditgate_events", [], |r| r.int(0))?;
+        Ok(max.first().copied().unwrap_or(0))
+    }
+
     fn has_purchase(&mut self, user: &str) -> Result<bool> {
         Ok(self.one(&S.has_purchase, [user], |_| Ok(()))?.is_some())
     }
