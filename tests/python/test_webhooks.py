@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -73,13 +74,25 @@ def emit(m: LocalCreditManager, n: int) -> list[int]:
     return [m.record_event("payment.unmapped", {"n": i}) for i in range(n)]
 
 
+def until(done: Any, one_pass: Any) -> None:
+    """Passes until `done()` (a pass waiting for a backoff of a few ms finds
+    nothing: pause briefly then); at most 30 s."""
+    deadline = time.monotonic() + 30
+    while not done():
+        assert time.monotonic() < deadline, "not done after 30 s of passes"
+        report = one_pass()
+        if not (report.sent or report.failed or report.dead_lettered):
+            time.sleep(0.002)
+
+
 def deliver_until(m: LocalCreditManager, done: Any, *, timeout_ms: int = 2000, max_attempts: int = 12) -> None:
-    """Delivery passes (quick backoff) until `done()`; a bounded number of them."""
-    for _ in range(200):
-        if done():
-            return
-        m.deliver_webhooks(timeout_ms=timeout_ms, max_attempts=max_attempts, backoff_base_ms=1, backoff_max_ms=5)
-    assert done(), "not done after the passes"
+    """Delivery passes (quick backoff) until `done()`."""
+    until(
+        done,
+        lambda: m.deliver_webhooks(
+            timeout_ms=timeout_ms, max_attempts=max_attempts, backoff_base_ms=1, backoff_max_ms=5
+        ),
+    )
 
 
 def expected_signature(secret: str, headers: dict[str, str], body: bytes) -> str:
@@ -243,10 +256,7 @@ def test_handle_events_calls_python_and_retries_its_failures(m: LocalCreditManag
     report = m.handle_events("notify", handler, events=["payment.unmapped"], **FAST)
     assert report.sent == 0
     ids = emit(m, 2)
-    for _ in range(50):
-        if len(seen) >= 4:
-            break
-        m.handle_events("notify", handler, events=["payment.unmapped"], **FAST)
+    until(lambda: len(seen) >= 4, lambda: m.handle_events("notify", handler, events=["payment.unmapped"], **FAST))
     assert seen == [ids[0], ids[0], ids[1], ids[1]]
     (sub,) = m.webhooks()
     assert (sub.url, sub.delivered, sub.failed_attempts) == ("callback:notify", 2, 2)
@@ -269,6 +279,7 @@ def test_worker_runs_passes_until_stopped(m: LocalCreditManager, receiver: Recei
     handled: list[int] = []
     stop = threading.Event()
     worker = Worker(m, interval=0.01, handlers={"h": Handler(lambda e: handled.append(e.id))}, stop=stop, **FAST)
+    assert worker.run_once().found_work is False  # creates the consumer: its cursor starts now
     ids = emit(m, 3)
     thread = threading.Thread(target=worker.run)
     thread.start()
