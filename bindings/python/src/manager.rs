@@ -184,7 +184,9 @@ impl Settings<'_, '_> {
 fn allowed_hosts(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>> {
     let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(None) };
     if obj.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err("webhook_allowed_hosts must be a list of str, e.g. [\"127.0.0.1\"], not a str"));
+        return Err(PyTypeError::new_err(
+            "webhook_allowed_hosts must be a list of str, e.g. [\"127.0.0.1\"], not a str",
+        ));
     }
     let mut out = Vec::new();
     for item in obj.try_iter()? {

@@ -1,7 +1,7 @@
 //! `verify_webhook`, for receivers: the core's check of a delivery's
 //! signature and timestamp, with Python's types in and out.
 
-use crate::convert::{self, from_json, Text};
+use crate::convert::{self, Text, from_json};
 use crate::errors::verification;
 use creditgate::{self as cg, Timestamp, limits};
 use pyo3::exceptions::PyTypeError;
@@ -59,13 +59,12 @@ pub fn verify_webhook(
     let body = self::payload(payload)?;
     let pairs = self::headers(headers)?;
     let secret = secret.secret(py, "secret")?;
-    let tolerance = convert::opt_u32("tolerance_seconds", tolerance_seconds)?
-        .unwrap_or(limits::DEFAULT_WEBHOOK_TOLERANCE_SECONDS);
+    let tolerance =
+        convert::opt_u32("tolerance_seconds", tolerance_seconds)?.unwrap_or(limits::DEFAULT_WEBHOOK_TOLERANCE_SECONDS);
     let now = convert::opt_timestamp("now", now)?.unwrap_or_else(Timestamp::now);
     let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let value = py
-        .detach(|| cg::verify_webhook(&body, &borrowed, &secret, now, tolerance))
-        .map_err(|e| verification(py, e))?;
+    let value =
+        py.detach(|| cg::verify_webhook(&body, &borrowed, &secret, now, tolerance)).map_err(|e| verification(py, e))?;
     from_json(py, &value)
 }
 
