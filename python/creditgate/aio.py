@@ -142,6 +142,8 @@ class AsyncLocalCreditManager:
         max_active_keys_per_user: int | None = None,
         max_active_holds_per_user: int | None = None,
         currency_rates: Mapping[str, tuple[_Amount, int]] | None = None,
+        webhook_key: str | None = None,
+        webhook_allowed_hosts: Sequence[str] | None = None,
         max_workers: int | None = None,
     ) -> None:
         sync = LocalCreditManager(
@@ -154,6 +156,8 @@ class AsyncLocalCreditManager:
             max_active_keys_per_user=max_active_keys_per_user,
             max_active_holds_per_user=max_active_holds_per_user,
             currency_rates=currency_rates,
+            webhook_key=webhook_key,
+            webhook_allowed_hosts=webhook_allowed_hosts,
         )
         self._setup(sync, max_workers)
 
@@ -192,6 +196,8 @@ class AsyncLocalCreditManager:
         max_active_keys_per_user: int | None = None,
         max_active_holds_per_user: int | None = None,
         currency_rates: Mapping[str, tuple[_Amount, int]] | None = None,
+        webhook_key: str | None = None,
+        webhook_allowed_hosts: Sequence[str] | None = None,
         max_workers: int | None = None,
     ) -> Self:
         """The constructor, with the database opened (and migrated) on a thread
@@ -208,6 +214,8 @@ class AsyncLocalCreditManager:
             max_active_keys_per_user=max_active_keys_per_user,
             max_active_holds_per_user=max_active_holds_per_user,
             currency_rates=currency_rates,
+            webhook_key=webhook_key,
+            webhook_allowed_hosts=webhook_allowed_hosts,
         )
         # A one-off thread: this manager's executor does not exist yet.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="creditgate-open") as opener:
