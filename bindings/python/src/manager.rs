@@ -189,7 +189,10 @@ fn allowed_hosts(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Opt
         ));
     }
     let mut out = Vec::new();
-    for item in obj.try_iter()? {
+    let items = obj.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!("webhook_allowed_hosts must be a list of str, not {}", convert::type_name(obj)))
+    })?;
+    for item in items {
         let host: Text = item?.extract()?;
         out.push(host.get(py, "webhook_allowed_hosts")?);
         if out.len() > cg::limits::MAX_WEBHOOK_ALLOWED_HOSTS {

@@ -26,7 +26,7 @@ fn kinds(py: Python<'_>, events: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Even
         return Err(PyTypeError::new_err("events must be a list of event kinds such as [\"balance.low\"], not a str"));
     }
     let mut out = Vec::new();
-    for item in events.try_iter()? {
+    for item in iterate("events", events)? {
         let name: Text = item?.extract()?;
         let name = name.get(py, "events")?;
         out.push(EventKind::from_str(&name).map_err(|e| to_py(py, named("events", e)))?);
@@ -36,6 +36,18 @@ fn kinds(py: Python<'_>, events: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Even
         }
     }
     Ok(out)
+}
+
+/// `obj`'s items; a `TypeError` naming `field` when it is not iterable.
+fn iterate<'py>(field: &str, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo3::types::PyIterator>> {
+    obj.try_iter().map_err(|_| PyTypeError::new_err(format!("{field} must be a list, not {}", convert::type_name(obj))))
+}
+
+/// A `bool` (not any truthy object: `"no"` is not `False`).
+fn flag(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    obj.cast::<pyo3::types::PyBool>()
+        .map(|b| b.is_true())
+        .map_err(|_| PyTypeError::new_err(format!("{field} must be a bool, not {}", convert::type_name(obj))))
 }
 
 fn opt_u64(field: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
@@ -110,9 +122,15 @@ impl LocalCreditManager {
         })
     }
 
-    fn set_webhook_enabled(&self, py: Python<'_>, webhook_id: Text, enabled: bool) -> PyResult<WebhookSubscription> {
+    fn set_webhook_enabled(
+        &self,
+        py: Python<'_>,
+        webhook_id: Text,
+        enabled: &Bound<'_, PyAny>,
+    ) -> PyResult<WebhookSubscription> {
         self.counted(py, || {
             let id = webhook_id.get(py, "webhook_id")?;
+            let enabled = flag("enabled", enabled)?;
             let sub = self.run(py, move |m| m.set_webhook_enabled(&id, enabled))?;
             WebhookSubscription::new(py, sub)
         })
@@ -164,7 +182,7 @@ impl LocalCreditManager {
                 None => None,
                 Some(list) => {
                     let mut ids = Vec::new();
-                    for item in list.try_iter()? {
+                    for item in iterate("event_ids", list)? {
                         ids.push(convert::int("event_ids", &item?)?);
                         if ids.len() > limits::MAX_EVENTS_PER_PAGE as usize {
                             let most = limits::MAX_EVENTS_PER_PAGE;
