@@ -98,9 +98,12 @@ def test_sigkill_mid_delivery_loses_nothing_and_resends_only_the_one_in_flight(
 ) -> None:
     ids: list[int] = []
     hang_on = 0
+    killed = False
 
     def policy(path: str, event_id: int, attempt: int) -> str:
-        return HANG if event_id == hang_on and attempt == 1 else OK
+        # Until the kill, every attempt of ids[3] hangs (on a loaded machine
+        # the first may time out and be retried before the kill lands).
+        return HANG if event_id == hang_on and not killed else OK
 
     receiver.policy = policy
     m.create_webhook(receiver.url())
@@ -110,9 +113,11 @@ def test_sigkill_mid_delivery_loses_nothing_and_resends_only_the_one_in_flight(
     assert receiver.hanging.wait(60), "the worker never reached the hanging event"
     first.kill()  # SIGKILL while the request for ids[3] is open
     first.communicate(timeout=60)
-    receiver.release.set()  # the hung request ends (its client is gone) before the restart resends it
+    killed = True
+    receiver.release.set()  # the hung requests end (their client is gone) before the restart resends ids[3]
     before = receiver.received()
-    assert before == ids[:4], before
+    assert before[:4] == ids[:4] and set(before[4:]) <= {ids[3]}, before
+    overlaps_before = len(receiver.overlaps)
     # The restarted worker waits out the dead one's lease, then resumes.
     second = workers.start("--timeout-ms", "1000")
     receiver.wait_for(lambda: receiver.delivered() == [*ids[:3], *ids[3:]])
@@ -120,7 +125,7 @@ def test_sigkill_mid_delivery_loses_nothing_and_resends_only_the_one_in_flight(
     after = receiver.received()[len(before) :]
     # Only the event in flight is sent again; every later one once.
     assert after == ids[3:], after
-    assert receiver.overlaps == []
+    assert receiver.overlaps[overlaps_before:] == []
     (sub,) = m.webhooks()
     assert (sub.delivered, sub.pending, sub.dead_lettered) == (6, 0, 0)
 

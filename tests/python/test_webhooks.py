@@ -186,7 +186,7 @@ def test_failures_hangs_and_500s_are_retried_in_order(m: LocalCreditManager, rec
     receiver.policy = policy
     sub, _ = m.create_webhook(receiver.url())
     ids += emit(m, 5)
-    deliver_until(m, lambda: len(receiver.delivered()) == 5, timeout_ms=300)
+    deliver_until(m, lambda: len(receiver.delivered()) == 5, timeout_ms=1000)
     assert receiver.delivered() == ids
     # Head of line: no event was sent before every earlier one was delivered.
     received = receiver.received()
