@@ -145,8 +145,10 @@ class Worker:
         self.options: dict[str, int] = {k: v for k, v in given.items() if v is not None}
 
     def stop(self) -> None:
-        """Ends :meth:`run` after the current pass (thread- and signal-safe
-        enough: it only sets the event)."""
+        """Ends :meth:`run` after the current pass. Thread-safe; from a signal
+        handler only while :meth:`run` is on another thread (the handler runs
+        on the main thread, which must not be inside the Event's own wait:
+        ``creditgate webhooks run`` does it so)."""
         self.stop_event.set()
 
     def run_once(self) -> PassReport:

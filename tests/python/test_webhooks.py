@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import creditgate
+import creditgate.webhooks
 import pytest
 from creditgate import (
     AsyncLocalCreditManager,
@@ -290,6 +291,40 @@ def test_worker_runs_passes_until_stopped(m: LocalCreditManager, receiver: Recei
         thread.join(30)
     assert not thread.is_alive()
     assert worker.run_once().found_work is False
+
+
+class FlakyManager:
+    """deliver_webhooks fails with StorageError, then works; stops the worker on its third pass."""
+
+    def __init__(self, stop: threading.Event, error: Exception) -> None:
+        self.calls = 0
+        self.stop = stop
+        self.error = error
+
+    def deliver_webhooks(self, **options: int) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise self.error
+        if self.calls == 3:
+            self.stop.set()
+        return creditgate.webhooks.PassReport(sent=1)
+
+    def handle_events(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("no handlers were given")
+
+
+def test_worker_outlives_storage_errors_and_stops_on_set_up_mistakes() -> None:
+    stop = threading.Event()
+    flaky = FlakyManager(stop, creditgate.StorageError("the database restarted"))
+    total = Worker(flaky, interval=0, stop=stop).run()
+    assert (flaky.calls, total.sent) == (3, 2)
+    broken = FlakyManager(threading.Event(), InvalidArgument("CREDITGATE_WEBHOOK_KEY is not set"))
+    with pytest.raises(InvalidArgument):
+        Worker(broken, interval=0).run()
+    with pytest.raises(ValueError):
+        Worker(broken, interval=-1)
+    with pytest.raises(TypeError):
+        Worker(broken, handlers={"x": Handler("not callable")})  # type: ignore[arg-type]
 
 
 def test_async_mirrors(db_url: str, hooks_env: dict[str, str], receiver: Receiver) -> None:
