@@ -121,18 +121,22 @@ pub const MAX_WEBHOOK_ALLOWED_HOSTS: usize = 256;
 /// A delivery's request timeout (connect and the whole request) when not
 /// given one, and the largest accepted.
 pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u32 = 10_000;
+/// The largest request timeout of a delivery.
 pub const MAX_WEBHOOK_TIMEOUT_MS: u32 = 60_000;
 /// Attempts of one event before it is dead-lettered, when not given (1..=50).
 pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 12;
+/// The most attempts of one event `max_attempts` may set.
 pub const MAX_WEBHOOK_MAX_ATTEMPTS: u32 = 50;
 /// The first retry's delay and the longest delay, when not given: with 12
 /// attempts the retries wait about 10 s, 20 s, 40 s, … 1 h (≈ 3.5 h in all).
 pub const DEFAULT_WEBHOOK_BACKOFF_BASE_MS: u64 = 10_000;
+/// The longest retry delay, when not given.
 pub const DEFAULT_WEBHOOK_BACKOFF_MAX_MS: u64 = 3_600_000;
 /// The longest backoff delay accepted: one day.
 pub const MAX_WEBHOOK_BACKOFF_MS: u64 = 86_400_000;
 /// Events one subscription's turn reads at once, when not given (1..=1000).
 pub const DEFAULT_WEBHOOK_BATCH_SIZE: u32 = 100;
+/// The most events one subscription's turn may read at once.
 pub const MAX_WEBHOOK_BATCH_SIZE: u32 = 1_000;
 /// How far a `webhook-timestamp` may be from the receiver's clock, when
 /// `verify_webhook`'s caller gives no tolerance (the front doors' default).

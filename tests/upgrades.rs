@@ -44,6 +44,13 @@ fn old_writes(version: i64) -> String {
          INSERT INTO creditgate_model_prices (model, input_per_1k, output_per_1k, updated_at) VALUES
            ('old-model', 2000000, 4000000, {T});"
     );
+    if version >= 9 {
+        // From schema 9 on, prices are versions (the old table stays, unread).
+        s.push_str(&format!(
+            "INSERT INTO creditgate_prices (model, effective_at, input_per_1k, output_per_1k, set_at) VALUES
+               ('old-model', 0, 2000000, 4000000, {T});"
+        ));
+    }
     if version >= 6 {
         // From schema 6 on, every credit also wrote its grant (lot).
         s.push_str(&format!(

@@ -48,7 +48,9 @@ pub struct WebhookSubscription {
     pub kinds: Vec<EventKind>,
     /// A disabled subscription keeps its cursor and receives nothing.
     pub enabled: bool,
+    /// The operator's note (`create_webhook`'s description).
     pub description: Option<String>,
+    /// When it was created (the ledger's clock).
     pub created_at: Timestamp,
     /// Events delivered (answered 2xx, or handled).
     pub delivered: u64,
@@ -73,12 +75,17 @@ pub struct WebhookSubscription {
 /// An event a subscription gave up on after `max_attempts` attempts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// The subscription that gave up.
     pub subscription_id: String,
+    /// The outbox event (see `events`).
     pub event_id: i64,
+    /// The event's kind.
     pub kind: EventKind,
     /// Attempts made (the dead-lettering ones and any replays).
     pub attempts: u32,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// When it was dead-lettered.
     pub dead_at: Timestamp,
     /// Replayed: delivered once more at the start of the subscription's
     /// next turn (then removed, or back to `false` when that attempt fails).
@@ -178,4 +185,51 @@ pub(crate) fn parse_kinds(text: &str) -> Vec<EventKind> {
 /// widens to every kind.
 pub(crate) fn wants(text: &str, kind: EventKind) -> bool {
     text.is_empty() || text.split(',').any(|n| n == kind.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_stored_sorted_once_and_matched_by_name() {
+        let kinds = [EventKind::Overdraft, EventKind::BalanceLow, EventKind::Overdraft];
+        let text = kinds_text(&kinds);
+        assert_eq!(text, "balance.low,overdraft");
+        assert_eq!(parse_kinds(&text), vec![EventKind::BalanceLow, EventKind::Overdraft]);
+        assert!(wants(&text, EventKind::Overdraft) && !wants(&text, EventKind::KeyCreated));
+        assert!(wants("", EventKind::KeyCreated), "no kinds: every kind");
+        // Kinds only a newer library knows never widen to every kind.
+        assert!(parse_kinds("topup.future").is_empty() && !wants("topup.future", EventKind::KeyCreated));
+    }
+
+    #[test]
+    fn delivery_options_are_bounded() {
+        assert!(DeliveryOptions::default().validate().is_ok());
+        let d = DeliveryOptions::default();
+        for bad in [
+            DeliveryOptions { timeout_ms: 0, ..d },
+            DeliveryOptions { timeout_ms: MAX_WEBHOOK_TIMEOUT_MS + 1, ..d },
+            DeliveryOptions { max_attempts: 0, ..d },
+            DeliveryOptions { max_attempts: MAX_WEBHOOK_MAX_ATTEMPTS + 1, ..d },
+            DeliveryOptions { backoff_base_ms: 0, ..d },
+            DeliveryOptions { backoff_max_ms: d.backoff_base_ms - 1, ..d },
+            DeliveryOptions { backoff_max_ms: MAX_WEBHOOK_BACKOFF_MS + 1, ..d },
+            DeliveryOptions { batch_size: 0, ..d },
+            DeliveryOptions { batch_size: MAX_WEBHOOK_BATCH_SIZE + 1, ..d },
+        ] {
+            let e = bad.validate().unwrap_err();
+            assert_eq!(e.code(), crate::ErrorCode::InvalidArgument, "{bad:?}");
+        }
+        assert_eq!(d.lease_micros(), 25_000_000, "twice the timeout and 5 s");
+    }
+
+    #[test]
+    fn event_kinds_parse_and_list() {
+        for k in EventKind::ALL {
+            assert_eq!(k.as_str().parse::<EventKind>().unwrap(), *k);
+        }
+        let e = "balance.lo".parse::<EventKind>().unwrap_err().to_string();
+        assert!(e.contains("balance.low") && e.contains("key.created"), "{e}");
+    }
 }
