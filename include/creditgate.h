@@ -186,35 +186,49 @@
 #define CG_MAX_WEBHOOK_URL_LEN 2048
 
 /**
- * `cg_delivery_options.timeout_ms` when 0 is passed, and the largest.
+ * `cg_delivery_options.timeout_ms` when 0 is passed.
  */
 #define CG_DEFAULT_WEBHOOK_TIMEOUT_MS 10000
 
+/**
+ * The largest `cg_delivery_options.timeout_ms`.
+ */
 #define CG_MAX_WEBHOOK_TIMEOUT_MS 60000
 
 /**
- * `cg_delivery_options.max_attempts` when 0 is passed, and the largest.
+ * `cg_delivery_options.max_attempts` when 0 is passed.
  */
 #define CG_DEFAULT_WEBHOOK_MAX_ATTEMPTS 12
 
+/**
+ * The largest `cg_delivery_options.max_attempts`.
+ */
 #define CG_MAX_WEBHOOK_MAX_ATTEMPTS 50
 
 /**
- * `cg_delivery_options.backoff_base_ms` and `backoff_max_ms` when 0 is
- * passed (10 s doubling up to 1 h: 12 attempts take about 3.5 h), and the
- * longest delay accepted (one day).
+ * `cg_delivery_options.backoff_base_ms` when 0 is passed (10 s, doubling
+ * up to 1 h: 12 attempts take about 3.5 h).
  */
 #define CG_DEFAULT_WEBHOOK_BACKOFF_BASE_MS 10000
 
+/**
+ * `cg_delivery_options.backoff_max_ms` when 0 is passed.
+ */
 #define CG_DEFAULT_WEBHOOK_BACKOFF_MAX_MS 3600000
 
+/**
+ * The longest backoff delay accepted (one day).
+ */
 #define CG_MAX_WEBHOOK_BACKOFF_MS 86400000
 
 /**
- * `cg_delivery_options.batch_size` when 0 is passed, and the largest.
+ * `cg_delivery_options.batch_size` when 0 is passed.
  */
 #define CG_DEFAULT_WEBHOOK_BATCH_SIZE 100
 
+/**
+ * The largest `cg_delivery_options.batch_size`.
+ */
 #define CG_MAX_WEBHOOK_BATCH_SIZE 1000
 
 /**

@@ -509,6 +509,8 @@ static void test_webhook_bad_input(void) {
     CHECK_ERR(cg_verify_webhook(&bad_sig, "whsec_AAAA", 0, 0, &s), inv, "webhook_signature");
     cg_webhook_request no_payload = {.payload = NULL, .payload_len = 3};
     CHECK_ERR(cg_verify_webhook(&no_payload, "whsec_AAAA", 0, 0, &s), inv, "payload is NULL");
+    cg_webhook_request huge = {.payload = (const uint8_t *)"x", .payload_len = SIZE_MAX};
+    CHECK_ERR(cg_verify_webhook(&huge, "whsec_AAAA", 0, 0, &s), inv, "larger than any buffer");
     CHECK_ERR(cg_verify_webhook(&(cg_webhook_request){0}, "whsec_AAAA", 0, 0, &s), inv, "missing header webhook-id");
     /* NULL handles, requests and out-pointers. */
     s = (char *)&n;

@@ -265,6 +265,10 @@ pub(crate) unsafe fn webhook_request<'a>(p: *const cg_webhook_request, name: &st
     let payload = match (r.payload.is_null(), r.payload_len) {
         (true, 0) => &[][..],
         (true, len) => return Err(Error::InvalidArgument(format!("{name}.payload is NULL but payload_len is {len}"))),
+        // No object is larger (a slice must not be): a length past it is garbage.
+        (false, len) if len > isize::MAX as usize => {
+            return Err(Error::InvalidArgument(format!("{name}.payload_len is {len}, larger than any buffer")));
+        }
         // SAFETY: non-NULL and readable for `payload_len` bytes (caller's contract).
         (false, len) => unsafe { std::slice::from_raw_parts(r.payload, len) },
     };

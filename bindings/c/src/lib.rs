@@ -124,20 +124,24 @@ pub const CG_MAX_PRICE_VERSIONS: u32 = 1_000;
 pub const CG_MAX_WEBHOOKS: u32 = 100;
 /// The longest webhook endpoint URL, in bytes.
 pub const CG_MAX_WEBHOOK_URL_LEN: u32 = 2048;
-/// `cg_delivery_options.timeout_ms` when 0 is passed, and the largest.
+/// `cg_delivery_options.timeout_ms` when 0 is passed.
 pub const CG_DEFAULT_WEBHOOK_TIMEOUT_MS: u32 = 10_000;
+/// The largest `cg_delivery_options.timeout_ms`.
 pub const CG_MAX_WEBHOOK_TIMEOUT_MS: u32 = 60_000;
-/// `cg_delivery_options.max_attempts` when 0 is passed, and the largest.
+/// `cg_delivery_options.max_attempts` when 0 is passed.
 pub const CG_DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 12;
+/// The largest `cg_delivery_options.max_attempts`.
 pub const CG_MAX_WEBHOOK_MAX_ATTEMPTS: u32 = 50;
-/// `cg_delivery_options.backoff_base_ms` and `backoff_max_ms` when 0 is
-/// passed (10 s doubling up to 1 h: 12 attempts take about 3.5 h), and the
-/// longest delay accepted (one day).
+/// `cg_delivery_options.backoff_base_ms` when 0 is passed (10 s, doubling
+/// up to 1 h: 12 attempts take about 3.5 h).
 pub const CG_DEFAULT_WEBHOOK_BACKOFF_BASE_MS: u64 = 10_000;
+/// `cg_delivery_options.backoff_max_ms` when 0 is passed.
 pub const CG_DEFAULT_WEBHOOK_BACKOFF_MAX_MS: u64 = 3_600_000;
+/// The longest backoff delay accepted (one day).
 pub const CG_MAX_WEBHOOK_BACKOFF_MS: u64 = 86_400_000;
-/// `cg_delivery_options.batch_size` when 0 is passed, and the largest.
+/// `cg_delivery_options.batch_size` when 0 is passed.
 pub const CG_DEFAULT_WEBHOOK_BATCH_SIZE: u32 = 100;
+/// The largest `cg_delivery_options.batch_size`.
 pub const CG_MAX_WEBHOOK_BATCH_SIZE: u32 = 1_000;
 /// `tolerance_seconds` of `cg_verify_webhook` when 0 is passed.
 pub const CG_DEFAULT_WEBHOOK_TOLERANCE_SECONDS: u32 = 300;
