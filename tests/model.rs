@@ -8,8 +8,8 @@ mod common;
 
 use common::credits;
 use creditgate::{
-    Config, CreditManager, Credits, EntryKind, EntryOptions, ErrorCode, HoldAmount, HoldId, KeyRef, ModelPrice,
-    Settlement, Synchronous, Usage,
+    AutoTopup, Config, CreditManager, Credits, EntryKind, EntryOptions, ErrorCode, HoldAmount, HoldId, KeyRef,
+    ModelPrice, Settlement, Synchronous, TopupAmount, Usage,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -29,6 +29,9 @@ const PRICED: [Priced; 3] = [
 ];
 const MODEL_NAMES: [&str; 4] = ["m1", "m2", "m3", "unpriced"];
 const ADD_KINDS: [EntryKind; 4] = [EntryKind::Grant, EntryKind::Purchase, EntryKind::Refund, EntryKind::Adjustment];
+/// Alice's auto top-up threshold: every step that takes her available
+/// balance from at or above it to below it requests one top-up.
+const TOPUP_THRESHOLD: i64 = 10 * MICROS;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -273,6 +276,8 @@ macro_rules! expect {
 struct Harness {
     m: CreditManager,
     model: Model,
+    /// Alice's crossings of `TOPUP_THRESHOLD` so far (the rule's top-ups).
+    crossings: usize,
     _guard: common::Guard,
 }
 
@@ -308,7 +313,30 @@ impl Harness {
             let info = m.import_api_key(user, Some(&secret), None, None).unwrap();
             model.keys[u].push(ModelKey { secret, id: info.key_id, revoked: false });
         }
-        Harness { m, model, _guard: guard }
+        // Caps far above a case's steps: every crossing requests.
+        let rule = AutoTopup {
+            threshold: Credits::from_micros(TOPUP_THRESHOLD),
+            amount: TopupAmount::Fixed(credits(25)),
+            max_per_month: 100,
+            monthly_cap: credits(1_000_000),
+        };
+        // Alice starts at 0, below the threshold: one top-up at once.
+        let at_once = m.set_auto_topup(USERS[0], &rule).unwrap();
+        Harness { m, model, crossings: usize::from(at_once.is_some()), _guard: guard }
+    }
+
+    /// `step`, then the auto top-up invariant: alice's top-ups are her
+    /// crossings, by the model's available balance before and after.
+    fn step_and_cross(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let before = self.model.available(0);
+        self.step(op)?;
+        let after = self.model.available(0);
+        if before >= TOPUP_THRESHOLD && TOPUP_THRESHOLD > after {
+            self.crossings += 1;
+        }
+        let requested = self.m.topups(USERS[0], 1000).unwrap().len();
+        prop_assert_eq!(requested, self.crossings, "alice's top-ups after {:?}", op);
+        Ok(())
     }
 
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
@@ -683,7 +711,7 @@ proptest! {
                 Op::Repeat { back } => done[done.len() - 1 - back % done.len()].clone(),
                 op => op,
             };
-            h.step(&op)?;
+            h.step_and_cross(&op)?;
             done.push(op);
         }
     }

@@ -23,8 +23,9 @@ const T: i64 = 1_700_000_000_000_000;
 /// credits (payment `pay_1`) and a usage charge of 10 by alice, a
 /// promotional grant of 700 to bob, a legacy key of alice's and the price
 /// of `old-model` (2 and 4 credits per 1,000 input and output tokens). The columns
-/// are those of schema 1, which every later version keeps; plain literals
-/// only, so one text runs on SQLite and PostgreSQL.
+/// are those of schema 1, which every later version keeps (the price: in
+/// schema 9's version table from version 9 on); plain literals only, so one
+/// text runs on SQLite and PostgreSQL.
 fn old_writes(version: i64) -> String {
     let hash = hex::encode(Sha256::digest(LEGACY_SECRET.as_bytes()));
     let mut s = format!(
@@ -40,15 +41,18 @@ fn old_writes(version: i64) -> String {
          INSERT INTO creditgate_entries (id, user_id, seq, kind, amount, balance_after, idempotency_key, created_at)
            VALUES ('{BOB_GRANT}', 'bob', 1, 'grant', 700000000, 700000000, 'welcome', {T});
          INSERT INTO creditgate_api_keys (id, user_id, name, key_hash, hash_kind, legacy, created_at) VALUES
-           ('{LEGACY_KEY_ID}', 'alice', 'old', '{hash}', 'sha256', TRUE, {T});
-         INSERT INTO creditgate_model_prices (model, input_per_1k, output_per_1k, updated_at) VALUES
-           ('old-model', 2000000, 4000000, {T});"
+           ('{LEGACY_KEY_ID}', 'alice', 'old', '{hash}', 'sha256', TRUE, {T});"
     );
     if version >= 9 {
-        // From schema 9 on, prices are versions (the old table stays, unread).
+        // From schema 9 on, prices are versions (in effect from the epoch here).
         s.push_str(&format!(
             "INSERT INTO creditgate_prices (model, effective_at, input_per_1k, output_per_1k, set_at) VALUES
                ('old-model', 0, 2000000, 4000000, {T});"
+        ));
+    } else {
+        s.push_str(&format!(
+            "INSERT INTO creditgate_model_prices (model, input_per_1k, output_per_1k, updated_at) VALUES
+               ('old-model', 2000000, 4000000, {T});"
         ));
     }
     if version >= 6 {

@@ -101,6 +101,8 @@ __all__ = [
     "MAX_ALLOWANCES_PER_ACCOUNT",
     "MAX_SUMMARY_ROWS",
     "MAX_PRICE_VERSIONS",
+    "MAX_TOPUPS_PER_MONTH",
+    "MAX_LISTED_TOPUPS",
     "RESERVED_KEY_PREFIXES",
 ]
 
@@ -166,6 +168,8 @@ MAX_PROJECTS_PER_ORG: Final[int]
 MAX_ALLOWANCES_PER_ACCOUNT: Final[int]
 MAX_SUMMARY_ROWS: Final[int]
 MAX_PRICE_VERSIONS: Final[int]
+MAX_TOPUPS_PER_MONTH: Final[int]
+MAX_LISTED_TOPUPS: Final[int]
 RESERVED_KEY_PREFIXES: Final[tuple[str, ...]]
 
 # ----- errors (docs/reference.md) --------------------------------------------------------
@@ -1237,7 +1241,9 @@ class LocalCreditManager:
         max_per_month: int,
         monthly_cap: _Amount,
     ) -> Topup | None:
-        """Below ``threshold``, request ``amount`` (or up to ``target``: exactly one); returns the top-up requested at once."""
+        """Below ``threshold``, request ``amount`` (or up to ``target``: exactly one).
+
+        Returns the top-up requested at once when already below, else None."""
     def remove_auto_topup(self, user_id: _UserId) -> bool:
         """Remove the rule; False when there was none."""
     def topups(self, user_id: _UserId, *, limit: int = 50) -> list[Topup]:

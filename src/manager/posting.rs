@@ -140,8 +140,8 @@ impl CreditManager {
         live: Vec<Grant>,
     ) -> Result<(Entry, Option<Credits>)> {
         let moves = (d.kind, d.lots, d.grant.take());
-        // An expiry leaves the available balance as it is (it never counted
-        // a due grant): `expire_due` checks the crossing once per sweep.
+        // An expiry entry leaves the available balance as it is (a due
+        // grant is not counted): `expire_due` checks once per sweep.
         let expiry = matches!(d.lots, Lots::Expire(_));
         let frees = d.frees;
         let (member, key) = (d.member.clone(), d.api_key_id);
@@ -319,7 +319,9 @@ impl CreditManager {
             // Due grants come first: once a live one shows, none is left.
             if !live.is_empty() || !full {
                 expired.accounts = u64::from(expired.entries > 0);
-                // The sweep moved the available balance by what it expired.
+                // The available balance stopped counting these grants when
+                // they fell due (`sql::available`); this sweep, the first
+                // write since, checks that drop as one move.
                 if let Some(t) = threshold {
                     self.topup_if_crossed(tx, now, (user, None), t, (expired.credits.checked_neg()?, Credits::ZERO))?;
                 }

@@ -108,23 +108,15 @@ def test_migrate_creates_the_database(new_cli: Cli) -> None:
     assert out.startswith(f"already at version {latest}:"), out
 
 
-# What the latest migration (009_pricing) did, undone: a ledger as
+# What the latest migration (011_topups) did, undone: a ledger as
 # the previous release left it.
 UNDO_LATEST_MIGRATION = """
-    DROP TABLE creditgate_prices;
-    ALTER TABLE creditgate_holds DROP COLUMN input_rate;
-    ALTER TABLE creditgate_holds DROP COLUMN output_rate;
-    ALTER TABLE creditgate_holds DROP COLUMN cached_rate;
-    ALTER TABLE creditgate_holds DROP COLUMN cache_write_rate;
-    ALTER TABLE creditgate_holds DROP COLUMN request_fee;
-    DROP INDEX creditgate_entries_time;
-    ALTER TABLE creditgate_entries DROP COLUMN cached_tokens;
-    ALTER TABLE creditgate_entries DROP COLUMN cache_write_tokens;
-    ALTER TABLE creditgate_entries DROP COLUMN input_rate;
-    ALTER TABLE creditgate_entries DROP COLUMN output_rate;
-    ALTER TABLE creditgate_entries DROP COLUMN cached_rate;
-    ALTER TABLE creditgate_entries DROP COLUMN cache_write_rate;
-    ALTER TABLE creditgate_entries DROP COLUMN request_fee;
+    DROP TABLE creditgate_topups;
+    ALTER TABLE creditgate_accounts DROP COLUMN topup_threshold;
+    ALTER TABLE creditgate_accounts DROP COLUMN topup_kind;
+    ALTER TABLE creditgate_accounts DROP COLUMN topup_amount;
+    ALTER TABLE creditgate_accounts DROP COLUMN topup_max_per_month;
+    ALTER TABLE creditgate_accounts DROP COLUMN topup_monthly_cap;
 """
 
 

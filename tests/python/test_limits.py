@@ -34,6 +34,7 @@ MANAGER_DEFAULTS = {
     "expire_grants": {"limit": "DEFAULT_EXPIRE_LIMIT"},
     "transactions": {"limit": "DEFAULT_PAGE_LIMIT"},
     "member_transactions": {"limit": "DEFAULT_PAGE_LIMIT"},
+    "topups": {"limit": "DEFAULT_PAGE_LIMIT"},
     "events": {"limit": "DEFAULT_EVENTS_LIMIT"},
     "verify_api_key_credits": {"min_credits": "DEFAULT_VERIFY_MIN_CREDITS"},
     "reserve": {"ttl_seconds": "DEFAULT_TTL_SECONDS"},

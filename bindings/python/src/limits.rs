@@ -63,6 +63,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         MAX_ALLOWANCES_PER_ACCOUNT,
         MAX_SUMMARY_ROWS,
         MAX_PRICE_VERSIONS,
+        MAX_TOPUPS_PER_MONTH,
+        MAX_LISTED_TOPUPS,
     );
     // A tuple: the prefixes are fixed, not a list to append to.
     m.add("RESERVED_KEY_PREFIXES", pyo3::types::PyTuple::new(m.py(), RESERVED_KEY_PREFIXES)?)?;
