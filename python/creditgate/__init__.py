@@ -17,7 +17,10 @@ reopens its own connections on first use (not for ``sqlite:///:memory:``).
 In asyncio code use ``AsyncLocalCreditManager`` (``creditgate.aio``): the same
 methods as coroutines that never block the event loop. FastAPI glue (bearer
 key dependencies, OpenAI-shaped errors, metered streaming) is in
-``creditgate.fastapi`` (``pip install '.[fastapi]'``).
+``creditgate.fastapi`` (``pip install '.[fastapi]'``). Signed webhooks: the
+subscriptions are manager methods (``create_webhook``, ...), the delivery
+worker is ``creditgate.webhooks`` (``creditgate webhooks run``), and receivers
+check a delivery with ``verify_webhook``.
 """
 
 from ._creditgate import (
@@ -29,6 +32,8 @@ from ._creditgate import (
     AutoTopup,
     Budget,
     CreditError,
+    DeadLetter,
+    DeliveryReport,
     Entry,
     Event,
     ExpirySweep,
@@ -59,7 +64,10 @@ from ._creditgate import (
     UsageCharge,
     UsageRow,
     Verification,
+    WebhookSubscription,
+    WebhookVerificationError,
     __version__,
+    verify_webhook,
 )
 from .aio import AsyncLocalCreditManager
 
@@ -103,5 +111,10 @@ __all__ = [
     "UsageCharge",
     "UsageRow",
     "Verification",
+    "DeadLetter",
+    "DeliveryReport",
+    "WebhookSubscription",
+    "WebhookVerificationError",
     "__version__",
+    "verify_webhook",
 ]

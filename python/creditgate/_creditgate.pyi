@@ -5,7 +5,7 @@ Written by hand and checked against the built module by
 """
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Final, Literal, final
@@ -54,6 +54,12 @@ __all__ = [
     "Statement",
     "AutoTopup",
     "Topup",
+    "WebhookSubscription",
+    "DeadLetter",
+    "DeliveryReport",
+    "WebhookVerificationError",
+    "verify_webhook",
+    "EVENT_KINDS",
     "DEFAULT_TTL_SECONDS",
     "DEFAULT_PAGE_LIMIT",
     "DEFAULT_EVENTS_LIMIT",
@@ -104,6 +110,19 @@ __all__ = [
     "MAX_TOPUPS_PER_MONTH",
     "MAX_LISTED_TOPUPS",
     "RESERVED_KEY_PREFIXES",
+    "MAX_WEBHOOKS",
+    "MAX_WEBHOOK_URL_LEN",
+    "MAX_WEBHOOK_ALLOWED_HOSTS",
+    "DEFAULT_WEBHOOK_TIMEOUT_MS",
+    "MAX_WEBHOOK_TIMEOUT_MS",
+    "DEFAULT_WEBHOOK_MAX_ATTEMPTS",
+    "MAX_WEBHOOK_MAX_ATTEMPTS",
+    "DEFAULT_WEBHOOK_BACKOFF_BASE_MS",
+    "DEFAULT_WEBHOOK_BACKOFF_MAX_MS",
+    "MAX_WEBHOOK_BACKOFF_MS",
+    "DEFAULT_WEBHOOK_BATCH_SIZE",
+    "MAX_WEBHOOK_BATCH_SIZE",
+    "DEFAULT_WEBHOOK_TOLERANCE_SECONDS",
 ]
 
 __version__: str
@@ -171,6 +190,21 @@ MAX_PRICE_VERSIONS: Final[int]
 MAX_TOPUPS_PER_MONTH: Final[int]
 MAX_LISTED_TOPUPS: Final[int]
 RESERVED_KEY_PREFIXES: Final[tuple[str, ...]]
+MAX_WEBHOOKS: Final[int]
+MAX_WEBHOOK_URL_LEN: Final[int]
+MAX_WEBHOOK_ALLOWED_HOSTS: Final[int]
+DEFAULT_WEBHOOK_TIMEOUT_MS: Final[int]
+MAX_WEBHOOK_TIMEOUT_MS: Final[int]
+DEFAULT_WEBHOOK_MAX_ATTEMPTS: Final[int]
+MAX_WEBHOOK_MAX_ATTEMPTS: Final[int]
+DEFAULT_WEBHOOK_BACKOFF_BASE_MS: Final[int]
+DEFAULT_WEBHOOK_BACKOFF_MAX_MS: Final[int]
+MAX_WEBHOOK_BACKOFF_MS: Final[int]
+DEFAULT_WEBHOOK_BATCH_SIZE: Final[int]
+MAX_WEBHOOK_BATCH_SIZE: Final[int]
+DEFAULT_WEBHOOK_TOLERANCE_SECONDS: Final[int]
+EVENT_KINDS: Final[tuple[str, ...]]
+"""Every event kind's name (``balance.low``, ...), in a stable order."""
 
 # ----- errors (docs/reference.md) --------------------------------------------------------
 
@@ -217,7 +251,105 @@ class InvalidArgument(CreditError, ValueError):
 class StorageError(CreditError):
     """The database failed (503); retry a write with the same idempotency key."""
 
+class WebhookVerificationError(InvalidArgument):
+    """``verify_webhook`` refused a delivery; the message says which check failed."""
+
+def verify_webhook(
+    payload: bytes | bytearray | str,
+    headers: Mapping[str, str] | Sequence[tuple[str, str]],
+    secret: str,
+    *,
+    tolerance_seconds: int = 300,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Checks a webhook's ``webhook-signature`` (HMAC-SHA-256 of id, timestamp
+    and body under ``secret``; any of several passes) and that its
+    ``webhook-timestamp`` is within ``tolerance_seconds`` of ``now`` (default:
+    the clock); returns the parsed JSON body (the event). Headers are matched
+    case-insensitively. Raises ``WebhookVerificationError``."""
+
 # ----- results -----------------------------------------------------------------
+
+@final
+class WebhookSubscription:
+    """A webhook subscription and its delivery figures (never its secret)."""
+
+    @property
+    def id(self) -> str:
+        """``wh_`` and 32 hex digits."""
+    @property
+    def url(self) -> str:
+        """The endpoint (``https://...``, ``http://...``), or ``callback:NAME`` for a ``handle_events`` consumer."""
+    @property
+    def kinds(self) -> list[str]:
+        """The event kinds delivered; empty: every kind."""
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def description(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def delivered(self) -> int:
+        """Events delivered (2xx), all time."""
+    @property
+    def failed_attempts(self) -> int:
+        """Attempts that failed, all time."""
+    @property
+    def dead_lettered(self) -> int:
+        """Events now in the dead-letter list."""
+    @property
+    def pending(self) -> int:
+        """Events after the cursor (counted up to one page of events)."""
+    @property
+    def lag_seconds(self) -> int:
+        """Age of the oldest pending event (0: none)."""
+    @property
+    def attempts(self) -> int:
+        """Failed attempts of the event at the head of the queue (0: none)."""
+    @property
+    def next_attempt_at(self) -> datetime | None:
+        """When the head is retried (None: at the next pass)."""
+    @property
+    def last_error(self) -> str | None:
+        """``HTTP 500``, ``timeout after 10000 ms``, ...: never a secret or a response body."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class DeadLetter:
+    """An event given up on after every attempt; ``replay_dead_letters`` queues it again."""
+
+    @property
+    def subscription_id(self) -> str: ...
+    @property
+    def event_id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def dead_at(self) -> datetime: ...
+    @property
+    def requeued(self) -> bool:
+        """Queued for one more attempt at the next pass."""
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class DeliveryReport:
+    """What one ``deliver_webhooks()`` or ``handle_events()`` pass did."""
+
+    @property
+    def sent(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def dead_lettered(self) -> int: ...
+    @property
+    def busy(self) -> int:
+        """Subscriptions leased by another worker or waiting for their backoff."""
+    def to_dict(self) -> dict[str, int]: ...
 
 @final
 class Entry:
@@ -967,6 +1099,8 @@ class LocalCreditManager:
         max_active_keys_per_user: int | None = None,
         max_active_holds_per_user: int | None = None,
         currency_rates: Mapping[str, tuple[_Amount, int]] | None = None,
+        webhook_key: str | None = None,
+        webhook_allowed_hosts: Sequence[str] | None = None,
     ) -> LocalCreditManager: ...
     @property
     def database_url(self) -> str:
@@ -1250,3 +1384,46 @@ class LocalCreditManager:
         """The newest top-ups, newest first."""
     def record_topup_failure(self, topup_id: str, reason: str) -> Topup:
         """Record a failed payment (idempotent); it still counts against the month's caps."""
+
+    def create_webhook(
+        self, url: str, events: Sequence[str] | None = None, description: str | None = None
+    ) -> tuple[WebhookSubscription, str]:
+        """Subscribes ``url`` to ``events`` (None: every kind) from now on; returns the
+        subscription and its signing secret (``whsec_...``), shown this once."""
+    def webhooks(self) -> list[WebhookSubscription]:
+        """Every subscription (``callback:`` consumers included), oldest first."""
+    def webhook(self, webhook_id: str) -> WebhookSubscription: ...
+    def set_webhook_enabled(self, webhook_id: str, enabled: bool) -> WebhookSubscription: ...
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Deletes the subscription and its dead letters."""
+    def rotate_webhook_secret(self, webhook_id: str) -> str:
+        """A new signing secret, shown this once; the old one stops signing at once."""
+    def webhook_dead_letters(self, webhook_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters (of one subscription, or all), oldest first."""
+    def replay_dead_letters(self, webhook_id: str, event_ids: Sequence[int] | None = None) -> int:
+        """Queues dead letters (None: all of the subscription's) for one more attempt; returns how many."""
+    def deliver_webhooks(
+        self,
+        *,
+        timeout_ms: int = 10000,
+        max_attempts: int = 12,
+        backoff_base_ms: int = 10000,
+        backoff_max_ms: int = 3600000,
+        batch_size: int = 100,
+    ) -> DeliveryReport:
+        """One delivery pass over the enabled HTTP(S) subscriptions (signed POSTs, in commit order)."""
+    def handle_events(
+        self,
+        consumer: str,
+        handler: Callable[[Event], object],
+        *,
+        events: Sequence[str] | None = None,
+        timeout_ms: int = 10000,
+        max_attempts: int = 12,
+        backoff_base_ms: int = 10000,
+        backoff_max_ms: int = 3600000,
+        batch_size: int = 100,
+    ) -> DeliveryReport:
+        """One pass of consumer ``consumer`` (subscription ``callback:CONSUMER``): ``handler(event)``
+        for each new event of ``events`` in commit order; raising is a failed attempt. The
+        consumer's lease lasts 2 x ``timeout_ms`` + 5 s: a handler must return within it."""

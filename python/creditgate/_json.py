@@ -147,6 +147,25 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "next_refill_at",
         "created_at",
     ),
+    "WebhookSubscription": (
+        "id",
+        "url",
+        "kinds",
+        "enabled",
+        "description",
+        "created_at",
+        "delivered",
+        "failed_attempts",
+        "dead_lettered",
+        "pending",
+        "lag_seconds",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+    ),
+    "DeadLetter": ("subscription_id", "event_id", "kind", "attempts", "last_error", "dead_at", "requeued"),
+    "DeliveryReport": ("sent", "failed", "dead_lettered", "busy"),
+    "PassReport": ("sent", "failed", "dead_lettered", "busy"),
 }
 
 

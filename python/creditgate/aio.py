@@ -64,10 +64,17 @@ from ._creditgate import (
     DEFAULT_PAGE_LIMIT,
     DEFAULT_TTL_SECONDS,
     DEFAULT_VERIFY_MIN_CREDITS,
+    DEFAULT_WEBHOOK_BACKOFF_BASE_MS,
+    DEFAULT_WEBHOOK_BACKOFF_MAX_MS,
+    DEFAULT_WEBHOOK_BATCH_SIZE,
+    DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+    DEFAULT_WEBHOOK_TIMEOUT_MS,
     Account,
     Allowance,
     ApiKeyInfo,
     AuditReport,
+    DeadLetter,
+    DeliveryReport,
     Entry,
     Event,
     ExpirySweep,
@@ -89,6 +96,7 @@ from ._creditgate import (
     UsageCharge,
     UsageRow,
     Verification,
+    WebhookSubscription,
 )
 
 if TYPE_CHECKING:
@@ -135,6 +143,8 @@ class AsyncLocalCreditManager:
         max_active_keys_per_user: int | None = None,
         max_active_holds_per_user: int | None = None,
         currency_rates: Mapping[str, tuple[_Amount, int]] | None = None,
+        webhook_key: str | None = None,
+        webhook_allowed_hosts: Sequence[str] | None = None,
         max_workers: int | None = None,
     ) -> None:
         sync = LocalCreditManager(
@@ -147,6 +157,8 @@ class AsyncLocalCreditManager:
             max_active_keys_per_user=max_active_keys_per_user,
             max_active_holds_per_user=max_active_holds_per_user,
             currency_rates=currency_rates,
+            webhook_key=webhook_key,
+            webhook_allowed_hosts=webhook_allowed_hosts,
         )
         self._setup(sync, max_workers)
 
@@ -185,6 +197,8 @@ class AsyncLocalCreditManager:
         max_active_keys_per_user: int | None = None,
         max_active_holds_per_user: int | None = None,
         currency_rates: Mapping[str, tuple[_Amount, int]] | None = None,
+        webhook_key: str | None = None,
+        webhook_allowed_hosts: Sequence[str] | None = None,
         max_workers: int | None = None,
     ) -> Self:
         """The constructor, with the database opened (and migrated) on a thread
@@ -201,6 +215,8 @@ class AsyncLocalCreditManager:
             max_active_keys_per_user=max_active_keys_per_user,
             max_active_holds_per_user=max_active_holds_per_user,
             currency_rates=currency_rates,
+            webhook_key=webhook_key,
+            webhook_allowed_hosts=webhook_allowed_hosts,
         )
         # A one-off thread: this manager's executor does not exist yet.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="creditgate-open") as opener:
@@ -786,3 +802,76 @@ class AsyncLocalCreditManager:
 
     async def record_topup_failure(self, topup_id: str, reason: str) -> Topup:
         return await self._run(self._sync.record_topup_failure, topup_id, reason)
+
+    # ----- webhooks -----------------------------------------------------------------
+
+    async def create_webhook(
+        self, url: str, events: Sequence[str] | None = None, description: str | None = None
+    ) -> tuple[WebhookSubscription, str]:
+        return await self._run(self._sync.create_webhook, url, events, description)
+
+    async def webhooks(self) -> list[WebhookSubscription]:
+        return await self._run(self._sync.webhooks)
+
+    async def webhook(self, webhook_id: str) -> WebhookSubscription:
+        return await self._run(self._sync.webhook, webhook_id)
+
+    async def set_webhook_enabled(self, webhook_id: str, enabled: bool) -> WebhookSubscription:
+        return await self._run(self._sync.set_webhook_enabled, webhook_id, enabled)
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        return await self._run(self._sync.delete_webhook, webhook_id)
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> str:
+        return await self._run(self._sync.rotate_webhook_secret, webhook_id)
+
+    async def webhook_dead_letters(
+        self, webhook_id: str | None = None, limit: int = DEFAULT_EVENTS_LIMIT
+    ) -> list[DeadLetter]:
+        return await self._run(self._sync.webhook_dead_letters, webhook_id, limit)
+
+    async def replay_dead_letters(self, webhook_id: str, event_ids: Sequence[int] | None = None) -> int:
+        return await self._run(self._sync.replay_dead_letters, webhook_id, event_ids)
+
+    async def deliver_webhooks(
+        self,
+        *,
+        timeout_ms: int = DEFAULT_WEBHOOK_TIMEOUT_MS,
+        max_attempts: int = DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+        backoff_base_ms: int = DEFAULT_WEBHOOK_BACKOFF_BASE_MS,
+        backoff_max_ms: int = DEFAULT_WEBHOOK_BACKOFF_MAX_MS,
+        batch_size: int = DEFAULT_WEBHOOK_BATCH_SIZE,
+    ) -> DeliveryReport:
+        return await self._run(
+            self._sync.deliver_webhooks,
+            timeout_ms=timeout_ms,
+            max_attempts=max_attempts,
+            backoff_base_ms=backoff_base_ms,
+            backoff_max_ms=backoff_max_ms,
+            batch_size=batch_size,
+        )
+
+    async def handle_events(
+        self,
+        consumer: str,
+        handler: Callable[[Event], object],
+        *,
+        events: Sequence[str] | None = None,
+        timeout_ms: int = DEFAULT_WEBHOOK_TIMEOUT_MS,
+        max_attempts: int = DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+        backoff_base_ms: int = DEFAULT_WEBHOOK_BACKOFF_BASE_MS,
+        backoff_max_ms: int = DEFAULT_WEBHOOK_BACKOFF_MAX_MS,
+        batch_size: int = DEFAULT_WEBHOOK_BATCH_SIZE,
+    ) -> DeliveryReport:
+        """``handler`` is a plain function, called on the manager's thread (not a coroutine)."""
+        return await self._run(
+            self._sync.handle_events,
+            consumer,
+            handler,
+            events=events,
+            timeout_ms=timeout_ms,
+            max_attempts=max_attempts,
+            backoff_base_ms=backoff_base_ms,
+            backoff_max_ms=backoff_max_ms,
+            batch_size=batch_size,
+        )

@@ -14,11 +14,15 @@ from __future__ import annotations
 import argparse
 import csv
 import getpass
+import importlib
 import io
+import logging
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -31,16 +35,19 @@ from ._creditgate import (
     DEFAULT_CREDITS_PER_1K_TOKENS,
     DEFAULT_CREDITS_PER_USD,
     DEFAULT_DATABASE_URL,
+    DEFAULT_EVENTS_LIMIT,
     DEFAULT_EXPIRE_LIMIT,
     DEFAULT_GRANT_PRIORITY,
     DEFAULT_MIN_CREDITS_API_KEY,
     DEFAULT_PAGE_LIMIT,
+    MAX_EVENTS_PER_PAGE,
     MAX_EXPIRY_SWEEP,
     MAX_GRANT_PRIORITY,
     MAX_PAGE_LIMIT,
     MIN_GRANT_PRIORITY,
 )
 from ._json import FIELDS, as_dict, decimal_text, rfc3339, to_json
+from .webhooks import DEFAULT_INTERVAL_SECONDS, Handler, PassReport, Worker
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -401,6 +408,7 @@ def build_parser() -> Parser:
     c.add_argument("topup_id", metavar="TOPUP_ID")
     c.add_argument("--reason", required=True, help="why, e.g. the provider's decline code")
     c.add_argument("--json", action="store_true", help="print the top-up as JSON")
+    add_webhook_commands(command)
 
     c = command("audit", cmd_audit, "check that every balance equals the sum of its entries")
     c.add_argument("--json", action="store_true")
@@ -938,6 +946,271 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     sys.stdout.write(open_manager(args).metrics_prometheus())
     return 0
+
+
+# ----- webhooks ------------------------------------------------------------------
+
+CommandAdder = Callable[[str, Callable[[argparse.Namespace], int], str], Parser]
+
+
+def add_webhook_commands(command: CommandAdder) -> None:
+    hooks = command("webhooks", cmd_help, "manage webhook subscriptions, their dead letters, and run the worker")
+    wsub = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", parser_class=Parser)
+
+    def action(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Parser:
+        c: Parser = wsub.add_parser(name, help=help_, description=help_)
+        c.set_defaults(func=func)
+        return c
+
+    c = action("add", cmd_webhooks_add, "subscribe an HTTP(S) endpoint to events; prints its signing secret once")
+    c.add_argument("url", metavar="URL")
+    c.add_argument("--events", default="", metavar="KINDS", help="comma-separated event kinds (default: every kind)")
+    c.add_argument("--description", metavar="TEXT")
+    c.add_argument("--format", default="table", choices=["table", "json"])
+    c = action("list", cmd_webhooks_list, "list subscriptions and their delivery figures (never their secrets)")
+    c.add_argument("--format", default="table", choices=["table", "json"])
+    for name, help_ in (
+        ("enable", "resume deliveries to a subscription (from where its cursor stopped)"),
+        ("disable", "pause deliveries to a subscription (events keep queueing)"),
+    ):
+        c = action(name, cmd_webhooks_enable, help_)
+        c.add_argument("webhook_id", metavar="ID")
+        c.add_argument("--format", default="table", choices=["table", "json"])
+    c = action("remove", cmd_webhooks_remove, "delete a subscription and its dead letters")
+    c.add_argument("webhook_id", metavar="ID")
+    c = action("rotate-secret", cmd_webhooks_rotate, "replace a subscription's signing secret; prints the new one once")
+    c.add_argument("webhook_id", metavar="ID")
+    c.add_argument("--format", default="table", choices=["table", "json"])
+    c = action("dead-letters", cmd_webhooks_dead_letters, "list events given up on after every attempt, oldest first")
+    c.add_argument("webhook_id", metavar="ID", nargs="?", help="only this subscription's")
+    c.add_argument(
+        "--limit",
+        type=positive_int_arg,
+        default=DEFAULT_EVENTS_LIMIT,
+        help=f"1..{MAX_EVENTS_PER_PAGE} (default {DEFAULT_EVENTS_LIMIT})",
+    )
+    c.add_argument("--format", default="table", choices=["table", "json"])
+    c = action("replay", cmd_webhooks_replay, "queue dead letters for one more attempt at the worker's next pass")
+    c.add_argument("webhook_id", metavar="ID")
+    c.add_argument("event_ids", metavar="EVENT_ID", nargs="*", type=positive_int_arg)
+    c.add_argument("--all", action="store_true", help="every dead letter of the subscription")
+    c = action(
+        "run",
+        cmd_webhooks_run,
+        "deliver events to every enabled subscription until SIGTERM/SIGINT (which finish the current pass)",
+    )
+    c.add_argument("--once", action="store_true", help="one pass, then exit")
+    c.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL_SECONDS,
+        metavar="S",
+        help=f"seconds to wait after a pass that found nothing (default {DEFAULT_INTERVAL_SECONDS:g})",
+    )
+    for flag, help_ in (
+        ("--timeout-ms", "bound of each request, connect included"),
+        ("--max-attempts", "attempts of an event before it is dead-lettered"),
+        ("--backoff-base-ms", "delay after the first failed attempt (doubling, with jitter)"),
+        ("--backoff-max-ms", "longest delay between attempts"),
+        ("--batch-size", "events read per subscription per query"),
+    ):
+        c.add_argument(flag, type=positive_int_arg, metavar="N", help=f"{help_} (default: the library's)")
+    c.add_argument(
+        "--handler",
+        action="append",
+        default=[],
+        type=handler_arg,
+        metavar="MODULE:FUNC[=KINDS]",
+        help="also call this Python function with each event (of these comma-separated kinds); "
+        "raising is a failed attempt, retried; repeatable",
+    )
+    c.add_argument("--no-deliver", action="store_true", help="only run the --handler functions, no HTTP deliveries")
+    c.add_argument("--format", default="table", choices=["table", "json"], help="of the totals printed at exit")
+
+
+def kinds_arg(text: str) -> list[str]:
+    """`K,K` -> [K, K]; the core checks each name."""
+    return [k.strip() for k in text.split(",") if k.strip()]
+
+
+def handler_arg(text: str) -> tuple[str, Handler]:
+    """`MODULE:FUNC[=K,K]` -> (consumer name `MODULE:FUNC`, the loaded handler)."""
+    target, _, kinds = text.partition("=")
+    module_name, sep, attr = target.strip().partition(":")
+    if not sep or not module_name or not attr:
+        raise argparse.ArgumentTypeError(f"expected MODULE:FUNC[=KINDS], got {text!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise argparse.ArgumentTypeError(f"cannot load {target!r}: {e}") from None
+    if not callable(obj):
+        raise argparse.ArgumentTypeError(f"{target!r} is not callable")
+    events = kinds_arg(kinds) if kinds else None
+    return f"{module_name}:{attr}", Handler(obj, events)
+
+
+def print_secret(sub_id: str, secret: str, as_json: bool) -> None:
+    """A new signing secret, shown this once."""
+    if as_json:
+        print(to_json({"id": sub_id, "secret": secret}, indent=2))
+    else:
+        print(f"id      {sub_id}")
+        print(f"secret  {secret}")
+    print(
+        "Store the secret now (your receiver verifies signatures with it): it cannot be shown again.",
+        file=sys.stderr,
+    )
+
+
+def cmd_webhooks_add(args: argparse.Namespace) -> int:
+    m = open_manager(args)
+    kinds = kinds_arg(args.events) or None
+    try:
+        sub, secret = m.create_webhook(args.url, kinds, args.description)
+    except InvalidArgument as e:
+        raise bad_input(e) from None
+    if args.format == "json":
+        print(to_json({"subscription": sub, "secret": secret}, indent=2))
+        print("Store the secret now: it cannot be shown again.", file=sys.stderr)
+    else:
+        print(f"subscribed {sub.url} to {', '.join(sub.kinds) or 'every event'}")
+        print_secret(sub.id, secret, False)
+    return 0
+
+
+WEBHOOK_COLUMNS = ("id", "url", "events", "enabled", "delivered", "failed", "dead", "pending", "lag_s", "last_error")
+WEBHOOK_NUMBERS = ("delivered", "failed", "dead", "pending", "lag_s")
+
+
+def cmd_webhooks_list(args: argparse.Namespace) -> int:
+    subs = open_manager(args).webhooks()
+    if args.format == "json":
+        print(to_json(subs, indent=2))
+        return 0
+    rows = [
+        [
+            s.id,
+            s.url,
+            ",".join(s.kinds) or "*",
+            s.enabled,
+            s.delivered,
+            s.failed_attempts,
+            s.dead_lettered,
+            s.pending,
+            s.lag_seconds,
+            s.last_error,
+        ]
+        for s in subs
+    ]
+    print_table(rows, WEBHOOK_COLUMNS, right=WEBHOOK_NUMBERS)
+    return 0
+
+
+def cmd_webhooks_enable(args: argparse.Namespace) -> int:
+    enabled = args.webhooks_command == "enable"
+    sub = open_manager(args).set_webhook_enabled(args.webhook_id, enabled)
+    if args.format == "json":
+        print(to_json(sub, indent=2))
+    else:
+        print(f"{'enabled' if sub.enabled else 'disabled'} {sub.id} ({sub.url})")
+    return 0
+
+
+def cmd_webhooks_remove(args: argparse.Namespace) -> int:
+    open_manager(args).delete_webhook(args.webhook_id)
+    print(f"removed {args.webhook_id}")
+    return 0
+
+
+def cmd_webhooks_rotate(args: argparse.Namespace) -> int:
+    secret = open_manager(args).rotate_webhook_secret(args.webhook_id)
+    print_secret(args.webhook_id, secret, args.format == "json")
+    return 0
+
+
+def cmd_webhooks_dead_letters(args: argparse.Namespace) -> int:
+    try:
+        letters = open_manager(args).webhook_dead_letters(args.webhook_id, args.limit)
+    except InvalidArgument as e:
+        raise bad_input(e) from None
+    if args.format == "json":
+        print(to_json(letters, indent=2))
+        return 0
+    header = FIELDS["DeadLetter"]
+    print_table([[getattr(d, f) for f in header] for d in letters], header, right=("event_id", "attempts"))
+    return 0
+
+
+def cmd_webhooks_replay(args: argparse.Namespace) -> int:
+    if args.all == bool(args.event_ids):
+        raise UsageError("give the EVENT_IDs to replay, or --all")
+    n = open_manager(args).replay_dead_letters(args.webhook_id, None if args.all else args.event_ids)
+    print(f"requeued {n} dead letters of {args.webhook_id}: the worker's next pass delivers them")
+    return 0
+
+
+def cmd_webhooks_run(args: argparse.Namespace) -> int:
+    if not args.interval >= 0:
+        raise UsageError(f"--interval must be >= 0 seconds, got {args.interval}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    worker = Worker(
+        open_manager(args),
+        interval=args.interval,
+        handlers=dict(args.handler),
+        deliver=not args.no_deliver,
+        timeout_ms=args.timeout_ms,
+        max_attempts=args.max_attempts,
+        backoff_base_ms=args.backoff_base_ms,
+        backoff_max_ms=args.backoff_max_ms,
+        batch_size=args.batch_size,
+    )
+    total = worker.run_once() if args.once else run_until_signalled(worker)
+    if args.format == "json":
+        print(to_json(total, indent=2))
+    else:
+        print(f"sent {total.sent}, failed attempts {total.failed}, dead-lettered {total.dead_lettered}")
+    return 0
+
+
+def run_until_signalled(worker: Worker) -> PassReport:
+    """``worker.run()`` on a thread of its own until SIGTERM or SIGINT, which
+    end it after the current pass.
+
+    The passes run off the main thread because Python runs signal handlers
+    on the main thread between bytecodes: one that set the worker's Event
+    while that same thread held the Event's lock (inside ``wait``) would
+    deadlock. Here the main thread only joins.
+    """
+    result: list[PassReport] = []
+    failure: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            result.append(worker.run())
+        except BaseException as e:  # re-raised on the main thread
+            failure.append(e)
+            worker.stop()
+
+    def on_signal(signum: int, frame: object) -> None:
+        logging.getLogger("creditgate.webhooks").info(
+            "%s: stopping after the current pass", signal.Signals(signum).name
+        )
+        worker.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        thread = threading.Thread(target=loop, name="creditgate-webhooks")
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.25)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 # ----- import-users -------------------------------------------------------------

@@ -14,8 +14,12 @@ One process (uvicorn with one worker, a script, a thread-pooled server)::
 and latency histograms (from ``manager.metrics_snapshot()``: the numbers of
 the manager's own ``metrics_prometheus()`` text, same names, nothing parsed)
 and ledger-wide gauges from ``manager.report()``, named
-``creditgate_ledger_*``, cached for ``report_ttl_seconds`` so a scrape does not
-query the database each time.
+``creditgate_ledger_*``, and per webhook subscription from
+``manager.webhooks()``, named ``creditgate_webhook_*`` with a ``subscription``
+label (read from the database, so a process that delivers nothing, such as a
+web worker beside ``creditgate webhooks run``, shows the worker's figures),
+both cached for ``report_ttl_seconds`` so a scrape does not query the database
+each time.
 
 Several worker processes (gunicorn): every worker counts its own requests, so
 a scrape of one worker sees a fraction. prometheus_client's multiprocess mode
@@ -52,7 +56,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from ._creditgate import MICROS_PER_CREDIT
 
 if TYPE_CHECKING:
-    from creditgate import Report
+    from creditgate import Report, WebhookSubscription
     from creditgate._creditgate import MetricsSnapshot
 
 __all__ = [
@@ -60,6 +64,7 @@ __all__ = [
     "CreditgateCollector",
     "MultiprocessMirror",
     "ProcessMetrics",
+    "WEBHOOK_GAUGES",
     "generate_multiprocess_latest",
     "parse_process_metrics",
     "register",
@@ -77,6 +82,8 @@ class ManagerLike(Protocol):
     def metrics_snapshot(self) -> MetricsSnapshot: ...
 
     def report(self) -> Report: ...
+
+    def webhooks(self) -> list[WebhookSubscription]: ...
 
 
 # ----- the manager's process metrics --------------------------------------------
@@ -284,8 +291,59 @@ LEDGER_UP = "creditgate_ledger_up"
 LEDGER_UP_HELP = "1 when the last report() from the database succeeded, else 0"
 
 
+@dataclass(frozen=True)
+class WebhookGauge:
+    field: str  # the WebhookSubscription attribute
+    name: str
+    help: str
+
+
+# One series per subscription (label ``subscription``: its id), from webhooks().
+WEBHOOK_GAUGES: tuple[WebhookGauge, ...] = (
+    WebhookGauge("delivered", "creditgate_webhook_delivered", "Events delivered (2xx) to the subscription, all time"),
+    WebhookGauge(
+        "failed_attempts",
+        "creditgate_webhook_failed_attempts",
+        "Delivery attempts to the subscription that failed, all time",
+    ),
+    WebhookGauge(
+        "dead_lettered",
+        "creditgate_webhook_dead_letters",
+        "Events of the subscription now in its dead-letter list",
+    ),
+    WebhookGauge(
+        "pending",
+        "creditgate_webhook_pending",
+        "Events waiting for the subscription (counted up to one page of events)",
+    ),
+    WebhookGauge(
+        "lag_seconds",
+        "creditgate_webhook_lag_seconds",
+        "Age of the subscription's oldest undelivered event in seconds (0: none)",
+    ),
+)
+WEBHOOK_LABEL = "subscription"
+
+
+@dataclass(frozen=True)
+class LedgerFigures:
+    """What one refresh reads from the database."""
+
+    report: Report
+    webhooks: list[WebhookSubscription]
+
+
+def _webhook_families(subs: Sequence[WebhookSubscription]) -> Iterator[Metric]:
+    for g in WEBHOOK_GAUGES:
+        family = GaugeMetricFamily(g.name, g.help, labels=[WEBHOOK_LABEL])
+        for sub in subs:
+            family.add_metric([sub.id], float(getattr(sub, g.field)))
+        yield family
+
+
 class _ReportCache:
-    """``manager.report()`` at most once per TTL; failures are not cached."""
+    """``manager.report()`` and ``manager.webhooks()`` at most once per TTL;
+    failures are not cached."""
 
     def __init__(self, manager: ManagerLike, ttl: float, clock: Callable[[], float]) -> None:
         if ttl < 0:
@@ -294,18 +352,18 @@ class _ReportCache:
         self._ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._report: Report | None = None
+        self._report: LedgerFigures | None = None
         self._fetched_at = 0.0
         self.up = True
 
-    def get(self) -> tuple[Report | None, bool]:
-        """(report or None when it failed, whether it was fetched just now)."""
+    def get(self) -> tuple[LedgerFigures | None, bool]:
+        """(figures or None when they failed, whether they were fetched just now)."""
         with self._lock:
             now = self._clock()
             if self._report is not None and now - self._fetched_at < self._ttl:
                 return self._report, False
             try:
-                report = self._manager.report()
+                report = LedgerFigures(self._manager.report(), self._manager.webhooks())
             except Exception:
                 # The ledger is unreachable: say so (creditgate_ledger_up 0)
                 # rather than failing the whole scrape or serving stale figures.
@@ -345,11 +403,12 @@ class CreditgateCollector:
         yield from _process_families(ProcessMetrics.of(self._manager.metrics_snapshot()))
         if not self._ledger:
             return
-        report, _ = self._reports.get()
-        if report is not None:
+        figures, _ = self._reports.get()
+        if figures is not None:
             for g in LEDGER_GAUGES:
-                yield GaugeMetricFamily(g.name, g.help, value=g.value(report))
-        yield GaugeMetricFamily(LEDGER_UP, LEDGER_UP_HELP, value=1.0 if report is not None else 0.0)
+                yield GaugeMetricFamily(g.name, g.help, value=g.value(figures.report))
+            yield from _webhook_families(figures.webhooks)
+        yield GaugeMetricFamily(LEDGER_UP, LEDGER_UP_HELP, value=1.0 if figures is not None else 0.0)
 
     def describe(self) -> Iterator[Metric]:
         """The names ``collect()`` yields, without values and without a query."""
@@ -357,6 +416,7 @@ class CreditgateCollector:
         if self._ledger:
             for g in LEDGER_GAUGES:
                 yield GaugeMetricFamily(g.name, g.help)
+            yield from _webhook_families(())
             yield GaugeMetricFamily(LEDGER_UP, LEDGER_UP_HELP)
 
 
@@ -396,6 +456,7 @@ class _MirrorMetrics:
         self.errors: Counter | None = None
         self.histograms: dict[str, Histogram] = {}
         self.gauges: dict[str, Gauge] = {}
+        self.webhook_gauges: dict[str, Gauge] = {}
 
     def counter(self, name: str, doc: str) -> Counter:
         c = self.counters.get(name)
@@ -430,6 +491,14 @@ class _MirrorMetrics:
             g = self.gauges[name] = Gauge(name, doc, registry=None, multiprocess_mode="mostrecent")
         return g
 
+    def webhook_gauge(self, name: str, doc: str) -> Gauge:
+        g = self.webhook_gauges.get(name)
+        if g is None:
+            # mostrecent, as the ledger gauges: every worker reads the same rows.
+            g = Gauge(name, doc, [WEBHOOK_LABEL], registry=None, multiprocess_mode="mostrecent")
+            self.webhook_gauges[name] = g
+        return g
+
 
 _mirror_metrics: _MirrorMetrics | None = None
 _mirror_metrics_lock = threading.Lock()
@@ -456,8 +525,11 @@ class MultiprocessMirror:
     ``observe()`` does one at a time; the constructor checks that layout.)
 
     ``sync_report()`` refreshes the ``creditgate_ledger_*`` gauges from
-    ``manager.report()`` when the cached report is older than
-    ``report_ttl_seconds``; call it where the scrape is served.
+    ``manager.report()`` and the ``creditgate_webhook_*`` gauges from
+    ``manager.webhooks()`` when the cached figures are older than
+    ``report_ttl_seconds``; call it where the scrape is served. (The files
+    keep a deleted subscription's last values until the process that wrote
+    them exits: prometheus_client cannot remove a multiprocess series.)
     """
 
     def __init__(
@@ -516,14 +588,18 @@ class MultiprocessMirror:
     def sync_report(self) -> bool:
         """Refreshes the ledger gauges if the cached report expired; returns
         whether the ledger answered (``creditgate_ledger_up``)."""
-        report, fresh = self._reports.get()
+        figures, fresh = self._reports.get()
         if fresh:
             with self._metrics.lock:
-                if report is not None:
+                if figures is not None:
                     for g in LEDGER_GAUGES:
-                        self._metrics.gauge(g.name, g.help).set(g.value(report))
-                self._metrics.gauge(LEDGER_UP, LEDGER_UP_HELP).set(1.0 if report is not None else 0.0)
-        return report is not None
+                        self._metrics.gauge(g.name, g.help).set(g.value(figures.report))
+                    for w in WEBHOOK_GAUGES:
+                        gauge = self._metrics.webhook_gauge(w.name, w.help)
+                        for sub in figures.webhooks:
+                            gauge.labels(sub.id).set(float(getattr(sub, w.field)))
+                self._metrics.gauge(LEDGER_UP, LEDGER_UP_HELP).set(1.0 if figures is not None else 0.0)
+        return figures is not None
 
 
 def _delta(now: int, before: int) -> int:

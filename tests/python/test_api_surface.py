@@ -50,6 +50,21 @@ SIGNATURES = {
         "cached_input_tokens=0, cache_write_tokens=0)"
     ),
     "release": "(hold_id)",
+    "create_webhook": "(url, events=None, description=None)",
+    "webhooks": "()",
+    "webhook": "(webhook_id)",
+    "set_webhook_enabled": "(webhook_id, enabled)",
+    "delete_webhook": "(webhook_id)",
+    "rotate_webhook_secret": "(webhook_id)",
+    "webhook_dead_letters": "(webhook_id=None, limit=100)",
+    "replay_dead_letters": "(webhook_id, event_ids=None)",
+    "deliver_webhooks": (
+        "(*, timeout_ms=10000, max_attempts=12, backoff_base_ms=10000, backoff_max_ms=3600000, batch_size=100)"
+    ),
+    "handle_events": (
+        "(consumer, handler, *, events=None, timeout_ms=10000, max_attempts=12, backoff_base_ms=10000, "
+        "backoff_max_ms=3600000, batch_size=100)"
+    ),
     "set_model_price": (
         "(model, input_per_1k, output_per_1k, *, cached_input_per_1k=None, cache_write_per_1k=None, request_fee=0, "
         "effective_at=None)"
@@ -92,7 +107,7 @@ def test_constructor_signature() -> None:
     assert str(inspect.signature(LocalCreditManager)) == (
         "(database_url=None, *, min_credits_api_key=None, credits_per_usd=None, credits_per_1k_tokens=None, "
         "api_key_prefix=None, api_key_pepper=None, max_active_keys_per_user=None, max_active_holds_per_user=None, "
-        "currency_rates=None)"
+        "currency_rates=None, webhook_key=None, webhook_allowed_hosts=None)"
     )
 
 

@@ -532,6 +532,49 @@ def build_cases() -> list[Case]:
     # Methods without arguments refuse extra ones.
     for m in ("list_model_prices", "audit", "metrics", "metrics_prometheus", "report", "migrate"):
         c += vary(m, ("extra",), {}, "extra", [("positional", "alice", TypeError)], 0)
+    # Webhooks (this ledger has no CREDITGATE_WEBHOOK_KEY: only what needs none,
+    # and what the binding refuses before the core looks for the key).
+    unknown_hook = "wh_" + "0" * 32
+    bad_hook_ids = [(lb, v, e) for lb, v, e in NO_NONE if lb not in ("1MiB", "256B", "empty", "nul")]
+    for m in ("webhook", "delete_webhook", "set_webhook_enabled", "replay_dead_letters"):
+        args: tuple[Any, ...] = (unknown_hook, True) if m == "set_webhook_enabled" else (unknown_hook,)
+        c += vary(m, args, {}, "webhook_id", bad_hook_ids + [("unknown", unknown_hook, NotFound)], 0)
+    c += vary("set_webhook_enabled", (unknown_hook, True), {}, "enabled", [("str", "yes", TypeError)], 1)
+    c += vary(
+        "webhook_dead_letters",
+        (),
+        {},
+        "limit",
+        INT_WRONG_TYPES + HUGE_INTS + [("zero", 0, InvalidArgument), ("10**6", 10**6, InvalidArgument)],
+    )
+    c += vary(
+        "replay_dead_letters",
+        (unknown_hook,),
+        {},
+        "event_ids",
+        [("str", "12", TypeError), ("floats", [1.5], TypeError), ("huge", [2**70], InvalidArgument)],
+    )
+    options = ("timeout_ms", "max_attempts", "backoff_base_ms", "backoff_max_ms", "batch_size")
+    for field in options:
+        c += vary("deliver_webhooks", (), {}, field, INT_WRONG_TYPES + HUGE_INTS)
+        c += vary(
+            "handle_events",
+            ("consumer", print),
+            {},
+            field,
+            INT_WRONG_TYPES + HUGE_INTS + [("negative", -1, InvalidArgument)],
+        )
+    c += vary("handle_events", ("consumer", print), {}, "handler", [("str", "print", TypeError)], 1)
+    c += vary(
+        "handle_events",
+        ("consumer", print),
+        {},
+        "events",
+        [("str", "balance.low", TypeError), ("unknown", ["no.such.kind"], InvalidArgument), ("int", 5, TypeError)],
+    )
+    c += vary(
+        "handle_events", ("consumer", print), {}, "consumer", [(lb, v, e) for lb, v, e in NO_NONE if lb != "nul"], 0
+    )
     return c
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from creditgate import CreditError, LocalCreditManager, Report, StorageError
+from creditgate import CreditError, LocalCreditManager, Report, StorageError, WebhookSubscription
 from creditgate._creditgate import MetricsSnapshot
 
 pytest.importorskip("prometheus_client")
 from creditgate.prometheus import (  # noqa: E402
     LEDGER_GAUGES,
+    WEBHOOK_GAUGES,
     CreditgateCollector,
     MultiprocessMirror,
     ProcessMetrics,
@@ -328,6 +329,9 @@ class CountingManager:
             raise StorageError("the database is away")
         return self.manager.report()
 
+    def webhooks(self) -> list[WebhookSubscription]:
+        return self.manager.webhooks()
+
 
 class Clock:
     def __init__(self) -> None:
@@ -388,7 +392,8 @@ def test_collector_yields_process_metrics_and_ledger_gauges(manager: LocalCredit
     }
     assert ledger_values(fams) == expected_ledger(manager.report())
     assert value(fams["creditgate_ledger_up"], "creditgate_ledger_up") == 1.0
-    assert set(fams) == set(own) | {g.name for g in LEDGER_GAUGES} | {"creditgate_ledger_up"}
+    webhooks = {g.name for g in WEBHOOK_GAUGES}  # families without series: no subscription yet
+    assert set(fams) == set(own) | {g.name for g in LEDGER_GAUGES} | {"creditgate_ledger_up"} | webhooks
     # describe() names what collect() yields, without values.
     described = {f.name: f for f in collector.describe()}
     assert set(described) == set(fams)

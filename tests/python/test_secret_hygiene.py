@@ -365,3 +365,91 @@ def test_open_logs_the_resolved_location_without_the_password(db_url: str, caplo
     password = urllib.parse.urlsplit(db_url).password
     if password:
         assert password not in record.getMessage()
+
+
+WEBHOOK_KEY = secrets.token_hex(32)
+
+
+def test_webhook_secrets_leak_nowhere(db_url: str, tmp_path: Path, caplog_debug: pytest.LogCaptureFixture) -> None:
+    """Signing secrets (shown once by create_webhook and rotate_webhook_secret)
+    and the operator's webhook key appear in no repr, exception, log record,
+    stored row, metric, list or CLI output."""
+    from creditgate import WebhookVerificationError, verify_webhook
+    from webhook_receiver import FAIL_500, OK, running_receiver
+
+    sec = Secrets()
+    sec.add(WEBHOOK_KEY)
+    m = LocalCreditManager(db_url, webhook_key=WEBHOOK_KEY, webhook_allowed_hosts=["127.0.0.1"])
+    seen: list[str] = [repr(m), str(m)]
+    errors: list[BaseException] = []
+    m.record_payment("alice", "pay_1", 500)
+    m.create_api_key("alice")  # the dump below expects a key row
+    with running_receiver(lambda path, event_id, attempt: FAIL_500 if path == "/bad" else OK) as receiver:
+        good, good_secret = m.create_webhook(receiver.url("/good"), description="good")
+        bad, bad_secret = m.create_webhook(receiver.url("/bad"))
+        rotated = m.rotate_webhook_secret(good.id)
+        for s in (good_secret, bad_secret, rotated):
+            sec.add(s, "whsec_")
+        m.record_event("payment.unmapped", {"n": 1})
+        for _ in range(5):
+            seen += describe(m.deliver_webhooks(timeout_ms=2000, max_attempts=2, backoff_base_ms=1, backoff_max_ms=2))
+        d = next(x for x in receiver.deliveries if x.path == "/good")
+        seen += [repr(x.headers) + x.body.decode() for x in receiver.deliveries]
+    seen += describe(m.webhooks()) + describe(m.webhook(bad.id)) + describe(m.webhook_dead_letters())
+    assert m.webhook_dead_letters(bad.id), "the failing subscription has a dead letter"
+    seen += describe(verify_webhook(d.body, d.headers, rotated))
+    seen.append(m.metrics_prometheus())
+    for forged in (
+        (d.body + b" ", d.headers, rotated),
+        (d.body, d.headers, good_secret),  # the secret before rotation
+        (d.body, d.headers, rotated[:-2]),
+        (d.body, {**d.headers, "webhook-signature": "v1," + rotated}, rotated),
+    ):
+        with pytest.raises(WebhookVerificationError) as info:
+            verify_webhook(*forged)
+        errors.append(info.value)
+    for key in (WEBHOOK_KEY[:-1] + "g", WEBHOOK_KEY + "00", WEBHOOK_KEY[:40]):
+        with pytest.raises(InvalidArgument) as bad_key:
+            LocalCreditManager(db_url, webhook_key=key)
+        errors.append(bad_key.value)
+    # Another operator key: the stored secrets do not decrypt, and the error says so without them.
+    other = LocalCreditManager(db_url, webhook_key=secrets.token_hex(32), webhook_allowed_hosts=["127.0.0.1"])
+    other.record_event("payment.unmapped", {"n": 2})
+    try:
+        seen += describe(other.deliver_webhooks(timeout_ms=500))
+    except CreditError as e:
+        errors.append(e)
+    seen += describe(other.webhooks())  # or the error is the subscriptions' last_error
+
+    assert_clean(sec, "reprs and results", seen)
+    assert_clean(sec, "exceptions", [str(e) for e in errors] + [repr(e) for e in errors])
+    assert_clean(sec, "log records", [r.getMessage() for r in caplog_debug.records])
+    del m, other
+    gc.collect()
+    for name, data in database_dump(db_url).items():
+        hit = sec.find_bytes(data)
+        assert hit is None, f"a secret ({hit[:4]}...) is stored in {name}"
+
+    env = dict(os.environ, CREDITGATE_WEBHOOK_KEY=WEBHOOK_KEY, CREDITGATE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1")
+    outputs = []
+    for args in (
+        ["webhooks", "list"],
+        ["webhooks", "list", "--format", "json"],
+        ["webhooks", "dead-letters"],
+        ["webhooks", "dead-letters", "--format", "json"],
+        ["webhooks", "run", "--once", "--timeout-ms", "500"],
+        ["webhooks", "disable", bad.id, "--format", "json"],
+        ["metrics"],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "creditgate", "--database-url", db_url, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        outputs += [r.stdout, r.stderr]
+    assert_clean(sec, "the CLI's output", outputs)

@@ -388,7 +388,8 @@ pub fn json_dict(py: Python<'_>, map: &Map<String, Value>) -> PyResult<Py<PyAny>
     Ok(dict.into_any().unbind())
 }
 
-fn from_json(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
+/// Any JSON value as its Python form (`dict`, `list`, `str`, `int`, `float`, `bool`, `None`).
+pub fn from_json(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
     match v {
         Value::Null => Ok(py.None()),
         Value::Bool(b) => obj(py, *b),

@@ -20,6 +20,14 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 const BASE: ErrorCode = ErrorCode::Internal;
 
 static CLASSES: PyOnceLock<Vec<(ErrorCode, Py<PyType>)>> = PyOnceLock::new();
+static VERIFICATION: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// `verify_webhook`'s error: a subclass of `InvalidArgument` (code
+/// `invalid_argument`), so a receiver can catch exactly a refused delivery.
+const VERIFICATION_NAME: &str = "WebhookVerificationError";
+const VERIFICATION_DOC: &str = "verify_webhook refused a delivery (400): a missing header, a bad secret, a timestamp \
+     outside the tolerance, a signature mismatch or a body that is not JSON; the message says which. \
+     A subclass of InvalidArgument.";
 
 fn class_name(code: ErrorCode) -> &'static str {
     match code {
@@ -104,12 +112,36 @@ pub fn code_of(py: Python<'_>, e: &PyErr) -> Option<ErrorCode> {
     })
 }
 
+fn verification_class(py: Python<'_>) -> PyResult<&Py<PyType>> {
+    VERIFICATION.get_or_try_init(py, || {
+        let ns = PyDict::new(py);
+        ns.set_item("__module__", "creditgate")?;
+        ns.set_item("__doc__", VERIFICATION_DOC)?;
+        let bases = PyTuple::new(py, [class(py, ErrorCode::InvalidArgument)?])?;
+        let class = py.get_type::<PyType>().call1((VERIFICATION_NAME, bases, ns))?;
+        Ok(class.cast_into::<PyType>()?.unbind())
+    })
+}
+
 /// Adds every exception class to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for (code, class) in classes(m.py())? {
         m.add(class_name(*code), class.bind(m.py()))?;
     }
+    m.add(VERIFICATION_NAME, verification_class(m.py())?.bind(m.py()))?;
     Ok(())
+}
+
+/// A refused webhook delivery (`verify_webhook`'s `InvalidArgument`) as
+/// `WebhookVerificationError`; any other error as [`to_py`] makes it.
+pub fn verification(py: Python<'_>, e: Error) -> PyErr {
+    match (&e, verification_class(py)) {
+        (Error::InvalidArgument(_), Ok(class)) => match class.bind(py).call1((e.to_string(),)) {
+            Ok(exc) => PyErr::from_value(exc),
+            Err(failed) => failed,
+        },
+        _ => to_py(py, e),
+    }
 }
 
 /// The Python exception for a core error: the class of its code, with the

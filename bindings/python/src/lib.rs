@@ -5,7 +5,7 @@
 //! `LocalCreditManager` facade, its methods grouped by concept), `types.rs`
 //! (frozen result objects), `errors.rs` (the exception classes of
 //! docs/reference.md), `limits.rs` (the core's limits and defaults as module
-//! constants) and `convert.rs` (value conversion). The core crate knows
+//! constants), `webhooks.rs` (`verify_webhook`, for receivers) and `convert.rs` (value conversion). The core crate knows
 //! nothing of Python.
 
 // The Python signatures are fixed by docs/reference.md: one Rust parameter per keyword.
@@ -16,6 +16,7 @@ mod errors;
 mod limits;
 mod manager;
 mod types;
+mod webhooks;
 
 use pyo3::prelude::*;
 
@@ -26,5 +27,6 @@ fn _creditgate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     types::register(m)?;
     errors::register(m)?;
     limits::register(m)?;
+    webhooks::register(m)?;
     Ok(())
 }

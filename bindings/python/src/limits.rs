@@ -65,6 +65,19 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         MAX_PRICE_VERSIONS,
         MAX_TOPUPS_PER_MONTH,
         MAX_LISTED_TOPUPS,
+        MAX_WEBHOOKS,
+        MAX_WEBHOOK_URL_LEN,
+        MAX_WEBHOOK_ALLOWED_HOSTS,
+        DEFAULT_WEBHOOK_TIMEOUT_MS,
+        MAX_WEBHOOK_TIMEOUT_MS,
+        DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+        MAX_WEBHOOK_MAX_ATTEMPTS,
+        DEFAULT_WEBHOOK_BACKOFF_BASE_MS,
+        DEFAULT_WEBHOOK_BACKOFF_MAX_MS,
+        MAX_WEBHOOK_BACKOFF_MS,
+        DEFAULT_WEBHOOK_BATCH_SIZE,
+        MAX_WEBHOOK_BATCH_SIZE,
+        DEFAULT_WEBHOOK_TOLERANCE_SECONDS,
     );
     // A tuple: the prefixes are fixed, not a list to append to.
     m.add("RESERVED_KEY_PREFIXES", pyo3::types::PyTuple::new(m.py(), RESERVED_KEY_PREFIXES)?)?;

@@ -14,7 +14,7 @@
 //!
 //! The methods are grouped by concept, one `#[pymethods]` block per file
 //! (pyo3's `multiple-pymethods`): this file holds the class, opening and
-//! schema; `credits.rs`, `keys.rs`, `usage.rs`, `analytics.rs`, `orgs.rs`, `topups.rs` and `admin.rs` the rest;
+//! schema; `credits.rs`, `keys.rs`, `usage.rs`, `analytics.rs`, `orgs.rs`, `topups.rs`, `webhooks.rs` and `admin.rs` the rest;
 //! `args.rs` the argument conversions they share.
 
 mod admin;
@@ -25,6 +25,7 @@ mod keys;
 mod orgs;
 mod topups;
 mod usage;
+mod webhooks;
 
 use crate::convert::{self, Text};
 use crate::errors::to_py;
@@ -120,6 +121,8 @@ struct Settings<'a, 'py> {
     max_active_keys_per_user: Option<&'a Bound<'py, PyAny>>,
     max_active_holds_per_user: Option<&'a Bound<'py, PyAny>>,
     currency_rates: Option<&'a Bound<'py, PyAny>>,
+    webhook_key: Option<Text>,
+    webhook_allowed_hosts: Option<&'a Bound<'py, PyAny>>,
 }
 
 impl Settings<'_, '_> {
@@ -134,6 +137,8 @@ impl Settings<'_, '_> {
         let max_keys = convert::opt_u32("max_active_keys_per_user", self.max_active_keys_per_user)?;
         let max_holds = convert::opt_u32("max_active_holds_per_user", self.max_active_holds_per_user)?;
         let rates = convert::currency_rates(self.currency_rates)?;
+        let webhook_key = convert::opt_secret(py, "webhook_key", self.webhook_key)?;
+        let allowed_hosts = allowed_hosts(py, self.webhook_allowed_hosts)?;
         let build = || -> cg::Result<Config> {
             let mut c = Config::from_env()?;
             if let Some(v) = database_url {
@@ -163,10 +168,40 @@ impl Settings<'_, '_> {
             for (code, rate, exponent) in rates.iter().flatten() {
                 c = c.currency_rate(code, rate, *exponent)?;
             }
+            if let Some(v) = webhook_key {
+                c = c.webhook_key(&v)?;
+            }
+            if let Some(v) = allowed_hosts {
+                c = c.webhook_allowed_hosts(v)?;
+            }
             Ok(c)
         };
         build().map_err(|e| to_py(py, e))
     }
+}
+
+/// `webhook_allowed_hosts`: host names, IP addresses or CIDRs, as `str`s
+/// (a bare `str` is refused: it would be read one character at a time).
+fn allowed_hosts(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(None) };
+    if obj.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
+            "webhook_allowed_hosts must be a list of str, e.g. [\"127.0.0.1\"], not a str",
+        ));
+    }
+    let mut out = Vec::new();
+    let items = obj.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!("webhook_allowed_hosts must be a list of str, not {}", convert::type_name(obj)))
+    })?;
+    for item in items {
+        let host: Text = item?.extract()?;
+        out.push(host.get(py, "webhook_allowed_hosts")?);
+        if out.len() > cg::limits::MAX_WEBHOOK_ALLOWED_HOSTS {
+            let most = cg::limits::MAX_WEBHOOK_ALLOWED_HOSTS;
+            return Err(crate::errors::invalid(py, format!("webhook_allowed_hosts lists more than {most} entries")));
+        }
+    }
+    Ok(Some(out))
 }
 
 #[pymethods]
@@ -175,7 +210,7 @@ impl LocalCreditManager {
     #[pyo3(signature = (
         database_url=None, *, min_credits_api_key=None, credits_per_usd=None, credits_per_1k_tokens=None,
         api_key_prefix=None, api_key_pepper=None, max_active_keys_per_user=None, max_active_holds_per_user=None,
-        currency_rates=None,
+        currency_rates=None, webhook_key=None, webhook_allowed_hosts=None,
     ))]
     fn new(
         py: Python<'_>,
@@ -188,6 +223,8 @@ impl LocalCreditManager {
         max_active_keys_per_user: Option<&Bound<'_, PyAny>>,
         max_active_holds_per_user: Option<&Bound<'_, PyAny>>,
         currency_rates: Option<&Bound<'_, PyAny>>,
+        webhook_key: Option<Text>,
+        webhook_allowed_hosts: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let settings = Settings {
             database_url,
@@ -199,6 +236,8 @@ impl LocalCreditManager {
             max_active_keys_per_user,
             max_active_holds_per_user,
             currency_rates,
+            webhook_key,
+            webhook_allowed_hosts,
         };
         let config = settings.config(py)?;
         let opened = config.clone();

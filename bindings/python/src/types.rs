@@ -69,6 +69,9 @@ mod pricing;
 mod topups;
 pub use pricing::{ModelPrice, PriceVersion, Statement, StatementLine, UsageRow};
 pub use topups::{AutoTopup, Topup};
+// Webhook subscriptions, dead letters and delivery reports.
+mod webhooks;
+pub use webhooks::{DeadLetter, DeliveryReport, WebhookSubscription};
 
 record!(
     /// One append-only ledger entry.
@@ -546,23 +549,22 @@ record!(
 );
 
 impl Event {
+    pub fn new(py: Python<'_>, e: &cg::Event) -> PyResult<Event> {
+        Ok(Event {
+            id: obj(py, e.id)?,
+            kind: obj(py, e.kind.as_str())?,
+            user_id: obj(py, e.user_id.as_str())?,
+            api_key_id: obj(py, e.api_key_id.map(|k| k.to_string()))?,
+            data: match &e.data {
+                serde_json::Value::Object(m) => json_dict(py, m)?,
+                _ => PyDict::new(py).into_any().unbind(),
+            },
+            created_at: datetime(py, e.created_at)?,
+        })
+    }
+
     pub fn list(py: Python<'_>, events: Vec<cg::Event>) -> PyResult<Vec<Event>> {
-        events
-            .into_iter()
-            .map(|e| {
-                Ok(Event {
-                    id: obj(py, e.id)?,
-                    kind: obj(py, e.kind.as_str())?,
-                    user_id: obj(py, e.user_id)?,
-                    api_key_id: obj(py, e.api_key_id.map(|k| k.to_string()))?,
-                    data: match &e.data {
-                        serde_json::Value::Object(m) => json_dict(py, m)?,
-                        _ => PyDict::new(py).into_any().unbind(),
-                    },
-                    created_at: datetime(py, e.created_at)?,
-                })
-            })
-            .collect()
+        events.iter().map(|e| Event::new(py, e)).collect()
     }
 }
 
@@ -720,5 +722,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Statement>()?;
     m.add_class::<AutoTopup>()?;
     m.add_class::<Topup>()?;
+    m.add_class::<WebhookSubscription>()?;
+    m.add_class::<DeadLetter>()?;
+    m.add_class::<DeliveryReport>()?;
     Ok(())
 }
