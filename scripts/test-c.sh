@@ -52,7 +52,7 @@ make -C tests/c --no-print-directory TARGET_DIR="$TARGET_DIR" test | tee "$plain
 
 step "C tests (AddressSanitizer + LeakSanitizer)"
 make -C tests/c --no-print-directory TARGET_DIR="$TARGET_DIR" test-asan
-echo "AddressSanitizer summary: test_api, test_threads, test_bad_input, test_orgs, test_analytics: 0 errors, 0 leaks (detect_leaks=1; any report fails the run)"
+echo "AddressSanitizer summary: test_api, test_threads, test_bad_input, test_orgs, test_analytics, test_webhooks, test_topups: 0 errors, 0 leaks (detect_leaks=1; any report fails the run)"
 
 step "C tests (valgrind memcheck)"
 if command -v valgrind >/dev/null; then

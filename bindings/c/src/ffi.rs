@@ -5,7 +5,8 @@
 //! functions only through `ffi_fn!` (panic.rs).
 
 use crate::{
-    cg_allowance_options, cg_entry_options, cg_grant_options, cg_manager, cg_model_price, cg_usage, cg_usage_query,
+    cg_allowance_options, cg_auto_topup, cg_delivery_options, cg_entry_options, cg_grant_options, cg_manager,
+    cg_model_price, cg_usage, cg_usage_query, cg_webhook_request,
 };
 use creditgate_core::{CreditManager, Credits, Error, ModelPrice, Result, Usage};
 use std::ffi::{CStr, CString, c_char};
@@ -216,6 +217,70 @@ pub(crate) unsafe fn usage_query<'a>(p: *const cg_usage_query, _name: &str) -> R
     Ok(QueryArgs { user_id, key_id, model, since_micros: q.since_micros, until_micros: q.until_micros, group_by })
 }
 
+/// An optional `cg_delivery_options` argument, copied: NULL is a zeroed
+/// struct (every default).
+///
+/// # Safety
+/// `p` is NULL or points to a readable `cg_delivery_options`.
+pub(crate) unsafe fn delivery_options(p: *const cg_delivery_options, _name: &str) -> Result<cg_delivery_options> {
+    // SAFETY: NULL or readable (caller's contract); a struct of numbers, copied.
+    let o = unsafe { p.as_ref() }.copied();
+    Ok(o.unwrap_or(cg_delivery_options {
+        timeout_ms: 0,
+        max_attempts: 0,
+        backoff_base_ms: 0,
+        backoff_max_ms: 0,
+        batch_size: 0,
+    }))
+}
+
+/// A required `cg_auto_topup` argument, copied.
+///
+/// # Safety
+/// `p` is NULL or points to a readable `cg_auto_topup`.
+pub(crate) unsafe fn auto_topup(p: *const cg_auto_topup, name: &str) -> Result<cg_auto_topup> {
+    // SAFETY: NULL or readable (caller's contract); a struct of numbers, copied.
+    unsafe { p.as_ref() }.copied().ok_or_else(|| null(name))
+}
+
+/// The safe view of a `cg_webhook_request`.
+pub(crate) struct WebhookRequestArgs<'a> {
+    pub(crate) payload: &'a [u8],
+    pub(crate) webhook_id: Option<&'a str>,
+    pub(crate) webhook_timestamp: Option<&'a str>,
+    pub(crate) webhook_signature: Option<&'a str>,
+}
+
+/// A required `cg_webhook_request` argument. A NULL header value is a
+/// missing header (the verification says which); a NULL payload is the
+/// empty body when `payload_len` is 0.
+///
+/// # Safety
+/// `p` is NULL or points to a readable `cg_webhook_request` whose `payload`
+/// is NULL or readable for `payload_len` bytes and whose strings are NULL
+/// or NUL-terminated, all outliving `'a`.
+pub(crate) unsafe fn webhook_request<'a>(p: *const cg_webhook_request, name: &str) -> Result<WebhookRequestArgs<'a>> {
+    // SAFETY: NULL or readable (caller's contract).
+    let r = unsafe { p.as_ref() }.ok_or_else(|| null(name))?;
+    let payload = match (r.payload.is_null(), r.payload_len) {
+        (true, 0) => &[][..],
+        (true, len) => return Err(Error::InvalidArgument(format!("{name}.payload is NULL but payload_len is {len}"))),
+        // No object is larger (a slice must not be): a length past it is garbage.
+        (false, len) if len > isize::MAX as usize => {
+            return Err(Error::InvalidArgument(format!("{name}.payload_len is {len}, larger than any buffer")));
+        }
+        // SAFETY: non-NULL and readable for `payload_len` bytes (caller's contract).
+        (false, len) => unsafe { std::slice::from_raw_parts(r.payload, len) },
+    };
+    // SAFETY: each string field is NULL or NUL-terminated (caller's contract).
+    let webhook_id = unsafe { opt_text(r.webhook_id, "webhook_id") }?;
+    // SAFETY: as above.
+    let webhook_timestamp = unsafe { opt_text(r.webhook_timestamp, "webhook_timestamp") }?;
+    // SAFETY: as above.
+    let webhook_signature = unsafe { opt_text(r.webhook_signature, "webhook_signature") }?;
+    Ok(WebhookRequestArgs { payload, webhook_id, webhook_timestamp, webhook_signature })
+}
+
 /// Values an out-pointer is set to before the call does anything, so that
 /// on failure the caller finds NULL or a zeroed struct, never garbage.
 pub(crate) trait OutValue: Sized {
@@ -224,6 +289,10 @@ pub(crate) trait OutValue: Sized {
 
 impl OutValue for i64 {
     const EMPTY: i64 = 0;
+}
+
+impl OutValue for bool {
+    const EMPTY: bool = false;
 }
 
 impl<T> OutValue for *mut T {

@@ -3,8 +3,9 @@
 //! under their own names, RFC 3339 UTC timestamps, lowercase UUID strings.
 
 use creditgate_core::{
-    Account, Allowance, ApiKeyInfo, AuditReport, Budget, Entry, Event, ExpirySweep, Grant, Member, MemberUsage,
-    ModelPrice, PriceVersion, Project, Report, Timestamp, price_json,
+    Account, Allowance, ApiKeyInfo, AuditReport, AutoTopup, Budget, DeadLetter, Entry, Event, ExpirySweep, Grant,
+    Member, MemberUsage, ModelPrice, PriceVersion, Project, Report, Timestamp, Topup, TopupAmount, WebhookSubscription,
+    price_json,
 };
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -31,7 +32,43 @@ pub(crate) fn account(a: &Account) -> Value {
         "created_at": opt_time(a.created_at),
         "grants": a.grants.iter().map(grant).collect::<Vec<_>>(),
         "organisation": a.organisation,
+        "auto_topup": a.auto_topup.as_ref().map_or(Value::Null, auto_topup),
+        "topups_this_month": topups(&a.topups_this_month),
     })
+}
+
+/// A rule: `amount_micros` or `target_micros`, the other null.
+fn auto_topup(r: &AutoTopup) -> Value {
+    let (amount, target) = match r.amount {
+        TopupAmount::Fixed(a) => (Some(a.micros()), None),
+        TopupAmount::UpTo(t) => (None, Some(t.micros())),
+    };
+    json!({
+        "threshold_micros": r.threshold.micros(),
+        "amount_micros": amount,
+        "target_micros": target,
+        "max_per_month": r.max_per_month,
+        "monthly_cap_micros": r.monthly_cap.micros(),
+    })
+}
+
+pub(crate) fn topups(ts: &[Topup]) -> Value {
+    Value::Array(
+        ts.iter()
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "user_id": t.user_id,
+                    "amount_micros": t.amount.micros(),
+                    "status": t.status.as_str(),
+                    "reason": t.reason,
+                    "entry_id": t.entry_id.map(|e| e.to_string()),
+                    "created_at": time(t.created_at),
+                    "updated_at": time(t.updated_at),
+                })
+            })
+            .collect(),
+    )
 }
 
 fn grant(g: &Grant) -> Value {
@@ -268,6 +305,49 @@ pub(crate) fn allowances(als: &[Allowance]) -> Value {
                     "rollover_cap_micros": a.rollover_cap.map(|c| c.micros()),
                     "next_refill_at": time(a.next_refill_at),
                     "created_at": time(a.created_at),
+                })
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn webhooks(subs: &[WebhookSubscription]) -> Value {
+    Value::Array(
+        subs.iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "url": s.url,
+                    "kinds": s.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                    "enabled": s.enabled,
+                    "description": s.description,
+                    "created_at": time(s.created_at),
+                    "delivered": s.delivered,
+                    "failed_attempts": s.failed_attempts,
+                    "dead_lettered": s.dead_lettered,
+                    "pending": s.pending,
+                    "lag_seconds": s.lag_seconds,
+                    "attempts": s.attempts,
+                    "next_attempt_at": opt_time(s.next_attempt_at),
+                    "last_error": s.last_error,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn dead_letters(ds: &[DeadLetter]) -> Value {
+    Value::Array(
+        ds.iter()
+            .map(|d| {
+                json!({
+                    "subscription_id": d.subscription_id,
+                    "event_id": d.event_id,
+                    "kind": d.kind.as_str(),
+                    "attempts": d.attempts,
+                    "last_error": d.last_error,
+                    "dead_at": time(d.dead_at),
+                    "requeued": d.requeued,
                 })
             })
             .collect(),

@@ -3,8 +3,8 @@
 //!
 //! Layout: the exported functions (one per operation, each body one
 //! `ffi_fn!` call and free of `unsafe`) by concept in `handle.rs`,
-//! `credits.rs`, `keys.rs`, `usage.rs`, `admin.rs`, `orgs.rs` and `analytics.rs`
-//! (cbindgen writes them in that order); `lib.rs` the constants and the plumbing they share;
+//! `credits.rs`, `keys.rs`, `usage.rs`, `admin.rs`, `orgs.rs`, `analytics.rs`,
+//! `webhooks.rs` and `topups.rs` (cbindgen writes them in that order); `lib.rs` the constants and the plumbing they share;
 //! `ffi.rs` every raw-pointer access, `panic.rs` the boundary macro `ffi_fn!` (panics, out-pointer
 //! resets, the handle check, arguments to safe values) and the thread-local
 //! last error, `status.rs` the status enum, `types.rs` the
@@ -43,8 +43,12 @@ mod usage;
 mod admin;
 // organisations (members, projects, budgets) and allowances;
 mod orgs;
-// usage summaries and statements.
+// usage summaries and statements;
 mod analytics;
+// webhook subscriptions, delivery, dead letters and verification;
+mod webhooks;
+// auto top-up.
+mod topups;
 
 use creditgate_core::{
     AllowanceSpec, BudgetLimit, BudgetScope, Config, CreditManager, Credits, EntryId, EntryKind, EntryOptions, Error,
@@ -58,9 +62,10 @@ use std::ffi::c_char;
 
 pub use status::cg_status;
 pub use types::{
-    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_allowance_options, cg_api_key, cg_entry, cg_entry_options,
-    cg_grant_options, cg_hold, cg_hold_status, cg_key_eligibility, cg_model_price, cg_usage, cg_usage_charge,
-    cg_usage_query, cg_verification,
+    CG_ID_SIZE, CG_KEY_PREFIX_SIZE, CG_USER_ID_SIZE, cg_allowance_options, cg_api_key, cg_auto_topup,
+    cg_delivery_options, cg_delivery_report, cg_entry, cg_entry_options, cg_grant_options, cg_hold, cg_hold_status,
+    cg_key_eligibility, cg_model_price, cg_topup, cg_topup_status, cg_usage, cg_usage_charge, cg_usage_query,
+    cg_verification, cg_webhook, cg_webhook_request,
 };
 
 // The numbers below are the core's (creditgate::limits), written as literals
@@ -115,6 +120,35 @@ pub const CG_MAX_ALLOWANCES_PER_ACCOUNT: u32 = 100;
 pub const CG_MAX_SUMMARY_ROWS: u32 = 100_000;
 /// The most versions one model's price keeps (`cg_set_model_pricing`).
 pub const CG_MAX_PRICE_VERSIONS: u32 = 1_000;
+/// The most webhook subscriptions of a ledger (`cg_create_webhook`).
+pub const CG_MAX_WEBHOOKS: u32 = 100;
+/// The longest webhook endpoint URL, in bytes.
+pub const CG_MAX_WEBHOOK_URL_LEN: u32 = 2048;
+/// `cg_delivery_options.timeout_ms` when 0 is passed.
+pub const CG_DEFAULT_WEBHOOK_TIMEOUT_MS: u32 = 10_000;
+/// The largest `cg_delivery_options.timeout_ms`.
+pub const CG_MAX_WEBHOOK_TIMEOUT_MS: u32 = 60_000;
+/// `cg_delivery_options.max_attempts` when 0 is passed.
+pub const CG_DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 12;
+/// The largest `cg_delivery_options.max_attempts`.
+pub const CG_MAX_WEBHOOK_MAX_ATTEMPTS: u32 = 50;
+/// `cg_delivery_options.backoff_base_ms` when 0 is passed (10 s, doubling
+/// up to 1 h: 12 attempts take about 3.5 h).
+pub const CG_DEFAULT_WEBHOOK_BACKOFF_BASE_MS: u64 = 10_000;
+/// `cg_delivery_options.backoff_max_ms` when 0 is passed.
+pub const CG_DEFAULT_WEBHOOK_BACKOFF_MAX_MS: u64 = 3_600_000;
+/// The longest backoff delay accepted (one day).
+pub const CG_MAX_WEBHOOK_BACKOFF_MS: u64 = 86_400_000;
+/// `cg_delivery_options.batch_size` when 0 is passed.
+pub const CG_DEFAULT_WEBHOOK_BATCH_SIZE: u32 = 100;
+/// The largest `cg_delivery_options.batch_size`.
+pub const CG_MAX_WEBHOOK_BATCH_SIZE: u32 = 1_000;
+/// `tolerance_seconds` of `cg_verify_webhook` when 0 is passed.
+pub const CG_DEFAULT_WEBHOOK_TOLERANCE_SECONDS: u32 = 300;
+/// The largest `max_per_month` of a `cg_auto_topup`.
+pub const CG_MAX_TOPUPS_PER_MONTH: u32 = 100;
+/// The largest `limit` of `cg_topups_json`.
+pub const CG_MAX_LISTED_TOPUPS: i64 = 1_000;
 
 const _: () = {
     use creditgate_core::limits as core;
@@ -141,6 +175,20 @@ const _: () = {
     assert!(CG_MAX_ALLOWANCES_PER_ACCOUNT == core::MAX_ALLOWANCES_PER_ACCOUNT);
     assert!(CG_MAX_SUMMARY_ROWS == core::MAX_SUMMARY_ROWS);
     assert!(CG_MAX_PRICE_VERSIONS == core::MAX_PRICE_VERSIONS);
+    assert!(CG_MAX_WEBHOOKS == core::MAX_WEBHOOKS);
+    assert!(CG_MAX_WEBHOOK_URL_LEN as usize == core::MAX_WEBHOOK_URL_LEN);
+    assert!(CG_DEFAULT_WEBHOOK_TIMEOUT_MS == core::DEFAULT_WEBHOOK_TIMEOUT_MS);
+    assert!(CG_MAX_WEBHOOK_TIMEOUT_MS == core::MAX_WEBHOOK_TIMEOUT_MS);
+    assert!(CG_DEFAULT_WEBHOOK_MAX_ATTEMPTS == core::DEFAULT_WEBHOOK_MAX_ATTEMPTS);
+    assert!(CG_MAX_WEBHOOK_MAX_ATTEMPTS == core::MAX_WEBHOOK_MAX_ATTEMPTS);
+    assert!(CG_DEFAULT_WEBHOOK_BACKOFF_BASE_MS == core::DEFAULT_WEBHOOK_BACKOFF_BASE_MS);
+    assert!(CG_DEFAULT_WEBHOOK_BACKOFF_MAX_MS == core::DEFAULT_WEBHOOK_BACKOFF_MAX_MS);
+    assert!(CG_MAX_WEBHOOK_BACKOFF_MS == core::MAX_WEBHOOK_BACKOFF_MS);
+    assert!(CG_DEFAULT_WEBHOOK_BATCH_SIZE == core::DEFAULT_WEBHOOK_BATCH_SIZE);
+    assert!(CG_MAX_WEBHOOK_BATCH_SIZE == core::MAX_WEBHOOK_BATCH_SIZE);
+    assert!(CG_DEFAULT_WEBHOOK_TOLERANCE_SECONDS == core::DEFAULT_WEBHOOK_TOLERANCE_SECONDS);
+    assert!(CG_MAX_TOPUPS_PER_MONTH == core::MAX_TOPUPS_PER_MONTH);
+    assert!(CG_MAX_LISTED_TOPUPS == core::MAX_LISTED_TOPUPS as i64);
     // The fixed-size strings of the result structs hold the longest value and its NUL.
     assert!(CG_USER_ID_SIZE == core::MAX_TEXT_BYTES + 1);
     assert!(CG_KEY_PREFIX_SIZE == core::MAX_PREFIX_LEN + 1);
@@ -166,6 +214,15 @@ pub(crate) fn invalid(msg: impl Into<String>) -> Error {
 pub(crate) fn write_json(out: Out<*mut c_char>, v: Value) -> Result<()> {
     out.write(ffi::string_into_raw(v.to_string())?);
     Ok(())
+}
+
+/// A page `limit` of a listing: 0 is `default`, else 1..=`max`.
+pub(crate) fn page_limit(limit: i64, default: i64, max: i64) -> Result<u32> {
+    let limit = if limit == 0 { default } else { limit };
+    match u32::try_from(limit) {
+        Ok(l) if i64::from(l) <= max => Ok(l),
+        _ => Err(invalid(format!("limit must be in 1..={max}, or 0 for {default}, got {limit}"))),
+    }
 }
 
 pub(crate) fn metadata(text: Option<&str>) -> Result<Option<Map<String, Value>>> {

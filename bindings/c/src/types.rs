@@ -4,7 +4,10 @@
 //! caller fills and keeps.
 
 use crate::ffi::{OutValue, fill};
-use creditgate_core::{Credits, Entry, Hold, HoldStatus, KeyEligibility, Result, UsageCharge, Verification};
+use creditgate_core::{
+    Credits, DeliveryReport, Entry, Hold, HoldStatus, KeyEligibility, Result, Topup, TopupStatus, UsageCharge,
+    Verification,
+};
 use std::ffi::c_char;
 
 /// Size of an id buffer: a lowercase hyphenated UUID (36 bytes) and its NUL.
@@ -273,6 +276,125 @@ pub struct cg_allowance_options {
     pub rollover_cap_micros: i64,
 }
 
+/// A webhook subscription just created (`cg_create_webhook`). Its figures
+/// and settings are in `cg_webhooks_json`; its secret is returned
+/// separately, once, as a string to free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_webhook {
+    /// Subscription id: `wh_` and 32 hex digits (35 bytes).
+    pub id: [c_char; CG_ID_SIZE],
+}
+
+/// How one delivery pass works (`cg_deliver_webhooks`). Every field is
+/// optional and 0 means "not given" (its default), so a zeroed struct, like
+/// a NULL pointer, is every default. Borrowed for the call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_delivery_options {
+    /// Bounds each request, connect included: 1..=`CG_MAX_WEBHOOK_TIMEOUT_MS`.
+    /// 0: `CG_DEFAULT_WEBHOOK_TIMEOUT_MS`.
+    pub timeout_ms: u32,
+    /// Attempts of one event before it is dead-lettered:
+    /// 1..=`CG_MAX_WEBHOOK_MAX_ATTEMPTS`. 0: `CG_DEFAULT_WEBHOOK_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// The first retry's delay, doubled per attempt (with jitter).
+    /// 0: `CG_DEFAULT_WEBHOOK_BACKOFF_BASE_MS`.
+    pub backoff_base_ms: u64,
+    /// The longest delay: the base..=`CG_MAX_WEBHOOK_BACKOFF_MS`.
+    /// 0: `CG_DEFAULT_WEBHOOK_BACKOFF_MAX_MS`.
+    pub backoff_max_ms: u64,
+    /// Events read per subscription at once: 1..=`CG_MAX_WEBHOOK_BATCH_SIZE`.
+    /// 0: `CG_DEFAULT_WEBHOOK_BATCH_SIZE`.
+    pub batch_size: u32,
+}
+
+/// What one delivery pass did (`cg_deliver_webhooks`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_delivery_report {
+    /// Events delivered (answered 2xx), replayed dead letters included.
+    pub sent: u64,
+    /// Attempts that failed (each retried later with backoff).
+    pub failed: u64,
+    /// Events moved to the dead-letter list.
+    pub dead_lettered: u64,
+    /// Subscriptions skipped: leased by another worker or waiting for their
+    /// backoff.
+    pub busy: u64,
+}
+
+/// A webhook delivery as its receiver got it (`cg_verify_webhook`): the raw
+/// body and the three Standard Webhooks headers' values. Borrowed for the
+/// call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_webhook_request {
+    /// The body exactly as received (`payload_len` bytes, no NUL needed).
+    /// NULL only with `payload_len` 0.
+    pub payload: *const u8,
+    pub payload_len: usize,
+    /// The `webhook-id` header's value. NULL: the header is missing.
+    pub webhook_id: *const c_char,
+    /// The `webhook-timestamp` header's value (unix seconds). NULL: missing.
+    pub webhook_timestamp: *const c_char,
+    /// The `webhook-signature` header's value (one or more space-separated
+    /// `v1,<base64>`). NULL: missing.
+    pub webhook_signature: *const c_char,
+}
+
+/// An auto top-up rule (`cg_set_auto_topup`): when the account's available
+/// balance crosses below `threshold_micros`, request `amount_micros` or
+/// what takes it up to `target_micros` (exactly one of the two, the other
+/// 0), at most `max_per_month` times and `monthly_cap_micros` per calendar
+/// month (UTC). Borrowed for the call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_auto_topup {
+    /// At least 0.
+    pub threshold_micros: i64,
+    /// A fixed amount per top-up (> 0), or 0 to use `target_micros`.
+    pub amount_micros: i64,
+    /// Up to this available balance (above the threshold), or 0 to use
+    /// `amount_micros`.
+    pub target_micros: i64,
+    /// 1..=`CG_MAX_TOPUPS_PER_MONTH`.
+    pub max_per_month: u32,
+    /// The most credits requested per month (> 0); every requested top-up
+    /// counts, paid or not.
+    pub monthly_cap_micros: i64,
+}
+
+/// Where a top-up stands (`cg_topup.status`). The numbers are part of the ABI.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum cg_topup_status {
+    /// Waiting for the host's payment (`cg_record_payment` with the
+    /// top-up's id as the payment id).
+    CG_TOPUP_REQUESTED = 0,
+    /// A payment under its id credited it.
+    CG_TOPUP_PAID = 1,
+    /// `cg_record_topup_failure` recorded that its payment failed.
+    CG_TOPUP_FAILED = 2,
+}
+
+/// A top-up a rule requested (`cg_set_auto_topup`,
+/// `cg_record_topup_failure`). Every field, with the reason, the paying
+/// entry and the times, is in `cg_topups_json`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cg_topup {
+    /// `tu_` and 32 hex digits (35 bytes): the payment id to pay it under.
+    /// "" when `cg_set_auto_topup` requested none.
+    pub topup_id: [c_char; CG_ID_SIZE],
+    /// The account it credits.
+    pub user_id: [c_char; CG_USER_ID_SIZE],
+    /// Micro-credits requested.
+    pub amount_micros: i64,
+    pub status: cg_topup_status,
+}
+
 impl OutValue for cg_entry {
     const EMPTY: cg_entry = cg_entry {
         id: [0; CG_ID_SIZE],
@@ -412,6 +534,54 @@ impl cg_hold {
             // Released, and any state this binding does not know: never
             // "active", which would tell a host the hold covers its call.
             _ => cg_hold_status::CG_HOLD_RELEASED,
+        };
+        Ok(out)
+    }
+}
+
+impl OutValue for cg_webhook {
+    const EMPTY: cg_webhook = cg_webhook { id: [0; CG_ID_SIZE] };
+}
+
+impl OutValue for cg_delivery_report {
+    const EMPTY: cg_delivery_report = cg_delivery_report { sent: 0, failed: 0, dead_lettered: 0, busy: 0 };
+}
+
+impl OutValue for cg_topup {
+    const EMPTY: cg_topup = cg_topup {
+        topup_id: [0; CG_ID_SIZE],
+        user_id: [0; CG_USER_ID_SIZE],
+        amount_micros: 0,
+        status: cg_topup_status::CG_TOPUP_REQUESTED,
+    };
+}
+
+impl cg_webhook {
+    pub(crate) fn of(id: &str) -> Result<cg_webhook> {
+        let mut out = cg_webhook::EMPTY;
+        fill(&mut out.id, id)?;
+        Ok(out)
+    }
+}
+
+impl cg_delivery_report {
+    pub(crate) fn of(r: &DeliveryReport) -> cg_delivery_report {
+        cg_delivery_report { sent: r.sent, failed: r.failed, dead_lettered: r.dead_lettered, busy: r.busy }
+    }
+}
+
+impl cg_topup {
+    pub(crate) fn of(t: &Topup) -> Result<cg_topup> {
+        let mut out = cg_topup::EMPTY;
+        fill(&mut out.topup_id, &t.id)?;
+        fill(&mut out.user_id, &t.user_id)?;
+        out.amount_micros = t.amount.micros();
+        out.status = match t.status {
+            TopupStatus::Requested => cg_topup_status::CG_TOPUP_REQUESTED,
+            TopupStatus::Paid => cg_topup_status::CG_TOPUP_PAID,
+            // Failed, and any state this binding does not know: never
+            // "requested", which would tell a host to pay it.
+            _ => cg_topup_status::CG_TOPUP_FAILED,
         };
         Ok(out)
     }
