@@ -270,6 +270,28 @@ fn set_and_remove() {
 }
 
 #[test]
+fn setting_a_rule_again_while_low_asks_nothing_more() {
+    let (m, _g) = common::manager();
+    grant(&m, "u", credits(100));
+    m.set_auto_topup("u", &fixed(50, 30)).unwrap();
+    charge(&m, "u", 60); // 100 -> 40: the crossing's request
+    assert_eq!(topups(&m, "u").len(), 1);
+    // A deploy re-applies the rule, or changes its cap: the low balance was served.
+    assert_eq!(m.set_auto_topup("u", &fixed(50, 30)).unwrap(), None);
+    let wider = AutoTopup { monthly_cap: credits(2_000_000), ..fixed(50, 30) };
+    assert_eq!(m.set_auto_topup("u", &wider).unwrap(), None);
+    // A higher threshold than before: still the one crossing, waiting for its payment.
+    assert_eq!(m.set_auto_topup("u", &fixed(80, 30)).unwrap(), None);
+    assert_eq!(topups(&m, "u").len(), 1);
+    // Paid (40 + 30 = 70, still below 80) and the rule set again: a new low, asked at once.
+    pay(&m, &topups(&m, "u")[0]);
+    m.remove_auto_topup("u").unwrap();
+    let t = m.set_auto_topup("u", &fixed(80, 30)).unwrap().expect("no rule and nothing waiting: asked");
+    assert_eq!(t.amount, credits(30));
+    assert_eq!(topups(&m, "u").len(), 2);
+}
+
+#[test]
 fn bad_input_changes_nothing() {
     let (m, _g) = common::manager();
     let ok = fixed(50, 30);

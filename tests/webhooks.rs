@@ -365,15 +365,23 @@ fn the_secret_is_stored_encrypted_and_another_key_fails_clearly() {
         &url,
         Config::new().webhook_key(OTHER_KEY).unwrap().webhook_allowed_hosts(vec!["127.0.0.1".into()]).unwrap(),
     );
-    let e = wrong.deliver_webhooks(&fast()).unwrap_err();
-    assert_eq!(e.code(), ErrorCode::InvalidArgument);
-    let msg = e.to_string();
+    // A subscription sealed under the other key delivers; the first one
+    // fails alone, with the reason on it, and does not stop the pass.
+    let (other, _) = wrong.create_webhook(&rx.url("/other"), &[], None).unwrap();
+    emit(&m, 1);
+    let r = wrong.deliver_webhooks(&fast()).unwrap();
+    assert_eq!((r.sent, r.failed, r.dead_lettered), (1, 1, 0), "{r:?}");
+    let failed = wrong.webhook(&sub.id).unwrap();
+    let msg = failed.last_error.clone().unwrap_or_default();
     assert!(msg.contains("encrypted under key") && !msg.contains(b64), "{msg}");
-    assert!(rx.requests().is_empty());
-    // The right key still delivers: the failed pass released its lease.
+    assert_eq!(failed.attempts, 0, "a key problem does not bring the events closer to the dead letter");
+    assert!(rx.delivered("/hook").is_empty());
+    assert_eq!(rx.delivered("/other").len(), 1);
+    // The right key still delivers both events: the failed turn released its lease.
     let _ = clock;
     drain(&m, &sub.id, &fast());
-    assert_eq!(rx.delivered("/hook").len(), 1);
+    assert_eq!(rx.delivered("/hook").len(), 2);
+    assert!(m.webhook(&other.id).unwrap().last_error.is_some_and(|e| e.contains("encrypted under key")));
 }
 
 #[test]

@@ -303,7 +303,7 @@ class WebhookSubscription:
         """Events after the cursor (counted up to one page of events)."""
     @property
     def lag_seconds(self) -> int:
-        """Age of the oldest pending event (0: none)."""
+        """Age of the oldest event after the cursor, of any kind: not yet delivered or skipped (0: none)."""
     @property
     def attempts(self) -> int:
         """Failed attempts of the event at the head of the queue (0: none)."""

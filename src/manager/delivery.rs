@@ -91,11 +91,15 @@ impl CreditManager {
     pub fn deliver_webhooks(&self, opts: &DeliveryOptions) -> Result<DeliveryReport> {
         self.track((|| {
             opts.validate()?;
+            let mut report = DeliveryReport::default();
+            let ids = self.read(|tx| tx.deliverable_webhooks())?;
+            if ids.is_empty() {
+                return Ok(report); // nothing to decrypt: a handlers-only worker needs no key
+            }
             let key = self.webhook_key()?;
             let agent = agent(&self.inner.config.webhook_allowed_hosts, opts.timeout_ms);
             let owner = worker_id();
-            let mut report = DeliveryReport::default();
-            for id in self.read(|tx| tx.deliverable_webhooks())? {
+            for id in ids {
                 report.add(self.turn(&id, &owner, opts, |row: &WebhookRow| {
                     let sealed = row
                         .secret
@@ -178,7 +182,12 @@ impl CreditManager {
             return Ok(DeliveryReport { busy: 1, ..DeliveryReport::default() });
         };
         let mut turn = Turn { m: self, id, owner, opts, renewed: Instant::now(), report: DeliveryReport::default() };
-        let outcome = open(&row).and_then(|mut sink| turn.run(&row, now, &mut sink));
+        let outcome = match open(&row) {
+            Ok(mut sink) => turn.run(&row, now, &mut sink),
+            // This subscription only (its secret sealed under another key,
+            // say): recorded on it, and the pass goes on with the others.
+            Err(e) => turn.unusable(&row, &e),
+        };
         let released = self.write(|tx| tx.release_webhook(id, owner));
         outcome.and(released).map(|()| turn.report)
     }
@@ -289,6 +298,23 @@ impl Turn<'_> {
         })?;
         self.report.failed += 1;
         self.report.dead_lettered += u64::from(dead);
+        Ok(())
+    }
+
+    /// Records that the subscription could not be worked on at all (`e`:
+    /// its secret would not open): a failed attempt that does not count
+    /// towards the dead letter (the events are not at fault), retried after
+    /// the first backoff step.
+    fn unusable(&mut self, row: &WebhookRow, e: &Error) -> Result<()> {
+        // Our own message (it names key ids, never a secret), bounded.
+        let why: String = e.to_string().chars().take(500).collect();
+        let delay_ms = backoff(1, self.opts.backoff_base_ms, self.opts.backoff_max_ms, random_u64()?);
+        let delay = i64::try_from(delay_ms.saturating_mul(1_000)).unwrap_or(i64::MAX);
+        self.write(|tx, lease| {
+            let retry_at = Timestamp(tx.now()?.0.saturating_add(delay));
+            tx.fail_webhook(self.id, lease, row.cursor, row.attempts, Some(retry_at), &why)
+        })?;
+        self.report.failed += 1;
         Ok(())
     }
 

@@ -19,7 +19,10 @@ impl CreditManager {
     /// Sets `user`'s auto top-up rule (creating the account), replacing any
     /// earlier one. When the available balance is already below the
     /// threshold, requests a top-up at once (under the month's caps) and
-    /// returns it.
+    /// returns it — unless that low balance was already served: the earlier
+    /// rule's threshold is above it too (its crossing requested, or was
+    /// skipped), or a top-up is still waiting for its payment. So setting a
+    /// rule again (a deploy that re-applies rules) never asks twice.
     pub fn set_auto_topup(&self, user: &str, rule: &AutoTopup) -> Result<Option<Topup>> {
         let r = (|| {
             let user = validate::text("user_id", user)?;
@@ -28,9 +31,14 @@ impl CreditManager {
                 let now = tx.now()?;
                 tx.ensure_account(user, now)?;
                 self.settle_account(tx, now, user, Scope::default())?;
+                let earlier = tx.topup_rule(user)?;
                 tx.set_topup_rule(user, Some(rule))?;
                 let available = tx.available(user, now)?;
-                if available >= rule.threshold {
+                if available >= rule.threshold || earlier.is_some_and(|e| available < e.threshold) {
+                    return Ok(None);
+                }
+                let waiting = self.topups_this_month(tx, now, user)?;
+                if waiting.iter().any(|t| t.status == TopupStatus::Requested) {
                     return Ok(None);
                 }
                 self.request_topup(tx, now, (user, None), rule, available)

@@ -1,7 +1,8 @@
 //! Which endpoints a webhook may reach. Loopback, private, link-local,
 //! unspecified, multicast, broadcast/reserved, CGNAT (100.64.0.0/10),
-//! unique-local (fc00::/7) addresses, and IPv4-mapped IPv6 forms of them,
-//! are refused unless the operator allow-lists the host name or the
+//! benchmarking, unique-local (fc00::/7) and site-local addresses, and the
+//! IPv6 forms that carry such an IPv4 address (mapped, compatible, NAT64,
+//! 6to4), are refused unless the operator allow-lists the host name or the
 //! address (`CREDITGATE_WEBHOOK_ALLOWED_HOSTS`: names, addresses, CIDRs).
 //!
 //! The check runs at `create_webhook` and again inside the HTTP client's
@@ -83,7 +84,16 @@ fn parse_entry(item: &str) -> Result<Allowed> {
         let ip: IpAddr = ip.parse().map_err(|_| bad())?;
         let bits: u8 = bits.parse().map_err(|_| bad())?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
-        return if bits <= max { Ok(Allowed::Net(ip.to_canonical(), bits)) } else { Err(bad()) };
+        if bits > max {
+            return Err(bad());
+        }
+        // An IPv4-mapped block (`::ffff:a.b.c.d/n`) is the IPv4 block of
+        // its last n − 96 bits; a shorter one spans more than IPv4.
+        return match (ip, ip.to_canonical()) {
+            (IpAddr::V6(_), v4 @ IpAddr::V4(_)) if bits >= 96 => Ok(Allowed::Net(v4, bits - 96)),
+            (IpAddr::V6(_), IpAddr::V4(_)) => Err(bad()),
+            (_, canonical) => Ok(Allowed::Net(canonical, bits)),
+        };
     }
     let unbracketed = item.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = unbracketed.parse::<IpAddr>() {
@@ -112,11 +122,11 @@ fn refused(ip: IpAddr) -> Error {
 /// Whether `ip` lies in `net`/`bits` (both canonical: IPv4-mapped IPv6 as IPv4).
 fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip.to_canonical(), net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
+        (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
             let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
             u32::from(a) & mask == u32::from(n) & mask
         }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
+        (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
             let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
             u128::from(a) & mask == u128::from(n) & mask
         }
@@ -125,12 +135,32 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
 }
 
 /// Loopback, private, link-local, unspecified, multicast, broadcast or
-/// reserved, CGNAT, unique-local; an IPv4-mapped IPv6 address as its IPv4.
+/// reserved, CGNAT, benchmarking, IETF protocol assignments, unique-local,
+/// site-local; an IPv6 address that carries an IPv4 one (IPv4-mapped,
+/// IPv4-compatible, NAT64, 6to4) as that IPv4 address.
 pub(crate) fn is_special(ip: IpAddr) -> bool {
     match ip.to_canonical() {
         IpAddr::V4(v4) => special_v4(v4),
-        IpAddr::V6(v6) => special_v6(v6),
+        IpAddr::V6(v6) => embedded_v4(v6).map_or_else(|| special_v6(v6), special_v4),
     }
+}
+
+/// The IPv4 address an IPv6 address routes to, for the forms that embed
+/// one: IPv4-compatible `::a.b.c.d` (not `::` and `::1`), NAT64
+/// `64:ff9b::a.b.c.d`, and 6to4 `2002:AABB:CCDD::`.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = u128::from(ip);
+    let low = Ipv4Addr::from((bits & 0xffff_ffff) as u32);
+    if bits >> 32 == 0 && bits > 1 {
+        return Some(low);
+    }
+    if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
+        return Some(low);
+    }
+    if ip.segments()[0] == 0x2002 {
+        return Some(Ipv4Addr::from(((bits >> 80) & 0xffff_ffff) as u32));
+    }
+    None
 }
 
 fn special_v4(ip: Ipv4Addr) -> bool {
@@ -142,6 +172,8 @@ fn special_v4(ip: Ipv4Addr) -> bool {
         || ip.is_broadcast()
         || v("0.0.0.0", 8)
         || v("100.64.0.0", 10)
+        || v("192.0.0.0", 24)
+        || v("198.18.0.0", 15)
         || v("240.0.0.0", 4)
 }
 
@@ -152,6 +184,8 @@ fn special_v6(ip: Ipv6Addr) -> bool {
         || ip.is_multicast()
         || first & 0xfe00 == 0xfc00 // unique-local fc00::/7
         || first & 0xffc0 == 0xfe80 // link-local fe80::/10
+        || first & 0xffc0 == 0xfec0 // site-local fec0::/10 (deprecated, still routed by some)
+        || (first == 0x0064 && ip.segments()[1] == 0xff9b) // NAT64 local-use 64:ff9b:1::/48 and the rest
 }
 
 /// Checks an endpoint URL at creation: `http`/`https`, a host, no
@@ -219,10 +253,30 @@ mod tests {
             "ff02::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::10.0.0.5",
+            "64:ff9b:1::1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "fec0::1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.255",
         ] {
             assert!(is_special(ip(s)), "{s} is special");
         }
-        for s in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for s in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
+            "198.20.0.1",
+        ] {
             assert!(!is_special(ip(s)), "{s} is public");
         }
     }
@@ -240,6 +294,12 @@ mod tests {
             assert!(list(&[bad]).is_err(), "{bad}");
         }
         assert!(list(&["[::1]", "0.0.0.0/0", " ", ""]).is_ok());
+        // An IPv4-mapped block is the IPv4 block of its last bits, never more.
+        let mapped = list(&["::ffff:127.0.0.1/128"]).unwrap();
+        assert!(mapped.permits("x", ip("127.0.0.1")));
+        assert!(!mapped.permits("x", ip("10.0.0.1")) && !mapped.permits("x", ip("169.254.169.254")));
+        assert!(list(&["::ffff:10.0.0.0/104"]).unwrap().permits("x", ip("10.9.9.9")));
+        assert!(list(&["::ffff:0.0.0.0/95"]).is_err(), "wider than IPv4");
     }
 
     #[test]

@@ -58,10 +58,11 @@ pub struct WebhookSubscription {
     pub failed_attempts: u64,
     /// Events now in its dead-letter list.
     pub dead_lettered: u64,
-    /// Events of its kinds after its cursor, counted up to one page
-    /// ([`MAX_EVENTS_PER_PAGE`](crate::limits::MAX_EVENTS_PER_PAGE)).
+    /// Events of its kinds among the next events after its cursor (one
+    /// page, [`MAX_EVENTS_PER_PAGE`](crate::limits::MAX_EVENTS_PER_PAGE)).
     pub pending: u64,
-    /// Age in seconds of the oldest pending event (0: none pending).
+    /// Age in seconds of the oldest event after its cursor, of any kind:
+    /// the worker has not yet delivered or skipped it (0: none).
     pub lag_seconds: u64,
     /// Failed attempts of the event at the head (0: none).
     pub attempts: u32,
