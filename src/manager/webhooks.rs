@@ -133,7 +133,12 @@ impl CreditManager {
                 }
                 match event_ids {
                     None => tx.requeue_dead_letters(id, None),
-                    Some(ids) => ids.iter().try_fold(0, |n, e| Ok(n + tx.requeue_dead_letters(id, Some(*e))?)),
+                    // Each id once: a repeated id is one dead letter, counted once.
+                    Some(ids) => ids
+                        .iter()
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .try_fold(0, |n, e| Ok(n + tx.requeue_dead_letters(id, Some(*e))?)),
                 }
             })
         })())
