@@ -91,15 +91,13 @@ impl CreditManager {
     pub fn deliver_webhooks(&self, opts: &DeliveryOptions) -> Result<DeliveryReport> {
         self.track((|| {
             opts.validate()?;
-            let mut report = DeliveryReport::default();
-            let ids = self.read(|tx| tx.deliverable_webhooks())?;
-            if ids.is_empty() {
-                return Ok(report); // nothing to decrypt: a handlers-only worker needs no key
-            }
+            // Checked before anything is read: a worker started without the
+            // key fails at once, not when the first subscription appears.
             let key = self.webhook_key()?;
             let agent = agent(&self.inner.config.webhook_allowed_hosts, opts.timeout_ms);
             let owner = worker_id();
-            for id in ids {
+            let mut report = DeliveryReport::default();
+            for id in self.read(|tx| tx.deliverable_webhooks())? {
                 report.add(self.turn(&id, &owner, opts, |row: &WebhookRow| {
                     let sealed = row
                         .secret

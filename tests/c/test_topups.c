@@ -145,8 +145,18 @@ static void test_rule_below_threshold_and_caps(void) {
     CHECK_CONTAINS(json, "\"amount_micros\":null");
     CHECK_CONTAINS(json, t.topup_id);
     cg_string_free(json);
-    /* Set again while still below: max_per_month (1) is used up: skipped. */
+    /* Set again while still below: that low balance was served: nothing asked. */
     cg_topup again;
+    CHECK_OK(cg_set_auto_topup(m, "bob", &rule, &again));
+    CHECK(again.topup_id[0] == '\0');
+    CHECK(count_events(m, "topup.skipped") == 0);
+    /* Its payment failed; the rule set anew while below: max_per_month (1) is used up: skipped. */
+    cg_topup failed;
+    CHECK_OK(cg_record_topup_failure(m, t.topup_id, "card_declined", &failed));
+    CHECK(failed.status == CG_TOPUP_FAILED);
+    bool removed = false;
+    CHECK_OK(cg_remove_auto_topup(m, "bob", &removed));
+    CHECK(removed);
     CHECK_OK(cg_set_auto_topup(m, "bob", &rule, &again));
     CHECK(again.topup_id[0] == '\0');
     CHECK(count_events(m, "topup.skipped") == 1);
