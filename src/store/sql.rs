@@ -246,6 +246,12 @@ pub(crate) const ACCOUNT_COLS: &str = "balance, first_key_issued, created_at, mi
 pub(crate) const TOPUP_RULE_COLS: &str =
     "topup_threshold, topup_kind, topup_amount, topup_max_per_month, topup_monthly_cap";
 pub(crate) const TOPUP_COLS: &str = "id, user_id, amount, status, reason, entry_id, created_at, updated_at";
+/// A webhook subscription's columns (`store/webhooks.rs`).
+pub(crate) const WEBHOOK_COLS: &str = "w.id, w.url, w.kinds, w.enabled, w.description, w.created_at, w.cursor_id, w.attempts, \
+    w.next_attempt_at, w.last_error, w.delivered, w.failed_attempts, \
+    (SELECT COUNT(*) FROM creditgate_webhook_dead_letters d WHERE d.subscription_id = w.id), w.secret";
+pub(crate) const DEAD_LETTER_COLS: &str = "subscription_id, event_id, kind, attempts, last_error, dead_at, requeued";
+
 pub(crate) const BUDGET_COLS: &str =
     "scope, name, spend_limit, spend_window, low_threshold, window_start, window_end, spent";
 pub(crate) const ALLOWANCE_COLS: &str =
@@ -677,6 +683,63 @@ statements! {
 
     insert_event = "INSERT INTO creditgate_events (kind, user_id, api_key_id, data, created_at) \
         VALUES ($1, $2, $3, $4, $5) RETURNING id";
+
+    // Webhook subscriptions and their dead letters (`store/webhooks.rs`).
+    webhook_insert = "INSERT INTO creditgate_webhooks (id, url, kinds, description, secret, created_at, cursor_id) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+    webhook_count = "SELECT COUNT(*) FROM creditgate_webhooks";
+    webhook_list = format!("SELECT {WEBHOOK_COLS} FROM creditgate_webhooks w ORDER BY w.created_at, w.id");
+    webhook_by_id = format!("SELECT {WEBHOOK_COLS} FROM creditgate_webhooks w WHERE w.id = $1");
+    webhook_by_url = format!("SELECT {WEBHOOK_COLS} FROM creditgate_webhooks w WHERE w.url = $1");
+    /// The enabled HTTP subscriptions, in the order a pass visits them.
+    webhook_deliverable = "SELECT id FROM creditgate_webhooks WHERE enabled AND url NOT LIKE 'callback:%' \
+        ORDER BY created_at, id";
+    webhook_set_enabled = "UPDATE creditgate_webhooks SET enabled = ($2::bigint <> 0) WHERE id = $1";
+    webhook_set_kinds = "UPDATE creditgate_webhooks SET kinds = $2 WHERE id = $1";
+    webhook_set_secret = "UPDATE creditgate_webhooks SET secret = $2 WHERE id = $1";
+    webhook_delete = "DELETE FROM creditgate_webhooks WHERE id = $1";
+    webhook_delete_dead = "DELETE FROM creditgate_webhook_dead_letters WHERE subscription_id = $1";
+    /// Leases $1 to $2 until $3 when, at $4, it is enabled, its head is due
+    /// (or a dead letter is re-queued) and no other worker's lease is live.
+    webhook_claim = "UPDATE creditgate_webhooks SET lease_owner = $2, lease_until = $3 WHERE id = $1 AND enabled \
+        AND (next_attempt_at IS NULL OR next_attempt_at <= $4 OR EXISTS (SELECT 1 FROM \
+        creditgate_webhook_dead_letters d WHERE d.subscription_id = $1 AND d.requeued)) \
+        AND (lease_until IS NULL OR lease_until <= $4 OR lease_owner = $2)";
+    /// Moves the cursor to $3 (its head changes: the head's attempts reset),
+    /// counts $5 deliveries and renews the lease until $4.
+    webhook_advance = "UPDATE creditgate_webhooks SET cursor_id = $3, lease_until = $4, delivered = delivered + $5, \
+        attempts = CASE WHEN cursor_id = $3 THEN attempts ELSE 0 END, \
+        next_attempt_at = CASE WHEN cursor_id = $3 THEN next_attempt_at ELSE NULL END \
+        WHERE id = $1 AND lease_owner = $2";
+    /// Records a failed attempt: cursor $3, head attempts $4, retried at
+    /// $5, error $6, lease until $7.
+    webhook_fail = "UPDATE creditgate_webhooks SET cursor_id = $3, attempts = $4, failed_attempts = failed_attempts + 1, \
+        next_attempt_at = $5, last_error = $6, lease_until = $7 WHERE id = $1 AND lease_owner = $2";
+    webhook_release = "UPDATE creditgate_webhooks SET lease_owner = NULL, lease_until = NULL \
+        WHERE id = $1 AND lease_owner = $2";
+    webhook_insert_dead = "INSERT INTO creditgate_webhook_dead_letters (subscription_id, event_id, kind, attempts, \
+        last_error, dead_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subscription_id, event_id) DO UPDATE \
+        SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, dead_at = EXCLUDED.dead_at, \
+        requeued = FALSE";
+    /// Dead letters of subscription $1 (every one when NULL), oldest first.
+    webhook_dead_letters = format!(
+        "SELECT {DEAD_LETTER_COLS} FROM creditgate_webhook_dead_letters WHERE ($1::text IS NULL OR subscription_id = $1) \
+         ORDER BY dead_at, subscription_id, event_id LIMIT $2"
+    );
+    webhook_requeued = format!(
+        "SELECT {DEAD_LETTER_COLS} FROM creditgate_webhook_dead_letters WHERE subscription_id = $1 AND requeued \
+         ORDER BY dead_at, event_id LIMIT $2"
+    );
+    webhook_requeue_one = "UPDATE creditgate_webhook_dead_letters SET requeued = TRUE \
+        WHERE subscription_id = $1 AND event_id = $2";
+    webhook_requeue_all = "UPDATE creditgate_webhook_dead_letters SET requeued = TRUE WHERE subscription_id = $1";
+    webhook_dead_delivered = "DELETE FROM creditgate_webhook_dead_letters WHERE subscription_id = $1 AND event_id = $2";
+    webhook_dead_failed = "UPDATE creditgate_webhook_dead_letters SET requeued = FALSE, attempts = attempts + 1, \
+        last_error = $3 WHERE subscription_id = $1 AND event_id = $2";
+    /// A failed replay of a dead letter, counted on its subscription.
+    webhook_replay_failed = "UPDATE creditgate_webhooks SET failed_attempts = failed_attempts + 1, last_error = $3, \
+        lease_until = $4 WHERE id = $1 AND lease_owner = $2";
+    webhook_event = "SELECT id, kind, user_id, api_key_id, data, created_at FROM creditgate_events WHERE id = $1";
 }
 
 #[cfg(test)]
