@@ -40,6 +40,19 @@ impl CurrencyRate {
             })?;
         i64::try_from(micros).map(Credits::from_micros).map_err(|_| Error::invalid("payment amount is out of range"))
     }
+
+    /// The other way: the minor units that buy at least `credits`, rounded
+    /// up so the payment covers the amount (an auto top-up's price).
+    pub(crate) fn minor_units_for(self, credits: Credits) -> Result<i64> {
+        let scale = 10i128.pow(u32::from(self.exponent));
+        let per_unit = i128::from(self.credits_per_unit.micros());
+        if per_unit <= 0 {
+            return Err(Error::Internal("a currency rate is not positive".into()));
+        }
+        let micros = i128::from(credits.micros()) * scale;
+        let minor = micros / per_unit + i128::from(micros % per_unit != 0);
+        i64::try_from(minor).map_err(|_| Error::invalid(format!("{credits} credits are out of range in minor units")))
+    }
 }
 
 /// How SQLite syncs on commit. `Full` (default) is durable on return.

@@ -1,10 +1,8 @@
 //! The public types of auto top-up and its pure rules: the rule's checks,
-//! what a crossing requests under the month's caps ([`plan`]) and the
-//! minor units a request asks the payment provider for. The operations are
+//! and what a crossing requests under the month's caps ([`plan`]). The operations are
 //! in `manager/topups.rs`, the storage in `store/topups.rs`; the crossing
 //! itself is detected in `manager/posting.rs` (docs/auto-topup.md).
 
-use crate::config::CurrencyRate;
 use crate::error::{Error, Result};
 use crate::limits::MAX_TOPUPS_PER_MONTH;
 use crate::money::Credits;
@@ -124,6 +122,15 @@ pub(crate) struct MonthUse {
     pub credits: Credits,
 }
 
+impl MonthUse {
+    /// What `month`'s top-ups used: every request counts, whatever its outcome.
+    pub(crate) fn of(month: &[Topup]) -> Result<MonthUse> {
+        month.iter().try_fold(MonthUse::default(), |used, t| {
+            Ok(MonthUse { count: used.count.saturating_add(1), credits: used.credits.checked_add(t.amount)? })
+        })
+    }
+}
+
 /// What a crossing does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Plan {
@@ -150,22 +157,10 @@ pub(crate) fn plan(rule: &AutoTopup, available: Credits, used: MonthUse) -> Resu
     Ok(Plan::Request(wanted.min(left)))
 }
 
-/// The minor units of a currency at `rate` that buy at least `credits`:
-/// rounded up, so the payment covers the amount.
-pub(crate) fn minor_units_for(credits: Credits, rate: CurrencyRate) -> Result<i64> {
-    let scale = 10i128.pow(u32::from(rate.exponent));
-    let per_unit = i128::from(rate.credits_per_unit.micros());
-    if per_unit <= 0 {
-        return Err(Error::Internal("a currency rate is not positive".into()));
-    }
-    let micros = i128::from(credits.micros()) * scale;
-    let minor = micros / per_unit + i128::from(micros % per_unit != 0);
-    i64::try_from(minor).map_err(|_| Error::invalid(format!("{credits} credits are out of range in minor units")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CurrencyRate;
 
     fn c(n: i64) -> Credits {
         Credits::from_credits(n).unwrap()
@@ -214,8 +209,8 @@ mod tests {
     fn minor_units_round_up() {
         // 1 credit per cent (100 per dollar): 2.5 credits cost 3 cents.
         let rate = CurrencyRate { credits_per_unit: c(100), exponent: 2 };
-        assert_eq!(minor_units_for(Credits::from_micros(2_500_000), rate).unwrap(), 3);
-        assert_eq!(minor_units_for(c(10), rate).unwrap(), 10);
+        assert_eq!(rate.minor_units_for(Credits::from_micros(2_500_000)).unwrap(), 3);
+        assert_eq!(rate.minor_units_for(c(10)).unwrap(), 10);
         let ids = (new_topup_id(), new_topup_id());
         assert_ne!(ids.0, ids.1);
         assert!(ids.0.starts_with("tu_") && ids.0.len() == 35, "{}", ids.0);

@@ -150,12 +150,7 @@ impl CreditManager {
         rule: &AutoTopup,
         available: Credits,
     ) -> Result<Option<Topup>> {
-        let month = self.topups_this_month(tx, now, user)?;
-        let mut used = MonthUse::default();
-        for t in &month {
-            used.count = used.count.saturating_add(1);
-            used.credits = Credits::from_micros(used.credits.micros().saturating_add(t.amount.micros()));
-        }
+        let used = MonthUse::of(&self.topups_this_month(tx, now, user)?)?;
         let amount = match topups::plan(rule, available, used)? {
             Plan::Skip(reason) => {
                 let data = serde_json::json!({
@@ -183,7 +178,7 @@ impl CreditManager {
             "amount": amount.to_string(),
             "threshold": rule.threshold.to_string(),
             "available": available.to_string(),
-            "amount_minor": topups::minor_units_for(amount, rate)?,
+            "amount_minor": rate.minor_units_for(amount)?,
             "currency": currency,
         });
         self.emit(tx, now, user, key, EventKind::TopupRequested, data)?;
