@@ -38,12 +38,12 @@ impl CreditManager {
             let secret = WebhookSecret::generate()?;
             let id = new_webhook_id();
             let sealed = key.seal(&id, &secret)?;
-            self.write(|tx| {
+            let sub = self.write(|tx| {
                 let row = new_row(tx, &id, url, kinds, description, Some(sealed.clone()))?;
                 tx.insert_webhook(&row)?;
-                Ok(())
+                subscription(tx, &id)
             })?;
-            Ok((self.webhook(&id)?, secret))
+            Ok((sub, secret))
         })())
     }
 
@@ -59,21 +59,18 @@ impl CreditManager {
 
     /// One subscription with its figures; `NotFound`.
     pub fn webhook(&self, id: &str) -> Result<WebhookSubscription> {
-        self.track(self.read(|tx| {
-            let row = tx.webhook_row(id)?.ok_or_else(|| not_found(id))?;
-            Figures::default().subscription(tx, row)
-        }))
+        self.track(self.read(|tx| subscription(tx, id)))
     }
 
     /// Enables or disables a subscription (a disabled one keeps its cursor:
     /// enabled again, it resumes where it stopped); `NotFound`.
     pub fn set_webhook_enabled(&self, id: &str, enabled: bool) -> Result<WebhookSubscription> {
-        self.track((|| {
-            if !self.write(|tx| tx.set_webhook_enabled(id, enabled))? {
+        self.track(self.write(|tx| {
+            if !tx.set_webhook_enabled(id, enabled)? {
                 return Err(not_found(id));
             }
-            self.webhook(id)
-        })())
+            subscription(tx, id)
+        }))
     }
 
     /// Deletes a subscription and its dead letters; `NotFound`.
@@ -192,6 +189,12 @@ pub(super) fn new_row(
         dead_lettered: 0,
         secret,
     })
+}
+
+/// Subscription `id` with its figures, in the caller's transaction; `NotFound`.
+fn subscription(tx: &mut dyn Tx, id: &str) -> Result<WebhookSubscription> {
+    let row = tx.webhook_row(id)?.ok_or_else(|| not_found(id))?;
+    Figures::default().subscription(tx, row)
 }
 
 pub(super) fn not_found(id: &str) -> Error {
