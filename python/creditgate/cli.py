@@ -417,6 +417,16 @@ def build_parser() -> Parser:
     c.add_argument("--json", action="store_true")
 
     command("metrics", cmd_metrics, "this process's counters in Prometheus text format")
+
+    c = command(
+        "dashboard",
+        cmd_dashboard,
+        "serve the operator dashboard (needs CREDITGATE_DASHBOARD_TOKEN; pip install 'creditgate[dashboard]')",
+    )
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    c.add_argument("--port", type=port_arg, default=8050, help="TCP port (default 8050)")
+    c.add_argument("--admin", action="store_true", help="enable admin actions (as CREDITGATE_DASHBOARD_ADMIN=1)")
+    c.add_argument("--new-token", action="store_true", help="print a fresh operator token and exit")
     command("demo", cmd_demo, "run the four scenarios of the seed on a throw-away database")
     return p
 
@@ -1148,6 +1158,34 @@ def cmd_webhooks_replay(args: argparse.Namespace) -> int:
         raise UsageError("give the EVENT_IDs to replay, or --all")
     n = open_manager(args).replay_dead_letters(args.webhook_id, None if args.all else args.event_ids)
     print(f"requeued {n} dead letters of {args.webhook_id}: the worker's next pass delivers them")
+    return 0
+
+
+def port_arg(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1..65535, got {text[:16]!r}")
+    return int(text)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .dashboard import DashboardConfig, DashboardConfigError, create_app, new_token
+    except ImportError as e:
+        raise CliError("unavailable", f"the dashboard needs its extra: pip install 'creditgate[dashboard]' ({e})")
+    if args.new_token:
+        print(new_token())
+        return 0
+    try:
+        config = DashboardConfig.from_env(admin=True if args.admin else None)
+    except DashboardConfigError as e:
+        raise UsageError(str(e)) from None
+    app = create_app(open_manager(args), config=config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    mode = "admin actions ON" if config.admin else "read-only"
+    print(f"creditgate dashboard on http://{args.host}:{args.port}/ ({mode})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0
 
 
