@@ -325,15 +325,15 @@ def env_vars_read() -> set[str]:
     """Every environment variable the core, the package and the examples read."""
     files = [
         *(ROOT / "src").rglob("*.rs"),
-        *(ROOT / "python" / "creditgate").glob("*.py"),
+        *(ROOT / "python" / "creditgate").rglob("*.py"),
         *(ROOT / "examples").glob("*.py"),
     ]
     names = set()
     for path in files:
-        names |= set(ENV_READ.findall(path.read_text(encoding="utf-8")))
-    # Named through a constant in the example gateway.
-    gateway = (ROOT / "examples" / "fastapi_gateway.py").read_text(encoding="utf-8")
-    names |= set(re.findall(r'^\w+_ENV = "([A-Z_]+)"', gateway, re.M))
+        text = path.read_text(encoding="utf-8")
+        names |= set(ENV_READ.findall(text))
+        # Named through a constant (the example gateway, the dashboard).
+        names |= set(re.findall(r'^\w+_ENV = "([A-Z_]+)"', text, re.M))
     return {n for n in names if not n.startswith("CREDITGATE_TEST_")}
 
 
