@@ -46,7 +46,7 @@ def build(path: str, users: int, entries: int, days: int, seed: int = 7) -> None
     rows_accounts: list[tuple[object, ...]] = []
     rows_keys: list[tuple[object, ...]] = []
     rows_grants: list[tuple[object, ...]] = []
-    rows_events: list[tuple[object, ...]] = []
+    rows_events: list[tuple[str, str, None, str, int]] = []
     usage_per_user = max(0, entries - users) // users
     extra = max(0, entries - users) - usage_per_user * users
     for price_model, (rate_in, rate_out) in RATES.items():
@@ -119,7 +119,7 @@ def build(path: str, users: int, entries: int, days: int, seed: int = 7) -> None
     )
     db.executemany(
         "INSERT INTO creditgate_events (kind, user_id, api_key_id, data, created_at) VALUES (?, ?, ?, ?, ?)",
-        sorted(rows_events, key=lambda e: int(str(e[4]))),
+        sorted(rows_events, key=lambda e: e[4]),
     )
     db.commit()
     db.execute("ANALYZE")

@@ -1173,7 +1173,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
         from .dashboard import DashboardConfig, DashboardConfigError, create_app, new_token
     except ImportError as e:
-        raise CliError("unavailable", f"the dashboard needs its extra: pip install 'creditgate[dashboard]' ({e})")
+        raise CliError(
+            "unavailable", f"the dashboard needs its extra: pip install 'creditgate[dashboard]' ({e})"
+        ) from e
     if args.new_token:
         print(new_token())
         return 0

@@ -34,7 +34,7 @@ SESSION_SECONDS_MAX = 7 * 86400
 COOKIE_NAME = "creditgate_dashboard"
 # URL-safe base64 (what `new_token` makes): no ':' or ',' inside, so the
 # variable's `name:token,name:token` form is unambiguous.
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{%d,%d}\Z" % (TOKEN_MIN_CHARS, TOKEN_MAX_CHARS))
+_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{{TOKEN_MIN_CHARS},{TOKEN_MAX_CHARS}}}\Z")
 # The name is stored in a cookie and in ledger metadata: a small alphabet.
 _OPERATOR = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9_.@-]{0,63}\Z")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")

@@ -8,6 +8,7 @@ calls block, so they run in Starlette's thread pool, never on the event loop.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -44,8 +45,12 @@ _HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-_NAV = (("overview", "/", "Overview"), ("accounts", "/accounts", "Accounts"), ("models", "/models", "Models"))
-_NAV += (("events", "/events", "Events"),)
+_NAV = (
+    ("overview", "/", "Overview"),
+    ("accounts", "/accounts", "Accounts"),
+    ("models", "/models", "Models"),
+    ("events", "/events", "Events"),
+)
 _PAGES: dict[str, Callable[[LocalCreditManager, Params], views.Page]] = {
     "/": views.overview,
     "/accounts": views.accounts,
@@ -105,7 +110,7 @@ class Dashboard:
     def error(self, request: Request, status: int, message: str) -> Response:
         if "application/json" in request.headers.get("accept", "") or "format=json" in request.url.query:
             return Response(
-                formats.json.dumps({"error": message, "status": status}),
+                json.dumps({"error": message, "status": status}),
                 status_code=status,
                 media_type="application/json",
                 headers=_HEADERS,
@@ -155,7 +160,14 @@ class Dashboard:
         path = request.url.path[len(_base(request)) :] or "/"
         nonce = secrets.token_urlsafe(18)
         return self.html(
-            request, f"{page.name}.html", title=page.title, page=page, session=session, query=query, path=path, nonce=nonce
+            request,
+            f"{page.name}.html",
+            title=page.title,
+            page=page,
+            session=session,
+            query=query,
+            path=path,
+            nonce=nonce,
         )
 
     def ledger_error(self, request: Request, e: CreditError) -> Response:

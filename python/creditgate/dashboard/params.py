@@ -124,7 +124,7 @@ class Params:
             raise BadRequest(f"parameter {name!r} must be a date like 2026-01-31") from None
 
     def day_range(self) -> tuple[datetime, datetime, int]:
-        """``days`` (ending today, UTC) or ``since``/``until`` dates (until inclusive): [start, end) and the day count."""
+        """``days`` (ending today, UTC) or ``since``/``until`` dates (until inclusive): [start, end), day count."""
         days = self.optional_integer("days", 1, RANGE_DAYS_MAX)
         since, until = self.day("since"), self.day("until")
         today = datetime.now(timezone.utc).date()

@@ -96,18 +96,13 @@ def overview(m: LocalCreditManager, p: Params) -> Page:
 
 def _daily_table(m: LocalCreditManager, start: datetime, end: datetime, days: int) -> Table:
     flows = {_day(f.day): f for f in m.daily_flows(start, end)}
-    rows = []
-    for n in range(days):
-        day = _day(start + timedelta(days=n))
-        f = flows.get(day)
-        rows.append(
-            {
-                "day": day,
-                "purchased": f.purchased if f else Decimal(0),
-                "used": f.used if f else Decimal(0),
-                "entries": f.entries if f else 0,
-            }
-        )
+    labels = [_day(start + timedelta(days=n)) for n in range(days)]
+    purchased = [flows[d].purchased if d in flows else Decimal(0) for d in labels]
+    used = [flows[d].used if d in flows else Decimal(0) for d in labels]
+    entries = [flows[d].entries if d in flows else 0 for d in labels]
+    rows: list[dict[str, Any]] = [
+        {"day": d, "purchased": p, "used": u, "entries": n} for d, p, u, n in zip(labels, purchased, used, entries)
+    ]
     table = Table(
         "daily",
         "Credits purchased and used per day (UTC)",
@@ -121,11 +116,8 @@ def _daily_table(m: LocalCreditManager, start: datetime, end: datetime, days: in
     )
     table.chart = charts.bar_chart(
         table.title,
-        [r["day"] for r in rows],
-        [
-            charts.Series("Purchased", [r["purchased"] for r in rows]),
-            charts.Series("Used", [r["used"] for r in rows]),
-        ],
+        labels,
+        [charts.Series("Purchased", purchased), charts.Series("Used", used)],
         y_label="Credits",
         x_label="Day (UTC)",
         unit="credits",
@@ -136,7 +128,7 @@ def _daily_table(m: LocalCreditManager, start: datetime, end: datetime, days: in
 
 def _model_table(m: LocalCreditManager, start: datetime, end: datetime) -> Table:
     usage = m.usage_summary(since=start, until=end, group_by=["model"])
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "model": u.model or "(none)",
             "requests": u.requests,
@@ -158,11 +150,11 @@ def _model_table(m: LocalCreditManager, start: datetime, end: datetime) -> Table
         ],
         rows,
     )
-    shown = rows[: charts.CATEGORIES_MAX]
+    shown = usage[: charts.CATEGORIES_MAX]
     table.chart = charts.bar_chart(
         "Credits used by model",
-        [r["model"] for r in shown],
-        [charts.Series("Used", [r["credits"] for r in shown])],
+        [u.model or "(none)" for u in shown],
+        [charts.Series("Used", [u.credits for u in shown])],
         y_label="Credits",
         x_label="Model",
         unit="credits",
@@ -370,7 +362,7 @@ def _transactions(m: LocalCreditManager, user: str, before: str | None) -> Table
         rows,
     )
     if len(entries) > PAGE_ROWS:
-        table.more = {"user": user, "before": rows[-1]["id"]}
+        table.more = {"user": user, "before": entries[PAGE_ROWS - 1].id}
     return table
 
 
