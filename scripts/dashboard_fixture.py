@@ -117,9 +117,10 @@ def build(path: str, users: int, entries: int, days: int, seed: int = 7) -> None
         "payment_id) VALUES (?, ?, ?, 0, ?, ?, ?, ?)",
         rows_grants,
     )
+    rows_events.sort(key=lambda e: e[4])  # ids in time order, as the outbox writes them
     db.executemany(
         "INSERT INTO creditgate_events (kind, user_id, api_key_id, data, created_at) VALUES (?, ?, ?, ?, ?)",
-        sorted(rows_events, key=lambda e: e[4]),
+        rows_events,
     )
     db.commit()
     db.execute("ANALYZE")
