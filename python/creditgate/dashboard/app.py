@@ -186,7 +186,9 @@ class Dashboard:
             form = Params(await _body(request), limit=FORM_BYTES_MAX, what="form")
             if session.csrf is not None:
                 token = form.text("csrf") or ""
-                if not self.same_origin(request) or not secrets.compare_digest(token, session.csrf):
+                # Bytes: compare_digest refuses non-ASCII str (a hostile form must get a 403, not a 500).
+                valid = secrets.compare_digest(token.encode(), session.csrf.encode())
+                if not self.same_origin(request) or not valid:
                     return self.error(request, 403, "the form is stale or from another site (CSRF check failed)")
             user = await run_in_threadpool(
                 actions.run, request.path_params["name"], self.manager, session.operator, form

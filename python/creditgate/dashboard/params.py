@@ -20,7 +20,8 @@ TEXT_CHARS_MAX = 255
 RANGE_DAYS_MAX = 366
 RANGE_DAYS_DEFAULT = 30
 # Six decimal places (micro-credits), at most 10^12 credits: the ledger's own limits.
-_AMOUNT = re.compile(r"\d{1,13}(\.\d{1,6})?\Z")
+_AMOUNT = re.compile(r"[0-9]{1,13}(\.[0-9]{1,6})?\Z")
+_INTEGER = re.compile(r"[0-9]{1,19}\Z")  # ASCII only: str.isdigit() also takes "²", which int() refuses
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -86,7 +87,7 @@ class Params:
         value = self._get(name)
         if value is None:
             return default
-        if not value.isdigit() or len(value) > 19 or not lo <= int(value) <= hi:
+        if not _INTEGER.match(value) or not lo <= int(value) <= hi:
             raise BadRequest(f"parameter {name!r} must be a whole number in {lo}..={hi}")
         return int(value)
 
