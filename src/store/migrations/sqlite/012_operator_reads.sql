@@ -1,0 +1,4 @@
+-- creditgate schema v12: the operator's reads (issue 22's dashboard).
+-- recent_events filters the outbox by account or by kind, newest first.
+CREATE INDEX IF NOT EXISTS creditgate_events_user ON creditgate_events(user_id, id);
+CREATE INDEX IF NOT EXISTS creditgate_events_kind ON creditgate_events(kind, id);
