@@ -6,6 +6,7 @@
 //! The contract is `docs/reference.md`; [`CreditManager`] is the facade.
 
 mod analytics;
+mod browse;
 mod config;
 mod error;
 mod events;
@@ -26,6 +27,7 @@ pub mod webhooks;
 pub use analytics::{
     Statement, StatementLine, UsageGroup, UsageQuery, UsageRow, price_json, usage_rows_csv, usage_rows_json,
 };
+pub use browse::{AccountOrder, AccountPage, AccountQuery, AccountSummary, DayFlow, EventQuery};
 pub use config::{Config, CurrencyRate, Synchronous, TestClock, redact_url};
 pub use error::{Error, ErrorCode, LimitSource, Result};
 pub use events::{Event, EventKind, HOST_EVENT_KINDS};

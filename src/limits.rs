@@ -110,6 +110,16 @@ pub const MAX_LISTED_TOPUPS: u32 = 1_000;
 /// The largest tokens-per-minute limit of a key.
 pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
 
+// ----- operator reads (the dashboard) ------------------------------------------
+
+/// The furthest `list_accounts` pages in (`offset`): deeper pages cost a
+/// scan of every account before them.
+pub const MAX_ACCOUNT_OFFSET: u32 = 1_000_000;
+/// The longest range of `daily_flows`, in days.
+pub const MAX_FLOW_DAYS: i64 = 366;
+/// Longest operator name of `acting_as`.
+pub const MAX_OPERATOR_BYTES: usize = 64;
+
 // ----- webhooks ----------------------------------------------------------------
 
 /// Most webhook subscriptions (`callback:` consumers included) per ledger.

@@ -608,6 +608,19 @@ pub struct Report {
 }
 
 impl Report {
+    /// The entry kinds whose amounts `credits_purchased` sums: the one
+    /// definition, also of `daily_flows`' `purchased` and an account's
+    /// `lifetime_purchased` (`store/sql.rs`'s `kinds_sql` spells it in SQL).
+    pub(crate) const PURCHASED_KINDS: [EntryKind; 1] = [EntryKind::Purchase];
+    /// The entry kinds whose negated amounts `credits_used` sums: also of
+    /// `daily_flows`' `used` and an account's `lifetime_used`.
+    pub(crate) const USED_KINDS: [EntryKind; 2] = [EntryKind::Usage, EntryKind::Deduct];
+
+    /// Whether the entry kind named `kind` is one of `kinds`.
+    pub(crate) fn kind_in(kinds: &[EntryKind], kind: &str) -> bool {
+        kinds.iter().any(|k| k.as_str() == kind)
+    }
+
     /// The conversion rate as an exact decimal string with up to 6 places
     /// (rounded half-even), e.g. `0.5` or `0.333333`.
     pub fn purchase_conversion_rate(&self) -> String {

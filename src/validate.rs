@@ -63,11 +63,17 @@ pub fn metadata(
     v: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
     let Some(m) = v else { return Ok(None) };
+    metadata_size(m)?;
+    Ok(Some(m.clone()))
+}
+
+/// Metadata is at most `MAX_METADATA_BYTES` as JSON.
+pub fn metadata_size(m: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
     let len = serde_json::to_string(m).map_err(|e| Error::invalid(format!("metadata is not serializable: {e}")))?.len();
     if len > MAX_METADATA_BYTES {
         return Err(Error::invalid(format!("metadata must be at most {MAX_METADATA_BYTES} bytes as JSON, got {len}")));
     }
-    Ok(Some(m.clone()))
+    Ok(())
 }
 
 pub fn page_limit(v: u32) -> Result<u32> {

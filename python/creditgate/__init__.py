@@ -25,6 +25,8 @@ check a delivery with ``verify_webhook``.
 
 from ._creditgate import (
     Account,
+    AccountPage,
+    AccountSummary,
     Allowance,
     ApiKeyInfo,
     AuditMismatch,
@@ -32,6 +34,7 @@ from ._creditgate import (
     AutoTopup,
     Budget,
     CreditError,
+    DayFlow,
     DeadLetter,
     DeliveryReport,
     Entry,
@@ -73,6 +76,8 @@ from .aio import AsyncLocalCreditManager
 
 __all__ = [
     "Account",
+    "AccountPage",
+    "AccountSummary",
     "Allowance",
     "ApiKeyInfo",
     "AsyncLocalCreditManager",
@@ -81,6 +86,7 @@ __all__ = [
     "AutoTopup",
     "Budget",
     "CreditError",
+    "DayFlow",
     "Entry",
     "Event",
     "ExpirySweep",

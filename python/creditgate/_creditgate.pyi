@@ -26,6 +26,9 @@ __all__ = [
     "Verification",
     "UsageCharge",
     "Hold",
+    "AccountSummary",
+    "AccountPage",
+    "DayFlow",
     "AuditMismatch",
     "AuditReport",
     "Report",
@@ -102,6 +105,9 @@ __all__ = [
     "MAX_LISTED_GRANTS",
     "MAX_EXPIRY_SWEEP",
     "MAX_TOKENS_PER_MINUTE",
+    "MAX_ACCOUNT_OFFSET",
+    "MAX_FLOW_DAYS",
+    "MAX_OPERATOR_BYTES",
     "MAX_MEMBERS_PER_ORG",
     "MAX_PROJECTS_PER_ORG",
     "MAX_ALLOWANCES_PER_ACCOUNT",
@@ -182,6 +188,9 @@ MAX_GRANT_LIFETIME_MICROS: Final[int]
 MAX_LISTED_GRANTS: Final[int]
 MAX_EXPIRY_SWEEP: Final[int]
 MAX_TOKENS_PER_MINUTE: Final[int]
+MAX_ACCOUNT_OFFSET: Final[int]
+MAX_FLOW_DAYS: Final[int]
+MAX_OPERATOR_BYTES: Final[int]
 MAX_MEMBERS_PER_ORG: Final[int]
 MAX_PROJECTS_PER_ORG: Final[int]
 MAX_ALLOWANCES_PER_ACCOUNT: Final[int]
@@ -1067,6 +1076,54 @@ class Statement:
     def to_csv(self) -> str:
         """The core's CSV: a header, an ``opening`` row, one row per line, a ``closing`` row."""
 
+@final
+class AccountSummary:
+    """One account of a ``list_accounts`` page. ``balance`` is the account
+    row's (grants past their expiry count until the account's next write)."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def balance(self) -> Decimal: ...
+    @property
+    def min_balance(self) -> Decimal:
+        """The floor of strict operations (<= 0)."""
+    @property
+    def held(self) -> Decimal:
+        """Active holds not yet expired."""
+    @property
+    def active_keys(self) -> int:
+        """Keys neither revoked nor expired (disabled ones count)."""
+    @property
+    def created_at(self) -> datetime | None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class AccountPage:
+    """A page of ``list_accounts`` and how many accounts match the filters."""
+
+    @property
+    def accounts(self) -> list[AccountSummary]: ...
+    @property
+    def total(self) -> int: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class DayFlow:
+    """One UTC day of ``daily_flows``: credits purchased and used as the
+    report counts them, and the day's entries of any kind."""
+
+    @property
+    def day(self) -> datetime:
+        """The UTC midnight starting the day."""
+    @property
+    def purchased(self) -> Decimal: ...
+    @property
+    def used(self) -> Decimal: ...
+    @property
+    def entries(self) -> int: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
 # ----- the manager -------------------------------------------------------------
 
 @final
@@ -1108,6 +1165,29 @@ class LocalCreditManager:
     @property
     def pool_size(self) -> int:
         """How many database connections the manager may open at once (1 for an in-memory database)."""
+    def acting_as(self, operator: str) -> LocalCreditManager:
+        """A manager on the same ledger and connections whose writes record
+        ``operator`` in every entry's metadata and every event's data."""
+    @property
+    def operator(self) -> str | None:
+        """The operator of a manager from ``acting_as`` (None: a plain manager)."""
+    def list_accounts(
+        self,
+        *,
+        search: str | None = None,
+        below: _Amount | None = None,
+        order: str = "user_id",
+        offset: int = 0,
+        limit: int = 50,
+    ) -> AccountPage: ...
+    def holds(self, user_id: _UserId, *, active_only: bool = True, limit: int = 50) -> list[Hold]:
+        """Newest first; an active hold past its expiry shows as expired."""
+    def recent_events(
+        self, *, user_id: _UserId | None = None, kind: str | None = None, before: int | None = None, limit: int = 100
+    ) -> list[Event]:
+        """Newest first; ``before`` is the last id of the previous page."""
+    def daily_flows(self, since: datetime, until: datetime) -> list[DayFlow]:
+        """Per UTC day of ``[since, until)`` (at most 366 days); days without entries left out."""
     def migrate(self) -> None: ...
     def schema_versions(self) -> tuple[int, int]:
         """(version found when this manager opened the ledger, 0 if it created the schema; version now): a read."""

@@ -70,9 +70,11 @@ from ._creditgate import (
     DEFAULT_WEBHOOK_MAX_ATTEMPTS,
     DEFAULT_WEBHOOK_TIMEOUT_MS,
     Account,
+    AccountPage,
     Allowance,
     ApiKeyInfo,
     AuditReport,
+    DayFlow,
     DeadLetter,
     DeliveryReport,
     Entry,
@@ -129,7 +131,7 @@ class AsyncLocalCreditManager:
     released with the last reference to ``.sync``.
     """
 
-    __slots__ = ("_sync", "_max_workers", "_executor", "_pid", "_closed")
+    __slots__ = ("_sync", "_max_workers", "_executor", "_pid", "_closed", "_owner")
 
     def __init__(
         self,
@@ -176,6 +178,9 @@ class AsyncLocalCreditManager:
         self._executor: ThreadPoolExecutor | None = None
         self._pid = os.getpid()
         self._closed = False
+        # The manager whose thread pool this one uses: itself, or for a
+        # manager from ``acting_as`` the one it came from (one pool for all).
+        self._owner = self
 
     @classmethod
     def from_manager(cls, manager: LocalCreditManager, *, max_workers: int | None = None) -> Self:
@@ -241,6 +246,11 @@ class AsyncLocalCreditManager:
         return self._sync.pool_size
 
     @property
+    def operator(self) -> str | None:
+        """The operator of a manager from ``acting_as`` (None: a plain manager)."""
+        return self._sync.operator
+
+    @property
     def max_workers(self) -> int:
         """The size of this manager's thread pool."""
         return self._max_workers
@@ -255,6 +265,8 @@ class AsyncLocalCreditManager:
     def _pool(self) -> ThreadPoolExecutor:
         if self._closed:
             raise RuntimeError("this AsyncLocalCreditManager is closed")
+        if self._owner is not self:
+            return self._owner._pool()
         pid = os.getpid()
         if self._executor is None or self._pid != pid:
             # Created on first use; recreated in a forked child, whose copy of
@@ -688,6 +700,45 @@ class AsyncLocalCreditManager:
 
     async def statement(self, user_id: _UserId, since: datetime, until: datetime) -> Statement:
         return await self._run(self._sync.statement, user_id, since, until)
+
+    # ----- the operator's reads and write context ------------------------------------------------
+
+    async def acting_as(self, operator: str) -> AsyncLocalCreditManager:
+        """A manager whose writes record ``operator`` (``LocalCreditManager.acting_as``),
+        on this one's thread pool: closing it leaves the pool to this manager.
+        No storage work: it returns at once."""
+        clone = AsyncLocalCreditManager.from_manager(self._sync.acting_as(operator), max_workers=self._max_workers)
+        clone._owner = self._owner
+        return clone
+
+    async def list_accounts(
+        self,
+        *,
+        search: str | None = None,
+        below: _Amount | None = None,
+        order: str = "user_id",
+        offset: int = 0,
+        limit: int = DEFAULT_PAGE_LIMIT,
+    ) -> AccountPage:
+        return await self._run(
+            self._sync.list_accounts, search=search, below=below, order=order, offset=offset, limit=limit
+        )
+
+    async def holds(self, user_id: _UserId, *, active_only: bool = True, limit: int = DEFAULT_PAGE_LIMIT) -> list[Hold]:
+        return await self._run(self._sync.holds, user_id, active_only=active_only, limit=limit)
+
+    async def recent_events(
+        self,
+        *,
+        user_id: _UserId | None = None,
+        kind: str | None = None,
+        before: int | None = None,
+        limit: int = DEFAULT_EVENTS_LIMIT,
+    ) -> list[Event]:
+        return await self._run(self._sync.recent_events, user_id=user_id, kind=kind, before=before, limit=limit)
+
+    async def daily_flows(self, since: datetime, until: datetime) -> list[DayFlow]:
+        return await self._run(self._sync.daily_flows, since, until)
 
     async def audit(self) -> AuditReport:
         return await self._run(self._sync.audit)

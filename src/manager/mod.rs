@@ -14,6 +14,7 @@ mod allowances;
 mod analytics;
 mod api_keys;
 mod audit;
+mod browse;
 mod credits;
 mod delivery;
 mod grants;
@@ -59,6 +60,9 @@ pub(super) const MAX_PENDING_TOUCHES: usize = 10_000;
 #[derive(Clone)]
 pub struct CreditManager {
     inner: Arc<Inner>,
+    /// The operator this handle writes as (`acting_as`): outside `Inner`,
+    /// so handles of several operators share one pool and one set of metrics.
+    actor: Option<Arc<str>>,
 }
 
 struct Inner {
@@ -94,6 +98,7 @@ impl CreditManager {
                 rate_limits_read_at: AtomicI64::new(0),
                 request_leases: Mutex::new(HashMap::new()),
             }),
+            actor: None,
         };
         log::info!(target: "creditgate", "opened ledger {}", m.database_url());
         Ok(m)
@@ -102,6 +107,22 @@ impl CreditManager {
     /// `Config::from_env()` then `open`.
     pub fn open_env() -> Result<CreditManager> {
         CreditManager::open(Config::from_env()?)
+    }
+
+    /// A handle on the same ledger (the same pool and metrics) whose writes
+    /// record `operator`: as `"operator"` in the data of every event they
+    /// write and in the metadata of every entry they append (a caller's own
+    /// `operator` key is overwritten), in the same transaction as the
+    /// change. `operator`: 1..=`MAX_OPERATOR_BYTES` bytes of ASCII letters,
+    /// digits, `.`, `_`, `-`, `@` and space, else `InvalidArgument`.
+    pub fn acting_as(&self, operator: &str) -> Result<CreditManager> {
+        let name = self.track(crate::browse::operator(operator))?;
+        Ok(CreditManager { inner: Arc::clone(&self.inner), actor: Some(Arc::from(name)) })
+    }
+
+    /// The operator of an `acting_as` handle (None: a plain handle).
+    pub fn operator(&self) -> Option<&str> {
+        self.actor.as_deref()
     }
 
     pub fn config(&self) -> &Config {
@@ -265,7 +286,12 @@ fn global_conflict(key: &str) -> Error {
 
 impl std::fmt::Debug for CreditManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreditManager").field("database_url", &self.database_url()).finish()
+        let mut d = f.debug_struct("CreditManager");
+        d.field("database_url", &self.database_url());
+        if let Some(op) = self.operator() {
+            d.field("operator", &op);
+        }
+        d.finish()
     }
 }
 

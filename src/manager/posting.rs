@@ -173,7 +173,7 @@ impl CreditManager {
             model: d.model,
             amount_minor: d.amount_minor,
             currency: d.currency,
-            metadata: d.metadata,
+            metadata: self.stamp_operator(d.metadata)?,
             created_at: now,
             replayed: false,
             member_id: d.member,
@@ -210,11 +210,28 @@ impl CreditManager {
         user: &str,
         api_key_id: Option<KeyId>,
         kind: EventKind,
-        data: serde_json::Value,
+        mut data: serde_json::Value,
     ) -> Result<()> {
         debug_assert!(data.is_object(), "event data is a JSON object");
+        if let (Some(op), Some(m)) = (&self.actor, data.as_object_mut()) {
+            m.insert("operator".into(), serde_json::Value::from(&**op));
+        }
         tx.insert_event(&NewEvent { kind, user_id: user, api_key_id, data, created_at: now })?;
         Ok(())
+    }
+
+    /// An entry's metadata as written by this handle: with `"operator"`
+    /// set when it acts as one (`acting_as`; the caller's own key of that
+    /// name is overwritten), still within `MAX_METADATA_BYTES`.
+    fn stamp_operator(
+        &self,
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+        let Some(op) = &self.actor else { return Ok(metadata) };
+        let mut m = metadata.unwrap_or_default();
+        m.insert("operator".into(), serde_json::Value::from(&**op));
+        crate::validate::metadata_size(&m)?;
+        Ok(Some(m))
     }
 
     /// The events a balance move fires: each low-balance threshold crossed

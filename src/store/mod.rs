@@ -6,6 +6,7 @@
 //! through [`Store::write`], the single place where a later group-commit
 //! writer can batch callers without changing them.
 
+mod browse;
 mod group;
 mod orgs;
 mod pool;

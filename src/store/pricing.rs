@@ -10,15 +10,13 @@ use crate::error::{Error, Result};
 use crate::limits::{MAX_PRICE_VERSIONS, MAX_SUMMARY_ROWS};
 use crate::money::Credits;
 use crate::pricing::{PriceVersion, Tokens};
-use crate::store::sql::{S, Sql, USAGE_SUMS, split_sum};
+use crate::store::sql::{S, Sql, USAGE_SUMS, split_sum, utc_day};
 use crate::types::{EntryKind, KeyId, Timestamp};
 
 use Param::{Int, OptInt, OptText, OptUuid, Text};
 
-const DAY_MICROS: i64 = 86_400_000_000;
-
 /// An i64 sum from its [`split_sum`] halves at columns `i` and `i + 1`.
-fn joined(r: &dyn rows::Columns, i: usize) -> Result<i128> {
+pub(super) fn joined(r: &dyn rows::Columns, i: usize) -> Result<i128> {
     Ok((i128::from(r.int(i)?) << 32) + i128::from(r.int(i + 1)?))
 }
 
@@ -31,7 +29,7 @@ fn sums(r: &dyn rows::Columns, i: usize) -> Result<(u64, Tokens)> {
 /// The column a group reads (UTC days floored, also before the epoch).
 fn group_expr(g: UsageGroup) -> String {
     match g {
-        UsageGroup::Day => format!("(e.created_at - ((e.created_at % {DAY_MICROS}) + {DAY_MICROS}) % {DAY_MICROS})"),
+        UsageGroup::Day => utc_day("e.created_at"),
         UsageGroup::Model => "e.model".into(),
         UsageGroup::Key => "e.api_key_id".into(),
         UsageGroup::Member => "e.member_id".into(),

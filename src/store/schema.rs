@@ -38,6 +38,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(9, "009_pricing"),
     migration!(10, "010_webhooks"),
     migration!(11, "011_topups"),
+    migration!(12, "012_operator_reads"),
 ];
 
 /// The newest schema version this library knows.

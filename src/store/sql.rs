@@ -25,9 +25,11 @@
 //! | `ensure_account`, and the account's `refill_at` | the account row exists, and when its next allowance refill is due | SQLite upserts and returns `refill_at` in one statement (its write transaction holds the database); PostgreSQL reads it with the row lock (`LOCK_ACCOUNT`, `LOCK_AND_ENTRY_BY_KEY`), so a charge asks no more round trips (tests: `tests/organisations.rs`, `tests/org_model.rs`, `tests/model.rs` on both backends) |
 //! | `live_grants`' `LIMIT` | – | SQLite's planner weighs a bound `LIMIT`, so rebinding one re-parses: SQLite writes the limit into the text, PostgreSQL binds it |
 //! | schema bookkeeping, `NOW`, the verify cache's `fresh_until` | – | the catalogs and the clocks are the backends' own; `fresh_until` serves SQLite's verify cache only |
+//! | the index of 012 `creditgate_entries_created` (SQLite only) | – | PostgreSQL's `creditgate_entries_time` (009) already serves a ledger-wide time range (`daily_flows`, `usage_summary` without an account); SQLite's index of 009 leads with the account |
 //! | indexes of 009: `creditgate_entries_time`, the global-key index | – | SQLite indexes `(user_id, created_at)` (no bitmap scans; its gate rows hold); PostgreSQL indexes `created_at` alone, as a key led by the account's text cost its durable one-caller charge 12 %, and makes the global-key index partial (`NOT NULL`: usage entries skip it); SQLite would need a table rebuild for that (BENCHMARKS.md, issue 20) |
 
 use crate::limits::MAX_SUMMARY_ROWS;
+use crate::types::{EntryKind, Report};
 use std::sync::LazyLock;
 
 /// One statement, in both dialects.
@@ -62,12 +64,13 @@ impl Sql {
     }
 }
 
-/// PostgreSQL's functions SQLite spells otherwise.
-const FUNCTIONS: [(&str, &str); 2] = [("GREATEST(", "MAX("), ("LEAST(", "MIN(")];
+/// PostgreSQL's functions SQLite spells otherwise (`STRPOS(s, sub)` and
+/// `INSTR(s, sub)`: the same arguments, the same 1-based answer, 0 when absent).
+const FUNCTIONS: [(&str, &str); 3] = [("GREATEST(", "MAX("), ("LEAST(", "MIN("), ("STRPOS(", "INSTR(")];
 
 /// Translates a statement of the shared dialect for SQLite: `$n` → `?n`,
-/// `::type` casts dropped, `GREATEST(`/`LEAST(` → `MAX(`/`MIN(`. Quoted
-/// text is copied as it is.
+/// `::type` casts dropped, `GREATEST(`/`LEAST(`/`STRPOS(` →
+/// `MAX(`/`MIN(`/`INSTR(`. Quoted text is copied as it is.
 pub(crate) fn to_sqlite(pg: &str) -> String {
     let b = pg.as_bytes();
     let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
@@ -147,6 +150,26 @@ pub(crate) fn key_remaining(now: &str) -> String {
             WHERE kh.api_key_id = k.id AND kh.status = 'active' AND kh.expires_at > {now}), 0), \
          -9223372036854775808)::bigint END"
     )
+}
+
+/// Key `k` counts as active at `now`: neither revoked nor expired
+/// (disabled keys count: they may be enabled again).
+pub(crate) fn key_active(k: &str, now: &str) -> String {
+    format!("{k}.revoked_at IS NULL AND ({k}.expires_at IS NULL OR {k}.expires_at > {now})")
+}
+
+/// Entry kinds as an SQL list (`'usage', 'deduct'`), for `IN (…)`: the
+/// report's kind lists ([`Report::PURCHASED_KINDS`], [`Report::USED_KINDS`])
+/// written into statements.
+pub(crate) fn kinds_sql(kinds: &[EntryKind]) -> String {
+    kinds.iter().map(|k| format!("'{}'", k.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+/// The UTC midnight starting the day of the timestamp `t` (µs; floored,
+/// also before the epoch).
+pub(crate) fn utc_day(t: &str) -> String {
+    const DAY: i64 = 86_400_000_000;
+    format!("({t} - (({t} % {DAY}) + {DAY}) % {DAY})")
 }
 
 /// Key `k` verifies at `now` as far as the database decides: not disabled,
@@ -428,8 +451,7 @@ statements! {
     keys = format!(
         "SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.user_id = $1 ORDER BY k.created_at DESC, k.id DESC LIMIT $2"
     );
-    active_keys = "SELECT COUNT(*) FROM creditgate_api_keys WHERE user_id = $1 AND revoked_at IS NULL \
-        AND (expires_at IS NULL OR expires_at > $2)";
+    active_keys = format!("SELECT COUNT(*) FROM creditgate_api_keys k WHERE k.user_id = $1 AND {}", key_active("k", "$2"));
     insert_key = "INSERT INTO creditgate_api_keys (id, user_id, name, prefix, key_hash, hash_kind, legacy, created_at, \
         expires_at, spend_limit, spend_window) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
     set_key_expiry = "UPDATE creditgate_api_keys SET expires_at = $2 WHERE id = $1";
@@ -740,6 +762,76 @@ statements! {
     webhook_replay_failed = "UPDATE creditgate_webhooks SET failed_attempts = failed_attempts + 1, last_error = $3, \
         lease_until = $4 WHERE id = $1 AND lease_owner = $2";
     webhook_event = "SELECT id, kind, user_id, api_key_id, data, created_at FROM creditgate_events WHERE id = $1";
+
+    // The operator's reads (`store/browse.rs`).
+    /// How many accounts [`ACCOUNT_FILTER`] selects.
+    account_count = format!("SELECT COUNT(*) FROM creditgate_accounts WHERE {ACCOUNT_FILTER}");
+    accounts_by_user_id = account_page("user_id");
+    accounts_by_balance = account_page("balance, user_id");
+    accounts_by_balance_desc = account_page("balance DESC, user_id");
+    accounts_newest = account_page("created_at DESC, user_id");
+    /// User $1's active holds not expired at $2, newest first, at most $3
+    /// (`creditgate_holds_active`).
+    holds_active_page = format!(
+        "SELECT {HOLD_COLS} FROM creditgate_holds WHERE user_id = $1 AND status = 'active' AND expires_at > $2 \
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    );
+    /// User $1's holds, newest first, at most $2.
+    holds_page = format!(
+        "SELECT {HOLD_COLS} FROM creditgate_holds WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+    );
+    recent_events = recent_events(false, false);
+    recent_events_of_user = recent_events(true, false);
+    recent_events_of_kind = recent_events(false, true);
+    recent_events_of_user_kind = recent_events(true, true);
+    /// Per UTC day of [$1, $2): the day, the [`split_sum`]s of the credits
+    /// purchased and used (the report's kind lists), and its entries.
+    daily_flows = format!(
+        "SELECT {} AS flow_day, {}, {}, COUNT(*) FROM creditgate_entries e \
+         WHERE e.created_at >= $1 AND e.created_at < $2 GROUP BY flow_day ORDER BY flow_day",
+        utc_day("e.created_at"),
+        split_sum(&format!("CASE WHEN e.kind IN ({}) THEN e.amount ELSE 0 END", kinds_sql(&Report::PURCHASED_KINDS))),
+        split_sum(&format!("CASE WHEN e.kind IN ({}) THEN -e.amount ELSE 0 END", kinds_sql(&Report::USED_KINDS))),
+    );
+}
+
+/// The accounts `list_accounts` selects: user ids containing $1 (when not
+/// NULL), balances below $2 (when not NULL).
+const ACCOUNT_FILTER: &str =
+    "($1::text IS NULL OR STRPOS(user_id, $1::text) > 0) AND ($2::bigint IS NULL OR balance < $2::bigint)";
+
+/// A page of [`ACCOUNT_FILTER`]'s accounts in `order` (columns of the
+/// account row; the last one the user id, so pages are stable), $3 of them
+/// after skipping $4, each with its holds and active keys at $5: computed
+/// for the page's rows only, after the `LIMIT`.
+fn account_page(order: &str) -> String {
+    format!(
+        "SELECT p.user_id, p.balance, p.min_balance, p.created_at, {}::bigint, \
+         (SELECT COUNT(*) FROM creditgate_api_keys k WHERE k.user_id = p.user_id AND {}) \
+         FROM (SELECT user_id, balance, min_balance, created_at FROM creditgate_accounts WHERE {ACCOUNT_FILTER} \
+         ORDER BY {order} LIMIT $3::bigint OFFSET $4::bigint) AS p ORDER BY {order}",
+        held("p.user_id", "$5::bigint"),
+        key_active("k", "$5::bigint"),
+    )
+}
+
+/// Events below id $1, of user $2 and/or kind $3 when filtered by them
+/// (the placeholders numbered in that order), newest first, at most the
+/// last placeholder's; `creditgate_events_user`/`_kind` serve the filters.
+fn recent_events(by_user: bool, by_kind: bool) -> String {
+    let mut n = 1;
+    let mut filter = String::from("id < $1");
+    for (on, column) in [(by_user, "user_id"), (by_kind, "kind")] {
+        if on {
+            n += 1;
+            filter += &format!(" AND {column} = ${n}::text");
+        }
+    }
+    format!(
+        "SELECT id, kind, user_id, api_key_id, data, created_at FROM creditgate_events WHERE {filter} \
+         ORDER BY id DESC LIMIT ${}::bigint",
+        n + 1
+    )
 }
 
 #[cfg(test)]
@@ -753,6 +845,10 @@ mod tests {
             "SELECT ?1, MAX(a, ?12), xLEAST(b), ':: $1' FROM t WHERE x = ?2"
         );
         assert_eq!(to_sqlite("SELECT (a + b)::bigint, 'é''$3' || $4"), "SELECT (a + b), 'é''$3' || ?4");
+        assert_eq!(
+            to_sqlite("WHERE STRPOS(user_id, $1::text) > 0 AND xSTRPOS(a) AND 'STRPOS(b)'"),
+            "WHERE INSTR(user_id, ?1) > 0 AND xSTRPOS(a) AND 'STRPOS(b)'"
+        );
     }
 
     /// Every statement of the table prepares on SQLite (the PostgreSQL

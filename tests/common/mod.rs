@@ -258,3 +258,8 @@ pub fn raw_sql(url: &str, statements: &str) {
         c.batch_execute(statements).expect("run the SQL");
     }
 }
+
+/// SQL that takes a ledger's schema back from version 12 to 11 (both
+/// backends; `creditgate_entries_created` exists on SQLite only).
+pub const UNDO_V12: &str = "DROP INDEX IF EXISTS creditgate_events_user; DROP INDEX IF EXISTS creditgate_events_kind; \
+    DROP INDEX IF EXISTS creditgate_entries_created; DELETE FROM creditgate_schema_version WHERE version = 12;";

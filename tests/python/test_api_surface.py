@@ -96,6 +96,11 @@ SIGNATURES = {
     "set_allowance": "(user_id, amount, period, *, member=None, key_id=None, rollover_cap=None)",
     "remove_allowance": "(allowance_id)",
     "allowances": "(user_id)",
+    "acting_as": "(operator)",
+    "list_accounts": "(*, search=None, below=None, order='user_id', offset=0, limit=50)",
+    "holds": "(user_id, *, active_only=True, limit=50)",
+    "recent_events": "(*, user_id=None, kind=None, before=None, limit=100)",
+    "daily_flows": "(since, until)",
     "import_users": (
         "(*, table='users', id_column='id', balance_column='credit_balance', kind='adjustment', keys_table=None, "
         "key_user_column='user_id', key_column='key', key_format='plain')"

@@ -36,6 +36,9 @@ MANAGER_DEFAULTS = {
     "member_transactions": {"limit": "DEFAULT_PAGE_LIMIT"},
     "topups": {"limit": "DEFAULT_PAGE_LIMIT"},
     "events": {"limit": "DEFAULT_EVENTS_LIMIT"},
+    "list_accounts": {"limit": "DEFAULT_PAGE_LIMIT"},
+    "holds": {"limit": "DEFAULT_PAGE_LIMIT"},
+    "recent_events": {"limit": "DEFAULT_EVENTS_LIMIT"},
     "verify_api_key_credits": {"min_credits": "DEFAULT_VERIFY_MIN_CREDITS"},
     "reserve": {"ttl_seconds": "DEFAULT_TTL_SECONDS"},
     "webhook_dead_letters": {"limit": "DEFAULT_EVENTS_LIMIT"},
@@ -77,6 +80,7 @@ MODULE_DEFAULTS: dict[str, dict[str, dict[str, str]]] = {
 # zero unless given (a count, a fee), an HTTP status.
 NOT_LIMITS = {
     ("events", "after"),
+    ("list_accounts", "offset"),
     ("record_usage", "cached_input_tokens"),
     ("record_usage", "cache_write_tokens"),
     ("settle", "cached_input_tokens"),

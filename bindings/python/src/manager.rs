@@ -14,12 +14,14 @@
 //!
 //! The methods are grouped by concept, one `#[pymethods]` block per file
 //! (pyo3's `multiple-pymethods`): this file holds the class, opening and
-//! schema; `credits.rs`, `keys.rs`, `usage.rs`, `analytics.rs`, `orgs.rs`, `topups.rs`, `webhooks.rs` and `admin.rs` the rest;
+//! schema, and `acting_as`; `credits.rs`, `keys.rs`, `usage.rs`, `analytics.rs`, `orgs.rs`, `topups.rs`, `webhooks.rs`,
+//! `browse.rs` (the operator's reads) and `admin.rs` the rest;
 //! `args.rs` the argument conversions they share.
 
 mod admin;
 mod analytics;
 mod args;
+mod browse;
 mod credits;
 mod keys;
 mod orgs;
@@ -34,7 +36,7 @@ use creditgate::{self as cg, Config, CreditManager, Error};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What `database_url` shows for an in-memory SQLite database.
 const MEMORY_URL: &str = "sqlite:///:memory:";
@@ -49,7 +51,11 @@ struct Handle {
 #[pyclass(name = "LocalCreditManager", module = "creditgate", frozen)]
 pub struct LocalCreditManager {
     config: Config,
-    handle: Mutex<Handle>,
+    /// Shared with the managers `acting_as` returns: one pool, reopened
+    /// once after a fork for all of them.
+    handle: Arc<Mutex<Handle>>,
+    /// The operator this manager writes as (`acting_as`), already checked.
+    operator: Option<String>,
 }
 
 impl LocalCreditManager {
@@ -70,7 +76,10 @@ impl LocalCreditManager {
             std::mem::forget(std::mem::replace(&mut handle.manager, fresh));
             handle.pid = pid;
         }
-        Ok(handle.manager.clone())
+        match &self.operator {
+            Some(op) => handle.manager.acting_as(op),
+            None => Ok(handle.manager.clone()),
+        }
     }
 
     /// Runs one Python call (its conversions and its core call): an error
@@ -246,7 +255,28 @@ impl LocalCreditManager {
         py.import("logging")?
             .call_method1("getLogger", ("creditgate",))?
             .call_method1("info", ("opened ledger %s", manager.database_url()))?;
-        Ok(LocalCreditManager { config, handle: Mutex::new(Handle { pid: std::process::id(), manager }) })
+        let handle = Arc::new(Mutex::new(Handle { pid: std::process::id(), manager }));
+        Ok(LocalCreditManager { config, handle, operator: None })
+    }
+
+    /// A manager on the same ledger (the same connections and counters)
+    /// whose writes record `operator` in every entry's metadata and every
+    /// event's data, in the same transaction.
+    fn acting_as(&self, py: Python<'_>, operator: Text) -> PyResult<LocalCreditManager> {
+        self.counted(py, || {
+            let operator = operator.get(py, "operator")?;
+            // Checked here, once: no storage work, so no need to reopen after a fork.
+            let plain = self.handle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).manager.clone();
+            plain.acting_as(&operator).map_err(|e| to_py(py, e))?;
+            let handle = Arc::clone(&self.handle);
+            Ok(LocalCreditManager { config: self.config.clone(), handle, operator: Some(operator) })
+        })
+    }
+
+    /// The operator of a manager from `acting_as` (None: a plain manager).
+    #[getter]
+    fn operator(&self) -> Option<String> {
+        self.operator.clone()
     }
 
     /// The resolved database URL, password redacted.
@@ -264,8 +294,11 @@ impl LocalCreditManager {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let url = self.database_url();
-        Ok(format!("LocalCreditManager(database_url={})", PyString::new(py, &url).repr()?))
+        let url = PyString::new(py, &self.database_url()).repr()?;
+        Ok(match &self.operator {
+            Some(op) => format!("LocalCreditManager(database_url={url}, operator={})", PyString::new(py, op).repr()?),
+            None => format!("LocalCreditManager(database_url={url})"),
+        })
     }
 
     fn migrate(&self, py: Python<'_>) -> PyResult<()> {

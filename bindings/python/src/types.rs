@@ -65,8 +65,10 @@ macro_rules! record {
 }
 
 // Prices, usage rows and statements (after `record!`, which they use).
+mod browse;
 mod pricing;
 mod topups;
+pub use browse::{AccountPage, AccountSummary, DayFlow};
 pub use pricing::{ModelPrice, PriceVersion, Statement, StatementLine, UsageRow};
 pub use topups::{AutoTopup, Topup};
 // Webhook subscriptions, dead letters and delivery reports.
@@ -388,6 +390,10 @@ record!(
 );
 
 impl Hold {
+    pub fn list(py: Python<'_>, holds: Vec<cg::Hold>) -> PyResult<Vec<Hold>> {
+        holds.into_iter().map(|h| Hold::new(py, h)).collect()
+    }
+
     pub fn new(py: Python<'_>, h: cg::Hold) -> PyResult<Hold> {
         Ok(Hold {
             hold_id: obj(py, h.hold_id.to_string())?,
@@ -725,5 +731,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<WebhookSubscription>()?;
     m.add_class::<DeadLetter>()?;
     m.add_class::<DeliveryReport>()?;
+    m.add_class::<AccountSummary>()?;
+    m.add_class::<AccountPage>()?;
+    m.add_class::<DayFlow>()?;
     Ok(())
 }

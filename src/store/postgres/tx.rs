@@ -10,12 +10,12 @@ use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
 use crate::store::rows::{self, Columns, corrupt};
-use crate::store::sql::{self as sql, APPLY_RETURNING_BEFORE, GRANT_COLS, S, Sql};
+use crate::store::sql::{self as sql, APPLY_RETURNING_BEFORE, GRANT_COLS, S, Sql, kinds_sql};
 use crate::store::{
     AccountRow, Applied, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, Param, RateCheck, Scope,
     Tx, exhausted_limit,
 };
-use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
+use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, Report, SpendWindow, Timestamp};
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use std::sync::LazyLock;
@@ -78,6 +78,34 @@ static VERIFY: LazyLock<Sql> = LazyLock::new(|| {
     Sql::new(sql::verify(
         "(COALESCE($3::bigint, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint) + $4::bigint)",
     ))
+});
+
+/// An account's lifetime purchased and used: the report's kind lists
+/// (`Report::PURCHASED_KINDS`, `USED_KINDS`), clamped to BIGINT.
+static LIFETIME: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT LEAST(COALESCE(SUM(CASE WHEN kind IN ({}) THEN amount ELSE 0 END), 0), 9223372036854775807)::bigint, \
+         LEAST(COALESCE(SUM(CASE WHEN kind IN ({}) THEN -amount ELSE 0 END), 0), 9223372036854775807)::bigint \
+         FROM creditgate_entries WHERE user_id = $1",
+        kinds_sql(&Report::PURCHASED_KINDS),
+        kinds_sql(&Report::USED_KINDS)
+    )
+});
+
+/// The report's sums per currency: the report's kind lists, and the
+/// payments' kinds of revenue, in NUMERIC.
+static FIGURES: LazyLock<String> = LazyLock::new(|| {
+    let (purchased, used) = (kinds_sql(&Report::PURCHASED_KINDS), kinds_sql(&Report::USED_KINDS));
+    format!(
+        "SELECT COALESCE(SUM(CASE WHEN kind IN ({purchased}) THEN amount ELSE 0 END), 0)::text, \
+                COALESCE(SUM(CASE WHEN kind IN ({used}) THEN -amount ELSE 0 END), 0)::text, \
+                COALESCE(SUM(CASE WHEN kind IN ('purchase', 'reinstatement') THEN amount_minor \
+                                  WHEN kind = 'reversal' THEN -amount_minor ELSE 0 END), 0)::text, \
+                COALESCE(currency, 'USD'), \
+                COUNT(*) FILTER (WHERE kind IN ('purchase', 'reversal', 'reinstatement')) \
+         FROM creditgate_entries WHERE kind IN ({purchased}, {used}, 'reversal', 'reinstatement') \
+         GROUP BY COALESCE(currency, 'USD')"
+    )
 });
 
 static LIVE_GRANTS: LazyLock<String> = LazyLock::new(|| format!("{} LIMIT $6::bigint", S.live_grants.pg()));
@@ -283,12 +311,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn lifetime(&mut self, user: &str) -> Result<(Credits, Credits)> {
-        let r = self.one(
-            "SELECT LEAST(COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0), 9223372036854775807)::bigint, \
-             LEAST(COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0), 9223372036854775807)::bigint \
-             FROM creditgate_entries WHERE user_id = $1",
-            &[&user],
-        )?;
+        let r = self.one(&LIFETIME, &[&user])?;
         Ok((Credits::from_micros(r.int(0)?), Credits::from_micros(r.int(1)?)))
     }
 
@@ -497,17 +520,7 @@ impl Tx for PgTx<'_> {
             ..LedgerFigures::default()
         };
         // NUMERIC sums read as text into i128: gross flows may exceed BIGINT.
-        let rows = self.query(
-            "SELECT COALESCE(SUM(CASE WHEN kind = 'purchase' THEN amount ELSE 0 END), 0)::text, \
-                    COALESCE(SUM(CASE WHEN kind IN ('usage', 'deduct') THEN -amount ELSE 0 END), 0)::text, \
-                    COALESCE(SUM(CASE WHEN kind IN ('purchase', 'reinstatement') THEN amount_minor \
-                                      WHEN kind = 'reversal' THEN -amount_minor ELSE 0 END), 0)::text, \
-                    COALESCE(currency, 'USD'), \
-                    COUNT(*) FILTER (WHERE kind IN ('purchase', 'reversal', 'reinstatement')) \
-             FROM creditgate_entries WHERE kind IN ('purchase', 'reversal', 'reinstatement', 'usage', 'deduct') \
-             GROUP BY COALESCE(currency, 'USD')",
-            &[],
-        )?;
+        let rows = self.query(&FIGURES, &[])?;
         let sum = |r: &postgres::Row, i: usize| -> Result<i128> {
             let text: String = col(r, i)?;
             text.parse().map_err(|_| Error::Internal(format!("report sum {text:?} is not an integer")))

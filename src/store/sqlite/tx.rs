@@ -8,12 +8,12 @@ use crate::error::{Error, Result};
 use crate::events::{Event, NewEvent, unknown_cursor};
 use crate::money::Credits;
 use crate::store::rows::{self, Columns, corrupt};
-use crate::store::sql::{S, Sql};
+use crate::store::sql::{S, Sql, kinds_sql};
 use crate::store::{
     AccountRow, Applied, HashKind, HoldRow, HoldStatus, KeyRow, KeyStanding, LedgerFigures, Param, RateCheck, Scope,
     Tx, exhausted_limit,
 };
-use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, SpendWindow, Timestamp};
+use crate::types::{Entry, EntryId, Grant, GrantId, HoldId, KeyId, ModelPrice, Report, SpendWindow, Timestamp};
 use rusqlite::{Connection, Params, Row, params};
 use std::sync::LazyLock;
 
@@ -36,6 +36,25 @@ impl<'c> SqliteTx<'c> {
 /// the account's page is written by the charge anyway).
 const ENSURE_ACCOUNT: &str = "INSERT INTO creditgate_accounts (user_id, created_at) VALUES (?1, ?2) \
      ON CONFLICT (user_id) DO UPDATE SET refill_at = refill_at RETURNING refill_at";
+
+/// The kinds `lifetime` reads: the report's lists (`Report::PURCHASED_KINDS`, `USED_KINDS`).
+static LIFETIME: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT kind, amount FROM creditgate_entries WHERE user_id = ?1 AND kind IN ({}, {})",
+        kinds_sql(&Report::PURCHASED_KINDS),
+        kinds_sql(&Report::USED_KINDS)
+    )
+});
+
+/// The entries `figures` sums: the report's lists, and the payments' kinds of revenue.
+static FIGURES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT kind, amount, COALESCE(amount_minor, 0), COALESCE(currency, 'USD') FROM creditgate_entries \
+         WHERE kind IN ({}, {}, 'reversal', 'reinstatement')",
+        kinds_sql(&Report::PURCHASED_KINDS),
+        kinds_sql(&Report::USED_KINDS)
+    )
+});
 
 impl Columns for Row<'_> {
     fn int(&self, i: usize) -> Result<i64> {
@@ -284,19 +303,15 @@ impl Tx for SqliteTx<'_> {
 
     fn lifetime(&mut self, user: &str) -> Result<(Credits, Credits)> {
         let (mut purchased, mut used) = (0i128, 0i128);
-        self.rows_each(
-            "SELECT kind, amount FROM creditgate_entries WHERE user_id = ?1 AND kind IN ('purchase', 'usage', 'deduct')",
-            [user],
-            |r| {
-                let amount = i128::from(r.int(1)?);
-                if r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? == "purchase" {
-                    purchased += amount;
-                } else {
-                    used -= amount;
-                }
-                Ok(())
-            },
-        )?;
+        self.rows_each(&LIFETIME, [user], |r| {
+            let amount = i128::from(r.int(1)?);
+            if Report::kind_in(&Report::PURCHASED_KINDS, r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?) {
+                purchased += amount;
+            } else {
+                used -= amount;
+            }
+            Ok(())
+        })?;
         Ok((saturated(purchased), saturated(used)))
     }
 
@@ -500,29 +515,25 @@ impl Tx for SqliteTx<'_> {
             ..LedgerFigures::default()
         };
         // Summed in i128 here: SQLite's SUM fails on i64 overflow of gross flows.
-        self.rows_each(
-            "SELECT kind, amount, COALESCE(amount_minor, 0), COALESCE(currency, 'USD') FROM creditgate_entries \
-             WHERE kind IN ('purchase', 'reversal', 'reinstatement', 'usage', 'deduct')",
-            [],
-            |r| {
-                let amount = i128::from(r.int(1)?);
-                let minor = i128::from(r.int(2)?);
-                let sign = match r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? {
-                    "purchase" => {
-                        fig.credits_purchased_micros += amount;
-                        1
-                    }
-                    "reversal" => -1,
-                    "reinstatement" => 1,
-                    _ => {
-                        fig.credits_used_micros -= amount;
-                        return Ok(());
-                    }
-                };
-                *fig.revenue_minor.entry(r.text(3)?).or_insert(0) += sign * minor;
-                Ok(())
-            },
-        )?;
+        self.rows_each(&FIGURES, [], |r| {
+            let amount = i128::from(r.int(1)?);
+            let minor = i128::from(r.int(2)?);
+            let kind = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            if Report::kind_in(&Report::PURCHASED_KINDS, kind) {
+                fig.credits_purchased_micros += amount;
+            }
+            if Report::kind_in(&Report::USED_KINDS, kind) {
+                fig.credits_used_micros -= amount;
+            }
+            // Revenue: what payments brought in, net of reversals.
+            let sign = match kind {
+                "purchase" | "reinstatement" => 1,
+                "reversal" => -1,
+                _ => return Ok(()),
+            };
+            *fig.revenue_minor.entry(r.text(3)?).or_insert(0) += sign * minor;
+            Ok(())
+        })?;
         Ok(fig)
     }
 

@@ -44,7 +44,7 @@ fn iterate<'py>(field: &str, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo
 }
 
 /// A `bool` (not any truthy object: `"no"` is not `False`).
-fn flag(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+pub(super) fn flag(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     obj.cast::<pyo3::types::PyBool>()
         .map(|b| b.is_true())
         .map_err(|_| PyTypeError::new_err(format!("{field} must be a bool, not {}", convert::type_name(obj))))
