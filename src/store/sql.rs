@@ -25,7 +25,6 @@
 //! | `ensure_account`, and the account's `refill_at` | the account row exists, and when its next allowance refill is due | SQLite upserts and returns `refill_at` in one statement (its write transaction holds the database); PostgreSQL reads it with the row lock (`LOCK_ACCOUNT`, `LOCK_AND_ENTRY_BY_KEY`), so a charge asks no more round trips (tests: `tests/organisations.rs`, `tests/org_model.rs`, `tests/model.rs` on both backends) |
 //! | `live_grants`' `LIMIT` | – | SQLite's planner weighs a bound `LIMIT`, so rebinding one re-parses: SQLite writes the limit into the text, PostgreSQL binds it |
 //! | schema bookkeeping, `NOW`, the verify cache's `fresh_until` | – | the catalogs and the clocks are the backends' own; `fresh_until` serves SQLite's verify cache only |
-//! | the index of 012 `creditgate_entries_created` (SQLite only) | – | PostgreSQL's `creditgate_entries_time` (009) already serves a ledger-wide time range (`daily_flows`, `usage_summary` without an account); SQLite's index of 009 leads with the account |
 //! | indexes of 009: `creditgate_entries_time`, the global-key index | – | SQLite indexes `(user_id, created_at)` (no bitmap scans; its gate rows hold); PostgreSQL indexes `created_at` alone, as a key led by the account's text cost its durable one-caller charge 12 %, and makes the global-key index partial (`NOT NULL`: usage entries skip it); SQLite would need a table rebuild for that (BENCHMARKS.md, issue 20) |
 
 use crate::limits::MAX_SUMMARY_ROWS;
