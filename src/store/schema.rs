@@ -38,6 +38,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(9, "009_pricing"),
     migration!(10, "010_webhooks"),
     migration!(11, "011_topups"),
+    migration!(12, "012_reserved"),
+    migration!(13, "013_daily_totals"),
 ];
 
 /// The newest schema version this library knows.

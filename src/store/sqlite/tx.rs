@@ -490,40 +490,14 @@ impl Tx for SqliteTx<'_> {
 
     fn figures(&mut self) -> Result<LedgerFigures> {
         let q = |sql: &Sql| -> Result<u64> { Ok(self.int(sql.sqlite(), [])?.max(0) as u64) };
-        let mut fig = LedgerFigures {
+        Ok(LedgerFigures {
             users: q(&S.users)?,
             paying_users: q(&S.paying_users)?,
             users_attempted_key: q(&S.users_attempted_key)?,
             paying_users_attempted_key: q(&S.paying_users_attempted_key)?,
             key_generation_attempts: q(&S.key_generation_attempts)?,
             key_generation_successes: q(&S.key_generation_successes)?,
-            ..LedgerFigures::default()
-        };
-        // Summed in i128 here: SQLite's SUM fails on i64 overflow of gross flows.
-        self.rows_each(
-            "SELECT kind, amount, COALESCE(amount_minor, 0), COALESCE(currency, 'USD') FROM creditgate_entries \
-             WHERE kind IN ('purchase', 'reversal', 'reinstatement', 'usage', 'deduct')",
-            [],
-            |r| {
-                let amount = i128::from(r.int(1)?);
-                let minor = i128::from(r.int(2)?);
-                let sign = match r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? {
-                    "purchase" => {
-                        fig.credits_purchased_micros += amount;
-                        1
-                    }
-                    "reversal" => -1,
-                    "reinstatement" => 1,
-                    _ => {
-                        fig.credits_used_micros -= amount;
-                        return Ok(());
-                    }
-                };
-                *fig.revenue_minor.entry(r.text(3)?).or_insert(0) += sign * minor;
-                Ok(())
-            },
-        )?;
-        Ok(fig)
+        })
     }
 
     fn payment_problems(&mut self) -> Result<Vec<(String, String, String)>> {
