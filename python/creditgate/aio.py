@@ -73,6 +73,7 @@ from ._creditgate import (
     Allowance,
     ApiKeyInfo,
     AuditReport,
+    DailyTotal,
     DeadLetter,
     DeliveryReport,
     Entry,
@@ -688,6 +689,9 @@ class AsyncLocalCreditManager:
 
     async def statement(self, user_id: _UserId, since: datetime, until: datetime) -> Statement:
         return await self._run(self._sync.statement, user_id, since, until)
+
+    async def daily_totals(self, since: datetime, until: datetime) -> list[DailyTotal]:
+        return await self._run(self._sync.daily_totals, since, until)
 
     async def audit(self) -> AuditReport:
         return await self._run(self._sync.audit)

@@ -62,6 +62,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         MAX_PROJECTS_PER_ORG,
         MAX_ALLOWANCES_PER_ACCOUNT,
         MAX_SUMMARY_ROWS,
+        MAX_TOTALS_DAYS,
         MAX_PRICE_VERSIONS,
         MAX_TOPUPS_PER_MONTH,
         MAX_LISTED_TOPUPS,

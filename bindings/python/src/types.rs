@@ -67,8 +67,10 @@ macro_rules! record {
 // Prices, usage rows and statements (after `record!`, which they use).
 mod pricing;
 mod topups;
+mod totals;
 pub use pricing::{ModelPrice, PriceVersion, Statement, StatementLine, UsageRow};
 pub use topups::{AutoTopup, Topup};
+pub use totals::DailyTotal;
 // Webhook subscriptions, dead letters and delivery reports.
 mod webhooks;
 pub use webhooks::{DeadLetter, DeliveryReport, WebhookSubscription};
@@ -718,6 +720,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ModelPrice>()?;
     m.add_class::<PriceVersion>()?;
     m.add_class::<UsageRow>()?;
+    m.add_class::<DailyTotal>()?;
     m.add_class::<StatementLine>()?;
     m.add_class::<Statement>()?;
     m.add_class::<AutoTopup>()?;
