@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::events::MAX_EVENTS_PER_PAGE;
-use crate::limits::{MAX_ACCOUNT_OFFSET, MAX_FLOW_DAYS, MAX_OPERATOR_BYTES};
+use crate::limits::{MAX_ACCOUNT_OFFSET, MAX_OPERATOR_BYTES};
 use crate::money::Credits;
 use crate::types::{Timestamp, truncate};
 use crate::validate;
@@ -155,19 +155,6 @@ pub struct DayFlow {
     pub entries: u64,
 }
 
-/// `since < until`, at most `MAX_FLOW_DAYS` days apart.
-pub(crate) fn check_flow_range(since: Timestamp, until: Timestamp) -> Result<()> {
-    const DAY_MICROS: i128 = 86_400_000_000;
-    if since >= until {
-        return Err(Error::invalid(format!("daily_flows: since ({since}) must be before until ({until})")));
-    }
-    if i128::from(until.0) - i128::from(since.0) > i128::from(MAX_FLOW_DAYS) * DAY_MICROS {
-        return Err(Error::invalid(format!(
-            "daily_flows: the range may span at most {MAX_FLOW_DAYS} days, got {since} to {until}"
-        )));
-    }
-    Ok(())
-}
 
 /// An operator's name (`acting_as`): 1..=`MAX_OPERATOR_BYTES` bytes of
 /// ASCII letters, digits, `.`, `_`, `-`, `@` and space (an e-mail address
@@ -206,12 +193,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn flow_ranges() {
-        let day = 86_400_000_000;
-        assert!(check_flow_range(Timestamp(0), Timestamp(366 * day)).is_ok());
-        assert!(check_flow_range(Timestamp(0), Timestamp(366 * day + 1)).is_err());
-        assert!(check_flow_range(Timestamp(5), Timestamp(5)).is_err());
-        assert!(check_flow_range(Timestamp(i64::MIN), Timestamp(i64::MAX)).is_err());
-    }
 }

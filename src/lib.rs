@@ -20,6 +20,7 @@ mod organisations;
 mod pricing;
 mod store;
 mod topups;
+mod totals;
 mod types;
 mod validate;
 pub mod webhooks;
@@ -47,6 +48,7 @@ pub use money::Credits;
 pub use organisations::{Allowance, AllowanceSpec, Budget, BudgetLimit, BudgetScope, Member, MemberUsage, Project};
 pub use pricing::{ModelPrice, PriceVersion};
 pub use topups::{AutoTopup, Topup, TopupAmount, TopupStatus};
+pub use totals::DailyTotal;
 pub use types::{
     Account, ApiKeyInfo, AuditMismatch, AuditReport, Entry, EntryId, EntryKind, ExpirySweep, Grant, GrantCategory,
     GrantId, GrantOptions, Hold, HoldId, HoldStatus, KeyEligibility, KeyId, NewApiKey, Report, SchemaStatus,

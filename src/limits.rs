@@ -101,6 +101,8 @@ pub const MAX_PROJECTS_PER_ORG: u32 = 1_000;
 pub const MAX_ALLOWANCES_PER_ACCOUNT: u32 = 100;
 /// The most rows one usage summary or statement returns.
 pub const MAX_SUMMARY_ROWS: u32 = 100_000;
+/// The most UTC days one `daily_totals` call covers.
+pub const MAX_TOTALS_DAYS: u32 = 400;
 /// The most versions one model's price keeps.
 pub const MAX_PRICE_VERSIONS: u32 = 1_000;
 /// Most top-ups one auto top-up rule may request per calendar month.
@@ -115,8 +117,6 @@ pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
 /// The furthest `list_accounts` pages in (`offset`): deeper pages cost a
 /// scan of every account before them.
 pub const MAX_ACCOUNT_OFFSET: u32 = 1_000_000;
-/// The longest range of `daily_flows`, in days.
-pub const MAX_FLOW_DAYS: i64 = 366;
 /// Longest operator name of `acting_as`.
 pub const MAX_OPERATOR_BYTES: usize = 64;
 

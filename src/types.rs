@@ -16,10 +16,6 @@ macro_rules! uuid_id {
         pub struct $name(pub Uuid);
 
         impl $name {
-            pub(crate) fn new() -> $name {
-                $name(Uuid::now_v7())
-            }
-
             /// Parses a UUID string; anything else is `InvalidArgument`. The
             /// message quotes at most the first 4 characters: a host that
             /// mixes up a key id and an API key must not see the secret in
@@ -49,9 +45,38 @@ macro_rules! uuid_id {
 }
 
 uuid_id!(
-    /// A ledger entry id (UUID v7).
+    /// A ledger entry id (UUID v7 carrying the entry's `created_at`, to the
+    /// millisecond: see [`EntryId::at`]).
     EntryId
 );
+
+impl EntryId {
+    /// The id of an entry created at `at` (the ledger's clock, which the
+    /// entry's `created_at` is too): a UUIDv7 whose timestamp is `at`'s
+    /// millisecond and whose other bits are random. So the primary key is a
+    /// time index on both backends: the entries created in `[t0, t1)` are
+    /// those with ids in `[v7_floor(t0), v7_floor(t1))` (the daily rollup,
+    /// `store/rollup.rs`). Not `now_v7`'s shared counter: it may move a
+    /// timestamp past the clock to stay monotonic, and the id must carry
+    /// the entry's own time.
+    pub(crate) fn at(at: Timestamp) -> EntryId {
+        let micros = at.0.max(0);
+        let (secs, sub) = (micros / 1_000_000, micros % 1_000_000);
+        // Both are non-negative here; `sub` is below 10^6.
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs as u64, (sub * 1_000) as u32);
+        EntryId(Uuid::new_v7(ts))
+    }
+}
+
+/// The smallest UUIDv7 of the millisecond `at` falls in (version 7,
+/// variant 10, every other bit zero): entries created at or after `at`'s
+/// millisecond have ids at or above it. Times before the epoch are the
+/// epoch, times past the 48-bit millisecond range its end.
+pub(crate) fn v7_floor(at: Timestamp) -> Uuid {
+    let ms = (at.0.max(0) / 1_000) as u128;
+    let ms = ms.min((1 << 48) - 1);
+    Uuid::from_u128((ms << 80) | (0x7 << 76) | (0b10 << 62))
+}
 uuid_id!(
     /// An API key id (UUID v7). Not secret.
     KeyId
@@ -60,6 +85,18 @@ uuid_id!(
     /// A hold id (UUID v7).
     HoldId
 );
+
+impl KeyId {
+    pub(crate) fn new() -> KeyId {
+        KeyId(Uuid::now_v7())
+    }
+}
+
+impl HoldId {
+    pub(crate) fn new() -> HoldId {
+        HoldId(Uuid::now_v7())
+    }
+}
 
 /// Microseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -563,7 +600,9 @@ pub struct AuditMismatch {
     pub user_id: String,
     /// `balance_mismatch`, `balance_after_chain`, `seq_gap`,
     /// `missing_account`, `grant_mismatch`, `grant_out_of_range`,
-    /// `payment_over_reversed` or `reinstatement_mismatch`.
+    /// `payment_over_reversed`, `reinstatement_mismatch`, `usage_charge` or
+    /// `rollup` (a day's daily totals differ from its entries; `user_id`
+    /// is then empty).
     pub problem: String,
     pub detail: String,
 }

@@ -1501,6 +1501,7 @@ fn a_version_1_database_is_upgraded_in_place() {
     assert_eq!(
         names,
         [
+            "creditgate_entries_expiries",
             "creditgate_entries_member",
             "creditgate_entries_purchases",
             "creditgate_entries_reversals",

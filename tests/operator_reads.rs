@@ -6,7 +6,7 @@
 mod common;
 
 use common::{NO_OPTS, credits, err_code, key_for};
-use creditgate::limits::{MAX_ACCOUNT_OFFSET, MAX_EVENTS_PER_PAGE, MAX_FLOW_DAYS, MAX_PAGE_LIMIT};
+use creditgate::limits::{MAX_ACCOUNT_OFFSET, MAX_EVENTS_PER_PAGE, MAX_PAGE_LIMIT, MAX_TOTALS_DAYS};
 use creditgate::{
     AccountOrder, AccountQuery, Config, CreditManager, Credits, EntryKind, EntryOptions, ErrorCode, EventQuery,
     HoldAmount, HoldStatus, KeyRef, SpendWindow, Timestamp, Usage,
@@ -292,9 +292,11 @@ fn daily_flows_add_up_to_the_report() {
     assert_eq!(second.used, credits(7));
 
     assert!(m.daily_flows(Timestamp(0), Timestamp(DAY)).unwrap().is_empty(), "days without entries are left out");
-    let most = Timestamp(since.0 + MAX_FLOW_DAYS * DAY);
-    assert!(m.daily_flows(since, most).is_ok());
-    for (s, u) in [(since, since), (until, since), (since, Timestamp(most.0 + 1)), (Timestamp(i64::MIN), until)] {
+    // At most MAX_TOTALS_DAYS whole days (the range of `daily_totals` it reads).
+    let midnight = Timestamp(since.0 - since.0.rem_euclid(DAY));
+    let most = Timestamp(midnight.0 + i64::from(MAX_TOTALS_DAYS) * DAY);
+    assert!(m.daily_flows(midnight, most).is_ok());
+    for (s, u) in [(since, since), (until, since), (midnight, Timestamp(most.0 + 1)), (Timestamp(i64::MIN), until)] {
         assert_eq!(err_code(m.daily_flows(s, u)), ErrorCode::InvalidArgument, "{s:?}..{u:?}");
     }
 }

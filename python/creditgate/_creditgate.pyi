@@ -53,6 +53,7 @@ __all__ = [
     "ModelPrice",
     "PriceVersion",
     "UsageRow",
+    "DailyTotal",
     "StatementLine",
     "Statement",
     "AutoTopup",
@@ -106,12 +107,12 @@ __all__ = [
     "MAX_EXPIRY_SWEEP",
     "MAX_TOKENS_PER_MINUTE",
     "MAX_ACCOUNT_OFFSET",
-    "MAX_FLOW_DAYS",
     "MAX_OPERATOR_BYTES",
     "MAX_MEMBERS_PER_ORG",
     "MAX_PROJECTS_PER_ORG",
     "MAX_ALLOWANCES_PER_ACCOUNT",
     "MAX_SUMMARY_ROWS",
+    "MAX_TOTALS_DAYS",
     "MAX_PRICE_VERSIONS",
     "MAX_TOPUPS_PER_MONTH",
     "MAX_LISTED_TOPUPS",
@@ -189,12 +190,12 @@ MAX_LISTED_GRANTS: Final[int]
 MAX_EXPIRY_SWEEP: Final[int]
 MAX_TOKENS_PER_MINUTE: Final[int]
 MAX_ACCOUNT_OFFSET: Final[int]
-MAX_FLOW_DAYS: Final[int]
 MAX_OPERATOR_BYTES: Final[int]
 MAX_MEMBERS_PER_ORG: Final[int]
 MAX_PROJECTS_PER_ORG: Final[int]
 MAX_ALLOWANCES_PER_ACCOUNT: Final[int]
 MAX_SUMMARY_ROWS: Final[int]
+MAX_TOTALS_DAYS: Final[int]
 MAX_PRICE_VERSIONS: Final[int]
 MAX_TOPUPS_PER_MONTH: Final[int]
 MAX_LISTED_TOPUPS: Final[int]
@@ -997,6 +998,37 @@ class PriceVersion:
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
+class DailyTotal:
+    """One UTC day's entries of one kind, model and currency: how many and their exact sums."""
+
+    @property
+    def day(self) -> datetime:
+        """The UTC midnight starting the day."""
+    @property
+    def kind(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def currency(self) -> str | None: ...
+    @property
+    def entries(self) -> int: ...
+    @property
+    def amount(self) -> Decimal:
+        """Signed as the entries are (usage and deductions negative)."""
+    @property
+    def amount_minor(self) -> int:
+        """Payments' minor units (0 for entries without)."""
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_input_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
 class UsageRow:
     """One group of a usage summary: the grouped fields are set, the others None."""
 
@@ -1394,6 +1426,9 @@ class LocalCreditManager:
         until: datetime | None = None,
         group_by: Sequence[str] = (),
     ) -> str: ...
+    def daily_totals(self, since: datetime, until: datetime) -> list[DailyTotal]:
+        """Counts and exact sums of the entries per UTC day, kind, model and currency, for the
+        days ``[since, until)`` touches (each whole); at most ``MAX_TOTALS_DAYS`` days."""
     def statement(self, user_id: _UserId, since: datetime, until: datetime) -> Statement:
         """Opening balance, movements by kind (usage by model and rates) and closing balance of ``[since, until)``."""
     def audit(self) -> AuditReport: ...

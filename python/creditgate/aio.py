@@ -74,6 +74,7 @@ from ._creditgate import (
     Allowance,
     ApiKeyInfo,
     AuditReport,
+    DailyTotal,
     DayFlow,
     DeadLetter,
     DeliveryReport,
@@ -739,6 +740,9 @@ class AsyncLocalCreditManager:
 
     async def daily_flows(self, since: datetime, until: datetime) -> list[DayFlow]:
         return await self._run(self._sync.daily_flows, since, until)
+
+    async def daily_totals(self, since: datetime, until: datetime) -> list[DailyTotal]:
+        return await self._run(self._sync.daily_totals, since, until)
 
     async def audit(self) -> AuditReport:
         return await self._run(self._sync.audit)

@@ -3,7 +3,9 @@
 //! (`store/browse.rs`).
 
 use super::CreditManager;
-use crate::browse::{AccountPage, AccountQuery, DayFlow, EventQuery, check_flow_range};
+use super::rollup::Flows;
+use crate::browse::{AccountPage, AccountQuery, DayFlow, EventQuery};
+use crate::totals::day_range;
 use crate::error::Result;
 use crate::events::Event;
 use crate::types::{Hold, Timestamp};
@@ -48,14 +50,16 @@ impl CreditManager {
         })())
     }
 
-    /// Credits purchased and used, and entries, per UTC day of the entries
-    /// created in `[since, until)` (at most `MAX_FLOW_DAYS` days), oldest
-    /// day first; days without entries are left out. `purchased` and `used`
-    /// count as the report's `credits_purchased` and `credits_used` do.
+    /// Credits purchased and used, and entries, per UTC day that
+    /// `[since, until)` touches (each whole, as `daily_totals`; at most
+    /// `MAX_TOTALS_DAYS` days), oldest first; days without entries are left
+    /// out. `purchased` and `used` count as the report's `credits_purchased`
+    /// and `credits_used` do: both are read from the daily totals.
     pub fn daily_flows(&self, since: Timestamp, until: Timestamp) -> Result<Vec<DayFlow>> {
         self.track((|| {
-            check_flow_range(since, until)?;
-            self.read(|tx| tx.daily_flows(since, until))
+            let (first, end) = day_range(since, until)?;
+            self.ensure_rolled_up()?;
+            Flows::per_day(&self.read(|tx| tx.daily_totals(first, end))?)
         })())
     }
 }

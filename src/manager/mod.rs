@@ -22,6 +22,7 @@ mod holds;
 mod orgs;
 mod posting;
 mod rate;
+mod rollup;
 mod topups;
 mod usage;
 mod verify;

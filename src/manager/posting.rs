@@ -159,7 +159,7 @@ impl CreditManager {
         check_applied(d.user, d.amount, applied)?;
         let (balance_after, seq) = (applied.balance_after, applied.seq);
         let entry = Entry {
-            id: EntryId::new(),
+            id: EntryId::at(now),
             seq,
             user_id: d.user.to_string(),
             kind: d.kind,

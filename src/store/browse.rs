@@ -90,16 +90,4 @@ impl dyn Tx + '_ {
         })
     }
 
-    /// Credits purchased and used, and entries, per UTC day of [since, until)
-    /// (days without entries left out), summed exactly (`sql::split_sum`).
-    pub(crate) fn daily_flows(&mut self, since: Timestamp, until: Timestamp) -> Result<Vec<DayFlow>> {
-        self.all(&S.daily_flows, &[Int(since.0), Int(until.0)], |r| {
-            Ok(DayFlow {
-                day: Timestamp(r.int(0)?),
-                purchased: Credits::from_total(joined(r, 1)?, "a day's credits purchased")?,
-                used: Credits::from_total(joined(r, 3)?, "a day's credits used")?,
-                entries: u64::try_from(r.int(5)?).unwrap_or(0),
-            })
-        })
-    }
 }

@@ -13,6 +13,7 @@ mod pool;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 mod pricing;
+mod rollup;
 mod rows;
 mod schema;
 pub(crate) mod sql;
@@ -21,6 +22,7 @@ mod topups;
 mod verify_cache;
 mod webhooks;
 
+pub(crate) use rollup::{DAY_MICROS, DayKey, DaySums, DayTotals, ROLLUP_GRACE_MICROS, floor_day, out_of_range};
 pub(crate) use webhooks::{Lease, WebhookRow};
 
 use crate::config::Config;
@@ -258,7 +260,8 @@ pub(crate) fn exhausted_limit(requests: i64, rpm: Option<i64>) -> &'static str {
     if rpm.is_some_and(|rpm| requests >= rpm) { "requests_per_minute" } else { "tokens_per_minute" }
 }
 
-/// Sums over the whole ledger for `report()`, in micro-credits and cents.
+/// Counts over the whole ledger for `report()` (its sums of entries come
+/// from the daily totals, `store/rollup.rs`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LedgerFigures {
     pub users: u64,
@@ -267,10 +270,6 @@ pub(crate) struct LedgerFigures {
     pub paying_users_attempted_key: u64,
     pub key_generation_attempts: u64,
     pub key_generation_successes: u64,
-    pub credits_purchased_micros: i128,
-    /// Per currency: purchases − reversals + reinstatements, in minor units.
-    pub revenue_minor: std::collections::BTreeMap<String, i128>,
-    pub credits_used_micros: i128,
 }
 
 /// Domain-level storage operations inside one transaction. Balance changes

@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn a_grant_row_maps_and_a_corrupt_one_is_refused() {
-        let id = EntryId::new().0.to_string();
+        let id = EntryId::at(Timestamp::now()).0.to_string();
         let row = vec![
             Some("7"),
             Some("u"),

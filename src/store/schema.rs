@@ -39,6 +39,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(10, "010_webhooks"),
     migration!(11, "011_topups"),
     migration!(12, "012_operator_reads"),
+    migration!(13, "013_daily_totals"),
 ];
 
 /// The newest schema version this library knows.

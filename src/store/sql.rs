@@ -16,7 +16,7 @@
 //!
 //! | statement | rule it encodes | why it differs |
 //! | --- | --- | --- |
-//! | `lifetime`, `key_usage_since`, `due_grants_total`, `figures` (sums), `scan_grants` | gross sums of i64 amounts | SQLite's `SUM` fails on i64 overflow, so SQLite streams rows and sums in i128 in Rust; PostgreSQL sums in `NUMERIC` on the server (one row instead of every entry) |
+//! | `lifetime`, `key_usage_since`, `due_grants_total`, `scan_grants` | gross sums of i64 amounts | SQLite's `SUM` fails on i64 overflow, so SQLite streams rows and sums in i128 in Rust; PostgreSQL sums in `NUMERIC` on the server (one row instead of every entry) |
 //! | `events` (and its cursor check) | outbox events in commit order | SQLite ids are in commit order (one writer); PostgreSQL orders by `(txid, id)` below the snapshot's xmin |
 //! | `touch_keys` | `last_used_at` is lazy | PostgreSQL updates every key in one statement and skips rows another transaction holds (`SKIP LOCKED`); SQLite has one writer and runs one cached update per key |
 //! | `lock_account`, `ensure_account`'s lock, PostgreSQL's `lock_and_entry_by_key` | the account row lock of every write | SQLite's write transaction already holds the database; PostgreSQL locks the row (`FOR NO KEY UPDATE`), and on the charge path locks, looks up the idempotency key and prefetches the first batch of `live_grants` in one round trip (tests: `tests/concurrency.rs`, `tests/payments.rs`, `tests/multihost.rs` on PostgreSQL) |
@@ -237,6 +237,22 @@ pub(crate) fn split_sum(expr: &str) -> String {
 pub(crate) const USAGE_SUMS: &str = "COUNT(*), COALESCE(SUM(e.input_tokens), 0)::bigint, \
      COALESCE(SUM(e.output_tokens), 0)::bigint, COALESCE(SUM(e.cached_tokens), 0)::bigint, \
      COALESCE(SUM(e.cache_write_tokens), 0)::bigint";
+
+/// The groups of the daily rollup of the entries `filter` selects: the
+/// UTC day of `created_at` (its midnight, floored also before the epoch),
+/// kind, model and currency ('' for none), then the count, the amounts as
+/// [`split_sum`]'s halves and the token sums (`store/rollup.rs` reads them).
+pub(crate) fn day_groups(filter: &str) -> String {
+    format!(
+        "SELECT (e.created_at - ((e.created_at % 86400000000) + 86400000000) % 86400000000), e.kind, \
+         COALESCE(e.model, ''), COALESCE(e.currency, ''), COUNT(*), {}, {}, \
+         COALESCE(SUM(e.input_tokens), 0)::bigint, COALESCE(SUM(e.output_tokens), 0)::bigint, \
+         COALESCE(SUM(e.cached_tokens), 0)::bigint, COALESCE(SUM(e.cache_write_tokens), 0)::bigint \
+         FROM creditgate_entries e WHERE {filter} GROUP BY 1, 2, 3, 4",
+        split_sum("e.amount"),
+        split_sum("COALESCE(e.amount_minor, 0)")
+    )
+}
 
 /// The account a key's charges move: its owner's organisation when the
 /// owner is a member of one (`m`, joined by [`KEY_FROM`]), else the owner.
@@ -672,13 +688,42 @@ statements! {
     users_with_due_refills = "SELECT user_id FROM creditgate_accounts WHERE refill_at <= $1::bigint \
         ORDER BY user_id LIMIT $2::bigint";
     /// The report's allowance figures, each a column of amounts the store
-    /// sums in i128: credits issued, expired unused, still held.
-    allowance_issued = "SELECT amount FROM creditgate_entries WHERE kind = 'allowance'";
-    allowance_expired = "SELECT -e.amount FROM creditgate_entries e JOIN creditgate_grants g \
-        ON e.reference = 'grant:' || g.id WHERE e.kind = 'expiry' AND g.allowance_id IS NOT NULL";
+    /// sums in i128: expired unused, still held (credits issued come from
+    /// the daily totals). Expired: allowance grants, each joined to its
+    /// expiry entries through `creditgate_entries_expiries` (013), a
+    /// partial index usage never enters.
+    allowance_expired = "SELECT -e.amount FROM creditgate_grants g JOIN creditgate_entries e \
+        ON e.reference = 'grant:' || g.id AND e.kind = 'expiry' WHERE g.allowance_id IS NOT NULL";
     allowance_held = "SELECT remaining FROM creditgate_grants WHERE allowance_id IS NOT NULL AND remaining > 0";
 
-    /// Sets account $1's auto top-up rule (all NULL: none).
+    // The daily rollup (`store/rollup.rs`).
+    /// Days before `through` are in `creditgate_daily_totals`.
+    rollup_through = "SELECT through FROM creditgate_rollup WHERE id = 1";
+    /// Locks the rollup's state row for the rolling write and reads it (on
+    /// PostgreSQL a second roller waits here, then reads the first's
+    /// `through`; SQLite's write transaction holds the database already).
+    lock_rollup = "UPDATE creditgate_rollup SET through = through WHERE id = 1 RETURNING through";
+    /// Moves `through` from $1 to $2 (one row: nobody moved it meanwhile).
+    advance_rollup = "UPDATE creditgate_rollup SET through = $2 WHERE id = 1 AND through = $1";
+    insert_daily_total = "INSERT INTO creditgate_daily_totals (day, kind, model, currency, entries, amount, \
+        amount_minor, input_tokens, output_tokens, cached_tokens, cache_write_tokens) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    /// The rolled-up rows of days in [$1, $2) before `through` ($3), in
+    /// [`day_groups`]' shape (the amounts as [`split_sum`]'s halves).
+    rolled_totals = "SELECT day, kind, model, currency, entries, amount >> 32, amount & 4294967295, \
+        amount_minor >> 32, amount_minor & 4294967295, input_tokens, output_tokens, cached_tokens, \
+        cache_write_tokens FROM creditgate_daily_totals WHERE day >= $1 AND day < $2 AND day < $3";
+    /// [`day_groups`] of the entries created in [$3, $4) with ids in [$1,
+    /// $2): the primary key is a time index (`EntryId::at`), `created_at`
+    /// decides.
+    day_sums = day_groups(
+        "e.id >= $1::uuid AND e.id < $2::uuid AND e.created_at >= $3::bigint AND e.created_at < $4::bigint"
+    );
+    /// The same by `created_at` alone, a scan of every entry: the first
+    /// rollup of a ledger (entries of older versions have ids of the
+    /// writer's clock) and the audit's recount.
+    day_sums_scan = day_groups("e.created_at >= $1::bigint AND e.created_at < $2::bigint");
+
     set_topup_rule = "UPDATE creditgate_accounts SET topup_threshold = $2, topup_kind = $3, topup_amount = $4, \
         topup_max_per_month = $5, topup_monthly_cap = $6 WHERE user_id = $1";
     topup_rule = format!("SELECT {TOPUP_RULE_COLS} FROM creditgate_accounts WHERE user_id = $1");
@@ -783,15 +828,6 @@ statements! {
     recent_events_of_user = recent_events(true, false);
     recent_events_of_kind = recent_events(false, true);
     recent_events_of_user_kind = recent_events(true, true);
-    /// Per UTC day of [$1, $2): the day, the [`split_sum`]s of the credits
-    /// purchased and used (the report's kind lists), and its entries.
-    daily_flows = format!(
-        "SELECT {} AS flow_day, {}, {}, COUNT(*) FROM creditgate_entries e \
-         WHERE e.created_at >= $1 AND e.created_at < $2 GROUP BY flow_day ORDER BY flow_day",
-        utc_day("e.created_at"),
-        split_sum(&format!("CASE WHEN e.kind IN ({}) THEN e.amount ELSE 0 END", kinds_sql(&Report::PURCHASED_KINDS))),
-        split_sum(&format!("CASE WHEN e.kind IN ({}) THEN -e.amount ELSE 0 END", kinds_sql(&Report::USED_KINDS))),
-    );
 }
 
 /// The accounts `list_accounts` selects: user ids containing $1 (when not

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -76,6 +77,7 @@ SIGNATURES = {
     "usage_summary_json": "(*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=())",
     "usage_summary_csv": "(*, user_id=None, key_id=None, model=None, since=None, until=None, group_by=())",
     "statement": "(user_id, since, until)",
+    "daily_totals": "(since, until)",
     "transactions": "(user_id, *, limit=50, before=None)",
     "audit": "()",
     "metrics": "()",
@@ -148,6 +150,8 @@ FIELDS = {
     "Report": "users paying_users users_attempted_key key_generation_attempts key_generation_successes "
     "purchase_conversion_rate credits_purchased revenue_usd_minor revenue_per_paying_user_usd_minor "
     "revenue_minor_by_currency credits_used outstanding_balance overdraft_receivable",
+    "DailyTotal": "day kind model currency entries amount amount_minor input_tokens output_tokens "
+    "cached_input_tokens cache_write_tokens",
     "ImportSummary": "users balances_imported balances_already_imported balances_skipped keys",
 }
 
@@ -167,6 +171,7 @@ def test_result_fields(manager: LocalCreditManager) -> None:
         "Hold": hold,
         "AuditReport": manager.audit(),
         "Report": manager.report(),
+        "DailyTotal": manager.daily_totals(hold.expires_at - timedelta(days=1), hold.expires_at)[0],
     }
     for cls, obj in results.items():
         assert type(obj).__name__ == cls

@@ -26,6 +26,7 @@ mod credits;
 mod keys;
 mod orgs;
 mod topups;
+mod totals;
 mod usage;
 mod webhooks;
 

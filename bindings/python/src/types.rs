@@ -68,9 +68,11 @@ macro_rules! record {
 mod browse;
 mod pricing;
 mod topups;
+mod totals;
 pub use browse::{AccountPage, AccountSummary, DayFlow};
 pub use pricing::{ModelPrice, PriceVersion, Statement, StatementLine, UsageRow};
 pub use topups::{AutoTopup, Topup};
+pub use totals::DailyTotal;
 // Webhook subscriptions, dead letters and delivery reports.
 mod webhooks;
 pub use webhooks::{DeadLetter, DeliveryReport, WebhookSubscription};
@@ -724,6 +726,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ModelPrice>()?;
     m.add_class::<PriceVersion>()?;
     m.add_class::<UsageRow>()?;
+    m.add_class::<DailyTotal>()?;
     m.add_class::<StatementLine>()?;
     m.add_class::<Statement>()?;
     m.add_class::<AutoTopup>()?;

@@ -92,21 +92,6 @@ static LIFETIME: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The report's sums per currency: the report's kind lists, and the
-/// payments' kinds of revenue, in NUMERIC.
-static FIGURES: LazyLock<String> = LazyLock::new(|| {
-    let (purchased, used) = (kinds_sql(&Report::PURCHASED_KINDS), kinds_sql(&Report::USED_KINDS));
-    format!(
-        "SELECT COALESCE(SUM(CASE WHEN kind IN ({purchased}) THEN amount ELSE 0 END), 0)::text, \
-                COALESCE(SUM(CASE WHEN kind IN ({used}) THEN -amount ELSE 0 END), 0)::text, \
-                COALESCE(SUM(CASE WHEN kind IN ('purchase', 'reinstatement') THEN amount_minor \
-                                  WHEN kind = 'reversal' THEN -amount_minor ELSE 0 END), 0)::text, \
-                COALESCE(currency, 'USD'), \
-                COUNT(*) FILTER (WHERE kind IN ('purchase', 'reversal', 'reinstatement')) \
-         FROM creditgate_entries WHERE kind IN ({purchased}, {used}, 'reversal', 'reinstatement') \
-         GROUP BY COALESCE(currency, 'USD')"
-    )
-});
 
 static LIVE_GRANTS: LazyLock<String> = LazyLock::new(|| format!("{} LIMIT $6::bigint", S.live_grants.pg()));
 
@@ -510,30 +495,14 @@ impl Tx for PgTx<'_> {
 
     fn figures(&mut self) -> Result<LedgerFigures> {
         let q = |tx: &mut Self, sql: &Sql| -> Result<u64> { Ok(tx.int(sql.pg(), &[])?.max(0) as u64) };
-        let mut fig = LedgerFigures {
+        Ok(LedgerFigures {
             users: q(self, &S.users)?,
             paying_users: q(self, &S.paying_users)?,
             users_attempted_key: q(self, &S.users_attempted_key)?,
             paying_users_attempted_key: q(self, &S.paying_users_attempted_key)?,
             key_generation_attempts: q(self, &S.key_generation_attempts)?,
             key_generation_successes: q(self, &S.key_generation_successes)?,
-            ..LedgerFigures::default()
-        };
-        // NUMERIC sums read as text into i128: gross flows may exceed BIGINT.
-        let rows = self.query(&FIGURES, &[])?;
-        let sum = |r: &postgres::Row, i: usize| -> Result<i128> {
-            let text: String = col(r, i)?;
-            text.parse().map_err(|_| Error::Internal(format!("report sum {text:?} is not an integer")))
-        };
-        for r in &rows {
-            fig.credits_purchased_micros += sum(r, 0)?;
-            fig.credits_used_micros += sum(r, 1)?;
-            // Usage has no currency: its group counts no payment entries.
-            if col::<i64>(r, 4)? > 0 {
-                *fig.revenue_minor.entry(col(r, 3)?).or_insert(0) += sum(r, 2)?;
-            }
-        }
-        Ok(fig)
+        })
     }
 
     fn payment_problems(&mut self) -> Result<Vec<(String, String, String)>> {

@@ -46,15 +46,6 @@ static LIFETIME: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The entries `figures` sums: the report's lists, and the payments' kinds of revenue.
-static FIGURES: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT kind, amount, COALESCE(amount_minor, 0), COALESCE(currency, 'USD') FROM creditgate_entries \
-         WHERE kind IN ({}, {}, 'reversal', 'reinstatement')",
-        kinds_sql(&Report::PURCHASED_KINDS),
-        kinds_sql(&Report::USED_KINDS)
-    )
-});
 
 impl Columns for Row<'_> {
     fn int(&self, i: usize) -> Result<i64> {
@@ -505,36 +496,14 @@ impl Tx for SqliteTx<'_> {
 
     fn figures(&mut self) -> Result<LedgerFigures> {
         let q = |sql: &Sql| -> Result<u64> { Ok(self.int(sql.sqlite(), [])?.max(0) as u64) };
-        let mut fig = LedgerFigures {
+        Ok(LedgerFigures {
             users: q(&S.users)?,
             paying_users: q(&S.paying_users)?,
             users_attempted_key: q(&S.users_attempted_key)?,
             paying_users_attempted_key: q(&S.paying_users_attempted_key)?,
             key_generation_attempts: q(&S.key_generation_attempts)?,
             key_generation_successes: q(&S.key_generation_successes)?,
-            ..LedgerFigures::default()
-        };
-        // Summed in i128 here: SQLite's SUM fails on i64 overflow of gross flows.
-        self.rows_each(&FIGURES, [], |r| {
-            let amount = i128::from(r.int(1)?);
-            let minor = i128::from(r.int(2)?);
-            let kind = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            if Report::kind_in(&Report::PURCHASED_KINDS, kind) {
-                fig.credits_purchased_micros += amount;
-            }
-            if Report::kind_in(&Report::USED_KINDS, kind) {
-                fig.credits_used_micros -= amount;
-            }
-            // Revenue: what payments brought in, net of reversals.
-            let sign = match kind {
-                "purchase" | "reinstatement" => 1,
-                "reversal" => -1,
-                _ => return Ok(()),
-            };
-            *fig.revenue_minor.entry(r.text(3)?).or_insert(0) += sign * minor;
-            Ok(())
-        })?;
-        Ok(fig)
+        })
     }
 
     fn payment_problems(&mut self) -> Result<Vec<(String, String, String)>> {
