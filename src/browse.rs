@@ -155,7 +155,6 @@ pub struct DayFlow {
     pub entries: u64,
 }
 
-
 /// An operator's name (`acting_as`): 1..=`MAX_OPERATOR_BYTES` bytes of
 /// ASCII letters, digits, `.`, `_`, `-`, `@` and space (an e-mail address
 /// or a login fits; nothing that could pass for markup or a line break).
@@ -192,5 +191,4 @@ mod tests {
             assert!(operator(bad).is_err(), "{bad:?}");
         }
     }
-
 }

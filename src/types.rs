@@ -635,6 +635,8 @@ pub struct Report {
     pub revenue_minor_by_currency: BTreeMap<String, i64>,
     pub credits_used: Credits,
     pub outstanding_balance: Credits,
+    /// Credits held by active, unexpired holds (`reserve`) across the ledger.
+    pub outstanding_holds: Credits,
     pub overdraft_receivable: Credits,
     /// Credits issued by allowance refills, and of those what was spent
     /// (issued − expired − still held by live allowance grants).
@@ -760,6 +762,7 @@ mod tests {
             allowance_issued: Credits::ZERO,
             allowance_used: Credits::ZERO,
             outstanding_balance: Credits::ZERO,
+            outstanding_holds: Credits::ZERO,
             overdraft_receivable: Credits::ZERO,
             schema_version: 1,
             library_schema_version: 1,

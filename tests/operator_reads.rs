@@ -201,6 +201,11 @@ fn holds_are_newest_first_and_filtered_to_active_ones() {
     let listed = &m.holds("u", true, 1).unwrap()[0];
     assert_eq!((listed.amount, listed.user_id.as_str(), listed.replayed), (credits(3), "u", false));
     assert!(m.holds("nobody", false, 50).unwrap().is_empty());
+    // The report's outstanding holds: the active, unexpired ones of every account (1 + 3, not 2 or 4).
+    m.add_credits("w", credits(10), EntryKind::Adjustment, &NO_OPTS).unwrap();
+    let (other, _) = key_for(&m, "w");
+    m.reserve(&other, HoldAmount::Credits(credits(5)), 600, None).unwrap();
+    assert_eq!(m.report().unwrap().outstanding_holds, credits(9));
     assert_eq!(err_code(m.holds("u", true, 0)), ErrorCode::InvalidArgument);
     assert_eq!(err_code(m.holds("u", true, MAX_PAGE_LIMIT + 1)), ErrorCode::InvalidArgument);
     assert_eq!(err_code(m.holds("", true, 1)), ErrorCode::InvalidArgument);

@@ -746,6 +746,9 @@ class Report:
     @property
     def outstanding_balance(self) -> Decimal: ...
     @property
+    def outstanding_holds(self) -> Decimal:
+        """Credits held by active, unexpired holds across the ledger."""
+    @property
     def overdraft_receivable(self) -> Decimal: ...
     @property
     def allowance_issued(self) -> Decimal:

@@ -96,6 +96,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "revenue_minor_by_currency",
         "credits_used",
         "outstanding_balance",
+        "outstanding_holds",
         "overdraft_receivable",
         "allowance_issued",
         "allowance_used",

@@ -281,6 +281,12 @@ LEDGER_GAUGES: tuple[LedgerGauge, ...] = (
         in_micros=True,
     ),
     LedgerGauge(
+        "outstanding_holds",
+        "creditgate_ledger_outstanding_holds_micros",
+        "Credits held by active holds in micro-credits: reserved for calls in flight",
+        in_micros=True,
+    ),
+    LedgerGauge(
         "overdraft_receivable",
         "creditgate_ledger_overdraft_receivable_micros",
         "Sum of negative balances in micro-credits, as a positive number",

@@ -92,11 +92,12 @@ impl CreditManager {
                 let now = tx.now()?;
                 outstanding -= i128::from(tx.due_grants_total(now)?.micros());
                 let flows = Flows::of(&tx.daily_totals(i64::MIN, i64::MAX)?)?;
-                Ok((tx.figures()?, flows, outstanding, receivable, tx.allowance_figures()?))
+                let holds = tx.outstanding_holds(now)?;
+                Ok((tx.figures()?, flows, (outstanding, holds), receivable, tx.allowance_figures()?))
             })
         });
         let schema_version = self.inner.store.applied_versions().map(|v| v.last().copied().unwrap_or(0));
-        self.track(figures.and_then(|(f, flows, outstanding, receivable, (expired, live))| {
+        self.track(figures.and_then(|(f, flows, (outstanding, holds), receivable, (expired, live))| {
             let credits = Credits::from_total;
             let mut by_currency = BTreeMap::new();
             for (currency, minor) in flows.revenue_minor {
@@ -123,6 +124,7 @@ impl CreditManager {
                 revenue_minor_by_currency: by_currency,
                 credits_used: credits(flows.used, "credits_used")?,
                 outstanding_balance: credits(outstanding, "outstanding_balance")?,
+                outstanding_holds: holds,
                 overdraft_receivable: credits(receivable, "overdraft_receivable")?,
                 allowance_issued: issued,
                 allowance_used: credits(

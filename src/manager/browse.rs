@@ -5,9 +5,9 @@
 use super::CreditManager;
 use super::rollup::Flows;
 use crate::browse::{AccountPage, AccountQuery, DayFlow, EventQuery};
-use crate::totals::day_range;
 use crate::error::Result;
 use crate::events::Event;
+use crate::totals::day_range;
 use crate::types::{Hold, Timestamp};
 use crate::validate;
 

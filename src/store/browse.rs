@@ -1,10 +1,9 @@
-//! The operator's reads (`list_accounts`, `holds`, `recent_events`,
-//! `daily_flows`): statements of `sql.rs` run through the backend-neutral
+//! The operator's reads (`list_accounts`, `holds`, `recent_events`):
+//! statements of `sql.rs` run through the backend-neutral
 //! [`Tx::query_rows`], so each is written once for both backends.
 
-use super::pricing::joined;
 use super::{HoldRow, HoldStatus, Param, Tx, rows};
-use crate::browse::{AccountOrder, AccountQuery, AccountSummary, DayFlow, EventQuery};
+use crate::browse::{AccountOrder, AccountQuery, AccountSummary, EventQuery};
 use crate::error::Result;
 use crate::events::Event;
 use crate::money::Credits;
@@ -31,6 +30,11 @@ fn listed_hold(h: HoldRow, now: Timestamp) -> Hold {
 }
 
 impl dyn Tx + '_ {
+    /// Credits held by active holds unexpired at `now`, every account's.
+    pub(crate) fn outstanding_holds(&mut self, now: Timestamp) -> Result<Credits> {
+        self.sum(&S.holds_outstanding, &[Int(now.0)])
+    }
+
     /// The page of accounts `q` selects at `now` (checked by the caller).
     pub(crate) fn account_page(&mut self, q: &AccountQuery, now: Timestamp) -> Result<Vec<AccountSummary>> {
         let params = [
@@ -89,5 +93,4 @@ impl dyn Tx + '_ {
             Event::from_stored(r.int(0)?, &r.text(1)?, r.text(2)?, key, &r.text(4)?, r.int(5)?)
         })
     }
-
 }

@@ -50,7 +50,7 @@ impl dyn Tx + '_ {
     /// The sum of the first column over every row, in i128 (SQLite's `SUM`
     /// fails on i64 overflow; the `sql.rs` rule for gross sums), clamped
     /// to the i64 range.
-    fn sum(&mut self, sql: &Sql, p: &[Param]) -> Result<Credits> {
+    pub(super) fn sum(&mut self, sql: &Sql, p: &[Param]) -> Result<Credits> {
         let mut total = 0i128;
         self.query_rows(sql, p, &mut |r| {
             total += i128::from(r.int(0)?);

@@ -28,7 +28,7 @@
 //! | indexes of 009: `creditgate_entries_time`, the global-key index | – | SQLite indexes `(user_id, created_at)` (no bitmap scans; its gate rows hold); PostgreSQL indexes `created_at` alone, as a key led by the account's text cost its durable one-caller charge 12 %, and makes the global-key index partial (`NOT NULL`: usage entries skip it); SQLite would need a table rebuild for that (BENCHMARKS.md, issue 20) |
 
 use crate::limits::MAX_SUMMARY_ROWS;
-use crate::types::{EntryKind, Report};
+use crate::types::EntryKind;
 use std::sync::LazyLock;
 
 /// One statement, in both dialects.
@@ -158,7 +158,7 @@ pub(crate) fn key_active(k: &str, now: &str) -> String {
 }
 
 /// Entry kinds as an SQL list (`'usage', 'deduct'`), for `IN (…)`: the
-/// report's kind lists ([`Report::PURCHASED_KINDS`], [`Report::USED_KINDS`])
+/// report's kind lists (`Report::PURCHASED_KINDS`, `Report::USED_KINDS`)
 /// written into statements.
 pub(crate) fn kinds_sql(kinds: &[EntryKind]) -> String {
     kinds.iter().map(|k| format!("'{}'", k.as_str())).collect::<Vec<_>>().join(", ")
@@ -824,6 +824,9 @@ statements! {
     holds_page = format!(
         "SELECT {HOLD_COLS} FROM creditgate_holds WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
     );
+    /// Active holds not yet expired at $1, ledger-wide (summed by the store):
+    /// the report's `outstanding_holds` (index `creditgate_holds_open`).
+    holds_outstanding = "SELECT amount FROM creditgate_holds WHERE status = 'active' AND expires_at > $1";
     recent_events = recent_events(false, false);
     recent_events_of_user = recent_events(true, false);
     recent_events_of_kind = recent_events(false, true);

@@ -149,7 +149,7 @@ FIELDS = {
     "AuditReport": "ok accounts_checked entries_checked mismatches",
     "Report": "users paying_users users_attempted_key key_generation_attempts key_generation_successes "
     "purchase_conversion_rate credits_purchased revenue_usd_minor revenue_per_paying_user_usd_minor "
-    "revenue_minor_by_currency credits_used outstanding_balance overdraft_receivable",
+    "revenue_minor_by_currency credits_used outstanding_balance outstanding_holds overdraft_receivable",
     "DailyTotal": "day kind model currency entries amount amount_minor input_tokens output_tokens "
     "cached_input_tokens cache_write_tokens",
     "ImportSummary": "users balances_imported balances_already_imported balances_skipped keys",

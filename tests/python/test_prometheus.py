@@ -351,7 +351,7 @@ def ledger_values(fams: dict[str, Metric]) -> dict[str, float]:
 
 def expected_ledger(report: Report) -> dict[str, float]:
     d = report.to_dict()
-    micros = {"credits_purchased", "credits_used", "outstanding_balance", "overdraft_receivable"}
+    micros = {"credits_purchased", "credits_used", "outstanding_balance", "outstanding_holds", "overdraft_receivable"}
     return {
         g.name: float(int(d[g.field] * 1_000_000)) if g.field in micros else float(d[g.field]) for g in LEDGER_GAUGES
     }
@@ -388,6 +388,7 @@ def test_collector_yields_process_metrics_and_ledger_gauges(manager: LocalCredit
         "creditgate_ledger_credits_purchased_micros": 5_000_000_000.0,
         "creditgate_ledger_credits_used_micros": 10_004_500_000.0,  # 1.5 + 2 + 1 + 10,000
         "creditgate_ledger_outstanding_balance_micros": 0.0,
+        "creditgate_ledger_outstanding_holds_micros": 0.0,
         "creditgate_ledger_overdraft_receivable_micros": 5_004_500_000.0,
     }
     assert ledger_values(fams) == expected_ledger(manager.report())

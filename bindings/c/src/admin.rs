@@ -23,7 +23,7 @@ pub unsafe extern "C" fn cg_audit_json(manager: *const cg_manager, json_out: *mu
 /// `revenue_per_paying_user_usd_minor`, `revenue_minor_by_currency` (an
 /// object: currency code → minor units, e.g. `{"EUR":750,"USD":500}`),
 /// `credits_used_micros`, `outstanding_balance_micros`,
-/// `overdraft_receivable_micros`, `allowance_issued_micros` (credits
+/// `outstanding_holds_micros` (active holds), `overdraft_receivable_micros`, `allowance_issued_micros` (credits
 /// issued by allowance refills), `allowance_used_micros` (of those, what
 /// was spent), `schema_version` (the ledger's) and
 /// `library_schema_version` (the newest this library knows; above it,

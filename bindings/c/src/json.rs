@@ -199,6 +199,7 @@ pub(crate) fn report(r: &Report) -> Value {
         "revenue_minor_by_currency": r.revenue_minor_by_currency,
         "credits_used_micros": r.credits_used.micros(),
         "outstanding_balance_micros": r.outstanding_balance.micros(),
+        "outstanding_holds_micros": r.outstanding_holds.micros(),
         "overdraft_receivable_micros": r.overdraft_receivable.micros(),
         "allowance_issued_micros": r.allowance_issued.micros(),
         "allowance_used_micros": r.allowance_used.micros(),

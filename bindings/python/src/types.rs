@@ -486,7 +486,7 @@ record!(
     Report {
         users, paying_users, users_attempted_key, key_generation_attempts, key_generation_successes,
         purchase_conversion_rate, credits_purchased, revenue_usd_minor, revenue_per_paying_user_usd_minor,
-        revenue_minor_by_currency, credits_used, outstanding_balance, overdraft_receivable, allowance_issued,
+        revenue_minor_by_currency, credits_used, outstanding_balance, outstanding_holds, overdraft_receivable, allowance_issued,
         allowance_used, schema_version, library_schema_version,
     }
 );
@@ -506,6 +506,7 @@ impl Report {
             revenue_minor_by_currency: obj(py, r.revenue_minor_by_currency)?,
             credits_used: dec(py, r.credits_used)?,
             outstanding_balance: dec(py, r.outstanding_balance)?,
+            outstanding_holds: dec(py, r.outstanding_holds)?,
             overdraft_receivable: dec(py, r.overdraft_receivable)?,
             allowance_issued: dec(py, r.allowance_issued)?,
             allowance_used: dec(py, r.allowance_used)?,

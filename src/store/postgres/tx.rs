@@ -92,7 +92,6 @@ static LIFETIME: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-
 static LIVE_GRANTS: LazyLock<String> = LazyLock::new(|| format!("{} LIMIT $6::bigint", S.live_grants.pg()));
 
 /// The lock of `lock_and_entry_by_key` and its look-up in one round trip.

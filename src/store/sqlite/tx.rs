@@ -46,7 +46,6 @@ static LIFETIME: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-
 impl Columns for Row<'_> {
     fn int(&self, i: usize) -> Result<i64> {
         Ok(self.get(i)?)
