@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from .. import LocalCreditManager, NotFound
+from .. import LocalCreditManager
 from . import charts
 from .params import BadRequest, Params
 
@@ -210,10 +210,9 @@ def account(m: LocalCreditManager, p: Params) -> Page:
     user = p.required("user")
     before = p.text("before")
     p.done()
-    try:
-        a = m.account(user)
-    except NotFound:
-        raise BadRequest(f"no account {user[:64]!r}", 404) from None
+    a = m.account(user)
+    if a.created_at is None:  # account() answers zeros for a user the ledger has never seen
+        raise BadRequest(f"no account {user[:64]!r}", 404)
     summary = Table(
         "summary",
         "Balance",
