@@ -121,7 +121,7 @@ def _daily_table(m: LocalCreditManager, start: datetime, end: datetime, days: in
         y_label="Credits",
         x_label="Day (UTC)",
         unit="credits",
-        chart_id="daily",
+        chart_id="daily-chart",  # not "daily": the section of the table has that id
     )
     return table
 
@@ -158,7 +158,7 @@ def _model_table(m: LocalCreditManager, start: datetime, end: datetime) -> Table
         y_label="Credits",
         x_label="Model",
         unit="credits",
-        chart_id="models",
+        chart_id="models-chart",  # not "models": the section of the table has that id
     )
     return table
 
