@@ -8,10 +8,32 @@
 # PostgreSQL server (scripts/pg.sh; installed from Debian packages when absent,
 # stopped on exit, also when tests fail; the run fails, never skips, when it
 # cannot start), and runs pytest on SQLite last, so the run ends with pytest's
-# "N passed" line. Fails when any step fails or no test ran (pytest exits 5
-# when it collects nothing).
+# "N passed" line. The dashboard's browser tests drive Debian's headless
+# Chromium through chromedriver: both are installed from Debian packages when
+# absent, as scripts/pg.sh installs PostgreSQL (the tests fail without them).
+# Fails when any step fails or no test ran (pytest exits 5 when it collects
+# nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Chromium, its driver and one font for the dashboard's browser tests
+# (tests/python/test_dashboard_browser.py), when absent: apt-get as root, as
+# scripts/pg.sh installs PostgreSQL; the package lists are refreshed only when
+# the first install fails (a fresh CI image may have none).
+install_browser() {
+    if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "test-python.sh: chromium/chromedriver not found and not root: cannot install them" >&2
+        return 1
+    fi
+    echo "test-python.sh: installing chromium and chromium-driver from Debian packages" >&2
+    local pkgs=(chromium chromium-driver fonts-dejavu-core)
+    local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}")
+    "${install[@]}" >&2 || { apt-get update -q >&2 && "${install[@]}" >&2; }
+}
+install_browser
 
 venv=.venv
 if [ ! -x "$venv/bin/python" ]; then

@@ -37,6 +37,8 @@ COOKIE_NAME = "creditgate_dashboard"
 _TOKEN = re.compile(rf"[A-Za-z0-9_-]{{{TOKEN_MIN_CHARS},{TOKEN_MAX_CHARS}}}\Z")
 # The name is stored in a cookie and in ledger metadata: a small alphabet.
 _OPERATOR = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9_.@-]{0,63}\Z")
+# A session's expiry: ASCII digits only (str.isdigit() also takes "²", which int() refuses).
+_EXPIRY = re.compile(r"[0-9]{1,12}\Z")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -142,7 +144,7 @@ class DashboardConfig:
 
     def session_from_cookie(self, cookie: str, now: float | None = None) -> Session | None:
         parts = cookie.split("~")
-        if len(parts) != 3 or len(cookie) > 256 or not parts[1].isdigit():
+        if len(parts) != 3 or len(cookie) > 256 or not _EXPIRY.match(parts[1]):
             return None
         operator, expiry, signature = parts
         key = self._key(operator)

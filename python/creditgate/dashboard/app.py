@@ -74,6 +74,17 @@ def _base(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
+# Never `request.url`: Starlette builds it by decoding the raw query string as UTF-8, which raises
+# on other bytes (`?q=%ff` is fine, a raw 0xff byte is not), and a hostile request must get its
+# 4xx, not a 500.
+def _query(request: Request) -> bytes:
+    return bytes(request.scope.get("query_string", b""))
+
+
+def _path(request: Request) -> str:
+    return str(request.scope.get("path", ""))
+
+
 class Dashboard:
     def __init__(self, manager: LocalCreditManager, config: DashboardConfig) -> None:
         self.manager, self.config, self.templates = manager, config, _templates()
@@ -108,7 +119,7 @@ class Dashboard:
         return HTMLResponse(body, status_code=status, headers=_HEADERS)
 
     def error(self, request: Request, status: int, message: str) -> Response:
-        if "application/json" in request.headers.get("accept", "") or "format=json" in request.url.query:
+        if "application/json" in request.headers.get("accept", "") or b"format=json" in _query(request):
             return Response(
                 json.dumps({"error": message, "status": status}),
                 status_code=status,
@@ -118,7 +129,7 @@ class Dashboard:
         return self.html(request, "error.html", status, title=f"Error {status}", message=message)
 
     def unauthorised(self, request: Request) -> Response:
-        if request.method == "GET" and "format=" not in request.url.query and "authorization" not in request.headers:
+        if request.method == "GET" and b"format=" not in _query(request) and "authorization" not in request.headers:
             login = f"{_base(request)}/login"
             return self.html(request, "login.html", 401, title="Sign in", login=login, failed=False)
         response = self.error(request, 401, "a valid operator token is required")
@@ -157,7 +168,7 @@ class Dashboard:
         except CreditError as e:
             return self.ledger_error(request, e)
         query = params.query(without=("format", "table"))
-        path = request.url.path[len(_base(request)) :] or "/"
+        path = _path(request)[len(_base(request)) :] or "/"
         nonce = secrets.token_urlsafe(18)
         return self.html(
             request,
@@ -173,7 +184,7 @@ class Dashboard:
     def ledger_error(self, request: Request, e: CreditError) -> Response:
         if isinstance(e, (InvalidArgument, NotFound, LimitReached)):
             return self.error(request, e.status_code, str(e))
-        log.warning("dashboard: ledger error %s on %s", e.code, request.url.path)
+        log.warning("dashboard: ledger error %s on %s", e.code, _path(request))
         return self.error(request, e.status_code, f"the ledger failed ({e.code}); try again")
 
     async def action(self, request: Request) -> Response:
@@ -221,7 +232,7 @@ class Dashboard:
             self.config.issue_cookie(operator),
             max_age=self.config.session_seconds,
             path=f"{_base(request)}/",
-            secure=request.url.scheme == "https",
+            secure=request.scope.get("scheme") == "https",
             httponly=True,
             samesite="strict",
         )
@@ -278,7 +289,7 @@ def create_app(
         return d.error(request, 405, "method not allowed")
 
     async def crashed(request: Request, exc: Exception) -> Response:
-        log.exception("dashboard: internal error on %s", request.url.path)
+        log.exception("dashboard: internal error on %s", _path(request))
         return d.error(request, 500, "internal error")
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
@@ -286,4 +297,8 @@ def create_app(
         405: not_allowed,
         Exception: crashed,
     }
-    return Starlette(routes=routes, exception_handlers=handlers)
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    # No trailing-slash redirects: the pages link without them, and the redirect builds the
+    # request's URL (see `_query`), which a raw non-UTF-8 query string turns into a 500.
+    app.router.redirect_slashes = False
+    return app

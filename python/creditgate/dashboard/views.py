@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from .. import LocalCreditManager, NotFound
+from .. import LocalCreditManager
 from . import charts
 from .params import BadRequest, Params
 
@@ -121,7 +121,7 @@ def _daily_table(m: LocalCreditManager, start: datetime, end: datetime, days: in
         y_label="Credits",
         x_label="Day (UTC)",
         unit="credits",
-        chart_id="daily",
+        chart_id="daily-chart",  # not "daily": the section of the table has that id
     )
     return table
 
@@ -158,7 +158,7 @@ def _model_table(m: LocalCreditManager, start: datetime, end: datetime) -> Table
         y_label="Credits",
         x_label="Model",
         unit="credits",
-        chart_id="models",
+        chart_id="models-chart",  # not "models": the section of the table has that id
     )
     return table
 
@@ -210,10 +210,9 @@ def account(m: LocalCreditManager, p: Params) -> Page:
     user = p.required("user")
     before = p.text("before")
     p.done()
-    try:
-        a = m.account(user)
-    except NotFound:
-        raise BadRequest(f"no account {user[:64]!r}", 404) from None
+    a = m.account(user)
+    if a.created_at is None:  # account() answers zeros for a user the ledger has never seen
+        raise BadRequest(f"no account {user[:64]!r}", 404)
     summary = Table(
         "summary",
         "Balance",
