@@ -1497,7 +1497,7 @@ cg_status cg_audit_json(const struct cg_manager *manager, char **json_out);
  * `revenue_per_paying_user_usd_minor`, `revenue_minor_by_currency` (an
  * object: currency code → minor units, e.g. `{"EUR":750,"USD":500}`),
  * `credits_used_micros`, `outstanding_balance_micros`,
- * `overdraft_receivable_micros`, `allowance_issued_micros` (credits
+ * `outstanding_holds_micros` (active holds), `overdraft_receivable_micros`, `allowance_issued_micros` (credits
  * issued by allowance refills), `allowance_used_micros` (of those, what
  * was spent), `schema_version` (the ledger's) and
  * `library_schema_version` (the newest this library knows; above it,
@@ -1506,7 +1506,8 @@ cg_status cg_audit_json(const struct cg_manager *manager, char **json_out);
  * `json_out`: required; receives a string owned by the caller (free it
  * with `cg_string_free`); NULL on failure.
  */
-cg_status cg_report_json(const struct cg_manager *manager, char **json_out);
+cg_status cg_report_json(const struct cg_manager *manager,
+                         char **json_out);
 
 /**
  * This process's counters (docs/reference.md) as a JSON object: counter name ->
