@@ -421,7 +421,7 @@ def build_parser() -> Parser:
     c = command(
         "dashboard",
         cmd_dashboard,
-        "serve the operator dashboard (needs CREDITGATE_DASHBOARD_TOKEN; pip install 'creditgate[dashboard]')",
+        "serve the operator dashboard (needs CREDITGATE_DASHBOARD_TOKEN; pip install '.[dashboard]')",
     )
     c.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     c.add_argument("--port", type=port_arg, default=8050, help="TCP port (default 8050)")
@@ -1174,7 +1174,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         from .dashboard import DashboardConfig, DashboardConfigError, create_app, new_token
     except ImportError as e:
         raise CliError(
-            "unavailable", f"the dashboard needs its extra: pip install 'creditgate[dashboard]' ({e})"
+            "unavailable", f"the dashboard needs its extra: pip install '.[dashboard]' ({e})"
         ) from e
     if args.new_token:
         print(new_token())

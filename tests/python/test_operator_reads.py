@@ -18,6 +18,7 @@ from creditgate import (
     InvalidArgument,
     LocalCreditManager,
 )
+from creditgate._creditgate import MAX_TOTALS_DAYS
 
 
 def test_acting_as_records_the_operator_and_shares_the_ledger(manager: LocalCreditManager) -> None:
@@ -93,7 +94,7 @@ def test_daily_flows(manager: LocalCreditManager, paid_key: str) -> None:
     with pytest.raises(InvalidArgument):
         manager.daily_flows(now, now)
     with pytest.raises(InvalidArgument):
-        manager.daily_flows(now - timedelta(days=367), now)
+        manager.daily_flows(now - timedelta(days=MAX_TOTALS_DAYS + 1), now)  # the daily totals' range
 
 
 def test_async_acting_as_shares_the_pool(db_url: str) -> None:

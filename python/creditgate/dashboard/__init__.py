@@ -1,5 +1,5 @@
 """creditgate's operator dashboard: an ASGI app to mount in a FastAPI/Starlette host or to serve
-alone with ``creditgate dashboard`` (docs/dashboard.md). Needs ``pip install 'creditgate[dashboard]'``.
+alone with ``creditgate dashboard`` (docs/dashboard.md). Needs ``pip install '.[dashboard]'``.
 
 Off unless an operator token is configured (``CREDITGATE_DASHBOARD_TOKEN``), read-only unless
 admin actions are switched on (``CREDITGATE_DASHBOARD_ADMIN=1``)::
