@@ -15,6 +15,10 @@ use crate::types::{EntryKind, KeyId, Timestamp, truncate};
 use crate::validate;
 use serde_json::{Value, json};
 
+/// The entries a usage summary counts (`store/pricing.rs` writes it into
+/// its statement; the rollup path below filters the daily totals by it).
+pub(crate) const SUMMARY_KIND: EntryKind = EntryKind::Usage;
+
 /// What a usage summary groups by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum UsageGroup {

@@ -9,6 +9,7 @@ mod common;
 use common::{NO_OPTS, all_entries, credits, key_for, micros};
 use creditgate::{
     Config, CreditManager, Credits, DailyTotal, EntryKind, ErrorCode, KeyRef, Report, TestClock, Timestamp, Usage,
+    UsageGroup, UsageQuery,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};
@@ -347,4 +348,40 @@ fn the_audit_finds_a_tampered_rollup() {
     let found = problems(&m);
     assert_eq!(found.iter().filter(|p| p.contains("kind usage")).count(), 3, "{found:?}");
     assert!(found.iter().any(|p| p.contains("kind refund") && p.contains("the entries make 0 entries")), "{found:?}");
+}
+
+#[test]
+fn ledger_wide_usage_summaries_read_the_totals_and_equal_the_entries() {
+    let clock = TestClock::new();
+    let (url, _db) = common::shared_url();
+    let m = common::open(&url, config(&clock));
+    let (first_day, _) = four_days(&m, &clock);
+    assert_eq!(through(&url), 0, "nothing read the totals yet");
+    // Only key-owner's key charges: its own summary (read from the entries)
+    // is the ledger's (read from the rollup and the live tail).
+    let bounds = (Some(Timestamp(first_day - DAY)), Some(Timestamp(first_day + 5 * DAY)));
+    let day_model = vec![UsageGroup::Day, UsageGroup::Model];
+    let model_day = vec![UsageGroup::Model, UsageGroup::Day];
+    for group_by in [vec![], vec![UsageGroup::Day], vec![UsageGroup::Model], day_model, model_day] {
+        for model in [None, Some("model-a".to_string()), Some("no-such-model".to_string())] {
+            for (since, until) in [bounds, (None, None)] {
+                let wide = UsageQuery {
+                    user_id: None,
+                    api_key_id: None,
+                    model: model.clone(),
+                    since,
+                    until,
+                    group_by: group_by.clone(),
+                };
+                let one = UsageQuery { user_id: Some("key-owner".into()), ..wide.clone() };
+                let rows = m.usage_summary(&wide).unwrap();
+                assert_eq!(rows, m.usage_summary(&one).unwrap(), "{wide:?}");
+                assert!(through(&url) == first_day + 3 * DAY, "the ledger-wide summary rolled the closed days up");
+            }
+        }
+    }
+    let by_model = UsageQuery { group_by: vec![UsageGroup::Model], ..UsageQuery::default() };
+    let rows = m.usage_summary(&by_model).unwrap();
+    assert_eq!(rows.iter().map(|r| r.model.as_deref()).collect::<Vec<_>>(), [Some("model-a"), Some("model-b"), None]);
+    assert_eq!(rows.iter().map(|r| r.requests).sum::<u64>(), 16, "4 days x 4 charges");
 }

@@ -5,7 +5,7 @@
 //! backends.
 
 use super::{Param, Tx, rows};
-use crate::analytics::{StatementLine, UsageGroup, UsageQuery, UsageRow, check_row_count};
+use crate::analytics::{SUMMARY_KIND, StatementLine, UsageGroup, UsageQuery, UsageRow, check_row_count};
 use crate::error::{Error, Result};
 use crate::limits::{MAX_PRICE_VERSIONS, MAX_SUMMARY_ROWS};
 use crate::money::Credits;
@@ -51,7 +51,7 @@ fn summary_sql(q: &UsageQuery) -> (Sql, Vec<Param<'_>>) {
     .into_iter()
     .flatten()
     .collect();
-    let mut sql_where = String::from("e.kind = 'usage'");
+    let mut sql_where = format!("e.kind = '{}'", SUMMARY_KIND.as_str());
     for (i, (condition, _)) in filters.iter().enumerate() {
         sql_where += &format!(" AND e.{condition} ${}", i + 1);
     }

@@ -71,7 +71,7 @@ impl DaySums {
         Ok((key, sums))
     }
 
-    fn add(&mut self, o: &DaySums) {
+    pub(crate) fn add(&mut self, o: &DaySums) {
         self.entries += o.entries;
         self.amount += o.amount;
         self.amount_minor += o.amount_minor;

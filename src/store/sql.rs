@@ -244,11 +244,11 @@ pub(crate) const USAGE_SUMS: &str = "COUNT(*), COALESCE(SUM(e.input_tokens), 0):
 /// [`split_sum`]'s halves and the token sums (`store/rollup.rs` reads them).
 pub(crate) fn day_groups(filter: &str) -> String {
     format!(
-        "SELECT (e.created_at - ((e.created_at % 86400000000) + 86400000000) % 86400000000), e.kind, \
-         COALESCE(e.model, ''), COALESCE(e.currency, ''), COUNT(*), {}, {}, \
+        "SELECT {}, e.kind, COALESCE(e.model, ''), COALESCE(e.currency, ''), COUNT(*), {}, {}, \
          COALESCE(SUM(e.input_tokens), 0)::bigint, COALESCE(SUM(e.output_tokens), 0)::bigint, \
          COALESCE(SUM(e.cached_tokens), 0)::bigint, COALESCE(SUM(e.cache_write_tokens), 0)::bigint \
          FROM creditgate_entries e WHERE {filter} GROUP BY 1, 2, 3, 4",
+        utc_day("e.created_at"),
         split_sum("e.amount"),
         split_sum("COALESCE(e.amount_minor, 0)")
     )
