@@ -328,7 +328,9 @@ fn the_audit_finds_a_tampered_rollup() {
     // A changed sum.
     common::raw_sql(
         &url,
-        &format!("UPDATE creditgate_daily_totals SET amount = amount + 1 WHERE day = {first_day} AND kind = 'deduct'"),
+        &format!(
+            "UPDATE creditgate_daily_totals SET amount_lo = amount_lo + 1 WHERE day = {first_day} AND kind = 'deduct'"
+        ),
     );
     let found = problems(&m);
     assert_eq!(found.len(), 1, "{found:?}");
@@ -341,7 +343,7 @@ fn the_audit_finds_a_tampered_rollup() {
     common::raw_sql(
         &url,
         &format!(
-            "INSERT INTO creditgate_daily_totals VALUES ({}, 'refund', '', '', 1, 5, 0, 0, 0, 0, 0)",
+            "INSERT INTO creditgate_daily_totals VALUES ({}, 'refund', '', '', 1, 0, 5, 0, 0, 0, 0, 0, 0)",
             first_day + 2 * DAY
         ),
     );
@@ -384,4 +386,57 @@ fn ledger_wide_usage_summaries_read_the_totals_and_equal_the_entries() {
     let rows = m.usage_summary(&by_model).unwrap();
     assert_eq!(rows.iter().map(|r| r.model.as_deref()).collect::<Vec<_>>(), [Some("model-a"), Some("model-b"), None]);
     assert_eq!(rows.iter().map(|r| r.requests).sum::<u64>(), 16, "4 days x 4 charges");
+}
+
+#[test]
+fn a_day_past_the_64_bit_range_is_rolled_up_exactly() {
+    let clock = TestClock::new();
+    let (url, _db) = common::shared_url();
+    let m = common::open(&url, config(&clock));
+    let day = floor_day(ledger_now(&m)) + DAY;
+    move_to(&m, &clock, day + HOUR);
+    // Ten grants of the largest amount: 10^19 micro-credits in one group, past i64.
+    for i in 0..10 {
+        m.add_credits(&format!("whale-{i}"), credits(1_000_000_000_000), EntryKind::Grant, &NO_OPTS).unwrap();
+    }
+    move_to(&m, &clock, day + 2 * DAY + 2 * HOUR);
+    let flows = m.daily_flows(Timestamp(day), Timestamp(day + DAY)).unwrap();
+    assert_eq!(through(&url), day + 2 * DAY, "the day was rolled up");
+    assert!(flows.len() == 1 && flows[0].entries >= 10, "{flows:?}");
+    assert_eq!((flows[0].purchased, flows[0].used), (Credits::ZERO, Credits::ZERO));
+    // The stored halves are the exact sum: the audit recounts the entries.
+    common::assert_audit_ok(&m);
+}
+
+#[test]
+fn a_reader_that_cannot_roll_up_still_reads_the_same_figures() {
+    let clock = TestClock::new();
+    let (url, _db) = common::shared_url();
+    let m = common::open(&url, config(&clock).busy_timeout_ms(200).unwrap());
+    let (first_day, _) = four_days(&m, &clock);
+    let expected = report_from_entries(&m);
+    // Another connection holds the rollup's state row (SQLite: the write
+    // lock) for the whole call: the rollup's write times out, the read goes on.
+    let hold = |check: &dyn Fn()| {
+        if let Some(path) = url.strip_prefix("sqlite:///") {
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            check();
+            c.execute_batch("ROLLBACK").unwrap();
+        } else {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut tx = c.transaction().unwrap();
+            tx.execute("SELECT through FROM creditgate_rollup WHERE id = 1 FOR UPDATE", &[]).unwrap();
+            check();
+            tx.rollback().unwrap();
+        }
+    };
+    hold(&|| {
+        assert_eq!(flows(&m.report().unwrap()), expected);
+        let flows = m.daily_flows(Timestamp(first_day), Timestamp(first_day + 4 * DAY)).unwrap();
+        assert_eq!(flows.len(), 4);
+    });
+    assert_eq!(through(&url), 0, "nothing was rolled up while the lock was held");
+    assert_eq!(flows(&m.report().unwrap()), expected);
+    assert_eq!(through(&url), first_day + 3 * DAY, "the next reader rolled up");
 }

@@ -80,21 +80,20 @@ impl CreditManager {
     /// closed days are rolled up first, `rollup.rs`); balances, counts and
     /// allowance expiries are read from the ledger.
     pub fn report(&self) -> Result<Report> {
-        let figures = self.ensure_rolled_up().and_then(|()| {
-            self.read(|tx| {
-                // Balances come from the same snapshot, through the audit's scan.
-                let (mut outstanding, mut receivable) = (0i128, 0i128);
-                tx.scan_accounts(&mut |_, balance, _| match balance {
-                    b if b > 0 => outstanding += i128::from(b),
-                    b => receivable -= i128::from(b),
-                })?;
-                // Grants past their expiry are gone from balances already.
-                let now = tx.now()?;
-                outstanding -= i128::from(tx.due_grants_total(now)?.micros());
-                let flows = Flows::of(&tx.daily_totals(i64::MIN, i64::MAX)?)?;
-                let holds = tx.outstanding_holds(now)?;
-                Ok((tx.figures()?, flows, (outstanding, holds), receivable, tx.allowance_figures()?))
-            })
+        self.ensure_rolled_up();
+        let figures = self.read(|tx| {
+            // Balances come from the same snapshot, through the audit's scan.
+            let (mut outstanding, mut receivable) = (0i128, 0i128);
+            tx.scan_accounts(&mut |_, balance, _| match balance {
+                b if b > 0 => outstanding += i128::from(b),
+                b => receivable -= i128::from(b),
+            })?;
+            // Grants past their expiry are gone from balances already.
+            let now = tx.now()?;
+            outstanding -= i128::from(tx.due_grants_total(now)?.micros());
+            let flows = Flows::of(&tx.daily_totals(i64::MIN, i64::MAX)?)?;
+            let holds = tx.outstanding_holds(now)?;
+            Ok((tx.figures()?, flows, (outstanding, holds), receivable, tx.allowance_figures()?))
         });
         let schema_version = self.inner.store.applied_versions().map(|v| v.last().copied().unwrap_or(0));
         self.track(figures.and_then(|(f, flows, (outstanding, holds), receivable, (expired, live))| {

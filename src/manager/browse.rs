@@ -58,7 +58,7 @@ impl CreditManager {
     pub fn daily_flows(&self, since: Timestamp, until: Timestamp) -> Result<Vec<DayFlow>> {
         self.track((|| {
             let (first, end) = day_range(since, until)?;
-            self.ensure_rolled_up()?;
+            self.ensure_rolled_up();
             Flows::per_day(&self.read(|tx| tx.daily_totals(first, end))?)
         })())
     }

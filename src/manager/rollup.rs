@@ -24,7 +24,7 @@ impl CreditManager {
     pub fn daily_totals(&self, since: Timestamp, until: Timestamp) -> Result<Vec<DailyTotal>> {
         self.track((|| {
             let (first, end) = day_range(since, until)?;
-            self.ensure_rolled_up()?;
+            self.ensure_rolled_up();
             DailyTotal::list(self.read(|tx| tx.daily_totals(first, end))?)
         })())
     }
@@ -36,7 +36,18 @@ impl CreditManager {
     /// moves the state under its lock, unless another roller was first: on
     /// SQLite the writer lock is held for the inserts only, not for the
     /// scan (the first rollup of a big ledger reads every entry once).
-    pub(super) fn ensure_rolled_up(&self) -> Result<()> {
+    ///
+    /// A read must not fail because it could not write: when rolling up
+    /// fails (a read-only role or file, a hot standby, a lock timeout) the
+    /// failure is logged and the caller reads the days from `through` on
+    /// from the entries, which is slower but the same totals.
+    pub(super) fn ensure_rolled_up(&self) {
+        if let Err(e) = self.roll_up() {
+            log::warn!(target: "creditgate", "daily rollup skipped, the totals are read from the entries: {e}");
+        }
+    }
+
+    fn roll_up(&self) -> Result<()> {
         if self.inner.store.opened_from() > self.inner.store.latest_version() {
             // Writes are refused under a newer schema; the tail still counts.
             return Ok(());
@@ -52,7 +63,10 @@ impl CreditManager {
             if first {
                 log::info!(target: "creditgate", "first daily rollup: reading every entry before {}", Timestamp(target).to_rfc3339());
             }
-            Ok(Some((through, target, tx.day_sums(through, target, !first)?)))
+            // The first rollup starts before the epoch: an entry of a clock set
+            // before 1970 is rolled up too (the tail reads from `through` on).
+            let from = if first { i64::MIN } else { through };
+            Ok(Some((through, target, tx.day_sums(from, target, !first)?)))
         })?;
         let Some((through, target, groups)) = due else { return Ok(()) };
         let stored = self.write(|tx| tx.store_rollup(through, target, &groups))?;
@@ -82,8 +96,10 @@ pub(super) struct Flows {
 
 impl Flows {
     fn add(&mut self, kind: &str, currency: &str, s: &DaySums) -> Result<()> {
-        let kind = EntryKind::parse(kind)?;
         self.entries += s.entries;
+        // A kind of a newer release (on a ledger it migrated): counted as an
+        // entry, in no figure, so an older process's reads keep working.
+        let Ok(kind) = EntryKind::parse(kind) else { return Ok(()) };
         if Report::PURCHASED_KINDS.contains(&kind) {
             self.purchased += s.amount;
         }

@@ -81,19 +81,26 @@ impl DaySums {
         self.cache_write_tokens += o.cache_write_tokens;
     }
 
-    /// The columns as stored; a sum past the i64 range is refused (a day's
-    /// entries of one kind, model and currency above 9.2 × 10^12 credits).
-    fn stored(&self, key: &DayKey) -> Result<[i64; 7]> {
+    /// The columns as stored: the amounts as 32-bit halves (hi × 2^32 + lo,
+    /// lo in [0, 2^32), so gross flows past the i64 range are kept exactly),
+    /// the count and the token sums as they are; a value past what the
+    /// columns hold is refused.
+    fn stored(&self, key: &DayKey) -> Result<[i64; 9]> {
+        let halves = |v: i128| [v >> 32, v & 0xFFFF_FFFF];
+        let [amount_hi, amount_lo] = halves(self.amount);
+        let [minor_hi, minor_lo] = halves(self.amount_minor);
         let v = [
             self.entries,
-            self.amount,
-            self.amount_minor,
+            amount_hi,
+            amount_lo,
+            minor_hi,
+            minor_lo,
             self.input_tokens,
             self.output_tokens,
             self.cached_tokens,
             self.cache_write_tokens,
         ];
-        let mut out = [0i64; 7];
+        let mut out = [0i64; 9];
         for (o, v) in out.iter_mut().zip(v) {
             *o = i64::try_from(v).map_err(|_| out_of_range(key))?;
         }
@@ -115,12 +122,11 @@ impl DaySums {
     }
 }
 
-/// The refusal of a group whose sums leave the 64-bit range.
+/// The refusal of a group whose count or token sums leave the 64-bit range.
 pub(crate) fn out_of_range(key: &DayKey) -> Error {
     let (day, kind, model, currency) = key;
     Error::Internal(format!(
-        "the daily totals of {} (kind {kind}, model {model:?}, currency {currency:?}) exceed the 64-bit range \
-         (above 9.2 × 10^12 credits in one day)",
+        "the daily totals of {} (kind {kind}, model {model:?}, currency {currency:?}) exceed the 64-bit range",
         Timestamp(*day).to_rfc3339()
     ))
 }
@@ -193,9 +199,10 @@ impl dyn Tx + '_ {
             return Ok(false);
         }
         for (key, sums) in rows {
-            let [n, amount, minor, input, output, cached, cache_write] = sums.stored(key)?;
+            let [n, amount_hi, amount_lo, minor_hi, minor_lo, input, output, cached, cache_write] = sums.stored(key)?;
             let (day, kind, model, currency) = key;
-            let p = [Int(*day), Text(kind), Text(model), Text(currency), Int(n), Int(amount), Int(minor)];
+            let amounts = [Int(amount_hi), Int(amount_lo), Int(minor_hi), Int(minor_lo)];
+            let p = [&[Int(*day), Text(kind), Text(model), Text(currency), Int(n)][..], &amounts[..]].concat();
             let tokens = [Int(input), Int(output), Int(cached), Int(cache_write)];
             self.execute(&S.insert_daily_total, &[&p[..], &tokens[..]].concat())?;
         }

@@ -705,14 +705,14 @@ statements! {
     lock_rollup = "UPDATE creditgate_rollup SET through = through WHERE id = 1 RETURNING through";
     /// Moves `through` from $1 to $2 (one row: nobody moved it meanwhile).
     advance_rollup = "UPDATE creditgate_rollup SET through = $2 WHERE id = 1 AND through = $1";
-    insert_daily_total = "INSERT INTO creditgate_daily_totals (day, kind, model, currency, entries, amount, \
-        amount_minor, input_tokens, output_tokens, cached_tokens, cache_write_tokens) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    insert_daily_total = "INSERT INTO creditgate_daily_totals (day, kind, model, currency, entries, amount_hi, \
+        amount_lo, minor_hi, minor_lo, input_tokens, output_tokens, cached_tokens, cache_write_tokens) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
     /// The rolled-up rows of days in [$1, $2) before `through` ($3), in
-    /// [`day_groups`]' shape (the amounts as [`split_sum`]'s halves).
-    rolled_totals = "SELECT day, kind, model, currency, entries, amount >> 32, amount & 4294967295, \
-        amount_minor >> 32, amount_minor & 4294967295, input_tokens, output_tokens, cached_tokens, \
-        cache_write_tokens FROM creditgate_daily_totals WHERE day >= $1 AND day < $2 AND day < $3";
+    /// [`day_groups`]' shape (the amounts as [`split_sum`]'s halves, as stored).
+    rolled_totals = "SELECT day, kind, model, currency, entries, amount_hi, amount_lo, minor_hi, minor_lo, \
+        input_tokens, output_tokens, cached_tokens, cache_write_tokens FROM creditgate_daily_totals \
+        WHERE day >= $1 AND day < $2 AND day < $3";
     /// [`day_groups`] of the entries created in [$3, $4) with ids in [$1,
     /// $2): the primary key is a time index (`EntryId::at`), `created_at`
     /// decides.

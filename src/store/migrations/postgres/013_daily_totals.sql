@@ -10,8 +10,12 @@ CREATE TABLE IF NOT EXISTS creditgate_daily_totals (
     model              TEXT COLLATE "C" NOT NULL DEFAULT '',
     currency           TEXT COLLATE "C" NOT NULL DEFAULT '',
     entries            BIGINT NOT NULL,
-    amount             BIGINT NOT NULL,
-    amount_minor       BIGINT NOT NULL,
+    -- Sums as 32-bit halves, hi * 2^32 + lo (lo in [0, 2^32)): a day's gross
+    -- flow of one kind may exceed BIGINT (ten grants of 10^12 credits do).
+    amount_hi          BIGINT NOT NULL,
+    amount_lo          BIGINT NOT NULL,
+    minor_hi           BIGINT NOT NULL,
+    minor_lo           BIGINT NOT NULL,
     input_tokens       BIGINT NOT NULL,
     output_tokens      BIGINT NOT NULL,
     cached_tokens      BIGINT NOT NULL,

@@ -10,8 +10,12 @@ CREATE TABLE IF NOT EXISTS creditgate_daily_totals (
     model              TEXT NOT NULL DEFAULT '',
     currency           TEXT NOT NULL DEFAULT '',
     entries            INTEGER NOT NULL,
-    amount             INTEGER NOT NULL,
-    amount_minor       INTEGER NOT NULL,
+    -- Sums as 32-bit halves, hi * 2^32 + lo (lo in [0, 2^32)): a day's gross
+    -- flow of one kind may exceed BIGINT (ten grants of 10^12 credits do).
+    amount_hi          INTEGER NOT NULL,
+    amount_lo          INTEGER NOT NULL,
+    minor_hi           INTEGER NOT NULL,
+    minor_lo           INTEGER NOT NULL,
     input_tokens       INTEGER NOT NULL,
     output_tokens      INTEGER NOT NULL,
     cached_tokens      INTEGER NOT NULL,
