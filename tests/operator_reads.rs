@@ -40,6 +40,9 @@ fn acting_as_records_the_operator_in_entries_and_events() {
     assert_eq!(bare.metadata, Some(metadata(json!({ "operator": OPERATOR }))));
     let plain = m.add_credits("u", credits(1), EntryKind::Grant, &NO_OPTS).unwrap();
     assert_eq!(plain.metadata, None);
+    // The key is reserved: a plain handle cannot claim an operator.
+    let forged = EntryOptions { idempotency_key: None, reference: None, metadata: Some(&md) };
+    assert_eq!(err_code(m.add_credits("u", credits(1), EntryKind::Grant, &forged)), ErrorCode::InvalidArgument);
     // As stored, not only as returned.
     let stored: Vec<_> = m.transactions("u", 10, None).unwrap().into_iter().map(|e| e.metadata).collect();
     assert_eq!(stored[2].as_ref().unwrap()["operator"], OPERATOR);

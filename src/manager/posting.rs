@@ -222,12 +222,21 @@ impl CreditManager {
 
     /// An entry's metadata as written by this handle: with `"operator"`
     /// set when it acts as one (`acting_as`; the caller's own key of that
-    /// name is overwritten), still within `MAX_METADATA_BYTES`.
+    /// name is overwritten), still within `MAX_METADATA_BYTES`. The key is
+    /// reserved: any other handle's metadata carrying it is refused, so an
+    /// entry names an operator only when one made it.
     fn stamp_operator(
         &self,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
-        let Some(op) = &self.actor else { return Ok(metadata) };
+        let Some(op) = &self.actor else {
+            if metadata.as_ref().is_some_and(|m| m.contains_key("operator")) {
+                return Err(Error::invalid(
+                    "metadata: the key \"operator\" is reserved for entries written through acting_as(operator)",
+                ));
+            }
+            return Ok(metadata);
+        };
         let mut m = metadata.unwrap_or_default();
         m.insert("operator".into(), serde_json::Value::from(&**op));
         crate::validate::metadata_size(&m)?;

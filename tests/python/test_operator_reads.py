@@ -28,6 +28,8 @@ def test_acting_as_records_the_operator_and_shares_the_ledger(manager: LocalCred
     entry = ops.add_credits("u", 5, metadata={"note": "goodwill", "operator": "spoofed"})
     assert entry.metadata == {"note": "goodwill", "operator": "ops@example.com"}
     assert manager.add_credits("u", 1).metadata is None
+    with pytest.raises(InvalidArgument, match="reserved"):
+        manager.add_credits("u", 1, metadata={"operator": "spoofed"})  # only an acting_as handle names one
     assert manager.get_balance("u") == 6, "one ledger"
     for bad in ["", "a\nb", "x" * 65]:
         with pytest.raises(InvalidArgument):
