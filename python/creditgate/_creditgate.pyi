@@ -1222,7 +1222,7 @@ class LocalCreditManager:
     ) -> list[Event]:
         """Newest first; ``before`` is the last id of the previous page."""
     def daily_flows(self, since: datetime, until: datetime) -> list[DayFlow]:
-        """Per UTC day of ``[since, until)`` (at most 366 days); days without entries left out."""
+        """Per UTC day that ``[since, until)`` touches (at most ``MAX_TOTALS_DAYS``); days without entries left out."""
     def migrate(self) -> None: ...
     def schema_versions(self) -> tuple[int, int]:
         """(version found when this manager opened the ledger, 0 if it created the schema; version now): a read."""

@@ -427,6 +427,12 @@ def build_parser() -> Parser:
     c.add_argument("--port", type=port_arg, default=8050, help="TCP port (default 8050)")
     c.add_argument("--admin", action="store_true", help="enable admin actions (as CREDITGATE_DASHBOARD_ADMIN=1)")
     c.add_argument("--new-token", action="store_true", help="print a fresh operator token and exit")
+    c.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="behind a TLS proxy: the proxy's addresses (comma-separated), whose X-Forwarded-Proto/-For are trusted "
+        "(the session cookie is then Secure); default: trust none",
+    )
     command("demo", cmd_demo, "run the four scenarios of the seed on a throw-away database")
     return p
 
@@ -1169,16 +1175,14 @@ def port_arg(text: str) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
         from .dashboard import DashboardConfig, DashboardConfigError, create_app, new_token
+
+        if args.new_token:  # no server needed
+            print(new_token())
+            return 0
+        import uvicorn
     except ImportError as e:
-        raise CliError(
-            "unavailable", f"the dashboard needs its extra: pip install '.[dashboard]' ({e})"
-        ) from e
-    if args.new_token:
-        print(new_token())
-        return 0
+        raise CliError("unavailable", f"the dashboard needs its extra: pip install '.[dashboard]' ({e})") from e
     try:
         config = DashboardConfig.from_env(admin=True if args.admin else None)
     except DashboardConfigError as e:
@@ -1187,7 +1191,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     mode = "admin actions ON" if config.admin else "read-only"
     print(f"creditgate dashboard on http://{args.host}:{args.port}/ ({mode})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
+    proxy = args.forwarded_allow_ips is not None
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        proxy_headers=proxy,
+        forwarded_allow_ips=args.forwarded_allow_ips if proxy else None,
+    )
     return 0
 
 

@@ -260,7 +260,7 @@ def test_a_wrong_token_at_login_sets_no_cookie(client: TestClient) -> None:
     assert OTHER_TOKEN not in r.text
     # A login form posted from another site is refused even with the right token.
     r = client.post("/login", data={"token": TOKEN}, headers={"Origin": "http://evil.example"})
-    assert r.status_code == 401
+    assert r.status_code == 403
     assert "set-cookie" not in r.headers
     # Extra fields are refused, not ignored.
     r = client.post("/login", data={"token": TOKEN, "next": "/x"}, headers={"Origin": "http://testserver"})
@@ -366,6 +366,52 @@ def test_admin_actions_are_refused_when_disabled(manager: LocalCreditManager, cl
     assert manager.list_api_keys("alice")[0].disabled is False
 
 
+@pytest.mark.parametrize("signature", ["\u00e9", "\u00e9" * 64, "g" * 64, ""])
+def test_a_cookie_whose_signature_is_not_hex_is_a_401_not_a_500(client: TestClient, signature: str) -> None:
+    """compare_digest refuses a non-ASCII str: the signature is compared as bytes."""
+    config = DashboardConfig(tokens={OPERATOR: TOKEN})
+    name, expiry, _ = config.issue_cookie(OPERATOR).split("~")
+    cookie = f"{name}~{expiry}~{signature}"
+    assert config.session_from_cookie(cookie) is None
+    for path in ("/", "/accounts"):
+        status, _, body = raw_request(client.app, path, headers={"Cookie": f"{COOKIE_NAME}={cookie}"})
+        assert status == 401, (path, status, body[:200])
+
+
+def test_the_longest_token_signs_in(manager: LocalCreditManager, seeded: str) -> None:
+    longest = "t" * 256
+    with TestClient(
+        create_app(manager, config=DashboardConfig(tokens={OPERATOR: longest})), follow_redirects=False
+    ) as c:
+        login(c, longest)
+        assert c.get("/accounts").status_code == 200
+        r = c.post("/login", data={"token": longest + "t"}, headers={"Origin": "http://testserver"})
+        assert r.status_code == 400 and not r.cookies.get(COOKIE_NAME)
+
+
+def test_a_sign_in_from_another_origin_says_so(client: TestClient) -> None:
+    r = client.post("/login", data={"token": TOKEN}, headers={"Origin": "http://proxy.internal"})
+    assert r.status_code == 403 and "Origin and Host differ" in r.text
+    assert not client.cookies.get(COOKIE_NAME)
+    r = client.post("/login", data={"token": OTHER_TOKEN}, headers={"Origin": "http://testserver"})
+    assert r.status_code == 401 and "not valid" in r.text
+
+
+def test_json_refuses_a_table_parameter(client: TestClient) -> None:
+    r = client.get("/?format=json&table=daily", headers=bearer())
+    assert r.status_code == 400 and "only for format=csv" in r.json()["error"]
+
+
+def test_the_account_page_links_to_the_rest_of_its_events(manager: LocalCreditManager, client: TestClient) -> None:
+    for n in range(12):  # two events each: key.created, key.revoked
+        manager.revoke_api_key(manager.create_api_key("alice", f"k{n}").key_id)
+    page = client.get("/account?user=alice&format=json", headers=bearer()).json()
+    events = page["tables"]["events"]
+    assert len(events["rows"]) == 20 and events["next"] == {"user": "alice"}
+    html = client.get("/account?user=alice", headers=bearer()).text
+    assert 'href="/events?user=alice">More' in html
+
+
 def test_admin_actions_need_the_session_csrf_token_and_the_same_origin(
     manager: LocalCreditManager, admin_client: TestClient
 ) -> None:
@@ -418,7 +464,7 @@ def test_a_reused_nonce_with_other_figures_is_refused(manager: LocalCreditManage
     assert admin_client.post("/actions/grant", data=data, headers=bearer()).status_code == 303
     before = Ledger.of(manager)
     r = admin_client.post("/actions/grant", data={**data, "amount": "300"}, headers=bearer())
-    assert 400 <= r.status_code < 500, r.text
+    assert r.status_code == 409 and "already submitted" in r.text, r.text
     assert Ledger.of(manager) == before
 
 

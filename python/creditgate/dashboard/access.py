@@ -84,7 +84,8 @@ class DashboardConfig:
             raise DashboardConfigError(f"at most {OPERATORS_MAX} operators, got {len(self.tokens)}")
         for name, token in self.tokens.items():
             if not _OPERATOR.match(name):
-                raise DashboardConfigError(f"operator name {name[:64]!r}: 1 to 64 of A-Z a-z 0-9 _ . @ -")
+                # Not quoted: a `token:name` written the wrong way round would print the token.
+                raise DashboardConfigError("an operator name (before ':') is 1 to 64 of A-Z a-z 0-9 _ . @ -")
             if not _TOKEN.match(token):
                 raise DashboardConfigError(
                     f"operator {name!r}: a token is {TOKEN_MIN_CHARS} to {TOKEN_MAX_CHARS} URL-safe characters "
@@ -151,7 +152,9 @@ class DashboardConfig:
         if key is None or int(expiry) < (now if now is not None else time.time()):
             return None
         body = f"{operator}~{expiry}"
-        if not hmac.compare_digest(hmac.new(key, body.encode(), hashlib.sha256).hexdigest(), signature):
+        expected = hmac.new(key, body.encode(), hashlib.sha256).hexdigest().encode()
+        # Bytes: a cookie is read as Latin-1, and compare_digest refuses non-ASCII str (a 401, not a 500).
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
             return None
         csrf = hmac.new(key, f"csrf~{body}".encode(), hashlib.sha256).hexdigest()
         return Session(operator=operator, csrf=csrf)

@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .. import CreditError, InvalidArgument, LimitReached, LocalCreditManager, NotFound
+from .. import CreditError, IdempotencyConflict, InvalidArgument, LimitReached, LocalCreditManager, NotFound
 from . import actions, charts, formats, views
-from .access import COOKIE_NAME, DashboardConfig, Session
+from .access import COOKIE_NAME, TOKEN_MAX_CHARS, DashboardConfig, Session
 from .params import FORM_BYTES_MAX, BadRequest, Params
 
 __all__ = ["create_app"]
@@ -154,6 +154,8 @@ class Dashboard:
             table = params.text("table")
             page = await run_in_threadpool(view, self.manager, params)
             if form == "json":
+                if table is not None:
+                    raise BadRequest("table= is only for format=csv (JSON has every table)")
                 return Response(formats.page_json(page), media_type="application/json", headers=_HEADERS)
             if form == "csv":
                 chosen = page.table(table) if table else page.tables[0] if len(page.tables) == 1 else None
@@ -184,6 +186,8 @@ class Dashboard:
     def ledger_error(self, request: Request, e: CreditError) -> Response:
         if isinstance(e, (InvalidArgument, NotFound, LimitReached)):
             return self.error(request, e.status_code, str(e))
+        if isinstance(e, IdempotencyConflict):
+            return self.error(request, 409, "this form was already submitted with other values: reload the page")
         log.warning("dashboard: ledger error %s on %s", e.code, _path(request))
         return self.error(request, e.status_code, f"the ledger failed ({e.code}); try again")
 
@@ -199,8 +203,11 @@ class Dashboard:
                 token = form.text("csrf") or ""
                 # Bytes: compare_digest refuses non-ASCII str (a hostile form must get a 403, not a 500).
                 valid = secrets.compare_digest(token.encode(), session.csrf.encode())
-                if not self.same_origin(request) or not valid:
-                    return self.error(request, 403, "the form is stale or from another site (CSRF check failed)")
+                if not self.same_origin(request):
+                    message = "the form did not come from this site's own page (Origin and Host differ)"
+                    return self.error(request, 403, message)
+                if not valid:
+                    return self.error(request, 403, "the form is stale or from another session (CSRF check failed)")
             user = await run_in_threadpool(
                 actions.run, request.path_params["name"], self.manager, session.operator, form
             )
@@ -218,14 +225,19 @@ class Dashboard:
     async def login(self, request: Request) -> Response:
         try:
             form = Params(await _body(request), limit=FORM_BYTES_MAX, what="form")
-            token = form.text("token") or ""
+            token = form.text("token", max_chars=TOKEN_MAX_CHARS) or ""
             form.done()
         except BadRequest as e:
             return self.error(request, e.status, str(e))
+        login = f"{_base(request)}/login"
+        if not self.same_origin(request):
+            # Behind a proxy: it must pass the browser's Host on (nginx: proxy_set_header Host $host).
+            message = "This sign-in did not come from this site's own page (Origin and Host differ)."
+            return self.html(request, "login.html", 403, title="Sign in", login=login, failed=message)
         operator = self.config.operator_for(token)
-        if operator is None or not self.same_origin(request):
-            login = f"{_base(request)}/login"
-            return self.html(request, "login.html", 401, title="Sign in", login=login, failed=True)
+        if operator is None:
+            message = "That token is not valid."
+            return self.html(request, "login.html", 401, title="Sign in", login=login, failed=message)
         response = RedirectResponse(f"{_base(request)}/", status_code=303, headers=_HEADERS)
         response.set_cookie(
             COOKIE_NAME,

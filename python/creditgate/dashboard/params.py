@@ -68,14 +68,14 @@ class Params:
         if unknown:
             raise BadRequest(f"unknown parameter {unknown[0][:32]!r}")
 
-    def text(self, name: str, *, required: bool = False) -> str | None:
+    def text(self, name: str, *, required: bool = False, max_chars: int = TEXT_CHARS_MAX) -> str | None:
         value = self._get(name)
         if value is None:
             if required:
                 raise BadRequest(f"parameter {name!r} is required")
             return None
-        if len(value) > TEXT_CHARS_MAX:
-            raise BadRequest(f"parameter {name!r} is longer than {TEXT_CHARS_MAX} characters")
+        if len(value) > max_chars:
+            raise BadRequest(f"parameter {name!r} is longer than {max_chars} characters")
         return value
 
     def required(self, name: str) -> str:

@@ -18,6 +18,7 @@ from .params import BadRequest, Params
 
 PAGE_ROWS = 50
 PAGE_ROWS_MAX = 500
+ACCOUNT_EVENTS = 20
 OFFSET_MAX = 1_000_000
 ACCOUNT_ORDERS = ("balance", "user_id", "-balance", "newest")
 KEY_WINDOWS = ("daily", "weekly", "monthly", "lifetime")
@@ -39,6 +40,7 @@ class Table:
     rows: list[dict[str, Any]]
     chart: str = ""  # rendered SVG drawn from these rows ("" for none)
     more: dict[str, str] | None = None  # the query of the next page, when there is one
+    more_path: str = ""  # where that page is, when not on this page's path
 
 
 @dataclass
@@ -312,7 +314,8 @@ def _keys(m: LocalCreditManager, user: str) -> Table:
 def _holds(m: LocalCreditManager, user: str) -> Table:
     return Table(
         "holds",
-        "Active holds",
+        # An account holds at most MAX_ACTIVE_HOLDS_PER_USER at once (100 by default).
+        f"Active holds (the {PAGE_ROWS} newest)",
         [
             Column("hold_id", "Hold"),
             Column("amount", "Amount", "credits"),
@@ -366,7 +369,11 @@ def _transactions(m: LocalCreditManager, user: str, before: str | None) -> Table
 
 
 def _events_of(m: LocalCreditManager, user: str) -> Table:
-    return _event_table(m.recent_events(user_id=user, limit=20), "Recent events")
+    found = m.recent_events(user_id=user, limit=ACCOUNT_EVENTS + 1)
+    table = _event_table(found[:ACCOUNT_EVENTS], f"Recent events (the {ACCOUNT_EVENTS} newest)")
+    if len(found) > ACCOUNT_EVENTS:  # the rest, paged, on the events page
+        table.more, table.more_path = {"user": user}, "/events"
+    return table
 
 
 def _allowances(m: LocalCreditManager, user: str) -> Table:
