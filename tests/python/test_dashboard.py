@@ -35,7 +35,7 @@ PAGES = ("/", "/accounts", "/account?user=alice", "/models", "/events")
 TABLES = {
     "/": ("figures", "daily", "models"),
     "/accounts": ("accounts",),
-    "/account?user=alice": ("summary", "grants", "keys", "holds", "transactions", "events", "allowances"),
+    "/account?user=alice": ("summary", "grants", "keys", "holds", "transactions", "events", "allowances", "budgets"),
     "/models": ("prices", "models", "history"),
     "/events": ("events",),
 }
@@ -410,6 +410,21 @@ def test_the_account_page_links_to_the_rest_of_its_events(manager: LocalCreditMa
     assert len(events["rows"]) == 20 and events["next"] == {"user": "alice"}
     html = client.get("/account?user=alice", headers=bearer()).text
     assert 'href="/events?user=alice">More' in html
+
+
+def test_an_organisation_shows_its_member_and_project_budgets(manager: LocalCreditManager, client: TestClient) -> None:
+    manager.record_payment("acme", "pay_acme", 1000)
+    manager.add_member("acme", "dana")
+    manager.create_project("acme", "search")
+    manager.set_budget("acme", member="dana", limit=300, window="daily")
+    manager.set_budget("acme", project="search", limit=700)
+    rows = client.get("/account?user=acme&format=json", headers=bearer()).json()["tables"]["budgets"]["rows"]
+    assert [(r["scope"], r["name"], r["limit"], r["window"]) for r in rows] == [
+        ("member", "dana", "300", "daily"),
+        ("project", "search", "700", "monthly"),
+    ]
+    assert "Budgets of members and projects" in client.get("/account?user=acme", headers=bearer()).text
+    assert "Budgets of members and projects" not in client.get("/account?user=alice", headers=bearer()).text
 
 
 def test_admin_actions_need_the_session_csrf_token_and_the_same_origin(

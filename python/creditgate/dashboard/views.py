@@ -236,6 +236,7 @@ def account(m: LocalCreditManager, p: Params) -> Page:
         _transactions(m, user, before),
         _events_of(m, user),
         _allowances(m, user),
+        _budgets(m, user),
     ]
     context = {"user": user, "organisation": a.organisation, "auto_topup": a.auto_topup, "windows": KEY_WINDOWS}
     return Page("account", f"Account {user}", tables, context)
@@ -398,6 +399,36 @@ def _allowances(m: LocalCreditManager, user: str) -> Table:
                 "api_key_id": al.api_key_id,
             }
             for al in m.allowances(user)
+        ],
+    )
+
+
+def _budgets(m: LocalCreditManager, org: str) -> Table:
+    """An organisation's member and project budgets (none for an account outside one)."""
+    scoped = [(b.scope, b) for b in [*(x.budget for x in m.members(org)), *(x.budget for x in m.projects(org))] if b]
+    return Table(
+        "budgets",
+        "Budgets of members and projects",
+        [
+            Column("scope", "Scope"),
+            Column("name", "Member or project"),
+            Column("limit", "Limit", "credits"),
+            Column("window", "Window"),
+            Column("spent", "Spent", "credits"),
+            Column("remaining", "Remaining", "credits"),
+            Column("resets_at", "Resets"),
+        ],
+        [
+            {
+                "scope": scope,
+                "name": b.name,
+                "limit": b.limit,
+                "window": b.window,
+                "spent": b.spent,
+                "remaining": b.remaining,
+                "resets_at": b.resets_at,
+            }
+            for scope, b in scoped
         ],
     )
 
