@@ -117,6 +117,25 @@ pub struct UsageRow {
     pub credits: Credits,
 }
 
+impl UsageRow {
+    /// A row of no group and no usage, for a summary to fill.
+    pub(crate) fn empty() -> UsageRow {
+        UsageRow {
+            day: None,
+            model: None,
+            api_key_id: None,
+            member_id: None,
+            project: None,
+            requests: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            credits: Credits::ZERO,
+        }
+    }
+}
+
 /// One line of a statement: a kind of movement, and for usage one model at
 /// one set of rates.
 #[derive(Clone, Debug, PartialEq, Eq)]

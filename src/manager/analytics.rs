@@ -117,17 +117,13 @@ fn summary_of_totals(q: &UsageQuery, totals: &DayTotals) -> Result<Vec<UsageRow>
 fn usage_row(q: &UsageQuery, key: &GroupKey, s: &DaySums) -> Result<UsageRow> {
     let count = |n: i128, what: &str| i64::try_from(n).map_err(|_| Error::Internal(format!("a summary's {what}")));
     let mut row = UsageRow {
-        day: None,
-        model: None,
-        api_key_id: None,
-        member_id: None,
-        project: None,
         requests: u64::try_from(s.entries).map_err(|_| Error::Internal("a summary's requests".into()))?,
         input_tokens: count(s.input_tokens, "input tokens")?,
         output_tokens: count(s.output_tokens, "output tokens")?,
         cached_input_tokens: count(s.cached_tokens, "cached tokens")?,
         cache_write_tokens: count(s.cache_write_tokens, "cache write tokens")?,
         credits: Credits::from_total(-s.amount, "a summary's credits")?,
+        ..UsageRow::empty()
     };
     for (g, (null, day, model)) in q.group_by.iter().zip(key) {
         match g {

@@ -105,19 +105,7 @@ impl dyn Tx + '_ {
         let (sql, params) = summary_sql(q);
         let n = q.group_by.len();
         let out = self.all(&sql, &params, |r| {
-            let mut row = UsageRow {
-                day: None,
-                model: None,
-                api_key_id: None,
-                member_id: None,
-                project: None,
-                requests: 0,
-                input_tokens: 0,
-                output_tokens: 0,
-                cached_input_tokens: 0,
-                cache_write_tokens: 0,
-                credits: Credits::ZERO,
-            };
+            let mut row = UsageRow::empty();
             for (i, g) in q.group_by.iter().enumerate() {
                 match g {
                     UsageGroup::Day => row.day = Some(Timestamp(r.int(i)?)),

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from .._json import decimal_text, rfc3339
 from .views import Page, Table
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -37,11 +38,11 @@ def cell(value: Any) -> str:
 
 
 def plain(value: Any) -> Any:
-    """A value for JSON: exact decimals as strings, times as RFC 3339."""
+    """A value for JSON: exact decimals as strings, times as RFC 3339 (the package's own forms)."""
     if isinstance(value, Decimal):
-        return str(value)
+        return decimal_text(value)
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return rfc3339(value)
     return value
 
 
