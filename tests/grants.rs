@@ -307,6 +307,7 @@ fn an_existing_ledger_migrates_to_one_paid_grant_per_positive_balance() {
         m.record_usage(KeyRef::Secret(&key), tokens(10_000), None).unwrap();
     }
     // Back to schema 5: no grants table.
+    common::raw_sql(&url, common::UNDO_V13);
     common::raw_sql(&url, common::UNDO_V12);
     common::raw_sql(&url, common::UNDO_V11);
     common::raw_sql(&url, common::UNDO_V10);

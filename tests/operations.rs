@@ -1467,6 +1467,7 @@ fn a_version_1_database_is_upgraded_in_place() {
     grant(&m, "u", credits(5));
     drop(m);
     // Put the file back to schema v1: its indexes, and only version 1 recorded.
+    common::raw_sql(&url, common::UNDO_V13);
     common::raw_sql(&url, common::UNDO_V12);
     common::raw_sql(&url, common::UNDO_V11);
     common::raw_sql(&url, common::UNDO_V10);

@@ -231,6 +231,7 @@ fn a_version_8_price_takes_effect_from_the_epoch_after_the_upgrade() {
     let (key, _) = key_for(&m, "u");
     m.record_usage(KeyRef::Secret(&key), Usage::new(1_000, 0, None), None).unwrap();
     drop(m);
+    common::raw_sql(&url, common::UNDO_V13);
     common::raw_sql(&url, common::UNDO_V12);
     common::raw_sql(&url, common::UNDO_V11);
     common::raw_sql(&url, common::UNDO_V10);

@@ -389,6 +389,7 @@ fn a_ledger_at_schema_10_upgrades_and_takes_a_rule() {
     let m = common::open(&url, Config::new());
     grant(&m, "u", credits(100));
     drop(m);
+    common::raw_sql(&url, common::UNDO_V13);
     common::raw_sql(&url, common::UNDO_V12);
     common::raw_sql(&url, common::UNDO_V11);
     let m = common::open(&url, Config::new());

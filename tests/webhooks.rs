@@ -464,6 +464,7 @@ fn a_version_9_ledger_upgrades_and_subscribes_at_its_outbox_tail() {
     let m = common::open(&url, config(&clock));
     emit(&m, 2);
     drop(m);
+    common::raw_sql(&url, common::UNDO_V13);
     common::raw_sql(&url, common::UNDO_V12);
     common::raw_sql(&url, common::UNDO_V11);
     common::raw_sql(&url, common::UNDO_V10);

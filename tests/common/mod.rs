@@ -259,7 +259,10 @@ pub fn raw_sql(url: &str, statements: &str) {
     }
 }
 
-/// SQL that takes a ledger's schema back from version 12 to 11 (both
-/// backends; `creditgate_entries_created` exists on SQLite only).
+/// SQL that takes a ledger's schema back from version 13 to 12 (both backends).
+pub const UNDO_V13: &str = "DROP TABLE creditgate_daily_totals; DROP TABLE creditgate_rollup; \
+    DROP INDEX IF EXISTS creditgate_entries_expiries; DELETE FROM creditgate_schema_version WHERE version = 13;";
+
+/// SQL that takes a ledger's schema back from version 12 to 11 (both backends).
 pub const UNDO_V12: &str = "DROP INDEX IF EXISTS creditgate_events_user; DROP INDEX IF EXISTS creditgate_events_kind; \
-    DROP INDEX IF EXISTS creditgate_entries_created; DELETE FROM creditgate_schema_version WHERE version = 12;";
+    DROP INDEX IF EXISTS creditgate_holds_open; DELETE FROM creditgate_schema_version WHERE version = 12;";
