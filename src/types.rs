@@ -124,7 +124,7 @@ impl Timestamp {
 
     /// Days since the epoch (the UTC calendar day), for per-day tallies.
     pub fn day(self) -> i64 {
-        self.0.div_euclid(86_400_000_000)
+        self.0.div_euclid(DAY_MICROS)
     }
 }
 
@@ -444,7 +444,8 @@ pub enum SpendWindow {
     Lifetime,
 }
 
-const DAY_MICROS: i64 = 86_400_000_000;
+/// Microseconds in a UTC day (the spend windows, the daily rollup, `sql::utc_day`).
+pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
 
 impl SpendWindow {
     pub fn as_str(self) -> &'static str {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use Param::{Int, OptUuid, Text};
 
-pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
+pub(crate) use crate::types::DAY_MICROS;
 
 /// How long after its end a UTC day counts as closed, so rolled up: longer
 /// than any transaction of the library lives, so no entry of a closed day

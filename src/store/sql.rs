@@ -167,7 +167,7 @@ pub(crate) fn kinds_sql(kinds: &[EntryKind]) -> String {
 /// The UTC midnight starting the day of the timestamp `t` (µs; floored,
 /// also before the epoch).
 pub(crate) fn utc_day(t: &str) -> String {
-    const DAY: i64 = 86_400_000_000;
+    const DAY: i64 = crate::types::DAY_MICROS;
     format!("({t} - (({t} % {DAY}) + {DAY}) % {DAY})")
 }
 

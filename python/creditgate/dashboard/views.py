@@ -13,13 +13,12 @@ from decimal import Decimal
 from typing import Any
 
 from .. import LocalCreditManager
+from .._creditgate import MAX_ACCOUNT_OFFSET
 from . import charts
 from .params import BadRequest, Params
 
 PAGE_ROWS = 50
-PAGE_ROWS_MAX = 500
 ACCOUNT_EVENTS = 20
-OFFSET_MAX = 1_000_000
 ACCOUNT_ORDERS = ("balance", "user_id", "-balance", "newest")
 KEY_WINDOWS = ("daily", "weekly", "monthly", "lifetime")
 
@@ -172,7 +171,7 @@ def accounts(m: LocalCreditManager, p: Params) -> Page:
     search = p.text("q")
     order = p.choice("order", ACCOUNT_ORDERS)
     below = p.amount("below")
-    page = p.integer("page", 1, 1, OFFSET_MAX // PAGE_ROWS)
+    page = p.integer("page", 1, 1, MAX_ACCOUNT_OFFSET // PAGE_ROWS)  # the core's bound on list_accounts
     p.done()
     found = m.list_accounts(search=search, below=below, order=order, offset=(page - 1) * PAGE_ROWS, limit=PAGE_ROWS)
     rows = [
